@@ -1,0 +1,48 @@
+# make run   — set up and serve the dashboard with demo data (embedded: no outside services)
+# make test  — set up and run the whole suite against PostgreSQL, Redis, Celery and a real libvirtd
+SHELL := /bin/bash
+PY := .venv/bin/python
+GUEST := $(CURDIR)/.cache/guest
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cloudpanel
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PORT ?= 8000
+
+.PHONY: run test setup lint bench clean-test-host
+
+setup:
+	scripts/setup.sh system
+	scripts/setup.sh python
+	scripts/setup.sh node
+
+run: setup
+	@mkdir -p var
+	@if scripts/libvirtd.sh start >/dev/null 2>&1 && scripts/build-test-guest.sh "$(GUEST)" >/dev/null; then \
+		echo "local QEMU available: registering qemu:///system"; \
+		echo "--test-uri test+unix:///default --host-uri local-qemu=qemu:///system" > var/.demo-args; \
+	else echo "libvirtd could not be started: only the test-driver host is registered"; : > var/.demo-args; fi
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py demo $$(cat var/.demo-args)
+	@if [ -n "$$REDIS_URL" ]; then scripts/run-services.sh $(PORT); else \
+		CLOUDPANEL_DEFAULT_KERNEL=$(GUEST)/vmlinuz CLOUDPANEL_DEFAULT_INITRD=$(GUEST)/initrd.img \
+		$(PY) manage.py serve --port $(PORT); fi
+
+test:
+	scripts/setup.sh system test
+	scripts/setup.sh python
+	scripts/setup.sh node
+	scripts/check-services.sh "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"
+	scripts/libvirtd.sh start
+	scripts/build-test-guest.sh "$(GUEST)"
+	$(PY) -m ruff check .
+	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
+		$(PY) manage.py collectstatic --noinput -v0
+	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+lint:
+	$(PY) -m ruff check .
+
+bench:
+	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/control_plane.py
+	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/instance_list.py

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CloudPanelConfig(AppConfig):
+    name = "cloudpanel"
+    verbose_name = "CloudPanel"

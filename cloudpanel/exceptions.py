@@ -1,0 +1,9 @@
+"""Base classes of the domain errors every app raises from its services."""
+
+
+class DomainError(Exception):
+    """A request the domain refuses; the message says why and is fit to show."""
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state (HTTP 409)."""

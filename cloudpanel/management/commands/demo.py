@@ -1,0 +1,46 @@
+"""Set up demo data: an admin, a tenant, and demo hosts. Idempotent."""
+
+import os
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from hosts import services as host_services
+from hosts.models import Host
+from tenants.models import Tenant
+from tenants.services import add_member
+
+
+class Command(BaseCommand):
+    help = "Create the demo admin (printing the login), a demo tenant and demo hosts."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--username", default="admin")
+        parser.add_argument("--password", default=os.environ.get("CLOUDPANEL_DEMO_PASSWORD", "cloudpanel-demo"))
+        parser.add_argument("--test-uri", default="test:///default",
+                            help="the test driver host: test+unix:///default shares libvirtd's across processes")
+        parser.add_argument("--host-uri", action="append", default=[],
+                            help="name=uri of a host to register (repeatable)")
+
+    def handle(self, *args, username: str, password: str, test_uri: str, host_uri: list[str], **options):
+        User = get_user_model()
+        admin, created = User.objects.get_or_create(username=username, defaults={"is_staff": True,
+                                                                                  "is_superuser": True})
+        if created:
+            admin.set_password(password)
+            admin.save()
+        tenant, _ = Tenant.objects.get_or_create(name="demo")
+        add_member(tenant=tenant, user=admin, role="admin")
+        hosts = [("test-driver", test_uri, "default-pool", "auto")]
+        for item in host_uri:
+            name, _, uri = item.partition("=")
+            hosts.append((name, uri, "default", "tcg"))
+        for name, uri, pool, accelerator in hosts:
+            host = Host.objects.filter(uri=uri).first()
+            if host is None:
+                host_services.register_host(name=name, uri=uri, accelerator=accelerator, storage_pool=pool)
+            else:
+                host_services.request_probe(host=host)
+        self.stdout.write(self.style.SUCCESS(
+            f"Sign in as {username} / {password if created else '(unchanged password)'}"
+        ))

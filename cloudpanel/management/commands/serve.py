@@ -1,0 +1,54 @@
+"""Serve the dashboard (HTTP + websockets). Embedded, it also runs the worker and the listener.
+
+Without REDIS_URL the broker and channel layer live in memory, so the Celery worker
+and the event listener must run in this same process: they start as threads here.
+With REDIS_URL they are separate processes (celery worker, manage.py listen_events).
+"""
+
+import logging
+import threading
+
+from channels.routing import get_default_application
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+log = logging.getLogger(__name__)
+
+
+def start_embedded_worker() -> None:
+    """A Celery worker on the in-memory broker, in a thread of this process."""
+    from cloudpanel.celery import app
+
+    worker = app.WorkController(pool_cls="threads", concurrency=4, without_heartbeat=True,
+                                without_mingle=True, without_gossip=True, queues=[settings.CELERY_TASK_DEFAULT_QUEUE])
+    threading.Thread(target=worker.start, name="celery-worker", daemon=True).start()
+
+
+def start_listener() -> None:
+    from hosts.listener import Listener
+
+    threading.Thread(target=Listener().run, name="event-listener", daemon=True).start()
+
+
+class Command(BaseCommand):
+    help = "Serve CloudPanel; without REDIS_URL, also run the worker and the event listener in-process."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, host: str, port: int, **options):
+        if settings.EMBEDDED:
+            start_embedded_worker()
+            start_listener()
+            mode = "embedded (worker and listener in this process)"
+        else:
+            mode = "web only (run the worker and listener as their own processes)"
+        self.stdout.write(f"CloudPanel on http://{host}:{port}/ — {mode}")
+        Server(
+            application=get_default_application(),
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            verbosity=0,
+        ).run()

@@ -1,0 +1,181 @@
+"""CloudPanel settings: one file, driven by the environment.
+
+With no DATABASE_URL and no REDIS_URL it runs embedded: SQLite, an in-memory
+Celery broker with a worker thread and an in-memory channel layer, all inside the
+web process. Set DATABASE_URL and REDIS_URL for PostgreSQL and Redis with separate
+worker and listener processes.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).lower() in ("1", "true", "yes", "on")
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = _env_bool("CLOUDPANEL_DEBUG", False)
+SECRET_KEY = os.environ.get("CLOUDPANEL_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and _env_bool("CLOUDPANEL_PRODUCTION", False):
+        raise RuntimeError("CLOUDPANEL_SECRET_KEY must be set in production")
+    SECRET_KEY = "insecure-development-key-set-CLOUDPANEL_SECRET_KEY-in-production"
+ALLOWED_HOSTS = _env_list("CLOUDPANEL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = _env_list("CLOUDPANEL_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "cloudpanel",
+    "tenants",
+    "hosts",
+    "instances",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cloudpanel.urls"
+ASGI_APPLICATION = "cloudpanel.asgi.application"
+WSGI_APPLICATION = "cloudpanel.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+VAR_DIR = Path(os.environ.get("CLOUDPANEL_VAR_DIR", BASE_DIR / "var"))
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'cloudpanel.sqlite3'}"),
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default shares SQLite between web, worker and listener threads.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor", BASE_DIR / "node_modules"),
+]
+WHITENOISE_USE_FINDERS = True
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+EMBEDDED = not REDIS_URL
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CLOUDPANEL_CHANNEL_PREFIX", "asgi")},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.02}
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CLOUDPANEL_TASK_QUEUE", "cloudpanel")
+CELERY_TASK_ALWAYS_EAGER = _env_bool("CLOUDPANEL_TASKS_EAGER", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# How long an operation may stay in flight before reconcile marks the instance as error.
+CLOUDPANEL_TASK_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_TASK_TIMEOUT_SECONDS", "300"))
+CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS", "120"))
+CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECONDS", "30"))
+# What the create form offers for direct kernel boot (make run points them at the tiny guest).
+CLOUDPANEL_DEFAULT_KERNEL = os.environ.get("CLOUDPANEL_DEFAULT_KERNEL", "")
+CLOUDPANEL_DEFAULT_INITRD = os.environ.get("CLOUDPANEL_DEFAULT_INITRD", "")
+# Allocation ratios, as in OpenStack's placement: vCPUs and RAM may be overcommitted.
+CLOUDPANEL_CPU_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_CPU_ALLOCATION_RATIO", "4.0"))
+CLOUDPANEL_RAM_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_RAM_ALLOCATION_RATIO", "1.0"))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.APITokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "cloudpanel.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CloudPanel API",
+    "DESCRIPTION": "Hosts, instances and their operations. Authenticate with `Authorization: Token <key>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "/static/vendor/swagger-ui-dist",
+    "SWAGGER_UI_FAVICON_HREF": "/static/vendor/swagger-ui-dist/favicon-32x32.png",
+}
+
+SESSION_COOKIE_SECURE = _env_bool("CLOUDPANEL_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CLOUDPANEL_LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "celery": {"level": "WARNING"}},
+}

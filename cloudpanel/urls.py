@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cloudpanel.api import router
+from hosts.api import HostViewSet
+from instances.api import ActionViewSet, InstanceViewSet
+from instances.views import overview
+
+router.register("hosts", HostViewSet, basename="host")
+router.register("instances", InstanceViewSet, basename="instance")
+router.register("actions", ActionViewSet, basename="action")
+
+urlpatterns = [
+    path("", overview, name="overview"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("hosts/", include("hosts.urls")),
+    path("instances/", include("instances.urls")),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+]

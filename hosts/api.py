@@ -1,0 +1,62 @@
+"""Host endpoints: platform admins only."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+
+from hosts import services
+from hosts.filtersets import HostFilterSet
+from hosts.models import Host
+from hosts.serializers import HostInputSerializer, HostSerializer, HostUpdateSerializer
+
+
+class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Register, inspect, enable/disable, re-probe and remove hypervisor hosts."""
+
+    queryset = Host.objects.all()
+    serializer_class = HostSerializer
+    permission_classes = [IsAdminUser]
+    filterset_class = HostFilterSet
+    ordering_fields = ["name", "state", "created_at"]
+
+    @extend_schema(request=HostInputSerializer, responses={201: HostSerializer})
+    def create(self, request):
+        data = HostInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        host = services.register_host(**data.validated_data)
+        return Response(HostSerializer(host).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=HostUpdateSerializer, responses={200: HostSerializer})
+    def partial_update(self, request, pk=None):
+        host = self.get_object()
+        data = HostUpdateSerializer(
+            data={"name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool,
+                  **request.data}
+        )
+        data.is_valid(raise_exception=True)
+        services.update_host(host=host, **data.validated_data)
+        return Response(HostSerializer(host).data)
+
+    def destroy(self, request, pk=None):
+        services.delete_host(host=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: HostSerializer})
+    @action(detail=True, methods=["post"])
+    def enable(self, request, pk=None):
+        host = services.set_enabled(host=self.get_object(), enabled=True)
+        return Response(HostSerializer(host).data)
+
+    @extend_schema(request=None, responses={200: HostSerializer})
+    @action(detail=True, methods=["post"])
+    def disable(self, request, pk=None):
+        host = services.set_enabled(host=self.get_object(), enabled=False)
+        return Response(HostSerializer(host).data)
+
+    @extend_schema(request=None, responses={202: None})
+    @action(detail=True, methods=["post"])
+    def probe(self, request, pk=None):
+        services.request_probe(host=self.get_object())
+        return Response(status=status.HTTP_202_ACCEPTED)

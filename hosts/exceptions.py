@@ -1,0 +1,13 @@
+from cloudpanel.exceptions import Conflict, DomainError
+
+
+class InvalidHost(DomainError):
+    """The host's settings are not usable."""
+
+
+class HostInUse(Conflict):
+    """The host still has instances."""
+
+
+class NoCapacity(DomainError):
+    """No host (or not the chosen one) can take the instance."""

@@ -1,0 +1,20 @@
+from django import forms
+
+from hosts.choices import Accelerator
+
+
+class HostForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    uri = forms.CharField(
+        max_length=500, label="libvirt URI",
+        help_text="e.g. qemu:///system, qemu+ssh://root@node1/system, lxc:///, xen:///system, test:///default",
+    )
+    accelerator = forms.ChoiceField(choices=Accelerator.choices, initial=Accelerator.AUTO)
+    storage_pool = forms.CharField(max_length=100, initial="default", required=False,
+                                   help_text="libvirt storage pool that holds instance disks")
+
+
+class HostEditForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    accelerator = forms.ChoiceField(choices=Accelerator.choices)
+    storage_pool = forms.CharField(max_length=100, required=False)

@@ -1,0 +1,522 @@
+"""The driver layer: the only module that imports libvirt.
+
+Plain functions over a host URI and a domain UUID. They return frozen dataclasses
+and enums, never libvirt objects, and raise HypervisorError and its subclasses.
+Domain XML is built from a typed spec by one pure builder per technology.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import libvirt
+
+from hosts.domain_xml import Accelerator, DomainSpec, Technology, domain_xml, uses_disk_volume, volume_xml
+
+log = logging.getLogger(__name__)
+
+
+class HypervisorError(Exception):
+    """A libvirt operation failed; the message is fit to show a user."""
+
+
+class HypervisorUnavailable(HypervisorError):
+    """The host cannot be reached or its URI is not usable."""
+
+
+class DomainNotFound(HypervisorError):
+    """No domain with that UUID exists on the host."""
+
+
+class PowerState(enum.StrEnum):
+    """A domain's state as libvirt reports it, reduced to what a panel shows."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    SUSPENDED = "suspended"
+
+
+_STATE_MAP = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+}
+
+_SCHEME_TECHNOLOGY = {
+    "qemu": Technology.QEMU,
+    "lxc": Technology.LXC,
+    "xen": Technology.XEN,
+    "libxl": Technology.XEN,
+    "openvz": Technology.OPENVZ,
+    "vbox": Technology.VBOX,
+    "test": Technology.TEST,
+}
+
+
+def technology_of(uri: str) -> Technology:
+    """The technology a libvirt URI drives; raises HypervisorError for unknown schemes."""
+    parts = urlsplit(uri)
+    if not parts.scheme or "://" not in uri:
+        raise HypervisorError(f"'{uri}' is not a libvirt URI (expected e.g. qemu:///system)")
+    driver = parts.scheme.split("+", 1)[0]
+    try:
+        return _SCHEME_TECHNOLOGY[driver]
+    except KeyError:
+        known = ", ".join(sorted(_SCHEME_TECHNOLOGY))
+        raise HypervisorError(f"unknown libvirt driver '{driver}' (known: {known})") from None
+
+
+# --- connections -------------------------------------------------------------
+
+_lock = threading.Lock()
+_connections: dict[str, libvirt.virConnect] = {}
+_event_loop_pid: int | None = None
+
+
+def _silence_default_error_handler() -> None:
+    # libvirt prints every error to stderr by default; we raise them instead.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def ensure_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread of this process, once.
+
+    It must be registered before connections are opened for events, console
+    streams and keepalive to work on them.
+    """
+    global _event_loop_pid
+    with _lock:
+        if _event_loop_pid == os.getpid():
+            return
+        _silence_default_error_handler()
+        libvirt.virEventRegisterDefaultImpl()
+        _event_loop_pid = os.getpid()
+        _connections.clear()
+
+    def run() -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+    threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+
+
+def _open(uri: str) -> libvirt.virConnect:
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise HypervisorUnavailable(f"cannot connect to {uri}: {exc.get_error_message()}") from None
+    if "+" in urlsplit(uri).scheme:
+        with suppress(libvirt.libvirtError):
+            conn.setKeepAlive(5, 3)
+
+    def closed(_conn: libvirt.virConnect, _reason: int, _opaque: object) -> None:
+        with _lock:
+            if _connections.get(uri) is conn:
+                del _connections[uri]
+
+    with suppress(libvirt.libvirtError):  # drivers without close callbacks (test://) never drop
+        conn.registerCloseCallback(closed, None)
+    return conn
+
+
+def connection(uri: str) -> libvirt.virConnect:
+    """The cached connection to a host, reopened when it has dropped."""
+    technology_of(uri)
+    ensure_event_loop()
+    with _lock:
+        conn = _connections.get(uri)
+    if conn is not None:
+        with suppress(libvirt.libvirtError):
+            if conn.isAlive():
+                return conn
+        forget(uri)
+    conn = _open(uri)
+    with _lock:
+        _connections[uri] = conn
+    return conn
+
+
+def forget(uri: str) -> None:
+    """Drop the cached connection to a host (it will be reopened on next use)."""
+    with _lock:
+        conn = _connections.pop(uri, None)
+    if conn is not None:
+        with suppress(libvirt.libvirtError):
+            conn.close()
+
+
+@contextmanager
+def _errors(uri: str) -> Iterator[None]:
+    """Translate libvirt errors into our exceptions."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        message = exc.get_error_message() or str(exc)
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            raise DomainNotFound(message) from None
+        if code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT,
+                    libvirt.VIR_ERR_INVALID_CONN):
+            forget(uri)
+            raise HypervisorUnavailable(f"{uri}: {message}") from None
+        raise HypervisorError(message) from None
+
+
+def _domain(uri: str, domain_uuid: str) -> libvirt.virDomain:
+    conn = connection(uri)
+    with _errors(uri):
+        return conn.lookupByUUIDString(domain_uuid)
+
+
+# --- host facts --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    active: bool
+    capacity_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    technology: Technology
+    hostname: str
+    hypervisor_type: str
+    hypervisor_version: str
+    libvirt_version: str
+    cpus: int
+    memory_mib: int
+    kvm_available: bool
+    pools: tuple[PoolInfo, ...] = field(default_factory=tuple)
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def probe(uri: str) -> HostInfo:
+    """Read a host's technology, versions, capacity and storage pools."""
+    conn = connection(uri)
+    with _errors(uri):
+        info = conn.getInfo()
+        try:
+            hv_version = _version(conn.getVersion())
+        except libvirt.libvirtError:
+            hv_version = ""
+        pools = []
+        for pool in conn.listAllStoragePools():
+            _state, capacity, _alloc, available = pool.info()
+            pools.append(PoolInfo(pool.name(), bool(pool.isActive()), capacity, available))
+        caps = ET.fromstring(conn.getCapabilities())
+        kvm = any(d.get("type") == "kvm" for d in caps.iter("domain"))
+        return HostInfo(
+            technology=technology_of(uri),
+            hostname=conn.getHostname(),
+            hypervisor_type=conn.getType(),
+            hypervisor_version=hv_version,
+            libvirt_version=_version(conn.getLibVersion()),
+            cpus=int(info[2]),
+            memory_mib=int(info[1]),
+            kvm_available=kvm,
+            pools=tuple(sorted(pools, key=lambda p: p.name)),
+        )
+
+
+__all__ = ["Accelerator", "DomainSpec", "Technology", "domain_xml", "uses_disk_volume"]
+
+
+# --- storage -----------------------------------------------------------------
+
+
+def create_volume(uri: str, pool: str, name: str, size_gib: int) -> str:
+    """Create (or find) a qcow2 volume in a pool; returns its path on the host."""
+    conn = connection(uri)
+    with _errors(uri):
+        try:
+            storage = conn.storagePoolLookupByName(pool)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise HypervisorError(f"storage pool '{pool}' does not exist on {uri}") from None
+            raise
+        try:
+            return storage.storageVolLookupByName(name).path()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
+        return storage.createXML(volume_xml(name, size_gib), 0).path()
+
+
+def delete_volume(uri: str, pool: str, name: str) -> None:
+    """Delete a volume; a missing pool or volume counts as done."""
+    conn = connection(uri)
+    with _errors(uri):
+        try:
+            conn.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL):
+                raise
+
+
+# --- domain lifecycle --------------------------------------------------------
+
+
+def define(uri: str, xml: str) -> None:
+    """Define (or redefine) a persistent domain."""
+    conn = connection(uri)
+    with _errors(uri):
+        conn.defineXML(xml)
+
+
+def state(uri: str, domain_uuid: str) -> PowerState:
+    """The domain's current power state."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        return _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+
+
+def start(uri: str, domain_uuid: str) -> PowerState:
+    """Start a stopped domain; already running counts as done."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if not dom.isActive():
+            dom.create()
+    return state(uri, domain_uuid)
+
+
+def shutdown(uri: str, domain_uuid: str) -> None:
+    """Ask the guest to power off (ACPI); returns at once."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if dom.isActive():
+            dom.shutdown()
+
+
+def power_off(uri: str, domain_uuid: str) -> PowerState:
+    """Force the domain off; already off counts as done."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if dom.isActive():
+            try:
+                dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+            except libvirt.libvirtError:
+                dom.destroy()
+    return state(uri, domain_uuid)
+
+
+def reboot(uri: str, domain_uuid: str) -> PowerState:
+    """Reset the domain (a hard reboot that works without guest cooperation)."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if not dom.isActive():
+            raise HypervisorError("the instance is not running")
+        try:
+            dom.reset(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            dom.reboot(0)
+    return state(uri, domain_uuid)
+
+
+def suspend(uri: str, domain_uuid: str) -> PowerState:
+    """Pause the domain's vCPUs."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            dom.suspend()
+    return state(uri, domain_uuid)
+
+
+def resume(uri: str, domain_uuid: str) -> PowerState:
+    """Resume a paused domain."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+    return state(uri, domain_uuid)
+
+
+def undefine(uri: str, domain_uuid: str) -> None:
+    """Stop and remove the domain; a missing domain counts as done."""
+    try:
+        dom = _domain(uri, domain_uuid)
+    except DomainNotFound:
+        return
+    with _errors(uri):
+        if dom.isActive():
+            dom.destroy()
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+            dom.undefine()
+
+
+def all_states(uri: str) -> dict[str, PowerState]:
+    """Every domain's state on a host, in one listAllDomains call."""
+    conn = connection(uri)
+    with _errors(uri):
+        return {
+            dom.UUIDString(): _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+            for dom in conn.listAllDomains(0)
+        }
+
+
+# --- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    uri: str
+    domain_uuid: str
+    state: PowerState | None
+    event: str
+    observed_at: datetime
+
+
+_EVENT_NAMES = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+
+def watch_lifecycle(uri: str, callback: Callable[[LifecycleEvent], None]) -> int:
+    """Call callback (on the libvirt event thread) for every lifecycle event on a host.
+
+    Returns a handle for unwatch(). The state is read when the event arrives.
+    """
+    conn = connection(uri)
+
+    def on_event(_conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, _detail: int,
+                 _opaque: object) -> None:
+        # Read the time before the state: the observation is no newer than this.
+        observed_at = datetime.now(UTC)
+        try:
+            current: PowerState | None = _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+        except libvirt.libvirtError:
+            current = None  # undefined in the meantime
+        try:
+            callback(LifecycleEvent(uri, dom.UUIDString(), current, _EVENT_NAMES.get(event, str(event)),
+                                    observed_at))
+        except Exception:
+            log.exception("lifecycle callback failed for %s", uri)
+
+    with _errors(uri):
+        return conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+
+
+def unwatch(uri: str, handle: int) -> None:
+    """Stop a watch_lifecycle() subscription; a dropped connection counts as done."""
+    with _lock:
+        conn = _connections.get(uri)
+    if conn is not None:
+        with suppress(libvirt.libvirtError):
+            conn.domainEventDeregisterAny(handle)
+
+
+def is_connected(uri: str) -> bool:
+    """Whether this process holds a live connection to the host."""
+    with _lock:
+        conn = _connections.get(uri)
+    try:
+        return conn is not None and bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+# --- console -----------------------------------------------------------------
+
+
+class Console:
+    """A domain's serial console stream; output arrives on the libvirt event thread."""
+
+    def __init__(self, uri: str, domain_uuid: str, on_output: Callable[[bytes], None],
+                 on_close: Callable[[str], None]) -> None:
+        self._on_output = on_output
+        self._on_close = on_close
+        self._closed = False
+        dom = _domain(uri, domain_uuid)
+        conn = connection(uri)
+        with _errors(uri):
+            if not dom.isActive():
+                raise HypervisorError("the instance is not running")
+            self._stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            try:
+                dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_SAFE)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_FAILED:
+                    raise
+                # Another client (say virsh console) holds it: take it over.
+                dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            self._stream.eventAddCallback(
+                libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
+                | libvirt.VIR_STREAM_EVENT_HANGUP,
+                self._readable, None,
+            )
+
+    def _readable(self, stream: libvirt.virStream, events: int, _opaque: object) -> None:
+        if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
+            self.close("the console stream ended")
+            return
+        while not self._closed:
+            try:
+                data = stream.recv(4096)
+            except libvirt.libvirtError:
+                self.close("the console stream failed")
+                return
+            if data == -2:  # would block
+                return
+            if not data:
+                self.close("the guest closed its console")
+                return
+            self._on_output(data)
+
+    def write(self, data: bytes) -> None:
+        """Send keystrokes to the guest."""
+        if self._closed:
+            return
+        try:
+            while data:
+                sent = self._stream.send(data)
+                if sent == -2:
+                    continue
+                data = data[sent:]
+        except libvirt.libvirtError:
+            self.close("the console stream failed")
+
+    def close(self, reason: str = "closed") -> None:
+        """End the stream once, telling on_close why."""
+        if self._closed:
+            return
+        self._closed = True
+        with suppress(libvirt.libvirtError):
+            self._stream.eventRemoveCallback()
+        with suppress(libvirt.libvirtError):
+            self._stream.abort()
+        self._on_close(reason)

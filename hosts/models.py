@@ -1,0 +1,38 @@
+"""Hypervisor hosts."""
+
+from django.db import models
+
+from hosts.choices import Accelerator, HostState, Technology
+
+
+class Host(models.Model):
+    """A libvirt endpoint that runs instances: its URI, what a probe found, and its state."""
+
+    name = models.CharField(max_length=100, unique=True)
+    uri = models.CharField(max_length=500, unique=True)
+    technology = models.CharField(max_length=10, choices=Technology.choices)
+    accelerator = models.CharField(max_length=5, choices=Accelerator.choices, default=Accelerator.AUTO)
+    storage_pool = models.CharField(max_length=100, blank=True, default="default")
+    enabled = models.BooleanField(default=True)
+    state = models.CharField(max_length=10, choices=HostState.choices, default=HostState.NEW)
+    last_error = models.TextField(blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    hypervisor_type = models.CharField(max_length=50, blank=True)
+    hypervisor_version = models.CharField(max_length=50, blank=True)
+    libvirt_version = models.CharField(max_length=50, blank=True)
+    cpus = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField(default=0)
+    kvm_available = models.BooleanField(default=False)
+    pools = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def schedulable(self) -> bool:
+        return self.enabled and self.state == HostState.ONLINE

@@ -1,0 +1,28 @@
+from rest_framework import serializers
+
+from hosts.choices import Accelerator
+from hosts.models import Host
+
+
+class HostSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Host
+        fields = [
+            "id", "name", "uri", "technology", "accelerator", "storage_pool", "enabled", "state", "last_error",
+            "last_seen_at", "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version", "cpus",
+            "memory_mib", "kvm_available", "pools", "created_at",
+        ]
+        read_only_fields = fields
+
+
+class HostInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    uri = serializers.CharField(max_length=500)
+    accelerator = serializers.ChoiceField(choices=Accelerator.choices, default=Accelerator.AUTO)
+    storage_pool = serializers.CharField(max_length=100, default="default", allow_blank=True)
+
+
+class HostUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    accelerator = serializers.ChoiceField(choices=Accelerator.choices)
+    storage_pool = serializers.CharField(max_length=100, allow_blank=True)

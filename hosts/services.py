@@ -1,0 +1,164 @@
+"""Every change to a host goes through here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from hosts import hypervisor
+from hosts.choices import HostState
+from hosts.events import publish_host
+from hosts.exceptions import HostInUse, InvalidHost, NoCapacity
+from hosts.models import Host
+
+
+def _on_commit_publish(host_id: int) -> None:
+    transaction.on_commit(lambda: publish_host(host_id))
+
+
+def _probe_on_commit(host_id: int) -> None:
+    from hosts import tasks
+
+    tasks.probe_host.delay_on_commit(host_id)
+
+
+@transaction.atomic
+def register_host(*, name: str, uri: str, accelerator: str = "auto", storage_pool: str = "default") -> Host:
+    """Record a host and queue its first probe."""
+    uri = uri.strip()
+    try:
+        technology = hypervisor.technology_of(uri)
+    except hypervisor.HypervisorError as exc:
+        raise InvalidHost(str(exc)) from None
+    if Host.objects.filter(uri=uri).exists():
+        raise InvalidHost(f"a host with URI {uri} is already registered")
+    if Host.objects.filter(name=name).exists():
+        raise InvalidHost(f"a host named '{name}' already exists")
+    host = Host.objects.create(
+        name=name, uri=uri, technology=technology.value, accelerator=accelerator, storage_pool=storage_pool
+    )
+    _probe_on_commit(host.pk)
+    return host
+
+
+@transaction.atomic
+def update_host(*, host: Host, name: str, accelerator: str, storage_pool: str) -> Host:
+    """Change a host's display name, accelerator and storage pool."""
+    if Host.objects.filter(name=name).exclude(pk=host.pk).exists():
+        raise InvalidHost(f"a host named '{name}' already exists")
+    host.name, host.accelerator, host.storage_pool = name, accelerator, storage_pool
+    host.save(update_fields=["name", "accelerator", "storage_pool"])
+    _on_commit_publish(host.pk)
+    return host
+
+
+@transaction.atomic
+def set_enabled(*, host: Host, enabled: bool) -> Host:
+    """Enable or disable placement of new instances on a host."""
+    Host.objects.filter(pk=host.pk).update(enabled=enabled)
+    host.enabled = enabled
+    _on_commit_publish(host.pk)
+    return host
+
+
+@transaction.atomic
+def request_probe(*, host: Host) -> None:
+    """Queue a fresh probe of the host."""
+    _probe_on_commit(host.pk)
+
+
+@transaction.atomic
+def delete_host(*, host: Host) -> None:
+    """Remove a host; refused while it still has instances (they are named)."""
+    from instances.models import Instance
+
+    names = list(Instance.objects.filter(host=host).live().values_list("name", flat=True)[:20])
+    if names:
+        raise HostInUse(f"host '{host.name}' still has instances: {', '.join(names)}")
+    Instance.objects.filter(host=host).update(host=None)  # deleted ones: keep their history
+    host.delete()
+
+
+def record_probe(*, host_id: int, info: hypervisor.HostInfo) -> None:
+    """Store what a successful probe found and mark the host online."""
+    pools = [asdict(p) for p in info.pools]
+    Host.objects.filter(pk=host_id).update(
+        state=HostState.ONLINE, last_error="", last_seen_at=timezone.now(), hostname=info.hostname,
+        hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
+        libvirt_version=info.libvirt_version, cpus=info.cpus, memory_mib=info.memory_mib,
+        kvm_available=info.kvm_available, pools=pools,
+    )
+    publish_host(host_id)
+
+
+def record_seen(*, host_id: int) -> None:
+    """The host answered: it is online."""
+    changed = Host.objects.filter(pk=host_id).exclude(state=HostState.ONLINE).update(
+        state=HostState.ONLINE, last_error=""
+    )
+    Host.objects.filter(pk=host_id).update(last_seen_at=timezone.now())
+    if changed:
+        publish_host(host_id)
+
+
+def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:
+    """The host could not be reached (offline) or refused us (error), with the reason."""
+    state = HostState.OFFLINE if isinstance(error, hypervisor.HypervisorUnavailable) else HostState.ERROR
+    Host.objects.filter(pk=host_id).update(state=state, last_error=str(error)[:2000])
+    publish_host(host_id)
+
+
+def allocated(host: Host) -> tuple[int, int]:
+    """vCPUs and MiB of RAM promised to the host's live instances."""
+    from instances.models import Instance
+
+    totals = Instance.objects.filter(host=host).live().aggregate(cpu=Sum("vcpus"), mem=Sum("memory_mib"))
+    return totals["cpu"] or 0, totals["mem"] or 0
+
+
+def capacity_error(host: Host, vcpus: int, memory_mib: int) -> str | None:
+    """Why the host cannot take an instance of this size, or None if it can."""
+    from django.conf import settings
+
+    if not host.schedulable:
+        return f"host '{host.name}' is {'disabled' if not host.enabled else host.get_state_display().lower()}"
+    if vcpus > host.cpus:
+        return f"{vcpus} vCPUs exceed host '{host.name}' ({host.cpus} CPUs)"
+    if memory_mib > host.memory_mib:
+        return f"{memory_mib} MiB of RAM exceed host '{host.name}' ({host.memory_mib} MiB)"
+    used_cpu, used_mem = allocated(host)
+    if used_cpu + vcpus > host.cpus * settings.CLOUDPANEL_CPU_ALLOCATION_RATIO:
+        return f"host '{host.name}' has no vCPUs left ({used_cpu} of {host.cpus} allocated)"
+    if used_mem + memory_mib > host.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO:
+        return f"host '{host.name}' has not enough RAM left ({used_mem} of {host.memory_mib} MiB allocated)"
+    return None
+
+
+def place(*, vcpus: int, memory_mib: int, host: Host | None = None) -> Host:
+    """Lock and return a host for a new instance: the chosen one, or the one with most free RAM.
+
+    Runs inside the caller's transaction; the row lock makes concurrent placements
+    on one host see each other's allocations.
+    """
+    if host is not None:
+        locked = Host.objects.select_for_update().get(pk=host.pk)
+        reason = capacity_error(locked, vcpus, memory_mib)
+        if reason:
+            raise NoCapacity(reason)
+        return locked
+    candidates = list(Host.objects.select_for_update().filter(enabled=True, state=HostState.ONLINE))
+    best, best_free, reasons = None, -1, []
+    for candidate in candidates:
+        reason = capacity_error(candidate, vcpus, memory_mib)
+        if reason:
+            reasons.append(reason)
+            continue
+        free = candidate.memory_mib - allocated(candidate)[1]
+        if free > best_free:
+            best, best_free = candidate, free
+    if best is None:
+        raise NoCapacity("no host can take it: " + ("; ".join(reasons) or "no host is online and enabled"))
+    return best

@@ -1,0 +1,71 @@
+"""Host pages, for platform admins."""
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from cloudpanel.exceptions import DomainError
+from hosts import services
+from hosts.forms import HostEditForm, HostForm
+from hosts.models import Host
+
+
+@staff_member_required
+def host_list(request):
+    form = HostForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            host = services.register_host(**form.cleaned_data)
+        except DomainError as exc:
+            form.add_error("uri", str(exc))
+        else:
+            messages.success(request, f"Host {host.name} registered; probing it now.")
+            return redirect("host-detail", pk=host.pk)
+    hosts = list(Host.objects.all())
+    for host in hosts:
+        host.allocated_cpus, host.allocated_mib = services.allocated(host)
+    return render(request, "hosts/list.html", {"hosts": hosts, "form": form})
+
+
+@staff_member_required
+def host_detail(request, pk: int):
+    host = get_object_or_404(Host, pk=pk)
+    form = HostEditForm(request.POST or None, initial={
+        "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_host(host=host, **form.cleaned_data)
+        except DomainError as exc:
+            form.add_error("name", str(exc))
+        else:
+            messages.success(request, "Host settings saved.")
+            return redirect("host-detail", pk=host.pk)
+    host.allocated_cpus, host.allocated_mib = services.allocated(host)
+    instances = host.instances.live().select_related("tenant")[:200]
+    return render(request, "hosts/detail.html", {"host": host, "form": form, "instances": instances})
+
+
+@staff_member_required
+@require_POST
+def host_command(request, pk: int, command: str):
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        if command == "enable":
+            services.set_enabled(host=host, enabled=True)
+            messages.success(request, f"{host.name} accepts new instances again.")
+        elif command == "disable":
+            services.set_enabled(host=host, enabled=False)
+            messages.success(request, f"{host.name} no longer accepts new instances.")
+        elif command == "probe":
+            services.request_probe(host=host)
+            messages.success(request, f"Probing {host.name}.")
+        elif command == "delete":
+            services.delete_host(host=host)
+            messages.success(request, f"Host {host.name} removed.")
+            return redirect("host-list")
+        else:
+            messages.error(request, f"Unknown command '{command}'.")
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("host-detail", pk=host.pk)

@@ -1,0 +1,114 @@
+"""Instance and action endpoints: thin viewsets over instances.services."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from cloudpanel.scoping import can_operate, is_platform_admin, operable_tenant_ids
+from instances import services
+from instances.choices import Operation
+from instances.filtersets import ActionFilterSet, InstanceFilterSet
+from instances.models import Instance, InstanceAction
+from instances.serializers import (
+    ActionSerializer,
+    InstanceCreateSerializer,
+    InstanceSerializer,
+    StateChangeSerializer,
+)
+from tenants.models import Tenant
+
+
+def resolve_tenant(user, tenant_id: int | None) -> Tenant:
+    """The tenant a new resource goes to: the one asked for, if the user may create there."""
+    allowed = Tenant.objects.all() if is_platform_admin(user) else Tenant.objects.filter(
+        pk__in=operable_tenant_ids(user)
+    )
+    if tenant_id is not None:
+        tenant = allowed.filter(pk=tenant_id).first()
+        if tenant is None:
+            raise ValidationError({"tenant": ["No such tenant, or you may not create resources in it."]})
+        return tenant
+    choices = list(allowed[:2])
+    if len(choices) != 1:
+        raise ValidationError({"tenant": ["Say which tenant the instance belongs to."]})
+    return choices[0]
+
+
+class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Instances visible to the user; operations answer 202 with the queued action."""
+
+    serializer_class = InstanceSerializer
+    filterset_class = InstanceFilterSet
+    ordering_fields = ["name", "created_at", "status"]
+
+    def get_queryset(self):
+        queryset = Instance.objects.visible_to(self.request.user).select_related("host", "tenant")
+        if self.action == "list" and "status" not in self.request.query_params:
+            queryset = queryset.live()
+        return queryset
+
+    def _operate(self, request, operation: str) -> Response:
+        instance = self.get_object()
+        if not can_operate(request.user, instance.tenant_id):
+            raise PermissionDenied("Your role in this tenant only allows reading.")
+        act = services.request_operation(instance=instance, operation=operation, user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=InstanceCreateSerializer, responses={202: ActionSerializer})
+    def create(self, request):
+        data = InstanceCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        tenant = resolve_tenant(request.user, values.pop("tenant", None))
+        if values.get("host") is not None and not is_platform_admin(request.user):
+            raise ValidationError({"host": ["Only platform admins choose a host; leave it out for placement."]})
+        act = services.create_instance(user=request.user, tenant=tenant, **values)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: ActionSerializer})
+    def destroy(self, request, pk=None):
+        return self._operate(request, Operation.DELETE)
+
+    @extend_schema(responses={200: StateChangeSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def history(self, request, pk=None):
+        instance = self.get_object()
+        return Response(StateChangeSerializer(instance.state_changes.all(), many=True).data)
+
+
+def _operation_action(operation: Operation):
+    def handler(self, request, pk=None):
+        return self._operate(request, operation)
+
+    # DRF maps the route to the method by name, so it must be named before @action runs.
+    handler.__name__ = f"op_{operation.value}"
+    handler = action(detail=True, methods=["post"], url_path=operation.value, url_name=operation.value)(handler)
+    return extend_schema(request=None, responses={202: ActionSerializer}, summary=f"{operation.label} the instance")(
+        handler
+    )
+
+
+for _op in Operation:
+    if _op != Operation.CREATE:
+        setattr(InstanceViewSet, f"op_{_op.value}", _operation_action(_op))
+
+
+class ActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Every requested operation, newest first; a failed one can be retried."""
+
+    serializer_class = ActionSerializer
+    filterset_class = ActionFilterSet
+
+    def get_queryset(self):
+        return InstanceAction.objects.visible_to(self.request.user).select_related("user", "instance")
+
+    @extend_schema(request=None, responses={202: ActionSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        act = self.get_object()
+        if not can_operate(request.user, act.instance.tenant_id):
+            raise PermissionDenied("Your role in this tenant only allows reading.")
+        new = services.retry_action(action=act, user=request.user)
+        return Response(ActionSerializer(new).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,60 @@
+from django.db import models
+
+
+class Status(models.TextChoices):
+    """What the instance is, as last observed on its host."""
+
+    PENDING = "pending", "Pending"
+    STOPPED = "stopped", "Stopped"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    SUSPENDED = "suspended", "Suspended to RAM"
+    CRASHED = "crashed", "Crashed"
+    ERROR = "error", "Error"
+    DELETED = "deleted", "Deleted"
+
+
+class TaskState(models.TextChoices):
+    """The operation in flight, if any."""
+
+    CREATING = "creating", "Creating"
+    STARTING = "starting", "Starting"
+    SHUTTING_DOWN = "shutting_down", "Shutting down"
+    POWERING_OFF = "powering_off", "Powering off"
+    REBOOTING = "rebooting", "Rebooting"
+    SUSPENDING = "suspending", "Suspending"
+    RESUMING = "resuming", "Resuming"
+    DELETING = "deleting", "Deleting"
+
+
+class Operation(models.TextChoices):
+    CREATE = "create", "Create"
+    START = "start", "Start"
+    SHUTDOWN = "shutdown", "Shut down"
+    POWEROFF = "poweroff", "Force off"
+    REBOOT = "reboot", "Reboot"
+    SUSPEND = "suspend", "Suspend"
+    RESUME = "resume", "Resume"
+    DELETE = "delete", "Delete"
+
+
+class ActionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Cause(models.TextChoices):
+    """Why an instance's status changed."""
+
+    ACTION = "action", "Operation"
+    EVENT = "event", "Hypervisor event"
+    RECONCILE = "reconcile", "Reconciliation"
+    TIMEOUT = "timeout", "Timed out"
+
+
+class BootSource(models.TextChoices):
+    KERNEL = "kernel", "Kernel + initrd"
+    DISK = "disk", "Disk image on the host"
+    INIT = "init", "Container command"

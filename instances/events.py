@@ -1,0 +1,45 @@
+"""Group names and payloads for instance changes, and their publication."""
+
+from cloudpanel.events import publish
+from instances.lifecycle import allowed_operations
+from instances.models import Instance
+
+
+def instance_group(instance_id: int) -> str:
+    return f"instance.{instance_id}"
+
+
+def tenant_group(tenant_id: int) -> str:
+    return f"tenant.{tenant_id}"
+
+
+def instance_payload(instance: Instance) -> dict:
+    action = instance.actions.order_by("-created_at", "-id").first()
+    return {
+        "type": "instance",
+        "id": instance.pk,
+        "name": instance.name,
+        "status": instance.status,
+        "status_display": instance.get_status_display(),
+        "task_state": instance.task_state or "",
+        "task_state_display": instance.get_task_state_display() if instance.task_state else "",
+        "status_reason": instance.status_reason,
+        "operations": allowed_operations(instance.status, instance.task_state),
+        "action": None if action is None else {
+            "id": action.pk,
+            "operation": action.operation,
+            "status": action.status,
+            "error": action.error,
+        },
+    }
+
+
+def publish_instance(instance_id: int) -> None:
+    """Send an instance's current state to its page, its tenant's pages and the admin pages."""
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance is None:
+        return
+    publish(
+        [instance_group(instance.pk), tenant_group(instance.tenant_id), "admin"],
+        instance_payload(instance),
+    )

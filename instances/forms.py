@@ -1,0 +1,36 @@
+from django import forms
+from django.conf import settings
+
+from hosts.models import Host
+from instances.choices import BootSource
+from tenants.models import Tenant
+
+
+class InstanceForm(forms.Form):
+    name = forms.CharField(max_length=300)
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.none())
+    host = forms.ModelChoiceField(queryset=Host.objects.none(), required=False,
+                                  empty_label="Automatic placement")
+    vcpus = forms.IntegerField(min_value=1, max_value=256, initial=1, label="vCPUs")
+    memory_mib = forms.IntegerField(min_value=16, max_value=4 * 1024 * 1024, initial=256, label="Memory (MiB)")
+    disk_gib = forms.IntegerField(min_value=0, max_value=64 * 1024, initial=1, label="Disk (GiB)",
+                                  help_text="A new qcow2 volume in the host's storage pool; 0 for none.")
+    boot_source = forms.ChoiceField(choices=BootSource.choices, initial=BootSource.KERNEL)
+    kernel = forms.CharField(max_length=500, required=False, help_text="Path on the host")
+    initrd = forms.CharField(max_length=500, required=False, help_text="Path on the host")
+    cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0")
+    boot_disk = forms.CharField(max_length=500, required=False, help_text="Path of a qcow2 image on the host")
+    init = forms.CharField(max_length=500, required=False, label="Container command",
+                           help_text="For LXC/OpenVZ, e.g. /bin/sh")
+
+    def __init__(self, *args, tenants, hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        if len(tenants) == 1:
+            self.fields["tenant"].initial = tenants[0].pk
+        if hosts is None:
+            del self.fields["host"]
+        else:
+            self.fields["host"].queryset = hosts
+        self.fields["kernel"].initial = settings.CLOUDPANEL_DEFAULT_KERNEL
+        self.fields["initrd"].initial = settings.CLOUDPANEL_DEFAULT_INITRD

@@ -1,0 +1,32 @@
+"""The instance state machine: which operation applies from which status, and what it sets."""
+
+from instances.choices import Operation, Status, TaskState
+
+TASK_STATE_OF = {
+    Operation.CREATE: TaskState.CREATING,
+    Operation.START: TaskState.STARTING,
+    Operation.SHUTDOWN: TaskState.SHUTTING_DOWN,
+    Operation.POWEROFF: TaskState.POWERING_OFF,
+    Operation.REBOOT: TaskState.REBOOTING,
+    Operation.SUSPEND: TaskState.SUSPENDING,
+    Operation.RESUME: TaskState.RESUMING,
+    Operation.DELETE: TaskState.DELETING,
+}
+
+ALLOWED_FROM = {
+    Operation.CREATE: {Status.PENDING, Status.ERROR},
+    Operation.START: {Status.STOPPED, Status.CRASHED, Status.ERROR},
+    Operation.SHUTDOWN: {Status.RUNNING},
+    Operation.POWEROFF: {Status.RUNNING, Status.PAUSED, Status.SUSPENDED, Status.CRASHED, Status.ERROR},
+    Operation.REBOOT: {Status.RUNNING},
+    Operation.SUSPEND: {Status.RUNNING},
+    Operation.RESUME: {Status.PAUSED, Status.SUSPENDED},
+    Operation.DELETE: set(Status) - {Status.DELETED},
+}
+
+
+def allowed_operations(status: str, task_state: str | None) -> list[str]:
+    """The operations a user may request now (none while one is in flight)."""
+    if task_state:
+        return []
+    return [op.value for op in Operation if op != Operation.CREATE and status in ALLOWED_FROM[op]]

@@ -1,0 +1,122 @@
+"""Instances, the operations requested on them, and their state history."""
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from cloudpanel.scoping import TenantScopedQuerySet
+from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
+
+NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "Use letters, digits, dots, dashes and underscores, starting with a letter or digit.",
+)
+
+
+class InstanceQuerySet(TenantScopedQuerySet):
+    def live(self) -> "InstanceQuerySet":
+        """Instances that still exist (not deleted)."""
+        return self.exclude(status=Status.DELETED)
+
+
+class Instance(models.Model):
+    """A VM or container owned by a tenant, placed on a host."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=63, validators=[NAME_VALIDATOR])
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="instances")
+    # Only deleted instances lose their host (when it is removed); their history stays.
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="instances", null=True, blank=True)
+    vcpus = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(256)])
+    memory_mib = models.PositiveIntegerField(validators=[MinValueValidator(16), MaxValueValidator(4 * 1024 * 1024)])
+    disk_gib = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(64 * 1024)])
+    boot_source = models.CharField(max_length=10, choices=BootSource.choices, default=BootSource.KERNEL)
+    kernel = models.CharField(max_length=500, blank=True)
+    initrd = models.CharField(max_length=500, blank=True)
+    cmdline = models.CharField(max_length=500, blank=True)
+    boot_disk = models.CharField(max_length=500, blank=True)
+    init = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # NULL means idle: compare-and-set claims filter on task_state IS NULL.
+    task_state = models.CharField(max_length=15, choices=TaskState.choices, null=True, blank=True)  # noqa: DJ001
+    task_started_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    status_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InstanceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"], condition=~models.Q(status="deleted"), name="instance_name_unique_live"
+            )
+        ]
+        indexes = [models.Index(fields=["host", "status"]), models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def domain_name(self) -> str:
+        """The libvirt domain name: unique per host, whatever tenants call their instances."""
+        return f"cp-{self.uuid}"
+
+    @property
+    def volume_name(self) -> str:
+        return f"cp-{self.uuid}.qcow2"
+
+
+class ActionQuerySet(TenantScopedQuerySet):
+    tenant_field = "instance__tenant"
+
+
+class InstanceAction(models.Model):
+    """One requested operation on an instance: who asked, and how it went."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="actions")
+    operation = models.CharField(max_length=10, choices=Operation.choices)
+    status = models.CharField(max_length=10, choices=ActionStatus.choices, default=ActionStatus.PENDING)
+    error = models.TextField(blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ActionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.instance_id} ({self.status})"
+
+
+class StateChangeQuerySet(TenantScopedQuerySet):
+    tenant_field = "instance__tenant"
+
+
+class InstanceStateChange(models.Model):
+    """One transition of an instance's status, with when and why: what billing meters from."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="state_changes")
+    from_status = models.CharField(max_length=10, choices=Status.choices)
+    to_status = models.CharField(max_length=10, choices=Status.choices)
+    at = models.DateTimeField(db_index=True)
+    cause = models.CharField(max_length=10, choices=Cause.choices)
+    action = models.ForeignKey(InstanceAction, on_delete=models.SET_NULL, null=True, blank=True)
+    detail = models.TextField(blank=True)
+
+    objects = StateChangeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.from_status} → {self.to_status} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,59 @@
+from rest_framework import serializers
+
+from hosts.models import Host
+from instances.choices import BootSource
+from instances.lifecycle import allowed_operations
+from instances.models import Instance, InstanceAction, InstanceStateChange
+
+
+class ActionSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", default=None, read_only=True)
+    instance_name = serializers.CharField(source="instance.name", read_only=True)
+
+    class Meta:
+        model = InstanceAction
+        fields = ["id", "instance", "instance_name", "operation", "status", "error", "user", "created_at",
+                  "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    host_name = serializers.CharField(source="host.name", read_only=True)
+    tenant_name = serializers.CharField(source="tenant.name", read_only=True)
+    operations = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Instance
+        fields = [
+            "id", "uuid", "name", "tenant", "tenant_name", "host", "host_name", "vcpus", "memory_mib", "disk_gib",
+            "boot_source", "kernel", "initrd", "cmdline", "boot_disk", "init", "status", "task_state",
+            "status_reason", "operations", "created_at", "deleted_at",
+        ]
+        read_only_fields = fields
+
+    def get_operations(self, instance: Instance) -> list[str]:
+        return allowed_operations(instance.status, instance.task_state)
+
+
+class StateChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InstanceStateChange
+        fields = ["from_status", "to_status", "at", "cause", "action", "detail"]
+        read_only_fields = fields
+
+
+class InstanceCreateSerializer(serializers.Serializer):
+    """What a create request may carry; the tenant and host are checked by the view."""
+
+    name = serializers.CharField(max_length=300)
+    tenant = serializers.IntegerField(required=False)
+    host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all(), required=False, allow_null=True)
+    vcpus = serializers.IntegerField(min_value=1, max_value=256)
+    memory_mib = serializers.IntegerField(min_value=16, max_value=4 * 1024 * 1024)
+    disk_gib = serializers.IntegerField(min_value=0, max_value=64 * 1024, default=0)
+    boot_source = serializers.ChoiceField(choices=BootSource.choices, default=BootSource.KERNEL)
+    kernel = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    initrd = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    boot_disk = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    init = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

@@ -1,0 +1,299 @@
+"""Every change to an instance goes through here.
+
+Requests (create and the operations) are accepted in one transaction that claims
+the instance with a compare-and-set on task_state, writes an InstanceAction and
+enqueues its task on commit. Tasks report back through begin/finish/fail_action;
+events and reconciliation report observed states through record_status.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from hosts import services as host_services
+from hosts.choices import Technology
+from hosts.models import Host
+from instances import tasks
+from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
+from instances.events import publish_instance
+from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
+from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
+from instances.models import Instance, InstanceAction, InstanceStateChange
+from tenants.models import Tenant
+
+_PATH = re.compile(r"^/[^\x00-\x1f]*$")
+_CONTAINERS = {Technology.LXC, Technology.OPENVZ}
+
+
+def _on_commit(instance_id: int) -> None:
+    transaction.on_commit(lambda: publish_instance(instance_id))
+
+
+def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, boot_disk: str,
+                   init: str) -> None:
+    if technology in _CONTAINERS and boot_source != BootSource.INIT:
+        raise InvalidInstance("containers run a command: choose the container boot source and give its init")
+    if technology not in _CONTAINERS and boot_source == BootSource.INIT:
+        raise InvalidInstance("a container command only applies to LXC and OpenVZ hosts")
+    if technology == Technology.VBOX and boot_source != BootSource.DISK:
+        raise InvalidInstance("VirtualBox instances boot a disk image")
+    required = {BootSource.KERNEL: ("kernel", kernel), BootSource.DISK: ("boot disk", boot_disk),
+                BootSource.INIT: ("init command", init)}[BootSource(boot_source)]
+    if not required[1]:
+        raise InvalidInstance(f"the {required[0]} is required for this boot source")
+    for label, value in (("kernel", kernel), ("initrd", initrd), ("boot disk", boot_disk)):
+        if value and not _PATH.match(value):
+            raise InvalidInstance(f"the {label} must be an absolute path on the host")
+    if init and not _PATH.match(init.split(" ", 1)[0]):
+        raise InvalidInstance("the init command must start with an absolute path")
+
+
+def create_instance(
+    *,
+    user: AbstractBaseUser | None,
+    tenant: Tenant,
+    name: str,
+    vcpus: int,
+    memory_mib: int,
+    disk_gib: int = 0,
+    host: Host | None = None,
+    boot_source: str = BootSource.KERNEL,
+    kernel: str = "",
+    initrd: str = "",
+    cmdline: str = "",
+    boot_disk: str = "",
+    init: str = "",
+) -> InstanceAction:
+    """Accept a new instance: place it, record it as pending and queue its creation."""
+    instance = Instance(
+        name=name, tenant=tenant, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+        boot_source=boot_source, kernel=kernel, initrd=initrd, cmdline=cmdline, boot_disk=boot_disk,
+        init=init, created_by=user, task_state=TaskState.CREATING, task_started_at=timezone.now(),
+    )
+    try:
+        instance.full_clean(exclude=["host", "tenant"])
+    except ValidationError as exc:
+        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    if "\x00" in cmdline:
+        raise InvalidInstance("the kernel command line may not contain control characters")
+    try:
+        with transaction.atomic():
+            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host)
+            _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init)
+            if Instance.objects.filter(tenant=tenant, name=name).live().exists():
+                raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}")
+            instance.host = placed
+            instance.save()
+            action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)
+            tasks.enqueue(action)
+            _on_commit(instance.pk)
+    except IntegrityError:
+        raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}") from None
+    return action
+
+
+@transaction.atomic
+def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None) -> InstanceAction:
+    """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task."""
+    operation = Operation(operation)
+    current = Instance.objects.filter(pk=instance.pk).values("status", "task_state").first()
+    if current is None:
+        raise InvalidOperation("the instance no longer exists")
+    if current["task_state"]:
+        raise InstanceBusy(f"'{instance.name}' is busy: {TaskState(current['task_state']).label.lower()} "
+                           "is in progress; wait for it to finish")
+    if current["status"] not in ALLOWED_FROM[operation]:
+        raise InvalidOperation(f"cannot {operation.label.lower()} '{instance.name}' while it is "
+                               f"{Status(current['status']).label.lower()}")
+    claimed = Instance.objects.filter(
+        pk=instance.pk, task_state__isnull=True, status__in=ALLOWED_FROM[operation]
+    ).update(task_state=TASK_STATE_OF[operation], task_started_at=timezone.now())
+    if not claimed:
+        raise InstanceBusy(f"'{instance.name}' is busy with another operation; try again")
+    action = InstanceAction.objects.create(instance=instance, operation=operation, user=user)
+    tasks.enqueue(action)
+    _on_commit(instance.pk)
+    return action
+
+
+@transaction.atomic
+def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> InstanceAction:
+    """Request a failed action's operation again."""
+    if action.status != ActionStatus.FAILED:
+        raise InvalidOperation("only a failed operation can be retried")
+    return request_operation(instance=action.instance, operation=action.operation, user=user)
+
+
+# --- reports from tasks ------------------------------------------------------
+
+
+def begin_action(action_id: int) -> InstanceAction | None:
+    """Mark an action running; None if it is gone or already finished (a redelivery)."""
+    with transaction.atomic():
+        action = (
+            InstanceAction.objects.select_for_update(of=("self",)).select_related("instance__host").filter(pk=action_id).first()
+        )
+        if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+            return None
+        if action.status == ActionStatus.PENDING:
+            action.status, action.started_at = ActionStatus.RUNNING, timezone.now()
+            action.save(update_fields=["status", "started_at"])
+        _on_commit(action.instance_id)
+    return action
+
+
+def _set_status(instance: Instance, status: str, cause: str, *, action: InstanceAction | None = None,
+                detail: str = "", at: datetime | None = None) -> bool:
+    """Inside a transaction with the instance row locked: change status and write history."""
+    if instance.status == status:
+        return False
+    at = at or timezone.now()
+    InstanceStateChange.objects.create(
+        instance=instance, from_status=instance.status, to_status=status, at=at,
+        cause=cause, action=action, detail=detail[:2000],
+    )
+    instance.status, instance.status_changed_at = status, at
+    return True
+
+
+def finish_action(action_id: int, *, observed: str) -> None:
+    """The task's hypervisor call worked: record the observed status and free the instance."""
+    with transaction.atomic():
+        action = InstanceAction.objects.select_for_update().filter(pk=action_id).first()
+        if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+            return
+        instance = Instance.objects.select_for_update().get(pk=action.instance_id)
+        fields = ["status", "status_changed_at", "task_state", "task_started_at", "status_reason"]
+        _set_status(instance, observed, Cause.ACTION, action=action)
+        if observed == Status.DELETED:
+            instance.deleted_at = timezone.now()
+            fields.append("deleted_at")
+        instance.task_state, instance.task_started_at, instance.status_reason = None, None, ""
+        instance.save(update_fields=fields)
+        action.status, action.finished_at = ActionStatus.SUCCEEDED, timezone.now()
+        action.save(update_fields=["status", "finished_at"])
+        _on_commit(instance.pk)
+
+
+def fail_action(action_id: int, *, error: str, observed: str | None = None) -> None:
+    """The operation failed: keep the reason on the action and free the instance.
+
+    observed is the status read back from the host after the failure; None when the
+    host could not tell, in which case the status stays as it was. A failed create
+    leaves the instance in error so that it can be retried or deleted.
+    """
+    with transaction.atomic():
+        action = InstanceAction.objects.select_for_update().filter(pk=action_id).first()
+        if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+            return
+        instance = Instance.objects.select_for_update().get(pk=action.instance_id)
+        if observed is None and action.operation == Operation.CREATE:
+            observed = Status.ERROR
+        if observed is not None:
+            _set_status(instance, observed, Cause.ACTION, action=action, detail=error)
+        instance.task_state, instance.task_started_at = None, None
+        instance.status_reason = f"{action.get_operation_display()} failed: {error}"[:2000]
+        instance.save(update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"])
+        action.status, action.error, action.finished_at = ActionStatus.FAILED, error[:4000], timezone.now()
+        action.save(update_fields=["status", "error", "finished_at"])
+        _on_commit(instance.pk)
+
+
+# --- observed states ---------------------------------------------------------
+
+
+def record_status(*, instance_id: int, status: str, cause: str, observed_at: datetime, detail: str = "") -> bool:
+    """Record a status observed on the host at observed_at (event or reconcile); True if it changed.
+
+    An observation older than the instance's last recorded change is stale (say, a
+    reconcile snapshot taken just before a task finished) and is ignored.
+    """
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None or instance.status in (Status.DELETED, Status.PENDING):
+            return False  # gone, or its create task owns the first status
+        if instance.task_state in (TaskState.DELETING, TaskState.CREATING):
+            return False
+        if instance.status_changed_at and instance.status_changed_at > observed_at:
+            return False
+        if not _set_status(instance, status, cause, detail=detail):
+            return False
+        fields = ["status", "status_changed_at"]
+        if status != Status.ERROR and instance.status_reason and not instance.task_state:
+            instance.status_reason = ""
+            fields.append("status_reason")
+        elif status == Status.ERROR:
+            instance.status_reason = detail
+            fields.append("status_reason")
+        instance.save(update_fields=fields)
+        _on_commit(instance.pk)
+    return True
+
+
+def record_domain_event(*, host: Host, domain_uuid: str, status: str | None, event: str,
+                        observed_at: datetime) -> bool:
+    """A lifecycle event from the host: status None means the domain is gone."""
+    instance_id = (
+        Instance.objects.filter(host=host, uuid=domain_uuid).live().values_list("pk", flat=True).first()
+    )
+    if instance_id is None:
+        return False
+    if status is None:
+        return record_status(instance_id=instance_id, status=Status.ERROR, cause=Cause.EVENT, observed_at=observed_at,
+                             detail=f"the domain was {event} on the host outside CloudPanel")
+    return record_status(instance_id=instance_id, status=status, cause=Cause.EVENT, observed_at=observed_at,
+                         detail=f"libvirt: {event}")
+
+
+def reconcile_host_states(*, host: Host, states: dict[str, str], observed_at: datetime) -> int:
+    """Compare the host's domains (uuid → status, read at observed_at) with our instances.
+
+    Returns how many instances changed.
+    """
+    changed = 0
+    rows = (
+        Instance.objects.filter(host=host, task_state__isnull=True)
+        .exclude(status__in=[Status.DELETED, Status.PENDING])
+        .values_list("pk", "uuid", "status")
+    )
+    for pk, domain_uuid, status in rows:
+        observed = states.get(str(domain_uuid))
+        if observed is None:
+            if status != Status.ERROR:
+                changed += record_status(instance_id=pk, status=Status.ERROR, cause=Cause.RECONCILE,
+                                         observed_at=observed_at, detail="the domain no longer exists on the host")
+        elif observed != status:
+            changed += record_status(instance_id=pk, status=observed, cause=Cause.RECONCILE, observed_at=observed_at)
+    return changed
+
+
+def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
+    """Put instances whose operation has been in flight since before older_than into error."""
+    expired = 0
+    stuck = Instance.objects.filter(host=host, task_state__isnull=False, task_started_at__lt=older_than)
+    for pk in stuck.values_list("pk", flat=True):
+        with transaction.atomic():
+            instance = Instance.objects.select_for_update().filter(
+                pk=pk, task_state__isnull=False, task_started_at__lt=older_than
+            ).first()
+            if instance is None:
+                continue
+            reason = f"{instance.get_task_state_display()} did not finish in time; the host did not answer"
+            _set_status(instance, Status.ERROR, Cause.TIMEOUT, detail=reason)
+            instance.task_state, instance.task_started_at, instance.status_reason = None, None, reason
+            instance.save(
+                update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"]
+            )
+            InstanceAction.objects.filter(
+                Q(status=ActionStatus.PENDING) | Q(status=ActionStatus.RUNNING), instance=instance
+            ).update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
+            _on_commit(pk)
+            expired += 1
+    return expired

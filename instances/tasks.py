@@ -1,0 +1,147 @@
+"""Thin, idempotent tasks: one per operation, each taking an InstanceAction id."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from celery import shared_task
+from django.conf import settings
+
+from hosts import hypervisor
+from hosts.models import Host
+from instances import services
+from instances.choices import Operation, Status
+from instances.models import Instance, InstanceAction
+
+
+def enqueue(action: InstanceAction) -> None:
+    """Queue the task of an action once the surrounding transaction commits."""
+    TASKS[Operation(action.operation)].delay_on_commit(action.pk)
+
+
+def _spec(instance: Instance, host: Host, disk_path: str) -> hypervisor.DomainSpec:
+    return hypervisor.DomainSpec(
+        name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
+        memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd,
+        cmdline=instance.cmdline, boot_disk=instance.boot_disk, disk_path=disk_path, init=instance.init,
+        accelerator=hypervisor.Accelerator(host.accelerator),
+    )
+
+
+def _do_create(instance: Instance, host: Host) -> str:
+    technology = hypervisor.Technology(host.technology)
+    disk_path = ""
+    if instance.disk_gib and hypervisor.uses_disk_volume(technology):
+        disk_path = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib)
+    xml = hypervisor.domain_xml(technology, _spec(instance, host, disk_path), kvm_available=host.kvm_available)
+    hypervisor.define(host.uri, xml)
+    return hypervisor.start(host.uri, str(instance.uuid))
+
+
+def _do_shutdown(instance: Instance, host: Host) -> str:
+    hypervisor.shutdown(host.uri, str(instance.uuid))
+    deadline = time.monotonic() + settings.CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        current = hypervisor.state(host.uri, str(instance.uuid))
+        if current == hypervisor.PowerState.STOPPED:
+            return current
+        time.sleep(0.25)
+    raise hypervisor.HypervisorError(
+        f"the guest did not power off within {settings.CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS} s; use Force off"
+    )
+
+
+def _do_delete(instance: Instance, host: Host) -> str:
+    hypervisor.undefine(host.uri, str(instance.uuid))
+    if instance.disk_gib and hypervisor.uses_disk_volume(hypervisor.Technology(host.technology)):
+        hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
+    return Status.DELETED
+
+
+def _uuid_call(fn: Callable[[str, str], object]) -> Callable[[Instance, Host], str]:
+    def call(instance: Instance, host: Host) -> str:
+        fn(host.uri, str(instance.uuid))
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    return call
+
+
+def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
+    """What to show after a failed operation: None keeps the last known status.
+
+    A failed create is an error whatever libvirt holds, so that it can be retried.
+    """
+    if action.operation == Operation.CREATE:
+        return None
+    try:
+        return hypervisor.state(host.uri, str(action.instance.uuid))
+    except hypervisor.DomainNotFound:
+        return Status.ERROR
+    except hypervisor.HypervisorError:
+        return None  # the host cannot tell
+
+
+def _run(action_id: int, work: Callable[[Instance, Host], str]) -> None:
+    action = services.begin_action(action_id)
+    if action is None:
+        return
+    instance, host = action.instance, action.instance.host
+    try:
+        observed = work(instance, host)
+    except hypervisor.HypervisorError as exc:
+        services.fail_action(action_id, error=str(exc), observed=_state_after_failure(action, host))
+        return
+    services.finish_action(action_id, observed=observed)
+
+
+@shared_task
+def create_instance(action_id: int) -> None:
+    _run(action_id, _do_create)
+
+
+@shared_task
+def start_instance(action_id: int) -> None:
+    _run(action_id, _uuid_call(hypervisor.start))
+
+
+@shared_task
+def shutdown_instance(action_id: int) -> None:
+    _run(action_id, _do_shutdown)
+
+
+@shared_task
+def poweroff_instance(action_id: int) -> None:
+    _run(action_id, _uuid_call(hypervisor.power_off))
+
+
+@shared_task
+def reboot_instance(action_id: int) -> None:
+    _run(action_id, _uuid_call(hypervisor.reboot))
+
+
+@shared_task
+def suspend_instance(action_id: int) -> None:
+    _run(action_id, _uuid_call(hypervisor.suspend))
+
+
+@shared_task
+def resume_instance(action_id: int) -> None:
+    _run(action_id, _uuid_call(hypervisor.resume))
+
+
+@shared_task
+def delete_instance(action_id: int) -> None:
+    _run(action_id, _do_delete)
+
+
+TASKS = {
+    Operation.CREATE: create_instance,
+    Operation.START: start_instance,
+    Operation.SHUTDOWN: shutdown_instance,
+    Operation.POWEROFF: poweroff_instance,
+    Operation.REBOOT: reboot_instance,
+    Operation.SUSPEND: suspend_instance,
+    Operation.RESUME: resume_instance,
+    Operation.DELETE: delete_instance,
+}

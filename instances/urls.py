@@ -1,0 +1,12 @@
+from django.urls import path
+
+from instances import views
+
+urlpatterns = [
+    path("", views.instance_list, name="instance-list"),
+    path("new/", views.instance_new, name="instance-new"),
+    path("<int:pk>/", views.instance_detail, name="instance-detail"),
+    path("<int:pk>/op/<str:operation>/", views.instance_operation, name="instance-operation"),
+    path("actions/", views.action_list, name="action-list"),
+    path("actions/<int:pk>/retry/", views.action_retry, name="action-retry"),
+]

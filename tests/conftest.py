@@ -1,0 +1,82 @@
+"""Shared fixtures: eager tasks by default, API clients, a listener thread, the tiny guest."""
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from cloudpanel.celery import app as celery_app
+from tenants.services import create_api_token
+from tests.factories import make_host, make_tenant, make_user
+
+GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve().parent.parent / ".cache/guest"))
+
+
+@pytest.fixture(autouse=True)
+def eager_tasks():
+    """Tasks run in-process when their transaction commits (tests that need a real worker turn this off)."""
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def tenant(db):
+    return make_tenant()
+
+
+@pytest.fixture
+def host(db):
+    return make_host()
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user(staff=True)
+
+
+@pytest.fixture
+def member(tenant):
+    return make_user(tenant=tenant)
+
+
+def token_client(user) -> APIClient:
+    _token, key = create_api_token(user=user, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+@pytest.fixture
+def admin_api(admin_user):
+    return token_client(admin_user)
+
+
+@pytest.fixture
+def member_api(member):
+    return token_client(member)
+
+
+@pytest.fixture
+def listener():
+    """The event listener running in a thread of the test process, reconciling often."""
+    from hosts.listener import Listener
+
+    instance = Listener(reconcile_seconds=60, rescan_seconds=0.2)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    yield instance
+    instance.stop.set()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def guest():
+    """Paths of the tiny test guest built by scripts/build-test-guest.sh."""
+    kernel, initrd = GUEST_DIR / "vmlinuz", GUEST_DIR / "initrd.img"
+    if not (kernel.exists() and initrd.exists()):
+        pytest.fail(f"the tiny test guest is missing in {GUEST_DIR}: run scripts/build-test-guest.sh")
+    return {"kernel": str(kernel), "initrd": str(initrd)}

@@ -1,0 +1,267 @@
+"""Instances through the API and services, on libvirt's test driver, with eager tasks."""
+
+import threading
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from cloudpanel.exceptions import DomainError
+from hosts import hypervisor
+from instances import services
+from instances.choices import ActionStatus, Cause, Status
+from instances.models import Instance, InstanceAction
+from tenants.choices import Role
+from tests.conftest import token_client
+from tests.factories import make_host, make_instance, make_tenant, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def create(api, **fields):
+    body = {"name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1, "kernel": "/boot/vmlinuz"}
+    body.update(fields)
+    return api.post("/api/v1/instances/", body, format="json")
+
+
+def test_create_runs_the_whole_path_and_records_history(member_api, tenant, host):
+    # When a member creates an instance
+    response = create(member_api)
+    # Then the API accepts it with the action, and the worker leaves it running
+    assert response.status_code == 202, response.content
+    assert response.json()["operation"] == "create"
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    assert instance.status == Status.RUNNING and instance.task_state is None
+    assert instance.tenant == tenant and instance.host == host
+    assert hypervisor.state(host.uri, str(instance.uuid)) == hypervisor.PowerState.RUNNING
+    change = instance.state_changes.get()
+    assert (change.from_status, change.to_status, change.cause) == ("pending", "running", Cause.ACTION)
+    assert change.at.tzinfo is not None
+    assert InstanceAction.objects.get(pk=response.json()["id"]).status == ActionStatus.SUCCEEDED
+
+
+def test_every_operation_changes_state_and_history(member_api, host):
+    instance_id = create(member_api).json()["instance"]
+    steps = [("suspend", "paused"), ("resume", "running"), ("reboot", "running"), ("poweroff", "stopped"),
+             ("start", "running"), ("shutdown", "stopped"), ("delete", "deleted")]
+    for operation, expected in steps:
+        response = member_api.post(f"/api/v1/instances/{instance_id}/{operation}/")
+        assert response.status_code == 202, (operation, response.content)
+        assert Instance.objects.get(pk=instance_id).status == expected, operation
+    instance = Instance.objects.get(pk=instance_id)
+    assert instance.deleted_at is not None
+    assert [c.to_status for c in instance.state_changes.all()] == [
+        "running", "paused", "running", "stopped", "running", "stopped", "deleted"]
+    with pytest.raises(hypervisor.DomainNotFound):
+        hypervisor.state(host.uri, str(instance.uuid))
+
+
+def test_delete_verb_queues_the_delete_operation(member_api, host):
+    instance_id = create(member_api).json()["instance"]
+    response = member_api.delete(f"/api/v1/instances/{instance_id}/")
+    assert response.status_code == 202 and response.json()["operation"] == "delete"
+
+
+def test_second_operation_in_flight_gets_409(member, tenant, host):
+    # Given an instance with an operation claimed but not yet run (tasks not eager)
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    with mock.patch("instances.tasks.enqueue"):
+        services.request_operation(instance=instance, operation="suspend", user=member)
+    # When another operation arrives, then it is refused with the reason
+    response = token_client(member).post(f"/api/v1/instances/{instance.pk}/reboot/")
+    assert response.status_code == 409
+    assert "suspending is in progress" in response.json()["detail"]
+
+
+def test_operation_not_applicable_gets_409_with_reason(member_api, tenant, host):
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    response = member_api.post(f"/api/v1/instances/{instance.pk}/suspend/")
+    assert response.status_code == 409
+    assert "while it is stopped" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["a<b>", "x'/><disk", 'q"uote', "a" * 300, "-leading", "sp ace", ""])
+def test_hostile_or_long_names_are_refused(member_api, host, name):
+    with mock.patch("hosts.hypervisor.define") as define:
+        response = create(member_api, name=name)
+    assert response.status_code == 400, response.content
+    assert Instance.objects.count() == 0
+    define.assert_not_called()
+
+
+def test_size_beyond_host_capacity_is_refused_with_reason(admin_api, tenant, host):
+    response = create(admin_api, tenant=tenant.pk, host=host.pk, vcpus=host.cpus + 1)
+    assert response.status_code == 400
+    assert f"exceed host '{host.name}'" in response.json()["detail"]
+    response = create(admin_api, tenant=tenant.pk, memory_mib=host.memory_mib + 1)
+    assert response.status_code == 400 and "no host can take it" in response.json()["detail"]
+
+
+def test_allocations_add_up_against_the_host(member_api, tenant, settings):
+    # Given a host with 1 GiB and no overcommit, when two 600 MiB instances are asked for
+    settings.CLOUDPANEL_RAM_ALLOCATION_RATIO = 1.0
+    make_host(memory_mib=1024)
+    assert create(member_api, name="a", memory_mib=600).status_code == 202
+    response = create(member_api, name="b", memory_mib=600)
+    # Then the second is refused, naming what is allocated
+    assert response.status_code == 400 and "600 of 1024 MiB allocated" in response.json()["detail"]
+
+
+def test_concurrent_creates_cannot_both_squeeze_onto_a_host(tenant, member, settings):
+    settings.CLOUDPANEL_RAM_ALLOCATION_RATIO = 1.0
+    host = make_host(memory_mib=1000)
+    results = []
+
+    def attempt(name):
+        try:
+            services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=600,
+                                     host=host, kernel="/k")
+            results.append("ok")
+        except DomainError:
+            results.append("refused")
+        except Exception as exc:  # noqa: BLE001 - any other outcome fails the assertion below
+            results.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(f"c{i}",)) for i in range(4)]
+    with mock.patch("instances.tasks.enqueue"):  # patched once: patching per thread would race
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert sorted(results) == ["ok", "refused", "refused", "refused"]
+
+
+def test_duplicate_live_name_in_a_tenant_is_refused(member_api, host):
+    assert create(member_api).status_code == 202
+    response = create(member_api)
+    assert response.status_code == 400 and "already exists" in response.json()["detail"]
+
+
+def test_other_tenants_instance_is_404_and_never_reaches_the_hypervisor(member_api, host):
+    # Given an instance of another tenant
+    other = make_instance(tenant=make_tenant(), host=host, status=Status.RUNNING)
+    with mock.patch("hosts.hypervisor.connection") as conn:
+        for operation in ["start", "shutdown", "poweroff", "reboot", "suspend", "resume", "delete"]:
+            assert member_api.post(f"/api/v1/instances/{other.pk}/{operation}/").status_code == 404
+        assert member_api.get(f"/api/v1/instances/{other.pk}/").status_code == 404
+        assert member_api.delete(f"/api/v1/instances/{other.pk}/").status_code == 404
+        assert member_api.get(f"/api/v1/instances/{other.pk}/history/").status_code == 404
+    conn.assert_not_called()
+    assert not InstanceAction.objects.filter(instance=other).exists()
+    assert member_api.get("/api/v1/instances/").json()["count"] == 0
+
+
+def test_other_tenant_in_the_body_is_refused(member_api, host):
+    foreign = make_tenant()
+    response = create(member_api, tenant=foreign.pk)
+    assert response.status_code == 400 and "No such tenant" in str(response.json())
+
+
+def test_viewer_can_read_but_not_operate(tenant, host):
+    viewer = make_user(tenant=tenant, role=Role.VIEWER)
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    api = token_client(viewer)
+    assert api.get(f"/api/v1/instances/{instance.pk}/").status_code == 200
+    with mock.patch("hosts.hypervisor.connection") as conn:
+        assert api.post(f"/api/v1/instances/{instance.pk}/poweroff/").status_code == 403
+    conn.assert_not_called()
+
+
+def test_unauthenticated_and_bad_token_are_401(client, host):
+    assert client.get("/api/v1/instances/").status_code in (401, 403)
+    api = token_client(make_user())
+    api.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert api.get("/api/v1/instances/").status_code == 401
+
+
+def test_host_going_away_mid_operation_fails_honestly_and_retry_works(member_api, host):
+    # Given a running instance
+    instance_id = create(member_api).json()["instance"]
+    # When the host drops during a suspend
+    lost = hypervisor.HypervisorUnavailable("test:///default: connection reset by peer")
+    with mock.patch("hosts.hypervisor.suspend", side_effect=lost), \
+         mock.patch("hosts.hypervisor.state", side_effect=lost):
+        response = member_api.post(f"/api/v1/instances/{instance_id}/suspend/")
+    # Then the action failed with the reason, and the status stays the last known one
+    assert response.status_code == 202, response.content
+    action = InstanceAction.objects.get(pk=response.json()["id"])
+    assert action.status == ActionStatus.FAILED and "connection reset" in action.error
+    instance = Instance.objects.get(pk=instance_id)
+    assert instance.status == Status.RUNNING and instance.task_state is None
+    assert "Suspend failed" in instance.status_reason
+    # And a retry, once the host is back, works
+    retry = member_api.post(f"/api/v1/actions/{action.pk}/retry/")
+    assert retry.status_code == 202
+    assert Instance.objects.get(pk=instance_id).status == Status.PAUSED
+
+
+def test_failed_create_leaves_an_error_that_can_be_retried(member_api, host):
+    with mock.patch("hosts.hypervisor.start", side_effect=hypervisor.HypervisorError("no kernel at /boot/vmlinuz")):
+        response = create(member_api)
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    assert instance.status == Status.ERROR and "no kernel" in instance.status_reason
+    retry = member_api.post(f"/api/v1/actions/{response.json()['id']}/retry/")
+    assert retry.status_code == 202
+    assert Instance.objects.get(pk=instance.pk).status == Status.RUNNING
+
+
+def test_redelivered_task_is_a_no_op(member_api, host):
+    from instances import tasks
+
+    response = create(member_api)
+    action = InstanceAction.objects.get(pk=response.json()["id"])
+    with mock.patch("hosts.hypervisor.define") as define:
+        tasks.create_instance(action.pk)  # delivered again
+    define.assert_not_called()
+    assert Instance.objects.get(pk=action.instance_id).state_changes.count() == 1
+
+
+def test_task_for_a_deleted_row_is_tolerated(tenant, host, member):
+    from instances import tasks
+
+    instance = make_instance(tenant=tenant, host=host)
+    with mock.patch("instances.tasks.enqueue"):
+        action = services.request_operation(instance=instance, operation="start", user=member)
+    instance.delete()
+    tasks.start_instance(action.pk)  # no exception
+
+
+def test_action_list_is_filterable_and_scoped(member_api, admin_api, host):
+    instance_id = create(member_api).json()["instance"]
+    member_api.post(f"/api/v1/instances/{instance_id}/suspend/")
+    assert member_api.get("/api/v1/actions/?operation=suspend").json()["count"] == 1
+    assert member_api.get(f"/api/v1/actions/?instance={instance_id}").json()["count"] == 2
+    other_api = token_client(make_user(tenant=make_tenant()))
+    assert other_api.get("/api/v1/actions/").json()["count"] == 0
+    assert admin_api.get("/api/v1/actions/").json()["count"] == 2
+
+
+def _bulk_instances(tenant, host, count):
+    Instance.objects.bulk_create(
+        Instance(tenant=tenant, host=host, name=f"bulk-{i}", vcpus=1, memory_mib=64, status=Status.STOPPED)
+        for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("count", [100, 10_000])
+def test_list_api_and_page_use_a_constant_number_of_queries_and_no_hypervisor(count, admin_user, tenant, host):
+    # Given many instances
+    _bulk_instances(tenant, host, count)
+    api = token_client(admin_user)
+    from django.test import Client
+
+    page_client = Client()
+    page_client.force_login(admin_user)
+    with mock.patch("hosts.hypervisor.connection") as conn:
+        with CaptureQueriesContext(connection) as api_queries:
+            response = api.get("/api/v1/instances/?limit=50")
+        with CaptureQueriesContext(connection) as page_queries:
+            page = page_client.get("/instances/")
+    assert response.status_code == 200 and response.json()["count"] == count
+    assert page.status_code == 200
+    conn.assert_not_called()
+    # token lookup + last-used update + count + page
+    assert len(api_queries) == 4, [q["sql"] for q in api_queries]
+    # session + user + count + page
+    assert len(page_queries) == 4, [q["sql"] for q in page_queries]

@@ -1,0 +1,176 @@
+"""Live status: lifecycle events and reconciliation, pushed through Channels to websockets."""
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from cloudpanel.asgi import application
+from hosts import hypervisor
+from hosts.tasks import reconcile_host
+from instances import services
+from instances.choices import Cause, Status, TaskState
+from instances.models import Instance
+from tests.factories import make_instance, make_tenant, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def running_instance(user, tenant):
+    action = services.create_instance(user=user, tenant=tenant, name=f"live-{time.monotonic_ns()}", vcpus=1,
+                                      memory_mib=64, kernel="/k")
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, list(instance.state_changes.values_list("to_status", "cause", "detail"))
+    return instance
+
+
+def test_change_outside_the_panel_arrives_through_an_event(member, tenant, host, listener):
+    # Given a running instance and the listener watching its host
+    instance = running_instance(member, tenant)
+    assert wait_for(lambda: host.uri in listener.watched)
+    # When someone destroys the domain behind the panel's back
+    hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid)).destroy()
+    # Then the status follows within a second, caused by the event
+    assert wait_for(lambda: Instance.objects.get(pk=instance.pk).status == Status.STOPPED, timeout=1.0)
+    change = instance.state_changes.order_by("-id").first()
+    assert change.cause == Cause.EVENT and change.to_status == Status.STOPPED
+
+
+def test_reconcile_catches_what_events_missed_in_one_call(member, tenant, host):
+    instance = running_instance(member, tenant)
+    gone = running_instance(member, tenant)
+    dom = hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid))
+    dom.suspend()
+    hypervisor.undefine(host.uri, str(gone.uuid))
+    calls = []
+    original = hypervisor.all_states
+
+    def counting(uri):
+        calls.append(uri)
+        return original(uri)
+
+    import unittest.mock as mock
+
+    with mock.patch("hosts.hypervisor.all_states", side_effect=counting), \
+         mock.patch("hosts.hypervisor.state") as per_domain:
+        reconcile_host(host.pk)
+    assert calls == [host.uri] and not per_domain.called
+    assert Instance.objects.get(pk=instance.pk).status == Status.PAUSED
+    gone.refresh_from_db()
+    assert gone.status == Status.ERROR and "no longer exists" in gone.status_reason
+    assert gone.state_changes.order_by("-id").first().cause == Cause.RECONCILE
+
+
+def test_stuck_operation_turns_to_error_after_the_timeout(tenant, host):
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    Instance.objects.filter(pk=instance.pk).update(task_state=TaskState.REBOOTING,
+                                                   task_started_at=timezone.now() - timedelta(hours=1))
+    reconcile_host(host.pk)
+    instance.refresh_from_db()
+    assert instance.status == Status.ERROR and instance.task_state is None
+    assert "did not finish in time" in instance.status_reason
+
+
+def _connect(path, user=None, origin=ORIGIN):
+    headers = [origin] if origin else []
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    if user is not None:
+        communicator.scope["user"] = user
+    return communicator
+
+
+def test_status_socket_pushes_changes_to_the_tenant(member, tenant, host):
+    @async_to_sync
+    async def scenario():
+        from channels.db import database_sync_to_async
+
+        communicator = _connect("/ws/status/", member)
+        # AuthMiddlewareStack would replace a scope user; go through it with a session instead
+        connected, _ = await communicator.connect()
+        assert connected
+        await database_sync_to_async(running_instance)(member, tenant)
+        seen = []
+        while True:
+            message = json.loads(await communicator.receive_from(timeout=5))
+            seen.append(message["status"])
+            if message["status"] == Status.RUNNING:
+                break
+        await communicator.disconnect()
+        return seen
+
+    assert scenario()[-1] == Status.RUNNING
+
+
+@pytest.mark.parametrize("path", ["/ws/status/", "/ws/instances/1/console/", "/ws/instances/1/status/"])
+def test_sockets_refuse_anonymous_users(path):
+    @async_to_sync
+    async def scenario():
+        communicator = _connect(path)
+        connected, code = await communicator.connect()
+        return connected, code
+
+    assert scenario() == (False, 4401)
+
+
+def test_console_of_another_tenants_instance_is_closed_before_opening(member, host):
+    other = make_instance(tenant=make_tenant(), host=host, status=Status.RUNNING)
+
+    @async_to_sync
+    async def scenario():
+        import unittest.mock as mock
+
+        with mock.patch("hosts.hypervisor.Console") as console:
+            communicator = _connect(f"/ws/instances/{other.pk}/console/", member)
+            result = await communicator.connect()
+        return result, console.called
+
+    (connected, code), opened = scenario()
+    assert (connected, code, opened) == (False, 4404, False)
+
+
+def test_sockets_from_another_origin_are_refused(member):
+    @async_to_sync
+    async def scenario():
+        communicator = _connect("/ws/status/", member, origin=(b"origin", b"http://evil.example"))
+        connected, _ = await communicator.connect()
+        return connected
+
+    assert scenario() is False
+
+
+def test_viewer_of_other_tenant_cannot_watch_an_instance(host):
+    user = make_user(tenant=make_tenant())
+    other = make_instance(tenant=make_tenant(), host=host)
+
+    @async_to_sync
+    async def scenario():
+        communicator = _connect(f"/ws/instances/{other.pk}/status/", user)
+        return await communicator.connect()
+
+    assert scenario() == (False, 4404)
+
+
+def test_stale_observation_does_not_overwrite_a_newer_change(member, tenant, host):
+    # Given an instance whose create finished after a reconcile snapshot was taken
+    before = timezone.now()
+    instance = running_instance(member, tenant)
+    # When the snapshot (which saw it stopped) is applied afterwards
+    changed = services.reconcile_host_states(host=host, states={str(instance.uuid): Status.STOPPED},
+                                             observed_at=before)
+    # Then it is ignored as stale
+    assert changed == 0 and Instance.objects.get(pk=instance.pk).status == Status.RUNNING

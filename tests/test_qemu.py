@@ -1,0 +1,96 @@
+"""A real QEMU guest: create, running through events, console both ways for two viewers, shutdown."""
+
+import re
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from cloudpanel.asgi import application
+from hosts import hypervisor
+from hosts import services as host_services
+from hosts.choices import HostState
+from instances import services
+from instances.choices import ActionStatus, Status
+from instances.models import Instance
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+@pytest.fixture
+def qemu_host(db):
+    host = host_services.register_host(name="local-qemu", uri="qemu:///system", accelerator="tcg",
+                                       storage_pool="default")
+    host.refresh_from_db()
+    assert host.state == HostState.ONLINE, host.last_error
+    return host
+
+
+async def read_until(communicator, pattern, timeout=30.0):
+    """Collect console text until the regex matches; returns everything read."""
+    text = ""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, text):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {pattern!r} on the console; got: {text[-800:]!r}")
+        try:
+            message = await communicator.receive_output(timeout=remaining)
+        except TimeoutError:
+            continue
+        if message["type"] == "websocket.close":
+            raise AssertionError(f"console closed ({message.get('code')}) before {pattern!r}; got: {text[-800:]!r}")
+        text += message.get("text", "")
+    return text
+
+
+def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
+    @async_to_sync
+    async def scenario():
+        status = WebsocketCommunicator(application, "/ws/status/", headers=[ORIGIN])
+        status.scope["user"] = member
+        assert (await status.connect())[0]
+        # When the instance is created (the task runs on commit)
+        action = await database_sync_to_async(services.create_instance)(
+            user=member, tenant=tenant, name="tiny", vcpus=1, memory_mib=256, disk_gib=1,
+            kernel=guest["kernel"], initrd=guest["initrd"], cmdline="console=ttyS0", host=qemu_host,
+        )
+        # Then a pushed event says it runs
+        while True:
+            event = await status.receive_json_from(timeout=30)
+            if event["id"] == action.instance_id and event["status"] == Status.RUNNING:
+                break
+        await status.disconnect()
+        instance = await database_sync_to_async(Instance.objects.get)(pk=action.instance_id)
+        assert hypervisor.state(qemu_host.uri, str(instance.uuid)) == hypervisor.PowerState.RUNNING
+
+        # And two viewers share its serial console, both ways
+        viewers = []
+        for _ in range(2):
+            viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+            viewer.scope["user"] = member
+            assert (await viewer.connect())[0]
+            viewers.append(viewer)
+        await viewers[0].send_to(text_data="\n")
+        await read_until(viewers[0], r"# ", timeout=60)
+        await viewers[1].send_to(text_data="echo cp-$((6*7))\n")
+        for viewer in viewers:
+            await read_until(viewer, r"cp-42")
+        for viewer in viewers:
+            await viewer.disconnect()
+        return instance
+
+    instance = scenario()
+    # When shut down gracefully, the guest powers itself off (ACPI)
+    action = services.request_operation(instance=instance, operation="shutdown", user=member)
+    action.refresh_from_db()
+    assert action.status == ActionStatus.SUCCEEDED, action.error
+    assert Instance.objects.get(pk=instance.pk).status == Status.STOPPED
+    services.request_operation(instance=instance, operation="delete", user=member)
+    assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
+    with pytest.raises(hypervisor.DomainNotFound):
+        hypervisor.state(qemu_host.uri, str(instance.uuid))

@@ -1,0 +1,70 @@
+"""A real Celery worker process on Redis runs the operations the API queues."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from cloudpanel.celery import app as celery_app
+from hosts.choices import HostState
+from hosts.models import Host
+from instances.choices import ActionStatus, Status
+from instances.models import Instance, InstanceAction
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def worker():
+    """A `celery worker` process on the test database and Redis, on a queue of its own."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    settings = connection.settings_dict
+    env = dict(os.environ, CLOUDPANEL_TASK_QUEUE=queue,
+               DATABASE_URL=f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "threads", "-c", "2",
+         "-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env,
+    )
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.task_default_queue = queue
+    yield process
+    celery_app.conf.task_default_queue = os.environ.get("CLOUDPANEL_TASK_QUEUE", "cloudpanel")
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_worker_probes_and_runs_operations(worker, admin_api, tenant):
+    # Given a host on libvirtd's shared test driver (the worker is another process)
+    response = admin_api.post("/api/v1/hosts/", {"name": "shared", "uri": "test+unix:///default",
+                                                 "storage_pool": "default-pool"}, format="json")
+    host_id = response.json()["id"]
+    assert wait_for(lambda: Host.objects.get(pk=host_id).state == HostState.ONLINE, 30), \
+        Host.objects.get(pk=host_id).last_error
+    # When an instance is created and suspended through the API
+    created = admin_api.post("/api/v1/instances/", {"name": "w1", "tenant": tenant.pk, "vcpus": 1, "memory_mib": 64,
+                                                    "disk_gib": 1, "kernel": "/k"}, format="json").json()
+    assert wait_for(lambda: Instance.objects.get(pk=created["instance"]).status == Status.RUNNING, 30)
+    suspend = admin_api.post(f"/api/v1/instances/{created['instance']}/suspend/").json()
+    # Then the worker ran both, and the actions say so
+    assert wait_for(lambda: InstanceAction.objects.get(pk=suspend["id"]).status == ActionStatus.SUCCEEDED, 30)
+    assert Instance.objects.get(pk=created["instance"]).status == Status.PAUSED
+    delete = admin_api.post(f"/api/v1/instances/{created['instance']}/delete/").json()
+    assert wait_for(lambda: InstanceAction.objects.get(pk=delete["id"]).status == ActionStatus.SUCCEEDED, 30)
+    assert worker.poll() is None  # still alive
