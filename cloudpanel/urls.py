@@ -8,9 +8,9 @@ from hosts.api import HostViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
 
-router.register("hosts", HostViewSet, basename="host")
-router.register("instances", InstanceViewSet, basename="instance")
-router.register("actions", ActionViewSet, basename="action")
+router.register("hosts", HostViewSet, basename="api-host")
+router.register("instances", InstanceViewSet, basename="api-instance")
+router.register("actions", ActionViewSet, basename="api-action")
 
 urlpatterns = [
     path("", overview, name="overview"),

@@ -487,8 +487,8 @@ class Console:
         while not self._closed:
             try:
                 data = stream.recv(4096)
-            except libvirt.libvirtError:
-                self.close("the console stream failed")
+            except libvirt.libvirtError as exc:
+                self.close(f"the console stream failed (read): {exc.get_error_message()}")
                 return
             if data == -2:  # would block
                 return
@@ -507,8 +507,8 @@ class Console:
                 if sent == -2:
                     continue
                 data = data[sent:]
-        except libvirt.libvirtError:
-            self.close("the console stream failed")
+        except libvirt.libvirtError as exc:
+            self.close(f"the console stream failed: {exc.get_error_message()}")
 
     def close(self, reason: str = "closed") -> None:
         """End the stream once, telling on_close why."""

@@ -32,6 +32,8 @@ class Viewer:
 class Session:
     key: str
     console: hypervisor.Console | None = None
+    error: hypervisor.HypervisorError | None = None
+    opened: threading.Event = field(default_factory=threading.Event)
     viewers: list[Viewer] = field(default_factory=list)
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -62,25 +64,44 @@ def _ended(session: Session, reason: str) -> None:
 
 
 def attach(uri: str, domain_uuid: str, viewer: Viewer) -> None:
-    """Join (or open) the console of a domain; raises HypervisorError if it can't be opened."""
+    """Join (or open) the console of a domain; raises HypervisorError if it can't be opened.
+
+    A viewer arriving while another is still opening the stream waits for that
+    attempt instead of opening a second stream (which would take the first over).
+    """
     key = f"{uri}#{domain_uuid}"
     with _lock:
         session = _sessions.get(key)
-        if session is not None and session.console is not None:
-            session.viewers.append(viewer)
-            return
-        session = Session(key=key, viewers=[viewer])
-        _sessions[key] = session
-    try:
-        session.console = hypervisor.Console(
-            uri, domain_uuid, on_output=lambda data: _fan_out(session, data),
-            on_close=lambda reason: _ended(session, reason),
-        )
-    except hypervisor.HypervisorError:
+        opener = session is None
+        if opener:
+            session = Session(key=key)
+            _sessions[key] = session
+        session.viewers.append(viewer)
+    if opener:
+        try:
+            session.console = hypervisor.Console(
+                uri, domain_uuid, on_output=lambda data: _fan_out(session, data),
+                on_close=lambda reason: _ended(session, reason),
+            )
+        except hypervisor.HypervisorError as exc:
+            session.error = exc
+            with _lock:
+                if _sessions.get(key) is session:
+                    del _sessions[key]
+        finally:
+            session.opened.set()
         with _lock:
-            if _sessions.get(key) is session:
-                del _sessions[key]
-        raise
+            orphaned = session.console is not None and not session.viewers
+        if orphaned:  # every viewer left while the stream was opening
+            session.console.close("no viewer left")
+            return
+    else:
+        session.opened.wait(timeout=30)
+    if session.console is None:
+        with _lock:
+            if viewer in session.viewers:
+                session.viewers.remove(viewer)
+        raise session.error or hypervisor.HypervisorError("the console did not open in time")
 
 
 def detach(uri: str, domain_uuid: str, viewer: Viewer) -> None:

@@ -19,3 +19,14 @@ def badge(value: str) -> str:
 @register.filter
 def percent(part: int, whole: int) -> int:
     return min(100, round(100 * part / whole)) if whole else 0
+
+
+@register.filter
+def took(action) -> str:
+    """How long an action ran, e.g. '0.4 s' or '2 min 5 s'; empty while it runs."""
+    if not (action.started_at and action.finished_at):
+        return ""
+    seconds = (action.finished_at - action.started_at).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"

@@ -78,6 +78,7 @@
     socket.onopen = function () {
       delay = 500;
       setIndicator("success", "live");
+      refreshSections();  // catch up on anything that changed while the page loaded or the socket was down
     };
     socket.onmessage = function (message) {
       const event = JSON.parse(message.data);

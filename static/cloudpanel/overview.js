@@ -7,6 +7,8 @@
     const data = JSON.parse(document.getElementById("status-data").textContent);
     const canvas = document.getElementById("status-chart");
     if (chart) chart.destroy();
+    chart = null;
+    if (!canvas) return;
     chart = new Chart(canvas, {
       type: "doughnut",
       data: { labels: data.labels, datasets: [{ data: data.values, backgroundColor: COLOURS }] },

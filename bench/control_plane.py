@@ -1,0 +1,151 @@
+"""Control-plane overhead: create + start 200 instances through the whole path vs raw libvirt-python.
+
+Whole path: the REST API (Django test client, in-process, no network) → PostgreSQL →
+Celery on Redis → a `celery worker` process → libvirt (libvirtd's shared test driver,
+test+unix:///default) → PostgreSQL → the Channels group on Redis, where a client
+subscribed like the status websocket consumer receives the "running" message.
+Baseline, in the same run: a raw libvirt-python loop doing defineXML + create on the
+same driver. Latency is measured one instance at a time; throughput by queuing all
+200 at once and waiting for the last "running" message.
+Targets: p50 overhead <= 25 ms per instance, >= 50 creates/s.
+Run: DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/control_plane.py
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+from common import ROOT, print_table, setup_django, summary
+
+QUEUE = f"bench-{uuid.uuid4().hex[:6]}"
+os.environ["CLOUDPANEL_TASK_QUEUE"] = QUEUE
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+setup_django()
+
+import libvirt  # noqa: E402
+from channels.layers import get_channel_layer  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from hosts import domain_xml  # noqa: E402
+from hosts.models import Host  # noqa: E402
+from instances.models import Instance  # noqa: E402
+from tenants.models import Tenant  # noqa: E402
+from tenants.services import create_api_token  # noqa: E402
+
+URI = "test+unix:///default"
+COUNT = int(os.environ.get("BENCH_COUNT", "200"))
+
+
+def raw_libvirt() -> list[float]:
+    conn = libvirt.open(URI)
+    times, made = [], []
+    for _ in range(COUNT):
+        spec = domain_xml.DomainSpec(name=f"raw-{uuid.uuid4()}", uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64)
+        start = time.perf_counter()
+        dom = conn.defineXML(domain_xml.domain_xml(domain_xml.Technology.TEST, spec))
+        dom.create()
+        times.append(time.perf_counter() - start)
+        made.append(dom)
+    for dom in made:
+        dom.destroy()
+        dom.undefine()
+    conn.close()
+    return times
+
+
+async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("admin", channel)
+    running: dict[int, float] = {}
+
+    async def listen() -> None:
+        while True:
+            message = await layer.receive(channel)
+            payload = message["payload"]
+            if payload.get("type") == "instance" and payload["status"] == "running":
+                running.setdefault(payload["id"], time.perf_counter())
+
+    listener = asyncio.create_task(listen())
+    loop = asyncio.get_running_loop()
+
+    def post(name: str) -> int:
+        response = api.post("/api/v1/instances/", {"name": name, "tenant": tenant_id, "vcpus": 1, "memory_mib": 64},
+                            format="json")
+        assert response.status_code == 202, response.content
+        return response.json()["instance"]
+
+    async def wait(ids: list[int], timeout: float = 120) -> None:
+        deadline = time.perf_counter() + timeout
+        while not all(i in running for i in ids):
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"only {sum(i in running for i in ids)} of {len(ids)} reached running")
+            await asyncio.sleep(0.001)
+
+    latencies = []
+    for i in range(COUNT):
+        start = time.perf_counter()
+        instance_id = await loop.run_in_executor(None, post, f"seq-{i}")
+        await wait([instance_id])
+        latencies.append(running[instance_id] - start)
+    start = time.perf_counter()
+    ids = [await loop.run_in_executor(None, post, f"burst-{i}") for i in range(COUNT)]
+    await wait(ids)
+    burst = time.perf_counter() - start
+    listener.cancel()
+    return latencies, burst
+
+
+def main() -> None:
+    user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True})
+    tenant, _ = Tenant.objects.get_or_create(name="bench")
+    Instance.objects.all().delete()
+    Host.objects.all().delete()
+    Host.objects.create(name="bench-test", uri=URI, technology="test", state="online", cpus=10_000,
+                        memory_mib=10_000_000, storage_pool="default-pool")
+    _token, key = create_api_token(user=user, name="bench")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "threads", "-c", "4", "-Q", QUEUE,
+         "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=dict(os.environ),
+    )
+    try:
+        time.sleep(3)  # let the worker connect
+        raw = raw_libvirt()
+        latencies, burst = asyncio.run(panel(api, tenant.pk))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        conn = libvirt.open(URI)
+        uuids = set(Instance.objects.values_list("uuid", flat=True))
+        for dom in conn.listAllDomains():
+            if uuid.UUID(dom.UUIDString()) in uuids:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        Instance.objects.all().delete()
+        Host.objects.all().delete()
+    raw_p50, raw_p95, _ = summary(raw)
+    p50, p95, _ = summary(latencies)
+    print_table(
+        f"Create + start, {COUNT} instances, one at a time (ms per instance)",
+        ["path", "p50", "p95"],
+        [["raw libvirt-python (defineXML + create)", raw_p50, raw_p95],
+         ["CloudPanel: API → Redis → worker → libvirt → DB → channel layer", p50, p95],
+         ["overhead (target p50 <= 25 ms)", p50 - raw_p50, p95 - raw_p95]],
+    )
+    print_table(f"Throughput: {COUNT} creates queued at once, until the last is running",
+                ["seconds", "creates/s", "target"], [[burst, COUNT / burst, ">= 50/s"]])
+    print(json.dumps({"raw_p50_ms": raw_p50, "panel_p50_ms": p50, "panel_p95_ms": p95,
+                      "creates_per_s": COUNT / burst}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""In Debian's headless Chromium: sign in, create an instance of the tiny guest, watch it run, use its console."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from playwright.sync_api import expect, sync_playwright
+
+from hosts.choices import HostState
+from instances.models import Instance
+from tests.factories import make_host, make_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOTS = Path(os.environ.get("CLOUDPANEL_SCREENSHOTS", ROOT / "var" / "screenshots"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(guest):
+    """`manage.py serve` embedded (worker and listener in-process) on the test database."""
+    port = free_port()
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+               CLOUDPANEL_DEFAULT_KERNEL=guest["kernel"], CLOUDPANEL_DEFAULT_INITRD=guest["initrd"],
+               CLOUDPANEL_RECONCILE_SECONDS="5")
+    process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("the server did not start")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_sign_in_create_watch_running_and_use_the_console(server, tenant):
+    # Given an admin, and the local QEMU host (software emulation)
+    make_user(staff=True, tenant=tenant, password="s3cret-pass")
+    admin = tenant.memberships.get().user
+    host = make_host(uri="qemu:///system", name="local-qemu", accelerator="tcg", storage_pool="default",
+                     state=HostState.NEW, cpus=0, memory_mib=0)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        # When they sign in
+        page.goto(f"{server}/login/")
+        page.fill("#id_username", admin.username)
+        page.fill("#id_password", "s3cret-pass")
+        page.click("button[type=submit]")
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        expect(page.locator("#live-indicator")).to_contain_text("live")
+        # the listener probes the host; the overview shows it online without a reload
+        expect(page.locator(f'[data-host-id="{host.pk}"] [data-field="host_state"]')).to_have_text(
+            "Online", timeout=15000)
+        page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
+
+        # And a second tab watches the instance list
+        watcher = context.new_page()
+        watcher.goto(f"{server}/instances/")
+        expect(watcher.locator("#live-indicator")).to_contain_text("live")
+        watcher.evaluate("window.notReloaded = true")
+
+        # When they create an instance of the tiny guest
+        page.goto(f"{server}/instances/new/")
+        page.fill("#id_name", "tiny-web")
+        page.select_option("#id_host", str(host.pk))
+        page.fill("#id_memory_mib", "256")
+        page.screenshot(path=SCREENSHOTS / "instance-new.png", full_page=True)
+        page.click("button[type=submit]")
+
+        # Then the watching tab shows it running, without a reload
+        row = watcher.locator("tr", has_text="tiny-web")
+        expect(row.locator('[data-field="status"]')).to_have_text("Running", timeout=30000)
+        assert watcher.evaluate("window.notReloaded") is True
+        watcher.screenshot(path=SCREENSHOTS / "instance-list.png", full_page=True)
+
+        # And the instance page's console answers a typed command
+        expect(page.locator("#instance-status")).to_have_text("Running", timeout=30000)
+        expect(page.locator("#console-state")).to_contain_text("Connected", timeout=15000)
+        page.locator("#terminal").click()
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("cloudpanel-guest:/#", timeout=60000)
+        page.keyboard.type("echo cp-$((6*7))\n")
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("cp-42", timeout=60000)
+        page.screenshot(path=SCREENSHOTS / "instance-detail.png", full_page=True)
+
+        # When forced off from the page, the status follows
+        page.get_by_role("button", name="Force off").click()
+        expect(page.locator("#instance-status")).to_have_text("Stopped", timeout=30000)
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Delete").click()
+        expect(page.locator("#instance-status")).to_have_text("Deleted", timeout=30000)
+        browser.close()
+    # (outside Playwright's event loop, where the ORM may run)
+    instance = Instance.objects.get(name="tiny-web")
+    assert [c.to_status for c in instance.state_changes.all()] == ["running", "stopped", "deleted"]
