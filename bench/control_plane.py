@@ -63,6 +63,7 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
     channel = await layer.new_channel()
     await layer.group_add("admin", channel)
     running: dict[int, float] = {}
+    arrived = asyncio.Event()
 
     async def listen() -> None:
         while True:
@@ -70,12 +71,14 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
             payload = message["payload"]
             if payload.get("type") == "instance" and payload["status"] == "running":
                 running.setdefault(payload["id"], time.perf_counter())
+                arrived.set()
 
     listener = asyncio.create_task(listen())
     loop = asyncio.get_running_loop()
 
     def post(name: str) -> int:
-        response = api.post("/api/v1/instances/", {"name": name, "tenant": tenant_id, "vcpus": 1, "memory_mib": 64},
+        response = api.post("/api/v1/instances/", {"name": name, "tenant": tenant_id, "vcpus": 1, "memory_mib": 64,
+                                                  "kernel": "/boot/vmlinuz"},
                             format="json")
         assert response.status_code == 202, response.content
         return response.json()["instance"]
@@ -83,9 +86,11 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
     async def wait(ids: list[int], timeout: float = 120) -> None:
         deadline = time.perf_counter() + timeout
         while not all(i in running for i in ids):
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"only {sum(i in running for i in ids)} of {len(ids)} reached running")
-            await asyncio.sleep(0.001)
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout=deadline - time.perf_counter())
+            except TimeoutError:
+                raise RuntimeError(f"only {sum(i in running for i in ids)} of {len(ids)} reached running") from None
 
     latencies = []
     for i in range(COUNT):
@@ -98,6 +103,7 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
     await wait(ids)
     burst = time.perf_counter() - start
     listener.cancel()
+    await layer.group_discard("admin", channel)
     return latencies, burst
 
 

@@ -1,18 +1,23 @@
-"""Publishing to Channels groups from any thread: web, worker, listener or event loop."""
+"""Publishing to Channels groups from any thread: web, worker, listener or event loop.
+
+Sends go through one long-lived event loop per process: the loop serving websockets
+when this process has one (so the in-memory layer's queues stay on their own loop),
+else a publisher thread's loop (so the Redis layer keeps its connections warm instead
+of opening new ones for every message). Waiting for each send keeps them in order.
+"""
 
 import asyncio
 import logging
+import os
 import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 log = logging.getLogger(__name__)
 
-# The loop that serves websockets in this process, recorded by consumers. Sending
-# through it keeps the in-memory layer's queues on their own loop.
-_server_loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
+_server_loop: asyncio.AbstractEventLoop | None = None
+_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None
 
 
 def remember_server_loop() -> None:
@@ -20,6 +25,19 @@ def remember_server_loop() -> None:
     global _server_loop
     with _lock:
         _server_loop = asyncio.get_running_loop()
+
+
+def _send_loop() -> asyncio.AbstractEventLoop:
+    global _publisher
+    loop = _server_loop
+    if loop is not None and loop.is_running():
+        return loop
+    with _lock:
+        if _publisher is None or _publisher[0] != os.getpid():  # none yet, or inherited across a fork
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-publisher", daemon=True).start()
+            _publisher = (os.getpid(), loop)
+        return _publisher[1]
 
 
 def publish(groups: list[str], payload: dict) -> None:
@@ -33,18 +51,15 @@ def publish(groups: list[str], payload: dict) -> None:
         for group in groups:
             await layer.group_send(group, message)
 
+    loop = _send_loop()
     try:
-        loop = _server_loop
-        if loop is not None and loop.is_running() and not loop.is_closed():
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                loop.create_task(send())
-            else:
-                asyncio.run_coroutine_threadsafe(send(), loop).result(timeout=5)
-            return
-        async_to_sync(send)()
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            loop.create_task(send())
+        else:
+            asyncio.run_coroutine_threadsafe(send(), loop).result(timeout=5)
     except Exception:
         log.exception("could not publish to %s", groups)

@@ -111,16 +111,25 @@ def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:
     publish_host(host_id)
 
 
-def allocated(host: Host) -> tuple[int, int]:
-    """vCPUs and MiB of RAM promised to the host's live instances."""
+def allocations(host_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """vCPUs and MiB of RAM promised to each host's live instances, in one query."""
     from instances.models import Instance
 
-    totals = Instance.objects.filter(host=host).live().aggregate(cpu=Sum("vcpus"), mem=Sum("memory_mib"))
-    return totals["cpu"] or 0, totals["mem"] or 0
+    rows = (
+        Instance.objects.filter(host_id__in=host_ids).live().values("host_id")
+        .annotate(cpu=Sum("vcpus"), mem=Sum("memory_mib"))
+    )
+    totals = {row["host_id"]: (row["cpu"] or 0, row["mem"] or 0) for row in rows}
+    return {host_id: totals.get(host_id, (0, 0)) for host_id in host_ids}
 
 
-def capacity_error(host: Host, vcpus: int, memory_mib: int) -> str | None:
-    """Why the host cannot take an instance of this size, or None if it can."""
+def allocated(host: Host) -> tuple[int, int]:
+    """vCPUs and MiB of RAM promised to the host's live instances."""
+    return allocations([host.pk])[host.pk]
+
+
+def capacity_error(host: Host, vcpus: int, memory_mib: int, used: tuple[int, int]) -> str | None:
+    """Why the host cannot take an instance of this size on top of `used`, or None if it can."""
     from django.conf import settings
 
     if not host.schedulable:
@@ -129,7 +138,7 @@ def capacity_error(host: Host, vcpus: int, memory_mib: int) -> str | None:
         return f"{vcpus} vCPUs exceed host '{host.name}' ({host.cpus} CPUs)"
     if memory_mib > host.memory_mib:
         return f"{memory_mib} MiB of RAM exceed host '{host.name}' ({host.memory_mib} MiB)"
-    used_cpu, used_mem = allocated(host)
+    used_cpu, used_mem = used
     if used_cpu + vcpus > host.cpus * settings.CLOUDPANEL_CPU_ALLOCATION_RATIO:
         return f"host '{host.name}' has no vCPUs left ({used_cpu} of {host.cpus} allocated)"
     if used_mem + memory_mib > host.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO:
@@ -140,25 +149,24 @@ def capacity_error(host: Host, vcpus: int, memory_mib: int) -> str | None:
 def place(*, vcpus: int, memory_mib: int, host: Host | None = None) -> Host:
     """Lock and return a host for a new instance: the chosen one, or the one with most free RAM.
 
-    Runs inside the caller's transaction; the row lock makes concurrent placements
+    Runs inside the caller's transaction; the row locks make concurrent placements
     on one host see each other's allocations.
     """
-    if host is not None:
-        locked = Host.objects.select_for_update().get(pk=host.pk)
-        reason = capacity_error(locked, vcpus, memory_mib)
-        if reason:
-            raise NoCapacity(reason)
-        return locked
-    candidates = list(Host.objects.select_for_update().filter(enabled=True, state=HostState.ONLINE))
+    candidates = Host.objects.select_for_update()
+    candidates = list(candidates.filter(pk=host.pk) if host is not None else
+                      candidates.filter(enabled=True, state=HostState.ONLINE))
+    used = allocations([c.pk for c in candidates])
     best, best_free, reasons = None, -1, []
     for candidate in candidates:
-        reason = capacity_error(candidate, vcpus, memory_mib)
+        reason = capacity_error(candidate, vcpus, memory_mib, used[candidate.pk])
         if reason:
             reasons.append(reason)
             continue
-        free = candidate.memory_mib - allocated(candidate)[1]
+        free = candidate.memory_mib - used[candidate.pk][1]
         if free > best_free:
             best, best_free = candidate, free
     if best is None:
+        if host is not None:
+            raise NoCapacity(reasons[0] if reasons else f"host '{host.name}' no longer exists")
         raise NoCapacity("no host can take it: " + ("; ".join(reasons) or "no host is online and enabled"))
     return best

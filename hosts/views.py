@@ -23,8 +23,9 @@ def host_list(request):
             messages.success(request, f"Host {host.name} registered; probing it now.")
             return redirect("host-detail", pk=host.pk)
     hosts = list(Host.objects.all())
+    used = services.allocations([host.pk for host in hosts])
     for host in hosts:
-        host.allocated_cpus, host.allocated_mib = services.allocated(host)
+        host.allocated_cpus, host.allocated_mib = used[host.pk]
     return render(request, "hosts/list.html", {"hosts": hosts, "form": form})
 
 

@@ -14,7 +14,6 @@ def tenant_group(tenant_id: int) -> str:
 
 
 def instance_payload(instance: Instance) -> dict:
-    action = instance.actions.order_by("-created_at", "-id").first()
     return {
         "type": "instance",
         "id": instance.pk,
@@ -25,12 +24,6 @@ def instance_payload(instance: Instance) -> dict:
         "task_state_display": instance.get_task_state_display() if instance.task_state else "",
         "status_reason": instance.status_reason,
         "operations": allowed_operations(instance.status, instance.task_state),
-        "action": None if action is None else {
-            "id": action.pk,
-            "operation": action.operation,
-            "status": action.status,
-            "error": action.error,
-        },
     }
 
 

@@ -57,7 +57,11 @@ class Instance(models.Model):
                 fields=["tenant", "name"], condition=~models.Q(status="deleted"), name="instance_name_unique_live"
             )
         ]
-        indexes = [models.Index(fields=["host", "status"]), models.Index(fields=["status"])]
+        indexes = [
+            models.Index(fields=["host", "status"]),
+            models.Index(fields=["status"]),
+            models.Index(fields=["-created_at", "-id"], name="instance_newest_first"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -78,7 +78,7 @@ def create_instance(
         init=init, created_by=user, task_state=TaskState.CREATING, task_started_at=timezone.now(),
     )
     try:
-        instance.full_clean(exclude=["host", "tenant"])
+        instance.clean_fields(exclude=["host", "tenant"])
     except ValidationError as exc:
         raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
     if "\x00" in cmdline:
@@ -87,8 +87,6 @@ def create_instance(
         with transaction.atomic():
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host)
             _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init)
-            if Instance.objects.filter(tenant=tenant, name=name).live().exists():
-                raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}")
             instance.host = placed
             instance.save()
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)
@@ -145,7 +143,6 @@ def begin_action(action_id: int) -> InstanceAction | None:
         if action.status == ActionStatus.PENDING:
             action.status, action.started_at = ActionStatus.RUNNING, timezone.now()
             action.save(update_fields=["status", "started_at"])
-        _on_commit(action.instance_id)
     return action
 
 

@@ -30,8 +30,9 @@ def overview(request):
     hosts = []
     if is_platform_admin(user):
         hosts = list(Host.objects.all())
+        used = host_services.allocations([host.pk for host in hosts])
         for host in hosts:
-            host.allocated_cpus, host.allocated_mib = host_services.allocated(host)
+            host.allocated_cpus, host.allocated_mib = used[host.pk]
     actions = InstanceAction.objects.visible_to(user).select_related("instance", "user")[:15]
     return render(request, "overview.html", {
         "status_counts": status_counts, "total": sum(by_status.values()), "hosts": hosts, "actions": actions,
