@@ -127,9 +127,12 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_URL = "memory://localhost/"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.02}
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CLOUDPANEL_TASK_QUEUE", "cloudpanel")
+# Per-host workers (the nova-compute shape): operations on host N go to queue host.N, and
+# a worker next to that host runs `celery -A cloudpanel worker -Q host.N`.
+CLOUDPANEL_HOST_QUEUES = _env_bool("CLOUDPANEL_HOST_QUEUES", False)
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CLOUDPANEL_TASKS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

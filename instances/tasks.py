@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 
 from hosts import hypervisor
 from hosts.models import Host
@@ -15,9 +16,15 @@ from instances.choices import Operation, Status
 from instances.models import Instance, InstanceAction
 
 
+def queue_for(host_id: int) -> str | None:
+    """The queue of the worker that drives a host: its own with per-host workers, else the default (None)."""
+    return f"host.{host_id}" if settings.CLOUDPANEL_HOST_QUEUES else None
+
+
 def enqueue(action: InstanceAction) -> None:
     """Queue the task of an action once the surrounding transaction commits."""
-    TASKS[Operation(action.operation)].delay_on_commit(action.pk)
+    task, queue = TASKS[Operation(action.operation)], queue_for(action.instance.host_id)
+    transaction.on_commit(lambda: task.apply_async((action.pk,), queue=queue))
 
 
 def _spec(instance: Instance, host: Host, disk_path: str) -> hypervisor.DomainSpec:

@@ -34,8 +34,11 @@ def overview(request):
         for host in hosts:
             host.allocated_cpus, host.allocated_mib = used[host.pk]
     actions = InstanceAction.objects.visible_to(user).select_related("instance", "user")[:15]
+    shown = [(value, label, n) for value, label, n in status_counts if n]
+    chart = {"keys": [v for v, _, _ in shown], "labels": [lb for _, lb, _ in shown], "values": [n for _, _, n in shown]}
     return render(request, "overview.html", {
-        "status_counts": status_counts, "total": sum(by_status.values()), "hosts": hosts, "actions": actions,
+        "status_counts": shown, "chart": chart, "total": sum(by_status.values()), "hosts": hosts,
+        "actions": actions,
     })
 
 

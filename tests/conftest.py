@@ -80,3 +80,18 @@ def guest():
     if not (kernel.exists() and initrd.exists()):
         pytest.fail(f"the tiny test guest is missing in {GUEST_DIR}: run scripts/build-test-guest.sh")
     return {"kernel": str(kernel), "initrd": str(initrd)}
+
+
+@pytest.fixture
+def reap_qemu_guests(transactional_db):
+    """Remove every QEMU domain and disk the test's instances left, even when the test failed."""
+    yield
+    from hosts import hypervisor
+    from instances.models import Instance
+
+    for instance in Instance.objects.filter(host__uri__startswith="qemu").select_related("host"):
+        try:
+            hypervisor.undefine(instance.host.uri, str(instance.uuid))
+            hypervisor.delete_volume(instance.host.uri, instance.host.storage_pool, instance.volume_name)
+        except hypervisor.HypervisorError:
+            pass

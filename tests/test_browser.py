@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(guest):
+def server(guest, reap_qemu_guests):
     """`manage.py serve` embedded (worker and listener in-process) on the test database."""
     port = free_port()
     db = connection.settings_dict

@@ -265,3 +265,12 @@ def test_list_api_and_page_use_a_constant_number_of_queries_and_no_hypervisor(co
     assert len(api_queries) == 4, [q["sql"] for q in api_queries]
     # session + user + count + page
     assert len(page_queries) == 4, [q["sql"] for q in page_queries]
+
+
+def test_per_host_queues_route_operations_to_the_hosts_worker(settings, member, tenant, host):
+    settings.CLOUDPANEL_HOST_QUEUES = True
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    with mock.patch("instances.tasks.start_instance.apply_async") as send:
+        services.request_operation(instance=instance, operation="start", user=member)
+    send.assert_called_once()
+    assert send.call_args.kwargs["queue"] == f"host.{host.pk}"

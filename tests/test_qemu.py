@@ -22,7 +22,7 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 @pytest.fixture
-def qemu_host(db):
+def qemu_host(reap_qemu_guests):
     host = host_services.register_host(name="local-qemu", uri="qemu:///system", accelerator="tcg",
                                        storage_pool="default")
     host.refresh_from_db()

@@ -1,7 +1,8 @@
 // The instances-by-state doughnut; redrawn when live updates refresh the section.
 (function () {
   "use strict";
-  const COLOURS = ["#0dcaf0", "#6c757d", "#198754", "#ffc107", "#fd7e14", "#dc3545", "#b02a37"];
+  const COLOURS = { pending: "#0dcaf0", stopped: "#6c757d", running: "#198754", paused: "#ffc107",
+                    suspended: "#fd7e14", crashed: "#dc3545", error: "#b02a37" };
   let chart = null;
   function draw() {
     const data = JSON.parse(document.getElementById("status-data").textContent);
@@ -11,7 +12,7 @@
     if (!canvas) return;
     chart = new Chart(canvas, {
       type: "doughnut",
-      data: { labels: data.labels, datasets: [{ data: data.values, backgroundColor: COLOURS }] },
+      data: { labels: data.labels, datasets: [{ data: data.values, backgroundColor: data.keys.map(function (k) { return COLOURS[k]; }) }] },
       options: { animation: false, maintainAspectRatio: false, plugins: { legend: { position: "right" } } },
     });
   }

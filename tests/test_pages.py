@@ -1,0 +1,97 @@
+"""Server-rendered pages, the OpenAPI schema and docs, and the token command."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from instances.choices import Status
+from instances.models import Instance
+from tenants.models import APIToken
+from tests.factories import make_instance, make_tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_pages_require_login(client):
+    for url in ["/", "/instances/", "/instances/new/", "/instances/actions/"]:
+        response = client.get(url)
+        assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_overview_counts_instances_by_state(client, member, tenant, host):
+    make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    make_instance(tenant=make_tenant(), host=host, status=Status.RUNNING)  # another tenant's
+    client.force_login(member)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.context["total"] == 2
+    assert response.context["chart"]["keys"] == ["stopped", "running"]
+
+
+def test_create_form_shows_refusals_and_creates(client, member, host):
+    client.force_login(member)
+    form = {"name": "x<y>", "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel", "kernel": "/k",
+            "tenant": member.memberships.get().tenant_id}
+    response = client.post("/instances/new/", form)
+    assert response.status_code == 200 and "letters, digits" in response.content.decode()
+    assert "&lt;y&gt;" in response.content.decode() and "x<y>" not in response.content.decode()
+    response = client.post("/instances/new/", {**form, "name": "ok", "vcpus": 999})
+    assert "vCPUs" in response.content.decode() and not Instance.objects.exists()
+    response = client.post("/instances/new/", {**form, "name": "ok"})
+    instance = Instance.objects.get(name="ok")
+    assert response.status_code == 302 and response.url == f"/instances/{instance.pk}/"
+    assert "host" not in client.get("/instances/new/").context["form"].fields  # members don't pick hosts
+
+
+def test_detail_page_operation_and_retry_buttons(client, member, tenant, host):
+    client.force_login(member)
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    page = client.get(f"/instances/{instance.pk}/")
+    assert page.status_code == 200 and page.context["operations"] == ["start", "delete"]
+    response = client.post(f"/instances/{instance.pk}/op/suspend/", follow=True)
+    assert "cannot suspend" in response.content.decode()
+    assert client.post(f"/instances/{instance.pk}/op/bogus/").status_code == 404
+
+
+def test_other_tenants_pages_are_404(client, member, host):
+    other = make_instance(tenant=make_tenant(), host=host)
+    client.force_login(member)
+    assert client.get(f"/instances/{other.pk}/").status_code == 404
+    assert client.post(f"/instances/{other.pk}/op/delete/").status_code == 404
+    assert other.actions.count() == 0
+
+
+def test_schema_and_docs(admin_api, client, admin_user):
+    schema = admin_api.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert "/api/v1/instances/{id}/shutdown/" in paths and "/api/v1/actions/{id}/retry/" in paths
+    client.force_login(admin_user)
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and "swagger-ui" in docs.content.decode()
+
+
+def test_api_token_command_prints_a_working_key(admin_user):
+    out = io.StringIO()
+    call_command("api_token", admin_user.username, stdout=out)
+    key = out.getvalue().strip()
+    token = APIToken.objects.get(user=admin_user)
+    assert token.digest == APIToken.digest_of(key) and key not in token.digest
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/v1/hosts/").status_code == 200
+    with pytest.raises(CommandError):
+        call_command("api_token", "nobody-here")
+
+
+def test_demo_command_is_idempotent():
+    for _ in range(2):
+        call_command("demo", stdout=io.StringIO())
+    from hosts.models import Host
+
+    assert Host.objects.filter(uri="test:///default").count() == 1
