@@ -8,6 +8,7 @@ XML library, so no field of a spec can alter the document's structure.
 from __future__ import annotations
 
 import enum
+import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,12 +133,20 @@ def build_xen(spec: DomainSpec) -> ET.Element:
     return root
 
 
+def _init(os_el: ET.Element, command: str) -> None:
+    """A container's init: the program, then each argument as libvirt wants them (shell-style quoting)."""
+    program, *args = shlex.split(command) or ["/sbin/init"]
+    _sub(os_el, "init", program)
+    for arg in args:
+        _sub(os_el, "initarg", arg)
+
+
 def build_lxc(spec: DomainSpec) -> ET.Element:
     """LXC: an application container runs one command; a system container runs /sbin/init."""
     root = _common(spec, "lxc")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "exe")
-    _sub(os_el, "init", spec.init or "/sbin/init")
+    _init(os_el, spec.init)
     devices = _sub(root, "devices")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="lxc", port="0")
@@ -149,7 +158,7 @@ def build_openvz(spec: DomainSpec) -> ET.Element:
     root = _common(spec, "openvz")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "exe")
-    _sub(os_el, "init", spec.init or "/sbin/init")
+    _init(os_el, spec.init)
     devices = _sub(root, "devices")
     fs = _sub(devices, "filesystem", type="template")
     _sub(fs, "source", name=spec.boot_disk or "debian-12-x86_64")

@@ -9,6 +9,7 @@ events and reconciliation report observed states through record_status.
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -51,8 +52,13 @@ def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, 
     for label, value in (("kernel", kernel), ("initrd", initrd), ("boot disk", boot_disk)):
         if value and not _PATH.match(value):
             raise InvalidInstance(f"the {label} must be an absolute path on the host")
-    if init and not _PATH.match(init.split(" ", 1)[0]):
-        raise InvalidInstance("the init command must start with an absolute path")
+    if init:
+        try:
+            program = shlex.split(init)[0]
+        except (ValueError, IndexError):
+            raise InvalidInstance("the init command is not a valid command line (check its quotes)") from None
+        if not _PATH.match(program):
+            raise InvalidInstance("the init command must start with an absolute path")
 
 
 def create_instance(

@@ -27,6 +27,7 @@ def spec(**fields) -> DomainSpec:
         (Technology.XEN, {"kernel": "/boot/vmlinuz", "disk_path": "/var/d.qcow2"}),
         (Technology.XEN, {"boot_disk": "/var/base.img"}),
         (Technology.LXC, {"init": "/bin/sh"}),
+        (Technology.LXC, {"init": "/bin/sleep 'a b' 600"}),
         (Technology.OPENVZ, {"init": "/sbin/init"}),
         (Technology.VBOX, {"boot_disk": "/var/base.vdi"}),
         (Technology.TEST, {}),
@@ -107,3 +108,9 @@ def test_lifecycle_round_trip_on_the_test_driver():
 def test_missing_pool_is_a_clear_error():
     with pytest.raises(hypervisor.HypervisorError, match="storage pool 'nope' does not exist"):
         hypervisor.create_volume(TEST_URI, "nope", "x.qcow2", 1)
+
+
+def test_container_command_becomes_init_and_initargs():
+    root = ET.fromstring(hypervisor.domain_xml(Technology.LXC, spec(init="/bin/sh -c 'echo hi; sleep 9'")))
+    assert root.find("os/init").text == "/bin/sh"
+    assert [a.text for a in root.findall("os/initarg")] == ["-c", "echo hi; sleep 9"]

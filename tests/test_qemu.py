@@ -94,3 +94,25 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
     assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
     with pytest.raises(hypervisor.DomainNotFound):
         hypervisor.state(qemu_host.uri, str(instance.uuid))
+
+
+@pytest.fixture
+def lxc_host(transactional_db):
+    host = host_services.register_host(name="local-lxc", uri="lxc:///", storage_pool="")
+    host.refresh_from_db()
+    assert host.state == HostState.ONLINE, host.last_error
+    yield host
+    for instance in Instance.objects.filter(host=host):
+        hypervisor.undefine(host.uri, str(instance.uuid))
+
+
+def test_real_lxc_application_container(lxc_host, member, tenant):
+    # When an application container is created, it runs, and stops when forced off
+    action = services.create_instance(user=member, tenant=tenant, name="app", vcpus=1, memory_mib=64,
+                                      boot_source="init", init="/bin/sleep 600", host=lxc_host)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    services.request_operation(instance=instance, operation="poweroff", user=member)
+    assert Instance.objects.get(pk=instance.pk).status == Status.STOPPED
+    services.request_operation(instance=instance, operation="delete", user=member)
+    assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
