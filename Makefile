@@ -35,6 +35,7 @@ test:
 	scripts/libvirtd.sh start
 	scripts/build-test-guest.sh "$(GUEST)"
 	$(PY) -m ruff check .
+	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) manage.py makemigrations --check --dry-run -v0
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
 		$(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \

@@ -28,15 +28,23 @@ CONSOLE_UNAVAILABLE = 4409
 CONSOLE_ENDED = 4410
 
 
+async def signed_in_user(consumer: AsyncWebsocketConsumer):
+    """The scope's user if signed in; otherwise the socket is closed with 4401 and None returned."""
+    user = consumer.scope.get("user")
+    if user is None or not user.is_authenticated:
+        await consumer.close(code=UNAUTHENTICATED)
+        return None
+    remember_server_loop()
+    return user
+
+
 class StatusConsumer(AsyncWebsocketConsumer):
     """Pushes instance and host changes the user may see (one socket per page)."""
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=UNAUTHENTICATED)
+        user = await signed_in_user(self)
+        if user is None:
             return
-        remember_server_loop()
         instance_id = self.scope["url_route"]["kwargs"].get("instance_id")
         if instance_id is not None:
             visible = await database_sync_to_async(
@@ -69,11 +77,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     viewer: console.Viewer | None = None
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=UNAUTHENTICATED)
+        user = await signed_in_user(self)
+        if user is None:
             return
-        remember_server_loop()
         instance_id = self.scope["url_route"]["kwargs"]["instance_id"]
         row = await database_sync_to_async(
             lambda: Instance.objects.visible_to(user).filter(pk=instance_id).exclude(status=Status.DELETED)

@@ -76,7 +76,9 @@ class Instance(models.Model):
         return f"cp-{self.uuid}.qcow2"
 
 
-class ActionQuerySet(TenantScopedQuerySet):
+class InstanceChildQuerySet(TenantScopedQuerySet):
+    """Rows that belong to a tenant through their instance."""
+
     tenant_field = "instance__tenant"
 
 
@@ -92,7 +94,7 @@ class InstanceAction(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ActionQuerySet.as_manager()
+    objects = InstanceChildQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -100,10 +102,6 @@ class InstanceAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.instance_id} ({self.status})"
-
-
-class StateChangeQuerySet(TenantScopedQuerySet):
-    tenant_field = "instance__tenant"
 
 
 class InstanceStateChange(models.Model):
@@ -117,7 +115,7 @@ class InstanceStateChange(models.Model):
     action = models.ForeignKey(InstanceAction, on_delete=models.SET_NULL, null=True, blank=True)
     detail = models.TextField(blank=True)
 
-    objects = StateChangeQuerySet.as_manager()
+    objects = InstanceChildQuerySet.as_manager()
 
     class Meta:
         ordering = ["at", "id"]

@@ -1,6 +1,7 @@
 """Factory functions for test data (no JSON fixtures)."""
 
 import itertools
+import time
 import uuid
 
 from django.contrib.auth import get_user_model
@@ -42,3 +43,13 @@ def make_instance(*, tenant: Tenant, host: Host, status: str = Status.STOPPED, *
     defaults = {"name": f"vm-{next(_seq)}", "vcpus": 1, "memory_mib": 128, "kernel": "/boot/vmlinuz"}
     defaults.update(fields)
     return Instance.objects.create(tenant=tenant, host=host, status=status, **defaults)
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """Poll until predicate() is true or the timeout passes; returns whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

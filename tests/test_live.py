@@ -15,20 +15,11 @@ from hosts.tasks import reconcile_host
 from instances import services
 from instances.choices import Cause, Status, TaskState
 from instances.models import Instance
-from tests.factories import make_instance, make_tenant, make_user
+from tests.factories import make_instance, make_tenant, make_user, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def running_instance(user, tenant):
