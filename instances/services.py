@@ -30,6 +30,7 @@ from instances.models import Instance, InstanceAction, InstanceStateChange
 from tenants.models import Tenant
 
 _PATH = re.compile(r"^/[^\x00-\x1f]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTAINERS = {Technology.LXC, Technology.OPENVZ}
 
 
@@ -87,8 +88,9 @@ def create_instance(
         instance.clean_fields(exclude=["host", "tenant"])
     except ValidationError as exc:
         raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
-    if "\x00" in cmdline:
-        raise InvalidInstance("the kernel command line may not contain control characters")
+    for label, value in (("kernel command line", cmdline), ("init command", init)):
+        if _CONTROL.search(value):
+            raise InvalidInstance(f"the {label} may not contain control characters")
     try:
         with transaction.atomic():
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host)

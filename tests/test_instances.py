@@ -274,3 +274,14 @@ def test_per_host_queues_route_operations_to_the_hosts_worker(settings, member, 
         services.request_operation(instance=instance, operation="start", user=member)
     send.assert_called_once()
     assert send.call_args.kwargs["queue"] == f"host.{host.pk}"
+
+
+@pytest.mark.parametrize("field", ["cmdline", "init"])
+def test_control_characters_are_refused(admin_api, tenant, host, field):
+    body = {field: "/bin/sh \x01 x"} if field == "init" else {field: "console=ttyS0\x00"}
+    if field == "init":
+        body["boot_source"] = "init"
+    response = create(admin_api, tenant=tenant.pk, **body)
+    assert response.status_code == 400
+    assert "control characters" in str(response.json()) or "Null characters are not allowed" in str(response.json())
+    assert not Instance.objects.exists()
