@@ -278,11 +278,14 @@ def delete_volume(uri: str, pool: str, name: str) -> None:
 # --- domain lifecycle --------------------------------------------------------
 
 
-def define(uri: str, xml: str) -> None:
-    """Define (or redefine) a persistent domain."""
+def define_and_start(uri: str, xml: str) -> PowerState:
+    """Define a domain and start it through the handle defineXML returns (no lookups)."""
     conn = connection(uri)
     with _errors(uri):
-        conn.defineXML(xml)
+        dom = conn.defineXML(xml)
+        if not dom.isActive():  # a redelivered create finds it running
+            dom.create()
+        return _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
 
 
 def state(uri: str, domain_uuid: str) -> PowerState:

@@ -18,12 +18,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from cloudpanel.events import publish
 from hosts import services as host_services
 from hosts.choices import Technology
 from hosts.models import Host
 from instances import tasks
 from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
-from instances.events import publish_instance
+from instances.events import instance_group, instance_payload, publish_instance, tenant_group
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
@@ -35,7 +36,15 @@ _CONTAINERS = {Technology.LXC, Technology.OPENVZ}
 
 
 def _on_commit(instance_id: int) -> None:
+    """Publish the instance, as stored then, once the transaction commits."""
     transaction.on_commit(lambda: publish_instance(instance_id))
+
+
+def _on_commit_state(instance: Instance) -> None:
+    """Publish the instance as saved in this transaction once it commits (no re-read)."""
+    groups = [instance_group(instance.pk), tenant_group(instance.tenant_id), "admin"]
+    payload = instance_payload(instance)
+    transaction.on_commit(lambda: publish(groups, payload))
 
 
 def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, boot_disk: str,
@@ -85,7 +94,7 @@ def create_instance(
         init=init, created_by=user, task_state=TaskState.CREATING, task_started_at=timezone.now(),
     )
     try:
-        instance.clean_fields(exclude=["host", "tenant"])
+        instance.clean_fields(exclude=["host", "tenant", "created_by"])
     except ValidationError as exc:
         raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
     for label, value in (("kernel command line", cmdline), ("init command", init)):
@@ -99,7 +108,7 @@ def create_instance(
             instance.save()
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)
             tasks.enqueue(action)
-            _on_commit(instance.pk)
+            _on_commit_state(instance)
     except IntegrityError:
         raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}") from None
     return action
@@ -142,15 +151,13 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
 
 def begin_action(action_id: int) -> InstanceAction | None:
     """Mark an action running; None if it is gone or already finished (a redelivery)."""
-    with transaction.atomic():
-        action = (
-            InstanceAction.objects.select_for_update(of=("self",)).select_related("instance__host").filter(pk=action_id).first()
-        )
-        if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
-            return None
-        if action.status == ActionStatus.PENDING:
-            action.status, action.started_at = ActionStatus.RUNNING, timezone.now()
-            action.save(update_fields=["status", "started_at"])
+    # The conditional UPDATE is atomic on its own: no transaction, no row lock held.
+    InstanceAction.objects.filter(pk=action_id, status=ActionStatus.PENDING).update(
+        status=ActionStatus.RUNNING, started_at=timezone.now()
+    )
+    action = InstanceAction.objects.select_related("instance__host").filter(pk=action_id).first()
+    if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+        return None
     return action
 
 
@@ -171,10 +178,11 @@ def _set_status(instance: Instance, status: str, cause: str, *, action: Instance
 def finish_action(action_id: int, *, observed: str) -> None:
     """The task's hypervisor call worked: record the observed status and free the instance."""
     with transaction.atomic():
-        action = InstanceAction.objects.select_for_update().filter(pk=action_id).first()
+        # One statement locks the action and its instance.
+        action = InstanceAction.objects.select_for_update().select_related("instance").filter(pk=action_id).first()
         if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
             return
-        instance = Instance.objects.select_for_update().get(pk=action.instance_id)
+        instance = action.instance
         fields = ["status", "status_changed_at", "task_state", "task_started_at", "status_reason"]
         _set_status(instance, observed, Cause.ACTION, action=action)
         if observed == Status.DELETED:
@@ -184,7 +192,7 @@ def finish_action(action_id: int, *, observed: str) -> None:
         instance.save(update_fields=fields)
         action.status, action.finished_at = ActionStatus.SUCCEEDED, timezone.now()
         action.save(update_fields=["status", "finished_at"])
-        _on_commit(instance.pk)
+        _on_commit_state(instance)
 
 
 def fail_action(action_id: int, *, error: str, observed: str | None = None) -> None:
@@ -195,10 +203,11 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
     leaves the instance in error so that it can be retried or deleted.
     """
     with transaction.atomic():
-        action = InstanceAction.objects.select_for_update().filter(pk=action_id).first()
+        # One statement locks the action and its instance.
+        action = InstanceAction.objects.select_for_update().select_related("instance").filter(pk=action_id).first()
         if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
             return
-        instance = Instance.objects.select_for_update().get(pk=action.instance_id)
+        instance = action.instance
         if observed is None and action.operation == Operation.CREATE:
             observed = Status.ERROR
         if observed is not None:
@@ -208,7 +217,7 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         instance.save(update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"])
         action.status, action.error, action.finished_at = ActionStatus.FAILED, error[:4000], timezone.now()
         action.save(update_fields=["status", "error", "finished_at"])
-        _on_commit(instance.pk)
+        _on_commit_state(instance)
 
 
 # --- observed states ---------------------------------------------------------
@@ -238,7 +247,7 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
             instance.status_reason = detail
             fields.append("status_reason")
         instance.save(update_fields=fields)
-        _on_commit(instance.pk)
+        _on_commit_state(instance)
     return True
 
 
@@ -299,6 +308,6 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             InstanceAction.objects.filter(
                 Q(status=ActionStatus.PENDING) | Q(status=ActionStatus.RUNNING), instance=instance
             ).update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
-            _on_commit(pk)
+            _on_commit_state(instance)
             expired += 1
     return expired

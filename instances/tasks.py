@@ -42,8 +42,7 @@ def _do_create(instance: Instance, host: Host) -> str:
     if instance.disk_gib and hypervisor.uses_disk_volume(technology):
         disk_path = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib)
     xml = hypervisor.domain_xml(technology, _spec(instance, host, disk_path), kvm_available=host.kvm_available)
-    hypervisor.define(host.uri, xml)
-    return hypervisor.start(host.uri, str(instance.uuid))
+    return hypervisor.define_and_start(host.uri, xml)
 
 
 def _do_shutdown(instance: Instance, host: Host) -> str:

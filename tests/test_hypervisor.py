@@ -88,10 +88,11 @@ def test_lifecycle_round_trip_on_the_test_driver():
     # Given a defined domain with a disk volume
     s = spec()
     path = hypervisor.create_volume(TEST_URI, "default-pool", f"{s.name}.qcow2", 1)
-    hypervisor.define(TEST_URI, hypervisor.domain_xml(Technology.TEST, spec(name=s.name, uuid=s.uuid,
-                                                                               disk_path=path)))
+    xml = hypervisor.domain_xml(Technology.TEST, spec(name=s.name, uuid=s.uuid, disk_path=path))
     # When driven through its lifecycle, then each step reports the state libvirt has
-    assert hypervisor.state(TEST_URI, s.uuid) == PowerState.STOPPED
+    assert hypervisor.define_and_start(TEST_URI, xml) == PowerState.RUNNING
+    assert hypervisor.define_and_start(TEST_URI, xml) == PowerState.RUNNING  # a redelivered create
+    assert hypervisor.power_off(TEST_URI, s.uuid) == PowerState.STOPPED
     assert hypervisor.start(TEST_URI, s.uuid) == PowerState.RUNNING
     assert hypervisor.start(TEST_URI, s.uuid) == PowerState.RUNNING  # idempotent
     assert hypervisor.suspend(TEST_URI, s.uuid) == PowerState.PAUSED

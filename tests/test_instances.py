@@ -83,7 +83,7 @@ def test_operation_not_applicable_gets_409_with_reason(member_api, tenant, host)
 
 @pytest.mark.parametrize("name", ["a<b>", "x'/><disk", 'q"uote', "a" * 300, "-leading", "sp ace", ""])
 def test_hostile_or_long_names_are_refused(member_api, host, name):
-    with mock.patch("hosts.hypervisor.define") as define:
+    with mock.patch("hosts.hypervisor.define_and_start") as define:
         response = create(member_api, name=name)
     assert response.status_code == 400, response.content
     assert Instance.objects.count() == 0
@@ -197,7 +197,8 @@ def test_host_going_away_mid_operation_fails_honestly_and_retry_works(member_api
 
 
 def test_failed_create_leaves_an_error_that_can_be_retried(member_api, host):
-    with mock.patch("hosts.hypervisor.start", side_effect=hypervisor.HypervisorError("no kernel at /boot/vmlinuz")):
+    failure = hypervisor.HypervisorError("no kernel at /boot/vmlinuz")
+    with mock.patch("hosts.hypervisor.define_and_start", side_effect=failure):
         response = create(member_api)
     instance = Instance.objects.get(pk=response.json()["instance"])
     assert instance.status == Status.ERROR and "no kernel" in instance.status_reason
@@ -211,7 +212,7 @@ def test_redelivered_task_is_a_no_op(member_api, host):
 
     response = create(member_api)
     action = InstanceAction.objects.get(pk=response.json()["id"])
-    with mock.patch("hosts.hypervisor.define") as define:
+    with mock.patch("hosts.hypervisor.define_and_start") as define:
         tasks.create_instance(action.pk)  # delivered again
     define.assert_not_called()
     assert Instance.objects.get(pk=action.instance_id).state_changes.count() == 1
