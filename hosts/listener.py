@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class Listener:
-    """Watches every enabled host; reconnects dropped ones and reconciles each interval."""
+    """Watches every host; reconnects dropped ones and reconciles each interval."""
 
     def __init__(self, reconcile_seconds: float | None = None, rescan_seconds: float = 2.0) -> None:
         self.reconcile_seconds = reconcile_seconds or settings.CLOUDPANEL_RECONCILE_SECONDS
         self.rescan_seconds = rescan_seconds
         self.events: queue.Queue[hypervisor.LifecycleEvent] = queue.Queue()
         self.watched: dict[str, int] = {}  # uri → handle
+        self.retry: dict[str, tuple[float, float]] = {}  # uri → (next attempt, current back-off)
         self.stop = threading.Event()
 
     def _watch_hosts(self, hosts: list[Host]) -> None:
@@ -38,11 +39,16 @@ class Listener:
             if host.uri in self.watched and hypervisor.is_connected(host.uri):
                 continue
             self.watched.pop(host.uri, None)
+            next_attempt, backoff = self.retry.get(host.uri, (0.0, self.rescan_seconds))
+            if time.monotonic() < next_attempt:
+                continue  # an unreachable host is retried less and less often, up to once a minute
             try:
                 self.watched[host.uri] = hypervisor.watch_lifecycle(host.uri, self.events.put)
             except hypervisor.HypervisorError as exc:
                 services.record_failure(host_id=host.pk, error=exc)
+                self.retry[host.uri] = (time.monotonic() + backoff, min(backoff * 2, 60.0))
                 continue
+            self.retry.pop(host.uri, None)
             log.info("watching %s (%s)", host.name, host.uri)
             probe_host(host.pk)  # refresh its facts: it may have changed while we were away
             reconcile_host(host.pk)  # catch up on events missed while we were not listening
@@ -54,11 +60,12 @@ class Listener:
             event = self.events.get(timeout=timeout)
         except queue.Empty:
             return
-        hosts = {h.uri: h for h in Host.objects.filter(uri=event.uri)}
+        hosts: dict[str, Host | None] = {}
         while True:
-            host = hosts.get(event.uri) or Host.objects.filter(uri=event.uri).first()
+            if event.uri not in hosts:
+                hosts[event.uri] = Host.objects.filter(uri=event.uri).first()
+            host = hosts[event.uri]
             if host is not None:
-                hosts[host.uri] = host
                 record_domain_event(host=host, domain_uuid=event.domain_uuid, observed_at=event.observed_at,
                                     status=event.state.value if event.state else None, event=event.event)
             try:
@@ -74,7 +81,7 @@ class Listener:
                 now = time.monotonic()
                 if now >= next_scan:
                     close_old_connections()
-                    self._watch_hosts(list(Host.objects.filter(enabled=True)))
+                    self._watch_hosts(list(Host.objects.all()))  # disabled hosts still run instances
                     next_scan = now + self.rescan_seconds
                 if now >= next_reconcile:
                     for host_id in Host.objects.values_list("pk", flat=True):

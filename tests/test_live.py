@@ -2,6 +2,7 @@
 
 import json
 import time
+import unittest.mock as mock
 from datetime import timedelta
 
 import pytest
@@ -55,7 +56,6 @@ def test_reconcile_catches_what_events_missed_in_one_call(member, tenant, host):
         calls.append(uri)
         return original(uri)
 
-    import unittest.mock as mock
 
     with mock.patch("hosts.hypervisor.all_states", side_effect=counting), \
          mock.patch("hosts.hypervisor.state") as per_domain:
@@ -123,8 +123,6 @@ def test_console_of_another_tenants_instance_is_closed_before_opening(member, ho
 
     @async_to_sync
     async def scenario():
-        import unittest.mock as mock
-
         with mock.patch("hosts.hypervisor.Console") as console:
             communicator = _connect(f"/ws/instances/{other.pk}/console/", member)
             result = await communicator.connect()
@@ -165,3 +163,18 @@ def test_stale_observation_does_not_overwrite_a_newer_change(member, tenant, hos
                                              observed_at=before)
     # Then it is ignored as stale
     assert changed == 0 and Instance.objects.get(pk=instance.pk).status == Status.RUNNING
+
+
+def test_listener_backs_off_from_an_unreachable_host_and_shows_why(db):
+    from hosts.choices import HostState
+    from hosts.listener import Listener
+    from tests.factories import make_host
+
+    host = make_host(uri="qemu+unix:///system?socket=/nonexistent/sock")
+    listener = Listener(rescan_seconds=5)
+    with mock.patch("hosts.hypervisor.watch_lifecycle", wraps=hypervisor.watch_lifecycle) as watch:
+        listener._watch_hosts([host])
+        listener._watch_hosts([host])  # within the back-off: not tried again
+    assert watch.call_count == 1
+    host.refresh_from_db()
+    assert host.state == HostState.OFFLINE and "cannot connect" in host.last_error
