@@ -1,5 +1,6 @@
 """Group names and payloads for host changes, and their publication."""
 
+from cloudpanel.events import publish
 from hosts.models import Host
 
 
@@ -17,8 +18,6 @@ def host_payload(host: Host) -> dict:
 
 def publish_host(host_id: int) -> None:
     """Tell admin pages about a host's new state."""
-    from cloudpanel.events import publish
-
     host = Host.objects.filter(pk=host_id).first()
     if host is not None:
         publish(["admin"], host_payload(host))

@@ -95,3 +95,12 @@ def test_demo_command_is_idempotent():
     from hosts.models import Host
 
     assert Host.objects.filter(uri="test:///default").count() == 1
+
+
+def test_deleted_instance_of_a_removed_host_still_shows(client, admin_user, tenant, host):
+    gone = make_instance(tenant=tenant, host=host, status=Status.DELETED)
+    Instance.objects.filter(pk=gone.pk).update(host=None)  # what removing its host does
+    client.force_login(admin_user)
+    page = client.get(f"/instances/{gone.pk}/")
+    assert page.status_code == 200 and "(removed)" in page.content.decode()
+    assert client.get("/instances/?status=deleted").status_code == 200
