@@ -36,6 +36,8 @@ test:
 	scripts/build-test-guest.sh "$(GUEST)"
 	$(PY) -m ruff check .
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) manage.py makemigrations --check --dry-run -v0
+	CLOUDPANEL_PRODUCTION=1 CLOUDPANEL_SECRET_KEY="$$(openssl rand -hex 32 2>/dev/null || date +%s%N%s%N)" \
+		CLOUDPANEL_ALLOWED_HOSTS=panel.example.com $(PY) manage.py check --deploy --fail-level WARNING
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
 		$(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \

@@ -7,6 +7,7 @@ worker and listener processes.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -22,10 +23,11 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = _env_bool("CLOUDPANEL_DEBUG", False)
+PRODUCTION = _env_bool("CLOUDPANEL_PRODUCTION", False)
+DEBUG = _env_bool("CLOUDPANEL_DEBUG", False) and not PRODUCTION
 SECRET_KEY = os.environ.get("CLOUDPANEL_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and _env_bool("CLOUDPANEL_PRODUCTION", False):
+    if PRODUCTION:
         raise RuntimeError("CLOUDPANEL_SECRET_KEY must be set in production")
     SECRET_KEY = "insecure-development-key-set-CLOUDPANEL_SECRET_KEY-in-production"
 ALLOWED_HOSTS = _env_list("CLOUDPANEL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
@@ -43,6 +45,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "channels",
+    "axes",
     "cloudpanel",
     "tenants",
     "hosts",
@@ -58,7 +61,18 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Failed sign-ins are throttled per user name and address: after AXES_FAILURE_LIMIT failures
+# the pair is locked out for the cool-off time, with the same answer whether the user exists.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("CLOUDPANEL_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CLOUDPANEL_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "cloudpanel.urls"
 ASGI_APPLICATION = "cloudpanel.asgi.application"
@@ -174,17 +188,30 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Hosts, instances and their operations. Authenticate with `Authorization: Token <key>`.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "InstanceStatusEnum": "instances.choices.Status",
+        "ActionStatusEnum": "instances.choices.ActionStatus",
+        "HostStateEnum": "hosts.choices.HostState",
+    },
     "SWAGGER_UI_DIST": "/static/vendor/swagger-ui-dist",
     "SWAGGER_UI_FAVICON_HREF": "/static/vendor/swagger-ui-dist/favicon-32x32.png",
 }
 
-SESSION_COOKIE_SECURE = _env_bool("CLOUDPANEL_SECURE_COOKIES", False)
+# Production is served over HTTPS (directly or behind a TLS proxy that sets X-Forwarded-Proto).
+SESSION_COOKIE_SECURE = _env_bool("CLOUDPANEL_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = _env_bool("CLOUDPANEL_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(os.environ.get("CLOUDPANEL_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("CLOUDPANEL_HSTS_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("CLOUDPANEL_HSTS_PRELOAD", True)
+    SESSION_COOKIE_HTTPONLY = True
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CLOUDPANEL_LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "celery": {"level": "WARNING"}},
+    "loggers": {"daphne": {"level": "WARNING"}, "celery": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
