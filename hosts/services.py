@@ -123,9 +123,12 @@ def allocations(host_ids: list[int]) -> dict[int, tuple[int, int]]:
     return {host_id: totals.get(host_id, (0, 0)) for host_id in host_ids}
 
 
-def allocated(host: Host) -> tuple[int, int]:
-    """vCPUs and MiB of RAM promised to the host's live instances."""
-    return allocations([host.pk])[host.pk]
+def with_allocations(hosts: list[Host]) -> list[Host]:
+    """The hosts, each with allocated_cpus and allocated_mib set for display."""
+    used = allocations([host.pk for host in hosts])
+    for host in hosts:
+        host.allocated_cpus, host.allocated_mib = used[host.pk]
+    return hosts
 
 
 def capacity_error(host: Host, vcpus: int, memory_mib: int, used: tuple[int, int]) -> str | None:

@@ -22,10 +22,7 @@ def host_list(request):
         else:
             messages.success(request, f"Host {host.name} registered; probing it now.")
             return redirect("host-detail", pk=host.pk)
-    hosts = list(Host.objects.all())
-    used = services.allocations([host.pk for host in hosts])
-    for host in hosts:
-        host.allocated_cpus, host.allocated_mib = used[host.pk]
+    hosts = services.with_allocations(list(Host.objects.all()))
     return render(request, "hosts/list.html", {"hosts": hosts, "form": form})
 
 
@@ -42,7 +39,7 @@ def host_detail(request, pk: int):
         else:
             messages.success(request, "Host settings saved.")
             return redirect("host-detail", pk=host.pk)
-    host.allocated_cpus, host.allocated_mib = services.allocated(host)
+    services.with_allocations([host])
     instances = host.instances.live().select_related("tenant")[:200]
     return render(request, "hosts/detail.html", {"host": host, "form": form, "instances": instances})
 

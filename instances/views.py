@@ -26,15 +26,9 @@ def overview(request):
     user = request.user
     instances = Instance.objects.visible_to(user).live()
     by_status = {row["status"]: row["n"] for row in instances.values("status").annotate(n=Count("id"))}
-    status_counts = [(s.value, s.label, by_status.get(s.value, 0)) for s in Status if s != Status.DELETED]
-    hosts = []
-    if is_platform_admin(user):
-        hosts = list(Host.objects.all())
-        used = host_services.allocations([host.pk for host in hosts])
-        for host in hosts:
-            host.allocated_cpus, host.allocated_mib = used[host.pk]
+    shown = [(s.value, s.label, by_status[s.value]) for s in Status if by_status.get(s.value)]
+    hosts = host_services.with_allocations(list(Host.objects.all())) if is_platform_admin(user) else []
     actions = InstanceAction.objects.visible_to(user).select_related("instance", "user")[:15]
-    shown = [(value, label, n) for value, label, n in status_counts if n]
     chart = {"keys": [v for v, _, _ in shown], "labels": [lb for _, lb, _ in shown], "values": [n for _, _, n in shown]}
     return render(request, "overview.html", {
         "status_counts": shown, "chart": chart, "total": sum(by_status.values()), "hosts": hosts,
