@@ -491,7 +491,7 @@ class Console:
             try:
                 data = stream.recv(4096)
             except libvirt.libvirtError as exc:
-                self.close(f"the console stream failed (read): {exc.get_error_message()}")
+                self.close(f"the console stream failed: {exc.get_error_message()}")
                 return
             if data == -2:  # would block
                 return

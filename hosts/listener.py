@@ -43,7 +43,7 @@ class Listener:
             if time.monotonic() < next_attempt:
                 continue  # an unreachable host is retried less and less often, up to once a minute
             try:
-                self.watched[host.uri] = hypervisor.watch_lifecycle(host.uri, self.events.put)
+                handle = hypervisor.watch_lifecycle(host.uri, self.events.put)
             except hypervisor.HypervisorError as exc:
                 services.record_failure(host_id=host.pk, error=exc)
                 self.retry[host.uri] = (time.monotonic() + backoff, min(backoff * 2, 60.0))
@@ -52,6 +52,7 @@ class Listener:
             log.info("watching %s (%s)", host.name, host.uri)
             probe_host(host.pk)  # refresh its facts: it may have changed while we were away
             reconcile_host(host.pk)  # catch up on events missed while we were not listening
+            self.watched[host.uri] = handle  # only now: watched means caught up
 
     def _drain(self, timeout: float) -> None:
         from instances.services import record_domain_event

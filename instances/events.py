@@ -1,5 +1,7 @@
 """Group names and payloads for instance changes, and their publication."""
 
+from django.db import transaction
+
 from cloudpanel.events import publish
 from instances.lifecycle import allowed_operations
 from instances.models import Instance
@@ -27,12 +29,8 @@ def instance_payload(instance: Instance) -> dict:
     }
 
 
-def publish_instance(instance_id: int) -> None:
-    """Send an instance's current state to its page, its tenant's pages and the admin pages."""
-    instance = Instance.objects.filter(pk=instance_id).first()
-    if instance is None:
-        return
-    publish(
-        [instance_group(instance.pk), tenant_group(instance.tenant_id), "admin"],
-        instance_payload(instance),
-    )
+def publish_on_commit(instance: Instance) -> None:
+    """Send the instance, as saved in this transaction, to its page, its tenant's and the admins' once it commits."""
+    groups = [instance_group(instance.pk), tenant_group(instance.tenant_id), "admin"]
+    payload = instance_payload(instance)
+    transaction.on_commit(lambda: publish(groups, payload))

@@ -18,13 +18,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from cloudpanel.events import publish
 from hosts import services as host_services
 from hosts.choices import Technology
 from hosts.models import Host
 from instances import tasks
 from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
-from instances.events import instance_group, instance_payload, publish_instance, tenant_group
+from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
@@ -33,18 +32,6 @@ from tenants.models import Tenant
 _PATH = re.compile(r"^/[^\x00-\x1f]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTAINERS = {Technology.LXC, Technology.OPENVZ}
-
-
-def _on_commit(instance_id: int) -> None:
-    """Publish the instance, as stored then, once the transaction commits."""
-    transaction.on_commit(lambda: publish_instance(instance_id))
-
-
-def _on_commit_state(instance: Instance) -> None:
-    """Publish the instance as saved in this transaction once it commits (no re-read)."""
-    groups = [instance_group(instance.pk), tenant_group(instance.tenant_id), "admin"]
-    payload = instance_payload(instance)
-    transaction.on_commit(lambda: publish(groups, payload))
 
 
 def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, boot_disk: str,
@@ -108,7 +95,7 @@ def create_instance(
             instance.save()
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)
             tasks.enqueue(action)
-            _on_commit_state(instance)
+            publish_on_commit(instance)
     except IntegrityError:
         raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}") from None
     return action
@@ -118,7 +105,7 @@ def create_instance(
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task."""
     operation = Operation(operation)
-    current = Instance.objects.filter(pk=instance.pk).values("status", "task_state").first()
+    current = Instance.objects.filter(pk=instance.pk).values("status", "task_state", "status_reason").first()
     if current is None:
         raise InvalidOperation("the instance no longer exists")
     if current["task_state"]:
@@ -127,14 +114,17 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     if current["status"] not in ALLOWED_FROM[operation]:
         raise InvalidOperation(f"cannot {operation.label.lower()} '{instance.name}' while it is "
                                f"{Status(current['status']).label.lower()}")
+    started = timezone.now()
     claimed = Instance.objects.filter(
         pk=instance.pk, task_state__isnull=True, status__in=ALLOWED_FROM[operation]
-    ).update(task_state=TASK_STATE_OF[operation], task_started_at=timezone.now())
+    ).update(task_state=TASK_STATE_OF[operation], task_started_at=started)
     if not claimed:
         raise InstanceBusy(f"'{instance.name}' is busy with another operation; try again")
+    instance.status, instance.status_reason = current["status"], current["status_reason"]
+    instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user)
     tasks.enqueue(action)
-    _on_commit(instance.pk)
+    publish_on_commit(instance)
     return action
 
 
@@ -192,7 +182,7 @@ def finish_action(action_id: int, *, observed: str) -> None:
         instance.save(update_fields=fields)
         action.status, action.finished_at = ActionStatus.SUCCEEDED, timezone.now()
         action.save(update_fields=["status", "finished_at"])
-        _on_commit_state(instance)
+        publish_on_commit(instance)
 
 
 def fail_action(action_id: int, *, error: str, observed: str | None = None) -> None:
@@ -217,7 +207,7 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         instance.save(update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"])
         action.status, action.error, action.finished_at = ActionStatus.FAILED, error[:4000], timezone.now()
         action.save(update_fields=["status", "error", "finished_at"])
-        _on_commit_state(instance)
+        publish_on_commit(instance)
 
 
 # --- observed states ---------------------------------------------------------
@@ -247,7 +237,7 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
             instance.status_reason = detail
             fields.append("status_reason")
         instance.save(update_fields=fields)
-        _on_commit_state(instance)
+        publish_on_commit(instance)
     return True
 
 
@@ -308,6 +298,6 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             InstanceAction.objects.filter(
                 Q(status=ActionStatus.PENDING) | Q(status=ActionStatus.RUNNING), instance=instance
             ).update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
-            _on_commit_state(instance)
+            publish_on_commit(instance)
             expired += 1
     return expired
