@@ -1,4 +1,4 @@
-"""The API router and the exception handler that turns domain errors into 4xx answers."""
+"""The API router, the scoped viewset base and the exception handler that turns domain errors into 4xx."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
@@ -7,12 +7,39 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from cloudpanel.exceptions import Conflict, DomainError
+from cloudpanel.scoping import NoSuchTenant, Scope, scope_of
+from tenants import audit
 
 router = DefaultRouter()
 
 
+class ScopedViewSetMixin:
+    """Viewsets over tenant data: the request's scope, and the audit note of what they act on."""
+
+    audit_name = ""
+
+    @property
+    def scope(self) -> Scope:
+        return scope_of(self.request)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if request.method not in audit.SAFE_METHODS:
+            verb = {"create": "create", "destroy": "delete", "partial_update": "update", "update": "update"}.get(
+                self.action, (self.action or "").removeprefix("op_"))
+            audit.note(request, action=f"{self.audit_name}.{verb}")
+
+    def get_object(self):
+        obj = super().get_object()
+        if self.request.method not in audit.SAFE_METHODS:
+            audit.note(self.request, target=obj)
+        return obj
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, plus domain errors: conflicts are 409, other refusals 400."""
+    """DRF's handler, plus domain errors: conflicts are 409, other refusals 400, unknown tenants 404."""
+    if isinstance(exc, NoSuchTenant):
+        return Response({"detail": "No such tenant."}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DomainError):

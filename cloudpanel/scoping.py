@@ -1,13 +1,30 @@
-"""The one helper through which every query of tenant data is scoped."""
+"""The one helper through which every query of tenant data is scoped.
+
+Every request acts in a scope: the user, their roles, and the tenant it acts in. A
+non-admin always acts in exactly one of their tenants: the token's, the one asked for
+(the `tenant` parameter of the API), or the one chosen in the page header. A platform
+admin acts across all tenants unless a token, parameter or the header names one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.db import models
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.http import HttpRequest
+
+    from tenants.models import Tenant
+
+SESSION_TENANT = "cloudpanel_tenant"
+OPERATOR_ROLES = ("admin", "member")
+
+
+class NoSuchTenant(LookupError):
+    """A tenant was asked for that does not exist or is not the user's (both look the same)."""
 
 
 def is_platform_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
@@ -15,13 +32,100 @@ def is_platform_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
     return bool(user.is_authenticated and user.is_active and user.is_staff)
 
 
-def tenant_ids_of(user: AbstractBaseUser | AnonymousUser) -> list[int]:
-    """The tenants a user is a member of."""
-    if not user.is_authenticated:
-        return []
-    from tenants.models import Membership
+@dataclass(frozen=True)
+class Scope:
+    """Who is asking and in which tenant; answers what they may see and do."""
 
-    return list(Membership.objects.filter(user=user).values_list("tenant_id", flat=True))
+    user: AbstractBaseUser | AnonymousUser
+    admin: bool
+    tenant: Tenant | None
+    roles: dict[int, str] = field(default_factory=dict)
+    tenants: tuple[Tenant, ...] = ()
+
+    @property
+    def tenant_ids(self) -> list[int] | None:
+        """The tenants whose rows are visible; None means all of them."""
+        if self.tenant is not None:
+            return [self.tenant.pk]
+        return None if self.admin else []
+
+    def role_in(self, tenant_id: int) -> str | None:
+        return self.roles.get(tenant_id)
+
+    def can_operate(self, tenant_id: int) -> bool:
+        """Create and change resources of the tenant (viewers only read)."""
+        return self._in_scope(tenant_id) and (self.admin or self.roles.get(tenant_id) in OPERATOR_ROLES)
+
+    def can_manage(self, tenant_id: int) -> bool:
+        """Manage the tenant's members and see its tokens and audit log."""
+        return self._in_scope(tenant_id) and (self.admin or self.roles.get(tenant_id) == "admin")
+
+    def on_behalf(self, tenant_id: int | None) -> bool:
+        """Whether acting on this tenant is a platform admin acting for a tenant they are not in."""
+        return bool(self.admin and tenant_id is not None and tenant_id not in self.roles)
+
+    def _in_scope(self, tenant_id: int) -> bool:
+        ids = self.tenant_ids
+        return ids is None or tenant_id in ids
+
+
+def resolve_scope(user: AbstractBaseUser | AnonymousUser, *, bound: int | None = None,
+                  requested: int | str | None = None, strict: bool = True) -> Scope:
+    """The scope of a user acting through a token bound to `bound`, asking for `requested`.
+
+    A tenant asked for that is not the user's raises NoSuchTenant when strict (the API);
+    otherwise (a stale choice kept in a session) the default tenant is used.
+    """
+    from tenants.models import Membership, Tenant
+
+    if not user.is_authenticated or not user.is_active:
+        return Scope(user=user, admin=False, tenant=None)
+    admin = is_platform_admin(user)
+    memberships = list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name"))
+    roles = {m.tenant_id: m.role for m in memberships}
+    mine = {m.tenant_id: m.tenant for m in memberships}
+    wanted = _as_id(requested)
+    if requested not in (None, "") and wanted is None and strict:
+        raise NoSuchTenant(requested)
+    if bound is not None:
+        if wanted is not None and wanted != bound:
+            raise NoSuchTenant(requested)
+        wanted = bound
+    tenant = None
+    if wanted is not None:
+        tenant = mine.get(wanted)
+        if tenant is None and admin:
+            tenant = Tenant.objects.filter(pk=wanted).first()
+        if tenant is None and (strict or bound is not None):
+            raise NoSuchTenant(requested)
+    if tenant is None and not admin and memberships:
+        tenant = memberships[0].tenant
+    return Scope(user=user, admin=admin, tenant=tenant, roles=roles, tenants=tuple(mine.values()))
+
+
+def _as_id(value: int | str | None) -> int | None:
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def scope_of(request: HttpRequest) -> Scope:
+    """The scope of a page request or a DRF request (cached on the underlying request)."""
+    base = getattr(request, "_request", request)
+    cached = getattr(base, "cloudpanel_scope", None)
+    if cached is not None and cached.user is request.user:
+        return cached
+    token = getattr(request, "auth", None)
+    bound = getattr(token, "tenant_id", None)
+    param = request.query_params.get("tenant") if base is not request else None
+    if token is not None or param is not None:  # the API: the token, else an explicit parameter
+        scope = resolve_scope(request.user, bound=bound, requested=param)
+    else:
+        scope = resolve_scope(request.user, requested=request.session.get(SESSION_TENANT), strict=False)
+    base.cloudpanel_scope = scope
+    return scope
 
 
 class TenantScopedQuerySet(models.QuerySet):
@@ -29,27 +133,9 @@ class TenantScopedQuerySet(models.QuerySet):
 
     tenant_field = "tenant"
 
-    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> TenantScopedQuerySet:
-        """Everything for platform admins; the user's tenants' rows for others; nothing for anonymous."""
-        if is_platform_admin(user):
+    def in_scope(self, scope: Scope) -> TenantScopedQuerySet:
+        """The rows of the scope's tenant (all of them for a platform admin acting across tenants)."""
+        ids = scope.tenant_ids
+        if ids is None:
             return self
-        if not user.is_authenticated:
-            return self.none()
-        return self.filter(**{f"{self.tenant_field}__memberships__user": user})
-
-
-def operable_tenant_ids(user: AbstractBaseUser | AnonymousUser) -> list[int]:
-    """The tenants in which the user may create and operate resources (viewers only read)."""
-    if not user.is_authenticated:
-        return []
-    from tenants.choices import Role
-    from tenants.models import Membership
-
-    return list(
-        Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.MEMBER]).values_list("tenant_id", flat=True)
-    )
-
-
-def can_operate(user: AbstractBaseUser | AnonymousUser, tenant_id: int) -> bool:
-    """Whether the user may change resources of this tenant."""
-    return is_platform_admin(user) or tenant_id in operable_tenant_ids(user)
+        return self.filter(**{f"{self.tenant_field}__in": ids})

@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "tenants.audit.AuditMiddleware",
 ]
 
 # Failed sign-ins are throttled per user name and address: after AXES_FAILURE_LIMIT failures
@@ -88,6 +89,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.tenancy",
             ],
         },
     },
@@ -214,4 +216,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CLOUDPANEL_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "celery": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+}
+
+# Limits of a new tenant; an absent or null limit is unlimited. Admins change them per tenant.
+CLOUDPANEL_DEFAULT_QUOTA = {
+    "instances": int(os.environ.get("CLOUDPANEL_QUOTA_INSTANCES", "20")),
+    "vcpus": int(os.environ.get("CLOUDPANEL_QUOTA_VCPUS", "40")),
+    "memory_mib": int(os.environ.get("CLOUDPANEL_QUOTA_MEMORY_MIB", str(64 * 1024))),
+    "disk_gib": int(os.environ.get("CLOUDPANEL_QUOTA_DISK_GIB", "1000")),
 }

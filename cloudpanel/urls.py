@@ -7,10 +7,15 @@ from cloudpanel.api import router
 from hosts.api import HostViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
+from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
 router.register("hosts", HostViewSet, basename="api-host")
 router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
+router.register("tenants", TenantViewSet, basename="api-tenant")
+router.register("members", MembershipViewSet, basename="api-member")
+router.register("tokens", APITokenViewSet, basename="api-token")
+router.register("audit", AuditViewSet, basename="api-audit")
 
 urlpatterns = [
     path("", overview, name="overview"),
@@ -18,6 +23,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
     path("instances/", include("instances.urls")),
+    path("", include("tenants.urls")),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

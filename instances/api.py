@@ -6,7 +6,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.scoping import can_operate, is_platform_admin, operable_tenant_ids
+from cloudpanel.api import ScopedViewSetMixin
+from cloudpanel.scoping import Scope
 from instances import services
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
@@ -17,42 +18,45 @@ from instances.serializers import (
     InstanceSerializer,
     StateChangeSerializer,
 )
+from tenants import audit
 from tenants.models import Tenant
 
+READ_ONLY = "Your role in this tenant only allows reading."
 
-def resolve_tenant(user, tenant_id: int | None) -> Tenant:
-    """The tenant a new resource goes to: the one asked for, if the user may create there."""
-    allowed = Tenant.objects.all() if is_platform_admin(user) else Tenant.objects.filter(
-        pk__in=operable_tenant_ids(user)
-    )
+
+def resolve_tenant(scope: Scope, tenant_id: int | None) -> Tenant:
+    """The tenant a new resource goes to: the one asked for, else the scope's; the user must operate there."""
     if tenant_id is not None:
-        tenant = allowed.filter(pk=tenant_id).first()
-        if tenant is None:
-            raise ValidationError({"tenant": ["No such tenant, or you may not create resources in it."]})
-        return tenant
-    choices = list(allowed[:2])
-    if len(choices) != 1:
-        raise ValidationError({"tenant": ["Say which tenant the instance belongs to."]})
-    return choices[0]
+        tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
+        if tenant is None or (not scope.admin and tenant.pk not in scope.roles):
+            raise ValidationError({"tenant": ["No such tenant."]})
+    elif scope.tenant is not None:
+        tenant = scope.tenant
+    else:
+        raise ValidationError({"tenant": ["Say which tenant the resource belongs to."]})
+    if not scope.can_operate(tenant.pk):
+        raise PermissionDenied(READ_ONLY)
+    return tenant
 
 
-class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Instances visible to the user; operations answer 202 with the queued action."""
 
     serializer_class = InstanceSerializer
+    audit_name = "instance"
     filterset_class = InstanceFilterSet
     ordering_fields = ["name", "created_at", "status"]
 
     def get_queryset(self):
-        queryset = Instance.objects.visible_to(self.request.user).select_related("host", "tenant")
+        queryset = Instance.objects.in_scope(self.scope).select_related("host", "tenant")
         if self.action == "list" and "status" not in self.request.query_params:
             queryset = queryset.live()
         return queryset
 
     def _operate(self, request, operation: str) -> Response:
         instance = self.get_object()
-        if not can_operate(request.user, instance.tenant_id):
-            raise PermissionDenied("Your role in this tenant only allows reading.")
+        if not self.scope.can_operate(instance.tenant_id):
+            raise PermissionDenied(READ_ONLY)
         act = services.request_operation(instance=instance, operation=operation, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
@@ -61,10 +65,12 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data = InstanceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        tenant = resolve_tenant(request.user, values.pop("tenant", None))
-        if values.get("host") is not None and not is_platform_admin(request.user):
+        tenant = resolve_tenant(self.scope, values.pop("tenant", None))
+        audit.note(request, tenant=tenant)
+        if values.get("host") is not None and not self.scope.admin:
             raise ValidationError({"host": ["Only platform admins choose a host; leave it out for placement."]})
         act = services.create_instance(user=request.user, tenant=tenant, **values)
+        audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: ActionSerializer})
@@ -95,20 +101,22 @@ for _op in Operation:
         setattr(InstanceViewSet, f"op_{_op.value}", _operation_action(_op))
 
 
-class ActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ActionViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Every requested operation, newest first; a failed one can be retried."""
 
     serializer_class = ActionSerializer
+    audit_name = "action"
     filterset_class = ActionFilterSet
 
     def get_queryset(self):
-        return InstanceAction.objects.visible_to(self.request.user).select_related("user", "instance")
+        return InstanceAction.objects.in_scope(self.scope).select_related("user", "instance")
 
     @extend_schema(request=None, responses={202: ActionSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         act = self.get_object()
-        if not can_operate(request.user, act.instance.tenant_id):
-            raise PermissionDenied("Your role in this tenant only allows reading.")
+        audit.note(request, target=act.instance)
+        if not self.scope.can_operate(act.instance.tenant_id):
+            raise PermissionDenied(READ_ONLY)
         new = services.retry_action(action=act, user=request.user)
         return Response(ActionSerializer(new).data, status=status.HTTP_202_ACCEPTED)

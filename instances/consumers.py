@@ -1,7 +1,8 @@
 """Websockets: live status for the pages a user can see, and serial consoles.
 
 Both authorize in connect() before accept(): a login (else 4401) and, for a console,
-an instance visible to this user (else 4404). Origin is checked by the
+an instance visible in the user's current tenant (else 4404) that their role lets them
+operate (else 4403). Console sessions, and refused attempts, go to the audit log. Origin is checked by the
 AllowedHostsOriginValidator around the router (cloudpanel/asgi.py).
 """
 
@@ -15,14 +16,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from cloudpanel.events import remember_server_loop
-from cloudpanel.scoping import is_platform_admin, tenant_ids_of
+from cloudpanel.scoping import SESSION_TENANT, Scope, resolve_scope
 from hosts import hypervisor
 from instances import console
 from instances.choices import Status
 from instances.events import instance_group, tenant_group
 from instances.models import Instance
+from tenants import audit
 
 UNAUTHENTICATED = 4401
+FORBIDDEN = 4403
 NOT_FOUND = 4404
 CONSOLE_UNAVAILABLE = 4409
 CONSOLE_ENDED = 4410
@@ -38,6 +41,18 @@ async def signed_in_user(consumer: AsyncWebsocketConsumer):
     return user
 
 
+@database_sync_to_async
+def scope_for(consumer: AsyncWebsocketConsumer, user) -> Scope:
+    """The same scope as the user's pages: the tenant chosen in their session."""
+    session = consumer.scope.get("session")
+    return resolve_scope(user, requested=session.get(SESSION_TENANT) if session else None, strict=False)
+
+
+def address_of(consumer: AsyncWebsocketConsumer) -> str | None:
+    client = consumer.scope.get("client")
+    return client[0] if client else None
+
+
 class StatusConsumer(AsyncWebsocketConsumer):
     """Pushes instance and host changes the user may see (one socket per page)."""
 
@@ -45,20 +60,20 @@ class StatusConsumer(AsyncWebsocketConsumer):
         user = await signed_in_user(self)
         if user is None:
             return
+        scope = await scope_for(self, user)
         instance_id = self.scope["url_route"]["kwargs"].get("instance_id")
         if instance_id is not None:
             visible = await database_sync_to_async(
-                Instance.objects.visible_to(user).filter(pk=instance_id).exists
+                Instance.objects.in_scope(scope).filter(pk=instance_id).exists
             )()
             if not visible:
                 await self.close(code=NOT_FOUND)
                 return
             self.groups_joined = [instance_group(instance_id)]
-        elif is_platform_admin(user):
+        elif scope.tenant_ids is None:
             self.groups_joined = ["admin"]
         else:
-            ids = await database_sync_to_async(tenant_ids_of)(user)
-            self.groups_joined = [tenant_group(i) for i in ids]
+            self.groups_joined = [tenant_group(i) for i in scope.tenant_ids]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -75,21 +90,32 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     """Bridges xterm.js to the guest's serial console: text frames both ways."""
 
     viewer: console.Viewer | None = None
+    audit_id: int | None = None
 
     async def connect(self) -> None:
+        instance_id = self.scope["url_route"]["kwargs"]["instance_id"]
         user = await signed_in_user(self)
         if user is None:
+            await self._refused(None, instance_id, UNAUTHENTICATED)
             return
-        instance_id = self.scope["url_route"]["kwargs"]["instance_id"]
+        scope = await scope_for(self, user)
         row = await database_sync_to_async(
-            lambda: Instance.objects.visible_to(user).filter(pk=instance_id).exclude(status=Status.DELETED)
-            .values("uuid", "host__uri").first()
+            lambda: Instance.objects.in_scope(scope).filter(pk=instance_id).exclude(status=Status.DELETED)
+            .values("pk", "name", "uuid", "host__uri", "tenant_id", "tenant__name").first()
         )()
         if row is None:
             await self.close(code=NOT_FOUND)
+            await self._refused(user, instance_id, NOT_FOUND)
+            return
+        if not scope.can_operate(row["tenant_id"]):
+            await self.close(code=FORBIDDEN)
+            await self._refused(user, instance_id, FORBIDDEN)
             return
         self.uri, self.domain_uuid = row["host__uri"], str(row["uuid"])
         await self.accept()
+        self.audit_id = await database_sync_to_async(audit.console_opened)(
+            user=user, instance=row, address=address_of(self)
+        )
         self.viewer = console.Viewer(
             loop=asyncio.get_running_loop(), on_output=self._output, on_close=self._closed
         )
@@ -99,6 +125,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             self.viewer = None
             await self.send(text_data=f"\r\n[console unavailable: {exc}]\r\n")
             await self.close(code=CONSOLE_UNAVAILABLE)
+
+    async def _refused(self, user, instance_id: int, code: int) -> None:
+        await database_sync_to_async(audit.console_refused)(
+            user=user, instance_id=instance_id, address=address_of(self), code=code, path=self.scope["path"]
+        )
 
     def _output(self, text: str) -> None:
         asyncio.ensure_future(self.send(text_data=text))
@@ -122,3 +153,6 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if self.viewer is not None:
             viewer, self.viewer = self.viewer, None
             await sync_to_async(console.detach, thread_sensitive=False)(self.uri, self.domain_uuid, viewer)
+        if self.audit_id is not None:
+            audit_id, self.audit_id = self.audit_id, None
+            await database_sync_to_async(audit.console_closed)(audit_id, detail=f"closed with code {code}")

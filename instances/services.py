@@ -27,6 +27,7 @@ from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
+from tenants import quotas
 from tenants.models import Tenant
 
 _PATH = re.compile(r"^/[^\x00-\x1f]*$")
@@ -89,6 +90,9 @@ def create_instance(
             raise InvalidInstance(f"the {label} may not contain control characters")
     try:
         with transaction.atomic():
+            # The tenant's quota first: its row lock also orders this tenant's concurrent creates.
+            quotas.check(tenant=tenant, request={"instances": 1, "vcpus": vcpus, "memory_mib": memory_mib,
+                                                 "disk_gib": disk_gib})
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host)
             _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init)
             instance.host = placed

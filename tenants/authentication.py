@@ -1,4 +1,4 @@
-"""`Authorization: Token <key>` against hashed API tokens."""
+"""`Authorization: Token <key>` against hashed API tokens bound to a tenant."""
 
 from datetime import timedelta
 
@@ -6,20 +6,27 @@ from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from tenants.models import APIToken
+from tenants.models import APIToken, Membership
 
 # Recording every use would add a write to every request; a minute is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class APITokenAuthentication(TokenAuthentication):
-    """DRF's token header, looked up by the key's digest."""
+    """DRF's token header, looked up by the key's digest; expired and revoked tokens answer 401."""
 
     def authenticate_credentials(self, key: str):
         token = APIToken.objects.select_related("user").filter(digest=APIToken.digest_of(key)).first()
         if token is None or not token.user.is_active:
-            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+            raise exceptions.AuthenticationFailed("Invalid token.")
         now = timezone.now()
+        if token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This token has been revoked.")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise exceptions.AuthenticationFailed("This token has expired.")
+        if (token.tenant_id is not None and not token.user.is_staff
+                and not Membership.objects.filter(user_id=token.user_id, tenant_id=token.tenant_id).exists()):
+            raise exceptions.AuthenticationFailed("This token's user is no longer a member of its tenant.")
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             APIToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user, token

@@ -8,6 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from cloudpanel.celery import app as celery_app
+from tenants.models import Tenant
 from tenants.services import create_api_token
 from tests.factories import make_host, make_tenant, make_user
 
@@ -43,8 +44,11 @@ def member(tenant):
     return make_user(tenant=tenant)
 
 
-def token_client(user) -> APIClient:
-    _token, key = create_api_token(user=user, name="test")
+def token_client(user, tenant=None) -> APIClient:
+    """An API client with a new token of the user's, bound to tenant (default: their first tenant)."""
+    if tenant is None and not user.is_staff:
+        tenant = Tenant.objects.filter(memberships__user=user).first()
+    _token, key = create_api_token(user=user, name="test", tenant=tenant)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
@@ -56,8 +60,8 @@ def admin_api(admin_user):
 
 
 @pytest.fixture
-def member_api(member):
-    return token_client(member)
+def member_api(member, tenant):
+    return token_client(member, tenant)
 
 
 @pytest.fixture

@@ -1,0 +1,204 @@
+"""Tenant, membership, token and audit endpoints, all scoped like the pages."""
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from cloudpanel.api import ScopedViewSetMixin
+from tenants import audit, services
+from tenants.exports import audit_csv_rows
+from tenants.filtersets import AuditFilterSet
+from tenants.models import APIToken, AuditEvent, Membership, Quota, Tenant
+from tenants.quotas import quota_of, usage_of
+from tenants.serializers import (
+    APITokenCreateSerializer,
+    APITokenSerializer,
+    AuditEventSerializer,
+    MembershipCreateSerializer,
+    MembershipSerializer,
+    NewAPITokenSerializer,
+    QuotaSerializer,
+    RoleSerializer,
+    TenantCreateSerializer,
+    TenantSerializer,
+)
+
+ADMINS_ONLY = "Only platform admins may do this."
+MANAGERS_ONLY = "Only the tenant's admins may do this."
+
+
+class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The tenants in scope, with the caller's role, the quota and current use."""
+
+    serializer_class = TenantSerializer
+    audit_name = "tenant"
+
+    def get_queryset(self):
+        return Tenant.objects.in_scope(self.scope)
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        context["scope"] = self.scope
+        return context
+
+    def _serialize(self, tenants: list[Tenant], **kwargs):
+        ids = [t.pk for t in tenants]
+        quotas = {q.tenant_id: q for q in Quota.objects.filter(tenant_id__in=ids)}
+        for tenant in tenants:
+            if tenant.pk not in quotas:
+                quotas[tenant.pk] = quota_of(tenant)
+        context = {**self.get_serializer_context(), "quotas": quotas, "usage": usage_of(ids)}
+        return TenantSerializer(tenants if kwargs.get("many") else tenants[0], context=context, **kwargs).data
+
+    def list(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self._serialize(list(page), many=True))
+
+    def retrieve(self, request, pk=None):
+        return Response(self._serialize([self.get_object()]))
+
+    @extend_schema(request=TenantCreateSerializer, responses={201: TenantSerializer})
+    def create(self, request):
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        data = TenantCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = services.create_tenant(name=data.validated_data["name"])
+        audit.note(request, target=tenant)
+        return Response(self._serialize([tenant]), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=QuotaSerializer, responses={200: QuotaSerializer})
+    @action(detail=True, methods=["get", "put"])
+    def quota(self, request, pk=None):
+        tenant = self.get_object()
+        if request.method == "GET":
+            return Response(QuotaSerializer(quota_of(tenant)).data)
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        data = QuotaSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(QuotaSerializer(services.set_quota(tenant=tenant, limits=data.validated_data)).data)
+
+
+class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Members of the tenants in scope; their admins add, change and remove them."""
+
+    serializer_class = MembershipSerializer
+    audit_name = "member"
+    filterset_fields = ["tenant", "role"]
+
+    def get_queryset(self):
+        return Membership.objects.in_scope(self.scope).select_related("user", "tenant")
+
+    def _require_manager(self, tenant_id: int) -> None:
+        if not self.scope.can_manage(tenant_id):
+            raise PermissionDenied(MANAGERS_ONLY)
+
+    @extend_schema(request=MembershipCreateSerializer, responses={201: MembershipSerializer})
+    def create(self, request):
+        data = MembershipCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant_id = data.validated_data.get("tenant") or (self.scope.tenant.pk if self.scope.tenant else None)
+        tenant = Tenant.objects.in_scope(self.scope).filter(pk=tenant_id).first() if tenant_id else None
+        if tenant is None or (not self.scope.admin and tenant.pk not in self.scope.roles):
+            raise ValidationError({"tenant": ["No such tenant."]})
+        audit.note(request, tenant=tenant)
+        self._require_manager(tenant.pk)
+        membership = services.add_member(tenant=tenant, user=data.validated_data["username"],
+                                         role=data.validated_data["role"])
+        audit.note(request, target=membership)
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=RoleSerializer, responses={200: MembershipSerializer})
+    def partial_update(self, request, pk=None):
+        membership = self.get_object()
+        self._require_manager(membership.tenant_id)
+        data = RoleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.set_role(membership=membership, role=data.validated_data["role"])
+        return Response(MembershipSerializer(membership).data)
+
+    def destroy(self, request, pk=None):
+        membership = self.get_object()
+        self._require_manager(membership.tenant_id)
+        services.remove_member(membership=membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def visible_tokens(scope):
+    """A user's own tokens in the scope; a tenant's admins see all of its tokens."""
+    tokens = APIToken.objects.in_scope(scope).select_related("user", "tenant")
+    if scope.admin or (scope.tenant is not None and scope.can_manage(scope.tenant.pk)):
+        return tokens
+    return tokens.filter(user=scope.user)
+
+
+class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                      viewsets.GenericViewSet):
+    """API tokens: the key is returned once, at creation; DELETE revokes."""
+
+    serializer_class = APITokenSerializer
+    audit_name = "token"
+
+    def get_queryset(self):
+        return visible_tokens(self.scope)
+
+    @extend_schema(request=APITokenCreateSerializer, responses={201: NewAPITokenSerializer})
+    def create(self, request):
+        data = APITokenCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        tenant = self.scope.tenant
+        if "tenant" in values:
+            tenant = Tenant.objects.in_scope(self.scope).filter(pk=values["tenant"]).first() if values["tenant"] \
+                else None
+            if tenant is None and (values["tenant"] or not self.scope.admin):
+                raise ValidationError({"tenant": ["No such tenant."]})
+        token, key = services.create_api_token(user=request.user, name=values["name"], tenant=tenant,
+                                               expires_at=values.get("expires_at"))
+        audit.note(request, target=token, tenant=tenant)
+        token.key = key
+        return Response(NewAPITokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        token = self.get_object()
+        if token.tenant_id is not None:
+            audit.note(request, tenant=token.tenant)
+        if token.user_id != request.user.pk and not (
+            self.scope.admin or (token.tenant_id and self.scope.can_manage(token.tenant_id))
+        ):
+            raise PermissionDenied(MANAGERS_ONLY)
+        services.revoke_api_token(token=token)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def visible_audit(scope):
+    """Platform admins see the whole log (or one tenant's); a tenant's admins see that tenant's."""
+    if not scope.admin and (scope.tenant is None or not scope.can_manage(scope.tenant.pk)):
+        return None
+    return AuditEvent.objects.in_scope(scope)
+
+
+class AuditViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The audit log, newest first, filterable; /export/ streams the filtered rows as CSV."""
+
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditFilterSet
+
+    def get_queryset(self):
+        events = visible_audit(self.scope)
+        if events is None:
+            raise PermissionDenied("Only platform admins and tenant admins see the audit log.")
+        return events
+
+    @extend_schema(responses={(200, "text/csv"): str})
+    @action(detail=False, methods=["get"])
+    def export(self, request):
+        events = self.filter_queryset(self.get_queryset())
+        response = StreamingHttpResponse(audit_csv_rows(events), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="cloudpanel-audit.csv"'
+        return response

@@ -1,0 +1,152 @@
+"""The audit log: every state-changing request (refused ones too) and every console session.
+
+The middleware writes one row per POST/PUT/PATCH/DELETE after the response, outside the
+view's transaction, so a refusal or a rolled-back change is still recorded. Views and
+viewsets add what only they know (the action's name, its object, the outcome) with note().
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError, models
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from tenants.choices import AuditResult, Channel
+from tenants.models import AuditEvent, Membership, Tenant
+
+logger = logging.getLogger(__name__)
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+_NOTE = "cloudpanel_audit"
+
+
+def note(request: Any, *, action: str | None = None, target: models.Model | None = None,
+         tenant: Tenant | None = None, result: str | None = None, detail: str | None = None) -> None:
+    """Add to the audit row of this request: what it did, on which object, and how it went."""
+    base = getattr(request, "_request", request)
+    values = base.__dict__.setdefault(_NOTE, {})
+    if action:
+        values["action"] = action
+    if target is not None:
+        values["target_type"] = target._meta.model_name
+        values["target_id"] = str(target.pk)
+        values["target_name"] = str(target)[:200]
+        if isinstance(target, Tenant):
+            values["tenant_id"] = target.pk
+        elif getattr(target, "tenant_id", None) is not None:
+            values["tenant_id"] = target.tenant_id
+    if tenant is not None:
+        values["tenant_id"] = tenant.pk
+    if result:
+        values["result"] = result
+    if detail:
+        values["detail"] = detail
+
+
+def refused(request: Any, reason: str) -> None:
+    """The request was turned down with this reason (for pages that answer with a message)."""
+    note(request, result=AuditResult.REFUSED, detail=reason)
+
+
+def _result_of(request: HttpRequest, response: HttpResponse, api: bool) -> str:
+    if response.status_code >= 500:
+        return AuditResult.FAILED
+    if response.status_code >= 400:
+        return AuditResult.REFUSED
+    # A page that answers a POST with the form again (not a redirect) has refused its input.
+    if not api and response.status_code == 200 and "html" in response.get("Content-Type", ""):
+        return AuditResult.REFUSED
+    return AuditResult.OK
+
+
+def _detail_of(response: HttpResponse) -> str:
+    data = getattr(response, "data", None)
+    if response.status_code < 400 or data is None:
+        return ""
+    if isinstance(data, dict) and "detail" in data and len(data) == 1:
+        return str(data["detail"])
+    return str(data)[:2000]
+
+
+def record_request(request: HttpRequest, response: HttpResponse, user_before: Any) -> AuditEvent | None:
+    """Write the audit row of a state-changing request."""
+    values = dict(request.__dict__.get(_NOTE, {}))
+    user = request.user if request.user.is_authenticated else user_before
+    if not user.is_authenticated:
+        user = None
+    match = request.resolver_match
+    api = request.path.startswith("/api/")
+    action = values.pop("action", None) or (match.url_name if match and match.url_name else "request")
+    if not values.get("target_id") and match:
+        for key in ("pk", "instance_id"):
+            if key in match.kwargs:
+                values["target_id"] = str(match.kwargs[key])
+                parts = (match.url_name or "").split("-")
+                values.setdefault("target_type", parts[1 if api and len(parts) > 1 else 0][:40])
+    tenant_id = values.pop("tenant_id", None)
+    scope = request.__dict__.get("cloudpanel_scope")
+    if tenant_id is None and scope is not None and scope.tenant is not None:
+        tenant_id = scope.tenant.pk
+    username = user.get_username() if user else str(request.POST.get("username", ""))[:150]
+    tenant_name = Tenant.objects.filter(pk=tenant_id).values_list("name", flat=True).first() if tenant_id else ""
+    on_behalf = bool(
+        user and user.is_staff and tenant_id
+        and not Membership.objects.filter(user=user, tenant_id=tenant_id).exists()
+    )
+    result = values.pop("result", None) or _result_of(request, response, api)
+    detail = values.pop("detail", None) or _detail_of(response)
+    return AuditEvent.objects.create(
+        user=user, username=username, tenant_id=tenant_id if tenant_name else None, tenant_name=tenant_name or "",
+        on_behalf=on_behalf, channel=Channel.API if api else Channel.WEB, action=action[:60],
+        method=request.method or "", path=request.path[:500], address=request.META.get("REMOTE_ADDR") or None,
+        result=result, status_code=response.status_code, detail=detail[:2000], **values,
+    )
+
+
+class AuditMiddleware:
+    """Records every state-changing request after its response is ready."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in SAFE_METHODS:
+            return self.get_response(request)
+        user_before = request.user
+        user_before.is_authenticated  # noqa: B018 - resolve the lazy user before a logout clears it
+        response = self.get_response(request)
+        try:
+            record_request(request, response, user_before)
+        except DatabaseError:
+            logger.exception("could not write the audit record of %s %s", request.method, request.path)
+        return response
+
+
+def console_opened(*, user: Any, instance: Any, address: str | None) -> int:
+    """A console socket was accepted; returns the row to close when it ends."""
+    return AuditEvent.objects.create(
+        user=user, username=user.get_username(), tenant_id=instance["tenant_id"],
+        tenant_name=instance["tenant__name"], on_behalf=bool(
+            user.is_staff and not Membership.objects.filter(user=user, tenant_id=instance["tenant_id"]).exists()
+        ),
+        channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance["pk"]),
+        target_name=instance["name"], address=address, result=AuditResult.OK,
+    ).pk
+
+
+def console_closed(event_id: int, *, detail: str = "") -> None:
+    AuditEvent.objects.filter(pk=event_id, ended_at__isnull=True).update(ended_at=timezone.now(), detail=detail)
+
+
+def console_refused(*, user: Any, instance_id: int, address: str | None, code: int, path: str) -> None:
+    """A console socket closed before opening (not signed in, or not the user's instance)."""
+    signed_in = user is not None and user.is_authenticated
+    AuditEvent.objects.create(
+        user=user if signed_in else None, username=user.get_username() if signed_in else "",
+        channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance_id),
+        address=address, result=AuditResult.REFUSED, status_code=code, path=path[:500],
+        detail="not signed in" if code == 4401 else "no such instance",
+    )

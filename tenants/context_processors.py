@@ -1,0 +1,16 @@
+from cloudpanel.scoping import scope_of
+from tenants.models import Tenant
+
+
+def tenancy(request) -> dict:
+    """The header's tenant switcher: the current scope and the tenants one can switch to."""
+    if not request.user.is_authenticated:
+        return {}
+    scope = scope_of(request)
+    current = scope.tenant
+    return {
+        "scope": scope,
+        "switch_choices": Tenant.objects.all() if scope.admin else scope.tenants,
+        "can_manage_tenant": current is not None and scope.can_manage(current.pk),
+        "can_audit": scope.admin or (current is not None and scope.can_manage(current.pk)),
+    }

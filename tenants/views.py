@@ -1,0 +1,246 @@
+"""Self-service pages: tenants and their usage, members, API tokens and the audit log."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from cloudpanel.exceptions import DomainError
+from cloudpanel.scoping import SESSION_TENANT, resolve_scope, scope_of
+from tenants import audit, services
+from tenants.api import visible_audit, visible_tokens
+from tenants.choices import Role
+from tenants.exports import audit_csv_rows
+from tenants.filtersets import AuditFilterSet
+from tenants.forms import MemberForm, QuotaForm, RoleForm, TenantForm, TokenForm
+from tenants.models import Membership, Quota, Tenant
+from tenants.quotas import RESOURCES, lines, quota_of, usage_of
+
+
+def _usage_rows(scope, tenants: list[Tenant]) -> list[tuple[Tenant, str, list]]:
+    ids = [t.pk for t in tenants]
+    quotas = {q.tenant_id: q for q in Quota.objects.filter(tenant_id__in=ids)}
+    used = usage_of(ids)
+    roles = dict(Role.choices)
+    return [(t, roles.get(scope.role_in(t.pk), ""), lines(quotas.get(t.pk) or quota_of(t), used[t.pk]))
+            for t in tenants]
+
+
+@login_required
+def tenant_list(request):
+    scope = scope_of(request)
+    form = TenantForm(request.POST or None)
+    if request.method == "POST":
+        audit.note(request, action="tenant.create")
+        if not scope.admin:
+            raise PermissionDenied("Only platform admins create tenants.")
+        if form.is_valid():
+            try:
+                tenant = services.create_tenant(name=form.cleaned_data["name"])
+            except DomainError as exc:
+                form.add_error("name", str(exc))
+            else:
+                audit.note(request, target=tenant)
+                messages.success(request, f"Created tenant {tenant}.")
+                return redirect("tenant-detail", pk=tenant.pk)
+    tenants = list(Tenant.objects.all()) if scope.admin else list(scope.tenants)
+    return render(request, "tenants/list.html", {"rows": _usage_rows(scope, tenants), "form": form})
+
+
+@login_required
+def tenant_detail(request, pk: int):
+    scope = scope_of(request)
+    tenant = get_object_or_404(Tenant.objects.in_scope(scope), pk=pk)
+    quota = quota_of(tenant)
+    members = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    return render(request, "tenants/detail.html", {
+        "tenant": tenant, "lines": lines(quota, usage_of([tenant.pk])[tenant.pk]),
+        "quota_form": QuotaForm(initial={r.key: getattr(quota, r.key) for r in RESOURCES}) if scope.admin else None,
+        "members": members, "can_manage": scope.can_manage(tenant.pk), "member_form": MemberForm(),
+        "roles": RoleForm.base_fields["role"].choices, "my_role": scope.role_in(tenant.pk),
+    })
+
+
+def _managed_tenant(request, pk: int, action: str) -> Tenant:
+    scope = scope_of(request)
+    tenant = get_object_or_404(Tenant.objects.in_scope(scope), pk=pk)
+    audit.note(request, action=action, target=tenant)
+    if not scope.can_manage(tenant.pk):
+        raise PermissionDenied("Only the tenant's admins may do this.")
+    return tenant
+
+
+@login_required
+@require_POST
+def tenant_quota(request, pk: int):
+    tenant = _managed_tenant(request, pk, "tenant.quota")
+    if not scope_of(request).admin:
+        raise PermissionDenied("Only platform admins set quotas.")
+    form = QuotaForm(request.POST)
+    if form.is_valid():
+        services.set_quota(tenant=tenant, limits=form.cleaned_data)
+        messages.success(request, f"Quota of {tenant} saved.")
+    else:
+        reason = "; ".join(f"{form.fields[k].label}: {' '.join(v)}" for k, v in form.errors.items())
+        messages.error(request, f"Quota not saved: {reason}")
+        audit.refused(request, reason)
+    return redirect("tenant-detail", pk=tenant.pk)
+
+
+@login_required
+@require_POST
+def member_add(request, pk: int):
+    tenant = _managed_tenant(request, pk, "member.create")
+    form = MemberForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = services.add_member(tenant=tenant, user=form.cleaned_data["username"],
+                                             role=form.cleaned_data["role"])
+        except DomainError as exc:
+            messages.error(request, str(exc))
+            audit.refused(request, str(exc))
+        else:
+            audit.note(request, target=membership)
+            messages.success(request, f"{membership.user} is now {membership.get_role_display().lower()}.")
+    else:
+        reason = " ".join(" ".join(v) for v in form.errors.values())
+        messages.error(request, f"Member not added: {reason}")
+        audit.refused(request, reason)
+    return redirect("tenant-detail", pk=tenant.pk)
+
+
+def _managed_membership(request, pk: int, action: str) -> Membership:
+    scope = scope_of(request)
+    membership = get_object_or_404(Membership.objects.in_scope(scope).select_related("user", "tenant"), pk=pk)
+    audit.note(request, action=action, target=membership)
+    if not scope.can_manage(membership.tenant_id):
+        raise PermissionDenied("Only the tenant's admins may do this.")
+    return membership
+
+
+@login_required
+@require_POST
+def member_update(request, pk: int):
+    membership = _managed_membership(request, pk, "member.update")
+    form = RoleForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise DomainError("choose a role")
+        services.set_role(membership=membership, role=form.cleaned_data["role"])
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        audit.refused(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user} is now {membership.get_role_display().lower()}.")
+    return redirect("tenant-detail", pk=membership.tenant_id)
+
+
+@login_required
+@require_POST
+def member_remove(request, pk: int):
+    membership = _managed_membership(request, pk, "member.delete")
+    try:
+        services.remove_member(membership=membership)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        audit.refused(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user} left {membership.tenant}.")
+    if membership.user_id == request.user.pk and not scope_of(request).admin:
+        request.session.pop(SESSION_TENANT, None)
+        return redirect("overview")
+    return redirect("tenant-detail", pk=membership.tenant_id)
+
+
+@login_required
+@require_POST
+def tenant_switch(request):
+    """Act in another tenant (platform admins: on behalf of it, or across all with an empty choice)."""
+    wanted = request.POST.get("tenant") or None
+    audit.note(request, action="tenant.switch")
+    scope = resolve_scope(request.user, requested=wanted, strict=False)
+    if wanted is not None and (scope.tenant is None or str(scope.tenant.pk) != wanted):
+        audit.refused(request, "no such tenant")
+        messages.error(request, "No such tenant.")
+    else:
+        if scope.tenant is not None:
+            audit.note(request, tenant=scope.tenant)
+            request.session[SESSION_TENANT] = scope.tenant.pk
+        else:
+            request.session.pop(SESSION_TENANT, None)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = "overview"
+    return redirect(target)
+
+
+@login_required
+def token_list(request):
+    scope = scope_of(request)
+    tenants = Tenant.objects.in_scope(scope) if scope.admin else Tenant.objects.filter(
+        pk__in=[scope.tenant.pk] if scope.tenant else [])
+    form = TokenForm(request.POST or None, tenants=tenants, platform_wide=scope.admin,
+                     initial={"tenant": scope.tenant.pk if scope.tenant else None})
+    created = None
+    if request.method == "POST":
+        audit.note(request, action="token.create")
+        if form.is_valid():
+            days = form.cleaned_data["expires_in_days"]
+            try:
+                token, key = services.create_api_token(
+                    user=request.user, name=form.cleaned_data["name"], tenant=form.cleaned_data["tenant"],
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                )
+            except DomainError as exc:
+                form.add_error(None, str(exc))
+            else:
+                audit.note(request, target=token, tenant=token.tenant, result="ok")
+                created = {"token": token, "key": key}
+                form = TokenForm(tenants=tenants, platform_wide=scope.admin,
+                                 initial={"tenant": scope.tenant.pk if scope.tenant else None})
+    page = Paginator(visible_tokens(scope), 50).get_page(request.GET.get("page"))
+    response = render(request, "tenants/tokens.html", {"page": page, "form": form, "created": created})
+    if created:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk: int):
+    scope = scope_of(request)
+    token = get_object_or_404(visible_tokens(scope), pk=pk)
+    audit.note(request, action="token.revoke", target=token, tenant=token.tenant)
+    services.revoke_api_token(token=token)
+    messages.success(request, f"Token {token.name} ({token.prefix}…) revoked.")
+    return redirect("token-list")
+
+
+def _audit_events(request):
+    events = visible_audit(scope_of(request))
+    if events is None:
+        raise PermissionDenied("Only platform admins and tenant admins see the audit log.")
+    return AuditFilterSet(request.GET, queryset=events)
+
+
+@login_required
+def audit_list(request):
+    filterset = _audit_events(request)
+    page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
+    return render(request, "tenants/audit.html", {"filter": filterset, "page": page})
+
+
+@login_required
+def audit_export(request):
+    filterset = _audit_events(request)
+    response = StreamingHttpResponse(audit_csv_rows(filterset.qs), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="cloudpanel-audit.csv"'
+    return response
