@@ -49,3 +49,4 @@ lint:
 bench:
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/control_plane.py
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/instance_list.py
+	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/tenant_list.py

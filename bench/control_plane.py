@@ -113,7 +113,7 @@ def main() -> None:
     Host.objects.all().delete()
     Host.objects.create(name="bench-test", uri=URI, technology="test", state="online", cpus=10_000,
                         memory_mib=10_000_000, storage_pool="default-pool")
-    _token, key = create_api_token(user=user, name="bench")
+    _token, key = create_api_token(user=user, name="bench", tenant=None)  # staff: platform-wide
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     worker = subprocess.Popen(

@@ -45,7 +45,7 @@ def main() -> None:
     user, _ = User.objects.get_or_create(username="bench-admin", defaults={"is_staff": True})
     tenant, _ = Tenant.objects.get_or_create(name="bench")
     host, _ = Host.objects.get_or_create(uri="test:///bench", defaults={"name": "bench", "technology": "test"})
-    _token, key = create_api_token(user=user, name="bench")
+    _token, key = create_api_token(user=user, name="bench", tenant=None)  # staff: platform-wide
     client = Client()
     client.force_login(user)
     rows, results = [], {}

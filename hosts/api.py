@@ -6,18 +6,21 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
+from cloudpanel.api import ScopedViewSetMixin
 from hosts import services
 from hosts.filtersets import HostFilterSet
 from hosts.models import Host
 from hosts.serializers import HostInputSerializer, HostSerializer, HostUpdateSerializer
+from tenants import audit
 
 
-class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class HostViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Register, inspect, enable/disable, re-probe and remove hypervisor hosts."""
 
     queryset = Host.objects.all()
     serializer_class = HostSerializer
     permission_classes = [IsAdminUser]
+    audit_name = "host"
     filterset_class = HostFilterSet
     ordering_fields = ["name", "state", "created_at"]
 
@@ -26,6 +29,7 @@ class HostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         data = HostInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         host = services.register_host(**data.validated_data)
+        audit.note(request, target=host)
         return Response(HostSerializer(host).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=HostUpdateSerializer, responses={200: HostSerializer})

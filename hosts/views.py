@@ -9,11 +9,14 @@ from cloudpanel.exceptions import DomainError
 from hosts import services
 from hosts.forms import HostEditForm, HostForm
 from hosts.models import Host
+from tenants import audit
 
 
 @staff_member_required
 def host_list(request):
     form = HostForm(request.POST or None)
+    if request.method == "POST":
+        audit.note(request, action="host.create")
     if request.method == "POST" and form.is_valid():
         try:
             host = services.register_host(**form.cleaned_data)
@@ -31,6 +34,8 @@ def host_detail(request, pk: int):
     host = get_object_or_404(Host, pk=pk)
     form = HostEditForm(request.POST or None, initial={
         "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool})
+    if request.method == "POST":
+        audit.note(request, action="host.update", target=host)
     if request.method == "POST" and form.is_valid():
         try:
             services.update_host(host=host, **form.cleaned_data)
@@ -48,6 +53,7 @@ def host_detail(request, pk: int):
 @require_POST
 def host_command(request, pk: int, command: str):
     host = get_object_or_404(Host, pk=pk)
+    audit.note(request, action=f"host.{command}"[:60], target=host)
     try:
         if command == "enable":
             services.set_enabled(host=host, enabled=True)
@@ -64,6 +70,8 @@ def host_command(request, pk: int, command: str):
             return redirect("host-list")
         else:
             messages.error(request, f"Unknown command '{command}'.")
+            audit.refused(request, "unknown command")
     except DomainError as exc:
         messages.error(request, str(exc))
+        audit.refused(request, str(exc))
     return redirect("host-detail", pk=host.pk)

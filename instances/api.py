@@ -42,6 +42,7 @@ def resolve_tenant(scope: Scope, tenant_id: int | None) -> Tenant:
 class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Instances visible to the user; operations answer 202 with the queued action."""
 
+    queryset = Instance.objects.none()  # the model, for the schema; requests use get_queryset()
     serializer_class = InstanceSerializer
     audit_name = "instance"
     filterset_class = InstanceFilterSet
@@ -104,6 +105,7 @@ for _op in Operation:
 class ActionViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Every requested operation, newest first; a failed one can be retried."""
 
+    queryset = InstanceAction.objects.none()
     serializer_class = ActionSerializer
     audit_name = "action"
     filterset_class = ActionFilterSet

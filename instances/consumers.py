@@ -94,28 +94,27 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         instance_id = self.scope["url_route"]["kwargs"]["instance_id"]
-        user = await signed_in_user(self)
-        if user is None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
             await self._refused(None, instance_id, UNAUTHENTICATED)
             return
+        remember_server_loop()
         scope = await scope_for(self, user)
         row = await database_sync_to_async(
             lambda: Instance.objects.in_scope(scope).filter(pk=instance_id).exclude(status=Status.DELETED)
             .values("pk", "name", "uuid", "host__uri", "tenant_id", "tenant__name").first()
         )()
         if row is None:
-            await self.close(code=NOT_FOUND)
             await self._refused(user, instance_id, NOT_FOUND)
             return
         if not scope.can_operate(row["tenant_id"]):
-            await self.close(code=FORBIDDEN)
             await self._refused(user, instance_id, FORBIDDEN)
             return
         self.uri, self.domain_uuid = row["host__uri"], str(row["uuid"])
-        await self.accept()
         self.audit_id = await database_sync_to_async(audit.console_opened)(
             user=user, instance=row, address=address_of(self)
         )
+        await self.accept()
         self.viewer = console.Viewer(
             loop=asyncio.get_running_loop(), on_output=self._output, on_close=self._closed
         )
@@ -127,9 +126,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self.close(code=CONSOLE_UNAVAILABLE)
 
     async def _refused(self, user, instance_id: int, code: int) -> None:
+        """Record the refusal, then close before anything opens."""
         await database_sync_to_async(audit.console_refused)(
             user=user, instance_id=instance_id, address=address_of(self), code=code, path=self.scope["path"]
         )
+        await self.close(code=code)
 
     def _output(self, text: str) -> None:
         asyncio.ensure_future(self.send(text_data=text))

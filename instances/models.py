@@ -61,6 +61,8 @@ class Instance(models.Model):
             models.Index(fields=["host", "status"]),
             models.Index(fields=["status"]),
             models.Index(fields=["-created_at", "-id"], name="instance_newest_first"),
+            # A tenant's list, newest first, without scanning other tenants' rows.
+            models.Index(fields=["tenant", "-created_at", "-id"], name="instance_tenant_newest"),
         ]
 
     def __str__(self) -> str:

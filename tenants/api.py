@@ -33,6 +33,7 @@ MANAGERS_ONLY = "Only the tenant's admins may do this."
 class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The tenants in scope, with the caller's role, the quota and current use."""
 
+    queryset = Tenant.objects.none()  # the model, for the schema; requests use get_queryset()
     serializer_class = TenantSerializer
     audit_name = "tenant"
 
@@ -87,6 +88,7 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
                         mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Members of the tenants in scope; their admins add, change and remove them."""
 
+    queryset = Membership.objects.none()
     serializer_class = MembershipSerializer
     audit_name = "member"
     filterset_fields = ["tenant", "role"]
@@ -141,6 +143,7 @@ class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
                       viewsets.GenericViewSet):
     """API tokens: the key is returned once, at creation; DELETE revokes."""
 
+    queryset = APIToken.objects.none()
     serializer_class = APITokenSerializer
     audit_name = "token"
 
@@ -186,6 +189,7 @@ def visible_audit(scope):
 class AuditViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The audit log, newest first, filterable; /export/ streams the filtered rows as CSV."""
 
+    queryset = AuditEvent.objects.none()
     serializer_class = AuditEventSerializer
     filterset_class = AuditFilterSet
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 _NOTE = "cloudpanel_audit"
+_TYPE_NAMES = {"apitoken": "token", "membership": "member", "instanceaction": "action"}
 
 
 def note(request: Any, *, action: str | None = None, target: models.Model | None = None,
@@ -31,7 +32,7 @@ def note(request: Any, *, action: str | None = None, target: models.Model | None
     if action:
         values["action"] = action
     if target is not None:
-        values["target_type"] = target._meta.model_name
+        values["target_type"] = _TYPE_NAMES.get(target._meta.model_name, target._meta.model_name)
         values["target_id"] = str(target.pk)
         values["target_name"] = str(target)[:200]
         if isinstance(target, Tenant):

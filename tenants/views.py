@@ -1,6 +1,7 @@
 """Self-service pages: tenants and their usage, members, API tokens and the audit log."""
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -8,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -175,11 +177,28 @@ def tenant_switch(request):
             request.session[SESSION_TENANT] = scope.tenant.pk
         else:
             request.session.pop(SESSION_TENANT, None)
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
-        target = "overview"
-    return redirect(target)
+    after = resolve_scope(request.user, requested=request.session.get(SESSION_TENANT), strict=False)
+    return redirect(_page_after_switch(request.POST.get("next", ""), after))
+
+
+# Pages that make sense in any tenant; from any other page (one object's, say) a switch lands on the overview.
+_LIST_PAGES = {"overview", "instance-list", "action-list", "token-list", "tenant-list", "host-list"}
+
+
+def _page_after_switch(target: str, scope) -> str:
+    """Stay on a list page the new scope may see; otherwise go to the overview. Only local paths are followed."""
+    path = urlsplit(target).path
+    if not target or not url_has_allowed_host_and_scheme(target, allowed_hosts=None):
+        return reverse("overview")
+    try:
+        name = resolve(path).url_name
+    except Resolver404:
+        return reverse("overview")
+    can_audit = scope.admin or (scope.tenant is not None and scope.can_manage(scope.tenant.pk))
+    return path if name in _LIST_PAGES or (name == "audit-list" and can_audit) else reverse("overview")
+
+
+_NEW_TOKEN = "cloudpanel_new_token"
 
 
 @login_required
@@ -202,10 +221,13 @@ def token_list(request):
             except DomainError as exc:
                 form.add_error(None, str(exc))
             else:
-                audit.note(request, target=token, tenant=token.tenant, result="ok")
-                created = {"token": token, "key": key}
-                form = TokenForm(tenants=tenants, platform_wide=scope.admin,
-                                 initial={"tenant": scope.tenant.pk if scope.tenant else None})
+                audit.note(request, target=token, tenant=token.tenant)
+                # Shown by the next page once, then gone: a reload cannot create a second token.
+                request.session[_NEW_TOKEN] = {"id": token.pk, "key": key}
+                return redirect("token-list")
+    new = request.session.pop(_NEW_TOKEN, None)
+    if new is not None:
+        created = {"token": visible_tokens(scope).filter(pk=new["id"]).first(), "key": new["key"]}
     page = Paginator(visible_tokens(scope), 50).get_page(request.GET.get("page"))
     response = render(request, "tenants/tokens.html", {"page": page, "form": form, "created": created})
     if created:

@@ -13,7 +13,9 @@ from playwright.sync_api import expect, sync_playwright
 
 from hosts.choices import HostState
 from instances.models import Instance
-from tests.factories import make_host, make_user
+from tenants.choices import Role
+from tenants.services import add_member, set_quota
+from tests.factories import make_host, make_tenant, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
 
@@ -115,3 +117,75 @@ def test_sign_in_create_watch_running_and_use_the_console(server, tenant):
     # (outside Playwright's event loop, where the ORM may run)
     instance = Instance.objects.get(name="tiny-web")
     assert [c.to_status for c in instance.state_changes.all()] == ["running", "stopped", "deleted"]
+
+
+def sign_in(context, server, username):
+    page = context.new_page()
+    page.goto(f"{server}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "s3cret-pass")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    return page
+
+
+def test_tenant_self_service_quota_tokens_members_and_audit(server):
+    # Given a tenant admin of acme (also a member of globex), a user to invite, and a platform admin
+    acme, globex = make_tenant("acme"), make_tenant("globex")
+    boss = make_user(tenant=acme, role=Role.ADMIN, password="s3cret-pass")
+    add_member(tenant=globex, user=boss)
+    newcomer = make_user()
+    admin = make_user(staff=True, password="s3cret-pass")
+    set_quota(tenant=acme, limits={"instances": 2, "vcpus": 4})
+    make_host()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = sign_in(context, server, boss.username)
+        # When the tenant admin creates an instance, the tenant page's usage bars count it
+        page.goto(f"{server}/instances/new/")
+        page.fill("#id_name", "web-1")
+        page.click("button[type=submit]")
+        expect(page.locator("#instance-status")).to_have_text("Running", timeout=15000)
+        page.get_by_role("link", name="Tenant", exact=True).click()
+        usage = page.locator('.usage-line[data-resource="instances"]')
+        expect(usage).to_contain_text("1 / 2")
+        # And they add a member, who shows in the list
+        page.fill("#id_username", newcomer.username)
+        page.select_option('#member-form select[name="role"]', "viewer")
+        page.locator("#member-form button").click()
+        expect(page.locator("#members")).to_contain_text(newcomer.username)
+        page.screenshot(path=SCREENSHOTS / "tenant-detail.png", full_page=True)
+        # When they create an API token, its key is shown once
+        page.get_by_role("link", name="Tokens").click()
+        page.fill("#id_name", "deploy-script")
+        page.locator("#token-form button").click()
+        key = page.locator("#token-key").input_value()
+        assert len(key) == 40
+        page.screenshot(path=SCREENSHOTS / "tokens.png", full_page=True)
+        page.reload()
+        expect(page.locator("#tokens")).to_contain_text("deploy-script")
+        assert key not in page.content()
+        # And the audit log shows what they did
+        page.get_by_role("link", name="Audit").click()
+        for action in ("instance.create", "member.create", "token.create"):
+            expect(page.locator("#audit-table")).to_contain_text(action)
+        page.screenshot(path=SCREENSHOTS / "audit.png", full_page=True)
+        # When they switch to globex in the header, acme's instance is out of sight
+        with page.expect_navigation():
+            page.select_option("#tenant-select", str(globex.pk))
+        expect(page.locator("#tenant-select")).to_have_value(str(globex.pk))
+        page.goto(f"{server}/instances/")
+        expect(page.locator("#instance-table")).to_contain_text("No instances.")
+
+        # When a platform admin lowers acme's quota below its use, the bar shows it over quota
+        admin_page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, admin.username)
+        admin_page.get_by_role("link", name="Tenants").click()
+        admin_page.screenshot(path=SCREENSHOTS / "tenant-list.png", full_page=True)
+        admin_page.get_by_role("link", name="acme").click()
+        admin_page.fill("#id_instances", "0")
+        admin_page.locator("#quota-form button").click()
+        expect(admin_page.locator('.usage-line[data-resource="instances"] .text-danger')).to_contain_text("1 / 0")
+        admin_page.screenshot(path=SCREENSHOTS / "tenant-quota.png", full_page=True)
+        browser.close()

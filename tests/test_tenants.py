@@ -244,14 +244,14 @@ def test_quota_is_set_by_platform_admins_only(client, tenant, admin_api):
 
 def test_token_created_on_the_page_is_shown_once_and_stored_hashed(client, member, tenant, host):
     client.force_login(member)
-    response = client.post("/tokens/", {"name": "ci", "tenant": tenant.pk, "expires_in_days": 30})
-    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    response = client.post("/tokens/", {"name": "ci", "tenant": tenant.pk, "expires_in_days": 30}, follow=True)
+    assert response.redirect_chain == [("/tokens/", 302)] and response["Cache-Control"] == "no-store"
     key = response.context["created"]["key"]
     token = APIToken.objects.get(name="ci")
     assert token.digest == APIToken.digest_of(key) and token.tenant == tenant
     assert not APIToken.objects.filter(digest=key).exists() and not APIToken.objects.filter(prefix=key).exists()
     assert token.expires_at - timezone.now() > timedelta(days=29)
-    assert key not in client.get("/tokens/").content.decode()
+    assert key not in client.get("/tokens/").content.decode() and key not in str(dict(client.session))
     # The key works in Authorization: Token …
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")

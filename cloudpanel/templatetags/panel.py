@@ -26,7 +26,18 @@ def took(action) -> str:
     """How long an action ran, e.g. '0.4 s' or '2 min 5 s'; empty while it runs."""
     if not (action.started_at and action.finished_at):
         return ""
-    seconds = (action.finished_at - action.started_at).total_seconds()
+    return seconds_text((action.finished_at - action.started_at).total_seconds())
+
+
+@register.filter
+def duration(delta) -> str:
+    """A timedelta as '0.4 s', '2 min 5 s' or '3 h 2 min'."""
+    return "" if delta is None else seconds_text(delta.total_seconds())
+
+
+def seconds_text(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
-    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"

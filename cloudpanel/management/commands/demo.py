@@ -1,4 +1,4 @@
-"""Set up demo data: an admin, a tenant, and demo hosts. Idempotent."""
+"""Set up demo data: an admin, a tenant with its own admin, member and viewer, and demo hosts. Idempotent."""
 
 import os
 
@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from hosts import services as host_services
 from hosts.models import Host
 from tenants.models import Tenant
-from tenants.services import add_member
+from tenants.services import add_member, create_tenant
 
 
 class Command(BaseCommand):
@@ -29,8 +29,16 @@ class Command(BaseCommand):
         if created:
             admin.set_password(password)
             admin.save()
-        tenant, _ = Tenant.objects.get_or_create(name="demo")
+        tenant = Tenant.objects.filter(name="demo").first() or create_tenant(name="demo")
         add_member(tenant=tenant, user=admin, role="admin")
+        # Self-service users of the demo tenant, to see the panel as a tenant does.
+        for name, role in (("alice", "admin"), ("bob", "member"), ("carol", "viewer")):
+            user, made = User.objects.get_or_create(username=name)
+            if made:
+                user.set_password(password)
+                user.save()
+            if not user.memberships.filter(tenant=tenant).exists():
+                add_member(tenant=tenant, user=user, role=role)
         hosts = [("test-driver", test_uri, "default-pool", "auto")]
         for item in host_uri:
             name, _, uri = item.partition("=")
@@ -41,6 +49,8 @@ class Command(BaseCommand):
                 host_services.register_host(name=name, uri=uri, accelerator=accelerator, storage_pool=pool)
             else:
                 host_services.request_probe(host=host)
+        shown = password if created else "(unchanged password)"
         self.stdout.write(self.style.SUCCESS(
-            f"Sign in as {username} / {password if created else '(unchanged password)'}"
+            f"Sign in as {username} / {shown} (platform admin), or as alice, bob or carol with the same password "
+            "(demo tenant's admin, member and viewer)"
         ))

@@ -1,0 +1,461 @@
+"""The isolation matrix: every page, API route and websocket × every role × own / other tenant's object.
+
+The routes come from the URL configuration, the API router and the websocket routing; a
+route without an entry in MATRIX (or WEBSOCKETS) fails the build. Each cell runs in a
+transaction that is rolled back, so cells do not see each other's changes; no task
+runs, and a spy on the task queue and the hypervisor proves that a request on another
+tenant's object never got as far as either.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from unittest import mock
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import transaction
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from cloudpanel.asgi import application
+from instances.choices import ActionStatus, Operation, Status
+from instances.lifecycle import ALLOWED_FROM
+from instances.models import InstanceAction
+from instances.routing import websocket_urlpatterns
+from tenants.choices import Role
+from tenants.models import AuditEvent, Membership
+from tenants.services import create_api_token
+from tests.factories import make_host, make_instance, make_tenant, make_user
+
+ANON, VIEWER, MEMBER, TADMIN, ADMIN = "anonymous", "viewer", "member", "tenant admin", "platform admin"
+ROLES = (ANON, VIEWER, MEMBER, TADMIN, ADMIN)
+OWN, OTHER, NONE = "own", "other", "-"
+OPERATORS = (MEMBER, TADMIN, ADMIN)
+
+LOGIN = (302, "/login/")
+ADMIN_LOGIN = (302, "/admin/login/")
+
+
+@dataclass
+class Cell:
+    """What one request should get: a status (or a redirect prefix), and whether it may queue work."""
+
+    status: int | tuple[int, str]
+    effect: bool = False
+    shows: bool | None = None  # for lists: whether the object's marker is in the response
+
+
+@dataclass
+class Case:
+    method: str
+    kind: str | None  # the object whose id goes in the URL (None: no object)
+    expect: Callable[[str, str], Cell]
+    body: Callable[[dict, str], dict] | None = None
+    url_kwargs: dict = field(default_factory=dict)
+    marker: str | None = None  # for lists: the object kind whose marker must (not) show
+
+
+# --- expected outcomes ---------------------------------------------------------------------
+
+
+def anon(api: bool) -> Cell:
+    return Cell(401 if api else LOGIN)
+
+
+def read(api: bool, visible: tuple[str, ...] = (VIEWER, MEMBER, TADMIN, ADMIN)):
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if which == OTHER and role != ADMIN:
+            return Cell(404)
+        return Cell(200 if role in visible else 404)
+    return expect
+
+
+def listing(api: bool, visible_own: tuple[str, ...] = (VIEWER, MEMBER, TADMIN, ADMIN),
+            allowed: tuple[str, ...] = (VIEWER, MEMBER, TADMIN, ADMIN)):
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if role not in allowed:
+            return Cell(403)
+        return Cell(200, shows=role == ADMIN or (which == OWN and role in visible_own))
+    return expect
+
+
+def operate(api: bool, ok: int, *, page_ok: int = 302, viewer: int | None = None):
+    """Changes of a tenant's object: operators only; viewers are refused (403, or a message on pages)."""
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if which == OTHER and role != ADMIN:
+            return Cell(404)
+        if role == VIEWER:
+            return Cell(viewer if viewer is not None else (403 if api else 302))
+        return Cell(ok if api else page_ok, effect=ok in (202, 302) and page_ok == 302)
+    return expect
+
+
+def manage(api: bool, ok: int, *, refused: int = 403):
+    """Member administration: the tenant's admins and platform admins."""
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if which == OTHER and role != ADMIN:
+            return Cell(404)
+        return Cell(ok if role in (TADMIN, ADMIN) else refused)
+    return expect
+
+
+def create_in(api: bool, ok: int | tuple[int, str], *, roles: tuple[str, ...], refused_own: int, refused_other: int):
+    """A create naming a tenant in its body: other tenants look like no tenant at all."""
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if role == ADMIN:
+            return Cell(ok, effect=ok == 202)
+        if which == OTHER:
+            return Cell(refused_other)
+        return Cell(ok, effect=ok == 202) if role in roles else Cell(refused_own)
+    return expect
+
+
+def platform(api: bool, ok: int):
+    def expect(role, which):
+        if role == ADMIN:
+            return Cell(ok)
+        if api:
+            return Cell(401 if role == ANON else 403)
+        return Cell(ADMIN_LOGIN)
+    return expect
+
+
+def admins_only_page(role, which):
+    """Tenant pages that only platform admins may post to answer others with 403."""
+    return anon(False) if role == ANON else Cell(302 if role == ADMIN else 403)
+
+
+def signed_in(api: bool, ok: int | tuple[int, str]):
+    def expect(role, which):
+        return anon(api) if role == ANON else Cell(ok)
+    return expect
+
+
+def anyone(ok: int | tuple[int, str]):
+    return lambda role, which: Cell(ok)
+
+
+def op_status(operation: str) -> int:
+    """The world's instances run: an operation that does not apply to a running instance is a 409."""
+    return 202 if Status.RUNNING in ALLOWED_FROM[operation] else 409
+
+
+def token_read(api: bool):
+    """Tokens are their user's; the tenant's admins see all of the tenant's."""
+    return read(api, visible=(MEMBER, TADMIN, ADMIN))
+
+
+def audit_read(api: bool):
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if role in (VIEWER, MEMBER):
+            return Cell(403)
+        if which == OTHER and role != ADMIN:
+            return Cell(404)
+        return Cell(200)
+    return expect
+
+
+def instance_body(world, which):
+    return {"name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": world[which]["tenant"].pk}
+
+
+def page_instance_body(world, which):
+    return {**instance_body(world, which), "disk_gib": 0, "boot_source": "kernel"}
+
+
+# --- the matrix ----------------------------------------------------------------------------
+
+P, A = False, True  # page, API
+
+MATRIX: dict[str, list[Case]] = {
+    "overview": [Case("GET", None, listing(P), marker="instance")],
+    "login": [Case("GET", None, anyone(200))],
+    "logout": [Case("POST", None, anyone((302, "/login/")))],
+    "host-list": [Case("GET", None, platform(P, 200))],
+    "host-detail": [Case("GET", "host", platform(P, 200))],
+    "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
+    "instance-list": [Case("GET", None, listing(P), marker="instance")],
+    "instance-new": [
+        Case("GET", None, signed_in(P, 200)),
+        Case("POST", None, create_in(P, 302, roles=OPERATORS, refused_own=200, refused_other=200),
+             body=page_instance_body),
+    ],
+    "instance-detail": [Case("GET", "instance", read(P))],
+    "instance-operation": [Case("POST", "instance", operate(P, 302), url_kwargs={"operation": "reboot"})],
+    "action-list": [Case("GET", None, listing(P), marker="action")],
+    "action-retry": [Case("POST", "action", operate(P, 302))],
+    "tenant-list": [
+        Case("GET", None, listing(P), marker="tenant"),
+        Case("POST", None, admins_only_page, body=lambda w, x: {"name": f"t-{uuid.uuid4().hex[:8]}"}),
+    ],
+    "tenant-switch": [Case("POST", "tenant", signed_in(P, (302, "/")), body=lambda w, x: {
+        "tenant": w[x]["tenant"].pk, "next": "/"})],
+    "tenant-detail": [Case("GET", "tenant", read(P))],
+    "tenant-quota": [Case("POST", "tenant", lambda role, which: (
+        anon(P) if role == ANON else Cell(404) if which == OTHER and role != ADMIN
+        else Cell(302) if role == ADMIN else Cell(403)), body=lambda w, x: {"instances": 5})],
+    "member-add": [Case("POST", "tenant", manage(P, 302), body=lambda w, x: {"username": w["outsider"].username,
+                                                                              "role": "viewer"})],
+    "member-update": [Case("POST", "membership", manage(P, 302), body=lambda w, x: {"role": "member"})],
+    "member-remove": [Case("POST", "membership", manage(P, 302))],
+    "token-list": [
+        Case("GET", None, listing(P, visible_own=(MEMBER, TADMIN, ADMIN)), marker="token"),
+        # A token for another tenant: the form does not offer it (the page comes back with the error).
+        Case("POST", None, create_in(P, (302, "/tokens/"), roles=(VIEWER, MEMBER, TADMIN), refused_own=200,
+                                     refused_other=200),
+             body=lambda w, x: {"name": "matrix", "tenant": w[x]["tenant"].pk, "expires_in_days": 5}),
+    ],
+    "token-revoke": [Case("POST", "token", lambda role, which: (
+        Cell(302) if token_read(P)(role, which).status == 200 else token_read(P)(role, which)))],
+    "audit-list": [Case("GET", None, listing(P, allowed=(TADMIN, ADMIN)), marker="audit")],
+    "audit-export": [Case("GET", None, listing(P, allowed=(TADMIN, ADMIN)), marker="audit")],
+    # The API's description is public; it holds no tenant's data.
+    "api-docs": [Case("GET", None, anyone(200))],
+    "schema": [Case("GET", None, anyone(200))],
+    "api-root": [Case("GET", None, signed_in(A, 200))],
+    "api-host-list": [Case("GET", None, platform(A, 200)),
+                      Case("POST", None, platform(A, 201), body=lambda w, x: {
+                          "name": "matrix-host", "uri": "test:///default?matrix"})],
+    "api-host-detail": [Case("GET", "host", platform(A, 200)),
+                        Case("PATCH", "host", platform(A, 200), body=lambda w, x: {"name": "renamed"}),
+                        Case("DELETE", "host", platform(A, 409))],  # it still has instances
+    "api-host-enable": [Case("POST", "host", platform(A, 200))],
+    "api-host-disable": [Case("POST", "host", platform(A, 200))],
+    "api-host-probe": [Case("POST", "host", platform(A, 202))],
+    "api-instance-list": [
+        Case("GET", None, listing(A), marker="instance"),
+        Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=400),
+             body=instance_body),
+    ],
+    "api-instance-detail": [Case("GET", "instance", read(A)),
+                            Case("DELETE", "instance", operate(A, 202))],
+    "api-instance-history": [Case("GET", "instance", read(A))],
+    **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
+       for op in Operation if op != Operation.CREATE},
+    "api-action-list": [Case("GET", None, listing(A), marker="action")],
+    "api-action-detail": [Case("GET", "action", read(A))],
+    "api-action-retry": [Case("POST", "action", operate(A, 202))],
+    "api-tenant-list": [Case("GET", None, listing(A), marker="tenant"),
+                        Case("POST", None, platform(A, 201), body=lambda w, x: {"name": "matrix-tenant"})],
+    "api-tenant-detail": [Case("GET", "tenant", read(A))],
+    "api-tenant-quota": [
+        Case("GET", "tenant", read(A)),
+        Case("PUT", "tenant", lambda role, which: (
+            anon(A) if role == ANON else Cell(404) if which == OTHER and role != ADMIN
+            else Cell(200) if role == ADMIN else Cell(403)), body=lambda w, x: {"instances": 5}),
+    ],
+    "api-member-list": [
+        Case("GET", None, listing(A), marker="membership"),
+        Case("POST", None, create_in(A, 201, roles=(TADMIN,), refused_own=403, refused_other=400),
+             body=lambda w, x: {"tenant": w[x]["tenant"].pk, "username": w["outsider"].username}),
+    ],
+    "api-member-detail": [Case("GET", "membership", read(A)),
+                          Case("PATCH", "membership", manage(A, 200), body=lambda w, x: {"role": "member"}),
+                          Case("DELETE", "membership", manage(A, 204))],
+    "api-token-list": [Case("GET", None, listing(A, visible_own=(MEMBER, TADMIN, ADMIN)), marker="token"),
+                       Case("POST", None, signed_in(A, 201), body=lambda w, x: {"name": "matrix"})],
+    "api-token-detail": [Case("GET", "token", token_read(A)),
+                         Case("DELETE", "token", lambda role, which: (
+                             Cell(204) if token_read(A)(role, which).status == 200 else token_read(A)(role, which)))],
+    "api-audit-list": [Case("GET", None, listing(A, allowed=(TADMIN, ADMIN)), marker="audit")],
+    "api-audit-detail": [Case("GET", "audit", audit_read(A))],
+    "api-audit-export": [Case("GET", None, listing(A, allowed=(TADMIN, ADMIN)), marker="audit")],
+    # Django's admin site checks staff on every one of its views.
+    "admin:index": [Case("GET", None, lambda role, which: Cell(200 if role == ADMIN else ADMIN_LOGIN))],
+}
+
+# Websocket routes: (kind of object in the path, expected close code or "open" per role and side).
+WEBSOCKETS: dict[str, tuple[str | None, Callable[[str, str], int | str]]] = {
+    "ws/status/": (None, lambda role, which: 4401 if role == ANON else "open"),
+    "ws/instances/<int:instance_id>/status/": ("instance", lambda role, which: (
+        4401 if role == ANON else 4404 if which == OTHER and role != ADMIN else "open")),
+    "ws/instances/<int:instance_id>/console/": ("instance", lambda role, which: (
+        4401 if role == ANON else 4404 if which == OTHER and role != ADMIN else 4403 if role == VIEWER
+        else "open")),
+}
+
+
+def routes() -> dict[str, str]:
+    """Every named route of the URL configuration (the API router included): name → pattern."""
+    found: dict[str, str] = {}
+
+    def walk(patterns, prefix="", namespace=None):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, prefix + str(pattern.pattern), pattern.namespace or namespace)
+            elif isinstance(pattern, URLPattern):
+                name = f"{namespace}:{pattern.name}" if namespace else pattern.name
+                found.setdefault(name or prefix + str(pattern.pattern), prefix + str(pattern.pattern))
+
+    walk(get_resolver().url_patterns)
+    return found
+
+
+def test_every_route_and_websocket_is_in_the_matrix():
+    names = routes()
+    missing = [n for n in names if n not in MATRIX and not n.startswith("admin:")]
+    assert not missing, f"routes missing from the isolation matrix: {missing}"
+    assert not [n for n in MATRIX if n not in names], "matrix entries for routes that no longer exist"
+    ws = [str(p.pattern) for p in websocket_urlpatterns]
+    assert sorted(ws) == sorted(WEBSOCKETS), f"websocket routes and the matrix differ: {ws}"
+
+
+# --- the world -----------------------------------------------------------------------------
+
+
+def build_world() -> dict:
+    host = make_host()
+    world: dict = {"host": host, "outsider": make_user()}
+    for side in (OWN, OTHER):
+        tag = uuid.uuid4().hex[:8]
+        tenant = make_tenant(f"tenant-{side}-{tag}")
+        users = {VIEWER: make_user(tenant=tenant, role=Role.VIEWER), MEMBER: make_user(tenant=tenant),
+                 TADMIN: make_user(tenant=tenant, role=Role.ADMIN)}
+        instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name=f"inst-{side}-{tag}")
+        action = InstanceAction.objects.create(instance=instance, operation=Operation.REBOOT,
+                                               status=ActionStatus.FAILED, error="lost")
+        token, key = create_api_token(user=users[MEMBER], name=f"tok-{side}-{tag}", tenant=tenant)
+        event = AuditEvent.objects.create(tenant=tenant, tenant_name=tenant.name, channel="web",
+                                          action=f"marker.{tag}", result="ok")
+        world[side] = {
+            "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
+            "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
+            "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
+                        "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
+        }
+    own = world[OWN]
+    world["actors"] = {ANON: None, VIEWER: own["users"][VIEWER], MEMBER: own["users"][MEMBER],
+                       TADMIN: own["users"][TADMIN], ADMIN: make_user(staff=True)}
+    world["keys"] = {role: create_api_token(user=user, name="matrix", tenant=None if role == ADMIN else
+                                            own["tenant"])[1] for role, user in world["actors"].items() if user}
+    world["sessions"], world["clients"] = {}, {}
+    for role, user in world["actors"].items():
+        if user is not None:
+            client = Client()
+            client.force_login(user)
+            world["sessions"][role] = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return world
+
+
+def url_for(pattern: str, world: dict, case: Case, which: str) -> str:
+    values = dict(case.url_kwargs)
+    if case.kind is not None:
+        obj = world["host"] if case.kind == "host" else world[which][case.kind]
+        values.update({"pk": obj.pk, "instance_id": obj.pk})
+    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m.group(1)]), "/" + pattern)  # router regexes
+    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), path)  # path() converters
+    return path.replace("^", "").replace("$", "")
+
+
+def client_for(role: str, world: dict, api: bool):
+    """One client per role and kind (a new client costs a handler start-up), its cookies reset for each cell."""
+    client = world["clients"].get((role, api))
+    if client is None:
+        client = world["clients"][(role, api)] = APIClient() if api else Client()
+        if api and role != ANON:
+            client.credentials(HTTP_AUTHORIZATION=f"Token {world['keys'][role]}")
+    client.cookies.clear()
+    if not api and role != ANON:
+        client.cookies[settings.SESSION_COOKIE_NAME] = world["sessions"][role]
+    return client
+
+
+def outcome(response) -> tuple[int, str]:
+    return response.status_code, response.get("Location", "")
+
+
+def matches(expected, response) -> bool:
+    if isinstance(expected, tuple):
+        return response.status_code == expected[0] and response.get("Location", "").startswith(expected[1])
+    return response.status_code == expected
+
+
+def body_text(response) -> str:
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content).decode()
+    return response.content.decode()
+
+
+@pytest.mark.django_db
+def test_isolation_matrix():
+    world = build_world()
+    names = routes()
+    failures, cells = [], 0
+    for name, cases in MATRIX.items():
+        api = names[name].startswith("api/")
+        for case in cases:
+            sides = (OWN, OTHER) if case.kind not in (None, "host") or case.marker or case.body else (NONE,)
+            for role in ROLES:
+                for which in sides:
+                    expected = case.expect(role, which)
+                    url = url_for(names[name], world, case, which if which != NONE else OWN)
+                    client = client_for(role, world, api)
+                    data = case.body(world, which if which != NONE else OWN) if case.body else None
+                    with transaction.atomic(), mock.patch("instances.tasks.enqueue") as enqueue, \
+                            mock.patch("hosts.hypervisor.connection") as hypervisor:
+                        kwargs = {"format": "json"} if api and data is not None else {}
+                        response = getattr(client, case.method.lower())(url, data, **kwargs) if data is not None \
+                            else getattr(client, case.method.lower())(url)
+                        text = body_text(response) if expected.shows is not None else ""
+                        transaction.set_rollback(True)
+                    cells += 1
+                    problems = []
+                    if not matches(expected.status, response):
+                        problems.append(f"got {outcome(response)}, expected {expected.status}")
+                    if which == OTHER and role != ADMIN and (enqueue.called or hypervisor.called):
+                        problems.append("another tenant's request reached the task queue or the hypervisor")
+                    if expected.effect != enqueue.called and case.kind == "instance" or (
+                            case.kind == "action" and expected.effect != enqueue.called):
+                        problems.append(f"queued work: {enqueue.called}, expected {expected.effect}")
+                    if expected.shows is not None and response.status_code == 200:
+                        marker = world[which if which != NONE else OWN]["markers"][case.marker]
+                        if (marker in text) != expected.shows:
+                            problems.append(f"{case.marker} marker shown: {marker in text}, expected {expected.shows}")
+                    if problems:
+                        failures.append(f"{case.method} {url} [{name}] as {role} on {which}: {'; '.join(problems)}")
+    assert not failures, f"{len(failures)} of {cells} cells failed:\n" + "\n".join(failures)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_websocket_isolation_matrix():
+    world = build_world()
+    failures = []
+
+    @async_to_sync
+    async def connect(path, user):
+        communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://127.0.0.1:8000")])
+        if user is not None:
+            communicator.scope["user"] = user
+        with mock.patch("hosts.hypervisor.Console"):
+            connected, code = await communicator.connect(timeout=5)
+            if connected:
+                await communicator.disconnect()
+        return "open" if connected else code
+
+    for pattern, (kind, expect) in WEBSOCKETS.items():
+        for role in ROLES:
+            for which in (OWN, OTHER) if kind else (NONE,):
+                path = "/" + re.sub(r"<int:instance_id>", str(world[which]["instance"].pk) if kind else "", pattern)
+                got = connect(path, world["actors"][role])
+                if got != expect(role, which):
+                    failures.append(f"{path} as {role} on {which}: got {got}, expected {expect(role, which)}")
+    assert not failures, "\n".join(failures)
