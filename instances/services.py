@@ -27,7 +27,7 @@ from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
-from tenants import quotas
+from tenants import audit, quotas
 from tenants.models import Tenant
 
 _PATH = re.compile(r"^/[^\x00-\x1f]*$")
@@ -186,6 +186,7 @@ def finish_action(action_id: int, *, observed: str) -> None:
         instance.save(update_fields=fields)
         action.status, action.finished_at = ActionStatus.SUCCEEDED, timezone.now()
         action.save(update_fields=["status", "finished_at"])
+        audit.operation_finished(action=action, instance=instance)
         publish_on_commit(instance)
 
 
@@ -211,6 +212,7 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         instance.save(update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"])
         action.status, action.error, action.finished_at = ActionStatus.FAILED, error[:4000], timezone.now()
         action.save(update_fields=["status", "error", "finished_at"])
+        audit.operation_finished(action=action, instance=instance, error=error)
         publish_on_commit(instance)
 
 
@@ -299,9 +301,12 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             instance.save(
                 update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"]
             )
-            InstanceAction.objects.filter(
+            stuck_actions = InstanceAction.objects.filter(
                 Q(status=ActionStatus.PENDING) | Q(status=ActionStatus.RUNNING), instance=instance
-            ).update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
+            ).select_related("user")
+            for stuck_action in stuck_actions:
+                audit.operation_finished(action=stuck_action, instance=instance, error=reason)
+            stuck_actions.update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
             publish_on_commit(instance)
             expired += 1
     return expired

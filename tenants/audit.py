@@ -1,4 +1,4 @@
-"""The audit log: every state-changing request (refused ones too) and every console session.
+"""The audit log: every state-changing request (refused ones too), how each operation ended, and console sessions.
 
 The middleware writes one row per POST/PUT/PATCH/DELETE after the response, outside the
 view's transaction, so a refusal or a rolled-back change is still recorded. Views and
@@ -93,10 +93,7 @@ def record_request(request: HttpRequest, response: HttpResponse, user_before: An
         tenant_id = scope.tenant.pk
     username = user.get_username() if user else str(request.POST.get("username", ""))[:150]
     tenant_name = Tenant.objects.filter(pk=tenant_id).values_list("name", flat=True).first() if tenant_id else ""
-    on_behalf = bool(
-        user and user.is_staff and tenant_id
-        and not Membership.objects.filter(user=user, tenant_id=tenant_id).exists()
-    )
+    on_behalf = _on_behalf(user, tenant_id)
     result = values.pop("result", None) or _result_of(request, response, api)
     detail = values.pop("detail", None) or _detail_of(response)
     return AuditEvent.objects.create(
@@ -130,9 +127,7 @@ def console_opened(*, user: Any, instance: Any, address: str | None) -> int:
     """A console socket was accepted; returns the row to close when it ends."""
     return AuditEvent.objects.create(
         user=user, username=user.get_username(), tenant_id=instance["tenant_id"],
-        tenant_name=instance["tenant__name"], on_behalf=bool(
-            user.is_staff and not Membership.objects.filter(user=user, tenant_id=instance["tenant_id"]).exists()
-        ),
+        tenant_name=instance["tenant__name"], on_behalf=_on_behalf(user, instance["tenant_id"]),
         channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance["pk"]),
         target_name=instance["name"], address=address, result=AuditResult.OK,
     ).pk
@@ -150,4 +145,21 @@ def console_refused(*, user: Any, instance_id: int, address: str | None, code: i
         channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance_id),
         address=address, result=AuditResult.REFUSED, status_code=code, path=path[:500],
         detail="not signed in" if code == 4401 else "no such instance",
+    )
+
+
+def _on_behalf(user: Any, tenant_id: int | None) -> bool:
+    return bool(user is not None and user.is_staff and tenant_id is not None
+                and not Membership.objects.filter(user=user, tenant_id=tenant_id).exists())
+
+
+def operation_finished(*, action: Any, instance: Any, error: str = "") -> None:
+    """How an operation ended in the worker (its request was recorded when it was accepted)."""
+    user = action.user
+    AuditEvent.objects.create(
+        user=user, username=user.get_username() if user else "", tenant_id=instance.tenant_id,
+        tenant_name=Tenant.objects.filter(pk=instance.tenant_id).values_list("name", flat=True).first() or "",
+        on_behalf=_on_behalf(user, instance.tenant_id), channel=Channel.WORKER,
+        action=f"instance.{action.operation}", target_type="instance", target_id=str(instance.pk),
+        target_name=instance.name, result=AuditResult.FAILED if error else AuditResult.OK, detail=error[:2000],
     )

@@ -11,6 +11,7 @@ class Channel(models.TextChoices):
     WEB = "web", "Web"
     API = "api", "API"
     CONSOLE = "console", "Console"
+    WORKER = "worker", "Worker"
 
 
 class AuditResult(models.TextChoices):

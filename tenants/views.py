@@ -257,7 +257,9 @@ def _audit_events(request):
 def audit_list(request):
     filterset = _audit_events(request)
     page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
-    return render(request, "tenants/audit.html", {"filter": filterset, "page": page})
+    scope = scope_of(request)
+    tenants = Tenant.objects.all() if scope.admin and scope.tenant is None else None
+    return render(request, "tenants/audit.html", {"filter": filterset, "page": page, "tenants": tenants})
 
 
 @login_required

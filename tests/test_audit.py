@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 
 from cloudpanel.asgi import application
 from instances.choices import Status
+from instances.models import Instance
 from tenants.choices import Role
 from tenants.models import AuditEvent
 from tests.conftest import token_client
@@ -44,14 +45,31 @@ def test_viewer_posting_any_operation_is_refused_audited_and_never_reaches_the_h
 
 
 def test_accepted_operation_is_audited_with_who_what_where_and_the_result(member_api, member, tenant, host):
-    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    # Given a stopped instance that exists on the (test driver) host
+    body = {"name": "audited", "vcpus": 1, "memory_mib": 64, "kernel": "/k"}
+    instance = Instance.objects.get(pk=member_api.post("/api/v1/instances/", body, format="json").json()["instance"])
+    assert member_api.post(f"/api/v1/instances/{instance.pk}/poweroff/").status_code == 202
+    # When it is started
     response = member_api.post(f"/api/v1/instances/{instance.pk}/start/", REMOTE_ADDR="198.51.100.7")
     assert response.status_code == 202
-    event = AuditEvent.objects.get(action="instance.start")
+    event = AuditEvent.objects.get(action="instance.start", channel="api")
     assert (event.user, event.username, event.tenant, event.tenant_name) == (member, member.username, tenant,
                                                                              tenant.name)
     assert (event.address, event.result, event.status_code, event.method) == ("198.51.100.7", "ok", 202, "POST")
     assert event.path == f"/api/v1/instances/{instance.pk}/start/" and not event.on_behalf
+    # And how the operation ended in the worker is recorded too
+    done = AuditEvent.objects.get(action="instance.start", channel="worker")
+    assert (done.user, done.tenant, done.target_id, done.result) == (member, tenant, str(instance.pk), "ok")
+
+
+def test_failed_operation_outcome_is_audited_with_the_error(member_api, member, tenant, host):
+    from hosts import hypervisor
+
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    with mock.patch("hosts.hypervisor.start", side_effect=hypervisor.HypervisorError("no such kernel")):
+        assert member_api.post(f"/api/v1/instances/{instance.pk}/start/").status_code == 202
+    done = AuditEvent.objects.get(action="instance.start", channel="worker")
+    assert done.result == "failed" and "no such kernel" in done.detail and done.user == member
 
 
 def test_refusals_of_rolled_back_requests_are_still_recorded(member_api, tenant, host):
@@ -60,7 +78,7 @@ def test_refusals_of_rolled_back_requests_are_still_recorded(member_api, tenant,
     services.set_quota(tenant=tenant, limits={"instances": 0})
     body = {"name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k"}
     assert member_api.post("/api/v1/instances/", body, format="json").status_code == 409
-    event = AuditEvent.objects.get(action="instance.create")
+    event = AuditEvent.objects.get(action="instance.create", channel="api")
     assert event.result == "refused" and "Quota exceeded" in event.detail and event.tenant == tenant
 
 
@@ -133,9 +151,9 @@ def test_audit_page_filters_and_exports_csv_for_admins(client, admin_user, tenan
     assert page.status_code == 200
     assert [e.action for e in page.context["page"].object_list] == ["instance.suspend"]
     assert "cannot suspend" in page.context["page"].object_list[0].detail
-    assert len(client.get(f"/audit/?username={member.username}").context["page"].object_list) == 2
+    assert len(client.get(f"/audit/?username={member.username}&channel=web").context["page"].object_list) == 2
     assert client.get("/audit/?since=not-a-date").status_code == 200
-    export = client.get(f"/audit/export.csv?username={member.username}")
+    export = client.get(f"/audit/export.csv?username={member.username}&channel=web")
     assert export["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
     assert rows[0][:3] == ["time_utc", "user", "tenant"] and len(rows) == 3

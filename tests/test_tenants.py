@@ -86,7 +86,7 @@ def test_admin_filters_by_tenant_and_acts_on_behalf_recorded(client, admin_user,
     client.post("/tenants/switch/", {"tenant": a.pk, "next": "/"})
     assert [i.pk for i in client.get("/instances/").context["page"].object_list] == [in_a.pk]
     client.post(f"/instances/{in_a.pk}/op/start/")
-    event = AuditEvent.objects.get(action="instance.start")
+    event = AuditEvent.objects.get(action="instance.start", channel="web")
     assert (event.user, event.tenant, event.on_behalf, event.result) == (admin_user, a, True, "ok")
     assert event.target_id == str(in_a.pk) and event.target_name == in_a.name
     # And back to all tenants

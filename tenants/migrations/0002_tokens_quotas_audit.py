@@ -56,7 +56,7 @@ class Migration(migrations.Migration):
                 ('username', models.CharField(blank=True, max_length=150)),
                 ('tenant_name', models.CharField(blank=True, max_length=100)),
                 ('on_behalf', models.BooleanField(default=False)),
-                ('channel', models.CharField(choices=[('web', 'Web'), ('api', 'API'), ('console', 'Console')], max_length=10)),
+                ('channel', models.CharField(choices=[('web', 'Web'), ('api', 'API'), ('console', 'Console'), ('worker', 'Worker')], max_length=10)),
                 ('action', models.CharField(max_length=60)),
                 ('method', models.CharField(blank=True, max_length=10)),
                 ('path', models.CharField(blank=True, max_length=500)),
