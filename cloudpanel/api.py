@@ -17,6 +17,7 @@ class ScopedViewSetMixin:
     """Viewsets over tenant data: the request's scope, and the audit note of what they act on."""
 
     audit_name = ""
+    platform_level = False  # requests about the platform (hosts, tenants), never filed under a tenant
 
     @property
     def scope(self) -> Scope:
@@ -27,7 +28,7 @@ class ScopedViewSetMixin:
         if request.method not in audit.SAFE_METHODS:
             verb = {"create": "create", "destroy": "delete", "partial_update": "update", "update": "update"}.get(
                 self.action, (self.action or "").removeprefix("op_"))
-            audit.note(request, action=f"{self.audit_name}.{verb}")
+            audit.note(request, action=f"{self.audit_name}.{verb}", platform=self.platform_level)
 
     def get_object(self):
         obj = super().get_object()

@@ -60,10 +60,6 @@ class Scope:
         """Manage the tenant's members and see its tokens and audit log."""
         return self._in_scope(tenant_id) and (self.admin or self.roles.get(tenant_id) == "admin")
 
-    def on_behalf(self, tenant_id: int | None) -> bool:
-        """Whether acting on this tenant is a platform admin acting for a tenant they are not in."""
-        return bool(self.admin and tenant_id is not None and tenant_id not in self.roles)
-
     def _in_scope(self, tenant_id: int) -> bool:
         ids = self.tenant_ids
         return ids is None or tenant_id in ids

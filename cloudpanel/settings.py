@@ -32,6 +32,8 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-set-CLOUDPANEL_SECRET_KEY-in-production"
 ALLOWED_HOSTS = _env_list("CLOUDPANEL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = _env_list("CLOUDPANEL_CSRF_TRUSTED_ORIGINS", "")
+# Only behind a proxy that sets X-Forwarded-For itself: otherwise clients could pick their address.
+CLOUDPANEL_BEHIND_PROXY = _env_bool("CLOUDPANEL_BEHIND_PROXY", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -180,6 +182,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: the browsable API's filter forms would list rows from outside the caller's scope.
+    # /api/docs/ is the interactive view.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [

@@ -21,6 +21,7 @@ class HostViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
     serializer_class = HostSerializer
     permission_classes = [IsAdminUser]
     audit_name = "host"
+    platform_level = True
     filterset_class = HostFilterSet
     ordering_fields = ["name", "state", "created_at"]
 

@@ -16,7 +16,7 @@ from tenants import audit
 def host_list(request):
     form = HostForm(request.POST or None)
     if request.method == "POST":
-        audit.note(request, action="host.create")
+        audit.note(request, action="host.create", platform=True)
     if request.method == "POST" and form.is_valid():
         try:
             host = services.register_host(**form.cleaned_data)
@@ -35,7 +35,7 @@ def host_detail(request, pk: int):
     form = HostEditForm(request.POST or None, initial={
         "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool})
     if request.method == "POST":
-        audit.note(request, action="host.update", target=host)
+        audit.note(request, action="host.update", target=host, platform=True)
     if request.method == "POST" and form.is_valid():
         try:
             services.update_host(host=host, **form.cleaned_data)
@@ -53,7 +53,7 @@ def host_detail(request, pk: int):
 @require_POST
 def host_command(request, pk: int, command: str):
     host = get_object_or_404(Host, pk=pk)
-    audit.note(request, action=f"host.{command}"[:60], target=host)
+    audit.note(request, action=f"host.{command}"[:60], target=host, platform=True)
     try:
         if command == "enable":
             services.set_enabled(host=host, enabled=True)

@@ -28,7 +28,7 @@ def resolve_tenant(scope: Scope, tenant_id: int | None) -> Tenant:
     """The tenant a new resource goes to: the one asked for, else the scope's; the user must operate there."""
     if tenant_id is not None:
         tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
-        if tenant is None or (not scope.admin and tenant.pk not in scope.roles):
+        if tenant is None:
             raise ValidationError({"tenant": ["No such tenant."]})
     elif scope.tenant is not None:
         tenant = scope.tenant

@@ -50,7 +50,6 @@ def instance_list(request):
     return render(request, "instances/list.html", {
         "page": page, "filter": filterset, "statuses": Status.choices,
         "can_create": scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk)),
-        "tenants": Tenant.objects.all() if scope.admin and scope.tenant is None else None,
     })
 
 

@@ -1,5 +1,6 @@
 """Tenant, membership, token and audit endpoints, all scoped like the pages."""
 
+from django.contrib.auth import get_user_model
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -63,6 +64,7 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
 
     @extend_schema(request=TenantCreateSerializer, responses={201: TenantSerializer})
     def create(self, request):
+        audit.note(request, platform=True)
         if not self.scope.admin:
             raise PermissionDenied(ADMINS_ONLY)
         data = TenantCreateSerializer(data=request.data)
@@ -106,12 +108,15 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         data.is_valid(raise_exception=True)
         tenant_id = data.validated_data.get("tenant") or (self.scope.tenant.pk if self.scope.tenant else None)
         tenant = Tenant.objects.in_scope(self.scope).filter(pk=tenant_id).first() if tenant_id else None
-        if tenant is None or (not self.scope.admin and tenant.pk not in self.scope.roles):
+        if tenant is None:
             raise ValidationError({"tenant": ["No such tenant."]})
         audit.note(request, tenant=tenant)
+        # Before looking the user up: only those who may add members learn whether a name exists.
         self._require_manager(tenant.pk)
-        membership = services.add_member(tenant=tenant, user=data.validated_data["username"],
-                                         role=data.validated_data["role"])
+        user = get_user_model().objects.filter(username=data.validated_data["username"], is_active=True).first()
+        if user is None:
+            raise ValidationError({"username": ["No active user with this name."]})
+        membership = services.add_member(tenant=tenant, user=user, role=data.validated_data["role"])
         audit.note(request, target=membership)
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
@@ -152,6 +157,9 @@ class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(request=APITokenCreateSerializer, responses={201: NewAPITokenSerializer})
     def create(self, request):
+        if isinstance(request.auth, APIToken):
+            # Else a token could outlive its own expiry or revocation through the tokens it made.
+            raise PermissionDenied("Tokens are created from a signed-in session, not with another token.")
         data = APITokenCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data

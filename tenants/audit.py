@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import DatabaseError, models
+from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -25,12 +25,19 @@ _TYPE_NAMES = {"apitoken": "token", "membership": "member", "instanceaction": "a
 
 
 def note(request: Any, *, action: str | None = None, target: models.Model | None = None,
-         tenant: Tenant | None = None, result: str | None = None, detail: str | None = None) -> None:
-    """Add to the audit row of this request: what it did, on which object, and how it went."""
+         tenant: Tenant | None = None, result: str | None = None, detail: str | None = None,
+         platform: bool = False) -> None:
+    """Add to the audit row of this request: what it did, on which object, and how it went.
+
+    platform marks a platform-level request (hosts, tenants): it is never filed under the
+    tenant the admin happens to be acting for.
+    """
     base = getattr(request, "_request", request)
     values = base.__dict__.setdefault(_NOTE, {})
     if action:
         values["action"] = action
+    if platform:
+        values["platform"] = True
     if target is not None:
         values["target_type"] = _TYPE_NAMES.get(target._meta.model_name, target._meta.model_name)
         values["target_id"] = str(target.pk)
@@ -75,27 +82,34 @@ def _detail_of(response: HttpResponse) -> str:
 def record_request(request: HttpRequest, response: HttpResponse, user_before: Any) -> AuditEvent | None:
     """Write the audit row of a state-changing request."""
     values = dict(request.__dict__.get(_NOTE, {}))
+    platform = values.pop("platform", False)
     user = request.user if request.user.is_authenticated else user_before
     if not user.is_authenticated:
         user = None
     match = request.resolver_match
     api = request.path.startswith("/api/")
     action = values.pop("action", None) or (match.url_name if match and match.url_name else "request")
+    tenant_id = values.pop("tenant_id", None)
+    scope = request.__dict__.get("cloudpanel_scope")
+    # Nothing named: the request was about the tenant it acted in (say, another tenant's id, refused).
+    if tenant_id is None and not values.get("target_id") and not platform and scope is not None and scope.tenant:
+        tenant_id = scope.tenant.pk
     if not values.get("target_id") and match:
         for key in ("pk", "instance_id"):
             if key in match.kwargs:
                 values["target_id"] = str(match.kwargs[key])
                 parts = (match.url_name or "").split("-")
                 values.setdefault("target_type", parts[1 if api and len(parts) > 1 else 0][:40])
-    tenant_id = values.pop("tenant_id", None)
-    scope = request.__dict__.get("cloudpanel_scope")
-    if tenant_id is None and scope is not None and scope.tenant is not None:
-        tenant_id = scope.tenant.pk
-    username = user.get_username() if user else str(request.POST.get("username", ""))[:150]
+    detail = values.pop("detail", None) or _detail_of(response)
+    username = ""
+    if user is not None:
+        username = user.get_username()
+    elif match is not None and match.url_name == "login":
+        # What an anonymous caller typed is a claim, not an identity: it goes in the detail.
+        detail = f"user name given: {str(request.POST.get('username', ''))[:150]}"
     tenant_name = Tenant.objects.filter(pk=tenant_id).values_list("name", flat=True).first() if tenant_id else ""
     on_behalf = _on_behalf(user, tenant_id)
     result = values.pop("result", None) or _result_of(request, response, api)
-    detail = values.pop("detail", None) or _detail_of(response)
     return AuditEvent.objects.create(
         user=user, username=username, tenant_id=tenant_id if tenant_name else None, tenant_name=tenant_name or "",
         on_behalf=on_behalf, channel=Channel.API if api else Channel.WEB, action=action[:60],
@@ -118,7 +132,7 @@ class AuditMiddleware:
         response = self.get_response(request)
         try:
             record_request(request, response, user_before)
-        except DatabaseError:
+        except Exception:  # noqa: BLE001 - the answer stands; the failure is logged loudly
             logger.exception("could not write the audit record of %s %s", request.method, request.path)
         return response
 
@@ -137,14 +151,19 @@ def console_closed(event_id: int, *, detail: str = "") -> None:
     AuditEvent.objects.filter(pk=event_id, ended_at__isnull=True).update(ended_at=timezone.now(), detail=detail)
 
 
-def console_refused(*, user: Any, instance_id: int, address: str | None, code: int, path: str) -> None:
-    """A console socket closed before opening (not signed in, or not the user's instance)."""
+_CONSOLE_REFUSALS = {4401: "not signed in", 4403: "the user's role only allows reading", 4404: "no such instance"}
+
+
+def console_refused(*, user: Any, instance_id: int, address: str | None, code: int, path: str,
+                    tenant: tuple[int, str] | None = None) -> None:
+    """A console socket closed before opening; tenant (id, name) only when the instance is the user's to see."""
     signed_in = user is not None and user.is_authenticated
     AuditEvent.objects.create(
         user=user if signed_in else None, username=user.get_username() if signed_in else "",
+        tenant_id=tenant[0] if tenant else None, tenant_name=tenant[1] if tenant else "",
         channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance_id),
         address=address, result=AuditResult.REFUSED, status_code=code, path=path[:500],
-        detail="not signed in" if code == 4401 else "no such instance",
+        detail=_CONSOLE_REFUSALS.get(code, ""),
     )
 
 

@@ -24,6 +24,8 @@ class APITokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed("This token has been revoked.")
         if token.expires_at is not None and token.expires_at <= now:
             raise exceptions.AuthenticationFailed("This token has expired.")
+        if token.tenant_id is None and not token.user.is_staff:
+            raise exceptions.AuthenticationFailed("This platform-wide token's user is no longer a platform admin.")
         if (token.tenant_id is not None and not token.user.is_staff
                 and not Membership.objects.filter(user_id=token.user_id, tenant_id=token.tenant_id).exists()):
             raise exceptions.AuthenticationFailed("This token's user is no longer a member of its tenant.")

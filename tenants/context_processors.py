@@ -1,4 +1,4 @@
-from cloudpanel.scoping import scope_of
+from cloudpanel.scoping import NoSuchTenant, scope_of
 from tenants.models import Tenant
 
 
@@ -6,7 +6,10 @@ def tenancy(request) -> dict:
     """The header's tenant switcher: the current scope and the tenants one can switch to."""
     if not request.user.is_authenticated:
         return {}
-    scope = scope_of(request)
+    try:
+        scope = scope_of(request)
+    except NoSuchTenant:  # an HTML page of the API asked for a tenant that isn't the user's
+        return {}
     current = scope.tenant
     return {
         "scope": scope,

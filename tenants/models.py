@@ -60,11 +60,6 @@ class Quota(models.Model):
         return f"quota of {self.tenant_id}"
 
 
-class APITokenQuerySet(TenantScopedQuerySet):
-    def usable(self) -> "APITokenQuerySet":
-        return self.filter(revoked_at__isnull=True).exclude(expires_at__lte=timezone.now())
-
-
 class APIToken(models.Model):
     """A user's API token, bound to one tenant; only its SHA-256 digest is stored, the key is shown once.
 
@@ -81,7 +76,7 @@ class APIToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
-    objects = APITokenQuerySet.as_manager()
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

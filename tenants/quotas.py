@@ -52,6 +52,15 @@ class Line:
         return self.limit is not None and self.used > self.limit
 
 
+def lock_tenant(tenant_id: int) -> None:
+    """Lock the tenant's row until the transaction ends: one quota or membership change at a time.
+
+    FOR NO KEY UPDATE, so rows that merely reference the tenant (audit rows, instances of
+    other requests already checked) can still be written meanwhile.
+    """
+    Tenant.objects.select_for_update(no_key=True).filter(pk=tenant_id).values_list("pk", flat=True).get()
+
+
 def default_limits() -> dict[str, int | None]:
     """The limits a new tenant starts with (settings.CLOUDPANEL_DEFAULT_QUOTA)."""
     configured = settings.CLOUDPANEL_DEFAULT_QUOTA
@@ -89,7 +98,7 @@ def check(*, tenant: Tenant, request: dict[str, int]) -> None:
     Call inside the transaction that creates the resource: the tenant row stays locked
     until it commits.
     """
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).get()
+    lock_tenant(tenant.pk)
     quota = quota_of(tenant)
     used = usage_of([tenant.pk])[tenant.pk]
     broken = []

@@ -1,4 +1,3 @@
-from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from tenants.choices import Role
@@ -53,12 +52,6 @@ class MembershipCreateSerializer(serializers.Serializer):
     tenant = serializers.IntegerField(required=False)
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
-
-    def validate_username(self, value: str):
-        user = get_user_model().objects.filter(username=value, is_active=True).first()
-        if user is None:
-            raise serializers.ValidationError("No active user with this name.")
-        return user
 
 
 class RoleSerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from django.utils import timezone
 from tenants.choices import Role
 from tenants.exceptions import InvalidMembership, InvalidTenant, InvalidToken
 from tenants.models import APIToken, Membership, Quota, Tenant
-from tenants.quotas import RESOURCES, default_limits, quota_of
+from tenants.quotas import RESOURCES, default_limits, lock_tenant, quota_of
 
 
 def create_tenant(*, name: str) -> Tenant:
@@ -32,7 +32,7 @@ def create_tenant(*, name: str) -> Tenant:
 @transaction.atomic
 def set_quota(*, tenant: Tenant, limits: dict[str, int | None]) -> Quota:
     """Set a tenant's limits. Lowering one below current use keeps what exists and refuses new requests."""
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).get()
+    lock_tenant(tenant.pk)
     quota = quota_of(tenant)
     for resource in RESOURCES:
         if resource.key in limits:
@@ -46,17 +46,18 @@ def add_member(*, tenant: Tenant, user: AbstractBaseUser, role: str = Role.MEMBE
     """Give a user a role in a tenant (or change it)."""
     if role not in Role.values:
         raise InvalidMembership(f"unknown role '{role}'")
-    existing = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
+    lock_tenant(tenant.pk)
+    existing = Membership.objects.filter(tenant=tenant, user=user).first()
     if existing is not None:
         return set_role(membership=existing, role=role)
     return Membership.objects.create(tenant=tenant, user=user, role=role)
 
 
 def _keep_an_admin(membership: Membership) -> None:
-    """Refuse a change that would leave a tenant that has admins with none."""
+    """Refuse a change that would leave a tenant that has admins with none (call with the tenant locked)."""
     if membership.role != Role.ADMIN:
         return
-    others = Membership.objects.select_for_update().filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
+    others = Membership.objects.filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
     if not others.exclude(pk=membership.pk).exists():
         raise InvalidMembership(f"{membership.user} is the last admin of {membership.tenant}; "
                                 "make someone else an admin first")
@@ -67,6 +68,8 @@ def set_role(*, membership: Membership, role: str) -> Membership:
     """Change a member's role."""
     if role not in Role.values:
         raise InvalidMembership(f"unknown role '{role}'")
+    lock_tenant(membership.tenant_id)
+    membership.refresh_from_db(fields=["role"])
     if role != Role.ADMIN:
         _keep_an_admin(membership)
     membership.role = role
@@ -77,6 +80,8 @@ def set_role(*, membership: Membership, role: str) -> Membership:
 @transaction.atomic
 def remove_member(*, membership: Membership) -> None:
     """Take a user out of a tenant; their tokens for it stop working at once."""
+    lock_tenant(membership.tenant_id)
+    membership.refresh_from_db(fields=["role"])
     _keep_an_admin(membership)
     APIToken.objects.filter(user_id=membership.user_id, tenant_id=membership.tenant_id,
                             revoked_at__isnull=True).update(revoked_at=timezone.now())

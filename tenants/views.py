@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
@@ -18,7 +18,7 @@ from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import SESSION_TENANT, resolve_scope, scope_of
 from tenants import audit, services
 from tenants.api import visible_audit, visible_tokens
-from tenants.choices import Role
+from tenants.choices import AuditResult, Role
 from tenants.exports import audit_csv_rows
 from tenants.filtersets import AuditFilterSet
 from tenants.forms import MemberForm, QuotaForm, RoleForm, TenantForm, TokenForm
@@ -40,7 +40,7 @@ def tenant_list(request):
     scope = scope_of(request)
     form = TenantForm(request.POST or None)
     if request.method == "POST":
-        audit.note(request, action="tenant.create")
+        audit.note(request, action="tenant.create", platform=True)
         if not scope.admin:
             raise PermissionDenied("Only platform admins create tenants.")
         if form.is_valid():
@@ -198,9 +198,6 @@ def _page_after_switch(target: str, scope) -> str:
     return path if name in _LIST_PAGES or (name == "audit-list" and can_audit) else reverse("overview")
 
 
-_NEW_TOKEN = "cloudpanel_new_token"
-
-
 @login_required
 def token_list(request):
     scope = scope_of(request)
@@ -221,13 +218,11 @@ def token_list(request):
             except DomainError as exc:
                 form.add_error(None, str(exc))
             else:
-                audit.note(request, target=token, tenant=token.tenant)
-                # Shown by the next page once, then gone: a reload cannot create a second token.
-                request.session[_NEW_TOKEN] = {"id": token.pk, "key": key}
-                return redirect("token-list")
-    new = request.session.pop(_NEW_TOKEN, None)
-    if new is not None:
-        created = {"token": visible_tokens(scope).filter(pk=new["id"]).first(), "key": new["key"]}
+                # The key goes out in this answer only (not stored anywhere, not cached).
+                audit.note(request, target=token, tenant=token.tenant, result=AuditResult.OK)
+                created = {"token": token, "key": key}
+                form = TokenForm(tenants=tenants, platform_wide=scope.admin,
+                                 initial={"tenant": scope.tenant.pk if scope.tenant else None})
     page = Paginator(visible_tokens(scope), 50).get_page(request.GET.get("page"))
     response = render(request, "tenants/tokens.html", {"page": page, "form": form, "created": created})
     if created:
@@ -256,15 +251,17 @@ def _audit_events(request):
 @login_required
 def audit_list(request):
     filterset = _audit_events(request)
-    page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
-    scope = scope_of(request)
-    tenants = Tenant.objects.all() if scope.admin and scope.tenant is None else None
-    return render(request, "tenants/audit.html", {"filter": filterset, "page": page, "tenants": tenants})
+    events = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(request, "tenants/audit.html", {"filter": filterset, "page": page})
 
 
 @login_required
 def audit_export(request):
     filterset = _audit_events(request)
+    if not filterset.is_valid():
+        reasons = "; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items())
+        return HttpResponseBadRequest(f"Invalid filter: {reasons}", content_type="text/plain")
     response = StreamingHttpResponse(audit_csv_rows(filterset.qs), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="cloudpanel-audit.csv"'
     return response

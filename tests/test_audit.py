@@ -95,9 +95,11 @@ def test_sign_in_attempts_and_sign_out_are_audited(client):
     client.post("/login/", {"username": user.username, "password": "wrong"}, REMOTE_ADDR="192.0.2.5")
     client.post("/login/", {"username": user.username, "password": "right-password-1"}, REMOTE_ADDR="192.0.2.5")
     client.post("/logout/")
-    rows = list(AuditEvent.objects.order_by("id").values_list("action", "username", "result"))
-    assert rows == [("login", user.username, "refused"), ("login", user.username, "ok"),
-                    ("logout", user.username, "ok")]
+    rows = list(AuditEvent.objects.order_by("id").values_list("action", "username", "result", "address"))
+    assert rows == [("login", "", "refused", "192.0.2.5"), ("login", user.username, "ok", "192.0.2.5"),
+                    ("logout", user.username, "ok", "127.0.0.1")]
+    # The name a failed attempt gave is kept as what it is: a claim
+    assert AuditEvent.objects.order_by("id").first().detail == f"user name given: {user.username}"
 
 
 def test_console_sessions_are_audited_with_their_duration(member, tenant, host):
@@ -178,3 +180,19 @@ def test_audit_log_is_for_admins_and_each_tenant_admin_sees_their_own(client, ho
     assert client.get("/audit/export.csv").status_code == 403
     client.force_login(boss_a)
     assert {e.tenant_id for e in client.get("/audit/").context["page"].object_list} == {a.pk}
+
+
+def test_bad_time_filters_are_refused_clearly_and_a_plain_until_date_includes_that_day(client, admin_api,
+                                                                                      admin_user):
+    from django.utils import timezone
+
+    AuditEvent.objects.create(channel="web", action="marker.today", result="ok")
+    today = timezone.now().date().isoformat()
+    client.force_login(admin_user)
+    for bad in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00+05:00", "not-a-time"):
+        page = client.get("/audit/", {"since": bad})
+        assert page.status_code == 200 and page.context["filter"].errors and not page.context["page"].object_list
+        assert client.get("/audit/export.csv", {"since": bad}).status_code == 400
+        assert admin_api.get("/api/v1/audit/", {"since": bad}).status_code == 400
+    listed = client.get("/audit/", {"until": today, "action": "marker"}).context["page"].object_list
+    assert [e.action for e in listed] == ["marker.today"]

@@ -164,7 +164,7 @@ def test_tenant_self_service_quota_tokens_members_and_audit(server):
         key = page.locator("#token-key").input_value()
         assert len(key) == 40
         page.screenshot(path=SCREENSHOTS / "tokens.png", full_page=True)
-        page.reload()
+        page.goto(f"{server}/tokens/")
         expect(page.locator("#tokens")).to_contain_text("deploy-script")
         assert key not in page.content()
         # And the audit log shows what they did

@@ -220,7 +220,7 @@ MATRIX: dict[str, list[Case]] = {
     "token-list": [
         Case("GET", None, listing(P, visible_own=(MEMBER, TADMIN, ADMIN)), marker="token"),
         # A token for another tenant: the form does not offer it (the page comes back with the error).
-        Case("POST", None, create_in(P, (302, "/tokens/"), roles=(VIEWER, MEMBER, TADMIN), refused_own=200,
+        Case("POST", None, create_in(P, 200, roles=(VIEWER, MEMBER, TADMIN), refused_own=200,
                                      refused_other=200),
              body=lambda w, x: {"name": "matrix", "tenant": w[x]["tenant"].pk, "expires_in_days": 5}),
     ],
@@ -272,7 +272,8 @@ MATRIX: dict[str, list[Case]] = {
                           Case("PATCH", "membership", manage(A, 200), body=lambda w, x: {"role": "member"}),
                           Case("DELETE", "membership", manage(A, 204))],
     "api-token-list": [Case("GET", None, listing(A, visible_own=(MEMBER, TADMIN, ADMIN)), marker="token"),
-                       Case("POST", None, signed_in(A, 201), body=lambda w, x: {"name": "matrix"})],
+                       # Tokens are made from a signed-in session, never with a token (tests/test_tenants.py).
+                       Case("POST", None, signed_in(A, 403), body=lambda w, x: {"name": "matrix"})],
     "api-token-detail": [Case("GET", "token", token_read(A)),
                          Case("DELETE", "token", lambda role, which: (
                              Cell(204) if token_read(A)(role, which).status == 200 else token_read(A)(role, which)))],
@@ -459,3 +460,34 @@ def test_websocket_isolation_matrix():
                 if got != expect(role, which):
                     failures.append(f"{path} as {role} on {which}: got {got}, expected {expect(role, which)}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.django_db
+def test_filters_answer_the_same_for_another_tenants_id_as_for_no_such_id():
+    world = build_world()
+    other, missing = world[OTHER], 10**9
+    other_user = other["users"][MEMBER]
+    probes = [  # (role, api, url template, the other tenant's id)
+        (MEMBER, True, "/api/v1/instances/?host={}", world["host"].pk + 10**6),
+        (MEMBER, True, "/api/v1/instances/?tenant={}", other["tenant"].pk),
+        (MEMBER, True, "/api/v1/actions/?instance={}", other["instance"].pk),
+        (MEMBER, True, "/api/v1/actions/?user={}", other_user.pk),
+        (MEMBER, True, "/api/v1/members/?tenant={}", other["tenant"].pk),
+        (MEMBER, True, "/api/v1/members/?role=member&user={}", other_user.pk),
+        (TADMIN, True, "/api/v1/audit/?tenant={}", other["tenant"].pk),
+        (MEMBER, False, "/instances/?tenant={}", other["tenant"].pk),
+        (MEMBER, False, "/instances/?host={}", world["host"].pk + 10**6),
+        (TADMIN, False, "/audit/?tenant={}", other["tenant"].pk),
+    ]
+    for role, api, template, foreign_id in probes:
+        client = client_for(role, world, api)
+        foreign, nothing = client.get(template.format(foreign_id)), client.get(template.format(missing))
+        assert foreign.status_code == nothing.status_code, template
+        if api and foreign.status_code == 200:
+            assert foreign.json() == nothing.json(), template
+        elif not api:
+            assert foreign.context["page"].object_list == [] or list(foreign.context["page"].object_list) == list(
+                nothing.context["page"].object_list), template
+    # And the API answers JSON only: no browsable pages whose filter forms list other tenants' rows
+    response = client_for(MEMBER, world, True).get("/api/v1/actions/", HTTP_ACCEPT="text/html")
+    assert response["Content-Type"].startswith("application/json") or response.status_code == 406

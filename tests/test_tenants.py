@@ -244,14 +244,18 @@ def test_quota_is_set_by_platform_admins_only(client, tenant, admin_api):
 
 def test_token_created_on_the_page_is_shown_once_and_stored_hashed(client, member, tenant, host):
     client.force_login(member)
-    response = client.post("/tokens/", {"name": "ci", "tenant": tenant.pk, "expires_in_days": 30}, follow=True)
-    assert response.redirect_chain == [("/tokens/", 302)] and response["Cache-Control"] == "no-store"
+    response = client.post("/tokens/", {"name": "ci", "tenant": tenant.pk, "expires_in_days": 30})
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     key = response.context["created"]["key"]
     token = APIToken.objects.get(name="ci")
     assert token.digest == APIToken.digest_of(key) and token.tenant == tenant
     assert not APIToken.objects.filter(digest=key).exists() and not APIToken.objects.filter(prefix=key).exists()
     assert token.expires_at - timezone.now() > timedelta(days=29)
     assert key not in client.get("/tokens/").content.decode() and key not in str(dict(client.session))
+    assert AuditEvent.objects.get(action="token.create").result == "ok"
+    # A tenant the user is not in is not offered
+    response = client.post("/tokens/", {"name": "sneaky", "tenant": make_tenant().pk})
+    assert "Select a valid choice" in response.content.decode() and not APIToken.objects.filter(name="sneaky")
     # The key works in Authorization: Token …
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
@@ -278,7 +282,11 @@ def test_expired_and_revoked_tokens_are_401(member, tenant):
 
 
 def test_token_api_returns_the_key_once_and_binds_it_to_one_of_your_tenants(member, tenant):
-    api = token_client(member, tenant)
+    # A token cannot make tokens (they would outlive its expiry or revocation)
+    response = token_client(member, tenant).post("/api/v1/tokens/", {"name": "child"}, format="json")
+    assert response.status_code == 403 and not APIToken.objects.filter(name="child").exists()
+    api = APIClient()
+    api.force_login(member)
     response = api.post("/api/v1/tokens/", {"name": "script"}, format="json")
     assert response.status_code == 201 and len(response.json()["key"]) == 40
     assert response.json()["tenant"] == tenant.pk

@@ -47,8 +47,12 @@ class Command(BaseCommand):
         else:
             mode = "web only (run the worker and listener as their own processes)"
         self.stdout.write(f"CloudPanel on http://{host}:{port}/ — {mode}")
+        # Behind a proxy, the client's address (audit log, sign-in lock-out) comes from its header.
+        proxied = {"proxy_forwarded_address_header": "X-Forwarded-For",
+                   "proxy_forwarded_port_header": "X-Forwarded-Port"} if settings.CLOUDPANEL_BEHIND_PROXY else {}
         Server(
             application=get_default_application(),
             endpoints=build_endpoint_description_strings(host=host, port=port),
             verbosity=0,
+            **proxied,
         ).run()
