@@ -34,7 +34,8 @@ from hosts import domain_xml, hypervisor  # noqa: E402
 from hosts.models import Host  # noqa: E402
 from instances.models import Instance  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
-from tenants.services import create_api_token  # noqa: E402
+from tenants.quotas import RESOURCES  # noqa: E402
+from tenants.services import create_api_token, set_quota  # noqa: E402
 
 URI = "test+unix:///default"
 COUNT = int(os.environ.get("BENCH_COUNT", "200"))
@@ -109,6 +110,7 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
 def main() -> None:
     user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True})
     tenant, _ = Tenant.objects.get_or_create(name="bench")
+    set_quota(tenant=tenant, limits={r.key: None for r in RESOURCES})  # 200 instances: no quota in the way
     Instance.objects.all().delete()
     Host.objects.all().delete()
     Host.objects.create(name="bench-test", uri=URI, technology="test", state="online", cpus=10_000,

@@ -172,8 +172,9 @@ def _set_status(instance: Instance, status: str, cause: str, *, action: Instance
 def finish_action(action_id: int, *, observed: str) -> None:
     """The task's hypervisor call worked: record the observed status and free the instance."""
     with transaction.atomic():
-        # One statement locks the action and its instance.
-        action = InstanceAction.objects.select_for_update().select_related("instance").filter(pk=action_id).first()
+        # One statement locks the action and its instance (and reads, unlocked, what the audit row names).
+        action = (InstanceAction.objects.select_for_update(of=("self", "instance"))
+                  .select_related("instance__tenant", "user").filter(pk=action_id).first())
         if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
             return
         instance = action.instance
@@ -198,8 +199,9 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
     leaves the instance in error so that it can be retried or deleted.
     """
     with transaction.atomic():
-        # One statement locks the action and its instance.
-        action = InstanceAction.objects.select_for_update().select_related("instance").filter(pk=action_id).first()
+        # One statement locks the action and its instance (and reads, unlocked, what the audit row names).
+        action = (InstanceAction.objects.select_for_update(of=("self", "instance"))
+                  .select_related("instance__tenant", "user").filter(pk=action_id).first())
         if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
             return
         instance = action.instance

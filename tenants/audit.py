@@ -43,11 +43,14 @@ def note(request: Any, *, action: str | None = None, target: models.Model | None
         values["target_id"] = str(target.pk)
         values["target_name"] = str(target)[:200]
         if isinstance(target, Tenant):
-            values["tenant_id"] = target.pk
+            values["tenant_id"], values["tenant_name"] = target.pk, target.name
         elif getattr(target, "tenant_id", None) is not None:
             values["tenant_id"] = target.tenant_id
+            cached = target._state.fields_cache.get("tenant")
+            if cached is not None:
+                values["tenant_name"] = cached.name
     if tenant is not None:
-        values["tenant_id"] = tenant.pk
+        values["tenant_id"], values["tenant_name"] = tenant.pk, tenant.name
     if result:
         values["result"] = result
     if detail:
@@ -89,11 +92,11 @@ def record_request(request: HttpRequest, response: HttpResponse, user_before: An
     match = request.resolver_match
     api = request.path.startswith("/api/")
     action = values.pop("action", None) or (match.url_name if match and match.url_name else "request")
-    tenant_id = values.pop("tenant_id", None)
+    tenant_id, tenant_name = values.pop("tenant_id", None), values.pop("tenant_name", "")
     scope = request.__dict__.get("cloudpanel_scope")
     # Nothing named: the request was about the tenant it acted in (say, another tenant's id, refused).
     if tenant_id is None and not values.get("target_id") and not platform and scope is not None and scope.tenant:
-        tenant_id = scope.tenant.pk
+        tenant_id, tenant_name = scope.tenant.pk, scope.tenant.name
     if not values.get("target_id") and match:
         for key in ("pk", "instance_id"):
             if key in match.kwargs:
@@ -107,11 +110,15 @@ def record_request(request: HttpRequest, response: HttpResponse, user_before: An
     elif match is not None and match.url_name == "login":
         # What an anonymous caller typed is a claim, not an identity: it goes in the detail.
         detail = f"user name given: {str(request.POST.get('username', ''))[:150]}"
-    tenant_name = Tenant.objects.filter(pk=tenant_id).values_list("name", flat=True).first() if tenant_id else ""
-    on_behalf = _on_behalf(user, tenant_id)
+    if tenant_id and not tenant_name:
+        tenant_name = Tenant.objects.filter(pk=tenant_id).values_list("name", flat=True).first() or ""
+    if scope is not None and scope.user == user:
+        on_behalf = bool(scope.admin and tenant_id and tenant_id not in scope.roles)
+    else:
+        on_behalf = _on_behalf(user, tenant_id)
     result = values.pop("result", None) or _result_of(request, response, api)
     return AuditEvent.objects.create(
-        user=user, username=username, tenant_id=tenant_id if tenant_name else None, tenant_name=tenant_name or "",
+        user=user, username=username, tenant_id=tenant_id if tenant_name else None, tenant_name=tenant_name,
         on_behalf=on_behalf, channel=Channel.API if api else Channel.WEB, action=action[:60],
         method=request.method or "", path=request.path[:500], address=request.META.get("REMOTE_ADDR") or None,
         result=result, status_code=response.status_code, detail=detail[:2000], **values,
@@ -177,8 +184,7 @@ def operation_finished(*, action: Any, instance: Any, error: str = "") -> None:
     user = action.user
     AuditEvent.objects.create(
         user=user, username=user.get_username() if user else "", tenant_id=instance.tenant_id,
-        tenant_name=Tenant.objects.filter(pk=instance.tenant_id).values_list("name", flat=True).first() or "",
-        on_behalf=_on_behalf(user, instance.tenant_id), channel=Channel.WORKER,
+        tenant_name=instance.tenant.name, on_behalf=_on_behalf(user, instance.tenant_id), channel=Channel.WORKER,
         action=f"instance.{action.operation}", target_type="instance", target_id=str(instance.pk),
         target_name=instance.name, result=AuditResult.FAILED if error else AuditResult.OK, detail=error[:2000],
     )
