@@ -108,7 +108,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self._refused(user, instance_id, NOT_FOUND)
             return
         if not scope.can_operate(row["tenant_id"]):
-            await self._refused(user, instance_id, FORBIDDEN, tenant=(row["tenant_id"], row["tenant__name"]))
+            await self._refused(user, instance_id, FORBIDDEN, tenant=(row["tenant_id"], row["tenant__name"]),
+                                name=row["name"])
             return
         self.uri, self.domain_uuid = row["host__uri"], str(row["uuid"])
         self.audit_id = await database_sync_to_async(audit.console_opened)(
@@ -125,11 +126,12 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=f"\r\n[console unavailable: {exc}]\r\n")
             await self.close(code=CONSOLE_UNAVAILABLE)
 
-    async def _refused(self, user, instance_id: int, code: int, tenant: tuple[int, str] | None = None) -> None:
+    async def _refused(self, user, instance_id: int, code: int, tenant: tuple[int, str] | None = None,
+                       name: str = "") -> None:
         """Record the refusal, then close before anything opens."""
         await database_sync_to_async(audit.console_refused)(
             user=user, instance_id=instance_id, address=address_of(self), code=code, path=self.scope["path"],
-            tenant=tenant,
+            tenant=tenant, name=name,
         )
         await self.close(code=code)
 

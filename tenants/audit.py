@@ -162,14 +162,14 @@ _CONSOLE_REFUSALS = {4401: "not signed in", 4403: "the user's role only allows r
 
 
 def console_refused(*, user: Any, instance_id: int, address: str | None, code: int, path: str,
-                    tenant: tuple[int, str] | None = None) -> None:
-    """A console socket closed before opening; tenant (id, name) only when the instance is the user's to see."""
+                    tenant: tuple[int, str] | None = None, name: str = "") -> None:
+    """A console socket closed before opening; tenant (id, name) and name only when the user may see the instance."""
     signed_in = user is not None and user.is_authenticated
     AuditEvent.objects.create(
         user=user if signed_in else None, username=user.get_username() if signed_in else "",
         tenant_id=tenant[0] if tenant else None, tenant_name=tenant[1] if tenant else "",
         channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance_id),
-        address=address, result=AuditResult.REFUSED, status_code=code, path=path[:500],
+        target_name=name, address=address, result=AuditResult.REFUSED, status_code=code, path=path[:500],
         detail=_CONSOLE_REFUSALS.get(code, ""),
     )
 

@@ -47,6 +47,7 @@ def test_a_user_in_two_tenants_switches_between_them_in_the_header(client, host)
     assert [i.pk for i in client.get("/instances/").context["page"].object_list] == [in_b.pk]
     detail = client.get(f"/instances/{in_b.pk}/")
     assert detail.status_code == 200 and detail.context["can_operate"] is False
+    assert 'id="terminal"' not in detail.content.decode() and "only allows reading" in detail.content.decode()
     # And a tenant they are not in cannot be chosen, nor an outside address as the next page
     other = make_tenant()
     response = client.post("/tenants/switch/", {"tenant": other.pk, "next": "https://evil.example/"}, follow=True)
