@@ -63,13 +63,14 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(request=InstanceCreateSerializer, responses={202: ActionSerializer})
     def create(self, request):
+        # Before validation, which would say whether the host id exists.
+        if hasattr(request.data, "get") and request.data.get("host") not in (None, "") and not self.scope.admin:
+            raise ValidationError({"host": ["Only platform admins choose a host; leave it out for placement."]})
         data = InstanceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         tenant = resolve_tenant(self.scope, values.pop("tenant", None))
         audit.note(request, tenant=tenant)
-        if values.get("host") is not None and not self.scope.admin:
-            raise ValidationError({"host": ["Only platform admins choose a host; leave it out for placement."]})
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)

@@ -311,3 +311,12 @@ def test_tokens_are_private_to_their_user_except_for_the_tenants_admins(tenant):
     assert token_client(boss, tenant).delete(f"/api/v1/tokens/{token.pk}/").status_code == 204
     token.refresh_from_db()
     assert token.state == "revoked"
+
+
+def test_ids_of_platform_objects_in_a_members_body_are_refused(member_api, host):
+    # A member may not pick the host: placement does (with a host id in the body: 400, nothing created)
+    response = create(member_api, host=host.pk)
+    assert response.status_code == 400 and "Only platform admins choose a host" in str(response.json())
+    assert create(member_api, host=10**9).json() == response.json()  # same answer: no hint whether it exists
+    assert member_api.post("/api/v1/instances/", [1, 2], format="json").status_code == 400
+    assert not Instance.objects.exists()
