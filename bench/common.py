@@ -3,6 +3,7 @@
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +47,21 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         if index == 0:
             print("  ".join("-" * width for width in widths))
+
+
+def measure_get(client, url: str, repeats: int, **headers) -> tuple[list[float], list[str], object]:
+    """Server times of `repeats` GETs (after a warm-up), then the SQL and the response of one more."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url, **headers)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        response = client.get(url, **headers)
+        times.append(time.perf_counter() - start)
+        assert response.status_code == 200, response.status_code
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, **headers)
+    assert response.status_code == 200, response.status_code
+    return times, [query["sql"] for query in queries.captured_queries], response

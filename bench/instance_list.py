@@ -6,17 +6,14 @@ time(100) <= 2, a constant number of queries.
 Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/instance_list.py
 """
 
-import time
 from unittest import mock
 
-from common import print_table, setup_django, summary
+from common import measure_get, print_table, setup_django, summary
 
 setup_django()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from hosts.models import Host  # noqa: E402
 from instances.models import Instance  # noqa: E402
@@ -24,19 +21,6 @@ from tenants.models import Tenant  # noqa: E402
 from tenants.services import create_api_token  # noqa: E402
 
 REPEATS = 60
-
-
-def measure(client: Client, url: str, **headers) -> tuple[list[float], int]:
-    client.get(url, **headers)  # warm up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        response = client.get(url, **headers)
-        times.append(time.perf_counter() - start)
-        assert response.status_code == 200
-    with CaptureQueriesContext(connection) as queries:
-        client.get(url, **headers)
-    return times, len(queries)
 
 
 def main() -> None:
@@ -58,7 +42,8 @@ def main() -> None:
             )
             for label, url, headers in (("API /api/v1/instances/", "/api/v1/instances/", {
                 "HTTP_AUTHORIZATION": f"Token {key}"}), ("page /instances/", "/instances/", {})):
-                times, queries = measure(client, url, **headers)
+                times, sql, _response = measure_get(client, url, REPEATS, **headers)
+                queries = len(sql)
                 p50, p95, _mean = summary(times)
                 results[(label, count)] = p95
                 rows.append([label, count, queries, p50, p95])

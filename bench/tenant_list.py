@@ -19,10 +19,9 @@ Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python b
 
 import re
 import sys
-import time
 from unittest import mock
 
-from common import print_table, setup_django, summary
+from common import measure_get, print_table, setup_django, summary
 
 setup_django()
 
@@ -30,7 +29,6 @@ from axes.models import AccessLog  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from hosts.models import Host  # noqa: E402
 from instances.models import Instance  # noqa: E402
@@ -45,20 +43,6 @@ TENANT_ADMIN, PLATFORM_ADMIN = "tenant admin", "platform admin"
 API, PAGE = "API /api/v1/instances/", "page /instances/"
 PAGE_SIZE = 50
 
-
-def measure(client: Client, url: str, **headers):
-    """Server times of REPEATS requests, then the SQL and the response of one more."""
-    client.get(url, **headers)  # warm up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        response = client.get(url, **headers)
-        times.append(time.perf_counter() - start)
-        assert response.status_code == 200, response.status_code
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get(url, **headers)
-    assert response.status_code == 200, response.status_code
-    return times, [query["sql"] for query in queries.captured_queries], response
 
 
 def check_visible(endpoint: str, response, expected: int, own: Tenant | None, others: list[Tenant]) -> None:
@@ -133,7 +117,7 @@ def main() -> None:
                 for (role, endpoint), (client, url, headers) in clients.items():
                     mine = role == TENANT_ADMIN
                     expected = per_tenant if mine else total
-                    durations, queries, response = measure(client, url, **headers)
+                    durations, queries, response = measure_get(client, url, REPEATS, **headers)
                     check_visible(endpoint, response, expected, own if mine else None, others)
                     p50, p95, _mean = summary(durations)
                     times[(per_tenant, role, endpoint)] = p95

@@ -70,19 +70,20 @@ def tenant_detail(request, pk: int):
     })
 
 
-def _managed_tenant(request, pk: int, action: str) -> Tenant:
+def _managed(request, queryset, pk: int, action: str):
+    """The tenant or membership pk in the request's scope (else 404), which the user must manage (else 403)."""
     scope = scope_of(request)
-    tenant = get_object_or_404(Tenant.objects.in_scope(scope), pk=pk)
-    audit.note(request, action=action, target=tenant)
-    if not scope.can_manage(tenant.pk):
+    obj = get_object_or_404(queryset.in_scope(scope), pk=pk)
+    audit.note(request, action=action, target=obj)
+    if not scope.can_manage(obj.pk if isinstance(obj, Tenant) else obj.tenant_id):
         raise PermissionDenied("Only the tenant's admins may do this.")
-    return tenant
+    return obj
 
 
 @login_required
 @require_POST
 def tenant_quota(request, pk: int):
-    tenant = _managed_tenant(request, pk, "tenant.quota")
+    tenant = _managed(request, Tenant.objects.all(), pk, "tenant.quota")
     if not scope_of(request).admin:
         raise PermissionDenied("Only platform admins set quotas.")
     form = QuotaForm(request.POST)
@@ -99,7 +100,7 @@ def tenant_quota(request, pk: int):
 @login_required
 @require_POST
 def member_add(request, pk: int):
-    tenant = _managed_tenant(request, pk, "member.create")
+    tenant = _managed(request, Tenant.objects.all(), pk, "member.create")
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
@@ -118,19 +119,10 @@ def member_add(request, pk: int):
     return redirect("tenant-detail", pk=tenant.pk)
 
 
-def _managed_membership(request, pk: int, action: str) -> Membership:
-    scope = scope_of(request)
-    membership = get_object_or_404(Membership.objects.in_scope(scope).select_related("user", "tenant"), pk=pk)
-    audit.note(request, action=action, target=membership)
-    if not scope.can_manage(membership.tenant_id):
-        raise PermissionDenied("Only the tenant's admins may do this.")
-    return membership
-
-
 @login_required
 @require_POST
 def member_update(request, pk: int):
-    membership = _managed_membership(request, pk, "member.update")
+    membership = _managed(request, Membership.objects.select_related("user", "tenant"), pk, "member.update")
     form = RoleForm(request.POST)
     try:
         if not form.is_valid():
@@ -147,7 +139,7 @@ def member_update(request, pk: int):
 @login_required
 @require_POST
 def member_remove(request, pk: int):
-    membership = _managed_membership(request, pk, "member.delete")
+    membership = _managed(request, Membership.objects.select_related("user", "tenant"), pk, "member.delete")
     try:
         services.remove_member(membership=membership)
     except DomainError as exc:
