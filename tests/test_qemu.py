@@ -15,6 +15,7 @@ from hosts.choices import HostState
 from instances import services
 from instances.choices import ActionStatus, Status
 from instances.models import Instance
+from tenants.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
 
@@ -85,6 +86,9 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
         return instance
 
     instance = scenario()
+    # Both console sessions are in the audit log, opened and closed
+    sessions = AuditEvent.objects.filter(action="console.open", target_id=str(instance.pk), result="ok")
+    assert sessions.count() == 2 and all(s.ended_at and s.user == member for s in sessions)
     # When shut down gracefully, the guest powers itself off (ACPI)
     action = services.request_operation(instance=instance, operation="shutdown", user=member)
     action.refresh_from_db()
