@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "tenants",
     "hosts",
     "instances",
+    "images",
 ]
 
 MIDDLEWARE = [
