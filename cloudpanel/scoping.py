@@ -49,6 +49,11 @@ class Scope:
             return [self.tenant.pk]
         return None if self.admin else []
 
+    @property
+    def manages_current(self) -> bool:
+        """Platform admins, and the admins of the tenant acted in: they see its tokens and audit log."""
+        return self.admin or (self.tenant is not None and self.roles.get(self.tenant.pk) == "admin")
+
     def role_in(self, tenant_id: int) -> str | None:
         return self.roles.get(tenant_id)
 

@@ -69,9 +69,7 @@ def host_command(request, pk: int, command: str):
             messages.success(request, f"Host {host.name} removed.")
             return redirect("host-list")
         else:
-            messages.error(request, f"Unknown command '{command}'.")
-            audit.refused(request, "unknown command")
+            audit.refused(request, f"Unknown command '{command}'.")
     except DomainError as exc:
-        messages.error(request, str(exc))
         audit.refused(request, str(exc))
     return redirect("host-detail", pk=host.pk)

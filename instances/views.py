@@ -70,7 +70,7 @@ def instance_new(request):
             action = services.create_instance(user=request.user, **data)
         except DomainError as exc:
             form.add_error(None, str(exc))
-            audit.refused(request, str(exc))
+            audit.refused(request, str(exc), show=False)
         else:
             audit.note(request, target=action.instance)
             messages.success(request, f"Creating {action.instance.name}.")
@@ -101,13 +101,11 @@ def instance_operation(request, pk: int, operation: str):
         raise Http404("no such operation")
     audit.note(request, action=f"instance.{operation}", target=instance)
     if not scope.can_operate(instance.tenant_id):
-        messages.error(request, READ_ONLY)
         audit.refused(request, READ_ONLY)
     else:
         try:
             services.request_operation(instance=instance, operation=operation, user=request.user)
         except DomainError as exc:
-            messages.error(request, str(exc))
             audit.refused(request, str(exc))
     if operation == Operation.DELETE and instance.status == Status.DELETED:
         return redirect("instance-list")
@@ -121,13 +119,11 @@ def action_retry(request, pk: int):
     action = get_object_or_404(InstanceAction.objects.in_scope(scope).select_related("instance"), pk=pk)
     audit.note(request, action="action.retry", target=action.instance)
     if not scope.can_operate(action.instance.tenant_id):
-        messages.error(request, READ_ONLY)
         audit.refused(request, READ_ONLY)
     else:
         try:
             services.retry_action(action=action, user=request.user)
         except DomainError as exc:
-            messages.error(request, str(exc))
             audit.refused(request, str(exc))
     return redirect("instance-detail", pk=action.instance_id)
 

@@ -12,8 +12,8 @@ from cloudpanel.api import ScopedViewSetMixin
 from tenants import audit, services
 from tenants.exports import audit_csv_rows
 from tenants.filtersets import AuditFilterSet
-from tenants.models import APIToken, AuditEvent, Membership, Quota, Tenant
-from tenants.quotas import quota_of, usage_of
+from tenants.models import APIToken, AuditEvent, Membership, Tenant
+from tenants.quotas import quota_of, quotas_of, usage_of
 from tenants.serializers import (
     APITokenCreateSerializer,
     APITokenSerializer,
@@ -29,6 +29,7 @@ from tenants.serializers import (
 
 ADMINS_ONLY = "Only platform admins may do this."
 MANAGERS_ONLY = "Only the tenant's admins may do this."
+AUDITORS_ONLY = "Only platform admins and tenant admins see the audit log."
 
 
 class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -47,12 +48,8 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         return context
 
     def _serialize(self, tenants: list[Tenant], **kwargs):
-        ids = [t.pk for t in tenants]
-        quotas = {q.tenant_id: q for q in Quota.objects.filter(tenant_id__in=ids)}
-        for tenant in tenants:
-            if tenant.pk not in quotas:
-                quotas[tenant.pk] = quota_of(tenant)
-        context = {**self.get_serializer_context(), "quotas": quotas, "usage": usage_of(ids)}
+        context = {**self.get_serializer_context(), "quotas": quotas_of(tenants),
+                   "usage": usage_of([t.pk for t in tenants])}
         return TenantSerializer(tenants if kwargs.get("many") else tenants[0], context=context, **kwargs).data
 
     def list(self, request):
@@ -136,14 +133,6 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def visible_tokens(scope):
-    """A user's own tokens in the scope; a tenant's admins see all of its tokens."""
-    tokens = APIToken.objects.in_scope(scope).select_related("user", "tenant")
-    if scope.admin or (scope.tenant is not None and scope.can_manage(scope.tenant.pk)):
-        return tokens
-    return tokens.filter(user=scope.user)
-
-
 class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                       viewsets.GenericViewSet):
     """API tokens: the key is returned once, at creation; DELETE revokes."""
@@ -153,7 +142,7 @@ class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     audit_name = "token"
 
     def get_queryset(self):
-        return visible_tokens(self.scope)
+        return APIToken.objects.visible_in(self.scope)
 
     @extend_schema(request=APITokenCreateSerializer, responses={201: NewAPITokenSerializer})
     def create(self, request):
@@ -176,22 +165,11 @@ class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         return Response(NewAPITokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, pk=None):
-        token = self.get_object()
+        token = self.get_object()  # only one's own tokens, or a tenant admin's tenant's, are found
         if token.tenant_id is not None:
             audit.note(request, tenant=token.tenant)
-        if token.user_id != request.user.pk and not (
-            self.scope.admin or (token.tenant_id and self.scope.can_manage(token.tenant_id))
-        ):
-            raise PermissionDenied(MANAGERS_ONLY)
         services.revoke_api_token(token=token)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def visible_audit(scope):
-    """Platform admins see the whole log (or one tenant's); a tenant's admins see that tenant's."""
-    if not scope.admin and (scope.tenant is None or not scope.can_manage(scope.tenant.pk)):
-        return None
-    return AuditEvent.objects.in_scope(scope)
 
 
 class AuditViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -202,10 +180,9 @@ class AuditViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
     filterset_class = AuditFilterSet
 
     def get_queryset(self):
-        events = visible_audit(self.scope)
-        if events is None:
-            raise PermissionDenied("Only platform admins and tenant admins see the audit log.")
-        return events
+        if not self.scope.manages_current:
+            raise PermissionDenied(AUDITORS_ONLY)
+        return AuditEvent.objects.in_scope(self.scope)
 
     @extend_schema(responses={(200, "text/csv"): str})
     @action(detail=False, methods=["get"])

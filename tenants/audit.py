@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.contrib import messages
 from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -57,9 +58,11 @@ def note(request: Any, *, action: str | None = None, target: models.Model | None
         values["detail"] = detail
 
 
-def refused(request: Any, reason: str) -> None:
-    """The request was turned down with this reason (for pages that answer with a message)."""
+def refused(request: Any, reason: str, *, show: bool = True) -> None:
+    """A page turned the request down: record the reason and, unless the page shows it itself, tell the user."""
     note(request, result=AuditResult.REFUSED, detail=reason)
+    if show:
+        messages.error(request, reason)
 
 
 def _result_of(request: HttpRequest, response: HttpResponse, api: bool) -> str:

@@ -10,10 +10,7 @@ def tenancy(request) -> dict:
         scope = scope_of(request)
     except NoSuchTenant:  # an HTML page of the API asked for a tenant that isn't the user's
         return {}
-    current = scope.tenant
     return {
         "scope": scope,
         "switch_choices": Tenant.objects.all() if scope.admin else scope.tenants,
-        "can_manage_tenant": current is not None and scope.can_manage(current.pk),
-        "can_audit": scope.admin or (current is not None and scope.can_manage(current.pk)),
     }

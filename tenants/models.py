@@ -60,6 +60,13 @@ class Quota(models.Model):
         return f"quota of {self.tenant_id}"
 
 
+class APITokenQuerySet(TenantScopedQuerySet):
+    def visible_in(self, scope) -> "APITokenQuerySet":
+        """A user's own tokens in the scope; platform admins and the tenant's admins see all of them."""
+        tokens = self.in_scope(scope).select_related("user", "tenant")
+        return tokens if scope.manages_current else tokens.filter(user=scope.user)
+
+
 class APIToken(models.Model):
     """A user's API token, bound to one tenant; only its SHA-256 digest is stored, the key is shown once.
 
@@ -76,7 +83,7 @@ class APIToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
-    objects = TenantScopedQuerySet.as_manager()
+    objects = APITokenQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

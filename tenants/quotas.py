@@ -73,6 +73,12 @@ def quota_of(tenant: Tenant) -> Quota:
     return quota
 
 
+def quotas_of(tenants: list[Tenant]) -> dict[int, Quota]:
+    """The quota rows of several tenants in one query (created with the defaults where missing)."""
+    found = {q.tenant_id: q for q in Quota.objects.filter(tenant_id__in=[t.pk for t in tenants])}
+    return {t.pk: found.get(t.pk) or quota_of(t) for t in tenants}
+
+
 def usage_of(tenant_ids: list[int]) -> dict[int, dict[str, int]]:
     """Current use per tenant, in one query."""
     from instances.models import Instance

@@ -17,22 +17,25 @@ from django.views.decorators.http import require_POST
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import SESSION_TENANT, resolve_scope, scope_of
 from tenants import audit, services
-from tenants.api import visible_audit, visible_tokens
+from tenants.api import AUDITORS_ONLY
 from tenants.choices import AuditResult, Role
 from tenants.exports import audit_csv_rows
 from tenants.filtersets import AuditFilterSet
 from tenants.forms import MemberForm, QuotaForm, RoleForm, TenantForm, TokenForm
-from tenants.models import Membership, Quota, Tenant
-from tenants.quotas import RESOURCES, lines, quota_of, usage_of
+from tenants.models import APIToken, AuditEvent, Membership, Tenant
+from tenants.quotas import RESOURCES, lines, quota_of, quotas_of, usage_of
 
 
 def _usage_rows(scope, tenants: list[Tenant]) -> list[tuple[Tenant, str, list]]:
-    ids = [t.pk for t in tenants]
-    quotas = {q.tenant_id: q for q in Quota.objects.filter(tenant_id__in=ids)}
-    used = usage_of(ids)
+    quotas, used = quotas_of(tenants), usage_of([t.pk for t in tenants])
     roles = dict(Role.choices)
-    return [(t, roles.get(scope.role_in(t.pk), ""), lines(quotas.get(t.pk) or quota_of(t), used[t.pk]))
-            for t in tenants]
+    return [(t, roles.get(scope.role_in(t.pk), ""), lines(quotas[t.pk], used[t.pk])) for t in tenants]
+
+
+def _errors(form) -> str:
+    """A form's errors as one line, each with its field's label."""
+    return "; ".join(f"{form.fields[k].label}: {' '.join(v)}" if k in form.fields else " ".join(v)
+                     for k, v in form.errors.items())
 
 
 @login_required
@@ -91,9 +94,7 @@ def tenant_quota(request, pk: int):
         services.set_quota(tenant=tenant, limits=form.cleaned_data)
         messages.success(request, f"Quota of {tenant} saved.")
     else:
-        reason = "; ".join(f"{form.fields[k].label}: {' '.join(v)}" for k, v in form.errors.items())
-        messages.error(request, f"Quota not saved: {reason}")
-        audit.refused(request, reason)
+        audit.refused(request, f"Quota not saved: {_errors(form)}")
     return redirect("tenant-detail", pk=tenant.pk)
 
 
@@ -107,15 +108,12 @@ def member_add(request, pk: int):
             membership = services.add_member(tenant=tenant, user=form.cleaned_data["username"],
                                              role=form.cleaned_data["role"])
         except DomainError as exc:
-            messages.error(request, str(exc))
             audit.refused(request, str(exc))
         else:
             audit.note(request, target=membership)
             messages.success(request, f"{membership.user} is now {membership.get_role_display().lower()}.")
     else:
-        reason = " ".join(" ".join(v) for v in form.errors.values())
-        messages.error(request, f"Member not added: {reason}")
-        audit.refused(request, reason)
+        audit.refused(request, f"Member not added: {_errors(form)}")
     return redirect("tenant-detail", pk=tenant.pk)
 
 
@@ -129,7 +127,6 @@ def member_update(request, pk: int):
             raise DomainError("choose a role")
         services.set_role(membership=membership, role=form.cleaned_data["role"])
     except DomainError as exc:
-        messages.error(request, str(exc))
         audit.refused(request, str(exc))
     else:
         messages.success(request, f"{membership.user} is now {membership.get_role_display().lower()}.")
@@ -143,7 +140,6 @@ def member_remove(request, pk: int):
     try:
         services.remove_member(membership=membership)
     except DomainError as exc:
-        messages.error(request, str(exc))
         audit.refused(request, str(exc))
     else:
         messages.success(request, f"{membership.user} left {membership.tenant}.")
@@ -161,8 +157,7 @@ def tenant_switch(request):
     audit.note(request, action="tenant.switch")
     scope = resolve_scope(request.user, requested=wanted, strict=False)
     if wanted is not None and (scope.tenant is None or str(scope.tenant.pk) != wanted):
-        audit.refused(request, "no such tenant")
-        messages.error(request, "No such tenant.")
+        audit.refused(request, "No such tenant.")
     else:
         if scope.tenant is not None:
             audit.note(request, tenant=scope.tenant)
@@ -186,8 +181,7 @@ def _page_after_switch(target: str, scope) -> str:
         name = resolve(path).url_name
     except Resolver404:
         return reverse("overview")
-    can_audit = scope.admin or (scope.tenant is not None and scope.can_manage(scope.tenant.pk))
-    return path if name in _LIST_PAGES or (name == "audit-list" and can_audit) else reverse("overview")
+    return path if name in _LIST_PAGES or (name == "audit-list" and scope.manages_current) else reverse("overview")
 
 
 @login_required
@@ -215,7 +209,7 @@ def token_list(request):
                 created = {"token": token, "key": key}
                 form = TokenForm(tenants=tenants, platform_wide=scope.admin,
                                  initial={"tenant": scope.tenant.pk if scope.tenant else None})
-    page = Paginator(visible_tokens(scope), 50).get_page(request.GET.get("page"))
+    page = Paginator(APIToken.objects.visible_in(scope), 50).get_page(request.GET.get("page"))
     response = render(request, "tenants/tokens.html", {"page": page, "form": form, "created": created})
     if created:
         response["Cache-Control"] = "no-store"
@@ -226,7 +220,7 @@ def token_list(request):
 @require_POST
 def token_revoke(request, pk: int):
     scope = scope_of(request)
-    token = get_object_or_404(visible_tokens(scope), pk=pk)
+    token = get_object_or_404(APIToken.objects.visible_in(scope), pk=pk)
     audit.note(request, action="token.revoke", target=token, tenant=token.tenant)
     services.revoke_api_token(token=token)
     messages.success(request, f"Token {token.name} ({token.prefix}…) revoked.")
@@ -234,10 +228,10 @@ def token_revoke(request, pk: int):
 
 
 def _audit_events(request):
-    events = visible_audit(scope_of(request))
-    if events is None:
-        raise PermissionDenied("Only platform admins and tenant admins see the audit log.")
-    return AuditFilterSet(request.GET, queryset=events)
+    scope = scope_of(request)
+    if not scope.manages_current:
+        raise PermissionDenied(AUDITORS_ONLY)
+    return AuditFilterSet(request.GET, queryset=AuditEvent.objects.in_scope(scope))
 
 
 @login_required
