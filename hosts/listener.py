@@ -76,7 +76,8 @@ class Listener:
 
     def run(self) -> None:
         """Loop until stop is set."""
-        next_scan = next_reconcile = 0.0
+        next_scan = 0.0
+        next_reconcile = time.monotonic() + self.reconcile_seconds  # watching a host reconciles it first
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
