@@ -8,9 +8,8 @@ With REDIS_URL they are separate processes (celery worker, manage.py listen_even
 import logging
 import threading
 
+import uvicorn
 from channels.routing import get_default_application
-from daphne.endpoints import build_endpoint_description_strings
-from daphne.server import Server
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -47,12 +46,12 @@ class Command(BaseCommand):
         else:
             mode = "web only (run the worker and listener as their own processes)"
         self.stdout.write(f"CloudPanel on http://{host}:{port}/ — {mode}")
+        # uvicorn rather than daphne: it reads a request body as the application consumes it, so a
+        # multi-GiB image upload streams to disk instead of being queued in memory first.
         # Behind a proxy, the client's address (audit log, sign-in lock-out) comes from its header.
-        proxied = {"proxy_forwarded_address_header": "X-Forwarded-For",
-                   "proxy_forwarded_port_header": "X-Forwarded-Port"} if settings.CLOUDPANEL_BEHIND_PROXY else {}
-        Server(
-            application=get_default_application(),
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            verbosity=0,
-            **proxied,
-        ).run()
+        config = uvicorn.Config(
+            get_default_application(), host=host, port=port, http="httptools", ws="websockets", lifespan="off",
+            log_level="warning", proxy_headers=settings.CLOUDPANEL_BEHIND_PROXY,
+            forwarded_allow_ips="*" if settings.CLOUDPANEL_BEHIND_PROXY else None,
+        )
+        uvicorn.Server(config).run()
