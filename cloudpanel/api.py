@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from cloudpanel.exceptions import Conflict, DomainError
+from cloudpanel.exceptions import Conflict, DomainError, Forbidden
 from cloudpanel.scoping import NoSuchTenant, Scope, scope_of
 from tenants import audit
 
@@ -38,9 +38,11 @@ class ScopedViewSetMixin:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, plus domain errors: conflicts are 409, other refusals 400, unknown tenants 404."""
+    """DRF's handler, plus domain errors: forbidden 403, conflicts 409, other refusals 400, unknown tenants 404."""
     if isinstance(exc, NoSuchTenant):
         return Response({"detail": "No such tenant."}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, Forbidden):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DomainError):

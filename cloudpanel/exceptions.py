@@ -7,3 +7,7 @@ class DomainError(Exception):
 
 class Conflict(DomainError):
     """The request clashes with the current state (HTTP 409)."""
+
+
+class Forbidden(DomainError):
+    """The user may see the object but their role does not allow this (HTTP 403)."""

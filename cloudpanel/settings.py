@@ -234,4 +234,20 @@ CLOUDPANEL_DEFAULT_QUOTA = {
     "vcpus": int(os.environ.get("CLOUDPANEL_QUOTA_VCPUS", "40")),
     "memory_mib": int(os.environ.get("CLOUDPANEL_QUOTA_MEMORY_MIB", str(64 * 1024))),
     "disk_gib": int(os.environ.get("CLOUDPANEL_QUOTA_DISK_GIB", "1000")),
+    "image_gib": int(os.environ.get("CLOUDPANEL_QUOTA_IMAGE_GIB", "200")),
 }
+
+# The image library. The store is the web tier's directory; workers reach image bytes over HTTP
+# at CLOUDPANEL_PANEL_URL with signed URLs valid for CLOUDPANEL_TRANSFER_MAX_AGE seconds.
+CLOUDPANEL_IMAGE_DIR = Path(os.environ.get("CLOUDPANEL_IMAGE_DIR", VAR_DIR / "images"))
+CLOUDPANEL_PANEL_URL = os.environ.get("CLOUDPANEL_PANEL_URL", "http://127.0.0.1:8000")
+CLOUDPANEL_TRANSFER_MAX_AGE = int(os.environ.get("CLOUDPANEL_TRANSFER_MAX_AGE", str(12 * 3600)))
+# Workers' scratch space for inspection, conversion and imports (the system's temporary directory if empty).
+CLOUDPANEL_SCRATCH_DIR = os.environ.get("CLOUDPANEL_SCRATCH_DIR", "")
+# Refused: images whose virtual disk is larger, and downloads larger than this.
+CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB", "2048"))
+CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB", "64"))
+# URL imports reach only public addresses, plus these (CIDRs or host:port, comma-separated): internal mirrors.
+CLOUDPANEL_IMPORT_ALLOW = _env_list("CLOUDPANEL_IMPORT_ALLOW", "")
+# The browser uploads in chunks of this size, each resumable.
+CLOUDPANEL_UPLOAD_CHUNK_MIB = int(os.environ.get("CLOUDPANEL_UPLOAD_CHUNK_MIB", "16"))

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cloudpanel.api import router
 from hosts.api import HostViewSet
+from images.api import ImageViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
@@ -12,6 +13,7 @@ from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, Tenant
 router.register("hosts", HostViewSet, basename="api-host")
 router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
+router.register("images", ImageViewSet, basename="api-image")
 router.register("tenants", TenantViewSet, basename="api-tenant")
 router.register("members", MembershipViewSet, basename="api-member")
 router.register("tokens", APITokenViewSet, basename="api-token")
@@ -23,6 +25,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
     path("instances/", include("instances.urls")),
+    path("images/", include("images.urls")),
     path("", include("tenants.urls")),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,5 +1,29 @@
-from cloudpanel.exceptions import DomainError
+from cloudpanel.exceptions import Conflict, DomainError, Forbidden
 
 
 class UnsafeImage(DomainError):
     """The file is refused before any tool opens it; the message says why."""
+
+
+class UploadIncomplete(DomainError):
+    """A chunk or transfer did not arrive whole; nothing of it was kept."""
+
+
+class UploadBusy(Conflict):
+    """Another request is writing the same upload."""
+
+
+class UploadOutOfOrder(Conflict):
+    """A chunk does not start where the upload stands."""
+
+
+class ImageNotReady(Conflict):
+    """The image is not in a state that allows this (say, still uploading)."""
+
+
+class ImageInUse(Conflict):
+    """Instances or templates still use the image."""
+
+
+class ReadOnly(Forbidden):
+    """The user may see the image (or tenant) but not change it."""

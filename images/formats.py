@@ -190,3 +190,14 @@ def qemu_img_info(path: Path, fmt: str, *, address_space: int = 1 << 30, cpu_sec
     if result.returncode != 0:
         raise UnsafeImage(f"qemu-img could not read the {fmt} image: {result.stderr.strip()[:300]}")
     return json.loads(result.stdout)
+
+
+def qemu_img_convert(source: Path, fmt: str, destination: Path, *, address_space: int = 2 << 30,
+                     cpu_seconds: int = 3600) -> None:
+    """Convert an inspected image to qcow2, with an explicit source format, under limits."""
+    result = subprocess.run(
+        ["qemu-img", "convert", "-f", fmt, "-O", "qcow2", str(source), str(destination)], capture_output=True,
+        text=True, preexec_fn=_limits(address_space, cpu_seconds), timeout=cpu_seconds * 2, check=False,
+    )
+    if result.returncode != 0:
+        raise UnsafeImage(f"qemu-img could not convert the {fmt} image: {result.stderr.strip()[:300]}")

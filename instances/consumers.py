@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from cloudpanel.events import remember_server_loop
 from cloudpanel.scoping import SESSION_TENANT, Scope, resolve_scope
 from hosts import hypervisor
+from images.events import PUBLIC_GROUP as PUBLIC_IMAGES
 from instances import console
 from instances.choices import Status
 from instances.events import instance_group, tenant_group
@@ -73,7 +74,7 @@ class StatusConsumer(AsyncWebsocketConsumer):
         elif scope.tenant_ids is None:
             self.groups_joined = ["admin"]
         else:
-            self.groups_joined = [tenant_group(i) for i in scope.tenant_ids]
+            self.groups_joined = [tenant_group(i) for i in scope.tenant_ids] + [PUBLIC_IMAGES]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()

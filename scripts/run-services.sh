@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 port="${1:-8000}"
+# Workers reach image bytes through the panel's HTTP transfer endpoint.
+export CLOUDPANEL_PANEL_URL="${CLOUDPANEL_PANEL_URL:-http://127.0.0.1:$port}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 .venv/bin/celery -A cloudpanel worker --loglevel=WARNING --pool threads --concurrency 8 -Q "${CLOUDPANEL_TASK_QUEUE:-cloudpanel}" & pids+=($!)

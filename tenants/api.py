@@ -13,7 +13,7 @@ from tenants import audit, services
 from tenants.exports import audit_csv_rows
 from tenants.filtersets import AuditFilterSet
 from tenants.models import APIToken, AuditEvent, Membership, Tenant
-from tenants.quotas import quota_of, quotas_of, usage_of
+from tenants.quotas import quota_of, quotas_of, shown_usage, usage_of
 from tenants.serializers import (
     APITokenCreateSerializer,
     APITokenSerializer,
@@ -49,7 +49,7 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
 
     def _serialize(self, tenants: list[Tenant], **kwargs):
         context = {**self.get_serializer_context(), "quotas": quotas_of(tenants),
-                   "usage": usage_of([t.pk for t in tenants])}
+                   "usage": {k: shown_usage(v) for k, v in usage_of([t.pk for t in tenants]).items()}}
         return TenantSerializer(tenants if kwargs.get("many") else tenants[0], context=context, **kwargs).data
 
     def list(self, request):

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 _NOTE = "cloudpanel_audit"
+_SKIP = "cloudpanel_audit_skip"
 _TYPE_NAMES = {"apitoken": "token", "membership": "member", "instanceaction": "action"}
 
 
@@ -56,6 +57,11 @@ def note(request: Any, *, action: str | None = None, target: models.Model | None
         values["result"] = result
     if detail:
         values["detail"] = detail
+
+
+def skip(request: Any) -> None:
+    """This request needs no row of its own (say, a middle chunk of an upload whose first and last are kept)."""
+    getattr(request, "_request", request).__dict__[_SKIP] = True
 
 
 def refused(request: Any, reason: str, *, show: bool = True) -> None:
@@ -140,6 +146,8 @@ class AuditMiddleware:
         user_before = request.user
         user_before.is_authenticated  # noqa: B018 - resolve the lazy user before a logout clears it
         response = self.get_response(request)
+        if request.__dict__.get(_SKIP) and response.status_code < 400:
+            return response
         try:
             record_request(request, response, user_before)
         except Exception:  # noqa: BLE001 - the answer stands; the failure is logged loudly

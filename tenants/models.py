@@ -54,6 +54,7 @@ class Quota(models.Model):
     vcpus = models.PositiveIntegerField(null=True, blank=True)
     memory_mib = models.PositiveIntegerField(null=True, blank=True)
     disk_gib = models.PositiveIntegerField(null=True, blank=True)
+    image_gib = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Count, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 
 from tenants.exceptions import QuotaExceeded
 from tenants.models import Quota, Tenant
@@ -20,9 +20,15 @@ from tenants.models import Quota, Tenant
 
 @dataclass(frozen=True)
 class Resource:
+    """A limited resource; use is counted in units of 1/per of the limit's unit (image storage: bytes)."""
+
     key: str
     label: str
     unit: str = ""
+    per: int = 1
+
+    def show(self, amount: int) -> str:
+        return str(amount) if self.per == 1 else f"{amount / self.per:.2f}".rstrip("0").rstrip(".")
 
 
 RESOURCES = (
@@ -30,6 +36,7 @@ RESOURCES = (
     Resource("vcpus", "vCPUs"),
     Resource("memory_mib", "RAM", "MiB"),
     Resource("disk_gib", "Disk", "GiB"),
+    Resource("image_gib", "Image storage", "GiB", per=1 << 30),
 )
 
 
@@ -42,14 +49,19 @@ class Line:
     limit: int | None
 
     @property
+    def shown(self) -> str:
+        """The use in the limit's unit."""
+        return self.resource.show(self.used)
+
+    @property
     def percent(self) -> int:
         if not self.limit:
             return 0 if self.limit is None else 100
-        return min(100, round(100 * self.used / self.limit))
+        return min(100, round(100 * self.used / (self.limit * self.resource.per)))
 
     @property
     def over(self) -> bool:
-        return self.limit is not None and self.used > self.limit
+        return self.limit is not None and self.used > self.limit * self.resource.per
 
 
 def lock_tenant(tenant_id: int) -> None:
@@ -79,8 +91,9 @@ def quotas_of(tenants: list[Tenant]) -> dict[int, Quota]:
     return {t.pk: found.get(t.pk) or quota_of(t) for t in tenants}
 
 
-def usage_of(tenant_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Current use per tenant, in one query."""
+def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> dict[int, dict[str, int]]:
+    """Current use per tenant, in two queries (image storage in bytes, see Resource.per)."""
+    from images.models import Image
     from instances.models import Instance
 
     rows = (
@@ -90,30 +103,41 @@ def usage_of(tenant_ids: list[int]) -> dict[int, dict[str, int]]:
     )
     used = {tid: {r.key: 0 for r in RESOURCES} for tid in tenant_ids}
     for row in rows:
-        used[row.pop("tenant_id")] = row
+        used[row.pop("tenant_id")].update(row)
+    # An image takes its stored size, or while it comes in, what it announced or has received so far.
+    images = (Image.objects.filter(tenant_id__in=tenant_ids).exclude(pk=excluding_image).values("tenant_id")
+              .annotate(bytes=Sum(Coalesce("size", Greatest(Coalesce("expected_bytes", 0), "received_bytes")))))
+    for row in images:
+        used[row["tenant_id"]]["image_gib"] = row["bytes"] or 0
     return used
+
+
+def shown_usage(used: dict[str, int]) -> dict[str, int | float]:
+    """Use in each limit's unit, for the API."""
+    return {r.key: used[r.key] if r.per == 1 else round(used[r.key] / r.per, 2) for r in RESOURCES}
 
 
 def lines(quota: Quota, used: dict[str, int]) -> list[Line]:
     return [Line(r, used.get(r.key, 0), getattr(quota, r.key)) for r in RESOURCES]
 
 
-def check(*, tenant: Tenant, request: dict[str, int]) -> None:
+def check(*, tenant: Tenant, request: dict[str, int], excluding_image: int | None = None) -> None:
     """Refuse, with every limit it breaks, a request that would take the tenant over quota.
 
     Call inside the transaction that creates the resource: the tenant row stays locked
-    until it commits.
+    until it commits. Amounts are in the units usage is counted in (image storage: bytes);
+    excluding_image leaves out an image whose final size is being checked.
     """
     lock_tenant(tenant.pk)
     quota = quota_of(tenant)
-    used = usage_of([tenant.pk])[tenant.pk]
+    used = usage_of([tenant.pk], excluding_image=excluding_image)[tenant.pk]
     broken = []
     for line in lines(quota, used):
-        wanted = request.get(line.resource.key, 0)
-        if wanted and line.limit is not None and line.used + wanted > line.limit:
-            unit = f" {line.resource.unit}" if line.resource.unit else ""
-            broken.append(f"{line.resource.label}: {line.used} of {line.limit}{unit} in use, "
-                          f"{wanted}{unit} more asked")
+        wanted, resource = request.get(line.resource.key, 0), line.resource
+        if wanted and line.limit is not None and line.used + wanted > line.limit * resource.per:
+            unit = f" {resource.unit}" if resource.unit else ""
+            broken.append(f"{resource.label}: {line.shown} of {line.limit}{unit} in use, "
+                          f"{resource.show(wanted)}{unit} more asked")
     if broken:
         raise QuotaExceeded(f"Quota exceeded for {tenant}: " + "; ".join(broken) + ". Free some resources "
                             "or ask an administrator to raise the quota.")

@@ -16,6 +16,22 @@ GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve()
 
 
 @pytest.fixture(autouse=True)
+def image_dirs(settings, tmp_path):
+    """Every test gets its own image store and worker scratch space."""
+    settings.CLOUDPANEL_IMAGE_DIR = tmp_path / "image-store"
+    settings.CLOUDPANEL_SCRATCH_DIR = str(tmp_path / "scratch")
+    (tmp_path / "scratch").mkdir()
+    return settings.CLOUDPANEL_IMAGE_DIR
+
+
+@pytest.fixture
+def panel(live_server, settings):
+    """The panel served over HTTP, where workers fetch and store image bytes."""
+    settings.CLOUDPANEL_PANEL_URL = live_server.url
+    return live_server
+
+
+@pytest.fixture(autouse=True)
 def eager_tasks():
     """Tasks run in-process when their transaction commits (tests that need a real worker turn this off)."""
     celery_app.conf.task_always_eager = True

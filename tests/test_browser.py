@@ -1,5 +1,6 @@
 """In Debian's headless Chromium: sign in, create an instance of the tiny guest, watch it run, use its console."""
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -32,14 +33,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(guest, reap_qemu_guests):
+def server(guest, reap_qemu_guests, image_dirs, settings):
     """`manage.py serve` embedded (worker and listener in-process) on the test database."""
     port = free_port()
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                CLOUDPANEL_DEFAULT_KERNEL=guest["kernel"], CLOUDPANEL_DEFAULT_INITRD=guest["initrd"],
-               CLOUDPANEL_RECONCILE_SECONDS="5")
+               CLOUDPANEL_RECONCILE_SECONDS="5", CLOUDPANEL_IMAGE_DIR=str(image_dirs),
+               CLOUDPANEL_SCRATCH_DIR=settings.CLOUDPANEL_SCRATCH_DIR, CLOUDPANEL_UPLOAD_CHUNK_MIB="1")
     process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -188,4 +190,56 @@ def test_tenant_self_service_quota_tokens_members_and_audit(server):
         admin_page.locator("#quota-form button").click()
         expect(admin_page.locator('.usage-line[data-resource="instances"] .text-danger')).to_contain_text("1 / 0")
         admin_page.screenshot(path=SCREENSHOTS / "tenant-quota.png", full_page=True)
+        browser.close()
+
+
+def test_upload_an_image_from_the_browser_through_a_dropped_connection(server, tmp_path):
+    # Given a tenant member and a 3 MiB disk image (three 1 MiB chunks)
+    tenant = make_tenant("imaging")
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    data = os.urandom(3 << 20)
+    disk = tmp_path / "appliance.img"
+    disk.write_bytes(data)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+        # and a network that drops the second chunk the first time it is sent
+        dropped = []
+
+        def flaky(route):
+            if route.request.headers.get("content-range", "").startswith("bytes 1048576-") and not dropped:
+                dropped.append(route.request.url)
+                route.abort("connectionreset")
+            else:
+                route.continue_()
+
+        page.route("**/api/v1/images/*/data/", flaky)
+        # When they upload it from the library page
+        page.get_by_role("link", name="Images").click()
+        page.get_by_role("link", name="Upload").click()
+        page.set_input_files("#id_file", str(disk))
+        page.fill("#id_name", "appliance")
+        page.fill("#id_min_disk_gib", "1")
+        page.click("#upload-start")
+        # Then the page says the connection dropped and resumes by itself
+        expect(page.locator("#upload-state")).to_contain_text("Resuming in", timeout=10000)
+        page.screenshot(path=SCREENSHOTS / "image-upload.png", full_page=True)
+        # and lands on the image, inspected and available, with the file's checksum
+        page.wait_for_url("**/images/*/", timeout=30000)
+        expect(page.locator("#image-status")).to_contain_text("Available", timeout=15000)
+        expect(page.locator("#image-details")).to_contain_text(hashlib.sha256(data).hexdigest())
+        assert dropped
+        page.screenshot(path=SCREENSHOTS / "image-detail.png", full_page=True)
+        page.get_by_role("link", name="Images").click()
+        expect(page.locator("#image-table")).to_contain_text("appliance")
+        page.screenshot(path=SCREENSHOTS / "image-list.png", full_page=True)
+        # An import from an internal address is refused on the form, with the reason
+        page.get_by_role("link", name="Import from URL").click()
+        page.fill("#id_url", "http://169.254.169.254/latest/meta-data/")
+        page.fill("#id_name", "metadata")
+        page.click("#import-form button[type=submit]")
+        expect(page.locator("#import-form .alert-danger")).to_contain_text("169.254.169.254")
+        expect(page.locator("#live-indicator")).to_contain_text("live")
+        page.screenshot(path=SCREENSHOTS / "image-import.png", full_page=True)
         browser.close()

@@ -25,6 +25,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from cloudpanel.asgi import application
+from images.models import Image
 from instances.choices import ActionStatus, Operation, Status
 from instances.lifecycle import ALLOWED_FROM
 from instances.models import InstanceAction
@@ -174,6 +175,17 @@ def audit_read(api: bool):
     return expect
 
 
+def adder_page(role, which):
+    """Pages that add to the acting tenant: its operators and platform admins."""
+    return anon(False) if role == ANON else Cell(403 if role == VIEWER else 200)
+
+
+def import_body(world, which):
+    # A literal public address: accepted without a DNS lookup; the rolled-back cell never queues the download.
+    return {"url": "https://93.184.216.34/disk.qcow2", "name": "matrix", "os_type": "linux", "min_disk_gib": 0,
+            "min_memory_mib": 0, "visibility": "private", "tenant": world[which]["tenant"].pk}
+
+
 def instance_body(world, which):
     return {"name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": world[which]["tenant"].pk}
 
@@ -202,6 +214,17 @@ MATRIX: dict[str, list[Case]] = {
     "instance-detail": [Case("GET", "instance", read(P))],
     "instance-operation": [Case("POST", "instance", operate(P, 302), url_kwargs={"operation": "reboot"})],
     "action-list": [Case("GET", None, listing(P), marker="action")],
+    "image-list": [Case("GET", None, listing(P), marker="image")],
+    "image-upload": [Case("GET", None, adder_page)],
+    # The page's import goes to the acting tenant whatever the body says (only admins choose).
+    "image-import": [Case("GET", None, adder_page),
+                     Case("POST", None, lambda role, which: (
+                         anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(302)),
+                          body=import_body)],
+    "image-detail": [Case("GET", "image", read(P))],
+    "image-delete": [Case("POST", "image", operate(P, 302))],
+    # Workers' transfers carry a signed token, not a session: a forged one is refused for everyone.
+    "image-transfer": [Case("GET", None, anyone(403), url_kwargs={"token": "forged"})],
     "action-retry": [Case("POST", "action", operate(P, 302))],
     "tenant-list": [
         Case("GET", None, listing(P), marker="tenant"),
@@ -252,6 +275,13 @@ MATRIX: dict[str, list[Case]] = {
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
        for op in Operation if op != Operation.CREATE},
     "api-action-list": [Case("GET", None, listing(A), marker="action")],
+    "api-image-list": [
+        Case("GET", None, listing(A), marker="image"),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+             body=lambda w, x: {"name": "matrix", "size": 10, "tenant": w[x]["tenant"].pk}),
+    ],
+    "api-image-detail": [Case("GET", "image", read(A)), Case("DELETE", "image", operate(A, 204))],
+    "api-image-data": [Case("PUT", "image", operate(A, 200), body=lambda w, x: {"chunk": "of the upload"})],
     "api-action-detail": [Case("GET", "action", read(A))],
     "api-action-retry": [Case("POST", "action", operate(A, 202))],
     "api-tenant-list": [Case("GET", None, listing(A), marker="tenant"),
@@ -337,10 +367,12 @@ def build_world() -> dict:
         token, key = create_api_token(user=users[MEMBER], name=f"tok-{side}-{tag}", tenant=tenant)
         event = AuditEvent.objects.create(tenant=tenant, tenant_name=tenant.name, channel="web",
                                           action=f"marker.{tag}", result="ok")
+        image = Image.objects.create(name=f"img-{side}-{tag}", tenant=tenant, expected_bytes=1024)
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
-            "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
+            "image": image,
+            "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name, "image": image.name,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
         }
     own = world[OWN]
@@ -472,6 +504,7 @@ def test_filters_answer_the_same_for_another_tenants_id_as_for_no_such_id():
         (MEMBER, True, "/api/v1/actions/?instance={}", other["instance"].pk),
         (MEMBER, True, "/api/v1/actions/?user={}", other_user.pk),
         (MEMBER, True, "/api/v1/members/?tenant={}", other["tenant"].pk),
+        (MEMBER, True, "/api/v1/images/?tenant={}", other["tenant"].pk),
         (MEMBER, True, "/api/v1/members/?role=member&user={}", other_user.pk),
         (TADMIN, True, "/api/v1/audit/?tenant={}", other["tenant"].pk),
         (MEMBER, False, "/instances/?tenant={}", other["tenant"].pk),

@@ -7,6 +7,7 @@ _BADGES = {
     "stopped": "secondary", "new": "info", "pending": "info",
     "paused": "warning", "suspended": "warning", "offline": "warning", "running_action": "primary",
     "crashed": "danger", "error": "danger", "failed": "danger", "deleted": "dark",
+    "available": "success", "uploading": "info", "importing": "info", "inspecting": "primary",
 }
 
 

@@ -8,7 +8,8 @@
   const BADGES = {
     running: "success", online: "success", succeeded: "success", stopped: "secondary", new: "info",
     pending: "info", paused: "warning", suspended: "warning", offline: "warning", crashed: "danger",
-    error: "danger", failed: "danger", deleted: "dark",
+    error: "danger", failed: "danger", deleted: "dark", available: "success", uploading: "info", importing: "info",
+    inspecting: "primary",
   };
   let delay = 500;
   let refreshTimer = null;

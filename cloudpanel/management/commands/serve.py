@@ -6,6 +6,7 @@ With REDIS_URL they are separate processes (celery worker, manage.py listen_even
 """
 
 import logging
+import os
 import threading
 
 import uvicorn
@@ -40,6 +41,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options):
         if settings.EMBEDDED:
+            if "CLOUDPANEL_PANEL_URL" not in os.environ:  # the in-process worker fetches image bytes from here
+                local = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+                settings.CLOUDPANEL_PANEL_URL = f"http://{local}:{port}"
             start_embedded_worker()
             start_listener()
             mode = "embedded (worker and listener in this process)"

@@ -1,0 +1,103 @@
+"""Image endpoints: create an upload or an import, send an upload's bytes (resumable), delete."""
+
+import re
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from cloudpanel.api import ScopedViewSetMixin
+from images import services
+from images.filtersets import ImageFilterSet
+from images.models import Image
+from images.serializers import ImageCreateSerializer, ImageSerializer
+from tenants import audit
+from tenants.models import Tenant
+
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def parse_range(header: str, length: int) -> tuple[int, int | None]:
+    """(start, total) of a chunk from its Content-Range; no header: the whole file in one request."""
+    if not header:
+        return 0, None
+    match = _RANGE.match(header.strip())
+    if not match:
+        raise ValidationError({"detail": "Content-Range must read 'bytes START-END/TOTAL'."})
+    start, end = int(match[1]), int(match[2])
+    if end - start + 1 != length:
+        raise ValidationError({"detail": f"Content-Range covers {end - start + 1} bytes but {length} were sent."})
+    return start, None if match[3] == "*" else int(match[3])
+
+
+class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Public images and the tenant's own. An upload is created with its size, then its bytes are PUT
+    to /data/ in one request or in chunks with Content-Range; GET the image to learn where to resume."""
+
+    queryset = Image.objects.none()
+    serializer_class = ImageSerializer
+    audit_name = "image"
+    filterset_class = ImageFilterSet
+    ordering_fields = ["name", "created_at", "size"]
+
+    def get_queryset(self):
+        return Image.objects.visible_to(self.scope).select_related("tenant", "created_by")
+
+    def _changeable(self) -> Image:
+        image = self.get_object()
+        if not services.may_change(self.scope, image):
+            raise PermissionDenied("Your role does not allow changing this image.")
+        return image
+
+    @extend_schema(request=ImageCreateSerializer, responses={201: ImageSerializer})
+    def create(self, request):
+        data = ImageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        tenant_id = values.pop("tenant", None)
+        tenant = None
+        if tenant_id is not None:
+            tenant = Tenant.objects.in_scope(self.scope).filter(pk=tenant_id).first()
+            if tenant is None:
+                raise ValidationError({"tenant": ["No such tenant."]})
+        owner = services.owner_for(self.scope, visibility=values["visibility"], tenant=tenant or self.scope.tenant)
+        audit.note(request, tenant=owner)
+        common = {"user": request.user, "tenant": owner, "name": values["name"], "visibility": values["visibility"],
+                  "declared_format": values["declared_format"], "expected_checksum": values["checksum"],
+                  "os_type": values["os_type"], "min_disk_gib": values["min_disk_gib"],
+                  "min_memory_mib": values["min_memory_mib"]}
+        if "url" in values:
+            image = services.create_import(url=values["url"], **common)
+        else:
+            image = services.create_upload(size=values["size"], filename=values["filename"], **common)
+        audit.note(request, target=image)
+        return Response(ImageSerializer(image).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request={"application/octet-stream": OpenApiTypes.BINARY}, responses={200: ImageSerializer},
+        parameters=[OpenApiParameter("Content-Range", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                                     description="bytes START-END/TOTAL; leave out to send the whole file")],
+    )
+    @action(detail=True, methods=["put"], url_path="data", url_name="data")
+    def data(self, request, pk=None):
+        image = self._changeable()
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length <= 0:
+            return Response({"detail": "Send the bytes with a Content-Length."}, status=status.HTTP_411_LENGTH_REQUIRED)
+        start, total = parse_range(request.headers.get("Content-Range", ""), length)
+        image = services.receive_chunk(image=image, start=start, length=length, total=total, stream=request.stream)
+        if start > 0 and image.received_bytes < (image.expected_bytes or 0):
+            audit.skip(request)  # the first and the last chunk are audited, not every one between
+        return Response(ImageSerializer(image).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        image = self._changeable()
+        services.delete_image(image=image)
+        return Response(status=status.HTTP_204_NO_CONTENT)

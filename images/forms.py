@@ -1,0 +1,40 @@
+from django import forms
+
+from images.choices import OsType, SourceFormat, Visibility
+from images.serializers import _CONTROL
+
+_FORMATS = [("", "Detect"), *SourceFormat.choices]
+
+
+class ImageForm(forms.Form):
+    """What every new image is told: its name, owner and needs. Uploads add a file, imports a URL."""
+
+    name = forms.CharField(max_length=255)
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
+    tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— (public images only)")
+    os_type = forms.ChoiceField(choices=OsType.choices, label="OS type")
+    min_disk_gib = forms.IntegerField(min_value=0, max_value=65536, initial=0, label="Minimum disk (GiB)")
+    min_memory_mib = forms.IntegerField(min_value=0, max_value=4 * 1024 * 1024, initial=0,
+                                        label="Minimum RAM (MiB)")
+    declared_format = forms.ChoiceField(choices=_FORMATS, required=False, label="Format",
+                                        help_text="Refused if the file turns out to be another format.")
+    checksum = forms.CharField(max_length=140, required=False, label="Expected checksum",
+                               help_text="sha256:<hex> or sha512:<hex>; verified before the image is published.")
+
+    def __init__(self, *args, tenants, admin: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        if not admin:  # tenants' images are their own; public ones are the platform's
+            del self.fields["visibility"], self.fields["tenant"]
+
+    def clean_name(self) -> str:
+        if _CONTROL.search(self.cleaned_data["name"]):
+            raise forms.ValidationError("The name cannot hold control characters.")
+        return self.cleaned_data["name"]
+
+
+class ImportForm(ImageForm):
+    url = forms.URLField(max_length=2000, label="URL", assume_scheme="https",
+                         help_text="http or https; internal addresses are refused unless an admin allowed them.")
+
+    field_order = ["url", "name"]

@@ -1,0 +1,76 @@
+"""The image library: disk images and ISOs, public or private to a tenant."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from cloudpanel.scoping import Scope, TenantScopedQuerySet
+from images.choices import DiskFormat, ImageStatus, OsType, SourceFormat, Visibility
+
+
+class ImageQuerySet(TenantScopedQuerySet):
+    def visible_to(self, scope: Scope) -> "ImageQuerySet":
+        """Public images plus the scope's own: what a tenant may list and boot from."""
+        ids = scope.tenant_ids
+        if ids is None:
+            return self.all()
+        return self.filter(Q(visibility=Visibility.PUBLIC) | Q(tenant_id__in=ids))
+
+
+class Image(models.Model):
+    """An image in the library. Its bytes live in the panel's image store under `uuid`, never a given name."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255)
+    # None: a platform image (public, managed by platform admins).
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="images", null=True,
+                               blank=True)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    status = models.CharField(max_length=12, choices=ImageStatus.choices, default=ImageStatus.UPLOADING)
+    status_reason = models.TextField(blank=True)
+    os_type = models.CharField(max_length=10, choices=OsType.choices, default=OsType.LINUX)
+    min_disk_gib = models.PositiveIntegerField(default=0)
+    min_memory_mib = models.PositiveIntegerField(default=0)
+    # Where the bytes came from: an upload's file name (shown, never used as a path) or a URL.
+    filename = models.CharField(max_length=255, blank=True)
+    source_url = models.URLField(max_length=2000, blank=True)
+    declared_format = models.CharField(max_length=5, choices=SourceFormat.choices, blank=True)
+    expected_checksum = models.CharField(max_length=140, blank=True)  # "sha256:<hex>" or "sha512:<hex>"
+    source_format = models.CharField(max_length=5, choices=SourceFormat.choices, blank=True)
+    disk_format = models.CharField(max_length=5, choices=DiskFormat.choices, blank=True)
+    # Bytes received so far (upload or download) out of expected_bytes (None: not known yet).
+    received_bytes = models.BigIntegerField(default=0)
+    expected_bytes = models.BigIntegerField(null=True, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)  # stored bytes
+    virtual_size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["tenant", "status"], name="image_tenant_status")]
+        constraints = [
+            models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
+                                   name="image_platform_images_are_public"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def progress(self) -> int | None:
+        """Percent of the bytes received, while they are coming in."""
+        if self.status not in (ImageStatus.UPLOADING, ImageStatus.IMPORTING) or not self.expected_bytes:
+            return None
+        return min(100, int(100 * self.received_bytes / self.expected_bytes))
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the image takes (or will take) in the store: for quotas."""
+        return self.size if self.size is not None else max(self.expected_bytes or 0, self.received_bytes)

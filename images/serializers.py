@@ -1,0 +1,61 @@
+import re
+
+from django.core.validators import ProhibitNullCharactersValidator
+from rest_framework import serializers
+
+from images.choices import OsType, SourceFormat, Visibility
+from images.models import Image
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    progress = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Image
+        fields = [
+            "id", "uuid", "name", "tenant", "tenant_name", "visibility", "status", "status_reason", "os_type",
+            "min_disk_gib", "min_memory_mib", "filename", "source_url", "declared_format", "expected_checksum",
+            "source_format", "disk_format", "received_bytes", "expected_bytes", "progress", "size", "virtual_size",
+            "sha256", "created_by", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ImageCreateSerializer(serializers.Serializer):
+    """An upload (give size, then PUT the bytes to /data/) or an import (give url)."""
+
+    name = serializers.CharField(max_length=255)
+    tenant = serializers.IntegerField(required=False, help_text="Defaults to the tenant you act in.")
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE,
+                                         help_text="Public images are a platform admin's.")
+    os_type = serializers.ChoiceField(choices=OsType.choices, default=OsType.LINUX)
+    min_disk_gib = serializers.IntegerField(min_value=0, max_value=65536, default=0)
+    min_memory_mib = serializers.IntegerField(min_value=0, max_value=4 * 1024 * 1024, default=0)
+    declared_format = serializers.ChoiceField(choices=SourceFormat.choices, required=False, allow_blank=True,
+                                              default="", help_text="Refused if the file turns out otherwise.")
+    checksum = serializers.CharField(max_length=140, required=False, allow_blank=True, default="",
+                                     help_text="sha256:<hex> or sha512:<hex>, verified before publication.")
+    size = serializers.IntegerField(min_value=1, required=False, help_text="Upload: the file's size in bytes.")
+    filename = serializers.CharField(max_length=4096, required=False, allow_blank=True, default="",
+                                     trim_whitespace=False)
+    url = serializers.URLField(max_length=2000, required=False, help_text="Import: http or https only.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A file name is only shown (cleaned of control characters): NUL bytes are dropped, not refused.
+        self.fields["filename"].validators = [v for v in self.fields["filename"].validators
+                                              if not isinstance(v, ProhibitNullCharactersValidator)]
+
+    def validate_name(self, value: str) -> str:
+        if _CONTROL.search(value):
+            raise serializers.ValidationError("The name cannot hold control characters.")
+        return value
+
+    def validate(self, data: dict) -> dict:
+        if ("size" in data) == ("url" in data):
+            raise serializers.ValidationError("Give either size (an upload) or url (an import).")
+        return data

@@ -1,0 +1,202 @@
+"""Every change to an image goes through here.
+
+Web side: creating an upload or an import, receiving upload chunks into the store,
+deleting. Worker side (images/tasks.py): progress, publication once inspected, failure.
+The store is the web tier's: worker-side services never touch its files.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from cloudpanel.scoping import Scope
+from images import events, fetch, store
+from images.choices import IN_TRANSIT, ImageStatus, Visibility
+from images.exceptions import ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
+from images.models import Image
+from tenants import quotas
+from tenants.models import Tenant
+
+_CHECKSUM = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean_filename(name: str) -> str:
+    """An upload's file name, for display only: its last path part, without control characters, at most 255."""
+    name = _UNPRINTABLE.sub("", name.replace("\\", "/").rsplit("/", 1)[-1])
+    return name[:255]
+
+
+def clean_checksum(value: str) -> str:
+    """'sha256:<hex>' or 'sha512:<hex>', lower case; a bare hex digest is taken by its length."""
+    value = value.strip().lower()
+    if value and ":" not in value:
+        value = {64: "sha256:", 128: "sha512:"}.get(len(value), "") + value
+    if value and not _CHECKSUM.match(value):
+        raise UnsafeImage("the checksum must be sha256:<64 hex digits> or sha512:<128 hex digits>")
+    return value
+
+
+def _new_image(*, user: AbstractBaseUser | None, tenant: Tenant | None, visibility: str, **fields) -> Image:
+    if tenant is None and visibility != Visibility.PUBLIC:
+        raise UnsafeImage("an image without a tenant must be public")
+    return Image(tenant=tenant, visibility=visibility, created_by=user, **fields)
+
+
+@transaction.atomic
+def create_upload(*, user: AbstractBaseUser | None, tenant: Tenant | None, name: str, size: int,
+                  visibility: str = Visibility.PRIVATE, filename: str = "", declared_format: str = "",
+                  expected_checksum: str = "", os_type: str = "linux", min_disk_gib: int = 0,
+                  min_memory_mib: int = 0) -> Image:
+    """Accept an upload of size bytes: the image waits for its chunks (images/store.py)."""
+    if size <= 0:
+        raise UnsafeImage("the upload must announce its size in bytes")
+    if size > settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB << 30:
+        raise UnsafeImage(f"the image is larger than the {settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB} GiB allowed")
+    image = _new_image(user=user, tenant=tenant, visibility=visibility, name=name, status=ImageStatus.UPLOADING,
+                       filename=clean_filename(filename), declared_format=declared_format,
+                       expected_checksum=clean_checksum(expected_checksum), os_type=os_type,
+                       min_disk_gib=min_disk_gib, min_memory_mib=min_memory_mib, expected_bytes=size)
+    if tenant is not None:
+        quotas.check(tenant=tenant, request={"image_gib": size})
+    image.save()
+    events.publish_on_commit(image)
+    return image
+
+
+@transaction.atomic
+def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name: str, url: str,
+                  visibility: str = Visibility.PRIVATE, declared_format: str = "", expected_checksum: str = "",
+                  os_type: str = "linux", min_disk_gib: int = 0, min_memory_mib: int = 0) -> Image:
+    """Accept an import by URL: checked now (scheme, addresses), downloaded by a worker."""
+    from images import tasks
+
+    fetch.check(url, allow=import_allowlist())
+    image = _new_image(user=user, tenant=tenant, visibility=visibility, name=name, status=ImageStatus.IMPORTING,
+                       source_url=url, declared_format=declared_format,
+                       expected_checksum=clean_checksum(expected_checksum), os_type=os_type,
+                       min_disk_gib=min_disk_gib, min_memory_mib=min_memory_mib)
+    if tenant is not None:
+        quotas.check(tenant=tenant, request={"image_gib": 1})  # the size is checked again once known
+    image.save()
+    events.publish_on_commit(image)
+    transaction.on_commit(lambda: tasks.import_image.delay(image.pk))
+    return image
+
+
+def import_allowlist() -> list[fetch.Allowed]:
+    return [fetch.Allowed.parse(entry) for entry in settings.CLOUDPANEL_IMPORT_ALLOW]
+
+
+def receive_chunk(*, image: Image, start: int, length: int, total: int | None, stream: BinaryIO) -> Image:
+    """Write one chunk of an upload; the last one hands the image to a worker for inspection.
+
+    The chunk must start where the upload stands (a resumed upload asks for the image to learn
+    where); a chunk that arrives short is dropped whole, so the upload can resume from its start.
+    """
+    if image.status != ImageStatus.UPLOADING:
+        raise ImageNotReady(f"the image is {image.get_status_display().lower()}, not waiting for an upload")
+    if total is not None and total != image.expected_bytes:
+        raise UnsafeImage(f"the upload was announced with {image.expected_bytes} bytes, not {total}")
+    if start != image.received_bytes:
+        raise UploadOutOfOrder(f"the upload stands at byte {image.received_bytes}; send from there")
+    if length <= 0 or start + length > image.expected_bytes:
+        raise UnsafeImage(f"the chunk must lie within the {image.expected_bytes} bytes announced")
+    store.write_chunk(image.uuid, offset=start, length=length, stream=stream)
+    done = start + length
+    with transaction.atomic():
+        claimed = Image.objects.filter(pk=image.pk, status=ImageStatus.UPLOADING, received_bytes=start)
+        if not claimed.update(received_bytes=done):
+            if not Image.objects.filter(pk=image.pk).exists():
+                store.remove(image.uuid)  # deleted while this chunk was written
+            raise UploadOutOfOrder("the upload changed meanwhile; ask where it stands and resume")
+        image.received_bytes = done
+        if done == image.expected_bytes:
+            _start_inspection(image)
+        events.publish_on_commit(image)
+    return image
+
+
+def _start_inspection(image: Image) -> None:
+    from images import tasks
+
+    image.size = store.complete(image.uuid)
+    image.status = ImageStatus.INSPECTING
+    image.save(update_fields=["size", "status", "updated_at"])
+    transaction.on_commit(lambda: tasks.inspect_image.delay(image.pk))
+
+
+def record_progress(*, image_id: int, received: int, expected: int | None) -> None:
+    """A worker's progress through a download (shown as a bar)."""
+    Image.objects.filter(pk=image_id, status__in=IN_TRANSIT).update(received_bytes=received, expected_bytes=expected)
+    image = Image.objects.filter(pk=image_id).first()
+    if image is not None:
+        events.publish(image)
+
+
+@transaction.atomic
+def check_stored_size(*, image_id: int, size: int) -> None:
+    """Before a worker stores what it imported or converted: refused if it takes the tenant over quota."""
+    image = Image.objects.select_related("tenant").get(pk=image_id)
+    if image.tenant is not None:
+        quotas.check(tenant=image.tenant, request={"image_gib": size}, excluding_image=image.pk)
+
+
+@transaction.atomic
+def publish_image(*, image_id: int, source_format: str, disk_format: str, size: int, virtual_size: int,
+                  sha256: str) -> bool:
+    """Inspection passed: the image is available. False if it was deleted or failed meanwhile."""
+    image = Image.objects.select_for_update().filter(pk=image_id, status__in=IN_TRANSIT).first()
+    if image is None:
+        return False
+    image.source_format, image.disk_format, image.size = source_format, disk_format, size
+    image.virtual_size, image.sha256 = virtual_size, sha256
+    image.status, image.status_reason = ImageStatus.AVAILABLE, ""
+    image.save(update_fields=["source_format", "disk_format", "size", "virtual_size", "sha256", "status",
+                              "status_reason", "updated_at"])
+    events.publish_on_commit(image)
+    return True
+
+
+@transaction.atomic
+def fail_image(*, image_id: int, reason: str) -> None:
+    """The upload, import or inspection failed: the image shows why and keeps no bytes (the caller drops them)."""
+    image = Image.objects.select_for_update().filter(pk=image_id, status__in=IN_TRANSIT).first()
+    if image is None:
+        return
+    image.status, image.status_reason, image.size = ImageStatus.ERROR, reason[:2000], None
+    image.save(update_fields=["status", "status_reason", "size", "updated_at"])
+    events.publish_on_commit(image)
+
+
+def delete_image(*, image: Image) -> None:
+    """Remove an image from the library, with its bytes."""
+    with transaction.atomic():
+        Image.objects.filter(pk=image.pk).delete()
+        events.publish_deleted_on_commit(image)
+    store.remove(image.uuid)
+
+
+def may_change(scope: Scope, image: Image) -> bool:
+    """Platform images are the platform admins'; a tenant's images, those who operate in the tenant."""
+    if image.tenant_id is None:
+        return scope.admin
+    return scope.can_operate(image.tenant_id)
+
+
+def owner_for(scope: Scope, *, visibility: str, tenant: Tenant | None) -> Tenant | None:
+    """Who a new image belongs to: public images to the platform (admins only), private ones to a tenant."""
+    if visibility == Visibility.PUBLIC:
+        if not scope.admin:
+            raise ReadOnly("Only platform admins publish public images.")
+        return None
+    if tenant is None:
+        raise UnsafeImage("Say which tenant the image belongs to.")
+    if not scope.can_operate(tenant.pk):
+        raise ReadOnly("Your role in this tenant only allows reading.")
+    return tenant

@@ -1,0 +1,68 @@
+"""Thin tasks of the image library: each takes an image id and tolerates its deletion."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from celery import shared_task
+
+from cloudpanel.exceptions import DomainError
+from images import processing, services, transfer
+from images.choices import ImageStatus
+from images.models import Image
+
+log = logging.getLogger(__name__)
+
+
+def _finish(image: Image, received: Path, digests: dict[str, str], workdir: Path, *, stored: bool) -> None:
+    """Verify and inspect what arrived, store it if it changed (or was never stored), then publish it."""
+    processing.verify_checksum(image, digests)
+    result = processing.inspect(image, received, digests["sha256"], workdir)
+    size = result.path.stat().st_size
+    if result.changed or not stored:
+        services.check_stored_size(image_id=image.pk, size=size)
+        transfer.upload(transfer.url_for(image.uuid, transfer.WRITE), result.path)
+    services.publish_image(image_id=image.pk, source_format=result.source_format, disk_format=result.disk_format,
+                           size=size, virtual_size=result.virtual_size, sha256=result.sha256)
+
+
+def _fail(image: Image, exc: Exception) -> None:
+    services.fail_image(image_id=image.pk, reason=str(exc))
+    try:
+        transfer.discard(transfer.url_for(image.uuid, transfer.DISCARD))
+    except DomainError:
+        log.warning("could not discard the bytes of image %s; they go when it is deleted", image.pk)
+
+
+@shared_task
+def inspect_image(image_id: int) -> None:
+    """An upload is complete: fetch it from the store, inspect it, publish it or refuse it."""
+    image = Image.objects.filter(pk=image_id, status=ImageStatus.INSPECTING).first()
+    if image is None:
+        return
+    with processing.scratch() as work:
+        workdir = Path(work)
+        received = workdir / "received"
+        try:
+            url = transfer.url_for(image.uuid, transfer.READ)
+            digests = transfer.download(url, received, algorithms=processing.algorithms_for(image))
+            _finish(image, received, digests, workdir, stored=True)
+        except DomainError as exc:
+            _fail(image, exc)
+
+
+@shared_task
+def import_image(image_id: int) -> None:
+    """Download an image by URL (every hop checked), verify and inspect it, and store it."""
+    image = Image.objects.filter(pk=image_id, status=ImageStatus.IMPORTING).first()
+    if image is None:
+        return
+    with processing.scratch() as work:
+        workdir = Path(work)
+        received = workdir / "received"
+        try:
+            digests = processing.download_url(image, received)
+            _finish(image, received, digests, workdir, stored=False)
+        except DomainError as exc:
+            _fail(image, exc)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from images import views
+
+urlpatterns = [
+    path("", views.image_list, name="image-list"),
+    path("upload/", views.image_upload, name="image-upload"),
+    path("import/", views.image_import, name="image-import"),
+    path("<int:pk>/", views.image_detail, name="image-detail"),
+    path("<int:pk>/delete/", views.image_delete, name="image-delete"),
+    path("transfer/<str:token>/", views.image_transfer, name="image-transfer"),
+]

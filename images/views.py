@@ -1,0 +1,162 @@
+"""The library pages, and the transfer endpoint through which workers move image bytes."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from cloudpanel.exceptions import DomainError
+from cloudpanel.scoping import scope_of
+from images import services, store, transfer
+from images.choices import DiskFormat, ImageStatus, Visibility
+from images.exceptions import UploadIncomplete
+from images.filtersets import ImageFilterSet
+from images.forms import ImageForm, ImportForm
+from images.models import Image
+from tenants import audit
+from tenants.models import Tenant
+
+READ_ONLY = "Your role in this tenant only allows reading."
+
+
+def _tenants_for(scope):
+    tenants = Tenant.objects.in_scope(scope)
+    return tenants if scope.admin else tenants.filter(pk__in=[t for t in scope.roles if scope.can_operate(t)])
+
+
+def _can_add(scope) -> bool:
+    return scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk))
+
+
+def _owner(scope, data: dict):
+    tenant = data.get("tenant") or scope.tenant
+    return services.owner_for(scope, visibility=data.get("visibility", Visibility.PRIVATE), tenant=tenant)
+
+
+@login_required
+def image_list(request):
+    scope = scope_of(request)
+    queryset = Image.objects.visible_to(scope).select_related("tenant")
+    filterset = ImageFilterSet(request.GET, queryset=queryset)
+    page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
+    return render(request, "images/list.html", {
+        "page": page, "statuses": ImageStatus.choices, "formats": DiskFormat.choices,
+        "visibilities": Visibility.choices, "can_add": _can_add(scope),
+    })
+
+
+def _initial(scope) -> dict:
+    return {"tenant": scope.tenant} if scope.tenant else {"visibility": Visibility.PUBLIC}
+
+
+@login_required
+def image_upload(request):
+    """The upload page: the browser sends the file in resumable chunks through the API."""
+    scope = scope_of(request)
+    if not _can_add(scope):
+        raise PermissionDenied(READ_ONLY)
+    form = ImageForm(tenants=_tenants_for(scope), admin=scope.admin, initial=_initial(scope))
+    return render(request, "images/upload.html", {
+        "form": form, "chunk_bytes": settings.CLOUDPANEL_UPLOAD_CHUNK_MIB << 20,
+        "tenant_id": scope.tenant.pk if scope.tenant else "",
+    })
+
+
+@login_required
+def image_import(request):
+    scope = scope_of(request)
+    if not _can_add(scope):
+        raise PermissionDenied(READ_ONLY)
+    form = ImportForm(request.POST or None, tenants=_tenants_for(scope), admin=scope.admin,
+                      initial=_initial(scope))
+    if request.method == "POST":
+        audit.note(request, action="image.create")
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            owner = _owner(scope, data)
+            audit.note(request, tenant=owner)
+            image = services.create_import(
+                user=request.user, tenant=owner, name=data["name"], url=data["url"],
+                visibility=data.get("visibility", Visibility.PRIVATE), declared_format=data["declared_format"],
+                expected_checksum=data["checksum"], os_type=data["os_type"], min_disk_gib=data["min_disk_gib"],
+                min_memory_mib=data["min_memory_mib"],
+            )
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+            audit.refused(request, str(exc), show=False)
+        else:
+            audit.note(request, target=image)
+            messages.success(request, f"Importing {image.name}.")
+            return redirect("image-detail", pk=image.pk)
+    return render(request, "images/import.html", {"form": form})
+
+
+@login_required
+def image_detail(request, pk: int):
+    scope = scope_of(request)
+    image = get_object_or_404(Image.objects.visible_to(scope).select_related("tenant", "created_by"), pk=pk)
+    return render(request, "images/detail.html", {
+        "image": image, "can_change": services.may_change(scope, image),
+        "chunk_bytes": settings.CLOUDPANEL_UPLOAD_CHUNK_MIB << 20,
+    })
+
+
+@login_required
+@require_POST
+def image_delete(request, pk: int):
+    scope = scope_of(request)
+    image = get_object_or_404(Image.objects.visible_to(scope), pk=pk)
+    audit.note(request, action="image.delete", target=image)
+    if not services.may_change(scope, image):
+        audit.refused(request, "Your role does not allow deleting this image.")
+        return redirect("image-detail", pk=pk)
+    try:
+        services.delete_image(image=image)
+    except DomainError as exc:
+        audit.refused(request, str(exc))
+        return redirect("image-detail", pk=pk)
+    messages.success(request, f"Deleted {image.name}.")
+    return redirect("image-list")
+
+
+@csrf_exempt
+def image_transfer(request, token: str):
+    """A worker reads (GET), replaces (PUT) or discards (DELETE) an image's bytes with a signed URL."""
+    operation = {"GET": transfer.READ, "PUT": transfer.WRITE, "DELETE": transfer.DISCARD}.get(request.method)
+    if operation is None:
+        return HttpResponse(status=405, headers={"Allow": "GET, PUT, DELETE"})
+    audit.skip(request)  # the worker's part is recorded on the image; the URL is a credential
+    key = transfer.verify(token, operation)
+    if key is None:
+        return HttpResponse("This transfer URL is not valid (forged, expired or for another use).", status=403)
+    image = Image.objects.filter(uuid=key).first()
+    if operation == transfer.DISCARD:
+        if image is not None and image.status != ImageStatus.ERROR:
+            return HttpResponse("Only a failed image's bytes can be discarded.", status=409)
+        store.remove(key)
+        return HttpResponse(status=204)
+    if image is None:
+        raise Http404("No such image.")
+    if operation == transfer.READ:
+        path = store.data_path(key)
+        if not path.exists():
+            raise Http404("The image has no stored bytes.")
+        return FileResponse(open(path, "rb"), content_type="application/octet-stream")
+    if image.status not in (ImageStatus.IMPORTING, ImageStatus.INSPECTING):
+        return HttpResponse(f"The image is {image.get_status_display().lower()}; its bytes are settled.", status=409)
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length <= 0:
+            raise ValueError
+        store.replace(key, length=length, stream=request)
+    except ValueError:
+        return HttpResponse("Send a Content-Length.", status=411)
+    except UploadIncomplete as exc:
+        return HttpResponse(str(exc), status=400)
+    return HttpResponse(status=204)

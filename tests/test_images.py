@@ -1,0 +1,358 @@
+"""The image library end to end: uploads (chunked, resumable), URL imports, inspection in the worker, deletion.
+
+The panel runs as a live server, so the worker's transfers go over real HTTP with
+signed URLs, as they would from a worker on another machine.
+"""
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import tarfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from images import transfer
+from images.choices import ImageStatus
+from images.models import Image
+from tenants.choices import Role
+from tenants.models import AuditEvent
+from tenants.services import set_quota
+from tests.conftest import token_client
+from tests.factories import make_tenant, make_user
+from tests.test_image_fetch import serve
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MIB = 1 << 20
+
+
+def qcow2(tmp_path: Path, name: str = "disk.qcow2", fmt: str = "qcow2", *options: str) -> Path:
+    path = tmp_path / name
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *options, str(path), "64M"], check=True)
+    return path
+
+
+def upload(client, path: Path, *, chunk: int | None = None, **fields) -> dict:
+    """Create an upload for the file and send it (in chunks with Content-Range, or whole); the image as JSON."""
+    data = path.read_bytes()
+    created = client.post("/api/v1/images/", {"name": path.name, "size": len(data), "filename": path.name, **fields},
+                          format="json")
+    assert created.status_code == 201, created.content
+    image = created.json()
+    step = chunk or len(data)
+    for start in range(0, len(data), step):
+        piece = data[start:start + step]
+        headers = {"HTTP_CONTENT_RANGE": f"bytes {start}-{start + len(piece) - 1}/{len(data)}"} if chunk else {}
+        response = client.put(f"/api/v1/images/{image['id']}/data/", piece, content_type="application/octet-stream",
+                              **headers)
+        assert response.status_code == 200, response.content
+    return client.get(f"/api/v1/images/{image['id']}/").json()
+
+
+def stored(image_dirs, image: dict) -> Path:
+    return image_dirs / image["uuid"]
+
+
+def test_a_qcow2_uploaded_in_chunks_is_inspected_by_the_worker_and_published(panel, member_api, image_dirs,
+                                                                            tmp_path):
+    # Given a real qcow2 made with qemu-img
+    path = qcow2(tmp_path)
+    # When it is uploaded in 64 KiB chunks
+    image = upload(member_api, path, chunk=64 * 1024, declared_format="qcow2", min_disk_gib=1)
+    # Then the worker fetched it over HTTP, inspected it and published it
+    assert image["status"] == "available", image["status_reason"]
+    assert (image["disk_format"], image["source_format"], image["virtual_size"]) == ("qcow2", "qcow2", 64 * MIB)
+    assert image["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert image["size"] == path.stat().st_size == image["received_bytes"]
+    assert stored(image_dirs, image).read_bytes() == path.read_bytes()
+    # and the audit log holds the first and the last chunk, not every one between
+    chunks = AuditEvent.objects.filter(action="image.data", target_id=str(image["id"]))
+    assert chunks.count() == 2
+
+
+def test_a_whole_file_in_one_request_and_the_upload_page(panel, member, member_api, image_dirs, tmp_path):
+    raw = tmp_path / "disk.img"
+    raw.write_bytes(os.urandom(3 * MIB))
+    image = upload(member_api, raw)
+    assert (image["status"], image["disk_format"], image["virtual_size"]) == ("available", "raw", 3 * MIB)
+    browser = Client()
+    browser.force_login(member)
+    page = browser.get("/images/").content.decode()
+    assert "disk.img" in page and "Available" in page and "3.0\xa0MB" in page
+
+
+def test_a_chunk_out_of_order_or_cut_short_leaves_the_upload_where_it_was_and_it_resumes(panel, member_api,
+                                                                                       image_dirs, tmp_path):
+    data = os.urandom(2 * MIB)
+    created = member_api.post("/api/v1/images/", {"name": "cut", "size": len(data)}, format="json").json()
+    url = f"/api/v1/images/{created['id']}/data/"
+    first = member_api.put(url, data[:MIB], content_type="application/octet-stream",
+                           HTTP_CONTENT_RANGE=f"bytes 0-{MIB - 1}/{len(data)}")
+    assert first.status_code == 200 and first.json()["received_bytes"] == MIB
+    # A chunk that skips ahead is refused with where the upload stands
+    skipped = member_api.put(url, data[MIB + 10:], content_type="application/octet-stream",
+                             HTTP_CONTENT_RANGE=f"bytes {MIB + 10}-{len(data) - 1}/{len(data)}")
+    assert skipped.status_code == 409 and f"stands at byte {MIB}" in skipped.json()["detail"]
+    # A chunk whose connection drops half-way (sent by hand to the live server)
+    token = member_api._credentials["HTTP_AUTHORIZATION"]
+    address = urlsplit(panel.url)
+    with socket.create_connection((address.hostname, address.port)) as conn:
+        conn.sendall((f"PUT {url} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {token}\r\n"
+                      f"Content-Type: application/octet-stream\r\nContent-Length: {MIB}\r\n"
+                      f"Content-Range: bytes {MIB}-{2 * MIB - 1}/{len(data)}\r\n\r\n").encode() + data[MIB:MIB + 1000])
+        conn.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: conn.recv(4096), b"")).decode(errors="replace")
+    assert " 400 " in answer.split("\r\n")[0] and "ended after 1000" in answer
+    # Then nothing of the cut chunk was kept, and the upload resumes from the last whole chunk
+    image = Image.objects.get(pk=created["id"])
+    assert image.received_bytes == MIB and image.status == ImageStatus.UPLOADING
+    assert (image_dirs / f"{image.uuid}.part").stat().st_size == MIB
+    done = member_api.put(url, data[MIB:], content_type="application/octet-stream",
+                          HTTP_CONTENT_RANGE=f"bytes {MIB}-{len(data) - 1}/{len(data)}")
+    assert done.status_code == 200
+    image.refresh_from_db()
+    assert image.status == ImageStatus.AVAILABLE and image.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("filename", ["../../etc/passwd", "evil\x00.qcow2", "x" * 300 + ".qcow2",
+                                      "<script>alert(1)</script>.img"])
+def test_upload_filenames_never_become_paths_and_are_escaped(panel, member, member_api, image_dirs, tmp_path,
+                                                           filename):
+    path = qcow2(tmp_path)
+    image = upload(member_api, path, filename=filename, name=f"<b>{filename[:40]}</b>".replace("\x00", ""))
+    assert image["status"] == "available"
+    # Stored under the image's generated name only
+    assert sorted(p.name for p in image_dirs.iterdir()) == [image["uuid"]]
+    assert "/" not in image["filename"] and "\x00" not in image["filename"] and len(image["filename"]) <= 255
+    browser = Client()
+    browser.force_login(member)
+    for page in ("/images/", f"/images/{image['id']}/"):
+        html = browser.get(page).content.decode()
+        assert "<script>alert" not in html and "<b>" not in html and "&lt;b&gt;" in html
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda tmp: qcow2(tmp, "over.qcow2", "qcow2", "-b", str(qcow2(tmp, "base.qcow2")), "-F", "qcow2"),
+     "backing file"),
+    (lambda tmp: qcow2(tmp, "ext.qcow2", "qcow2", "-o", f"data_file={tmp / 'data.raw'}"), "external"),
+    (lambda tmp: qcow2(tmp, "flat.vmdk", "vmdk", "-o", "subformat=monolithicFlat"), "VMDK"),
+])
+def test_refused_uploads_end_in_error_with_the_reason_and_keep_no_bytes(panel, member_api, image_dirs, tmp_path,
+                                                                       make, reason):
+    path = make(tmp_path)
+    image = upload(member_api, path)
+    assert image["status"] == "error" and reason in image["status_reason"], image["status_reason"]
+    assert image["size"] is None and not any(image_dirs.iterdir())
+
+
+def test_a_name_with_control_characters_is_refused_with_the_reason(member_api):
+    response = member_api.post("/api/v1/images/", {"name": "a\x07b", "size": 10}, format="json")
+    assert response.status_code == 400 and "control characters" in response.json()["name"][0]
+
+
+def test_a_declared_format_that_differs_is_refused(panel, member_api, image_dirs, tmp_path):
+    image = upload(member_api, qcow2(tmp_path), declared_format="raw")
+    assert image["status"] == "error" and "declared" in image["status_reason"]
+
+
+@pytest.mark.parametrize("fmt", ["vmdk", "vdi", "vhdx"])
+def test_vmdk_vdi_and_vhdx_are_converted_to_qcow2(panel, member_api, image_dirs, tmp_path, fmt):
+    image = upload(member_api, qcow2(tmp_path, f"disk.{fmt}", fmt))
+    assert image["status"] == "available", image["status_reason"]
+    assert (image["source_format"], image["disk_format"], image["virtual_size"]) == (fmt, "qcow2", 64 * MIB)
+    data = stored(image_dirs, image).read_bytes()
+    assert data[:4] == b"QFI\xfb" and image["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def box(tmp_path: Path, metadata: dict, disk: Path) -> Path:
+    path = tmp_path / "test.box"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("metadata.json")
+        content = json.dumps(metadata).encode()
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+        archive.add(disk, arcname="box.img")
+        archive.add(disk, arcname="../../escape.img")  # never extracted by its own path
+    return path
+
+
+def test_a_vagrant_box_for_libvirt_is_unpacked(panel, member_api, image_dirs, tmp_path):
+    disk = qcow2(tmp_path)
+    image = upload(member_api, box(tmp_path, {"provider": "libvirt", "format": "qcow2", "virtual_size": 1}, disk))
+    assert image["status"] == "available", image["status_reason"]
+    assert (image["source_format"], image["disk_format"]) == ("box", "qcow2")
+    assert stored(image_dirs, image).read_bytes() == disk.read_bytes()
+    assert not (tmp_path.parent / "escape.img").exists()
+
+
+def test_a_box_for_another_provider_is_refused(panel, member_api, tmp_path):
+    image = upload(member_api, box(tmp_path, {"provider": "virtualbox"}, qcow2(tmp_path)))
+    assert image["status"] == "error" and "libvirt provider" in image["status_reason"]
+
+
+# --- URL imports ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mirror(settings, tmp_path):
+    """A local HTTP server with files, allowlisted as an internal mirror."""
+    files: dict[str, bytes] = {}
+
+    def answer(path):
+        if path.startswith("/redirect"):
+            return 302, {"Location": "http://127.0.0.1:1/secret"}, b""
+        return (200, {}, files[path]) if path in files else (404, {}, b"")
+
+    server = serve(answer)
+    port = server.server_address[1]
+    settings.CLOUDPANEL_IMPORT_ALLOW = [f"127.0.0.1:{port}"]
+    yield files, f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+def test_an_import_verifies_its_checksum_and_publishes(panel, member_api, image_dirs, mirror, tmp_path):
+    files, base = mirror
+    data = qcow2(tmp_path).read_bytes()
+    files["/disk.qcow2"] = data
+    digest = hashlib.sha512(data).hexdigest()
+    created = member_api.post("/api/v1/images/", {"name": "imported", "url": f"{base}/disk.qcow2",
+                                                  "checksum": f"sha512:{digest}"}, format="json")
+    assert created.status_code == 201, created.content
+    image = Image.objects.get(pk=created.json()["id"])
+    assert image.status == ImageStatus.AVAILABLE, image.status_reason
+    assert image.received_bytes == image.expected_bytes == len(data) == image.size
+    assert image.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored(image_dirs, {"uuid": str(image.uuid)}).read_bytes() == data
+
+
+def test_an_import_with_the_wrong_checksum_publishes_nothing(panel, member_api, image_dirs, mirror, tmp_path):
+    files, base = mirror
+    files["/disk.qcow2"] = qcow2(tmp_path).read_bytes()
+    created = member_api.post("/api/v1/images/", {"name": "bad", "url": f"{base}/disk.qcow2",
+                                                  "checksum": "sha256:" + "0" * 64}, format="json").json()
+    image = Image.objects.get(pk=created["id"])
+    assert image.status == ImageStatus.ERROR and "checksum does not match" in image.status_reason
+    assert not any(image_dirs.iterdir())
+
+
+def test_an_import_over_the_size_cap_is_refused(panel, member_api, image_dirs, mirror, settings):
+    files, base = mirror
+    files["/big.img"] = b"\0" * (2 * MIB)
+    settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = 0  # nothing fits
+    created = member_api.post("/api/v1/images/", {"name": "big", "url": f"{base}/big.img"}, format="json").json()
+    image = Image.objects.get(pk=created["id"])
+    assert image.status == ImageStatus.ERROR and "over the 0 bytes allowed" in image.status_reason
+
+
+def test_an_allowed_mirror_that_redirects_to_loopback_is_refused_at_the_hop(panel, member_api, mirror):
+    _files, base = mirror
+    created = member_api.post("/api/v1/images/", {"name": "hop", "url": f"{base}/redirect"}, format="json").json()
+    image = Image.objects.get(pk=created["id"])
+    assert image.status == ImageStatus.ERROR and "127.0.0.1" in image.status_reason
+
+
+@pytest.mark.parametrize("url", [
+    "file:///etc/passwd", "http://127.0.0.1/x.img", "http://169.254.169.254/latest/meta-data/",
+    "http://10.1.2.3/x.img", "http://[::1]/x.img", "http://2130706433/x.img", "ftp://93.184.216.34/x.img",
+])
+def test_imports_of_internal_or_odd_urls_are_refused_at_once(member_api, url):
+    response = member_api.post("/api/v1/images/", {"name": "no", "url": url}, format="json")
+    assert response.status_code == 400, response.content
+    assert not Image.objects.exists()
+
+
+@pytest.fixture
+def small_scratch(settings, tmp_path):
+    """A 1 MiB filesystem as the worker's scratch space, so that an import fills it."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    settings.CLOUDPANEL_SCRATCH_DIR = str(mount)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_during_an_import_is_an_error_and_leaves_no_partial_file(panel, member_api, image_dirs, mirror,
+                                                                          small_scratch):
+    files, base = mirror
+    files["/big.img"] = os.urandom(3 * MIB)
+    created = member_api.post("/api/v1/images/", {"name": "full", "url": f"{base}/big.img"}, format="json").json()
+    image = Image.objects.get(pk=created["id"])
+    assert image.status == ImageStatus.ERROR and "disk filled up" in image.status_reason
+    assert list(small_scratch.iterdir()) == [] and not any(image_dirs.iterdir())
+
+
+# --- quota, visibility, deletion, transfers -----------------------------------------------------------------
+
+
+def test_image_storage_quota_is_checked_on_upload_and_on_the_imported_size(panel, member_api, tenant, mirror):
+    set_quota(tenant=tenant, limits={"image_gib": 1})
+    refused = member_api.post("/api/v1/images/", {"name": "huge", "size": 2 << 30}, format="json")
+    assert refused.status_code == 409 and "Image storage: 0 of 1 GiB in use, 2 GiB more asked" in refused.json()[
+        "detail"]
+    set_quota(tenant=tenant, limits={"image_gib": 0})
+    files, base = mirror
+    files["/x.img"] = b"\0" * MIB
+    refused = member_api.post("/api/v1/images/", {"name": "x", "url": f"{base}/x.img"}, format="json")
+    assert refused.status_code == 409
+    # An import whose size only shows once downloaded is checked then
+    set_quota(tenant=tenant, limits={"image_gib": 1})
+    files["/y.img"] = b"\0" * MIB
+    member_api.post("/api/v1/images/", {"name": "y", "url": f"{base}/y.img"}, format="json")
+    assert Image.objects.get(name="y").status == ImageStatus.AVAILABLE
+    usage = member_api.get(f"/api/v1/tenants/{tenant.pk}/").json()["usage"]
+    assert usage["image_gib"] == 0.0  # 1 MiB, rounded to two decimals of a GiB
+
+
+def test_tenants_see_public_images_and_their_own_and_change_only_their_own(panel, admin_api, member_api, tenant,
+                                                                        tmp_path):
+    public = upload(admin_api, qcow2(tmp_path), visibility="public")
+    own = upload(member_api, qcow2(tmp_path, "own.qcow2"))
+    other_tenant = make_tenant()
+    stranger = token_client(make_user(tenant=other_tenant))
+    assert public["tenant"] is None and public["status"] == "available"
+    assert {i["id"] for i in member_api.get("/api/v1/images/").json()["results"]} == {public["id"], own["id"]}
+    assert {i["id"] for i in stranger.get("/api/v1/images/").json()["results"]} == {public["id"]}
+    assert stranger.get(f"/api/v1/images/{own['id']}/").status_code == 404
+    assert stranger.delete(f"/api/v1/images/{own['id']}/").status_code == 404
+    assert member_api.delete(f"/api/v1/images/{public['id']}/").status_code == 403
+    # Only platform admins publish public images; viewers add nothing
+    refused = member_api.post("/api/v1/images/", {"name": "p", "size": 1, "visibility": "public"}, format="json")
+    assert refused.status_code == 403
+    viewer = token_client(make_user(tenant=tenant, role=Role.VIEWER))
+    assert viewer.post("/api/v1/images/", {"name": "v", "size": 1}, format="json").status_code == 403
+
+
+def test_delete_removes_the_image_and_its_bytes(panel, member_api, image_dirs, tmp_path):
+    image = upload(member_api, qcow2(tmp_path))
+    assert stored(image_dirs, image).exists()
+    assert member_api.delete(f"/api/v1/images/{image['id']}/").status_code == 204
+    assert not Image.objects.filter(pk=image["id"]).exists() and not any(image_dirs.iterdir())
+
+
+def test_an_abandoned_upload_can_be_deleted_with_its_partial_data(panel, member_api, image_dirs):
+    created = member_api.post("/api/v1/images/", {"name": "half", "size": 10}, format="json").json()
+    member_api.put(f"/api/v1/images/{created['id']}/data/", b"12345", content_type="application/octet-stream",
+                   HTTP_CONTENT_RANGE="bytes 0-4/10")
+    assert any(image_dirs.iterdir())
+    assert member_api.delete(f"/api/v1/images/{created['id']}/").status_code == 204
+    assert not any(image_dirs.iterdir())
+
+
+def test_transfer_urls_are_bound_to_one_image_and_one_use(panel, member_api, tmp_path):
+    image = Image.objects.get(pk=upload(member_api, qcow2(tmp_path))["id"])
+    client = Client()
+    path = lambda op: urlsplit(transfer.url_for(image.uuid, op)).path  # noqa: E731
+    assert client.get(path(transfer.READ)).status_code == 200
+    assert client.put(path(transfer.READ), b"x", content_type="application/octet-stream").status_code == 403
+    assert client.delete(path(transfer.READ)).status_code == 403
+    # An available image's bytes are settled: no replacing, no discarding
+    assert client.put(path(transfer.WRITE), b"x", content_type="application/octet-stream").status_code == 409
+    assert client.delete(path(transfer.DISCARD)).status_code == 409
+    assert client.get(path(transfer.READ)[:-5] + "XXXX/").status_code == 403
