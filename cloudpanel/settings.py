@@ -249,5 +249,7 @@ CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_VIRT
 CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB", "64"))
 # URL imports reach only public addresses, plus these (CIDRs or host:port, comma-separated): internal mirrors.
 CLOUDPANEL_IMPORT_ALLOW = _env_list("CLOUDPANEL_IMPORT_ALLOW", "")
+# How long a copy of an image to a host may take before another worker may start it over.
+CLOUDPANEL_IMAGE_COPY_TIMEOUT = int(os.environ.get("CLOUDPANEL_IMAGE_COPY_TIMEOUT", "3600"))
 # The browser uploads in chunks of this size, each resumable.
 CLOUDPANEL_UPLOAD_CHUNK_MIB = int(os.environ.get("CLOUDPANEL_UPLOAD_CHUNK_MIB", "16"))

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cloudpanel.api import router
 from hosts.api import HostViewSet
-from images.api import ImageViewSet
+from images.api import ImageViewSet, TemplateViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
@@ -14,6 +14,7 @@ router.register("hosts", HostViewSet, basename="api-host")
 router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
 router.register("images", ImageViewSet, basename="api-image")
+router.register("templates", TemplateViewSet, basename="api-template")
 router.register("tenants", TenantViewSet, basename="api-tenant")
 router.register("members", MembershipViewSet, basename="api-member")
 router.register("tokens", APITokenViewSet, basename="api-token")

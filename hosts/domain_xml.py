@@ -46,6 +46,9 @@ class DomainSpec:
     init: str = ""
     accelerator: Accelerator = Accelerator.AUTO
     title: str = ""
+    cdrom_path: str = ""  # an ISO in the CD-ROM drive (QEMU domains always have the drive)
+    seed_path: str = ""  # a cloud-init NoCloud seed, as a second CD-ROM
+    boot_cdrom: bool = False  # an install: boot the CD-ROM, then the disk
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -74,6 +77,26 @@ def _disk(devices: ET.Element, path: str, target: str, bus: str, driver: str | N
     _sub(disk, "target", dev=target, bus=bus)
 
 
+def _cdrom(devices: ET.Element, path: str, target: str, bus: str) -> None:
+    """A read-only CD-ROM drive; without a path it is empty, ready for media to be inserted."""
+    cdrom = _sub(devices, "disk", type="file", device="cdrom")
+    _sub(cdrom, "driver", name="qemu", type="raw")
+    if path:
+        _sub(cdrom, "source", file=path)
+    _sub(cdrom, "target", dev=target, bus=bus)
+    _sub(cdrom, "readonly")
+
+
+CDROM_TARGET, SEED_TARGET = "hdc", "hdd"
+
+
+def cdrom_xml(path: str) -> str:
+    """The media drive as a device update: with path, that ISO inserted; without, the drive emptied."""
+    holder = ET.Element("devices")
+    _cdrom(holder, path, CDROM_TARGET, "ide")
+    return ET.tostring(holder[0], encoding="unicode")
+
+
 def _serial_console(devices: ET.Element, target_type: str = "serial") -> None:
     if target_type == "serial":
         serial = _sub(devices, "serial", type="pty")
@@ -96,6 +119,8 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
             _sub(os_el, "initrd", spec.initrd)
         _sub(os_el, "cmdline", spec.cmdline or "console=ttyS0")
     else:
+        if spec.boot_cdrom:
+            _sub(os_el, "boot", dev="cdrom")
         _sub(os_el, "boot", dev="hd")
     features = _sub(root, "features")
     _sub(features, "acpi")
@@ -107,6 +132,9 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _disk(devices, spec.boot_disk, "vda", "virtio", "qemu")
     if spec.disk_path:
         _disk(devices, spec.disk_path, "vdb" if spec.boot_disk else "vda", "virtio", "qemu")
+    _cdrom(devices, spec.cdrom_path, CDROM_TARGET, "ide")
+    if spec.seed_path:
+        _cdrom(devices, spec.seed_path, SEED_TARGET, "ide")
     _serial_console(devices)
     return root
 
@@ -186,8 +214,12 @@ def build_test(spec: DomainSpec) -> ET.Element:
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm")
     devices = _sub(root, "devices")
-    if spec.disk_path:
-        _disk(devices, spec.disk_path, "vda", "virtio", None)
+    for path in (spec.boot_disk, spec.disk_path):
+        if path:
+            _disk(devices, path, "vdb" if devices.find("disk") is not None else "vda", "virtio", None)
+    for path, target in ((spec.cdrom_path, CDROM_TARGET), (spec.seed_path, SEED_TARGET)):
+        if path:
+            _cdrom(devices, path, target, "ide")
     return root
 
 
@@ -204,17 +236,45 @@ def domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool 
     return ET.tostring(builders[technology](spec), encoding="unicode")
 
 
+def has_cdrom(technology: Technology) -> bool:
+    """Whether instances on this technology get CD-ROM drives (ISO installs, media, cloud-init seeds)."""
+    return technology in (Technology.QEMU, Technology.TEST)
+
+
 def uses_disk_volume(technology: Technology) -> bool:
     """Whether instances on this technology get a disk volume from a storage pool."""
     return technology in (Technology.QEMU, Technology.XEN, Technology.VBOX, Technology.TEST)
 
 
-def volume_xml(name: str, size_gib: int) -> str:
-    """A sparse qcow2 storage volume of the given capacity."""
+@dataclass(frozen=True)
+class Backing:
+    """The base under a copy-on-write volume: a cached image on the same host."""
+
+    path: str
+    format: str
+
+
+def volume_xml(name: str, size_gib: int, *, backing: Backing | None = None) -> str:
+    """A sparse qcow2 storage volume of the given capacity, copy-on-write over backing if given."""
     vol = ET.Element("volume")
     _sub(vol, "name", name)
     _sub(vol, "capacity", str(size_gib), unit="GiB")
     _sub(vol, "allocation", "0")
     target = _sub(vol, "target")
     _sub(target, "format", type="qcow2")
+    if backing is not None:
+        store = _sub(vol, "backingStore")
+        _sub(store, "path", backing.path)
+        _sub(store, "format", type=backing.format)
+    return ET.tostring(vol, encoding="unicode")
+
+
+def raw_volume_xml(name: str, size: int) -> str:
+    """A raw volume of exactly size bytes, to be filled by an upload (it holds an image's bytes as they are)."""
+    vol = ET.Element("volume")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", str(size), unit="bytes")
+    _sub(vol, "allocation", "0")
+    target = _sub(vol, "target")
+    _sub(target, "format", type="raw")
     return ET.tostring(vol, encoding="unicode")

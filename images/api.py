@@ -12,8 +12,13 @@ from rest_framework.response import Response
 from cloudpanel.api import ScopedViewSetMixin
 from images import services
 from images.filtersets import ImageFilterSet
-from images.models import Image
-from images.serializers import ImageCreateSerializer, ImageSerializer
+from images.models import Image, Template
+from images.serializers import (
+    ImageCreateSerializer,
+    ImageSerializer,
+    TemplateCreateSerializer,
+    TemplateSerializer,
+)
 from tenants import audit
 from tenants.models import Tenant
 
@@ -44,7 +49,8 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
     ordering_fields = ["name", "created_at", "size"]
 
     def get_queryset(self):
-        return Image.objects.visible_to(self.scope).select_related("tenant", "created_by")
+        return (Image.objects.visible_to(self.scope).select_related("tenant", "created_by")
+                .prefetch_related("copies__host"))
 
     def _changeable(self) -> Image:
         image = self.get_object()
@@ -100,4 +106,61 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
     def destroy(self, request, pk=None):
         image = self._changeable()
         services.delete_image(image=image)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _tenant_in_scope(scope, tenant_id: int | None) -> Tenant | None:
+    if tenant_id is None:
+        return scope.tenant
+    tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
+    if tenant is None:
+        raise ValidationError({"tenant": ["No such tenant."]})
+    return tenant
+
+
+class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                      viewsets.GenericViewSet):
+    """Templates: an image with a default size, cloud-init user-data and a first-boot script.
+    Create an instance from one with POST /api/v1/instances/ {"name": ..., "template": id}."""
+
+    queryset = Template.objects.none()
+    serializer_class = TemplateSerializer
+    audit_name = "template"
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        return Template.objects.visible_to(self.scope).select_related("tenant", "image")
+
+    def _changeable(self) -> Template:
+        template = self.get_object()
+        if not services.may_change(self.scope, template):
+            raise PermissionDenied("Your role does not allow changing this template.")
+        return template
+
+    @extend_schema(request=TemplateCreateSerializer, responses={201: TemplateSerializer})
+    def create(self, request):
+        data = TemplateCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        owner = services.owner_for(self.scope, visibility=values["visibility"],
+                                   tenant=_tenant_in_scope(self.scope, values.pop("tenant", None)))
+        audit.note(request, tenant=owner)
+        image = Image.objects.visible_to(self.scope).filter(pk=values.pop("image")).first()
+        if image is None:
+            raise ValidationError({"image": ["No such image."]})
+        template = services.create_template(user=request.user, tenant=owner, image=image, **values)
+        audit.note(request, target=template)
+        return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TemplateSerializer, responses={200: TemplateSerializer})
+    def partial_update(self, request, pk=None):
+        template = self._changeable()
+        data = TemplateSerializer(template, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        template = services.update_template(template=template, **data.validated_data)
+        return Response(TemplateSerializer(template).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        services.delete_template(template=self._changeable())
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -44,3 +44,9 @@ class OsType(models.TextChoices):
 
 
 IN_TRANSIT = (ImageStatus.UPLOADING, ImageStatus.IMPORTING, ImageStatus.INSPECTING)
+
+
+class CopyStatus(models.TextChoices):
+    COPYING = "copying", "Copying"
+    AVAILABLE = "available", "Available"
+    ERROR = "error", "Error"

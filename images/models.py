@@ -3,11 +3,12 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from cloudpanel.scoping import Scope, TenantScopedQuerySet
-from images.choices import DiskFormat, ImageStatus, OsType, SourceFormat, Visibility
+from images.choices import CopyStatus, DiskFormat, ImageStatus, OsType, SourceFormat, Visibility
 
 
 class ImageQuerySet(TenantScopedQuerySet):
@@ -74,3 +75,59 @@ class Image(models.Model):
     def stored_bytes(self) -> int:
         """What the image takes (or will take) in the store: for quotas."""
         return self.size if self.size is not None else max(self.expected_bytes or 0, self.received_bytes)
+
+
+class ImageCopy(models.Model):
+    """An image's cached copy in a host's storage pool, verified against the image's sha256."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="copies")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="image_copies")
+    status = models.CharField(max_length=10, choices=CopyStatus.choices, default=CopyStatus.COPYING)
+    pool = models.CharField(max_length=100)
+    volume = models.CharField(max_length=100)
+    path = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host__name"]
+        constraints = [models.UniqueConstraint(fields=["image", "host"], name="image_copy_once_per_host")]
+
+    def __str__(self) -> str:
+        return f"{self.image} on {self.host}"
+
+    @staticmethod
+    def volume_name(image: Image) -> str:
+        return f"cloudpanel-image-{image.uuid}"
+
+
+class Template(models.Model):
+    """A ready-made instance, in the spirit of a Vagrant box: an image, a default size, cloud-init
+    user-data and a provisioning script run at first boot."""
+
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="templates", null=True,
+                               blank=True)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="templates")
+    vcpus = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(256)])
+    memory_mib = models.PositiveIntegerField(default=512, validators=[MinValueValidator(16)])
+    disk_gib = models.PositiveIntegerField(default=10, validators=[MaxValueValidator(64 * 1024)])
+    user_data = models.TextField(blank=True, help_text="#cloud-config YAML, merged with the instance's own settings.")
+    script = models.TextField(blank=True, help_text="A shell script run once at first boot.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
+                                   name="template_platform_templates_are_public"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

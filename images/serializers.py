@@ -4,15 +4,25 @@ from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
 
 from images.choices import OsType, SourceFormat, Visibility
-from images.models import Image
+from images.models import Image, ImageCopy, Template
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class CopySerializer(serializers.ModelSerializer):
+    host_name = serializers.CharField(source="host.name", read_only=True)
+
+    class Meta:
+        model = ImageCopy
+        fields = ["host", "host_name", "status", "error", "verified_at"]
+        read_only_fields = fields
 
 
 class ImageSerializer(serializers.ModelSerializer):
     tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
     progress = serializers.IntegerField(read_only=True, allow_null=True)
+    copies = CopySerializer(many=True, read_only=True)
 
     class Meta:
         model = Image
@@ -20,7 +30,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "id", "uuid", "name", "tenant", "tenant_name", "visibility", "status", "status_reason", "os_type",
             "min_disk_gib", "min_memory_mib", "filename", "source_url", "declared_format", "expected_checksum",
             "source_format", "disk_format", "received_bytes", "expected_bytes", "progress", "size", "virtual_size",
-            "sha256", "created_by", "created_at", "updated_at",
+            "sha256", "copies", "created_by", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -59,3 +69,34 @@ class ImageCreateSerializer(serializers.Serializer):
         if ("size" in data) == ("url" in data):
             raise serializers.ValidationError("Give either size (an upload) or url (an import).")
         return data
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
+    image_name = serializers.CharField(source="image.name", read_only=True)
+
+    class Meta:
+        model = Template
+        fields = ["id", "name", "description", "tenant", "tenant_name", "visibility", "image", "image_name", "vcpus",
+                  "memory_mib", "disk_gib", "user_data", "script", "created_at"]
+        read_only_fields = ["id", "tenant", "tenant_name", "visibility", "image", "image_name", "created_at"]
+
+
+class TemplateCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    tenant = serializers.IntegerField(required=False, help_text="Defaults to the tenant you act in.")
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE)
+    image = serializers.IntegerField()
+    vcpus = serializers.IntegerField(min_value=1, max_value=256, default=1)
+    memory_mib = serializers.IntegerField(min_value=16, max_value=4 * 1024 * 1024, default=512)
+    disk_gib = serializers.IntegerField(min_value=1, max_value=64 * 1024, default=10)
+    user_data = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False,
+                                      help_text="#cloud-config YAML.")
+    script = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False,
+                                   help_text="A shell script run once at first boot.")
+
+    def validate_name(self, value: str) -> str:
+        if _CONTROL.search(value):
+            raise serializers.ValidationError("The name cannot hold control characters.")
+        return value

@@ -15,10 +15,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from cloudpanel.scoping import Scope
-from images import events, fetch, store
-from images.choices import IN_TRANSIT, ImageStatus, Visibility
-from images.exceptions import ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
-from images.models import Image
+from hosts.models import Host
+from images import cloudinit, events, fetch, store
+from images.choices import IN_TRANSIT, DiskFormat, ImageStatus, Visibility
+from images.exceptions import ImageInUse, ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
+from images.models import Image, Template
 from tenants import quotas
 from tenants.models import Tenant
 
@@ -175,28 +176,94 @@ def fail_image(*, image_id: int, reason: str) -> None:
 
 
 def delete_image(*, image: Image) -> None:
-    """Remove an image from the library, with its bytes."""
+    """Remove an image from the library, its bytes and every host's copy; refused while anything uses it."""
+    from images import tasks
+    from instances.tasks import queue_for
+
     with transaction.atomic():
-        Image.objects.filter(pk=image.pk).delete()
+        image = Image.objects.select_for_update().get(pk=image.pk)
+        users = [f"instance {name}" for name in image.instances.live().values_list("name", flat=True)[:20]]
+        users += [f"instance {name} (CD-ROM)" for name in
+                  image.cdrom_instances.live().values_list("name", flat=True)[:20]]
+        users += [f"template {name}" for name in image.templates.values_list("name", flat=True)[:20]]
+        if users:
+            raise ImageInUse(f"{image.name} is in use by {', '.join(users)}; delete those first.")
+        copies = list(image.copies.values_list("host_id", "pool", "volume"))
+        image.delete()
         events.publish_deleted_on_commit(image)
+        for host_id, pool, volume in copies:
+            transaction.on_commit(lambda h=host_id, p=pool, v=volume: tasks.delete_copy.apply_async(
+                (h, p, v), queue=queue_for(h)))
     store.remove(image.uuid)
 
 
-def may_change(scope: Scope, image: Image) -> bool:
-    """Platform images are the platform admins'; a tenant's images, those who operate in the tenant."""
+def request_copy(*, image: Image, host: Host) -> None:
+    """Queue a copy of the image to the host's pool (it is also copied on first use there)."""
+    from images import tasks
+    from instances.tasks import queue_for
+
+    if image.status != ImageStatus.AVAILABLE:
+        raise ImageNotReady(f"the image is {image.get_status_display().lower()}; only available images are copied")
+    transaction.on_commit(lambda: tasks.copy_image.apply_async((image.pk, host.pk), queue=queue_for(host.pk)))
+
+
+def may_change(scope: Scope, image: Image | Template) -> bool:
+    """Platform images and templates are the platform admins'; a tenant's, those who operate in the tenant."""
     if image.tenant_id is None:
         return scope.admin
     return scope.can_operate(image.tenant_id)
 
 
 def owner_for(scope: Scope, *, visibility: str, tenant: Tenant | None) -> Tenant | None:
-    """Who a new image belongs to: public images to the platform (admins only), private ones to a tenant."""
+    """Who a new image or template belongs to: public ones to the platform (admins only), private ones to a tenant."""
     if visibility == Visibility.PUBLIC:
         if not scope.admin:
-            raise ReadOnly("Only platform admins publish public images.")
+            raise ReadOnly("Only platform admins publish public images and templates.")
         return None
     if tenant is None:
         raise UnsafeImage("Say which tenant the image belongs to.")
     if not scope.can_operate(tenant.pk):
         raise ReadOnly("Your role in this tenant only allows reading.")
     return tenant
+
+
+def _check_template(*, image: Image, user_data: str, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+    if image.disk_format == DiskFormat.ISO:
+        raise UnsafeImage("a template boots a disk image, not an ISO")
+    if image.status != ImageStatus.AVAILABLE:
+        raise ImageNotReady(f"the image {image.name} is {image.get_status_display().lower()}, not available")
+    if memory_mib < image.min_memory_mib:
+        raise UnsafeImage(f"{image.name} needs at least {image.min_memory_mib} MiB of RAM")
+    needed = max(image.min_disk_gib, -(-(image.virtual_size or 0) // (1 << 30)))
+    if disk_gib < needed:
+        raise UnsafeImage(f"{image.name} needs a disk of at least {needed} GiB")
+    cloudinit.parse_cloud_config(user_data)
+
+
+def create_template(*, user: AbstractBaseUser | None, tenant: Tenant | None, visibility: str, image: Image,
+                    name: str, description: str = "", vcpus: int = 1, memory_mib: int = 512, disk_gib: int = 10,
+                    user_data: str = "", script: str = "") -> Template:
+    """A template over an available disk image; its user-data must be a #cloud-config mapping."""
+    if tenant is not None and image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
+        raise UnsafeImage("no such image")
+    if visibility == Visibility.PUBLIC and image.visibility != Visibility.PUBLIC:
+        raise UnsafeImage("a public template needs a public image")
+    _check_template(image=image, user_data=user_data, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
+    return Template.objects.create(tenant=tenant, visibility=visibility, image=image, name=name,
+                                   description=description, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+                                   user_data=user_data, script=script, created_by=user)
+
+
+def update_template(*, template: Template, **changes) -> Template:
+    """Change a template's size, user-data or script (instances made from it keep what they were given)."""
+    for key, value in changes.items():
+        setattr(template, key, value)
+    _check_template(image=template.image, user_data=template.user_data, vcpus=template.vcpus,
+                    memory_mib=template.memory_mib, disk_gib=template.disk_gib)
+    template.save()
+    return template
+
+
+def delete_template(*, template: Template) -> None:
+    """Remove a template; instances made from it keep their image and user-data."""
+    template.delete()

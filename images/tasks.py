@@ -8,7 +8,9 @@ from pathlib import Path
 from celery import shared_task
 
 from cloudpanel.exceptions import DomainError
-from images import processing, services, transfer
+from hosts import hypervisor
+from hosts.models import Host
+from images import distribution, processing, services, transfer
 from images.choices import ImageStatus
 from images.models import Image
 
@@ -66,3 +68,24 @@ def import_image(image_id: int) -> None:
             _finish(image, received, digests, workdir, stored=False)
         except DomainError as exc:
             _fail(image, exc)
+
+
+@shared_task
+def copy_image(image_id: int, host_id: int) -> None:
+    """Cache the image on the host ahead of use (runs on the host's worker)."""
+    image = Image.objects.filter(pk=image_id, status=ImageStatus.AVAILABLE).first()
+    host = Host.objects.filter(pk=host_id).first()
+    if image is None or host is None:
+        return
+    try:
+        distribution.ensure_copy(image=image, host=host)
+    except (DomainError, hypervisor.HypervisorError) as exc:
+        log.warning("copying image %s to host %s failed: %s", image_id, host_id, exc)  # shown on the image's page
+
+
+@shared_task(autoretry_for=(hypervisor.HypervisorUnavailable,), retry_backoff=30, max_retries=20)
+def delete_copy(host_id: int, pool: str, volume: str) -> None:
+    """Remove a deleted image's cached copy from a host (retried while the host is unreachable)."""
+    host = Host.objects.filter(pk=host_id).first()
+    if host is not None:
+        hypervisor.delete_volume(host.uri, pool, volume)

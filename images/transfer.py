@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -85,6 +86,23 @@ def hashing_copy(response: http.client.HTTPResponse, destination: Path, *, algor
     if total is not None and done != total:
         raise UploadIncomplete(f"the transfer ended after {done} of {total} bytes")
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}, done
+
+
+@contextmanager
+def reading(url: str, *, timeout: float = 60.0) -> Iterator[http.client.HTTPResponse]:
+    """An image's bytes from the panel, as a response to read from."""
+    connection, path = _connection(url, timeout)
+    try:
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+        except OSError as exc:
+            raise UploadIncomplete(f"the panel could not be reached for the image: {exc}") from None
+        if response.status != 200:
+            raise _failed(response, "send the image")
+        yield response
+    finally:
+        connection.close()
 
 
 def download(url: str, destination: Path, *, algorithms: tuple[str, ...] = ("sha256",),

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from cloudpanel.api import ScopedViewSetMixin
 from cloudpanel.scoping import Scope
+from images.models import Image, Template
 from instances import services
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
@@ -71,6 +72,12 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         values = dict(data.validated_data)
         tenant = resolve_tenant(self.scope, values.pop("tenant", None))
         audit.note(request, tenant=tenant)
+        # Another tenant's image or template reads as no such thing.
+        for key, model in (("image", Image), ("template", Template)):
+            if key in values:
+                values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
+                if values[key] is None:
+                    raise ValidationError({key: [f"No such {key}."]})
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)

@@ -56,5 +56,6 @@ class Cause(models.TextChoices):
 
 class BootSource(models.TextChoices):
     KERNEL = "kernel", "Kernel + initrd"
+    IMAGE = "image", "Image from the library"
     DISK = "disk", "Disk image on the host"
     INIT = "init", "Container command"

@@ -38,6 +38,16 @@ class Instance(models.Model):
     cmdline = models.CharField(max_length=500, blank=True)
     boot_disk = models.CharField(max_length=500, blank=True)
     init = models.CharField(max_length=500, blank=True)
+    # Booted from a library image: a copy-on-write overlay of the host's cached copy (an ISO: a CD-ROM).
+    image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="instances")
+    template = models.ForeignKey("images.Template", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="instances")
+    # The ISO in the CD-ROM drive, inserted and ejected while the instance runs.
+    cdrom = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="cdrom_instances")
+    # cloud-init user-data for the NoCloud seed attached at creation (empty: no seed).
+    user_data = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     # NULL means idle: compare-and-set claims filter on task_state IS NULL.
     task_state = models.CharField(max_length=15, choices=TaskState.choices, null=True, blank=True)  # noqa: DJ001
@@ -76,6 +86,10 @@ class Instance(models.Model):
     @property
     def volume_name(self) -> str:
         return f"cp-{self.uuid}.qcow2"
+
+    @property
+    def seed_volume_name(self) -> str:
+        return f"cp-{self.uuid}-seed.iso"
 
 
 class InstanceChildQuerySet(TenantScopedQuerySet):

@@ -20,13 +20,15 @@ class ActionSerializer(serializers.ModelSerializer):
 class InstanceSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
     tenant_name = serializers.CharField(source="tenant.name", read_only=True)
+    image_name = serializers.CharField(source="image.name", default=None, read_only=True)
     operations = serializers.SerializerMethodField()
 
     class Meta:
         model = Instance
         fields = [
             "id", "uuid", "name", "tenant", "tenant_name", "host", "host_name", "vcpus", "memory_mib", "disk_gib",
-            "boot_source", "kernel", "initrd", "cmdline", "boot_disk", "init", "status", "task_state",
+            "boot_source", "kernel", "initrd", "cmdline", "boot_disk", "init", "image", "image_name", "template",
+            "cdrom", "status", "task_state",
             "status_reason", "operations", "created_at", "deleted_at",
         ]
         read_only_fields = fields
@@ -48,9 +50,18 @@ class InstanceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=300)
     tenant = serializers.IntegerField(required=False)
     host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all(), required=False, allow_null=True)
-    vcpus = serializers.IntegerField(min_value=1, max_value=256)
-    memory_mib = serializers.IntegerField(min_value=16, max_value=4 * 1024 * 1024)
-    disk_gib = serializers.IntegerField(min_value=0, max_value=64 * 1024, default=0)
+    vcpus = serializers.IntegerField(min_value=1, max_value=256, required=False,
+                                     help_text="Required unless a template gives it.")
+    memory_mib = serializers.IntegerField(min_value=16, max_value=4 * 1024 * 1024, required=False,
+                                          help_text="Required unless a template gives it.")
+    disk_gib = serializers.IntegerField(min_value=0, max_value=64 * 1024, required=False,
+                                        help_text="For an image: at least its size (the default).")
+    image = serializers.IntegerField(required=False, help_text="Boot this library image (boot_source image).")
+    template = serializers.IntegerField(required=False, help_text="Create from this template.")
+    ssh_keys = serializers.CharField(max_length=20000, required=False, allow_blank=True, default="",
+                                     help_text="OpenSSH public keys, one per line, given through cloud-init.")
+    password = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
+                                     write_only=True, help_text="Root password; only its hash reaches the guest.")
     boot_source = serializers.ChoiceField(choices=BootSource.choices, default=BootSource.KERNEL)
     kernel = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     initrd = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

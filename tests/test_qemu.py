@@ -1,6 +1,8 @@
 """A real QEMU guest: create, running through events, console both ways for two viewers, shutdown."""
 
+import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -12,10 +14,12 @@ from cloudpanel.asgi import application
 from hosts import hypervisor
 from hosts import services as host_services
 from hosts.choices import HostState
+from images.models import Image, ImageCopy
 from instances import services
 from instances.choices import ActionStatus, Status
 from instances.models import Instance
 from tenants.models import AuditEvent
+from tests.test_images import upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
 
@@ -120,3 +124,55 @@ def test_real_lxc_application_container(lxc_host, member, tenant):
     assert Instance.objects.get(pk=instance.pk).status == Status.STOPPED
     services.request_operation(instance=instance, operation="delete", user=member)
     assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
+
+
+def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
+        qemu_host, panel, member, member_api, tenant, guest, tmp_path):
+    # Given a real qcow2, made with qemu-img from a raw disk that starts with a marker
+    raw = tmp_path / "base.raw"
+    with open(raw, "wb") as out:
+        out.write(b"CLOUDPANEL-BASE-MARKER\n")
+        out.truncate(64 << 20)
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(base)], check=True)
+    # When it is uploaded through the API (in chunks) and an instance boots from it on the real host
+    image = upload(member_api, base, chunk=128 * 1024)
+    assert image["status"] == "available", image["status_reason"]
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx4cpseed test@cloudpanel"
+    action = services.create_instance(
+        user=member, tenant=tenant, name="seeded", vcpus=1, memory_mib=256, boot_source="image",
+        image=Image.objects.get(pk=image["id"]), kernel=guest["kernel"], initrd=guest["initrd"],
+        cmdline="console=ttyS0", ssh_keys=key, host=qemu_host,
+    )
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    # Then the host holds a verified copy, and the instance's disk is a copy-on-write overlay of it
+    copy = ImageCopy.objects.get(image_id=image["id"], host=qemu_host)
+    assert copy.status == "available" and copy.verified_at is not None
+    overlay = hypervisor.volume_path(qemu_host.uri, qemu_host.storage_pool, instance.volume_name)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", overlay], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["format"] == "qcow2" and info["backing-filename"] == copy.path
+    assert info["virtual-size"] == instance.disk_gib << 30 == 1 << 30
+
+    # And the guest mounted its NoCloud seed, took the hostname it was given, and reads the base's bytes
+    @async_to_sync
+    async def console():
+        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+        viewer.scope["user"] = member
+        assert (await viewer.connect())[0]
+        await viewer.send_to(text_data="\n")
+        await read_until(viewer, r"# ", timeout=60)
+        await viewer.send_to(text_data="hostname; grep -c cpseed /mnt/seed/user-data; head -c 22 /dev/vda; echo\n")
+        text = await read_until(viewer, r"CLOUDPANEL-BASE-MARKER")
+        await viewer.disconnect()
+        return text
+
+    text = console()
+    assert re.search(r"^seeded\r?$", text, re.M) and re.search(r"^1\r?$", text, re.M), text
+    # When the instance and then the image are deleted, the overlay, the seed and the host's copy go too
+    services.request_operation(instance=instance, operation="delete", user=member)
+    for volume in (instance.volume_name, instance.seed_volume_name):
+        assert hypervisor.volume_path(qemu_host.uri, qemu_host.storage_pool, volume) is None
+    assert member_api.delete(f"/api/v1/images/{image['id']}/").status_code == 204
+    assert hypervisor.volume_path(qemu_host.uri, copy.pool, copy.volume) is None
