@@ -12,11 +12,13 @@ from images.models import Image, Template
 from instances import services
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
+from instances.lifecycle import SPECIAL
 from instances.models import Instance, InstanceAction
 from instances.serializers import (
     ActionSerializer,
     InstanceCreateSerializer,
     InstanceSerializer,
+    MediaSerializer,
     StateChangeSerializer,
 )
 from tenants import audit
@@ -86,6 +88,22 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     def destroy(self, request, pk=None):
         return self._operate(request, Operation.DELETE)
 
+    @extend_schema(request=MediaSerializer, responses={202: ActionSerializer}, summary="Insert or eject a CD-ROM")
+    @action(detail=True, methods=["post"])
+    def media(self, request, pk=None):
+        instance = self.get_object()
+        if not self.scope.can_operate(instance.tenant_id):
+            raise PermissionDenied(READ_ONLY)
+        data = MediaSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        image = None
+        if data.validated_data.get("image") is not None:
+            image = Image.objects.visible_to(self.scope).filter(pk=data.validated_data["image"]).first()
+            if image is None:
+                raise ValidationError({"image": ["No such image."]})
+        act = services.change_media(instance=instance, image=image, user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(responses={200: StateChangeSerializer(many=True)})
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
@@ -106,7 +124,7 @@ def _operation_action(operation: Operation):
 
 
 for _op in Operation:
-    if _op != Operation.CREATE:
+    if _op not in SPECIAL:
         setattr(InstanceViewSet, f"op_{_op.value}", _operation_action(_op))
 
 

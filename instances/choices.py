@@ -24,6 +24,7 @@ class TaskState(models.TextChoices):
     REBOOTING = "rebooting", "Rebooting"
     SUSPENDING = "suspending", "Suspending"
     RESUMING = "resuming", "Resuming"
+    CHANGING_MEDIA = "changing_media", "Changing CD-ROM"
     DELETING = "deleting", "Deleting"
 
 
@@ -35,6 +36,7 @@ class Operation(models.TextChoices):
     REBOOT = "reboot", "Reboot"
     SUSPEND = "suspend", "Suspend"
     RESUME = "resume", "Resume"
+    MEDIA = "media", "Change CD-ROM"
     DELETE = "delete", "Delete"
 
 

@@ -2,6 +2,9 @@
 
 from instances.choices import Operation, Status, TaskState
 
+# Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
+SPECIAL = (Operation.CREATE, Operation.MEDIA)
+
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
     Operation.START: TaskState.STARTING,
@@ -10,6 +13,7 @@ TASK_STATE_OF = {
     Operation.REBOOT: TaskState.REBOOTING,
     Operation.SUSPEND: TaskState.SUSPENDING,
     Operation.RESUME: TaskState.RESUMING,
+    Operation.MEDIA: TaskState.CHANGING_MEDIA,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -21,6 +25,7 @@ ALLOWED_FROM = {
     Operation.REBOOT: {Status.RUNNING},
     Operation.SUSPEND: {Status.RUNNING},
     Operation.RESUME: {Status.PAUSED, Status.SUSPENDED},
+    Operation.MEDIA: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 
@@ -29,4 +34,4 @@ def allowed_operations(status: str, task_state: str | None) -> list[str]:
     """The operations a user may request now (none while one is in flight)."""
     if task_state:
         return []
-    return [op.value for op in Operation if op != Operation.CREATE and status in ALLOWED_FROM[op]]
+    return [op.value for op in Operation if op not in SPECIAL and status in ALLOWED_FROM[op]]

@@ -44,6 +44,10 @@ class StateChangeSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class MediaSerializer(serializers.Serializer):
+    image = serializers.IntegerField(allow_null=True, help_text="An ISO image to insert; null ejects.")
+
+
 class InstanceCreateSerializer(serializers.Serializer):
     """What a create request may carry; the tenant and host are checked by the view."""
 

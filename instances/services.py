@@ -176,7 +176,8 @@ def create_instance(
 
 
 @transaction.atomic
-def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None) -> InstanceAction:
+def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
+                      image: Image | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task."""
     operation = Operation(operation)
     current = Instance.objects.filter(pk=instance.pk).values("status", "task_state", "status_reason").first()
@@ -196,10 +197,29 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
         raise InstanceBusy(f"'{instance.name}' is busy with another operation; try again")
     instance.status, instance.status_reason = current["status"], current["status_reason"]
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
-    action = InstanceAction.objects.create(instance=instance, operation=operation, user=user)
+    action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
+
+
+def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseUser | None) -> InstanceAction:
+    """Insert an ISO from the library into the instance's CD-ROM drive (None: eject), while it runs or not."""
+    if instance.host is None or not has_cdrom(Technology(instance.host.technology)):
+        raise InvalidOperation("only QEMU/KVM instances have a CD-ROM drive")
+    if image is not None:
+        if image.disk_format != DiskFormat.ISO or image.status != ImageStatus.AVAILABLE:
+            raise InvalidOperation(f"{image.name} is not an available ISO image")
+        if image.tenant_id not in (None, instance.tenant_id) and image.visibility != Visibility.PUBLIC:
+            raise InvalidOperation("no such image")
+    elif instance.cdrom_id is None:
+        raise InvalidOperation("the CD-ROM drive is already empty")
+    return request_operation(instance=instance, operation=Operation.MEDIA, user=user, image=image)
+
+
+def record_media(*, instance_id: int, image_id: int | None) -> None:
+    """The drive now holds this ISO (None: empty)."""
+    Instance.objects.filter(pk=instance_id).update(cdrom_id=image_id)
 
 
 @transaction.atomic
@@ -207,7 +227,7 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     """Request a failed action's operation again."""
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
-    return request_operation(instance=action.instance, operation=action.operation, user=user)
+    return request_operation(instance=action.instance, operation=action.operation, user=user, image=action.image)
 
 
 # --- reports from tasks ------------------------------------------------------

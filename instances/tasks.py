@@ -10,6 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
+from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
 from images import cloudinit, distribution
@@ -126,7 +127,7 @@ def _run(action_id: int, work: Callable[[Instance, Host], str]) -> None:
     instance, host = action.instance, action.instance.host
     try:
         observed = work(instance, host)
-    except hypervisor.HypervisorError as exc:
+    except (hypervisor.HypervisorError, DomainError) as exc:  # domain errors: say, an image that failed to copy
         services.fail_action(action_id, error=str(exc), observed=_state_after_failure(action, host))
         return
     services.finish_action(action_id, observed=observed)
@@ -172,8 +173,21 @@ def delete_instance(action_id: int) -> None:
     _run(action_id, _do_delete)
 
 
+@shared_task
+def change_media(action_id: int) -> None:
+    def work(instance: Instance, host: Host) -> str:
+        action = InstanceAction.objects.select_related("image").get(pk=action_id)
+        path = distribution.ensure_copy(image=action.image, host=host).path if action.image else ""
+        hypervisor.change_media(host.uri, str(instance.uuid), path)
+        services.record_media(instance_id=instance.pk, image_id=action.image_id)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
 TASKS = {
     Operation.CREATE: create_instance,
+    Operation.MEDIA: change_media,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

@@ -7,6 +7,7 @@ urlpatterns = [
     path("new/", views.instance_new, name="instance-new"),
     path("<int:pk>/", views.instance_detail, name="instance-detail"),
     path("<int:pk>/op/<str:operation>/", views.instance_operation, name="instance-operation"),
+    path("<int:pk>/media/", views.instance_media, name="instance-media"),
     path("actions/", views.action_list, name="action-list"),
     path("actions/<int:pk>/retry/", views.action_retry, name="action-retry"),
 ]

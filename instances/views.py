@@ -11,12 +11,16 @@ from django.views.decorators.http import require_POST
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import scope_of
 from hosts import services as host_services
+from hosts.choices import Technology
+from hosts.domain_xml import has_cdrom
 from hosts.models import Host
+from images.choices import DiskFormat, ImageStatus
+from images.models import Image, Template
 from instances import services
 from instances.choices import Operation, Status
 from instances.filtersets import InstanceFilterSet
 from instances.forms import InstanceForm
-from instances.lifecycle import allowed_operations
+from instances.lifecycle import SPECIAL, allowed_operations
 from instances.models import Instance, InstanceAction
 from tenants import audit
 from tenants.models import Tenant
@@ -60,7 +64,9 @@ def instance_new(request):
     if not scope.admin:
         tenants = tenants.filter(pk__in=[t for t in scope.roles if scope.can_operate(t)])
     hosts = Host.objects.filter(enabled=True) if scope.admin else None
-    form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts)
+    images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
+    templates = Template.objects.visible_to(scope).select_related("image")
+    form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates)
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():
@@ -75,17 +81,22 @@ def instance_new(request):
             audit.note(request, target=action.instance)
             messages.success(request, f"Creating {action.instance.name}.")
             return redirect("instance-detail", pk=action.instance_id)
-    return render(request, "instances/new.html", {"form": form})
+    sizes = {t.pk: {"vcpus": t.vcpus, "memory_mib": t.memory_mib, "disk_gib": t.disk_gib} for t in templates}
+    return render(request, "instances/new.html", {"form": form, "template_sizes": sizes})
 
 
 @login_required
 def instance_detail(request, pk: int):
     scope = scope_of(request)
-    instance = get_object_or_404(Instance.objects.in_scope(scope).select_related("host", "tenant"), pk=pk)
+    instance = get_object_or_404(
+        Instance.objects.in_scope(scope).select_related("host", "tenant", "image", "template", "cdrom"), pk=pk)
+    media = instance.host is not None and has_cdrom(Technology(instance.host.technology))
     return render(request, "instances/detail.html", {
         "instance": instance,
+        "isos": Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE, disk_format=DiskFormat.ISO)
+        if media else None,
         "operations": allowed_operations(instance.status, instance.task_state),
-        "all_operations": [op for op in Operation if op != Operation.CREATE],
+        "all_operations": [op for op in Operation if op not in SPECIAL],
         "can_operate": scope.can_operate(instance.tenant_id),
         "actions": instance.actions.select_related("user")[:20],
         "history": instance.state_changes.order_by("-at", "-id")[:50],
@@ -97,7 +108,7 @@ def instance_detail(request, pk: int):
 def instance_operation(request, pk: int, operation: str):
     scope = scope_of(request)
     instance = get_object_or_404(Instance.objects.in_scope(scope), pk=pk)
-    if operation not in Operation.values or operation == Operation.CREATE:
+    if operation not in Operation.values or operation in SPECIAL:
         raise Http404("no such operation")
     audit.note(request, action=f"instance.{operation}", target=instance)
     if not scope.can_operate(instance.tenant_id):
@@ -110,6 +121,30 @@ def instance_operation(request, pk: int, operation: str):
     if operation == Operation.DELETE and instance.status == Status.DELETED:
         return redirect("instance-list")
     return redirect("instance-detail", pk=instance.pk)
+
+
+@login_required
+@require_POST
+def instance_media(request, pk: int):
+    """Insert the chosen ISO into the CD-ROM drive, or eject it (no image)."""
+    scope = scope_of(request)
+    instance = get_object_or_404(Instance.objects.in_scope(scope).select_related("host"), pk=pk)
+    audit.note(request, action="instance.media", target=instance)
+    image = None
+    if request.POST.get("image"):
+        image = Image.objects.visible_to(scope).filter(pk=request.POST["image"]).first() \
+            if request.POST["image"].isdigit() else None
+        if image is None:
+            audit.refused(request, "No such image.")
+            return redirect("instance-detail", pk=pk)
+    if not scope.can_operate(instance.tenant_id):
+        audit.refused(request, READ_ONLY)
+    else:
+        try:
+            services.change_media(instance=instance, image=image, user=request.user)
+        except DomainError as exc:
+            audit.refused(request, str(exc))
+    return redirect("instance-detail", pk=pk)
 
 
 @login_required

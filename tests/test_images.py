@@ -19,7 +19,8 @@ from django.test import Client
 
 from images import transfer
 from images.choices import ImageStatus
-from images.models import Image
+from images.models import Image, ImageCopy
+from instances.models import Instance
 from tenants.choices import Role
 from tenants.models import AuditEvent
 from tenants.services import set_quota
@@ -356,3 +357,84 @@ def test_transfer_urls_are_bound_to_one_image_and_one_use(panel, member_api, tmp
     assert client.put(path(transfer.WRITE), b"x", content_type="application/octet-stream").status_code == 409
     assert client.delete(path(transfer.DISCARD)).status_code == 409
     assert client.get(path(transfer.READ)[:-5] + "XXXX/").status_code == 403
+
+
+# --- instances from images and templates (libvirt's test driver) -------------------------------------------
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx4 someone@laptop"
+
+
+def test_an_instance_from_an_image_gets_an_overlay_and_a_seed(panel, member_api, host, tmp_path):
+    image = upload(member_api, qcow2(tmp_path))
+    response = member_api.post("/api/v1/instances/", {
+        "name": "from-image", "boot_source": "image", "image": image["id"], "vcpus": 1, "memory_mib": 64,
+        "ssh_keys": KEY, "password": "correct horse"}, format="json")
+    assert response.status_code == 202, response.content
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    assert instance.status == "running", instance.status_reason
+    # The disk is at least the image's size, the host holds a copy (the test driver keeps no bytes to verify)
+    assert instance.disk_gib == 1 and instance.image_id == image["id"]
+    copy = ImageCopy.objects.get(image_id=image["id"], host=host)
+    assert copy.status == "available" and copy.verified_at is None
+    # The seed's user-data names the host, carries the key and only a hash of the password
+    assert "hostname: from-image" in instance.user_data and KEY in instance.user_data
+    assert "correct horse" not in instance.user_data and "$6$" in instance.user_data
+    assert "password" not in member_api.get(f"/api/v1/instances/{instance.pk}/").json()
+    # The image cannot go while the instance uses it
+    refused = member_api.delete(f"/api/v1/images/{image['id']}/")
+    assert refused.status_code == 409 and "instance from-image" in refused.json()["detail"]
+
+
+def test_a_template_gives_its_size_user_data_and_script(panel, member_api, host, tmp_path):
+    image = upload(member_api, qcow2(tmp_path))
+    created = member_api.post("/api/v1/templates/", {
+        "name": "web", "image": image["id"], "vcpus": 2, "memory_mib": 96, "disk_gib": 3,
+        "user_data": "#cloud-config\npackages: [nginx]\n", "script": "echo provisioned > /tmp/done"},
+        format="json")
+    assert created.status_code == 201, created.content
+    response = member_api.post("/api/v1/instances/", {"name": "web-1", "template": created.json()["id"]},
+                               format="json")
+    assert response.status_code == 202, response.content
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    assert (instance.vcpus, instance.memory_mib, instance.disk_gib) == (2, 96, 3)
+    assert instance.status == "running", instance.status_reason
+    assert "nginx" in instance.user_data and "echo provisioned" in instance.user_data
+    assert "text/x-shellscript" in instance.user_data and "hostname: web-1" in instance.user_data
+    refused = member_api.delete(f"/api/v1/images/{image['id']}/")
+    assert refused.status_code == 409 and "template web" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"memory_mib": 8}, "memory_mib"),
+    ({"ssh_keys": "not a key"}, "line 1 of the SSH keys"),
+    ({"disk_gib": 0, "image": "iso"}, "needs a disk of at least 1 GiB"),
+    ({"image": "uploading"}, "uploading, not available"),
+    ({"image": "foreign"}, "No such image"),
+    ({"boot_source": "kernel", "kernel": "/k"}, "go with the image boot source"),
+])
+def test_bad_image_boots_are_refused_with_the_reason(panel, member_api, tenant, host, tmp_path, body, reason):
+    images = {
+        "disk": upload(member_api, qcow2(tmp_path))["id"],
+        "iso": Image.objects.create(name="cd", tenant=tenant, status="available", disk_format="iso", size=10,
+                                    virtual_size=10, sha256="0" * 64).pk,
+        "uploading": Image.objects.create(name="half", tenant=tenant, expected_bytes=10).pk,
+        "foreign": Image.objects.create(name="theirs", tenant=make_tenant(), status="available",
+                                        disk_format="qcow2", size=10, virtual_size=10, sha256="0" * 64).pk,
+    }
+    request = {"name": "bad", "boot_source": "image", "vcpus": 1, "memory_mib": 64, **body}
+    request["image"] = images[body.get("image", "disk")]
+    response = member_api.post("/api/v1/instances/", request, format="json")
+    assert response.status_code == 400 and reason in json.dumps(response.json()), response.content
+    assert not Instance.objects.exists()
+
+
+def test_templates_refuse_bad_user_data_and_isos(panel, member_api, tenant, tmp_path):
+    image = upload(member_api, qcow2(tmp_path))
+    bad = member_api.post("/api/v1/templates/", {"name": "t", "image": image["id"], "disk_gib": 1,
+                                                 "user_data": "#cloud-config\n- a list\n"}, format="json")
+    assert bad.status_code == 400 and "mapping" in bad.json()["detail"]
+    iso = Image.objects.create(name="cd", tenant=tenant, status="available", disk_format="iso", size=10,
+                               virtual_size=10, sha256="0" * 64)
+    refused = member_api.post("/api/v1/templates/", {"name": "t", "image": iso.pk}, format="json")
+    assert refused.status_code == 400 and "not an ISO" in refused.json()["detail"]

@@ -28,7 +28,7 @@ from cloudpanel.asgi import application
 from images.choices import ImageStatus
 from images.models import Image, Template
 from instances.choices import ActionStatus, Operation, Status
-from instances.lifecycle import ALLOWED_FROM
+from instances.lifecycle import ALLOWED_FROM, SPECIAL
 from instances.models import InstanceAction
 from instances.routing import websocket_urlpatterns
 from tenants.choices import Role
@@ -214,6 +214,7 @@ MATRIX: dict[str, list[Case]] = {
     ],
     "instance-detail": [Case("GET", "instance", read(P))],
     "instance-operation": [Case("POST", "instance", operate(P, 302), url_kwargs={"operation": "reboot"})],
+    "instance-media": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"image": w[x]["iso"].pk})],
     "action-list": [Case("GET", None, listing(P), marker="action")],
     "image-list": [Case("GET", None, listing(P), marker="image")],
     "image-upload": [Case("GET", None, adder_page)],
@@ -279,8 +280,9 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-detail": [Case("GET", "instance", read(A)),
                             Case("DELETE", "instance", operate(A, 202))],
     "api-instance-history": [Case("GET", "instance", read(A))],
+    "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
-       for op in Operation if op != Operation.CREATE},
+       for op in Operation if op not in SPECIAL},
     "api-action-list": [Case("GET", None, listing(A), marker="action")],
     "api-image-list": [
         Case("GET", None, listing(A), marker="image"),
@@ -387,10 +389,12 @@ def build_world() -> dict:
         disk = Image.objects.create(name=f"disk-{side}-{tag}", tenant=tenant, status=ImageStatus.AVAILABLE,
                                     disk_format="qcow2", size=1 << 20, virtual_size=1 << 30, sha256="0" * 64)
         template = Template.objects.create(name=f"tpl-{side}-{tag}", tenant=tenant, image=disk, disk_gib=1)
+        iso = Image.objects.create(name=f"iso-{side}-{tag}", tenant=tenant, status=ImageStatus.AVAILABLE,
+                                   disk_format="iso", size=1 << 20, virtual_size=1 << 20, sha256="0" * 64)
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
-            "image": image, "disk": disk, "template": template,
+            "image": image, "disk": disk, "template": template, "iso": iso,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},

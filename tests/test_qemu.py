@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -14,10 +15,11 @@ from cloudpanel.asgi import application
 from hosts import hypervisor
 from hosts import services as host_services
 from hosts.choices import HostState
+from images import cloudinit
 from images.models import Image, ImageCopy
 from instances import services
 from instances.choices import ActionStatus, Status
-from instances.models import Instance
+from instances.models import Instance, InstanceAction
 from tenants.models import AuditEvent
 from tests.test_images import upload
 
@@ -170,6 +172,23 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
 
     text = console()
     assert re.search(r"^seeded\r?$", text, re.M) and re.search(r"^1\r?$", text, re.M), text
+    # And an ISO from the library goes into the running guest's CD-ROM drive, and comes out again
+    iso_file = tmp_path / "install.iso"
+    iso_file.write_bytes(cloudinit.build_seed(meta="instance-id: x\n", user="#cloud-config\n"))
+    iso = upload(member_api, iso_file)
+    assert iso["disk_format"] == "iso", iso["status_reason"]
+    drive = ".//devices/disk[@device='cdrom']/target[@dev='hdc']/../source"
+    for wanted in (iso["id"], None):
+        answer = member_api.post(f"/api/v1/instances/{instance.pk}/media/", {"image": wanted}, format="json")
+        assert answer.status_code == 202, answer.content
+        assert InstanceAction.objects.get(pk=answer.json()["id"]).status == ActionStatus.SUCCEEDED
+        live = ET.fromstring(hypervisor.connection(qemu_host.uri).lookupByUUIDString(str(instance.uuid)).XMLDesc())
+        source = live.find(drive)
+        if wanted:
+            assert source is not None and source.get("file") == ImageCopy.objects.get(image_id=wanted).path
+        else:  # live XML may keep an empty <source index=…/> for the ejected medium
+            assert source is None or source.get("file") is None
+        assert Instance.objects.get(pk=instance.pk).cdrom_id == wanted
     # When the instance and then the image are deleted, the overlay, the seed and the host's copy go too
     services.request_operation(instance=instance, operation="delete", user=member)
     for volume in (instance.volume_name, instance.seed_volume_name):
