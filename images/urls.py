@@ -7,6 +7,7 @@ urlpatterns = [
     path("upload/", views.image_upload, name="image-upload"),
     path("import/", views.image_import, name="image-import"),
     path("<int:pk>/", views.image_detail, name="image-detail"),
+    path("<int:pk>/copy/", views.image_copy, name="image-copy"),
     path("<int:pk>/delete/", views.image_delete, name="image-delete"),
     path("transfer/<str:token>/", views.image_transfer, name="image-transfer"),
 ]

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import scope_of
+from hosts.models import Host
 from images import services, store, transfer
 from images.choices import DiskFormat, ImageStatus, Visibility
 from images.exceptions import UploadIncomplete
@@ -41,7 +42,7 @@ def _owner(scope, data: dict):
 @login_required
 def image_list(request):
     scope = scope_of(request)
-    queryset = Image.objects.visible_to(scope).select_related("tenant")
+    queryset = Image.objects.visible_to(scope).select_related("tenant").prefetch_related("copies__host")
     filterset = ImageFilterSet(request.GET, queryset=queryset)
     page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
     return render(request, "images/list.html", {
@@ -101,10 +102,34 @@ def image_import(request):
 def image_detail(request, pk: int):
     scope = scope_of(request)
     image = get_object_or_404(Image.objects.visible_to(scope).select_related("tenant", "created_by"), pk=pk)
+    copies = list(image.copies.select_related("host"))
+    copied = {c.host_id for c in copies}
     return render(request, "images/detail.html", {
-        "image": image, "can_change": services.may_change(scope, image),
+        "image": image, "can_change": services.may_change(scope, image), "copies": copies,
+        "hosts": [h for h in Host.objects.filter(enabled=True) if h.pk not in copied] if scope.admin else [],
+        "users": image.instances.live().in_scope(scope)[:50],
         "chunk_bytes": settings.CLOUDPANEL_UPLOAD_CHUNK_MIB << 20,
     })
+
+
+@login_required
+@require_POST
+def image_copy(request, pk: int):
+    """A platform admin caches the image on a host ahead of its first use there."""
+    scope = scope_of(request)
+    image = get_object_or_404(Image.objects.visible_to(scope), pk=pk)
+    audit.note(request, action="image.copy", target=image, platform=True)
+    host = Host.objects.filter(pk=request.POST.get("host") or 0).first() if scope.admin else None
+    if host is None:
+        audit.refused(request, "Only platform admins copy images to hosts; choose a host.")
+        return redirect("image-detail", pk=pk)
+    try:
+        services.request_copy(image=image, host=host)
+    except DomainError as exc:
+        audit.refused(request, str(exc))
+    else:
+        messages.success(request, f"Copying {image.name} to {host.name}.")
+    return redirect("image-detail", pk=pk)
 
 
 @login_required

@@ -438,3 +438,19 @@ def test_templates_refuse_bad_user_data_and_isos(panel, member_api, tenant, tmp_
                                virtual_size=10, sha256="0" * 64)
     refused = member_api.post("/api/v1/templates/", {"name": "t", "image": iso.pk}, format="json")
     assert refused.status_code == 400 and "not an ISO" in refused.json()["detail"]
+
+
+def test_an_admin_copies_an_image_to_a_host_ahead_of_use_and_the_pages_show_it(panel, admin_user, member,
+                                                                                member_api, host, tmp_path):
+    image = upload(member_api, qcow2(tmp_path))
+    browser = Client()
+    browser.force_login(member)
+    refused = browser.post(f"/images/{image['id']}/copy/", {"host": host.pk}, follow=True)
+    assert "Only platform admins" in refused.content.decode() and not ImageCopy.objects.exists()
+    admin = Client()
+    admin.force_login(admin_user)
+    admin.post(f"/images/{image['id']}/copy/", {"host": host.pk})
+    assert ImageCopy.objects.get(image_id=image["id"], host=host).status == "available"
+    assert host.name in admin.get(f"/images/{image['id']}/").content.decode()
+    copies = member_api.get(f"/api/v1/images/{image['id']}/").json()["copies"]
+    assert [(c["host_name"], c["status"]) for c in copies] == [(host.name, "available")]

@@ -225,6 +225,10 @@ MATRIX: dict[str, list[Case]] = {
                           body=import_body)],
     "image-detail": [Case("GET", "image", read(P))],
     "image-delete": [Case("POST", "image", operate(P, 302))],
+    # Only platform admins copy to hosts; others are sent back with the refusal.
+    "image-copy": [Case("POST", "image", lambda role, which: (
+        anon(P) if role == ANON else Cell(404) if which == OTHER and role != ADMIN else Cell(302)),
+        body=lambda w, x: {"host": w["host"].pk})],
     # Workers' transfers carry a signed token, not a session: a forged one is refused for everyone.
     "image-transfer": [Case("GET", None, anyone(403), url_kwargs={"token": "forged"})],
     "action-retry": [Case("POST", "action", operate(P, 302))],
