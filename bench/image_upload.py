@@ -1,0 +1,163 @@
+"""Image upload through the API: throughput against a plain copy of the file, and the web process's memory.
+
+A real `manage.py serve` (uvicorn, web only: no worker in the process, and the inspection
+task goes to a queue nobody consumes, so only the upload is measured) receives a 2 GiB
+file of random bytes through PUT /api/v1/images/{id}/data/, streamed from disk by the
+client: once as one request, once in 64 MiB chunks with Content-Range. Compared against:
+a plain copy of the same file on the same filesystem (read, write, fsync, as the store
+does). The web process's resident memory is sampled every 20 ms from /proc during each
+upload; the peak is reported next to its size before the upload.
+Targets: throughput ≥ 0.5× the plain copy; peak memory < 100 MiB.
+Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \
+     .venv/bin/python bench/image_upload.py [size in MiB, default 2048]
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import ROOT, print_table, setup_django
+
+setup_django()
+
+from django.db import connection  # noqa: E402
+
+from images.models import Image  # noqa: E402
+from tenants.services import create_api_token, create_tenant, set_quota  # noqa: E402
+from tests.factories import make_user  # noqa: E402
+
+MIB = 1 << 20
+SIZE = int(sys.argv[1]) * MIB if len(sys.argv) > 1 else 2048 * MIB
+CHUNK = 64 * MIB
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Sampler(threading.Thread):
+    """The peak resident memory of a process while it runs."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, rss_kib(self.pid))
+            time.sleep(0.02)
+
+
+def put(port: int, key: str, image_id: int, source: Path, offset: int, length: int, total: int | None) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=MIB)
+    headers = {"Authorization": f"Token {key}", "Content-Type": "application/octet-stream",
+               "Content-Length": str(length)}
+    if total is not None:
+        headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{total}"
+    with open(source, "rb") as body:
+        body.seek(offset)
+        conn.putrequest("PUT", f"/api/v1/images/{image_id}/data/")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        left = length
+        while left:
+            block = body.read(min(MIB, left))
+            conn.send(block)
+            left -= len(block)
+    response = conn.getresponse()
+    answer = response.read()
+    assert response.status == 200, answer[:300]
+    conn.close()
+
+
+def create(port: int, key: str, name: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/api/v1/images/", body=f'{{"name": "{name}", "size": {SIZE}}}',
+                 headers={"Authorization": f"Token {key}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 201, body
+    return json.loads(body)["id"]
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=ROOT / "var"))
+    source = work / "source.img"
+    with open(source, "wb") as out:
+        for _ in range(SIZE // (64 * MIB)):
+            out.write(os.urandom(64 * MIB))
+    tenant = create_tenant(name=f"bench-upload-{time.time_ns()}")
+    set_quota(tenant=tenant, limits={"image_gib": None})
+    user = make_user(tenant=tenant)
+    _token, key = create_api_token(user=user, name="bench", tenant=tenant)
+
+    # The plain copy, as the store writes: read, write, fsync
+    start = time.perf_counter()
+    with open(source, "rb") as src, open(work / "copy.img", "wb") as dst:
+        shutil.copyfileobj(src, dst, MIB)
+        dst.flush()
+        os.fsync(dst.fileno())
+    copy_seconds = time.perf_counter() - start
+    (work / "copy.img").unlink()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = connection.settings_dict
+    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "CLOUDPANEL_IMAGE_DIR": str(work / "store"), "CLOUDPANEL_TASK_QUEUE": "bench-nobody-consumes",
+           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+    server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
+    try:
+        for _ in range(300):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        rows = []
+        for label, chunk in (("one request", None), (f"{CHUNK // MIB} MiB chunks", CHUNK)):
+            image_id = create(port, key, f"bench-{label}")
+            before = rss_kib(server.pid)
+            sampler = Sampler(server.pid)
+            sampler.start()
+            start = time.perf_counter()
+            if chunk is None:
+                put(port, key, image_id, source, 0, SIZE, None)
+            else:
+                for offset in range(0, SIZE, chunk):
+                    put(port, key, image_id, source, offset, min(chunk, SIZE - offset), SIZE)
+            seconds = time.perf_counter() - start
+            sampler.stop.set()
+            sampler.join()
+            image = Image.objects.get(pk=image_id)
+            assert image.received_bytes == SIZE and (work / "store" / str(image.uuid)).stat().st_size == SIZE
+            rows.append([f"API upload, {label}", round(seconds, 2), round(SIZE / MIB / seconds),
+                         round(copy_seconds / seconds, 2), round(before / 1024, 1), round(sampler.peak / 1024, 1)])
+            (work / "store" / str(image.uuid)).unlink()
+            image.delete()
+        rows.insert(0, ["plain copy (read, write, fsync)", round(copy_seconds, 2), round(SIZE / MIB / copy_seconds),
+                        1.0, "-", "-"])
+        print_table(f"Upload of {SIZE // MIB} MiB (targets: ≥ 0.5× the copy's throughput; web peak < 100 MiB)",
+                    ["path", "seconds", "MiB/s", "× copy", "web RSS before (MiB)", "web RSS peak (MiB)"], rows)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+        user.delete()
+        tenant.delete()
+
+
+if __name__ == "__main__":
+    main()
