@@ -59,6 +59,19 @@ class Sampler(threading.Thread):
             time.sleep(0.02)
 
 
+def plain_copy(source: Path, target: Path) -> float:
+    """Seconds to copy the file as the store writes it: read, write, fsync."""
+    os.sync()
+    start = time.perf_counter()
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, MIB)
+        dst.flush()
+        os.fsync(dst.fileno())
+    seconds = time.perf_counter() - start
+    target.unlink()
+    return seconds
+
+
 def put(port: int, key: str, image_id: int, source: Path, offset: int, length: int, total: int | None) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=MIB)
     headers = {"Authorization": f"Token {key}", "Content-Type": "application/octet-stream",
@@ -103,14 +116,7 @@ def main() -> None:
     user = make_user(tenant=tenant)
     _token, key = create_api_token(user=user, name="bench", tenant=tenant)
 
-    # The plain copy, as the store writes: read, write, fsync
-    start = time.perf_counter()
-    with open(source, "rb") as src, open(work / "copy.img", "wb") as dst:
-        shutil.copyfileobj(src, dst, MIB)
-        dst.flush()
-        os.fsync(dst.fileno())
-    copy_seconds = time.perf_counter() - start
-    (work / "copy.img").unlink()
+    copies = [plain_copy(source, work / "copy.img")]
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,6 +135,7 @@ def main() -> None:
         rows = []
         for label, chunk in (("one request", None), (f"{CHUNK // MIB} MiB chunks", CHUNK)):
             image_id = create(port, key, f"bench-{label}")
+            os.sync()  # start each measurement with no dirty pages of the previous one
             before = rss_kib(server.pid)
             sampler = Sampler(server.pid)
             sampler.start()
@@ -143,14 +150,19 @@ def main() -> None:
             sampler.join()
             image = Image.objects.get(pk=image_id)
             assert image.received_bytes == SIZE and (work / "store" / str(image.uuid)).stat().st_size == SIZE
-            rows.append([f"API upload, {label}", round(seconds, 2), round(SIZE / MIB / seconds),
-                         round(copy_seconds / seconds, 2), round(before / 1024, 1), round(sampler.peak / 1024, 1)])
+            rows.append([f"API upload, {label}", seconds, before, sampler.peak])
             (work / "store" / str(image.uuid)).unlink()
             image.delete()
-        rows.insert(0, ["plain copy (read, write, fsync)", round(copy_seconds, 2), round(SIZE / MIB / copy_seconds),
-                        1.0, "-", "-"])
+        copies.append(plain_copy(source, work / "copy.img"))
+        copy_seconds = min(copies)  # the faster of the copies before and after: the stricter comparison
+        rows = [[label, round(seconds, 2), round(SIZE / MIB / seconds), round(copy_seconds / seconds, 2),
+                 round(before / 1024, 1), round(peak / 1024, 1), round((peak - before) / 1024, 1)]
+                for label, seconds, before, peak in rows]
+        rows.insert(0, ["plain copy (read, write, fsync), best of 2", round(copy_seconds, 2),
+                        round(SIZE / MIB / copy_seconds), 1.0, "-", "-", "-"])
         print_table(f"Upload of {SIZE // MIB} MiB (targets: ≥ 0.5× the copy's throughput; web peak < 100 MiB)",
-                    ["path", "seconds", "MiB/s", "× copy", "web RSS before (MiB)", "web RSS peak (MiB)"], rows)
+                    ["path", "seconds", "MiB/s", "× copy", "web RSS before (MiB)", "web RSS peak (MiB)",
+                     "growth (MiB)"], rows)
     finally:
         server.terminate()
         server.wait(timeout=30)
