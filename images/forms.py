@@ -33,6 +33,36 @@ class ImageForm(forms.Form):
         return self.cleaned_data["name"]
 
 
+class TemplateForm(forms.Form):
+    """A template: an image, a default size, #cloud-config user-data and a first-boot script."""
+
+    name = forms.CharField(max_length=100)
+    image = forms.ModelChoiceField(queryset=None, empty_label="Choose a disk image")
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
+    tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— (public templates only)")
+    vcpus = forms.IntegerField(min_value=1, max_value=256, initial=1, label="vCPUs")
+    memory_mib = forms.IntegerField(min_value=16, max_value=4 * 1024 * 1024, initial=512, label="Memory (MiB)")
+    disk_gib = forms.IntegerField(min_value=1, max_value=64 * 1024, initial=10, label="Disk (GiB)")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    user_data = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 6}), label="User-data",
+                                initial="#cloud-config\n", help_text="#cloud-config YAML; the instance's hostname, "
+                                "SSH keys and password are added to it.")
+    script = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}), label="Provisioning script",
+                             help_text="A shell script run once at first boot.")
+
+    def __init__(self, *args, images, tenants, admin: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["image"].queryset = images
+        self.fields["tenant"].queryset = tenants
+        if not admin:
+            del self.fields["visibility"], self.fields["tenant"]
+
+    def clean_name(self) -> str:
+        if _CONTROL.search(self.cleaned_data["name"]):
+            raise forms.ValidationError("The name cannot hold control characters.")
+        return self.cleaned_data["name"]
+
+
 class ImportForm(ImageForm):
     url = forms.URLField(max_length=2000, label="URL", assume_scheme="https",
                          help_text="http or https; internal addresses are refused unless an admin allowed them.")

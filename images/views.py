@@ -5,20 +5,21 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import scope_of
+from cloudpanel.streaming import file_blocks, streamed
 from hosts.models import Host
 from images import services, store, transfer
 from images.choices import DiskFormat, ImageStatus, Visibility
 from images.exceptions import UploadIncomplete
 from images.filtersets import ImageFilterSet
-from images.forms import ImageForm, ImportForm
-from images.models import Image
+from images.forms import ImageForm, ImportForm, TemplateForm
+from images.models import Image, Template
 from tenants import audit
 from tenants.models import Tenant
 
@@ -133,6 +134,53 @@ def image_copy(request, pk: int):
 
 
 @login_required
+def template_list(request):
+    """Templates visible in the scope, and a form to add one."""
+    scope = scope_of(request)
+    images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE).exclude(disk_format=DiskFormat.ISO)
+    form = TemplateForm(request.POST or None, images=images, tenants=_tenants_for(scope), admin=scope.admin,
+                        initial=_initial(scope))
+    if request.method == "POST":
+        audit.note(request, action="template.create")
+        if not _can_add(scope):
+            raise PermissionDenied(READ_ONLY)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        try:
+            owner = _owner(scope, data)
+            audit.note(request, tenant=owner)
+            template = services.create_template(
+                user=request.user, tenant=owner, visibility=data.pop("visibility", Visibility.PRIVATE),
+                **{k: v for k, v in data.items() if k != "tenant"})
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+            audit.refused(request, str(exc), show=False)
+        else:
+            audit.note(request, target=template)
+            messages.success(request, f"Template {template.name} saved.")
+            return redirect("template-list")
+    templates = Template.objects.visible_to(scope).select_related("tenant", "image")
+    return render(request, "images/templates.html", {
+        "templates": [(t, services.may_change(scope, t)) for t in templates], "form": form,
+        "can_add": _can_add(scope),
+    })
+
+
+@login_required
+@require_POST
+def template_delete(request, pk: int):
+    scope = scope_of(request)
+    template = get_object_or_404(Template.objects.visible_to(scope), pk=pk)
+    audit.note(request, action="template.delete", target=template)
+    if not services.may_change(scope, template):
+        audit.refused(request, "Your role does not allow deleting this template.")
+    else:
+        services.delete_template(template=template)
+        messages.success(request, f"Deleted template {template.name}.")
+    return redirect("template-list")
+
+
+@login_required
 @require_POST
 def image_delete(request, pk: int):
     scope = scope_of(request)
@@ -172,7 +220,8 @@ def image_transfer(request, token: str):
         path = store.data_path(key)
         if not path.exists():
             raise Http404("The image has no stored bytes.")
-        return FileResponse(open(path, "rb"), content_type="application/octet-stream")
+        return streamed(request, file_blocks(path), content_type="application/octet-stream",
+                        headers={"Content-Length": str(path.stat().st_size)})
     if image.status not in (ImageStatus.IMPORTING, ImageStatus.INSPECTING):
         return HttpResponse(f"The image is {image.get_status_display().lower()}; its bytes are settled.", status=409)
     try:

@@ -17,7 +17,7 @@ from hosts.models import Host
 from images.choices import DiskFormat, ImageStatus
 from images.models import Image, Template
 from instances import services
-from instances.choices import Operation, Status
+from instances.choices import BootSource, Operation, Status
 from instances.filtersets import InstanceFilterSet
 from instances.forms import InstanceForm
 from instances.lifecycle import SPECIAL, allowed_operations
@@ -66,7 +66,11 @@ def instance_new(request):
     hosts = Host.objects.filter(enabled=True) if scope.admin else None
     images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
     templates = Template.objects.visible_to(scope).select_related("image")
-    form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates)
+    chosen = templates.filter(pk=request.GET["template"]).first() if request.GET.get("template", "").isdigit() else None
+    initial = {"boot_source": BootSource.IMAGE, "template": chosen, "vcpus": chosen.vcpus, "kernel": "",
+               "initrd": "", "memory_mib": chosen.memory_mib, "disk_gib": chosen.disk_gib} if chosen else None
+    form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates,
+                        initial=initial)
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():

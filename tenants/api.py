@@ -1,7 +1,6 @@
 """Tenant, membership, token and audit endpoints, all scoped like the pages."""
 
 from django.contrib.auth import get_user_model
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -9,6 +8,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.api import ScopedViewSetMixin
+from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.exports import audit_csv_rows
 from tenants.filtersets import AuditFilterSet
@@ -188,6 +188,6 @@ class AuditViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
     @action(detail=False, methods=["get"])
     def export(self, request):
         events = self.filter_queryset(self.get_queryset())
-        response = StreamingHttpResponse(audit_csv_rows(events), content_type="text/csv; charset=utf-8")
+        response = streamed(request, audit_csv_rows(events), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="cloudpanel-audit.csv"'
         return response

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import SESSION_TENANT, resolve_scope, scope_of
+from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.api import AUDITORS_ONLY
 from tenants.choices import AuditResult, Role
@@ -248,6 +249,6 @@ def audit_export(request):
     if not filterset.is_valid():
         reasons = "; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items())
         return HttpResponseBadRequest(f"Invalid filter: {reasons}", content_type="text/plain")
-    response = StreamingHttpResponse(audit_csv_rows(filterset.qs), content_type="text/csv; charset=utf-8")
+    response = streamed(request, audit_csv_rows(filterset.qs), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="cloudpanel-audit.csv"'
     return response

@@ -194,8 +194,9 @@ def test_tenant_self_service_quota_tokens_members_and_audit(server):
 
 
 def test_upload_an_image_from_the_browser_through_a_dropped_connection(server, tmp_path):
-    # Given a tenant member and a 3 MiB disk image (three 1 MiB chunks)
+    # Given a tenant member, a host, and a 3 MiB disk image (three 1 MiB chunks)
     tenant = make_tenant("imaging")
+    host = make_host()
     member = make_user(tenant=tenant, password="s3cret-pass")
     data = os.urandom(3 << 20)
     disk = tmp_path / "appliance.img"
@@ -231,8 +232,30 @@ def test_upload_an_image_from_the_browser_through_a_dropped_connection(server, t
         expect(page.locator("#image-details")).to_contain_text(hashlib.sha256(data).hexdigest())
         assert dropped
         page.screenshot(path=SCREENSHOTS / "image-detail.png", full_page=True)
+        # When they make a template of it and launch an instance from the template
         page.get_by_role("link", name="Images").click()
         expect(page.locator("#image-table")).to_contain_text("appliance")
+        page.get_by_role("link", name="Templates").click()
+        page.fill("#id_name", "appliance-small")
+        page.select_option("#id_image", label="appliance")
+        page.fill("#id_memory_mib", "128")
+        page.fill("#id_disk_gib", "2")
+        page.fill("#id_user_data", "#cloud-config\npackages: [htop]\n")
+        page.fill("#id_script", "echo provisioned")
+        page.click("#template-form button[type=submit]")
+        expect(page.locator("#template-table")).to_contain_text("appliance-small")
+        page.screenshot(path=SCREENSHOTS / "templates.png", full_page=True)
+        page.get_by_role("link", name="Launch").click()
+        expect(page.locator("#id_boot_source")).to_have_value("image")
+        page.fill("#id_name", "from-template")
+        page.fill("#id_ssh_keys", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx4 me@laptop")
+        page.click("#instance-form button[type=submit]")
+        # Then the instance runs with the template's size, booted from the image with a seed
+        expect(page.locator("#instance-status")).to_have_text("Running", timeout=20000)
+        expect(page.locator("main")).to_contain_text("from template appliance-small")
+        page.screenshot(path=SCREENSHOTS / "instance-from-template.png", full_page=True)
+        page.get_by_role("link", name="Images").click()
+        expect(page.locator("#image-table")).to_contain_text(host.name)  # the host now holds a copy
         page.screenshot(path=SCREENSHOTS / "image-list.png", full_page=True)
         # An import from an internal address is refused on the form, with the reason
         page.get_by_role("link", name="Import from URL").click()
@@ -243,3 +266,6 @@ def test_upload_an_image_from_the_browser_through_a_dropped_connection(server, t
         expect(page.locator("#live-indicator")).to_contain_text("live")
         page.screenshot(path=SCREENSHOTS / "image-import.png", full_page=True)
         browser.close()
+    instance = Instance.objects.get(name="from-template")
+    assert (instance.memory_mib, instance.disk_gib, instance.image.name) == (128, 2, "appliance")
+    assert "packages" in instance.user_data and "me@laptop" in instance.user_data

@@ -225,6 +225,16 @@ MATRIX: dict[str, list[Case]] = {
                           body=import_body)],
     "image-detail": [Case("GET", "image", read(P))],
     "image-delete": [Case("POST", "image", operate(P, 302))],
+    "template-list": [
+        Case("GET", None, listing(P), marker="template"),
+        # Another tenant's image is not among the form's choices: the form comes back with the error.
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(200) if which == OTHER
+            and role != ADMIN else Cell(302)), body=lambda w, x: {
+                "name": "matrix", "image": w[x]["disk"].pk, "vcpus": 1, "memory_mib": 64, "disk_gib": 1,
+                "visibility": "private", "tenant": w[x]["tenant"].pk}),
+    ],
+    "template-delete": [Case("POST", "template", operate(P, 302))],
     # Only platform admins copy to hosts; others are sent back with the refusal.
     "image-copy": [Case("POST", "image", lambda role, which: (
         anon(P) if role == ANON else Cell(404) if which == OTHER and role != ADMIN else Cell(302)),
