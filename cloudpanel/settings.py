@@ -204,6 +204,11 @@ SPECTACULAR_SETTINGS = {
         "InstanceStatusEnum": "instances.choices.Status",
         "ActionStatusEnum": "instances.choices.ActionStatus",
         "HostStateEnum": "hosts.choices.HostState",
+        "ImageStatusEnum": "images.choices.ImageStatus",
+        "CopyStatusEnum": "images.choices.CopyStatus",
+        "SourceFormatEnum": "images.choices.SourceFormat",
+        "DiskFormatEnum": "images.choices.DiskFormat",
+        "VisibilityEnum": "images.choices.Visibility",
     },
     "SWAGGER_UI_DIST": "/static/vendor/swagger-ui-dist",
     "SWAGGER_UI_FAVICON_HREF": "/static/vendor/swagger-ui-dist/favicon-32x32.png",
@@ -249,6 +254,10 @@ CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_VIRT
 CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB", "64"))
 # URL imports reach only public addresses, plus these (CIDRs or host:port, comma-separated): internal mirrors.
 CLOUDPANEL_IMPORT_ALLOW = _env_list("CLOUDPANEL_IMPORT_ALLOW", "")
+# An upload with no chunk for this long is abandoned (its partial bytes freed); an import or an
+# inspection that has not moved for this long is failed (its worker went away).
+CLOUDPANEL_UPLOAD_IDLE_HOURS = int(os.environ.get("CLOUDPANEL_UPLOAD_IDLE_HOURS", "24"))
+CLOUDPANEL_IMAGE_TASK_TIMEOUT = int(os.environ.get("CLOUDPANEL_IMAGE_TASK_TIMEOUT", str(6 * 3600)))
 # How long a copy of an image to a host may take before another worker may start it over.
 CLOUDPANEL_IMAGE_COPY_TIMEOUT = int(os.environ.get("CLOUDPANEL_IMAGE_COPY_TIMEOUT", "3600"))
 # The browser uploads in chunks of this size, each resumable.

@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from hosts import hypervisor, services
 from hosts.models import Host
 from hosts.tasks import probe_host, reconcile_host
+from images.tasks import expire_stale_images
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Listener:
                 if now >= next_reconcile:
                     for host_id in Host.objects.values_list("pk", flat=True):
                         reconcile_host(host_id)
+                    expire_stale_images.delay()  # the same safety net for the image library, in a worker
                     next_reconcile = now + self.reconcile_seconds
                 self._drain(timeout=0.2)
             except Exception:

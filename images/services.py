@@ -13,6 +13,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from cloudpanel.scoping import Scope
 from hosts.models import Host
@@ -112,7 +113,7 @@ def receive_chunk(*, image: Image, start: int, length: int, total: int | None, s
     done = start + length
     with transaction.atomic():
         claimed = Image.objects.filter(pk=image.pk, status=ImageStatus.UPLOADING, received_bytes=start)
-        if not claimed.update(received_bytes=done):
+        if not claimed.update(received_bytes=done, updated_at=timezone.now()):
             if not Image.objects.filter(pk=image.pk).exists():
                 store.remove(image.uuid)  # deleted while this chunk was written
             raise UploadOutOfOrder("the upload changed meanwhile; ask where it stands and resume")
@@ -134,7 +135,8 @@ def _start_inspection(image: Image) -> None:
 
 def record_progress(*, image_id: int, received: int, expected: int | None) -> None:
     """A worker's progress through a download (shown as a bar)."""
-    Image.objects.filter(pk=image_id, status__in=IN_TRANSIT).update(received_bytes=received, expected_bytes=expected)
+    Image.objects.filter(pk=image_id, status__in=IN_TRANSIT).update(received_bytes=received, expected_bytes=expected,
+                                                                     updated_at=timezone.now())
     image = Image.objects.filter(pk=image_id).first()
     if image is not None:
         events.publish(image)

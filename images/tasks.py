@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
 from images import distribution, processing, services, transfer
 from images.choices import ImageStatus
+from images.exceptions import UploadIncomplete
 from images.models import Image
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,23 @@ def import_image(image_id: int) -> None:
             _finish(image, received, digests, workdir, stored=False)
         except DomainError as exc:
             _fail(image, exc)
+
+
+@shared_task
+def expire_stale_images() -> None:
+    """Uploads left idle, and imports or inspections whose worker went away, end in error and free their bytes."""
+    now = timezone.now()
+    idle = now - timedelta(hours=settings.CLOUDPANEL_UPLOAD_IDLE_HOURS)
+    stuck = now - timedelta(seconds=settings.CLOUDPANEL_IMAGE_TASK_TIMEOUT)
+    stale = Image.objects.filter(Q(status=ImageStatus.UPLOADING, updated_at__lt=idle)
+                                 | Q(status__in=(ImageStatus.IMPORTING, ImageStatus.INSPECTING), updated_at__lt=stuck))
+    for image in stale:
+        if image.status == ImageStatus.UPLOADING:
+            reason = f"the upload stopped at byte {image.received_bytes} and was abandoned after " \
+                     f"{settings.CLOUDPANEL_UPLOAD_IDLE_HOURS} h without a chunk"
+        else:
+            reason = f"{image.get_status_display().lower()} did not finish in time (the worker may have stopped)"
+        _fail(image, UploadIncomplete(reason))
 
 
 @shared_task

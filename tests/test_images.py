@@ -11,15 +11,18 @@ import os
 import socket
 import subprocess
 import tarfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from images import transfer
 from images.choices import ImageStatus
 from images.models import Image, ImageCopy
+from images.tasks import expire_stale_images
 from instances.models import Instance
 from tenants.choices import Role
 from tenants.models import AuditEvent
@@ -454,3 +457,20 @@ def test_an_admin_copies_an_image_to_a_host_ahead_of_use_and_the_pages_show_it(p
     assert host.name in admin.get(f"/images/{image['id']}/").content.decode()
     copies = member_api.get(f"/api/v1/images/{image['id']}/").json()["copies"]
     assert [(c["host_name"], c["status"]) for c in copies] == [(host.name, "available")]
+
+
+def test_abandoned_uploads_and_stuck_imports_expire_and_free_their_bytes(panel, member_api, image_dirs, settings):
+    created = member_api.post("/api/v1/images/", {"name": "left", "size": 10}, format="json").json()
+    member_api.put(f"/api/v1/images/{created['id']}/data/", b"12345", content_type="application/octet-stream",
+                   HTTP_CONTENT_RANGE="bytes 0-4/10")
+    fresh = member_api.post("/api/v1/images/", {"name": "fresh", "size": 10}, format="json").json()
+    stuck = Image.objects.create(name="stuck", tenant=Image.objects.get(pk=fresh["id"]).tenant,
+                                 status=ImageStatus.INSPECTING)
+    day_ago = timezone.now() - timedelta(hours=25)
+    Image.objects.filter(pk__in=[created["id"], stuck.pk]).update(updated_at=day_ago)
+    expire_stale_images()
+    left, stuck = Image.objects.get(pk=created["id"]), Image.objects.get(pk=stuck.pk)
+    assert left.status == ImageStatus.ERROR and "stopped at byte 5" in left.status_reason
+    assert stuck.status == ImageStatus.ERROR and "did not finish in time" in stuck.status_reason
+    assert Image.objects.get(pk=fresh["id"]).status == ImageStatus.UPLOADING  # a chunk arrived recently
+    assert not any(image_dirs.glob(f"{left.uuid}*"))
