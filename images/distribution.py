@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,8 +24,25 @@ from images.choices import CopyStatus, ImageStatus
 from images.exceptions import ImageNotReady, UnsafeImage
 from images.models import Image, ImageCopy
 
+HEARTBEAT_SECONDS = 30
 
-def _copy_and_verify(image: Image, host: Host, copy: ImageCopy) -> None:
+
+class _Heartbeat:
+    """Tells the copy's row (and the caller, say an instance's create) that the work goes on."""
+
+    def __init__(self, copy: ImageCopy, also: Callable[[], None] | None) -> None:
+        self.copy, self.also, self.last = copy, also, time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < HEARTBEAT_SECONDS:
+            return
+        self.last = time.monotonic()
+        ImageCopy.objects.filter(pk=self.copy.pk, status=CopyStatus.COPYING).update(started_at=timezone.now())
+        if self.also is not None:
+            self.also()
+
+
+def _copy_and_verify(image: Image, host: Host, copy: ImageCopy, beat: _Heartbeat) -> None:
     """Send the image's bytes to the host and check them, or leave nothing behind."""
     digest = hashlib.sha256()
 
@@ -32,6 +50,7 @@ def _copy_and_verify(image: Image, host: Host, copy: ImageCopy) -> None:
         def read(size: int) -> bytes:
             block = response.read(size)
             digest.update(block)
+            beat()
             return block
 
         path = hypervisor.upload_volume(host.uri, copy.pool, copy.volume, size=image.size, read=read)
@@ -51,12 +70,16 @@ def _copy_and_verify(image: Image, host: Host, copy: ImageCopy) -> None:
                                                 verified_at=verified_at)
 
 
-def _wait_for_other_worker(copy: ImageCopy) -> ImageCopy:
+def _wait_for_other_worker(copy: ImageCopy, beat: Callable[[], None] | None) -> ImageCopy:
     deadline = time.monotonic() + settings.CLOUDPANEL_IMAGE_COPY_TIMEOUT
+    last = time.monotonic()
     while time.monotonic() < deadline:
         copy.refresh_from_db()
         if copy.status != CopyStatus.COPYING:
             break
+        if beat is not None and time.monotonic() - last >= HEARTBEAT_SECONDS:
+            beat()
+            last = time.monotonic()
         time.sleep(0.5)
     if copy.status != CopyStatus.AVAILABLE:
         raise hypervisor.HypervisorError(f"copying the image to {copy.host.name} failed: "
@@ -64,8 +87,12 @@ def _wait_for_other_worker(copy: ImageCopy) -> ImageCopy:
     return copy
 
 
-def ensure_copy(*, image: Image, host: Host) -> ImageCopy:
-    """The image's verified copy on the host: copied now if missing, or waited for if another worker copies it."""
+def ensure_copy(*, image: Image, host: Host, heartbeat: Callable[[], None] | None = None) -> ImageCopy:
+    """The image's verified copy on the host: copied now if missing, or waited for if another worker copies it.
+
+    heartbeat is called every half minute or so while that takes, so that a caller's own
+    timeout (an instance's create) knows it is still at work.
+    """
     if image.status != ImageStatus.AVAILABLE:
         raise ImageNotReady(f"the image {image.name} is {image.get_status_display().lower()}")
     now = timezone.now()
@@ -81,10 +108,10 @@ def ensure_copy(*, image: Image, host: Host) -> ImageCopy:
             ~Q(status=CopyStatus.COPYING) | Q(started_at__lt=stale)
         ).update(status=CopyStatus.COPYING, started_at=now, error="")
         if not claimed:
-            return _wait_for_other_worker(copy)
+            return _wait_for_other_worker(copy, heartbeat)
     events.publish(image)
     try:
-        _copy_and_verify(image, host, copy)
+        _copy_and_verify(image, host, copy, _Heartbeat(copy, heartbeat))
     except Exception as exc:
         ImageCopy.objects.filter(pk=copy.pk).update(status=CopyStatus.ERROR, error=str(exc)[:2000])
         events.publish(image)

@@ -9,6 +9,10 @@ class UploadIncomplete(DomainError):
     """A chunk or transfer did not arrive whole; nothing of it was kept."""
 
 
+class TransferFailed(UploadIncomplete):
+    """The panel could not be reached, or failed, while a worker moved an image's bytes: worth retrying."""
+
+
 class UploadBusy(Conflict):
     """Another request is writing the same upload."""
 

@@ -58,9 +58,18 @@ class Allowed:
         return address in self.network and (self.port is None or self.port == port)
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _public(address: Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Global unicast, looking through the IPv6 forms that carry an IPv4 address (mapped, NAT64, 6to4)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.sixtofour is not None:
+            address = address.sixtofour
+        elif address in _NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.is_global and not address.is_multicast
 
 
@@ -83,7 +92,8 @@ def check(url: str, *, allow: Sequence[Allowed] = ()) -> Target:
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in answers]
     for address in addresses:
         if not _public(address) and not any(entry.admits(address, port) for entry in allow):
-            raise UnsafeImage(f"{host} resolves to {address}, an internal address: refused "
+            # Which internal address a name has is not said: the message must not map the inside.
+            raise UnsafeImage(f"{host} resolves to an internal address: refused "
                               "(an admin can allow an internal mirror explicitly)")
     path = parts.path or "/"
     return Target(parts.scheme, host, port, str(addresses[0]), path + (f"?{parts.query}" if parts.query else ""))
@@ -107,7 +117,10 @@ def open_url(url: str, *, allow: Sequence[Allowed] = (), max_redirects: int = 5,
     """GET url, following redirects, each hop checked; the caller reads (and closes) the response."""
     for _ in range(max_redirects + 1):
         target = check(url, allow=allow)
-        connection = _connect(target, timeout)
+        try:
+            connection = _connect(target, timeout)
+        except (OSError, ssl.SSLError) as exc:
+            raise UnsafeImage(f"could not connect to {target.host}: {exc}") from None
         try:
             connection.request("GET", target.path, headers={"User-Agent": "CloudPanel image import"})
             response = connection.getresponse()

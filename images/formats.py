@@ -130,6 +130,8 @@ def _check_vmdk(path: Path) -> int:
     head = _read(path, 0, 512)
     if not head.startswith(_VMDK_SPARSE_MAGIC):
         raise UnsafeImage("a VMDK descriptor file points at other files: upload a single-file VMDK")
+    if len(head) < 44:
+        raise UnsafeImage("the VMDK header is truncated")
     capacity, _grain, descriptor_offset, descriptor_size = struct.unpack_from("<QQQQ", head, 12)
     if not descriptor_offset or not descriptor_size or descriptor_size > 2048:
         raise UnsafeImage("the VMDK has no usable embedded descriptor")
@@ -183,21 +185,27 @@ def _limits(address_space: int, cpu_seconds: int):
 
 def qemu_img_info(path: Path, fmt: str, *, address_space: int = 1 << 30, cpu_seconds: int = 30) -> dict:
     """`qemu-img info` with an explicit format, under address-space and CPU limits."""
-    result = subprocess.run(
-        ["qemu-img", "info", "-f", fmt, "--output=json", str(path)], capture_output=True, text=True,
-        preexec_fn=_limits(address_space, cpu_seconds), timeout=cpu_seconds * 2, check=False,
-    )
+    result = _run_limited(["qemu-img", "info", "-f", fmt, "--output=json", str(path)], address_space, cpu_seconds)
     if result.returncode != 0:
         raise UnsafeImage(f"qemu-img could not read the {fmt} image: {result.stderr.strip()[:300]}")
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise UnsafeImage("qemu-img gave an unreadable description of the image") from None
+
+
+def _run_limited(command: list[str], address_space: int, cpu_seconds: int) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, preexec_fn=_limits(address_space, cpu_seconds),
+                              timeout=cpu_seconds * 2, check=False)
+    except subprocess.TimeoutExpired:
+        raise UnsafeImage(f"qemu-img took longer than {cpu_seconds * 2} s on the image") from None
 
 
 def qemu_img_convert(source: Path, fmt: str, destination: Path, *, address_space: int = 2 << 30,
                      cpu_seconds: int = 3600) -> None:
     """Convert an inspected image to qcow2, with an explicit source format, under limits."""
-    result = subprocess.run(
-        ["qemu-img", "convert", "-f", fmt, "-O", "qcow2", str(source), str(destination)], capture_output=True,
-        text=True, preexec_fn=_limits(address_space, cpu_seconds), timeout=cpu_seconds * 2, check=False,
-    )
+    result = _run_limited(["qemu-img", "convert", "-f", fmt, "-O", "qcow2", str(source), str(destination)],
+                          address_space, cpu_seconds)
     if result.returncode != 0:
         raise UnsafeImage(f"qemu-img could not convert the {fmt} image: {result.stderr.strip()[:300]}")

@@ -105,22 +105,27 @@ def receive_chunk(*, image: Image, start: int, length: int, total: int | None, s
         raise ImageNotReady(f"the image is {image.get_status_display().lower()}, not waiting for an upload")
     if total is not None and total != image.expected_bytes:
         raise UnsafeImage(f"the upload was announced with {image.expected_bytes} bytes, not {total}")
-    if start != image.received_bytes:
-        raise UploadOutOfOrder(f"the upload stands at byte {image.received_bytes}; send from there")
-    if length <= 0 or start + length > image.expected_bytes:
+    if length <= 0 or start + length > (image.expected_bytes or 0):
         raise UnsafeImage(f"the chunk must lie within the {image.expected_bytes} bytes announced")
-    store.write_chunk(image.uuid, offset=start, length=length, stream=stream)
-    done = start + length
-    with transaction.atomic():
-        claimed = Image.objects.filter(pk=image.pk, status=ImageStatus.UPLOADING, received_bytes=start)
-        if not claimed.update(received_bytes=done, updated_at=timezone.now()):
-            if not Image.objects.filter(pk=image.pk).exists():
-                store.remove(image.uuid)  # deleted while this chunk was written
-            raise UploadOutOfOrder("the upload changed meanwhile; ask where it stands and resume")
-        image.received_bytes = done
-        if done == image.expected_bytes:
-            _start_inspection(image)
-        events.publish_on_commit(image)
+    with store.locked_upload(image.uuid) as part:
+        # Where the upload stands, read under the lock: a chunk another request committed counts.
+        current = Image.objects.filter(pk=image.pk).values_list("status", "received_bytes").first()
+        if current is None or current[0] != ImageStatus.UPLOADING:
+            raise ImageNotReady("the image is not waiting for an upload any more")
+        if start != current[1]:
+            raise UploadOutOfOrder(f"the upload stands at byte {current[1]}; send from there")
+        store.write_at(part, offset=start, length=length, stream=stream)
+        done = start + length
+        with transaction.atomic():
+            claimed = Image.objects.filter(pk=image.pk, status=ImageStatus.UPLOADING, received_bytes=start)
+            if not claimed.update(received_bytes=done, updated_at=timezone.now()):
+                if not Image.objects.filter(pk=image.pk).exists():
+                    store.remove(image.uuid)  # deleted while this chunk was written
+                raise UploadOutOfOrder("the upload changed meanwhile; ask where it stands and resume")
+            image.received_bytes = done
+            if done == image.expected_bytes:
+                _start_inspection(image)
+            events.publish_on_commit(image)
     return image
 
 

@@ -50,9 +50,13 @@ def _copy(stream: BinaryIO, out: BinaryIO, length: int) -> int:
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[BinaryIO]:
-    """The file opened for writing (created if needed) and locked: one writer per upload."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def locked_upload(key: uuid.UUID | str) -> Iterator[BinaryIO]:
+    """The upload's partial file, opened for writing (created if needed) and locked: one writer at a time.
+
+    Check where the upload stands only once this is held: a chunk committed meanwhile by
+    another request is then visible, and is never overwritten.
+    """
+    fd = os.open(partial_path(key), os.O_RDWR | os.O_CREAT, 0o600)
     handle = os.fdopen(fd, "r+b")
     try:
         try:
@@ -64,24 +68,24 @@ def _exclusive(path: Path) -> Iterator[BinaryIO]:
         handle.close()
 
 
-def write_chunk(key: uuid.UUID | str, *, offset: int, length: int, stream: BinaryIO) -> None:
-    """Write one chunk of an upload at offset; a chunk cut short leaves the file as it was before it."""
-    with _exclusive(partial_path(key)) as out:
-        out.truncate(offset)  # a chunk that failed after writing part of itself left bytes past the offset
-        out.seek(offset)
-        try:
-            done = _copy(stream, out, length)
-        except OSError as exc:
-            out.truncate(offset)
-            if exc.errno == errno.ENOSPC:
-                raise UploadIncomplete("The image store is full; the chunk was not kept.") from None
-            raise UploadIncomplete(f"The chunk could not be read: {exc}") from None
-        if done != length:
-            out.truncate(offset)
-            raise UploadIncomplete(f"The chunk ended after {done} of {length} bytes; send it again from "
-                                   f"byte {offset}.")
-        out.flush()
-        os.fsync(out.fileno())
+def write_at(out: BinaryIO, *, offset: int, length: int, stream: BinaryIO) -> None:
+    """Write one chunk of a locked upload at offset (where the upload stands); a chunk that fails or is cut
+    short leaves the file as it was before it."""
+    out.truncate(offset)  # a chunk that died half-way (say, the process was killed) left bytes past the offset
+    out.seek(offset)
+    try:
+        done = _copy(stream, out, length)
+        if done == length:
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        out.truncate(offset)
+        if exc.errno == errno.ENOSPC:
+            raise UploadIncomplete("The image store is full; the chunk was not kept.") from None
+        raise UploadIncomplete(f"The chunk could not be read: {exc}") from None
+    if done != length:
+        out.truncate(offset)
+        raise UploadIncomplete(f"The chunk ended after {done} of {length} bytes; send it again from byte {offset}.")
 
 
 def complete(key: uuid.UUID | str) -> int:
@@ -102,6 +106,8 @@ def replace(key: uuid.UUID | str, *, length: int, stream: BinaryIO) -> int:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, data_path(key))
+    except FileNotFoundError:
+        raise UploadIncomplete("The image's bytes were discarded while they were being stored.") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise UploadIncomplete("The image store is full.") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from hosts import hypervisor
 from hosts.models import Host
 from images import distribution, processing, services, transfer
 from images.choices import ImageStatus
-from images.exceptions import UploadIncomplete
+from images.exceptions import TransferFailed, UploadIncomplete
 from images.models import Image
 
 log = logging.getLogger(__name__)
+RESTARTED = "started over: its worker went away"
 
 
 def _finish(image: Image, received: Path, digests: dict[str, str], workdir: Path, *, stored: bool) -> None:
@@ -42,37 +44,52 @@ def _fail(image: Image, exc: Exception) -> None:
         log.warning("could not discard the bytes of image %s; they go when it is deleted", image.pk)
 
 
-@shared_task
-def inspect_image(image_id: int) -> None:
+def _attempt(task, image: Image, work: Callable[[Path], None]) -> None:
+    """Run the work in a scratch directory. The panel being out of reach is retried with back-off; a refusal,
+    or anything unforeseen, fails the image with the reason (never leaving it in transit)."""
+    with processing.scratch() as scratch:
+        try:
+            work(Path(scratch))
+        except TransferFailed as exc:
+            if task.request.retries < task.max_retries:
+                raise task.retry(countdown=min(600, 15 * 2 ** task.request.retries)) from None
+            _fail(image, exc)
+        except DomainError as exc:
+            _fail(image, exc)
+        except Exception as exc:
+            log.exception("image %s: unexpected failure", image.pk)
+            _fail(image, RuntimeError(f"an unexpected error stopped the work: {exc}"))
+
+
+@shared_task(bind=True, max_retries=5)
+def inspect_image(self, image_id: int) -> None:
     """An upload is complete: fetch it from the store, inspect it, publish it or refuse it."""
     image = Image.objects.filter(pk=image_id, status=ImageStatus.INSPECTING).first()
     if image is None:
         return
-    with processing.scratch() as work:
-        workdir = Path(work)
+
+    def work(workdir: Path) -> None:
         received = workdir / "received"
-        try:
-            url = transfer.url_for(image.uuid, transfer.READ)
-            digests = transfer.download(url, received, algorithms=processing.algorithms_for(image))
-            _finish(image, received, digests, workdir, stored=True)
-        except DomainError as exc:
-            _fail(image, exc)
+        url = transfer.url_for(image.uuid, transfer.READ)
+        digests = transfer.download(url, received, algorithms=processing.algorithms_for(image))
+        _finish(image, received, digests, workdir, stored=True)
+
+    _attempt(self, image, work)
 
 
-@shared_task
-def import_image(image_id: int) -> None:
+@shared_task(bind=True, max_retries=5)
+def import_image(self, image_id: int) -> None:
     """Download an image by URL (every hop checked), verify and inspect it, and store it."""
     image = Image.objects.filter(pk=image_id, status=ImageStatus.IMPORTING).first()
     if image is None:
         return
-    with processing.scratch() as work:
-        workdir = Path(work)
+
+    def work(workdir: Path) -> None:
         received = workdir / "received"
-        try:
-            digests = processing.download_url(image, received)
-            _finish(image, received, digests, workdir, stored=False)
-        except DomainError as exc:
-            _fail(image, exc)
+        digests = processing.download_url(image, received)
+        _finish(image, received, digests, workdir, stored=False)
+
+    _attempt(self, image, work)
 
 
 @shared_task
@@ -87,8 +104,15 @@ def expire_stale_images() -> None:
         if image.status == ImageStatus.UPLOADING:
             reason = f"the upload stopped at byte {image.received_bytes} and was abandoned after " \
                      f"{settings.CLOUDPANEL_UPLOAD_IDLE_HOURS} h without a chunk"
+        elif image.status_reason != RESTARTED:
+            # Its worker went away: the bytes (or the URL) are still there, so the work starts over, once.
+            if Image.objects.filter(pk=image.pk, status=image.status).update(status_reason=RESTARTED,
+                                                                              updated_at=now):
+                task = inspect_image if image.status == ImageStatus.INSPECTING else import_image
+                task.delay(image.pk)
+            continue
         else:
-            reason = f"{image.get_status_display().lower()} did not finish in time (the worker may have stopped)"
+            reason = f"{image.get_status_display().lower()} did not finish in time, twice (is a worker running?)"
         _fail(image, UploadIncomplete(reason))
 
 

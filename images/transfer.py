@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
-from images.exceptions import UnsafeImage, UploadIncomplete
+from images.exceptions import TransferFailed, UnsafeImage, UploadIncomplete
 
 READ, WRITE, DISCARD = "read", "write", "discard"
 _SALT = "images.transfer"
@@ -50,7 +50,8 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
 
 def _failed(response: http.client.HTTPResponse, what: str) -> UploadIncomplete:
     reason = response.read(500).decode(errors="replace")
-    return UploadIncomplete(f"the panel refused to {what}: {response.status} {reason}")
+    kind = TransferFailed if response.status >= 500 else UploadIncomplete  # the panel's own failure may pass
+    return kind(f"the panel refused to {what}: {response.status} {reason}")
 
 
 def hashing_copy(response: http.client.HTTPResponse, destination: Path, *, algorithms: tuple[str, ...] = ("sha256",),
@@ -97,7 +98,7 @@ def reading(url: str, *, timeout: float = 60.0) -> Iterator[http.client.HTTPResp
             connection.request("GET", path)
             response = connection.getresponse()
         except OSError as exc:
-            raise UploadIncomplete(f"the panel could not be reached for the image: {exc}") from None
+            raise TransferFailed(f"the panel could not be reached for the image: {exc}") from None
         if response.status != 200:
             raise _failed(response, "send the image")
         yield response
@@ -116,16 +117,20 @@ def download(url: str, destination: Path, *, algorithms: tuple[str, ...] = ("sha
             raise _failed(response, "send the image")
         return hashing_copy(response, destination, algorithms=algorithms)[0]
     except OSError as exc:
-        raise UploadIncomplete(f"reading the image from the panel failed: {exc}") from None
+        raise TransferFailed(f"reading the image from the panel failed: {exc}") from None
     finally:
         connection.close()
 
 
-def upload(url: str, source: Path, *, timeout: float = 60.0) -> None:
-    """Send a file to the panel as the image's new bytes."""
-    connection, path = _connection(url, timeout)
+def upload(url: str, source: Path) -> None:
+    """Send a file to the panel as the image's new bytes.
+
+    The panel answers once it has stored and synced them all, so the wait for its answer
+    grows with the size (a minute plus a second per 16 MiB).
+    """
+    size = source.stat().st_size
+    connection, path = _connection(url, 60.0 + size / (16 << 20))
     try:
-        size = source.stat().st_size
         with open(source, "rb") as body:
             connection.request("PUT", path, body=body, headers={"Content-Length": str(size),
                                                                "Content-Type": "application/octet-stream"})
@@ -133,7 +138,7 @@ def upload(url: str, source: Path, *, timeout: float = 60.0) -> None:
         if response.status != 204:
             raise _failed(response, "store the image")
     except OSError as exc:
-        raise UploadIncomplete(f"sending the image to the panel failed: {exc}") from None
+        raise TransferFailed(f"sending the image to the panel failed: {exc}") from None
     finally:
         connection.close()
 

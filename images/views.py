@@ -233,4 +233,7 @@ def image_transfer(request, token: str):
         return HttpResponse("Send a Content-Length.", status=411)
     except UploadIncomplete as exc:
         return HttpResponse(str(exc), status=400)
+    if not Image.objects.filter(uuid=key, status__in=(ImageStatus.IMPORTING, ImageStatus.INSPECTING)).exists():
+        store.remove(key)  # failed or deleted while its bytes came in: keep none of them
+        return HttpResponse("The image failed or was deleted while its bytes were sent.", status=409)
     return HttpResponse(status=204)

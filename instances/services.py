@@ -217,6 +217,13 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
     return request_operation(instance=instance, operation=Operation.MEDIA, user=user, image=image)
 
 
+def keep_alive(*, instance_id: int) -> bool:
+    """A long operation (copying an image to the host) is still at work: restart its timeout.
+    False if the operation is no longer in flight (it timed out and was marked failed)."""
+    return bool(Instance.objects.filter(pk=instance_id, task_state__isnull=False)
+                .update(task_started_at=timezone.now()))
+
+
 def record_media(*, instance_id: int, image_id: int | None) -> None:
     """The drive now holds this ISO (None: empty)."""
     Instance.objects.filter(pk=instance_id).update(cdrom_id=image_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from images.choices import DiskFormat
 from instances import services
 from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
+
+log = logging.getLogger(__name__)
 
 
 def queue_for(host_id: int) -> str | None:
@@ -37,7 +40,8 @@ def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:
     image = instance.image
     if image is None:
         raise hypervisor.HypervisorError("the instance's image was deleted before it could be created")
-    base = distribution.ensure_copy(image=image, host=host)
+    base = distribution.ensure_copy(image=image, host=host,
+                                    heartbeat=lambda: services.keep_alive(instance_id=instance.pk))
     if image.disk_format == DiskFormat.ISO:
         disk = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib)
         return {"disk_path": disk, "boot_cdrom": True}
@@ -63,9 +67,13 @@ def _do_create(instance: Instance, host: Host) -> str:
         disks["disk_path"] = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name,
                                                       instance.disk_gib)
     if instance.cdrom is not None:
-        disks["cdrom_path"] = distribution.ensure_copy(image=instance.cdrom, host=host).path
+        disks["cdrom_path"] = distribution.ensure_copy(
+            image=instance.cdrom, host=host, heartbeat=lambda: services.keep_alive(instance_id=instance.pk)).path
     if instance.user_data:
         disks["seed_path"] = _seed(instance, host)
+    if not services.keep_alive(instance_id=instance.pk):
+        # The create outlived its timeout meanwhile and was marked failed: do not start an untracked guest.
+        raise hypervisor.HypervisorError("the create took longer than the operation timeout; retry it")
     spec = hypervisor.DomainSpec(
         name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
         memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd, cmdline=instance.cmdline,
@@ -130,6 +138,11 @@ def _run(action_id: int, work: Callable[[Instance, Host], str]) -> None:
     except (hypervisor.HypervisorError, DomainError) as exc:  # domain errors: say, an image that failed to copy
         services.fail_action(action_id, error=str(exc), observed=_state_after_failure(action, host))
         return
+    except Exception as exc:  # anything unforeseen still ends the operation, with its reason
+        log.exception("action %s: unexpected failure", action_id)
+        services.fail_action(action_id, error=f"an unexpected error stopped the operation: {exc}",
+                             observed=_state_after_failure(action, host))
+        return
     services.finish_action(action_id, observed=observed)
 
 
@@ -177,7 +190,9 @@ def delete_instance(action_id: int) -> None:
 def change_media(action_id: int) -> None:
     def work(instance: Instance, host: Host) -> str:
         action = InstanceAction.objects.select_related("image").get(pk=action_id)
-        path = distribution.ensure_copy(image=action.image, host=host).path if action.image else ""
+        path = distribution.ensure_copy(
+            image=action.image, host=host, heartbeat=lambda: services.keep_alive(instance_id=instance.pk),
+        ).path if action.image else ""
         hypervisor.change_media(host.uri, str(instance.uuid), path)
         services.record_media(instance_id=instance.pk, image_id=action.image_id)
         return hypervisor.state(host.uri, str(instance.uuid))

@@ -13,16 +13,18 @@ import subprocess
 import tarfile
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
+from cloudpanel.celery import app as celery_app
 from images import transfer
 from images.choices import ImageStatus
 from images.models import Image, ImageCopy
-from images.tasks import expire_stale_images
+from images.tasks import expire_stale_images, inspect_image
 from instances.models import Instance
 from tenants.choices import Role
 from tenants.models import AuditEvent
@@ -468,9 +470,30 @@ def test_abandoned_uploads_and_stuck_imports_expire_and_free_their_bytes(panel, 
                                  status=ImageStatus.INSPECTING)
     day_ago = timezone.now() - timedelta(hours=25)
     Image.objects.filter(pk__in=[created["id"], stuck.pk]).update(updated_at=day_ago)
-    expire_stale_images()
-    left, stuck = Image.objects.get(pk=created["id"]), Image.objects.get(pk=stuck.pk)
+    with mock.patch("images.tasks.inspect_image.delay") as restart:
+        expire_stale_images()
+    left = Image.objects.get(pk=created["id"])
     assert left.status == ImageStatus.ERROR and "stopped at byte 5" in left.status_reason
-    assert stuck.status == ImageStatus.ERROR and "did not finish in time" in stuck.status_reason
+    # An inspection whose worker went away starts over once (its bytes are intact), then fails
+    restart.assert_called_once_with(stuck.pk)
+    assert Image.objects.get(pk=stuck.pk).status == ImageStatus.INSPECTING
+    Image.objects.filter(pk=stuck.pk).update(updated_at=day_ago)
+    expire_stale_images()
+    stuck = Image.objects.get(pk=stuck.pk)
+    assert stuck.status == ImageStatus.ERROR and "did not finish in time, twice" in stuck.status_reason
     assert Image.objects.get(pk=fresh["id"]).status == ImageStatus.UPLOADING  # a chunk arrived recently
     assert not any(image_dirs.glob(f"{left.uuid}*"))
+
+
+def test_a_panel_out_of_reach_is_retried_and_then_fails_with_the_reason(panel, member_api, settings, tmp_path):
+    created = member_api.post("/api/v1/images/", {"name": "lost", "size": 4}, format="json").json()
+    settings.CLOUDPANEL_PANEL_URL = "http://127.0.0.1:9"  # nothing listens: every fetch fails to connect
+    # As a worker would: each retry runs (at once, eagerly) instead of surfacing as an exception
+    celery_app.conf.task_eager_propagates = False
+    with mock.patch("images.tasks.inspect_image.retry", wraps=inspect_image.retry) as retry:
+        answer = member_api.put(f"/api/v1/images/{created['id']}/data/", b"abcd",
+                                content_type="application/octet-stream")
+    assert answer.status_code == 200
+    image = Image.objects.get(pk=created["id"])
+    assert retry.call_count == inspect_image.max_retries
+    assert image.status == ImageStatus.ERROR and "Connection refused" in image.status_reason
