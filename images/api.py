@@ -52,6 +52,9 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         return (Image.objects.visible_to(self.scope).select_related("tenant", "created_by")
                 .prefetch_related("copies__host"))
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "scope": self.scope}
+
     def _changeable(self) -> Image:
         image = self.get_object()
         if not services.may_change(self.scope, image):
@@ -80,7 +83,8 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         else:
             image = services.create_upload(size=values["size"], filename=values["filename"], **common)
         audit.note(request, target=image)
-        return Response(ImageSerializer(image).data, status=status.HTTP_201_CREATED)
+        return Response(ImageSerializer(image, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED)
 
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY}, responses={200: ImageSerializer},
@@ -100,7 +104,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         image = services.receive_chunk(image=image, start=start, length=length, total=total, stream=request.stream)
         if start > 0 and image.received_bytes < (image.expected_bytes or 0):
             audit.skip(request)  # the first and the last chunk are audited, not every one between
-        return Response(ImageSerializer(image).data)
+        return Response(ImageSerializer(image, context=self.get_serializer_context()).data)
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):

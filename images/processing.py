@@ -113,10 +113,15 @@ def unpack_box(box: Path, workdir: Path) -> tuple[Path, str]:
             fmt = str(metadata.get("format", formats.QCOW2))
             if fmt not in (formats.QCOW2, formats.RAW):
                 raise UnsafeImage(f"the box declares the format '{fmt[:20]}'; qcow2 or raw are accepted")
+            cap = settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB << 30
+            if members[BOX_DISK].size > cap:
+                raise UnsafeImage(f"the box's disk is over the {cap} bytes allowed")
             disk = workdir / "box.img"
             with archive.extractfile(members[BOX_DISK]) as source, open(disk, "wb") as out:
                 while block := source.read(transfer.BLOCK):
                     out.write(block)
+                    if out.tell() > cap:  # the header lied
+                        raise UnsafeImage(f"the box's disk is over the {cap} bytes allowed")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise UnsafeImage(f"the file is not a readable Vagrant box: {exc}") from None
     return disk, fmt

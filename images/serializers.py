@@ -34,6 +34,17 @@ class ImageSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, image: Image) -> dict:
+        """Where a platform image came from, who made it and why a host copy failed are for admins."""
+        data = super().to_representation(image)
+        scope = self.context.get("scope")
+        if scope is not None and not scope.admin:
+            for copy in data["copies"]:
+                copy["error"] = ""
+            if image.tenant_id not in (scope.tenant_ids or []):
+                data.update(source_url="", filename="", created_by=None)
+        return data
+
 
 class ImageCreateSerializer(serializers.Serializer):
     """An upload (give size, then PUT the bytes to /data/) or an import (give url)."""

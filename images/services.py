@@ -185,6 +185,8 @@ def fail_image(*, image_id: int, reason: str) -> None:
 def delete_image(*, image: Image) -> None:
     """Remove an image from the library, its bytes and every host's copy; refused while anything uses it."""
     from images import tasks
+    from instances.choices import ActionStatus
+    from instances.models import InstanceAction
     from instances.tasks import queue_for
 
     with transaction.atomic():
@@ -193,6 +195,9 @@ def delete_image(*, image: Image) -> None:
         users += [f"instance {name} (CD-ROM)" for name in
                   image.cdrom_instances.live().values_list("name", flat=True)[:20]]
         users += [f"template {name}" for name in image.templates.values_list("name", flat=True)[:20]]
+        users += [f"a pending CD-ROM change of {name}" for name in InstanceAction.objects.filter(
+            image=image, status__in=(ActionStatus.PENDING, ActionStatus.RUNNING)).values_list("instance__name",
+                                                                                          flat=True)[:20]]
         if users:
             raise ImageInUse(f"{image.name} is in use by {', '.join(users)}; delete those first.")
         copies = list(image.copies.values_list("host_id", "pool", "volume"))

@@ -1,5 +1,7 @@
 """The library pages, and the transfer endpoint through which workers move image bytes."""
 
+import re
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -107,6 +109,8 @@ def image_detail(request, pk: int):
     copied = {c.host_id for c in copies}
     return render(request, "images/detail.html", {
         "image": image, "can_change": services.may_change(scope, image), "copies": copies,
+        # Where a platform image came from and who made it are the platform's business.
+        "details": scope.admin or image.tenant_id in (scope.tenant_ids or []),
         "hosts": [h for h in Host.objects.filter(enabled=True) if h.pk not in copied] if scope.admin else [],
         "users": image.instances.live().in_scope(scope)[:50],
         "chunk_bytes": settings.CLOUDPANEL_UPLOAD_CHUNK_MIB << 20,
@@ -120,7 +124,8 @@ def image_copy(request, pk: int):
     scope = scope_of(request)
     image = get_object_or_404(Image.objects.visible_to(scope), pk=pk)
     audit.note(request, action="image.copy", target=image, platform=True)
-    host = Host.objects.filter(pk=request.POST.get("host") or 0).first() if scope.admin else None
+    wanted = request.POST.get("host", "")
+    host = Host.objects.filter(pk=int(wanted)).first() if scope.admin and re.fullmatch(r"\d{1,18}", wanted) else None
     if host is None:
         audit.refused(request, "Only platform admins copy images to hosts; choose a host.")
         return redirect("image-detail", pk=pk)

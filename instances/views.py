@@ -1,5 +1,7 @@
 """Overview, instance and action pages."""
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -66,7 +68,8 @@ def instance_new(request):
     hosts = Host.objects.filter(enabled=True) if scope.admin else None
     images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
     templates = Template.objects.visible_to(scope).select_related("image")
-    chosen = templates.filter(pk=request.GET["template"]).first() if request.GET.get("template", "").isdigit() else None
+    wanted = request.GET.get("template", "")
+    chosen = templates.filter(pk=int(wanted)).first() if re.fullmatch(r"\d{1,18}", wanted) else None
     initial = {"boot_source": BootSource.IMAGE, "template": chosen, "vcpus": chosen.vcpus, "kernel": "",
                "initrd": "", "memory_mib": chosen.memory_mib, "disk_gib": chosen.disk_gib} if chosen else None
     form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates,
@@ -136,8 +139,8 @@ def instance_media(request, pk: int):
     audit.note(request, action="instance.media", target=instance)
     image = None
     if request.POST.get("image"):
-        image = Image.objects.visible_to(scope).filter(pk=request.POST["image"]).first() \
-            if request.POST["image"].isdigit() else None
+        image = Image.objects.visible_to(scope).filter(pk=int(request.POST["image"])).first() \
+            if re.fullmatch(r"\d{1,18}", request.POST["image"]) else None
         if image is None:
             audit.refused(request, "No such image.")
             return redirect("instance-detail", pk=pk)

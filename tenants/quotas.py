@@ -93,6 +93,7 @@ def quotas_of(tenants: list[Tenant]) -> dict[int, Quota]:
 
 def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> dict[int, dict[str, int]]:
     """Current use per tenant, in two queries (image storage in bytes, see Resource.per)."""
+    from images.choices import ImageStatus
     from images.models import Image
     from instances.models import Instance
 
@@ -104,8 +105,10 @@ def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> di
     used = {tid: {r.key: 0 for r in RESOURCES} for tid in tenant_ids}
     for row in rows:
         used[row.pop("tenant_id")].update(row)
-    # An image takes its stored size, or while it comes in, what it announced or has received so far.
-    images = (Image.objects.filter(tenant_id__in=tenant_ids).exclude(pk=excluding_image).values("tenant_id")
+    # An image takes its stored size, or while it comes in, what it announced or has received so far;
+    # a failed one keeps no bytes.
+    images = (Image.objects.filter(tenant_id__in=tenant_ids).exclude(pk=excluding_image)
+              .exclude(status=ImageStatus.ERROR).values("tenant_id")
               .annotate(bytes=Sum(Coalesce("size", Greatest(Coalesce("expected_bytes", 0), "received_bytes")))))
     for row in images:
         used[row["tenant_id"]]["image_gib"] = row["bytes"] or 0

@@ -26,6 +26,7 @@ from images.choices import ImageStatus
 from images.models import Image, ImageCopy
 from images.tasks import expire_stale_images, inspect_image
 from instances.models import Instance
+from tenants import quotas
 from tenants.choices import Role
 from tenants.models import AuditEvent
 from tenants.services import set_quota
@@ -326,6 +327,10 @@ def test_tenants_see_public_images_and_their_own_and_change_only_their_own(panel
     assert {i["id"] for i in member_api.get("/api/v1/images/").json()["results"]} == {public["id"], own["id"]}
     assert {i["id"] for i in stranger.get("/api/v1/images/").json()["results"]} == {public["id"]}
     assert stranger.get(f"/api/v1/images/{own['id']}/").status_code == 404
+    # A platform image's origin and maker are the platform's business
+    seen_by_tenant, seen_by_admin = (c.get(f"/api/v1/images/{public['id']}/").json() for c in (stranger, admin_api))
+    assert (seen_by_tenant["filename"], seen_by_tenant["created_by"]) == ("", None)
+    assert seen_by_admin["filename"] == "disk.qcow2" and seen_by_admin["created_by"]
     assert stranger.delete(f"/api/v1/images/{own['id']}/").status_code == 404
     assert member_api.delete(f"/api/v1/images/{public['id']}/").status_code == 403
     # Only platform admins publish public images; viewers add nothing
@@ -483,6 +488,8 @@ def test_abandoned_uploads_and_stuck_imports_expire_and_free_their_bytes(panel, 
     assert stuck.status == ImageStatus.ERROR and "did not finish in time, twice" in stuck.status_reason
     assert Image.objects.get(pk=fresh["id"]).status == ImageStatus.UPLOADING  # a chunk arrived recently
     assert not any(image_dirs.glob(f"{left.uuid}*"))
+    # and failed images hold no quota
+    assert quotas.usage_of([left.tenant_id])[left.tenant_id]["image_gib"] == 10  # the fresh upload's announced size
 
 
 def test_a_panel_out_of_reach_is_retried_and_then_fails_with_the_reason(panel, member_api, settings, tmp_path):
