@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict
 
 from django.db import transaction
@@ -149,15 +150,22 @@ def capacity_error(host: Host, vcpus: int, memory_mib: int, used: tuple[int, int
     return None
 
 
-def place(*, vcpus: int, memory_mib: int, host: Host | None = None) -> Host:
-    """Lock and return a host for a new instance: the chosen one, or the one with most free RAM.
+def place(*, vcpus: int, memory_mib: int, host: Host | None = None,
+          technologies: Collection[str] | None = None) -> Host:
+    """Lock and return a host for a new instance: the chosen one, or the one with most free RAM
+    among those of the given technologies (any, if None).
 
     Runs inside the caller's transaction; the row locks make concurrent placements
     on one host see each other's allocations.
     """
     candidates = Host.objects.select_for_update()
-    candidates = list(candidates.filter(pk=host.pk) if host is not None else
-                      candidates.filter(enabled=True, state=HostState.ONLINE))
+    if host is not None:
+        candidates = candidates.filter(pk=host.pk)
+    else:
+        candidates = candidates.filter(enabled=True, state=HostState.ONLINE)
+        if technologies is not None:
+            candidates = candidates.filter(technology__in=list(technologies))
+    candidates = list(candidates)
     used = allocations([c.pk for c in candidates])
     best, best_free, reasons = None, -1, []
     for candidate in candidates:

@@ -162,9 +162,12 @@ def create_instance(
             # The tenant's quota first: its row lock also orders this tenant's concurrent creates.
             quotas.check(tenant=tenant, request={"instances": 1, "vcpus": vcpus, "memory_mib": memory_mib,
                                                  "disk_gib": disk_gib})
-            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host)
-            _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init,
-                           needs_cdrom=iso or bool(user_data))
+            # An image boot needs a host that boots disks (and, for a seed or an ISO, has CD-ROM drives).
+            needs_cdrom = iso or bool(user_data)
+            technologies = None if boot_source != BootSource.IMAGE else [
+                t for t in Technology if (has_cdrom(t) if needs_cdrom else uses_disk_volume(t))]
+            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host, technologies=technologies)
+            _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init, needs_cdrom=needs_cdrom)
             instance.host = placed
             instance.save()
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)

@@ -31,7 +31,7 @@ from tenants.choices import Role
 from tenants.models import AuditEvent
 from tenants.services import set_quota
 from tests.conftest import token_client
-from tests.factories import make_tenant, make_user
+from tests.factories import make_host, make_tenant, make_user
 from tests.test_image_fetch import serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -504,3 +504,60 @@ def test_a_panel_out_of_reach_is_retried_and_then_fails_with_the_reason(panel, m
     image = Image.objects.get(pk=created["id"])
     assert retry.call_count == inspect_image.max_retries
     assert image.status == ImageStatus.ERROR and "Connection refused" in image.status_reason
+
+
+def test_automatic_placement_of_an_image_boot_skips_hosts_that_cannot_take_it(panel, member_api, host, tmp_path):
+    # Given an LXC host with far more free RAM than the test-driver host
+    make_host(uri="lxc:///", memory_mib=1 << 20, name="containers")
+    image = upload(member_api, qcow2(tmp_path))
+    response = member_api.post("/api/v1/instances/", {"name": "placed", "boot_source": "image",
+                                                      "image": image["id"], "vcpus": 1, "memory_mib": 64},
+                               format="json")
+    assert response.status_code == 202, response.content
+    assert Instance.objects.get(name="placed").host == host
+
+
+def test_bodies_over_the_limit_are_refused_before_django_reads_them(settings, db):
+    from asgiref.sync import async_to_sync
+
+    from cloudpanel.asgi import application
+
+    settings.CLOUDPANEL_MAX_REQUEST_BYTES = 1000
+    settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = 1
+
+    @async_to_sync
+    async def request(path, headers, parts, *, django_reads=False):
+        sent, messages = list(parts), []
+
+        async def receive():
+            if sent:
+                body = sent.pop(0)
+                return {"type": "http.request", "body": body, "more_body": bool(sent)}
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            messages.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b"",
+                 "server": ("testserver", 80), "client": ("127.0.0.1", 1), "scheme": "http", "root_path": "",
+                 "http_version": "1.1", "asgi": {"version": "3.0"}}
+        if django_reads:
+            await application(scope, receive, send)
+        else:
+            with mock.patch("django.core.handlers.asgi.ASGIHandler.read_body") as read_body:
+                read_body.side_effect = AssertionError("Django read a body it should not have")
+                await application(scope, receive, send)
+        starts = [m for m in messages if m["type"] == "http.response.start"]
+        assert len(starts) == 1, messages  # one answer: ours, Django gave up on the aborted body
+        return starts[0]["status"], b"".join(m.get("body", b"") for m in messages[1:])
+
+    # Announced too large: refused at once
+    status, body = request("/login/", [(b"content-length", b"5000")], [b"x" * 10])
+    assert status == 413 and b"over the 1000 bytes" in body
+    # Chunked without a length, past the limit: refused while it comes in
+    status, _ = request("/login/", [(b"transfer-encoding", b"chunked")], [b"x" * 600, b"x" * 600, b"x"],
+                        django_reads=True)
+    assert status == 413
+    # Image data may be as large as an image, no larger
+    status, _ = request("/api/v1/images/1/data/", [(b"content-length", str(2 << 30).encode())], [b""])
+    assert status == 413
