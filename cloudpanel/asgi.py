@@ -2,10 +2,14 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
-django_asgi = get_asgi_application()
+django.setup(set_prefix=False)
+
+from cloudpanel.streambody import StreamingBodyHandler  # noqa: E402
+
+django_asgi = StreamingBodyHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

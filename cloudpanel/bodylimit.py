@@ -12,8 +12,13 @@ from django.conf import settings
 _IMAGE_DATA = re.compile(r"^/(api/v1/images/\d+/data|images/transfer/[^/]+)/$")
 
 
+def is_image_data(path: str) -> bool:
+    """An image upload's data, or a worker's transfer of an image's bytes."""
+    return _IMAGE_DATA.match(path) is not None
+
+
 def limit_for(path: str) -> int:
-    if _IMAGE_DATA.match(path):
+    if is_image_data(path):
         return settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB << 30
     return settings.CLOUDPANEL_MAX_REQUEST_BYTES
 

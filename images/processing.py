@@ -83,7 +83,8 @@ def download_url(image: Image, destination: Path) -> dict[str, str]:
     try:
         digests, _ = transfer.hashing_copy(response, destination, algorithms=algorithms_for(image),
                                            limit=settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB << 30,
-                                           progress=Progress(image.pk))
+                                           progress=Progress(image.pk),
+                                           seconds=settings.CLOUDPANEL_IMAGE_TASK_TIMEOUT / 2)
     finally:
         response.close()
     return digests

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,9 +56,10 @@ def _failed(response: http.client.HTTPResponse, what: str) -> UploadIncomplete:
 
 
 def hashing_copy(response: http.client.HTTPResponse, destination: Path, *, algorithms: tuple[str, ...] = ("sha256",),
-                 limit: int | None = None, progress: Callable[[int, int | None], None] | None = None
-                 ) -> tuple[dict[str, str], int]:
-    """Write a response's body to destination, hashing it on the way; refused past limit bytes.
+                 limit: int | None = None, progress: Callable[[int, int | None], None] | None = None,
+                 seconds: float | None = None) -> tuple[dict[str, str], int]:
+    """Write a response's body to destination, hashing it on the way; refused past limit bytes or, for a
+    sender that drips, past the given seconds.
 
     Returns the hex digests by algorithm and the size. A full disk or a body cut short is an
     UploadIncomplete; the caller removes the partial file (it lives in a scratch directory).
@@ -66,13 +68,15 @@ def hashing_copy(response: http.client.HTTPResponse, destination: Path, *, algor
     if limit is not None and total is not None and total > limit:
         raise UnsafeImage(f"the image is {total} bytes, over the {limit} bytes allowed")
     hashers = {name: hashlib.new(name) for name in algorithms}
-    done = 0
+    done, deadline = 0, None if seconds is None else time.monotonic() + seconds
     try:
         with open(destination, "wb") as out:
             while block := response.read(BLOCK):
                 done += len(block)
                 if limit is not None and done > limit:
                     raise UnsafeImage(f"the image is over the {limit} bytes allowed")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise UnsafeImage(f"the download took longer than the {seconds:.0f} s allowed")
                 for hasher in hashers.values():
                     hasher.update(block)
                 out.write(block)

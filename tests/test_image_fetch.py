@@ -2,6 +2,7 @@
 
 import ipaddress
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
@@ -107,3 +108,18 @@ def test_allowlist_entries():
     assert not Allowed.parse("10.1.2.3:8080").admits(ipaddress.ip_address("10.1.2.3"), 80)
     entry = Allowed.parse("[fd00::1]:8080")
     assert entry.port == 8080 and str(entry.network) == "fd00::1/128"
+
+
+def test_a_sender_that_drips_is_cut_off_at_the_deadline(tmp_path):
+    from images.transfer import hashing_copy
+
+    class Drip:
+        def getheader(self, name):
+            return None
+
+        def read(self, size):
+            time.sleep(0.05)
+            return b"x"
+
+    with pytest.raises(UnsafeImage, match="took longer than"):
+        hashing_copy(Drip(), tmp_path / "out", seconds=0.2)

@@ -4,6 +4,7 @@ The panel runs as a live server, so the worker's transfers go over real HTTP wit
 signed URLs, as they would from a worker on another machine.
 """
 
+import asyncio
 import hashlib
 import io
 import json
@@ -21,17 +22,18 @@ from django.test import Client
 from django.utils import timezone
 
 from cloudpanel.celery import app as celery_app
-from images import transfer
+from images import store, transfer
 from images.choices import ImageStatus
+from images.exceptions import UploadBusy
 from images.models import Image, ImageCopy
 from images.tasks import expire_stale_images, inspect_image
 from instances.models import Instance
 from tenants import quotas
 from tenants.choices import Role
 from tenants.models import AuditEvent
-from tenants.services import set_quota
+from tenants.services import create_api_token, set_quota
 from tests.conftest import token_client
-from tests.factories import make_host, make_tenant, make_user
+from tests.factories import make_host, make_tenant, make_user, wait_for
 from tests.test_image_fetch import serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -561,3 +563,67 @@ def test_bodies_over_the_limit_are_refused_before_django_reads_them(settings, db
     # Image data may be as large as an image, no larger
     status, _ = request("/api/v1/images/1/data/", [(b"content-length", str(2 << 30).encode())], [b""])
     assert status == 413
+
+
+def asgi_put(path: str, key: str, parts: list[bytes], *, length: int, disconnect: bool = False):
+    """PUT through the ASGI application as uvicorn would, the body in several messages; (status, body)."""
+    from asgiref.sync import async_to_sync
+
+    from cloudpanel.asgi import application
+
+    @async_to_sync
+    async def run():
+        pending, messages = list(parts), []
+
+        async def receive():
+            if pending:
+                body = pending.pop(0)
+                return {"type": "http.request", "body": body, "more_body": bool(pending) or disconnect}
+            if disconnect:
+                return {"type": "http.disconnect"}
+            await asyncio.sleep(3600)  # the client waits for the answer
+
+        async def send(message):
+            messages.append(message)
+
+        headers = [(b"authorization", f"Token {key}".encode()), (b"content-length", str(length).encode()),
+                   (b"content-type", b"application/octet-stream"), (b"host", b"testserver")]
+        scope = {"type": "http", "method": "PUT", "path": path, "headers": headers, "query_string": b"",
+                 "server": ("testserver", 80), "client": ("127.0.0.1", 1), "scheme": "http", "root_path": "",
+                 "http_version": "1.1", "asgi": {"version": "3.0"}}
+        await asyncio.wait_for(application(scope, receive, send), timeout=30)
+        starts = [m["status"] for m in messages if m["type"] == "http.response.start"]
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        return (starts[0] if starts else None), body
+
+    return run()
+
+
+def upload_settled(image: Image) -> bool:
+    """No request holds the upload's lock."""
+    try:
+        with store.locked_upload(image.uuid):
+            return True
+    except UploadBusy:
+        return False
+
+
+def test_under_asgi_image_data_streams_to_the_store_without_a_spooled_copy(member, tenant, image_dirs):
+    _token, key = create_api_token(user=member, name="asgi", tenant=tenant)
+    image = Image.objects.create(name="streamed", tenant=tenant, expected_bytes=3 * MIB)
+    data = os.urandom(3 * MIB)
+    parts = [data[i:i + 64 * 1024] for i in range(0, 2 * MIB, 64 * 1024)]
+    path = f"/api/v1/images/{image.pk}/data/"
+    with mock.patch("django.core.handlers.asgi.tempfile.SpooledTemporaryFile",
+                    side_effect=AssertionError("the body was spooled")):
+        # A chunk whose client goes away half-way keeps nothing (Django answers no one: the client is gone)
+        status, _ = asgi_put(path, key, parts[:5], length=2 * MIB, disconnect=True)
+        assert status is None
+        assert wait_for(lambda: upload_settled(image))  # the view, still in its thread, dropped the chunk
+        image.refresh_from_db()
+        assert image.received_bytes == 0 and (image_dirs / f"{image.uuid}.part").stat().st_size == 0
+        # A whole chunk in many messages lands as it is
+        status, body = asgi_put(path, key, parts, length=2 * MIB)
+    image.refresh_from_db()
+    assert status == 200 and image.received_bytes == 2 * MIB, body
+    assert (image_dirs / f"{image.uuid}.part").read_bytes() == data[:2 * MIB]
