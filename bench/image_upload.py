@@ -5,8 +5,10 @@ task goes to a queue nobody consumes, so only the upload is measured) receives a
 file of random bytes through PUT /api/v1/images/{id}/data/, streamed from disk by the
 client: once as one request, once in 64 MiB chunks with Content-Range. Compared against:
 a plain copy of the same file on the same filesystem (read, write, fsync, as the store
-does). The web process's resident memory is sampled every 20 ms from /proc during each
-upload; the peak is reported next to its size before the upload.
+does), and a bare ASGI app on the same uvicorn that only writes the body to a file and
+fsyncs it (bench/asgi_sink.py: the server's own ceiling, with no Django in the way). The
+web process's resident memory is sampled every 20 ms from /proc during each upload; the
+peak is reported next to its size before the upload.
 Targets: throughput ≥ 0.5× the plain copy; peak memory < 100 MiB.
 Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \
      .venv/bin/python bench/image_upload.py [size in MiB, default 2048]
@@ -72,7 +74,40 @@ def plain_copy(source: Path, target: Path) -> float:
     return seconds
 
 
-def put(port: int, key: str, image_id: int, source: Path, offset: int, length: int, total: int | None) -> None:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int) -> None:
+    for _ in range(300):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def sink_seconds(source: Path, work: Path) -> float:
+    """Seconds for the bare ASGI app to take the file in one request."""
+    port = free_port()
+    env = {**os.environ, "SINK_FILE": str(work / "sink.img")}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "asgi_sink:app", "--port", str(port), "--http",
+                               "httptools", "--log-level", "warning"], cwd=ROOT / "bench", env=env)
+    try:
+        wait_for_port(port)
+        os.sync()
+        start = time.perf_counter()
+        put(port, "", "/", source, 0, SIZE, None)
+        return time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        (work / "sink.img").unlink(missing_ok=True)
+
+
+def put(port: int, key: str, path: str, source: Path, offset: int, length: int, total: int | None) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=MIB)
     headers = {"Authorization": f"Token {key}", "Content-Type": "application/octet-stream",
                "Content-Length": str(length)}
@@ -80,7 +115,7 @@ def put(port: int, key: str, image_id: int, source: Path, offset: int, length: i
         headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{total}"
     with open(source, "rb") as body:
         body.seek(offset)
-        conn.putrequest("PUT", f"/api/v1/images/{image_id}/data/")
+        conn.putrequest("PUT", path)
         for name, value in headers.items():
             conn.putheader(name, value)
         conn.endheaders()
@@ -118,20 +153,15 @@ def main() -> None:
 
     copies = [plain_copy(source, work / "copy.img")]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    ceiling = sink_seconds(source, work)
+    port = free_port()
     db = connection.settings_dict
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "CLOUDPANEL_IMAGE_DIR": str(work / "store"), "CLOUDPANEL_TASK_QUEUE": "bench-nobody-consumes",
            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
     server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
     try:
-        for _ in range(300):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        wait_for_port(port)
         rows = []
         for label, chunk in (("one request", None), (f"{CHUNK // MIB} MiB chunks", CHUNK)):
             image_id = create(port, key, f"bench-{label}")
@@ -140,11 +170,12 @@ def main() -> None:
             sampler = Sampler(server.pid)
             sampler.start()
             start = time.perf_counter()
+            path = f"/api/v1/images/{image_id}/data/"
             if chunk is None:
-                put(port, key, image_id, source, 0, SIZE, None)
+                put(port, key, path, source, 0, SIZE, None)
             else:
                 for offset in range(0, SIZE, chunk):
-                    put(port, key, image_id, source, offset, min(chunk, SIZE - offset), SIZE)
+                    put(port, key, path, source, offset, min(chunk, SIZE - offset), SIZE)
             seconds = time.perf_counter() - start
             sampler.stop.set()
             sampler.join()
@@ -160,6 +191,8 @@ def main() -> None:
                 for label, seconds, before, peak in rows]
         rows.insert(0, ["plain copy (read, write, fsync), best of 2", round(copy_seconds, 2),
                         round(SIZE / MIB / copy_seconds), 1.0, "-", "-", "-"])
+        rows.insert(1, ["bare ASGI app on uvicorn (ceiling)", round(ceiling, 2), round(SIZE / MIB / ceiling),
+                        round(copy_seconds / ceiling, 2), "-", "-", "-"])
         print_table(f"Upload of {SIZE // MIB} MiB (targets: ≥ 0.5× the copy's throughput; web peak < 100 MiB)",
                     ["path", "seconds", "MiB/s", "× copy", "web RSS before (MiB)", "web RSS peak (MiB)",
                      "growth (MiB)"], rows)
