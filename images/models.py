@@ -71,11 +71,6 @@ class Image(models.Model):
             return None
         return min(100, int(100 * self.received_bytes / self.expected_bytes))
 
-    @property
-    def stored_bytes(self) -> int:
-        """What the image takes (or will take) in the store: for quotas."""
-        return self.size if self.size is not None else max(self.expected_bytes or 0, self.received_bytes)
-
 
 class ImageCopy(models.Model):
     """An image's cached copy in a host's storage pool, verified against the image's sha256."""
