@@ -49,9 +49,6 @@ class _Body:
         del self._buffer[:wanted]
         return data
 
-    def readline(self, size: int = -1) -> bytes:  # file protocol; image data is never read by lines
-        return self.read(size)
-
     def close(self) -> None:
         self._buffer.clear()
 

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import tarfile
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
@@ -565,15 +566,17 @@ def test_bodies_over_the_limit_are_refused_before_django_reads_them(settings, db
     assert status == 413
 
 
-def asgi_put(path: str, key: str, parts: list[bytes], *, length: int, disconnect: bool = False):
-    """PUT through the ASGI application as uvicorn would, the body in several messages; (status, body)."""
+def asgi_request(method: str, path: str, key: str, parts: list[bytes] = (), *, length: int | None = None,
+                 disconnect: bool = False):
+    """A request through the ASGI application as uvicorn would make it, the body in several messages;
+    (status or None, body, the response's body messages)."""
     from asgiref.sync import async_to_sync
 
     from cloudpanel.asgi import application
 
     @async_to_sync
     async def run():
-        pending, messages = list(parts), []
+        pending, messages = list(parts) or [b""], []
 
         async def receive():
             if pending:
@@ -586,15 +589,17 @@ def asgi_put(path: str, key: str, parts: list[bytes], *, length: int, disconnect
         async def send(message):
             messages.append(message)
 
-        headers = [(b"authorization", f"Token {key}".encode()), (b"content-length", str(length).encode()),
-                   (b"content-type", b"application/octet-stream"), (b"host", b"testserver")]
-        scope = {"type": "http", "method": "PUT", "path": path, "headers": headers, "query_string": b"",
+        headers = [(b"authorization", f"Token {key}".encode()), (b"host", b"testserver"),
+                   (b"content-type", b"application/octet-stream")]
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        scope = {"type": "http", "method": method, "path": path, "headers": headers, "query_string": b"",
                  "server": ("testserver", 80), "client": ("127.0.0.1", 1), "scheme": "http", "root_path": "",
                  "http_version": "1.1", "asgi": {"version": "3.0"}}
         await asyncio.wait_for(application(scope, receive, send), timeout=30)
         starts = [m["status"] for m in messages if m["type"] == "http.response.start"]
-        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-        return (starts[0] if starts else None), body
+        bodies = [m.get("body", b"") for m in messages if m["type"] == "http.response.body"]
+        return (starts[0] if starts else None), b"".join(bodies), bodies
 
     return run()
 
@@ -617,13 +622,28 @@ def test_under_asgi_image_data_streams_to_the_store_without_a_spooled_copy(membe
     with mock.patch("django.core.handlers.asgi.tempfile.SpooledTemporaryFile",
                     side_effect=AssertionError("the body was spooled")):
         # A chunk whose client goes away half-way keeps nothing (Django answers no one: the client is gone)
-        status, _ = asgi_put(path, key, parts[:5], length=2 * MIB, disconnect=True)
+        status, _, _ = asgi_request("PUT", path, key, parts[:5], length=2 * MIB, disconnect=True)
         assert status is None
         assert wait_for(lambda: upload_settled(image))  # the view, still in its thread, dropped the chunk
         image.refresh_from_db()
         assert image.received_bytes == 0 and (image_dirs / f"{image.uuid}.part").stat().st_size == 0
         # A whole chunk in many messages lands as it is
-        status, body = asgi_put(path, key, parts, length=2 * MIB)
+        status, body, _ = asgi_request("PUT", path, key, parts, length=2 * MIB)
     image.refresh_from_db()
     assert status == 200 and image.received_bytes == 2 * MIB, body
     assert (image_dirs / f"{image.uuid}.part").read_bytes() == data[:2 * MIB]
+
+
+def test_under_asgi_streamed_responses_go_out_in_parts_not_gathered_in_memory(panel, member_api, admin_user,
+                                                                                tmp_path):
+    raw = tmp_path / "disk.img"
+    raw.write_bytes(os.urandom(3 * MIB))
+    image = Image.objects.get(pk=upload(member_api, raw)["id"])
+    _token, admin_key = create_api_token(user=admin_user, name="asgi", tenant=None)
+    with warnings.catch_warnings():
+        # Django warns when it has to gather a response's iterator into a list first
+        warnings.filterwarnings("error", message="StreamingHttpResponse must consume synchronous iterators")
+        status, body, parts = asgi_request("GET", urlsplit(transfer.url_for(image.uuid, transfer.READ)).path, "")
+        assert status == 200 and body == raw.read_bytes() and len(parts) >= 3
+        status, body, _ = asgi_request("GET", "/api/v1/audit/export/", admin_key)
+        assert status == 200 and b"image.create" in body
