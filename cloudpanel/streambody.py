@@ -10,6 +10,7 @@ server as they go; every other request is handled exactly as Django does.
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from django.core.handlers.asgi import ASGIHandler
 
@@ -19,38 +20,55 @@ _READ_AHEAD = 1 << 20
 
 
 class _Body:
-    """The request body, read on demand from a view's thread; also the receive() Django's disconnect watch gets."""
+    """The request body, read on demand from a view's thread; also the receive() Django's disconnect watch gets.
+
+    Reads return the server's pieces as they came (up to the size asked, fewer before the end), so no
+    byte is copied on its way to the view; a hop to the event loop fetches about a MiB of them at once.
+    """
 
     def __init__(self, receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive, self._loop = receive, loop
-        self._buffer = bytearray()
+        self._pieces: collections.deque[bytes] = collections.deque()
         self._more = True
         self._disconnected = False
         self._done = asyncio.Event()
 
     async def _pull(self, wanted: int) -> None:
-        while self._more and len(self._buffer) < wanted:
+        buffered = sum(len(p) for p in self._pieces)
+        while self._more and buffered < wanted:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self._more, self._disconnected = False, True
                 break
-            self._buffer += message.get("body", b"")
+            if piece := message.get("body", b""):
+                self._pieces.append(piece)
+                buffered += len(piece)
             self._more = message.get("more_body", False)
         if not self._more:
             self._done.set()
 
+    def _fetch(self, wanted: int) -> None:
+        asyncio.run_coroutine_threadsafe(self._pull(wanted), self._loop).result()
+
     def read(self, size: int = -1) -> bytes:
-        """Up to size bytes (all that is left if size < 0); fewer only at the end or if the client went away."""
-        wanted = size if size >= 0 else 1 << 62
-        if self._more and len(self._buffer) < wanted:
-            asyncio.run_coroutine_threadsafe(self._pull(max(wanted, _READ_AHEAD) if size >= 0 else wanted),
-                                             self._loop).result()
-        data = bytes(self._buffer[:wanted])
-        del self._buffer[:wanted]
-        return data
+        """All that is left (size < 0), or the next piece of at most size bytes: b"" only at the end."""
+        if size < 0:
+            self._fetch(1 << 62)
+            data = b"".join(self._pieces)
+            self._pieces.clear()
+            return data
+        if not self._pieces and self._more:
+            self._fetch(_READ_AHEAD)
+        if not self._pieces or size == 0:
+            return b""
+        piece = self._pieces.popleft()
+        if len(piece) > size:
+            self._pieces.appendleft(piece[size:])
+            piece = piece[:size]
+        return piece
 
     def close(self) -> None:
-        self._buffer.clear()
+        self._pieces.clear()
 
     async def __call__(self) -> dict:
         """Django's watch for a disconnect: it may listen only once the body has been read."""
