@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "hosts",
     "instances",
     "images",
+    "networks",
 ]
 
 MIDDLEWARE = [

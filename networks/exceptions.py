@@ -1,0 +1,13 @@
+from cloudpanel.exceptions import Conflict, DomainError
+
+
+class InvalidNetwork(DomainError):
+    """A network, subnet or address that cannot be; the message says why."""
+
+
+class AddressInUse(Conflict):
+    """The address (or MAC) is already taken on the network."""
+
+
+class SubnetFull(Conflict):
+    """No address is left in the subnet's pool."""

@@ -1,0 +1,124 @@
+"""Networks, their subnets, ports (a NIC's place on a network) and the addresses allocated to them.
+
+Addresses are stored with their offset from the subnet's network address, so the
+allocator can look for free ones in order, in any database; uniqueness of an address (and
+of a MAC) per network is a database constraint, not a hope.
+"""
+
+import ipaddress
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from cloudpanel.scoping import Scope, TenantScopedQuerySet
+from networks.choices import NetworkKind
+
+
+class NetworkQuerySet(TenantScopedQuerySet):
+    def visible_to(self, scope: Scope) -> "NetworkQuerySet":
+        """Shared networks plus the scope's own."""
+        ids = scope.tenant_ids
+        if ids is None:
+            return self.all()
+        return self.filter(Q(tenant__isnull=True) | Q(tenant_id__in=ids))
+
+
+class Network(models.Model):
+    """A tenant's network, or a shared one (no tenant) made by a platform admin."""
+
+    name = models.CharField(max_length=63)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="networks", null=True,
+                               blank=True)
+    kind = models.CharField(max_length=10, choices=NetworkKind.choices, default=NetworkKind.NAT)
+    bridge = models.CharField(max_length=15, blank=True, help_text="The host bridge (bridged and VLAN networks).")
+    vlan_id = models.PositiveSmallIntegerField(null=True, blank=True,
+                                               validators=[MinValueValidator(1), MaxValueValidator(4094)])
+    domain = models.CharField(max_length=253, blank=True)
+    dns_servers = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = NetworkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="network_name_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subnet(models.Model):
+    """An IPv4 or IPv6 range of a network; addresses are handed out from its pool."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="subnets")
+    cidr = models.CharField(max_length=43)
+    version = models.PositiveSmallIntegerField(choices=[(4, "IPv4"), (6, "IPv6")])
+    gateway = models.GenericIPAddressField(null=True, blank=True)
+    # The allocatable offsets from the network address, both ends included (the DHCP range).
+    pool_first = models.BigIntegerField()
+    pool_last = models.BigIntegerField()
+    # Where the next automatic allocation starts looking (it wraps around at the end of the pool).
+    cursor = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["network", "version"]
+        constraints = [models.UniqueConstraint(fields=["network", "version"], name="subnet_one_per_version")]
+
+    def __str__(self) -> str:
+        return self.cidr
+
+    @property
+    def ip_network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr)
+
+
+class ReservedRange(models.Model):
+    """Addresses of a subnet that are never handed out automatically (nor on request)."""
+
+    subnet = models.ForeignKey(Subnet, on_delete=models.CASCADE, related_name="reserved")
+    first = models.BigIntegerField()
+    last = models.BigIntegerField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["subnet", "first"]
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last} of {self.subnet}"
+
+
+class Port(models.Model):
+    """A NIC's attachment to a network: its MAC, and the addresses it holds there."""
+
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="ports")
+    mac = models.CharField(max_length=17)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["network", "id"]
+        constraints = [models.UniqueConstraint(fields=["network", "mac"], name="port_mac_unique_per_network")]
+
+    def __str__(self) -> str:
+        return f"{self.mac} on {self.network}"
+
+
+class Allocation(models.Model):
+    """One address of a subnet, held by a port."""
+
+    subnet = models.ForeignKey(Subnet, on_delete=models.CASCADE, related_name="allocations")
+    port = models.ForeignKey(Port, on_delete=models.CASCADE, related_name="addresses")
+    offset = models.BigIntegerField()
+    address = models.GenericIPAddressField()
+
+    class Meta:
+        ordering = ["subnet", "offset"]
+        constraints = [
+            models.UniqueConstraint(fields=["subnet", "offset"], name="allocation_address_unique"),
+            models.UniqueConstraint(fields=["port", "subnet"], name="allocation_one_per_port_and_subnet"),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
