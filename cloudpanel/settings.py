@@ -262,6 +262,8 @@ CLOUDPANEL_IMPORT_ALLOW = _env_list("CLOUDPANEL_IMPORT_ALLOW", "")
 # inspection that has not moved for this long is failed (its worker went away).
 CLOUDPANEL_UPLOAD_IDLE_HOURS = int(os.environ.get("CLOUDPANEL_UPLOAD_IDLE_HOURS", "24"))
 CLOUDPANEL_IMAGE_TASK_TIMEOUT = int(os.environ.get("CLOUDPANEL_IMAGE_TASK_TIMEOUT", str(6 * 3600)))
+# The hosts' own (management) networks: no tenant or shared network may overlap them.
+CLOUDPANEL_MANAGEMENT_CIDRS = _env_list("CLOUDPANEL_MANAGEMENT_CIDRS", "")
 # The largest request body outside image data (forms, JSON); larger ones get 413 before they are read.
 CLOUDPANEL_MAX_REQUEST_BYTES = int(os.environ.get("CLOUDPANEL_MAX_REQUEST_MIB", "16")) << 20
 # How long a copy of an image to a host may take before another worker may start it over.

@@ -11,3 +11,7 @@ class AddressInUse(Conflict):
 
 class SubnetFull(Conflict):
     """No address is left in the subnet's pool."""
+
+
+class NetworkOverlap(Conflict):
+    """The range overlaps another network's, or the hosts' management range (named in the message)."""

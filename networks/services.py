@@ -11,10 +11,15 @@ import ipaddress
 import re
 import secrets
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
 
-from networks.exceptions import AddressInUse, InvalidNetwork, SubnetFull
+from networks.choices import NetworkKind
+from networks.exceptions import AddressInUse, InvalidNetwork, NetworkOverlap, SubnetFull
 from networks.models import Allocation, Network, Port, ReservedRange, Subnet
+from tenants.models import Tenant
+from tenants.quotas import lock_tenant
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 WINDOW = 512  # offsets examined per query while looking for a free address
@@ -158,3 +163,95 @@ def allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> Alloc
 def release(*, port: Port) -> None:
     """The port goes: its addresses are free again."""
     port.delete()
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_BRIDGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                     r"[A-Za-z0-9])?)*$")
+
+
+def _dns_servers(text: str) -> str:
+    servers = [s for s in re.split(r"[\s,]+", text.strip()) if s]
+    for server in servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidNetwork(f"the DNS server '{server[:60]}' is not an IP address") from None
+    return ",".join(servers)
+
+
+_SHARED_LOCK = 0x6E657473  # an advisory lock key of our own ("nets")
+
+
+def _lock_shared_networks() -> None:
+    """Shared networks have no tenant row to lock: PostgreSQL takes an advisory lock until the transaction ends
+    (SQLite, the embedded default, runs one writing transaction at a time anyway)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SHARED_LOCK])
+
+
+def _check_overlaps(*, tenant: Tenant | None, cidrs: list[IPNetwork]) -> None:
+    """A new range may overlap neither the tenant's other networks (or, for a shared one, the other shared
+    networks) nor the hosts' management ranges: the 409 names what it overlaps."""
+    for cidr in cidrs:
+        for managed in settings.CLOUDPANEL_MANAGEMENT_CIDRS:
+            managed = ipaddress.ip_network(managed, strict=False)
+            if managed.version == cidr.version and managed.overlaps(cidr):
+                raise NetworkOverlap(f"{cidr} overlaps the hosts' management range {managed}")
+        neighbours = Subnet.objects.filter(network__tenant=tenant, version=cidr.version).select_related("network")
+        for subnet in neighbours:
+            if subnet.ip_network.overlaps(cidr):
+                raise NetworkOverlap(f"{cidr} overlaps {subnet.cidr} of network {subnet.network.name}")
+
+
+def create_network(*, user: AbstractBaseUser | None, tenant: Tenant | None, name: str, kind: str, cidr: str,
+                   gateway: str | None = None, pool_start: str | None = None, pool_end: str | None = None,
+                   ipv6_cidr: str = "", bridge: str = "", vlan_id: int | None = None, domain: str = "",
+                   dns_servers: str = "") -> Network:
+    """A network of a tenant (or a shared one, without a tenant) with its IPv4 subnet and an optional IPv6 one.
+
+    Checked here: the name; a bridge for bridged and VLAN networks; a VLAN id in 1–4094 for VLAN ones
+    only; the domain and DNS servers; no overlap with the tenant's other networks or the management
+    ranges. Checked on the hosts when it is provisioned: that the bridge exists there.
+    """
+    if not _NAME.match(name):
+        raise InvalidNetwork("the name must be 1–63 letters, digits, dots, dashes or underscores")
+    if kind not in NetworkKind.values:
+        raise InvalidNetwork(f"unknown network kind '{kind[:20]}'")
+    if kind in (NetworkKind.BRIDGE, NetworkKind.VLAN):
+        if not _BRIDGE.match(bridge):
+            raise InvalidNetwork("a bridged or VLAN network needs the name of a host bridge (up to 15 characters)")
+    elif bridge:
+        raise InvalidNetwork("only bridged and VLAN networks use a host bridge")
+    if kind == NetworkKind.VLAN:
+        if vlan_id is None or not 1 <= vlan_id <= 4094:
+            raise InvalidNetwork("a VLAN id must be between 1 and 4094")
+    elif vlan_id is not None:
+        raise InvalidNetwork("only VLAN networks take a VLAN id")
+    if domain and not _DOMAIN.match(domain):
+        raise InvalidNetwork(f"'{domain[:60]}' is not a domain name")
+    v4 = parse_cidr(cidr)
+    if v4.version != 4:
+        raise InvalidNetwork("the main subnet is IPv4; give IPv6 as the optional second one")
+    v6 = parse_cidr(ipv6_cidr) if ipv6_cidr else None
+    if v6 is not None and v6.version != 6:
+        raise InvalidNetwork("the second subnet must be IPv6")
+    with transaction.atomic():
+        if tenant is not None:
+            lock_tenant(tenant.pk)  # one network change of a tenant at a time: overlaps are checked in order
+        else:
+            _lock_shared_networks()
+        _check_overlaps(tenant=tenant, cidrs=[c for c in (v4, v6) if c is not None])
+        try:
+            with transaction.atomic():
+                network = Network.objects.create(name=name, tenant=tenant, kind=kind, bridge=bridge,
+                                                 vlan_id=vlan_id, domain=domain, dns_servers=_dns_servers(dns_servers),
+                                                 created_by=user)
+        except IntegrityError:
+            raise InvalidNetwork(f"a network named '{name}' already exists there") from None
+        add_subnet(network=network, cidr=str(v4), gateway=gateway, pool_start=pool_start, pool_end=pool_end)
+        if v6 is not None:
+            add_subnet(network=network, cidr=str(v6))
+    return network

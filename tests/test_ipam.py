@@ -6,7 +6,7 @@ import pytest
 from django.db import close_old_connections
 
 from networks import services
-from networks.exceptions import AddressInUse, InvalidNetwork, SubnetFull
+from networks.exceptions import AddressInUse, InvalidNetwork, NetworkOverlap, SubnetFull
 from networks.models import Allocation, Network
 from tests.factories import make_tenant
 
@@ -104,3 +104,44 @@ def test_concurrent_allocations_never_share_an_address():
     assert not errors
     addresses = list(Allocation.objects.filter(subnet=subnet).values_list("address", flat=True))
     assert len(addresses) == len(set(addresses)) == 200
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"name": "bad name!"}, "the name must be"),
+    ({"kind": "bridge"}, "needs the name of a host bridge"),
+    ({"kind": "vlan", "bridge": "br0", "vlan_id": 4095}, "between 1 and 4094"),
+    ({"kind": "vlan", "bridge": "br0", "vlan_id": 0}, "between 1 and 4094"),
+    ({"kind": "vlan", "bridge": "br0"}, "between 1 and 4094"),
+    ({"vlan_id": 10}, "only VLAN networks"),
+    ({"bridge": "br0"}, "only bridged and VLAN"),
+    ({"cidr": "fd00::/64"}, "main subnet is IPv4"),
+    ({"ipv6_cidr": "10.1.0.0/24"}, "must be IPv6"),
+    ({"dns_servers": "8.8.8.8, dns.example"}, "not an IP address"),
+    ({"domain": "bad_domain!"}, "not a domain name"),
+    ({"gateway": "10.50.1.1"}, "outside"),
+])
+def test_bad_networks_are_refused_with_the_reason(db, fields, reason):
+    request = {"user": None, "tenant": make_tenant(), "name": "net", "kind": "nat", "cidr": "10.50.0.0/24", **fields}
+    with pytest.raises(InvalidNetwork, match=reason):
+        services.create_network(**request)
+    assert not Network.objects.exists()
+
+
+def test_overlaps_within_a_tenant_or_with_the_management_range_are_refused_by_name(db, settings):
+    settings.CLOUDPANEL_MANAGEMENT_CIDRS = ["192.168.100.0/24"]
+    acme, globex = make_tenant(), make_tenant()
+    made = services.create_network(user=None, tenant=acme, name="web", kind="vlan", cidr="10.0.0.0/16",
+                                   ipv6_cidr="fd00:1::/64", bridge="br0", vlan_id=42, dns_servers="1.1.1.1 9.9.9.9")
+    assert made.dns_servers == "1.1.1.1,9.9.9.9" and made.subnets.count() == 2
+    with pytest.raises(NetworkOverlap, match="10.0.5.0/24 overlaps 10.0.0.0/16 of network web"):
+        services.create_network(user=None, tenant=acme, name="db", kind="nat", cidr="10.0.5.0/24")
+    with pytest.raises(NetworkOverlap, match="fd00:1::/64 overlaps fd00:1::/64"):
+        services.create_network(user=None, tenant=acme, name="v6", kind="nat", cidr="10.9.0.0/24",
+                                ipv6_cidr="fd00:1::/64")
+    with pytest.raises(NetworkOverlap, match="management range 192.168.100.0/24"):
+        services.create_network(user=None, tenant=globex, name="m", kind="isolated", cidr="192.168.0.0/16")
+    # Another tenant may use the same range; shared networks are checked among themselves
+    services.create_network(user=None, tenant=globex, name="web", kind="nat", cidr="10.0.0.0/16")
+    services.create_network(user=None, tenant=None, name="public", kind="routed", cidr="10.0.0.0/24")
+    with pytest.raises(NetworkOverlap, match="of network public"):
+        services.create_network(user=None, tenant=None, name="public2", kind="routed", cidr="10.0.0.128/25")
