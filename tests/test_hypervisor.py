@@ -10,6 +10,7 @@ import pytest
 from hosts import hypervisor
 from hosts.domain_xml import raw_volume_xml, volume_xml
 from hosts.hypervisor import Accelerator, Backing, DomainSpec, PowerState, Technology
+from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
 
 TEST_URI = "test:///default"
 
@@ -130,3 +131,37 @@ def test_container_command_becomes_init_and_initargs():
     root = ET.fromstring(hypervisor.domain_xml(Technology.LXC, spec(init="/bin/sh -c 'echo hi; sleep 9'")))
     assert root.find("os/init").text == "/bin/sh"
     assert [a.text for a in root.findall("os/initarg")] == ["-c", "echo hi; sleep 9"]
+
+
+V4 = IPRange(gateway="10.0.0.1", prefix=24, dhcp_start="10.0.0.2", dhcp_end="10.0.0.254",
+             hosts=(DhcpHost(mac="52:54:00:12:34:56", address="10.0.0.7", name="web-1"),))
+V6 = IPRange(gateway="fd00:1::1", prefix=64, dhcp_start="fd00:1::2", dhcp_end="fd00:1::ffff", family="ipv6",
+             hosts=(DhcpHost(mac="52:54:00:12:34:56", address="fd00:1::7", name="web-1"),))
+
+
+@pytest.mark.parametrize("spec", [
+    NetworkSpec(name="cpnet-1", uuid=str(uuid.uuid4()), kind="nat", bridge="cpbr1", ranges=(V4, V6),
+                domain="lan.example", dns_servers=("1.1.1.1",)),
+    NetworkSpec(name="cpnet-2", uuid=str(uuid.uuid4()), kind="routed", bridge="cpbr2", ranges=(V4,)),
+    NetworkSpec(name="cpnet-3", uuid=str(uuid.uuid4()), kind="isolated", bridge="cpbr3", ranges=(V4,)),
+    NetworkSpec(name="cpnet-4", uuid=str(uuid.uuid4()), kind="bridge", bridge="br0"),
+    NetworkSpec(name="cpnet-5", uuid=str(uuid.uuid4()), kind="vlan", bridge="br0", vlan_id=42),
+])
+def test_every_network_kind_produces_schema_valid_xml(tmp_path, spec):
+    xml = network_xml(spec)
+    path = tmp_path / "network.xml"
+    path.write_text(xml)
+    result = subprocess.run(["virt-xml-validate", str(path), "network"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + xml
+    root = ET.fromstring(xml)
+    if spec.kind in ("nat", "routed", "isolated"):
+        assert root.find("ip/dhcp/host").attrib == {"mac": "52:54:00:12:34:56", "ip": "10.0.0.7", "name": "web-1"}
+    else:
+        assert root.find("ip") is None and root.find("bridge").get("name") == "br0"
+
+
+def test_network_fields_stay_text():
+    hostile = "x'/><forward mode='nat'/><name>evil"
+    root = ET.fromstring(network_xml(NetworkSpec(name=hostile, uuid=str(uuid.uuid4()), kind="isolated",
+                                                 bridge="cpbr9", domain=hostile)))
+    assert root.find("forward") is None and len(root.findall("name")) == 1 and root.find("name").text == hostile
