@@ -33,6 +33,7 @@ from hosts.domain_xml import (
     uses_disk_volume,
     volume_xml,
 )
+from hosts.network_xml import DhcpHost, dhcp_host_xml
 
 log = logging.getLogger(__name__)
 
@@ -471,6 +472,63 @@ def change_media(uri: str, domain_uuid: str, path: str) -> None:
         if dom.isActive():
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
         dom.updateDeviceFlags(cdrom_xml(path), flags)
+
+
+# --- networks ----------------------------------------------------------------
+
+
+def ensure_network(uri: str, name: str, xml: str) -> None:
+    """Define the network if the host lacks it, and start it; defined and running already counts as done."""
+    conn = connection(uri)
+    with _errors(uri):
+        try:
+            network = conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise
+            network = conn.networkDefineXML(xml)
+        if not network.isActive():
+            network.create()
+
+
+def remove_network(uri: str, name: str) -> None:
+    """Stop and undefine the network; a host without it counts as done."""
+    conn = connection(uri)
+    with _errors(uri):
+        try:
+            network = conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                return
+            raise
+        if network.isActive():
+            network.destroy()
+        network.undefine()
+
+
+def set_dhcp_host(uri: str, name: str, host: DhcpHost, *, present: bool = True) -> None:
+    """Pin a MAC to its address in the network's DHCP server (or unpin it), live and in its definition.
+
+    Idempotent: an entry already there (or already gone) counts as done.
+    """
+    conn = connection(uri)
+    with _errors(uri):
+        network = conn.networkLookupByName(name)
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if network.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        existing = [e for e in ET.fromstring(network.XMLDesc()).findall("ip/dhcp/host") if e.get("mac") == host.mac]
+        if present and any(e.get("ip") == host.address for e in existing):
+            return
+        if not present and not existing:
+            return
+        if not present:
+            command = libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE
+        elif existing:  # the MAC is pinned to another address: move it
+            command = libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY
+        else:
+            command = libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+        network.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, dhcp_host_xml(host), flags)
 
 
 def all_states(uri: str) -> dict[str, PowerState]:

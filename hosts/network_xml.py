@@ -51,6 +51,14 @@ def _sub(parent: ET.Element, tag: str, **attrs: str) -> ET.Element:
     return ET.SubElement(parent, tag, attrs)
 
 
+def dhcp_host_xml(host: DhcpHost) -> str:
+    """One DHCP host entry, for a live update of a running network."""
+    attrs = {"mac": host.mac, "ip": host.address}
+    if host.name:
+        attrs["name"] = host.name
+    return ET.tostring(ET.Element("host", attrs), encoding="unicode")
+
+
 def network_xml(spec: NetworkSpec) -> str:
     """The XML of a network for libvirt's networkDefineXML."""
     root = ET.Element("network")

@@ -165,3 +165,34 @@ def test_network_fields_stay_text():
     root = ET.fromstring(network_xml(NetworkSpec(name=hostile, uuid=str(uuid.uuid4()), kind="isolated",
                                                  bridge="cpbr9", domain=hostile)))
     assert root.find("forward") is None and len(root.findall("name")) == 1 and root.find("name").text == hostile
+
+
+@pytest.mark.parametrize("uri", [TEST_URI, pytest.param("qemu:///system", marks=pytest.mark.qemu)])
+def test_networks_are_provisioned_idempotently_and_dhcp_hosts_pinned_live(uri):
+    # Given a NAT network spec (on the real libvirtd it gets a bridge and dnsmasq in the test namespace)
+    name = f"cp-test-{uuid.uuid4().hex[:8]}"
+    spec = NetworkSpec(name=name, uuid=str(uuid.uuid4()), kind="nat", bridge=f"cpbr{uuid.uuid4().hex[:6]}",
+                       ranges=(IPRange(gateway="10.88.0.1", prefix=24, dhcp_start="10.88.0.2",
+                                       dhcp_end="10.88.0.254"),))
+    host = DhcpHost(mac="52:54:00:ab:cd:ef", address="10.88.0.9", name="web-1")
+    conn = hypervisor.connection(uri)
+    try:
+        # When it is ensured twice and a host entry added twice, then moved, then removed twice
+        for _ in range(2):
+            hypervisor.ensure_network(uri, name, network_xml(spec))
+        assert conn.networkLookupByName(name).isActive()
+        for _ in range(2):
+            hypervisor.set_dhcp_host(uri, name, host)
+        entries = ET.fromstring(conn.networkLookupByName(name).XMLDesc()).findall("ip/dhcp/host")
+        assert [(e.get("mac"), e.get("ip")) for e in entries] == [(host.mac, "10.88.0.9")]
+        moved = DhcpHost(mac=host.mac, address="10.88.0.10", name="web-1")
+        hypervisor.set_dhcp_host(uri, name, moved)
+        entries = ET.fromstring(conn.networkLookupByName(name).XMLDesc()).findall("ip/dhcp/host")
+        assert [(e.get("mac"), e.get("ip")) for e in entries] == [(host.mac, "10.88.0.10")]
+        for _ in range(2):
+            hypervisor.set_dhcp_host(uri, name, moved, present=False)
+        assert ET.fromstring(conn.networkLookupByName(name).XMLDesc()).findall("ip/dhcp/host") == []
+    finally:
+        hypervisor.remove_network(uri, name)
+        hypervisor.remove_network(uri, name)  # gone already: done
+    assert name not in conn.listNetworks() + conn.listDefinedNetworks()
