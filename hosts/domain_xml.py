@@ -31,6 +31,14 @@ class Accelerator(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Nic:
+    """A network interface: the libvirt network it joins and its MAC."""
+
+    network: str
+    mac: str
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything a builder needs to describe one instance to libvirt."""
 
@@ -49,6 +57,7 @@ class DomainSpec:
     cdrom_path: str = ""  # an ISO in the CD-ROM drive (QEMU domains always have the drive)
     seed_path: str = ""  # a cloud-init NoCloud seed, as a second CD-ROM
     boot_cdrom: bool = False  # an install: boot the CD-ROM, then the disk
+    nics: tuple[Nic, ...] = ()
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -75,6 +84,21 @@ def _disk(devices: ET.Element, path: str, target: str, bus: str, driver: str | N
         _sub(disk, "driver", name=driver, type="qcow2")
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev=target, bus=bus)
+
+
+def interface_xml(nic: Nic, model: str | None = "virtio") -> ET.Element:
+    """A NIC on a libvirt network (also the device of a hot-plug)."""
+    interface = ET.Element("interface", type="network")
+    _sub(interface, "mac", address=nic.mac)
+    _sub(interface, "source", network=nic.network)
+    if model:
+        _sub(interface, "model", type=model)
+    return interface
+
+
+def _nics(devices: ET.Element, spec: DomainSpec, model: str | None = "virtio") -> None:
+    for nic in spec.nics:
+        devices.append(interface_xml(nic, model))
 
 
 def _cdrom(devices: ET.Element, path: str, target: str, bus: str) -> None:
@@ -135,6 +159,7 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
     _cdrom(devices, spec.cdrom_path, CDROM_TARGET, "ide")
     if spec.seed_path:
         _cdrom(devices, spec.seed_path, SEED_TARGET, "ide")
+    _nics(devices, spec)
     _serial_console(devices)
     return root
 
@@ -157,6 +182,7 @@ def build_xen(spec: DomainSpec) -> ET.Element:
     devices = _sub(root, "devices")
     for index, path in enumerate(p for p in (spec.boot_disk, spec.disk_path) if p):
         _disk(devices, path, f"xvd{'ab'[index]}", "xen", None)
+    _nics(devices, spec, None)
     _serial_console(devices, devices_console)
     return root
 
@@ -176,6 +202,7 @@ def build_lxc(spec: DomainSpec) -> ET.Element:
     _sub(os_el, "type", "exe")
     _init(os_el, spec.init)
     devices = _sub(root, "devices")
+    _nics(devices, spec, None)
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="lxc", port="0")
     return root
@@ -205,6 +232,7 @@ def build_vbox(spec: DomainSpec) -> ET.Element:
         disk = _sub(devices, "disk", type="file", device="disk")
         _sub(disk, "source", file=path)
         _sub(disk, "target", dev=f"hd{'ab'[index]}", bus="sata")
+    _nics(devices, spec, None)
     return root
 
 
@@ -220,6 +248,7 @@ def build_test(spec: DomainSpec) -> ET.Element:
     for path, target in ((spec.cdrom_path, CDROM_TARGET), (spec.seed_path, SEED_TARGET)):
         if path:
             _cdrom(devices, path, target, "ide")
+    _nics(devices, spec, None)
     return root
 
 

@@ -25,6 +25,7 @@ from hosts.domain_xml import (
     Accelerator,
     Backing,
     DomainSpec,
+    Nic,
     Technology,
     cdrom_xml,
     domain_xml,
@@ -253,7 +254,7 @@ def probe(uri: str) -> HostInfo:
         )
 
 
-__all__ = ["Accelerator", "Backing", "DomainSpec", "Technology", "domain_xml", "has_cdrom", "uses_disk_volume"]
+__all__ = ["Accelerator", "Backing", "DomainSpec", "Nic", "Technology", "domain_xml", "has_cdrom", "uses_disk_volume"]
 
 
 # --- storage -----------------------------------------------------------------
@@ -477,10 +478,22 @@ def change_media(uri: str, domain_uuid: str, path: str) -> None:
 # --- networks ----------------------------------------------------------------
 
 
-def ensure_network(uri: str, name: str, xml: str) -> None:
-    """Define the network if the host lacks it, and start it; defined and running already counts as done."""
+def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> None:
+    """Define the network if the host lacks it, and start it; defined and running already counts as done.
+
+    host_bridge: the existing bridge a bridged or VLAN network joins; libvirt would start such a
+    network without it and fail only when a guest plugs in, so its absence is reported here.
+    """
     conn = connection(uri)
     with _errors(uri):
+        if host_bridge:
+            try:
+                conn.interfaceLookupByName(host_bridge)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+                    raise HypervisorError(f"there is no bridge '{host_bridge}' on this host") from None
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:  # no interface driver: cannot tell
+                    raise
         try:
             network = conn.networkLookupByName(name)
         except libvirt.libvirtError as exc:

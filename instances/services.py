@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -31,6 +32,8 @@ from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
+from networks import services as network_services
+from networks.models import Network
 from tenants import audit, quotas
 from tenants.models import Tenant
 
@@ -104,6 +107,21 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     return max(disk_gib, needed), user_data
 
 
+def _attach_nics(instance: Instance, nics: Sequence[tuple[Network, str | None]]) -> None:
+    """Ports on the networks, in order, each with an IPv4 address (asked for or the next free one) and an IPv6
+    one where the network has IPv6; within the create's transaction, so a refusal keeps nothing."""
+    if nics and instance.host.technology == Technology.OPENVZ:
+        raise InvalidInstance("NICs on CloudPanel networks need a QEMU, Xen, LXC or VirtualBox host")
+    for position, (network, address) in enumerate(nics):
+        if network.tenant_id not in (None, instance.tenant_id):
+            raise InvalidInstance("no such network")
+        port = network_services.create_port(network=network)
+        port.instance, port.position = instance, position
+        port.save(update_fields=["instance", "position"])
+        for subnet in network.subnets.all():
+            network_services.allocate(port=port, subnet=subnet, address=address if subnet.version == 4 else None)
+
+
 def create_instance(
     *,
     user: AbstractBaseUser | None,
@@ -123,12 +141,14 @@ def create_instance(
     template: Template | None = None,
     ssh_keys: str = "",
     password: str = "",
+    nics: Sequence[tuple[Network, str | None]] = (),
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation.
 
     From a template: its image, its size where none is given, and its cloud-init user-data
     and script. From an image: a copy-on-write overlay of it (an ISO: a CD-ROM to install
     from onto an empty disk), with a NoCloud seed giving the hostname, SSH keys and password.
+    nics: a NIC on each network, with the address asked for or the next free one.
     """
     if template is not None:
         image, boot_source = template.image, BootSource.IMAGE
@@ -170,6 +190,7 @@ def create_instance(
             _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init, needs_cdrom=needs_cdrom)
             instance.host = placed
             instance.save()
+            _attach_nics(instance, nics)
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)
             tasks.enqueue(action)
             publish_on_commit(instance)

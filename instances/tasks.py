@@ -19,6 +19,7 @@ from images.choices import DiskFormat
 from instances import services
 from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
+from networks import provisioning
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,12 @@ def _do_create(instance: Instance, host: Host) -> str:
     if not services.keep_alive(instance_id=instance.pk):
         # The create outlived its timeout meanwhile and was marked failed: do not start an untracked guest.
         raise hypervisor.HypervisorError("the create took longer than the operation timeout; retry it")
+    nics = tuple(hypervisor.Nic(provisioning.ensure_on_host(network=port.network, host=host), port.mac)
+                 for port in instance.ports.select_related("network"))
     spec = hypervisor.DomainSpec(
         name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
         memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd, cmdline=instance.cmdline,
-        init=instance.init, accelerator=hypervisor.Accelerator(host.accelerator), **disks,
+        init=instance.init, accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
     )
     xml = hypervisor.domain_xml(technology, spec, kvm_available=host.kvm_available)
     return hypervisor.define_and_start(host.uri, xml)
@@ -102,6 +105,7 @@ def _do_delete(instance: Instance, host: Host) -> str:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
     if instance.user_data:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.seed_volume_name)
+    provisioning.release_ports(ports=list(instance.ports.select_related("network")), host=host)
     return Status.DELETED
 
 

@@ -9,3 +9,9 @@ class NetworkKind(models.TextChoices):
     ISOLATED = "isolated", "Isolated"
     BRIDGE = "bridge", "Bridged to a host bridge"
     VLAN = "vlan", "VLAN on a host bridge"
+
+
+class ProvisionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    FAILED = "failed", "Failed"

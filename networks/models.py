@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from cloudpanel.scoping import Scope, TenantScopedQuerySet
-from networks.choices import NetworkKind
+from networks.choices import NetworkKind, ProvisionStatus
 
 
 class NetworkQuerySet(TenantScopedQuerySet):
@@ -48,6 +48,16 @@ class Network(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def libvirt_name(self) -> str:
+        """The network's name on every host (unique, whatever tenants call their networks)."""
+        return f"cp-net-{self.pk}"
+
+    @property
+    def own_bridge(self) -> str:
+        """The bridge libvirt makes for NAT, routed and isolated networks (at most 15 characters)."""
+        return f"cpbr{self.pk}"
 
 
 class Subnet(models.Model):
@@ -94,11 +104,14 @@ class Port(models.Model):
     """A NIC's attachment to a network: its MAC, and the addresses it holds there."""
 
     network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="ports")
+    instance = models.ForeignKey("instances.Instance", on_delete=models.CASCADE, related_name="ports", null=True,
+                                 blank=True)
+    position = models.PositiveSmallIntegerField(default=0)  # the NIC's order in the instance
     mac = models.CharField(max_length=17)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["network", "id"]
+        ordering = ["instance", "position", "id"]
         constraints = [models.UniqueConstraint(fields=["network", "mac"], name="port_mac_unique_per_network")]
 
     def __str__(self) -> str:
@@ -122,3 +135,20 @@ class Allocation(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class NetworkHost(models.Model):
+    """A network as provisioned on one host: defined and started there while instances of it need it."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="on_hosts")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="networks")
+    status = models.CharField(max_length=10, choices=ProvisionStatus.choices, default=ProvisionStatus.PENDING)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["network", "host"]
+        constraints = [models.UniqueConstraint(fields=["network", "host"], name="network_once_per_host")]
+
+    def __str__(self) -> str:
+        return f"{self.network} on {self.host}"

@@ -105,7 +105,7 @@ def guest():
 
 @pytest.fixture
 def reap_qemu_guests(transactional_db):
-    """Remove every QEMU domain, disk, seed and image copy the test left, even when the test failed."""
+    """Remove every QEMU domain, disk, seed, image copy and network the test left, even when the test failed."""
     yield
     from hosts import hypervisor
     from images.models import ImageCopy
@@ -118,6 +118,11 @@ def reap_qemu_guests(transactional_db):
                 hypervisor.delete_volume(instance.host.uri, instance.host.storage_pool, volume)
         except hypervisor.HypervisorError:
             pass
+    from networks.models import NetworkHost
+
+    for placed in NetworkHost.objects.filter(host__uri__startswith="qemu").select_related("host", "network"):
+        with suppress(hypervisor.HypervisorError):
+            hypervisor.remove_network(placed.host.uri, placed.network.libvirt_name)
     for copy in ImageCopy.objects.filter(host__uri__startswith="qemu").select_related("host"):
         with suppress(hypervisor.HypervisorError):
             hypervisor.delete_volume(copy.host.uri, copy.pool, copy.volume)

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from hosts import hypervisor
-from hosts.domain_xml import raw_volume_xml, volume_xml
+from hosts.domain_xml import Nic, raw_volume_xml, volume_xml
 from hosts.hypervisor import Accelerator, Backing, DomainSpec, PowerState, Technology
 from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
 
@@ -36,6 +36,10 @@ def spec(**fields) -> DomainSpec:
         (Technology.QEMU, {"boot_disk": "/var/overlay.qcow2", "seed_path": "/var/seed.iso", "kernel": "/k"}),
         (Technology.TEST, {}),
         (Technology.TEST, {"boot_disk": "/var/o.qcow2", "cdrom_path": "/var/i.iso", "seed_path": "/var/s.iso"}),
+        *[(t, {**f, "nics": (Nic("cp-net-1", "52:54:00:00:00:01"), Nic("cp-net-2", "52:54:00:00:00:02"))})
+          for t, f in ((Technology.QEMU, {"kernel": "/k"}), (Technology.XEN, {"boot_disk": "/b"}),
+                       (Technology.LXC, {"init": "/bin/sh"}), (Technology.VBOX, {"boot_disk": "/b.vdi"}),
+                       (Technology.TEST, {}))],
     ],
 )
 def test_every_builder_produces_schema_valid_xml(tmp_path, technology, fields):

@@ -20,6 +20,8 @@ from images.models import Image, ImageCopy
 from instances import services
 from instances.choices import ActionStatus, Status
 from instances.models import Instance, InstanceAction
+from networks import services as network_services
+from networks.models import Allocation, NetworkHost
 from tenants.models import AuditEvent
 from tests.test_images import upload
 
@@ -195,3 +197,52 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
         assert hypervisor.volume_path(qemu_host.uri, qemu_host.storage_pool, volume) is None
     assert member_api.delete(f"/api/v1/images/{image['id']}/").status_code == 204
     assert hypervisor.volume_path(qemu_host.uri, copy.pool, copy.volume) is None
+
+
+def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member, tenant, guest):
+    # Given a NAT network of the tenant on the real libvirtd (inside its network namespace)
+    network = network_services.create_network(user=member, tenant=tenant, name="lan", kind="nat",
+                                              cidr="10.91.0.0/24")
+    # When an instance boots with a NIC on it, at an address chosen for it
+    action = services.create_instance(
+        user=member, tenant=tenant, name="dhcp", vcpus=1, memory_mib=256, kernel=guest["kernel"],
+        initrd=guest["initrd"], cmdline="console=ttyS0", host=qemu_host, nics=[(network, "10.91.0.57")],
+    )
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    assert NetworkHost.objects.get(network=network, host=qemu_host).status == "active"
+
+    # Then the guest's DHCP client is given exactly that address (read on its serial console)
+    @async_to_sync
+    async def console():
+        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+        viewer.scope["user"] = member
+        assert (await viewer.connect())[0]
+        await viewer.send_to(text_data="\n")
+        await read_until(viewer, r"# ", timeout=60)
+        await viewer.send_to(text_data="udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.script >/dev/null 2>&1; "
+                                       "ip -4 -o addr show eth0\n")
+        text = await read_until(viewer, r"inet \d+\.\d+\.\d+\.\d+", timeout=60)
+        await viewer.disconnect()
+        return text
+
+    assert "inet 10.91.0.57/24" in console()
+    # When the instance goes, so do its address and, unused now, the network on the host
+    services.request_operation(instance=instance, operation="delete", user=member)
+    assert not NetworkHost.objects.filter(network=network).exists()
+    assert network.libvirt_name not in hypervisor.connection(qemu_host.uri).listNetworks()
+    assert not Allocation.objects.filter(subnet__network=network).exists()
+
+
+def test_a_bridge_missing_on_the_host_fails_the_network_there_and_nothing_else(qemu_host, member, tenant, guest):
+    network = network_services.create_network(user=member, tenant=tenant, name="outside", kind="bridge",
+                                              cidr="10.92.0.0/24", bridge="nosuchbr0")
+    action = services.create_instance(
+        user=member, tenant=tenant, name="bridged", vcpus=1, memory_mib=256, kernel=guest["kernel"],
+        initrd=guest["initrd"], host=qemu_host, nics=[(network, None)],
+    )
+    action.refresh_from_db()
+    assert action.status == ActionStatus.FAILED and "no bridge 'nosuchbr0'" in action.error
+    placed = NetworkHost.objects.get(network=network, host=qemu_host)
+    assert placed.status == "failed" and "nosuchbr0" in placed.error
+    assert network.libvirt_name not in hypervisor.connection(qemu_host.uri).listNetworks()

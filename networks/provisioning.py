@@ -1,0 +1,91 @@
+"""Networks on hosts, from the worker that drives the host.
+
+A network is defined and started on a host when an instance there needs it, with a DHCP
+host entry pinning each of those instances' MACs to the address CloudPanel allocated; it
+is torn down from the host when no instance there uses it any more. A failure (say, a
+host bridge that does not exist there) marks the network failed on that host only.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+from hosts import hypervisor
+from hosts.models import Host
+from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
+from instances.choices import Status
+from networks.choices import NetworkKind, ProvisionStatus
+from networks.models import Allocation, Network, NetworkHost, Port
+
+_OWN_BRIDGE = (NetworkKind.NAT, NetworkKind.ROUTED, NetworkKind.ISOLATED)
+
+
+def _pins(network: Network, host: Host) -> list[tuple[int, DhcpHost]]:
+    """(IP version, entry) for every address of the network's ports held by instances on the host."""
+    allocations = (Allocation.objects.filter(port__network=network, port__instance__host=host)
+                   .exclude(port__instance__status=Status.DELETED)
+                   .select_related("port__instance", "subnet"))
+    return [(a.subnet.version, DhcpHost(mac=a.port.mac, address=a.address, name=a.port.instance.name))
+            for a in allocations]
+
+
+def spec_for(network: Network, host: Host) -> NetworkSpec:
+    """What the host should run for the network."""
+    if network.kind not in _OWN_BRIDGE:
+        return NetworkSpec(name=network.libvirt_name, uuid=_uuid(network), kind=network.kind, bridge=network.bridge,
+                           vlan_id=network.vlan_id)
+    pins = _pins(network, host)
+    ranges = []
+    for subnet in network.subnets.all():
+        base = subnet.ip_network.network_address
+        ranges.append(IPRange(
+            gateway=subnet.gateway, prefix=subnet.ip_network.prefixlen,
+            dhcp_start=str(base + subnet.pool_first), dhcp_end=str(base + subnet.pool_last),
+            hosts=tuple(pin for version, pin in pins if version == subnet.version),
+            family="ipv4" if subnet.version == 4 else "ipv6",
+        ))
+    return NetworkSpec(name=network.libvirt_name, uuid=_uuid(network), kind=network.kind, bridge=network.own_bridge,
+                       ranges=tuple(ranges), domain=network.domain,
+                       dns_servers=tuple(s for s in network.dns_servers.split(",") if s))
+
+
+def _uuid(network: Network) -> str:
+    """Stable per network, so that every host defines the same one."""
+    return f"00000000-0000-4000-8000-{network.pk:012x}"
+
+
+def ensure_on_host(*, network: Network, host: Host) -> str:
+    """Define and start the network on the host (idempotent) with its DHCP pins; returns its libvirt name."""
+    row, _ = NetworkHost.objects.get_or_create(network=network, host=host)
+    spec = spec_for(network, host)
+    try:
+        hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
+                                  host_bridge="" if network.kind in _OWN_BRIDGE else network.bridge)
+        for part in spec.ranges:  # an already defined network gets the pins it lacks
+            for pin in part.hosts:
+                if part.family == "ipv4":
+                    hypervisor.set_dhcp_host(host.uri, spec.name, pin)
+    except hypervisor.HypervisorError as exc:
+        NetworkHost.objects.filter(pk=row.pk).update(status=ProvisionStatus.FAILED, error=str(exc)[:2000])
+        raise hypervisor.HypervisorError(f"network {network.name} could not be started on {host.name}: {exc}") \
+            from None
+    NetworkHost.objects.filter(pk=row.pk).update(status=ProvisionStatus.ACTIVE, error="")
+    return spec.name
+
+
+def release_ports(*, ports: list[Port], host: Host) -> None:
+    """The instance's NICs go: unpin their addresses, free them, and tear the networks down where unused."""
+    networks = {port.network_id: port.network for port in ports}
+    for port in ports:
+        for allocation in port.addresses.filter(subnet__version=4):
+            name = port.network.libvirt_name
+            with suppress(hypervisor.HypervisorError):  # not on the host (any more): nothing to unpin
+                hypervisor.set_dhcp_host(host.uri, name, DhcpHost(mac=port.mac, address=allocation.address),
+                                         present=False)
+        port.delete()
+    for network in networks.values():
+        still_used = Port.objects.filter(network=network, instance__host=host).exclude(
+            instance__status=Status.DELETED).exists()
+        if not still_used:
+            hypervisor.remove_network(host.uri, network.libvirt_name)
+            NetworkHost.objects.filter(network=network, host=host).delete()
