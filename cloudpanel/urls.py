@@ -8,6 +8,7 @@ from hosts.api import HostViewSet
 from images.api import ImageViewSet, TemplateViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
+from networks.api import NetworkViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
 router.register("hosts", HostViewSet, basename="api-host")
@@ -15,6 +16,7 @@ router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
 router.register("images", ImageViewSet, basename="api-image")
 router.register("templates", TemplateViewSet, basename="api-template")
+router.register("networks", NetworkViewSet, basename="api-network")
 router.register("tenants", TenantViewSet, basename="api-tenant")
 router.register("members", MembershipViewSet, basename="api-member")
 router.register("tokens", APITokenViewSet, basename="api-token")

@@ -21,6 +21,7 @@ from instances.serializers import (
     MediaSerializer,
     StateChangeSerializer,
 )
+from networks.models import Network
 from tenants import audit
 from tenants.models import Tenant
 
@@ -52,7 +53,8 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     ordering_fields = ["name", "created_at", "status"]
 
     def get_queryset(self):
-        queryset = Instance.objects.in_scope(self.scope).select_related("host", "tenant")
+        queryset = (Instance.objects.in_scope(self.scope).select_related("host", "tenant", "image")
+                    .prefetch_related("ports__network", "ports__addresses"))
         if self.action == "list" and "status" not in self.request.query_params:
             queryset = queryset.live()
         return queryset
@@ -74,12 +76,19 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         values = dict(data.validated_data)
         tenant = resolve_tenant(self.scope, values.pop("tenant", None))
         audit.note(request, tenant=tenant)
-        # Another tenant's image or template reads as no such thing.
+        # Another tenant's image, template or network reads as no such thing.
         for key, model in (("image", Image), ("template", Template)):
             if key in values:
                 values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
                 if values[key] is None:
                     raise ValidationError({key: [f"No such {key}."]})
+        nics = []
+        for wanted in values.pop("networks", []):
+            network = Network.objects.visible_to(self.scope).filter(pk=wanted["network"]).first()
+            if network is None:
+                raise ValidationError({"networks": ["No such network."]})
+            nics.append((network, wanted["address"]))
+        values["nics"] = nics
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)

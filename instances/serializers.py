@@ -4,6 +4,7 @@ from hosts.models import Host
 from instances.choices import BootSource
 from instances.lifecycle import allowed_operations
 from instances.models import Instance, InstanceAction, InstanceStateChange
+from networks.serializers import NicRequestSerializer, NicSerializer
 
 
 class ActionSerializer(serializers.ModelSerializer):
@@ -21,6 +22,7 @@ class InstanceSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
     tenant_name = serializers.CharField(source="tenant.name", read_only=True)
     image_name = serializers.CharField(source="image.name", default=None, read_only=True)
+    nics = NicSerializer(source="ports", many=True, read_only=True)
     operations = serializers.SerializerMethodField()
 
     class Meta:
@@ -28,7 +30,7 @@ class InstanceSerializer(serializers.ModelSerializer):
         fields = [
             "id", "uuid", "name", "tenant", "tenant_name", "host", "host_name", "vcpus", "memory_mib", "disk_gib",
             "boot_source", "kernel", "initrd", "cmdline", "boot_disk", "init", "image", "image_name", "template",
-            "cdrom", "status", "task_state",
+            "cdrom", "nics", "status", "task_state",
             "status_reason", "operations", "created_at", "deleted_at",
         ]
         read_only_fields = fields
@@ -66,6 +68,7 @@ class InstanceCreateSerializer(serializers.Serializer):
                                      help_text="OpenSSH public keys, one per line, given through cloud-init.")
     password = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
                                      write_only=True, help_text="Root password; only its hash reaches the guest.")
+    networks = NicRequestSerializer(many=True, required=False, help_text="A NIC on each network, in order.")
     boot_source = serializers.ChoiceField(choices=BootSource.choices, default=BootSource.KERNEL)
     kernel = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     initrd = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

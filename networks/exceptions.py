@@ -13,5 +13,9 @@ class SubnetFull(Conflict):
     """No address is left in the subnet's pool."""
 
 
+class NetworkInUse(Conflict):
+    """Instances still have NICs on the network."""
+
+
 class NetworkOverlap(Conflict):
     """The range overlaps another network's, or the hosts' management range (named in the message)."""

@@ -18,6 +18,7 @@ from networks.choices import NetworkKind, ProvisionStatus
 from networks.models import Allocation, Network, NetworkHost, Port
 
 _OWN_BRIDGE = (NetworkKind.NAT, NetworkKind.ROUTED, NetworkKind.ISOLATED)
+DHCP_RANGE_MAX = 65534
 
 
 def _pins(network: Network, host: Host) -> list[tuple[int, DhcpHost]]:
@@ -40,7 +41,9 @@ def spec_for(network: Network, host: Host) -> NetworkSpec:
         base = subnet.ip_network.network_address
         ranges.append(IPRange(
             gateway=subnet.gateway, prefix=subnet.ip_network.prefixlen,
-            dhcp_start=str(base + subnet.pool_first), dhcp_end=str(base + subnet.pool_last),
+            # libvirt refuses ranges of 65,535 addresses or more (an IPv6 /64 has far more)
+            dhcp_start=str(base + subnet.pool_first),
+            dhcp_end=str(base + min(subnet.pool_last, subnet.pool_first + DHCP_RANGE_MAX - 1)),
             hosts=tuple(pin for version, pin in pins if version == subnet.version),
             family="ipv4" if subnet.version == 4 else "ipv6",
         ))

@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 
 from networks.choices import NetworkKind
-from networks.exceptions import AddressInUse, InvalidNetwork, NetworkOverlap, SubnetFull
+from networks.exceptions import AddressInUse, InvalidNetwork, NetworkInUse, NetworkOverlap, SubnetFull
 from networks.models import Allocation, Network, Port, ReservedRange, Subnet
 from tenants.models import Tenant
 from tenants.quotas import lock_tenant
@@ -255,3 +255,14 @@ def create_network(*, user: AbstractBaseUser | None, tenant: Tenant | None, name
         if v6 is not None:
             add_subnet(network=network, cidr=str(v6))
     return network
+
+
+def delete_network(*, network: Network) -> None:
+    """Remove a network that nothing uses; refused with the list of instances on it."""
+    with transaction.atomic():
+        users = list(Port.objects.filter(network=network, instance__isnull=False)
+                     .values_list("instance__name", flat=True).distinct()[:20])
+        if users:
+            raise NetworkInUse(f"{network.name} is in use by {', '.join(users)}; remove their NICs first")
+        network.ports.all().delete()
+        network.delete()

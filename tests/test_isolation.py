@@ -31,6 +31,7 @@ from instances.choices import ActionStatus, Operation, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
 from instances.models import InstanceAction
 from instances.routing import websocket_urlpatterns
+from networks.services import create_network
 from tenants.choices import Role
 from tenants.models import AuditEvent, Membership
 from tenants.services import create_api_token
@@ -290,6 +291,11 @@ MATRIX: dict[str, list[Case]] = {
             else Cell(202, effect=True)), body=lambda w, x, key=key, field=field: {
                 "name": "matrix", field: w[x][key].pk, "boot_source": "image", "vcpus": 1, "memory_mib": 64,
                 "tenant": w[OWN]["tenant"].pk}) for key, field in (("disk", "image"), ("template", "template"))],
+        Case("POST", None, lambda role, which: (
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(400) if which == OTHER
+            else Cell(202, effect=True)), body=lambda w, x: {
+                "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
+                "networks": [{"network": w[x]["network"].pk}]}),
     ],
     "api-instance-detail": [Case("GET", "instance", read(A)),
                             Case("DELETE", "instance", operate(A, 202))],
@@ -310,6 +316,12 @@ MATRIX: dict[str, list[Case]] = {
              body=lambda w, x: {"name": "matrix", "image": w[x]["disk"].pk, "tenant": w[x]["tenant"].pk,
                                 "disk_gib": 1}),
     ],
+    "api-network-list": [
+        Case("GET", None, listing(A), marker="network"),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+             body=lambda w, x: {"name": "matrix", "cidr": "10.201.0.0/24", "tenant": w[x]["tenant"].pk}),
+    ],
+    "api-network-detail": [Case("GET", "network", read(A)), Case("DELETE", "network", operate(A, 204))],
     "api-template-detail": [Case("GET", "template", read(A)),
                             Case("PATCH", "template", operate(A, 200), body=lambda w, x: {"vcpus": 2}),
                             Case("DELETE", "template", operate(A, 204))],
@@ -405,12 +417,14 @@ def build_world() -> dict:
         template = Template.objects.create(name=f"tpl-{side}-{tag}", tenant=tenant, image=disk, disk_gib=1)
         iso = Image.objects.create(name=f"iso-{side}-{tag}", tenant=tenant, status=ImageStatus.AVAILABLE,
                                    disk_format="iso", size=1 << 20, virtual_size=1 << 20, sha256="0" * 64)
+        network = create_network(user=None, tenant=tenant, name=f"net-{side}-{tag}", kind="nat",
+                                 cidr="10.200.0.0/24")
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
-            "image": image, "disk": disk, "template": template, "iso": iso,
+            "image": image, "disk": disk, "template": template, "iso": iso, "network": network,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
-                        "image": image.name, "template": template.name,
+                        "image": image.name, "template": template.name, "network": network.name,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
         }
     own = world[OWN]

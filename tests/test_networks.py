@@ -1,0 +1,70 @@
+"""Networks through the API on libvirt's test driver: creation, NICs with their addresses, deletion rules."""
+
+import pytest
+
+from tests.conftest import token_client
+from tests.factories import make_tenant, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_instances_get_nics_with_their_addresses_and_a_network_in_use_stays(member_api, host):
+    created = member_api.post("/api/v1/networks/", {"name": "lan", "cidr": "10.30.0.0/24",
+                                                    "ipv6_cidr": "fd00:30::/64", "dns_servers": "1.1.1.1"},
+                              format="json")
+    assert created.status_code == 201, created.content
+    network = created.json()
+    assert [s["cidr"] for s in network["subnets"]] == ["10.30.0.0/24", "fd00:30::/64"]
+    body = {"name": "web", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+            "networks": [{"network": network["id"], "address": "10.30.0.40"}, {"network": network["id"]}]}
+    response = member_api.post("/api/v1/instances/", body, format="json")
+    assert response.status_code == 202, response.content
+    instance = member_api.get(f"/api/v1/instances/{response.json()['instance']}/").json()
+    assert instance["status"] == "running", instance["status_reason"]
+    assert [n["addresses"] for n in instance["nics"]] == [["10.30.0.40", "fd00:30::2"], ["10.30.0.2", "fd00:30::3"]]
+    assert all(n["mac"].startswith("52:54:00:") for n in instance["nics"])
+    assert member_api.get(f"/api/v1/networks/{network['id']}/").json()["on_hosts"][0]["status"] == "active"
+    # The same address again is a conflict; one outside the subnet is refused; nothing is kept
+    taken = member_api.post("/api/v1/instances/", {**body, "name": "web2", "networks": [
+        {"network": network["id"], "address": "10.30.0.40"}]}, format="json")
+    assert taken.status_code == 409 and "10.30.0.40 is already in use" in taken.json()["detail"]
+    outside = member_api.post("/api/v1/instances/", {**body, "name": "web3", "networks": [
+        {"network": network["id"], "address": "10.31.0.5"}]}, format="json")
+    assert outside.status_code == 400 and "outside 10.30.0.0/24" in outside.json()["detail"]
+    assert member_api.get("/api/v1/instances/?name=web").json()["count"] == 1
+    # A network in use cannot go; once its instance is deleted it can
+    refused = member_api.delete(f"/api/v1/networks/{network['id']}/")
+    assert refused.status_code == 409 and "in use by web" in refused.json()["detail"]
+    assert member_api.delete(f"/api/v1/instances/{instance['id']}/").status_code == 202
+    assert member_api.get(f"/api/v1/networks/{network['id']}/").json()["on_hosts"] == []
+    assert member_api.delete(f"/api/v1/networks/{network['id']}/").status_code == 204
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), [
+    ({"kind": "vlan", "bridge": "br0", "vlan_id": 5000}, 400, "between 1 and 4094"),
+    ({"cidr": "10.40.0.0/16"}, 409, "overlaps 10.40.0.0/24 of network first"),
+    ({"cidr": "10.40.5.7/24"}, 400, "host bits"),
+    ({"shared": True}, 403, "platform admins"),
+])
+def test_bad_networks_get_a_clear_refusal(member_api, body, status, reason):
+    assert member_api.post("/api/v1/networks/", {"name": "first", "cidr": "10.40.0.0/24"},
+                           format="json").status_code == 201
+    response = member_api.post("/api/v1/networks/", {"name": "second", "cidr": "10.41.0.0/24", **body},
+                               format="json")
+    assert response.status_code == status and reason in str(response.json()), response.content
+
+
+def test_another_tenants_network_is_not_there_and_shared_ones_are(member_api, admin_api, tenant, host):
+    stranger = token_client(make_user(tenant=make_tenant()))
+    theirs = stranger.post("/api/v1/networks/", {"name": "theirs", "cidr": "10.50.0.0/24"}, format="json").json()
+    shared = admin_api.post("/api/v1/networks/", {"name": "public", "cidr": "10.60.0.0/24", "shared": True},
+                            format="json").json()
+    assert member_api.get(f"/api/v1/networks/{theirs['id']}/").status_code == 404
+    names = {n["name"] for n in member_api.get("/api/v1/networks/").json()["results"]}
+    assert names == {"public"}
+    refused = member_api.post("/api/v1/instances/", {"name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+                                                     "networks": [{"network": theirs["id"]}]}, format="json")
+    assert refused.status_code == 400 and "No such network" in str(refused.json())
+    on_shared = member_api.post("/api/v1/instances/", {"name": "y", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+                                                       "networks": [{"network": shared["id"]}]}, format="json")
+    assert on_shared.status_code == 202, on_shared.content
