@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -30,6 +31,7 @@ from hosts.domain_xml import (
     cdrom_xml,
     domain_xml,
     has_cdrom,
+    interface_xml,
     raw_volume_xml,
     uses_disk_volume,
     volume_xml,
@@ -463,6 +465,43 @@ def undefine(uri: str, domain_uuid: str) -> None:
             if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
                 raise
             dom.undefine()
+
+
+def _device_flags(dom: libvirt.virDomain) -> int:
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return flags
+
+
+def attach_interface(uri: str, domain_uuid: str, nic: Nic) -> None:
+    """Plug a NIC in, live if the domain runs, and in its definition; already there counts as done."""
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if nic.mac not in _macs(dom):
+            dom.attachDeviceFlags(ET.tostring(interface_xml(nic), encoding="unicode"), _device_flags(dom))
+
+
+def _macs(dom: libvirt.virDomain) -> list[str]:
+    return [m.get("address") for m in ET.fromstring(dom.XMLDesc()).findall("devices/interface/mac")]
+
+
+def detach_interface(uri: str, domain_uuid: str, nic: Nic, *, wait_seconds: float = 20.0) -> None:
+    """Unplug a NIC, live and from the definition; already gone counts as done.
+
+    A running guest lets go of a device in its own time (ACPI hot-unplug): this waits until it
+    has, and says so if it does not, so that the NIC's address is never freed while in use.
+    """
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        if nic.mac not in _macs(dom):
+            return
+        dom.detachDeviceFlags(ET.tostring(interface_xml(nic), encoding="unicode"), _device_flags(dom))
+        deadline = time.monotonic() + wait_seconds
+        while nic.mac in _macs(dom):
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"the guest did not release the NIC {nic.mac} within {wait_seconds:.0f} s")
+            time.sleep(0.2)
 
 
 def change_media(uri: str, domain_uuid: str, path: str) -> None:

@@ -16,12 +16,14 @@ from instances.lifecycle import SPECIAL
 from instances.models import Instance, InstanceAction
 from instances.serializers import (
     ActionSerializer,
+    DetachSerializer,
     InstanceCreateSerializer,
     InstanceSerializer,
     MediaSerializer,
     StateChangeSerializer,
 )
 from networks.models import Network
+from networks.serializers import NicRequestSerializer
 from tenants import audit
 from tenants.models import Tenant
 
@@ -111,6 +113,35 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             if image is None:
                 raise ValidationError({"image": ["No such image."]})
         act = services.change_media(instance=instance, image=image, user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=NicRequestSerializer, responses={202: ActionSerializer}, summary="Plug in a NIC")
+    @action(detail=True, methods=["post"], url_path="attach-nic", url_name="attach-nic")
+    def attach_nic(self, request, pk=None):
+        instance = self.get_object()
+        if not self.scope.can_operate(instance.tenant_id):
+            raise PermissionDenied(READ_ONLY)
+        data = NicRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        network = Network.objects.visible_to(self.scope).filter(pk=data.validated_data["network"]).first()
+        if network is None:
+            raise ValidationError({"network": ["No such network."]})
+        act = services.attach_nic(instance=instance, network=network, address=data.validated_data["address"],
+                                  user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=DetachSerializer, responses={202: ActionSerializer}, summary="Unplug a NIC")
+    @action(detail=True, methods=["post"], url_path="detach-nic", url_name="detach-nic")
+    def detach_nic(self, request, pk=None):
+        instance = self.get_object()
+        if not self.scope.can_operate(instance.tenant_id):
+            raise PermissionDenied(READ_ONLY)
+        data = DetachSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        port = instance.ports.filter(pk=data.validated_data["port"]).first()
+        if port is None:
+            raise ValidationError({"port": ["No such NIC on this instance."]})
+        act = services.detach_nic(instance=instance, port=port, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: StateChangeSerializer(many=True)})

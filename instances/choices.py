@@ -25,6 +25,8 @@ class TaskState(models.TextChoices):
     SUSPENDING = "suspending", "Suspending"
     RESUMING = "resuming", "Resuming"
     CHANGING_MEDIA = "changing_media", "Changing CD-ROM"
+    PLUGGING = "plugging", "Plugging a NIC"
+    UNPLUGGING = "unplugging", "Unplugging a NIC"
     DELETING = "deleting", "Deleting"
 
 
@@ -37,6 +39,8 @@ class Operation(models.TextChoices):
     SUSPEND = "suspend", "Suspend"
     RESUME = "resume", "Resume"
     MEDIA = "media", "Change CD-ROM"
+    ATTACH_NIC = "attach_nic", "Plug a NIC"
+    DETACH_NIC = "detach_nic", "Unplug a NIC"
     DELETE = "delete", "Delete"
 
 

@@ -3,7 +3,7 @@
 from instances.choices import Operation, Status, TaskState
 
 # Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
-SPECIAL = (Operation.CREATE, Operation.MEDIA)
+SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC)
 
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
@@ -14,6 +14,8 @@ TASK_STATE_OF = {
     Operation.SUSPEND: TaskState.SUSPENDING,
     Operation.RESUME: TaskState.RESUMING,
     Operation.MEDIA: TaskState.CHANGING_MEDIA,
+    Operation.ATTACH_NIC: TaskState.PLUGGING,
+    Operation.DETACH_NIC: TaskState.UNPLUGGING,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -26,6 +28,8 @@ ALLOWED_FROM = {
     Operation.SUSPEND: {Status.RUNNING},
     Operation.RESUME: {Status.PAUSED, Status.SUSPENDED},
     Operation.MEDIA: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
+    Operation.ATTACH_NIC: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
+    Operation.DETACH_NIC: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 

@@ -106,6 +106,8 @@ class InstanceAction(models.Model):
     status = models.CharField(max_length=10, choices=ActionStatus.choices, default=ActionStatus.PENDING)
     # A media change: the ISO to insert (none: eject).
     image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # A NIC plugged or unplugged.
+    port = models.ForeignKey("networks.Port", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     error = models.TextField(blank=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -46,6 +46,10 @@ class StateChangeSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class DetachSerializer(serializers.Serializer):
+    port = serializers.IntegerField(help_text="The id of one of the instance's NICs.")
+
+
 class MediaSerializer(serializers.Serializer):
     image = serializers.IntegerField(allow_null=True, help_text="An ISO image to insert; null ejects.")
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from hosts import services as host_services
@@ -33,7 +33,7 @@ from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
 from networks import services as network_services
-from networks.models import Network
+from networks.models import Network, Port
 from tenants import audit, quotas
 from tenants.models import Tenant
 
@@ -107,12 +107,12 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     return max(disk_gib, needed), user_data
 
 
-def _attach_nics(instance: Instance, nics: Sequence[tuple[Network, str | None]]) -> None:
+def _attach_nics(instance: Instance, nics: Sequence[tuple[Network, str | None]], first_position: int = 0) -> None:
     """Ports on the networks, in order, each with an IPv4 address (asked for or the next free one) and an IPv6
     one where the network has IPv6; within the create's transaction, so a refusal keeps nothing."""
     if nics and instance.host.technology == Technology.OPENVZ:
         raise InvalidInstance("NICs on CloudPanel networks need a QEMU, Xen, LXC or VirtualBox host")
-    for position, (network, address) in enumerate(nics):
+    for position, (network, address) in enumerate(nics, start=first_position):
         if network.tenant_id not in (None, instance.tenant_id):
             raise InvalidInstance("no such network")
         port = network_services.create_port(network=network)
@@ -201,7 +201,7 @@ def create_instance(
 
 @transaction.atomic
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
-                      image: Image | None = None) -> InstanceAction:
+                      image: Image | None = None, port: Port | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task."""
     operation = Operation(operation)
     current = Instance.objects.filter(pk=instance.pk).values("status", "task_state", "status_reason").first()
@@ -221,7 +221,8 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
         raise InstanceBusy(f"'{instance.name}' is busy with another operation; try again")
     instance.status, instance.status_reason = current["status"], current["status_reason"]
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
-    action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image)
+    action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
+                                           port=port)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -239,6 +240,26 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
     elif instance.cdrom_id is None:
         raise InvalidOperation("the CD-ROM drive is already empty")
     return request_operation(instance=instance, operation=Operation.MEDIA, user=user, image=image)
+
+
+@transaction.atomic
+def attach_nic(*, instance: Instance, network: Network, address: str | None, user: AbstractBaseUser | None
+               ) -> InstanceAction:
+    """Plug a NIC on the network into the instance, running or not; its address is allocated now (409 if taken)."""
+    if instance.status == Status.DELETED:
+        raise InvalidOperation("the instance is deleted")
+    last = instance.ports.aggregate(last=Max("position"))["last"]
+    position = 0 if last is None else last + 1
+    _attach_nics(instance, [(network, address)], first_position=position)
+    port = instance.ports.get(position=position)
+    return request_operation(instance=instance, operation=Operation.ATTACH_NIC, user=user, port=port)
+
+
+def detach_nic(*, instance: Instance, port: Port, user: AbstractBaseUser | None) -> InstanceAction:
+    """Unplug one of the instance's NICs; its addresses are freed once it is out."""
+    if port.instance_id != instance.pk:
+        raise InvalidOperation("no such NIC on this instance")
+    return request_operation(instance=instance, operation=Operation.DETACH_NIC, user=user, port=port)
 
 
 def keep_alive(*, instance_id: int) -> bool:

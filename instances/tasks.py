@@ -204,9 +204,41 @@ def change_media(action_id: int) -> None:
     _run(action_id, work)
 
 
+@shared_task
+def attach_nic(action_id: int) -> None:
+    def work(instance: Instance, host: Host) -> str:
+        port = InstanceAction.objects.select_related("port__network").get(pk=action_id).port
+        if port is None:
+            raise hypervisor.HypervisorError("the NIC was removed before it could be plugged in")
+        try:
+            name = provisioning.ensure_on_host(network=port.network, host=host)
+            hypervisor.attach_interface(host.uri, str(instance.uuid), hypervisor.Nic(name, port.mac))
+        except Exception:
+            provisioning.release_ports(ports=[port], host=host)  # its addresses are free again
+            raise
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@shared_task
+def detach_nic(action_id: int) -> None:
+    def work(instance: Instance, host: Host) -> str:
+        port = InstanceAction.objects.select_related("port__network").get(pk=action_id).port
+        if port is not None:  # already gone: done
+            nic = hypervisor.Nic(port.network.libvirt_name, port.mac)
+            hypervisor.detach_interface(host.uri, str(instance.uuid), nic)
+            provisioning.release_ports(ports=[port], host=host)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
 TASKS = {
     Operation.CREATE: create_instance,
     Operation.MEDIA: change_media,
+    Operation.ATTACH_NIC: attach_nic,
+    Operation.DETACH_NIC: detach_nic,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

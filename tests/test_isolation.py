@@ -31,7 +31,7 @@ from instances.choices import ActionStatus, Operation, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
 from instances.models import InstanceAction
 from instances.routing import websocket_urlpatterns
-from networks.services import create_network
+from networks.services import create_network, create_port
 from tenants.choices import Role
 from tenants.models import AuditEvent, Membership
 from tenants.services import create_api_token
@@ -300,6 +300,9 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-detail": [Case("GET", "instance", read(A)),
                             Case("DELETE", "instance", operate(A, 202))],
     "api-instance-history": [Case("GET", "instance", read(A))],
+    "api-instance-attach-nic": [Case("POST", "instance", operate(A, 202),
+                                     body=lambda w, x: {"network": w[x]["network"].pk})],
+    "api-instance-detach-nic": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"port": w[x]["port"].pk})],
     "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
        for op in Operation if op not in SPECIAL},
@@ -321,7 +324,8 @@ MATRIX: dict[str, list[Case]] = {
         Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
              body=lambda w, x: {"name": "matrix", "cidr": "10.201.0.0/24", "tenant": w[x]["tenant"].pk}),
     ],
-    "api-network-detail": [Case("GET", "network", read(A)), Case("DELETE", "network", operate(A, 204))],
+    # The world's network has a NIC on it: in use, so a delete is a 409 for those who may try.
+    "api-network-detail": [Case("GET", "network", read(A)), Case("DELETE", "network", operate(A, 409))],
     "api-template-detail": [Case("GET", "template", read(A)),
                             Case("PATCH", "template", operate(A, 200), body=lambda w, x: {"vcpus": 2}),
                             Case("DELETE", "template", operate(A, 204))],
@@ -419,10 +423,13 @@ def build_world() -> dict:
                                    disk_format="iso", size=1 << 20, virtual_size=1 << 20, sha256="0" * 64)
         network = create_network(user=None, tenant=tenant, name=f"net-{side}-{tag}", kind="nat",
                                  cidr="10.200.0.0/24")
+        port = create_port(network=network)
+        port.instance = instance
+        port.save(update_fields=["instance"])
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
-            "image": image, "disk": disk, "template": template, "iso": iso, "network": network,
+            "image": image, "disk": disk, "template": template, "iso": iso, "network": network, "port": port,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "network": network.name,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},

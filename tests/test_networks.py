@@ -68,3 +68,25 @@ def test_another_tenants_network_is_not_there_and_shared_ones_are(member_api, ad
     on_shared = member_api.post("/api/v1/instances/", {"name": "y", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
                                                        "networks": [{"network": shared["id"]}]}, format="json")
     assert on_shared.status_code == 202, on_shared.content
+
+
+def test_a_nic_that_cannot_be_plugged_in_gives_its_address_back(member_api, host):
+    network = member_api.post("/api/v1/networks/", {"name": "lan", "cidr": "10.70.0.0/24"}, format="json").json()
+    created = member_api.post("/api/v1/instances/", {"name": "vm", "vcpus": 1, "memory_mib": 64, "kernel": "/k"},
+                              format="json").json()
+    # libvirt's test driver cannot hot-plug devices: the operation fails with its reason
+    answer = member_api.post(f"/api/v1/instances/{created['instance']}/attach-nic/",
+                             {"network": network["id"], "address": "10.70.0.9"}, format="json")
+    assert answer.status_code == 202, answer.content
+    action = member_api.get(f"/api/v1/actions/{answer.json()['id']}/").json()
+    assert action["status"] == "failed" and "not supported" in action["error"]
+    # and the address is free again, the instance has no NIC
+    assert member_api.get(f"/api/v1/instances/{created['instance']}/").json()["nics"] == []
+    again = member_api.post("/api/v1/instances/", {"name": "vm2", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+                                                   "networks": [{"network": network["id"], "address": "10.70.0.9"}]},
+                            format="json")
+    assert again.status_code == 202, again.content
+    # Unplugging a NIC of another instance is refused without touching it
+    other = member_api.post(f"/api/v1/instances/{created['instance']}/detach-nic/", {"port": 999999},
+                            format="json")
+    assert other.status_code == 400 and "No such NIC" in str(other.json())

@@ -222,7 +222,7 @@ def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member
         await read_until(viewer, r"# ", timeout=60)
         await viewer.send_to(text_data="udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.script >/dev/null 2>&1; "
                                        "ip -4 -o addr show eth0\n")
-        text = await read_until(viewer, r"inet \d+\.\d+\.\d+\.\d+", timeout=60)
+        text = await read_until(viewer, r"inet \d+\.\d+\.\d+\.\d+/\d+", timeout=60)
         await viewer.disconnect()
         return text
 
@@ -245,4 +245,45 @@ def test_a_bridge_missing_on_the_host_fails_the_network_there_and_nothing_else(q
     assert action.status == ActionStatus.FAILED and "no bridge 'nosuchbr0'" in action.error
     placed = NetworkHost.objects.get(network=network, host=qemu_host)
     assert placed.status == "failed" and "nosuchbr0" in placed.error
+    assert network.libvirt_name not in hypervisor.connection(qemu_host.uri).listNetworks()
+
+
+def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, member, member_api, tenant, guest):
+    network = network_services.create_network(user=member, tenant=tenant, name="late", kind="nat",
+                                              cidr="10.93.0.0/24")
+    action = services.create_instance(user=member, tenant=tenant, name="hotplug", vcpus=1, memory_mib=256,
+                                      kernel=guest["kernel"], initrd=guest["initrd"], host=qemu_host)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+
+    @async_to_sync
+    async def console(command, pattern):
+        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+        viewer.scope["user"] = member
+        assert (await viewer.connect())[0]
+        await viewer.send_to(text_data="\n")
+        await read_until(viewer, r"# ", timeout=60)
+        await viewer.send_to(text_data=command + "\n")
+        text = await read_until(viewer, pattern, timeout=60)
+        await viewer.disconnect()
+        return text
+
+    console("echo booted", r"booted\r?\n")  # the guest is up before anything is plugged in
+    # When a NIC on the network is plugged in while it runs
+    answer = member_api.post(f"/api/v1/instances/{instance.pk}/attach-nic/", {"network": network.pk,
+                                                                             "address": "10.93.0.77"}, format="json")
+    assert answer.status_code == 202, answer.content
+    plugged = InstanceAction.objects.get(pk=answer.json()["id"])
+    assert plugged.status == ActionStatus.SUCCEEDED, plugged.error
+    # Then the guest sees it and DHCP gives it the address CloudPanel allocated
+    text = console("for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.5; done; "
+                   "ip link set eth0 up; udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.script >/dev/null 2>&1; "
+                   "ip -4 -o addr show eth0", r"inet \d+\.\d+\.\d+\.\d+/\d+")
+    assert "inet 10.93.0.77/24" in text
+    # When it is unplugged, the guest lets go of it, its address is free and the unused network leaves the host
+    port = instance.ports.get()
+    answer = member_api.post(f"/api/v1/instances/{instance.pk}/detach-nic/", {"port": port.pk}, format="json")
+    unplugged = InstanceAction.objects.get(pk=answer.json()["id"])
+    assert unplugged.status == ActionStatus.SUCCEEDED, unplugged.error
+    assert not instance.ports.exists() and not Allocation.objects.filter(subnet__network=network).exists()
     assert network.libvirt_name not in hypervisor.connection(qemu_host.uri).listNetworks()
