@@ -29,6 +29,7 @@ urlpatterns = [
     path("hosts/", include("hosts.urls")),
     path("instances/", include("instances.urls")),
     path("images/", include("images.urls")),
+    path("networks/", include("networks.urls")),
     path("", include("tenants.urls")),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

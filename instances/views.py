@@ -100,6 +100,7 @@ def instance_detail(request, pk: int):
     media = instance.host is not None and has_cdrom(Technology(instance.host.technology))
     return render(request, "instances/detail.html", {
         "instance": instance,
+        "nics": instance.ports.select_related("network").prefetch_related("addresses"),
         "isos": Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE, disk_format=DiskFormat.ISO)
         if media else None,
         "operations": allowed_operations(instance.status, instance.task_state),

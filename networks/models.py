@@ -84,6 +84,14 @@ class Subnet(models.Model):
     def ip_network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.cidr)
 
+    @property
+    def pool_start(self) -> str:
+        return str(self.ip_network.network_address + self.pool_first)
+
+    @property
+    def pool_end(self) -> str:
+        return str(self.ip_network.network_address + self.pool_last)
+
 
 class ReservedRange(models.Model):
     """Addresses of a subnet that are never handed out automatically (nor on request)."""

@@ -5,19 +5,13 @@ from networks.models import Network, NetworkHost, Port, Subnet
 
 
 class SubnetSerializer(serializers.ModelSerializer):
-    pool_start = serializers.SerializerMethodField()
-    pool_end = serializers.SerializerMethodField()
+    pool_start = serializers.CharField(read_only=True)
+    pool_end = serializers.CharField(read_only=True)
 
     class Meta:
         model = Subnet
         fields = ["id", "cidr", "version", "gateway", "pool_start", "pool_end"]
         read_only_fields = fields
-
-    def get_pool_start(self, subnet: Subnet) -> str:
-        return str(subnet.ip_network.network_address + subnet.pool_first)
-
-    def get_pool_end(self, subnet: Subnet) -> str:
-        return str(subnet.ip_network.network_address + subnet.pool_last)
 
 
 class NetworkHostSerializer(serializers.ModelSerializer):

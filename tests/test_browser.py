@@ -269,3 +269,29 @@ def test_upload_an_image_from_the_browser_through_a_dropped_connection(server, t
     instance = Instance.objects.get(name="from-template")
     assert (instance.memory_mib, instance.disk_gib, instance.image.name) == (128, 2, "appliance")
     assert "packages" in instance.user_data and "me@laptop" in instance.user_data
+
+
+def test_networks_pages_create_show_and_refuse_an_overlap(server):
+    tenant = make_tenant("netco")
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+        page.get_by_role("link", name="Networks").click()
+        page.fill("#id_name", "backend")
+        page.fill("#id_cidr", "10.44.0.0/24")
+        page.fill("#id_dns_servers", "1.1.1.1")
+        page.click("#network-form button[type=submit]")
+        expect(page.get_by_role("heading", name="backend")).to_be_visible()
+        expect(page.locator("main")).to_contain_text("10.44.0.0/24")
+        page.screenshot(path=SCREENSHOTS / "network-detail.png", full_page=True)
+        # A second network overlapping the first is refused on the form, naming what it overlaps
+        page.get_by_role("link", name="Networks").click()
+        page.fill("#id_name", "frontend")
+        page.fill("#id_cidr", "10.44.0.128/25")
+        page.click("#network-form button[type=submit]")
+        expect(page.locator("#network-form .alert-danger")).to_contain_text("overlaps 10.44.0.0/24 of network backend")
+        expect(page.locator("#network-table")).to_contain_text("backend")
+        page.screenshot(path=SCREENSHOTS / "network-list.png", full_page=True)
+        browser.close()

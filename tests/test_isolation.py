@@ -226,6 +226,15 @@ MATRIX: dict[str, list[Case]] = {
                           body=import_body)],
     "image-detail": [Case("GET", "image", read(P))],
     "image-delete": [Case("POST", "image", operate(P, 302))],
+    "network-list": [
+        Case("GET", None, listing(P), marker="network"),
+        # A tenant's member adds to the tenant it acts in, whatever the body says (only admins choose).
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(302)), body=lambda w, x: {
+                "name": "matrix", "kind": "nat", "cidr": "10.202.0.0/24", "tenant": w[x]["tenant"].pk}),
+    ],
+    "network-detail": [Case("GET", "network", read(P))],
+    "network-delete": [Case("POST", "network", operate(P, 302))],
     "template-list": [
         Case("GET", None, listing(P), marker="template"),
         # Another tenant's image is not among the form's choices: the form comes back with the error.

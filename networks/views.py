@@ -1,0 +1,90 @@
+"""Network pages: the list with a form to add one, and a network's subnets, NICs and hosts."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from cloudpanel.exceptions import DomainError
+from cloudpanel.scoping import scope_of
+from networks import services
+from networks.exceptions import InvalidNetwork
+from networks.forms import NetworkForm
+from networks.models import Network
+from tenants import audit
+from tenants.models import Tenant
+
+READ_ONLY = "Your role in this tenant only allows reading."
+
+
+def _may_change(scope, network: Network) -> bool:
+    return scope.admin if network.tenant_id is None else scope.can_operate(network.tenant_id)
+
+
+@login_required
+def network_list(request):
+    scope = scope_of(request)
+    can_add = scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk))
+    form = NetworkForm(request.POST or None, tenants=Tenant.objects.in_scope(scope), admin=scope.admin,
+                       initial={"tenant": scope.tenant})
+    if request.method == "POST":
+        audit.note(request, action="network.create")
+        if not can_add:
+            raise PermissionDenied(READ_ONLY)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        shared, tenant = data.pop("shared", False), data.pop("tenant", None) or scope.tenant
+        try:
+            if shared and not scope.admin:
+                raise PermissionDenied("Only platform admins make shared networks.")
+            if not shared and tenant is None:
+                raise InvalidNetwork("Choose the tenant the network belongs to, or make it shared.")
+            owner = None if shared else tenant
+            audit.note(request, tenant=owner)
+            network = services.create_network(user=request.user, tenant=owner, **{
+                k: (v or None) if k in ("gateway", "pool_start", "pool_end", "vlan_id") else (v or "")
+                for k, v in data.items()})
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+            audit.refused(request, str(exc), show=False)
+        else:
+            audit.note(request, target=network)
+            messages.success(request, f"Network {network.name} created.")
+            return redirect("network-detail", pk=network.pk)
+    networks = (Network.objects.visible_to(scope).select_related("tenant").prefetch_related("subnets")
+                .annotate(nics=Count("ports", distinct=True)))
+    return render(request, "networks/list.html", {"networks": networks, "form": form, "can_add": can_add})
+
+
+@login_required
+def network_detail(request, pk: int):
+    scope = scope_of(request)
+    network = get_object_or_404(Network.objects.visible_to(scope).select_related("tenant"), pk=pk)
+    ports = network.ports.filter(instance__isnull=False).select_related("instance").prefetch_related("addresses")
+    if network.tenant_id is None and not scope.admin:  # a shared network: only the tenant's own NICs
+        ports = ports.filter(instance__tenant_id__in=scope.tenant_ids or [])
+    return render(request, "networks/detail.html", {
+        "network": network, "subnets": network.subnets.all(), "ports": ports,
+        "on_hosts": network.on_hosts.select_related("host") if scope.admin else None,
+        "can_change": _may_change(scope, network),
+    })
+
+
+@login_required
+@require_POST
+def network_delete(request, pk: int):
+    scope = scope_of(request)
+    network = get_object_or_404(Network.objects.visible_to(scope), pk=pk)
+    audit.note(request, action="network.delete", target=network)
+    if not _may_change(scope, network):
+        audit.refused(request, "Your role does not allow deleting this network.")
+        return redirect("network-detail", pk=pk)
+    try:
+        services.delete_network(network=network)
+    except DomainError as exc:
+        audit.refused(request, str(exc))
+        return redirect("network-detail", pk=pk)
+    messages.success(request, f"Deleted network {network.name}.")
+    return redirect("network-list")
