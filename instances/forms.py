@@ -4,6 +4,7 @@ from django.conf import settings
 from hosts.models import Host
 from images.models import Image, Template
 from instances.choices import BootSource
+from networks.models import Network
 from tenants.models import Tenant
 
 
@@ -24,6 +25,10 @@ class InstanceForm(forms.Form):
     image = forms.ModelChoiceField(queryset=Image.objects.none(), required=False, empty_label="Choose an image",
                                    help_text="A disk image boots from a copy-on-write overlay; an ISO installs "
                                              "onto an empty disk.")
+    network = forms.ModelChoiceField(queryset=Network.objects.none(), required=False, empty_label="No NIC",
+                                     label="NIC on network", help_text="More NICs can be plugged in later.")
+    address = forms.GenericIPAddressField(required=False, label="NIC address", protocol="IPv4",
+                                          help_text="Leave empty for the next free one.")
     ssh_keys = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="SSH public keys",
                                help_text="One per line, given to the guest by cloud-init.")
     password = forms.CharField(required=False, widget=forms.PasswordInput, label="Root password",
@@ -35,8 +40,9 @@ class InstanceForm(forms.Form):
     init = forms.CharField(max_length=500, required=False, label="Container command",
                            help_text="For LXC/OpenVZ, e.g. /bin/sh")
 
-    def __init__(self, *args, tenants, hosts, images, templates, **kwargs):
+    def __init__(self, *args, tenants, hosts, images, templates, networks, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["network"].queryset = networks
         self.fields["image"].queryset = images
         self.fields["template"].queryset = templates
         self.fields["tenant"].queryset = tenants
@@ -53,4 +59,6 @@ class InstanceForm(forms.Form):
         data = super().clean()
         if not data.get("template") and (data.get("vcpus") is None or data.get("memory_mib") is None):
             raise forms.ValidationError("Give the vCPUs and memory, or choose a template.")
+        if data.get("address") and not data.get("network"):
+            self.add_error("address", "An address goes with a network: choose one.")
         return data

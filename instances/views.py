@@ -5,7 +5,7 @@ import re
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -20,10 +20,12 @@ from images.choices import DiskFormat, ImageStatus
 from images.models import Image, Template
 from instances import services
 from instances.choices import BootSource, Operation, Status
+from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
 from instances.forms import InstanceForm
 from instances.lifecycle import SPECIAL, allowed_operations
 from instances.models import Instance, InstanceAction
+from networks.models import Network
 from tenants import audit
 from tenants.models import Tenant
 
@@ -73,11 +75,13 @@ def instance_new(request):
     initial = {"boot_source": BootSource.IMAGE, "template": chosen, "vcpus": chosen.vcpus, "kernel": "",
                "initrd": "", "memory_mib": chosen.memory_mib, "disk_gib": chosen.disk_gib} if chosen else None
     form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates,
-                        initial=initial)
+                        networks=Network.objects.visible_to(scope), initial=initial)
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
+        network, address = data.pop("network"), data.pop("address") or None
+        data["nics"] = [(network, address)] if network else []
         audit.note(request, tenant=data["tenant"])
         try:
             action = services.create_instance(user=request.user, **data)
@@ -101,6 +105,8 @@ def instance_detail(request, pk: int):
     return render(request, "instances/detail.html", {
         "instance": instance,
         "nics": instance.ports.select_related("network").prefetch_related("addresses"),
+        "networks": Network.objects.visible_to(scope).filter(
+            Q(tenant__isnull=True) | Q(tenant_id=instance.tenant_id)),
         "isos": Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE, disk_format=DiskFormat.ISO)
         if media else None,
         "operations": allowed_operations(instance.status, instance.task_state),
@@ -152,6 +158,39 @@ def instance_media(request, pk: int):
             services.change_media(instance=instance, image=image, user=request.user)
         except DomainError as exc:
             audit.refused(request, str(exc))
+    return redirect("instance-detail", pk=pk)
+
+
+def _digits(value: str) -> int | None:
+    return int(value) if re.fullmatch(r"\d{1,18}", value or "") else None
+
+
+@login_required
+@require_POST
+def instance_nic(request, pk: int, change: str):
+    """Plug a NIC on the chosen network in (change "attach"), or unplug one of the instance's (change "detach")."""
+    scope = scope_of(request)
+    instance = get_object_or_404(Instance.objects.in_scope(scope).select_related("host"), pk=pk)
+    if change not in ("attach", "detach"):
+        raise Http404("no such change")
+    audit.note(request, action=f"instance.{change}_nic", target=instance)
+    if not scope.can_operate(instance.tenant_id):
+        audit.refused(request, READ_ONLY)
+        return redirect("instance-detail", pk=pk)
+    try:
+        if change == "attach":
+            network = Network.objects.visible_to(scope).filter(pk=_digits(request.POST.get("network", ""))).first()
+            if network is None:
+                raise InvalidOperation("Choose a network.")
+            services.attach_nic(instance=instance, network=network, user=request.user,
+                                address=request.POST.get("address", "").strip() or None)
+        else:
+            port = instance.ports.filter(pk=_digits(request.POST.get("port", ""))).first()
+            if port is None:
+                raise InvalidOperation("No such NIC on this instance.")
+            services.detach_nic(instance=instance, port=port, user=request.user)
+    except DomainError as exc:
+        audit.refused(request, str(exc))
     return redirect("instance-detail", pk=pk)
 
 

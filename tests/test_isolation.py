@@ -216,6 +216,12 @@ MATRIX: dict[str, list[Case]] = {
     "instance-detail": [Case("GET", "instance", read(P))],
     "instance-operation": [Case("POST", "instance", operate(P, 302), url_kwargs={"operation": "reboot"})],
     "instance-media": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"image": w[x]["iso"].pk})],
+    "instance-nic": [
+        Case("POST", "instance", operate(P, 302), url_kwargs={"change": "attach"},
+             body=lambda w, x: {"network": w[x]["network"].pk}),
+        Case("POST", "instance", operate(P, 302), url_kwargs={"change": "detach"},
+             body=lambda w, x: {"port": w[x]["port"].pk}),
+    ],
     "action-list": [Case("GET", None, listing(P), marker="action")],
     "image-list": [Case("GET", None, listing(P), marker="image")],
     "image-upload": [Case("GET", None, adder_page)],

@@ -104,3 +104,23 @@ def test_deleted_instance_of_a_removed_host_still_shows(client, admin_user, tena
     page = client.get(f"/instances/{gone.pk}/")
     assert page.status_code == 200 and "(removed)" in page.content.decode()
     assert client.get("/instances/?status=deleted").status_code == 200
+
+
+def test_the_create_form_puts_a_nic_on_a_network_and_the_page_plugs_more(client, member, tenant, host):
+    from networks.services import create_network
+
+    network = create_network(user=member, tenant=tenant, name="lan", kind="nat", cidr="10.66.0.0/24")
+    client.force_login(member)
+    form = {"name": "web", "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel", "kernel": "/k",
+            "tenant": tenant.pk, "address": "10.66.0.20"}
+    refused = client.post("/instances/new/", form)  # an address without a network
+    assert refused.status_code == 200 and "An address goes with a network" in refused.content.decode()
+    created = client.post("/instances/new/", {**form, "network": network.pk})
+    instance = Instance.objects.get(name="web")
+    assert created.status_code == 302 and instance.status == Status.RUNNING, instance.status_reason
+    page = client.get(f"/instances/{instance.pk}/").content.decode()
+    assert "10.66.0.20" in page and "Plug in" in page
+    # Plugging a second NIC at a taken address is refused with the reason, and keeps nothing
+    refused = client.post(f"/instances/{instance.pk}/nic/attach/", {"network": network.pk, "address": "10.66.0.20"},
+                          follow=True)
+    assert "10.66.0.20 is already in use" in refused.content.decode() and instance.ports.count() == 1
