@@ -112,6 +112,9 @@ def _attach_nics(instance: Instance, nics: Sequence[tuple[Network, str | None]],
     one where the network has IPv6; within the create's transaction, so a refusal keeps nothing."""
     if nics and instance.host.technology == Technology.OPENVZ:
         raise InvalidInstance("NICs on CloudPanel networks need a QEMU, Xen, LXC or VirtualBox host")
+    public = sum(1 for network, _ in nics if network.tenant_id is None)
+    if public:  # addresses on shared networks count against the tenant's public addresses
+        quotas.check(tenant=instance.tenant, request={"public_addresses": public})
     for position, (network, address) in enumerate(nics, start=first_position):
         if network.tenant_id not in (None, instance.tenant_id):
             raise InvalidInstance("no such network")

@@ -18,8 +18,8 @@ from django.db import IntegrityError, connection, transaction
 from networks.choices import NetworkKind
 from networks.exceptions import AddressInUse, InvalidNetwork, NetworkInUse, NetworkOverlap, SubnetFull
 from networks.models import Allocation, Network, Port, ReservedRange, Subnet
+from tenants import quotas
 from tenants.models import Tenant
-from tenants.quotas import lock_tenant
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 WINDOW = 512  # offsets examined per query while looking for a free address
@@ -240,7 +240,8 @@ def create_network(*, user: AbstractBaseUser | None, tenant: Tenant | None, name
         raise InvalidNetwork("the second subnet must be IPv6")
     with transaction.atomic():
         if tenant is not None:
-            lock_tenant(tenant.pk)  # one network change of a tenant at a time: overlaps are checked in order
+            # The tenant's row lock also orders this tenant's network changes: overlaps are checked in turn.
+            quotas.check(tenant=tenant, request={"networks": 1})
         else:
             _lock_shared_networks()
         _check_overlaps(tenant=tenant, cidrs=[c for c in (v4, v6) if c is not None])

@@ -37,6 +37,9 @@ RESOURCES = (
     Resource("memory_mib", "RAM", "MiB"),
     Resource("disk_gib", "Disk", "GiB"),
     Resource("image_gib", "Image storage", "GiB", per=1 << 30),
+    Resource("networks", "Networks"),
+    # Addresses the tenant's instances hold on shared networks (the platform's, say a provider network).
+    Resource("public_addresses", "Public addresses"),
 )
 
 
@@ -92,10 +95,11 @@ def quotas_of(tenants: list[Tenant]) -> dict[int, Quota]:
 
 
 def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> dict[int, dict[str, int]]:
-    """Current use per tenant, in two queries (image storage in bytes, see Resource.per)."""
+    """Current use per tenant, in four queries (image storage in bytes, see Resource.per)."""
     from images.choices import ImageStatus
     from images.models import Image
     from instances.models import Instance
+    from networks.models import Allocation, Network
 
     rows = (
         Instance.objects.filter(tenant_id__in=tenant_ids).live().values("tenant_id")
@@ -112,6 +116,13 @@ def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> di
               .annotate(bytes=Sum(Coalesce("size", Greatest(Coalesce("expected_bytes", 0), "received_bytes")))))
     for row in images:
         used[row["tenant_id"]]["image_gib"] = row["bytes"] or 0
+    for row in Network.objects.filter(tenant_id__in=tenant_ids).values("tenant_id").annotate(n=Count("id")):
+        used[row["tenant_id"]]["networks"] = row["n"]
+    public = (Allocation.objects.filter(subnet__version=4, subnet__network__tenant__isnull=True,
+                                        port__instance__tenant_id__in=tenant_ids)
+              .values("port__instance__tenant_id").annotate(n=Count("id")))
+    for row in public:
+        used[row["port__instance__tenant_id"]]["public_addresses"] = row["n"]
     return used
 
 

@@ -90,3 +90,20 @@ def test_a_nic_that_cannot_be_plugged_in_gives_its_address_back(member_api, host
     other = member_api.post(f"/api/v1/instances/{created['instance']}/detach-nic/", {"port": 999999},
                             format="json")
     assert other.status_code == 400 and "No such NIC" in str(other.json())
+
+
+def test_network_and_public_address_quotas(member_api, admin_api, tenant, host):
+    from tenants.services import set_quota
+
+    set_quota(tenant=tenant, limits={"networks": 1, "public_addresses": 1})
+    assert member_api.post("/api/v1/networks/", {"name": "a", "cidr": "10.80.0.0/24"}, format="json").status_code == 201
+    refused = member_api.post("/api/v1/networks/", {"name": "b", "cidr": "10.81.0.0/24"}, format="json")
+    assert refused.status_code == 409 and "Networks: 1 of 1 in use" in refused.json()["detail"]
+    shared = admin_api.post("/api/v1/networks/", {"name": "provider", "cidr": "10.82.0.0/24", "shared": True},
+                            format="json").json()
+    body = {"vcpus": 1, "memory_mib": 64, "kernel": "/k", "networks": [{"network": shared["id"]}]}
+    assert member_api.post("/api/v1/instances/", {"name": "one", **body}, format="json").status_code == 202
+    refused = member_api.post("/api/v1/instances/", {"name": "two", **body}, format="json")
+    assert refused.status_code == 409 and "Public addresses: 1 of 1 in use" in refused.json()["detail"]
+    usage = member_api.get(f"/api/v1/tenants/{tenant.pk}/").json()["usage"]
+    assert (usage["networks"], usage["public_addresses"]) == (1, 1)
