@@ -272,8 +272,16 @@ def test_upload_an_image_from_the_browser_through_a_dropped_connection(server, t
 
 
 def test_networks_pages_create_show_and_refuse_an_overlap(server):
+    from instances import services as instance_services
+    from networks.services import create_network
+
     tenant = make_tenant("netco")
     member = make_user(tenant=tenant, password="s3cret-pass")
+    make_host(name="rack-1", uri="test+unix:///default")  # shared with the server process, unlike test:///
+    db_net = create_network(user=member, tenant=tenant, name="db", kind="isolated", cidr="10.45.0.0/24")
+    for name in ("db-1", "db-2"):
+        instance_services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=64, kernel="/k",
+                                          nics=[(db_net, None)])
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -294,4 +302,13 @@ def test_networks_pages_create_show_and_refuse_an_overlap(server):
         expect(page.locator("#network-form .alert-danger")).to_contain_text("overlaps 10.44.0.0/24 of network backend")
         expect(page.locator("#network-table")).to_contain_text("backend")
         page.screenshot(path=SCREENSHOTS / "network-list.png", full_page=True)
+        # The topology draws the networks, the instances on them and their hosts
+        page.get_by_role("link", name="Topology").click()
+        topology = page.locator("#topology")
+        for name in ("backend", "db", "db-1", "db-2", "rack-1"):
+            expect(topology).to_contain_text(name)
+        assert topology.locator("line").count() == 4  # two NICs, two placements
+        page.screenshot(path=SCREENSHOTS / "topology.png", full_page=True)
         browser.close()
+    for instance in Instance.objects.filter(tenant=tenant):  # the shared test driver outlives the test
+        instance_services.request_operation(instance=instance, operation="delete", user=member)

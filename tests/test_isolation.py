@@ -240,6 +240,7 @@ MATRIX: dict[str, list[Case]] = {
                 "name": "matrix", "kind": "nat", "cidr": "10.202.0.0/24", "tenant": w[x]["tenant"].pk}),
     ],
     "network-detail": [Case("GET", "network", read(P))],
+    "network-topology": [Case("GET", None, listing(P), marker="network")],
     "network-delete": [Case("POST", "network", operate(P, 302))],
     "template-list": [
         Case("GET", None, listing(P), marker="template"),
