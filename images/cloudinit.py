@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
@@ -87,6 +88,37 @@ def compose_user_data(*, hostname: str, ssh_keys: list[str], password_hash: str 
     message.attach(MIMEText(document, "cloud-config"))
     message.attach(MIMEText(script if script.startswith("#!") else "#!/bin/sh\n" + script, "x-shellscript"))
     return message.as_string()
+
+
+@dataclass(frozen=True)
+class NicConfig:
+    """What the guest needs to know of one NIC: its MAC, and for a network without CloudPanel's DHCP
+    (bridged, VLAN) its addresses ("10.0.0.5/24"), gateway and DNS servers."""
+
+    mac: str
+    static: tuple[str, ...] = ()
+    gateway: str = ""
+    dns: tuple[str, ...] = ()
+
+
+def network_config(nics: list[NicConfig]) -> dict:
+    """cloud-init's network-config (version 2): each NIC matched by its MAC, DHCP where CloudPanel's DHCP
+    server pins its address, static where no such server runs; DHCP on every NIC if none is known."""
+    if not nics:
+        return NETWORK_CONFIG
+    ethernets = {}
+    for index, nic in enumerate(nics):
+        entry: dict = {"match": {"macaddress": nic.mac}, "set-name": f"eth{index}"}
+        if nic.static:
+            entry["addresses"] = list(nic.static)
+            if nic.gateway:
+                entry["routes"] = [{"to": "default", "via": nic.gateway}]
+            if nic.dns:
+                entry["nameservers"] = {"addresses": list(nic.dns)}
+        else:
+            entry["dhcp4"] = True
+        ethernets[f"eth{index}"] = entry
+    return {"version": 2, "ethernets": ethernets}
 
 
 def meta_data(*, instance_id: str, hostname: str) -> str:

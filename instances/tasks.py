@@ -20,6 +20,7 @@ from instances import services
 from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
 from networks import provisioning
+from networks.choices import NetworkKind
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,25 @@ def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:
     return {"boot_disk": overlay}
 
 
+def _nic_configs(instance: Instance) -> list[cloudinit.NicConfig]:
+    """The guest's view of its NICs: DHCP where CloudPanel pins the address, static on bridged networks."""
+    configs = []
+    for port in instance.ports.select_related("network").prefetch_related("addresses__subnet"):
+        if port.network.kind in (NetworkKind.BRIDGE, NetworkKind.VLAN):
+            addresses = [a for a in port.addresses.all() if a.subnet.version == 4]
+            configs.append(cloudinit.NicConfig(
+                mac=port.mac, static=tuple(f"{a.address}/{a.subnet.ip_network.prefixlen}" for a in addresses),
+                gateway=addresses[0].subnet.gateway if addresses else "",
+                dns=tuple(s for s in port.network.dns_servers.split(",") if s)))
+        else:
+            configs.append(cloudinit.NicConfig(mac=port.mac))
+    return configs
+
+
 def _seed(instance: Instance, host: Host) -> str:
     """Build the instance's NoCloud seed and send it to the host's pool."""
     seed = cloudinit.build_seed(meta=cloudinit.meta_data(instance_id=str(instance.uuid), hostname=instance.name),
-                                user=instance.user_data)
+                                user=instance.user_data, network=cloudinit.network_config(_nic_configs(instance)))
     return hypervisor.upload_volume(host.uri, host.storage_pool, instance.seed_volume_name, size=len(seed),
                                     read=io.BytesIO(seed).read)
 

@@ -58,14 +58,17 @@ def _usable(network: IPNetwork) -> tuple[int, int]:
 def add_subnet(*, network: Network, cidr: str, gateway: str | None = None, pool_start: str | None = None,
                pool_end: str | None = None) -> Subnet:
     """Give the network an IPv4 or IPv6 range. The gateway defaults to the first host address, the pool
-    (the DHCP range) to every usable address after it."""
+    (the DHCP range) to every other usable address."""
     parsed = parse_cidr(cidr)
     usable_first, usable_last = _usable(parsed)
     gateway_offset = usable_first if gateway is None else _offset(parsed, gateway, "gateway")
     if not usable_first <= gateway_offset <= usable_last:
         raise InvalidNetwork(f"the gateway cannot be the network or broadcast address of {parsed}")
-    first = _offset(parsed, pool_start, "pool start") if pool_start else gateway_offset + 1
-    last = _offset(parsed, pool_end, "pool end") if pool_end else usable_last
+    # By default every usable address but the gateway's (which the allocator never hands out anyway).
+    first = _offset(parsed, pool_start, "pool start") if pool_start else \
+        usable_first + 1 if gateway_offset == usable_first else usable_first
+    last = _offset(parsed, pool_end, "pool end") if pool_end else \
+        usable_last - 1 if gateway_offset == usable_last else usable_last
     if not usable_first <= first <= last <= usable_last:
         raise InvalidNetwork(f"the pool must lie within the usable addresses of {parsed}, start before its end")
     try:
