@@ -540,7 +540,11 @@ def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> N
                 raise
             network = conn.networkDefineXML(xml)
         if not network.isActive():
-            network.create()
+            try:
+                network.create()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or not network.isActive():
+                    raise  # anything but another client having started it meanwhile
 
 
 def remove_network(uri: str, name: str) -> None:

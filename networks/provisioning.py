@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from contextlib import suppress
 
+from django.db import transaction
+
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
@@ -57,22 +59,32 @@ def _uuid(network: Network) -> str:
     return f"00000000-0000-4000-8000-{network.pk:012x}"
 
 
+def _lock(network: Network, host: Host) -> NetworkHost:
+    """The network's row on the host, locked until the transaction ends: workers that start and tear down
+    the same network on the same host take turns (a teardown never races a start)."""
+    NetworkHost.objects.get_or_create(network=network, host=host)
+    return NetworkHost.objects.select_for_update().get(network=network, host=host)
+
+
 def ensure_on_host(*, network: Network, host: Host) -> str:
     """Define and start the network on the host (idempotent) with its DHCP pins; returns its libvirt name."""
-    row, _ = NetworkHost.objects.get_or_create(network=network, host=host)
     spec = spec_for(network, host)
-    try:
-        hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
-                                  host_bridge="" if network.kind in _OWN_BRIDGE else network.bridge)
-        for part in spec.ranges:  # an already defined network gets the pins it lacks
-            for pin in part.hosts:
-                if part.family == "ipv4":
-                    hypervisor.set_dhcp_host(host.uri, spec.name, pin)
-    except hypervisor.HypervisorError as exc:
-        NetworkHost.objects.filter(pk=row.pk).update(status=ProvisionStatus.FAILED, error=str(exc)[:2000])
-        raise hypervisor.HypervisorError(f"network {network.name} could not be started on {host.name}: {exc}") \
-            from None
-    NetworkHost.objects.filter(pk=row.pk).update(status=ProvisionStatus.ACTIVE, error="")
+    error = None
+    with transaction.atomic():
+        row = _lock(network, host)
+        try:
+            hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
+                                      host_bridge="" if network.kind in _OWN_BRIDGE else network.bridge)
+            for part in spec.ranges:  # an already defined network gets the pins it lacks
+                for pin in part.hosts:
+                    if part.family == "ipv4":
+                        hypervisor.set_dhcp_host(host.uri, spec.name, pin)
+        except hypervisor.HypervisorError as exc:
+            error = exc
+        row.status, row.error = (ProvisionStatus.FAILED, str(error)[:2000]) if error else (ProvisionStatus.ACTIVE, "")
+        row.save(update_fields=["status", "error", "updated_at"])
+    if error is not None:
+        raise hypervisor.HypervisorError(f"network {network.name} could not be started on {host.name}: {error}")
     return spec.name
 
 
@@ -87,8 +99,10 @@ def release_ports(*, ports: list[Port], host: Host) -> None:
                                          present=False)
         port.delete()
     for network in networks.values():
-        still_used = Port.objects.filter(network=network, instance__host=host).exclude(
-            instance__status=Status.DELETED).exists()
-        if not still_used:
-            hypervisor.remove_network(host.uri, network.libvirt_name)
-            NetworkHost.objects.filter(network=network, host=host).delete()
+        with transaction.atomic():
+            row = _lock(network, host)
+            still_used = Port.objects.filter(network=network, instance__host=host).exclude(
+                instance__status=Status.DELETED).exists()
+            if not still_used:
+                hypervisor.remove_network(host.uri, network.libvirt_name)
+                row.delete()
