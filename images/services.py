@@ -87,7 +87,7 @@ def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
         quotas.check(tenant=tenant, request={"image_gib": 1})  # the size is checked again once known
     image.save()
     events.publish_on_commit(image)
-    transaction.on_commit(lambda: tasks.import_image.delay(image.pk))
+    tasks.import_image.delay_on_commit(image.pk)
     return image
 
 
@@ -135,7 +135,7 @@ def _start_inspection(image: Image) -> None:
     image.size = store.complete(image.uuid)
     image.status = ImageStatus.INSPECTING
     image.save(update_fields=["size", "status", "updated_at"])
-    transaction.on_commit(lambda: tasks.inspect_image.delay(image.pk))
+    tasks.inspect_image.delay_on_commit(image.pk)
 
 
 def record_progress(*, image_id: int, received: int, expected: int | None) -> None:
