@@ -61,6 +61,11 @@ class Scope:
         """Create and change resources of the tenant (viewers only read)."""
         return self._in_scope(tenant_id) and (self.admin or self.roles.get(tenant_id) in OPERATOR_ROLES)
 
+    def can_change(self, tenant_id: int | None) -> bool:
+        """Change an object that is a tenant's (its operators may) or the platform's (tenant None: admins only),
+        such as a shared network or a public image."""
+        return self.admin if tenant_id is None else self.can_operate(tenant_id)
+
     def can_manage(self, tenant_id: int) -> bool:
         """Manage the tenant's members and see its tokens and audit log."""
         return self._in_scope(tenant_id) and (self.admin or self.roles.get(tenant_id) == "admin")

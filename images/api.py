@@ -57,7 +57,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
     def _changeable(self) -> Image:
         image = self.get_object()
-        if not services.may_change(self.scope, image):
+        if not self.scope.can_change(image.tenant_id):
             raise PermissionDenied("Your role does not allow changing this image.")
         return image
 
@@ -137,7 +137,7 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     def _changeable(self) -> Template:
         template = self.get_object()
-        if not services.may_change(self.scope, template):
+        if not self.scope.can_change(template.tenant_id):
             raise PermissionDenied("Your role does not allow changing this template.")
         return template
 

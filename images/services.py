@@ -219,13 +219,6 @@ def request_copy(*, image: Image, host: Host) -> None:
     transaction.on_commit(lambda: tasks.copy_image.apply_async((image.pk, host.pk), queue=queue_for(host.pk)))
 
 
-def may_change(scope: Scope, image: Image | Template) -> bool:
-    """Platform images and templates are the platform admins'; a tenant's, those who operate in the tenant."""
-    if image.tenant_id is None:
-        return scope.admin
-    return scope.can_operate(image.tenant_id)
-
-
 def owner_for(scope: Scope, *, visibility: str, tenant: Tenant | None) -> Tenant | None:
     """Who a new image or template belongs to: public ones to the platform (admins only), private ones to a tenant."""
     if visibility == Visibility.PUBLIC:

@@ -108,7 +108,7 @@ def image_detail(request, pk: int):
     copies = list(image.copies.select_related("host"))
     copied = {c.host_id for c in copies}
     return render(request, "images/detail.html", {
-        "image": image, "can_change": services.may_change(scope, image), "copies": copies,
+        "image": image, "can_change": scope.can_change(image.tenant_id), "copies": copies,
         # Where a platform image came from and who made it are the platform's business.
         "details": scope.admin or image.tenant_id in (scope.tenant_ids or []),
         "hosts": [h for h in Host.objects.filter(enabled=True) if h.pk not in copied] if scope.admin else [],
@@ -166,7 +166,7 @@ def template_list(request):
             return redirect("template-list")
     templates = Template.objects.visible_to(scope).select_related("tenant", "image")
     return render(request, "images/templates.html", {
-        "templates": [(t, services.may_change(scope, t)) for t in templates], "form": form,
+        "templates": [(t, scope.can_change(t.tenant_id)) for t in templates], "form": form,
         "can_add": _can_add(scope),
     })
 
@@ -177,7 +177,7 @@ def template_delete(request, pk: int):
     scope = scope_of(request)
     template = get_object_or_404(Template.objects.visible_to(scope), pk=pk)
     audit.note(request, action="template.delete", target=template)
-    if not services.may_change(scope, template):
+    if not scope.can_change(template.tenant_id):
         audit.refused(request, "Your role does not allow deleting this template.")
     else:
         services.delete_template(template=template)
@@ -191,7 +191,7 @@ def image_delete(request, pk: int):
     scope = scope_of(request)
     image = get_object_or_404(Image.objects.visible_to(scope), pk=pk)
     audit.note(request, action="image.delete", target=image)
-    if not services.may_change(scope, image):
+    if not scope.can_change(image.tenant_id):
         audit.refused(request, "Your role does not allow deleting this image.")
         return redirect("image-detail", pk=pk)
     try:

@@ -53,8 +53,7 @@ class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
         network = self.get_object()
-        allowed = self.scope.admin if network.tenant_id is None else self.scope.can_operate(network.tenant_id)
-        if not allowed:
+        if not self.scope.can_change(network.tenant_id):
             raise PermissionDenied("Your role does not allow deleting this network.")
         services.delete_network(network=network)
         return Response(status=status.HTTP_204_NO_CONTENT)

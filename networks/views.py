@@ -20,10 +20,6 @@ from tenants.models import Tenant
 READ_ONLY = "Your role in this tenant only allows reading."
 
 
-def _may_change(scope, network: Network) -> bool:
-    return scope.admin if network.tenant_id is None else scope.can_operate(network.tenant_id)
-
-
 @login_required
 def network_list(request):
     scope = scope_of(request)
@@ -95,7 +91,7 @@ def network_detail(request, pk: int):
     return render(request, "networks/detail.html", {
         "network": network, "subnets": network.subnets.all(), "ports": ports,
         "on_hosts": network.on_hosts.select_related("host") if scope.admin else None,
-        "can_change": _may_change(scope, network),
+        "can_change": scope.can_change(network.tenant_id),
     })
 
 
@@ -105,7 +101,7 @@ def network_delete(request, pk: int):
     scope = scope_of(request)
     network = get_object_or_404(Network.objects.visible_to(scope), pk=pk)
     audit.note(request, action="network.delete", target=network)
-    if not _may_change(scope, network):
+    if not scope.can_change(network.tenant_id):
         audit.refused(request, "Your role does not allow deleting this network.")
         return redirect("network-detail", pk=pk)
     try:
