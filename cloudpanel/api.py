@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -11,6 +12,30 @@ from cloudpanel.scoping import NoSuchTenant, Scope, scope_of
 from tenants import audit
 
 router = DefaultRouter()
+READ_ONLY = "Your role in this tenant only allows reading."
+
+
+def tenant_asked(scope: Scope, tenant_id: int | None):
+    """The tenant named in a request body (another tenant's id reads as no such tenant), else the scope's
+    (None when an admin acts across tenants)."""
+    from tenants.models import Tenant
+
+    if tenant_id is None:
+        return scope.tenant
+    tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
+    if tenant is None:
+        raise ValidationError({"tenant": ["No such tenant."]})
+    return tenant
+
+
+def resolve_tenant(scope: Scope, tenant_id: int | None):
+    """The tenant a new resource goes to: the one asked for, else the scope's; the user must operate there."""
+    tenant = tenant_asked(scope, tenant_id)
+    if tenant is None:
+        raise ValidationError({"tenant": ["Say which tenant the resource belongs to."]})
+    if not scope.can_operate(tenant.pk):
+        raise PermissionDenied(READ_ONLY)
+    return tenant
 
 
 class ScopedViewSetMixin:

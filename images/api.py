@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import ScopedViewSetMixin
+from cloudpanel.api import ScopedViewSetMixin, tenant_asked
 from images import services
 from images.filtersets import ImageFilterSet
 from images.models import Image, Template
@@ -20,7 +20,6 @@ from images.serializers import (
     TemplateSerializer,
 )
 from tenants import audit
-from tenants.models import Tenant
 
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -67,12 +66,8 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         tenant_id = values.pop("tenant", None)
-        tenant = None
-        if tenant_id is not None:
-            tenant = Tenant.objects.in_scope(self.scope).filter(pk=tenant_id).first()
-            if tenant is None:
-                raise ValidationError({"tenant": ["No such tenant."]})
-        owner = services.owner_for(self.scope, visibility=values["visibility"], tenant=tenant or self.scope.tenant)
+        owner = services.owner_for(self.scope, visibility=values["visibility"],
+                                   tenant=tenant_asked(self.scope, tenant_id))
         audit.note(request, tenant=owner)
         common = {"user": request.user, "tenant": owner, "name": values["name"], "visibility": values["visibility"],
                   "declared_format": values["declared_format"], "expected_checksum": values["checksum"],
@@ -113,15 +108,6 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _tenant_in_scope(scope, tenant_id: int | None) -> Tenant | None:
-    if tenant_id is None:
-        return scope.tenant
-    tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
-    if tenant is None:
-        raise ValidationError({"tenant": ["No such tenant."]})
-    return tenant
-
-
 class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                       viewsets.GenericViewSet):
     """Templates: an image with a default size, cloud-init user-data and a first-boot script.
@@ -147,7 +133,7 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         owner = services.owner_for(self.scope, visibility=values["visibility"],
-                                   tenant=_tenant_in_scope(self.scope, values.pop("tenant", None)))
+                                   tenant=tenant_asked(self.scope, values.pop("tenant", None)))
         audit.note(request, tenant=owner)
         image = Image.objects.visible_to(self.scope).filter(pk=values.pop("image")).first()
         if image is None:

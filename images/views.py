@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from cloudpanel.api import READ_ONLY
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import scope_of
 from cloudpanel.streaming import file_blocks, streamed
@@ -24,8 +25,6 @@ from images.forms import ImageForm, ImportForm, TemplateForm
 from images.models import Image, Template
 from tenants import audit
 from tenants.models import Tenant
-
-READ_ONLY = "Your role in this tenant only allows reading."
 
 
 def _tenants_for(scope):

@@ -6,8 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import ScopedViewSetMixin
-from cloudpanel.scoping import Scope
+from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
 from images.models import Image, Template
 from instances import services
 from instances.choices import Operation
@@ -25,24 +24,6 @@ from instances.serializers import (
 from networks.models import Network
 from networks.serializers import NicRequestSerializer
 from tenants import audit
-from tenants.models import Tenant
-
-READ_ONLY = "Your role in this tenant only allows reading."
-
-
-def resolve_tenant(scope: Scope, tenant_id: int | None) -> Tenant:
-    """The tenant a new resource goes to: the one asked for, else the scope's; the user must operate there."""
-    if tenant_id is not None:
-        tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
-        if tenant is None:
-            raise ValidationError({"tenant": ["No such tenant."]})
-    elif scope.tenant is not None:
-        tenant = scope.tenant
-    else:
-        raise ValidationError({"tenant": ["Say which tenant the resource belongs to."]})
-    if not scope.can_operate(tenant.pk):
-        raise PermissionDenied(READ_ONLY)
-    return tenant
 
 
 class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

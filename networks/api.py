@@ -2,17 +2,14 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from cloudpanel.api import ScopedViewSetMixin
+from cloudpanel.api import ScopedViewSetMixin, resolve_tenant
 from networks import services
 from networks.models import Network
 from networks.serializers import NetworkCreateSerializer, NetworkSerializer
 from tenants import audit
-from tenants.models import Tenant
-
-READ_ONLY = "Your role in this tenant only allows reading."
 
 
 class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -38,12 +35,7 @@ class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
                 raise PermissionDenied("Only platform admins make shared networks.")
             tenant = None
         else:
-            tenant = self.scope.tenant if tenant_id is None else \
-                Tenant.objects.in_scope(self.scope).filter(pk=tenant_id).first()
-            if tenant is None:
-                raise ValidationError({"tenant": ["No such tenant." if tenant_id else "Say which tenant."]})
-            if not self.scope.can_operate(tenant.pk):
-                raise PermissionDenied(READ_ONLY)
+            tenant = resolve_tenant(self.scope, tenant_id)
         audit.note(request, tenant=tenant)
         network = services.create_network(user=request.user, tenant=tenant, **values)
         audit.note(request, target=network)

@@ -7,6 +7,7 @@ from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from cloudpanel.api import READ_ONLY
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import scope_of
 from instances.models import Instance
@@ -16,8 +17,6 @@ from networks.forms import NetworkForm
 from networks.models import Network, Port
 from tenants import audit
 from tenants.models import Tenant
-
-READ_ONLY = "Your role in this tenant only allows reading."
 
 
 @login_required
