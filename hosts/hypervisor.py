@@ -517,8 +517,9 @@ def change_media(uri: str, domain_uuid: str, path: str) -> None:
 # --- networks ----------------------------------------------------------------
 
 
-def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> None:
+def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> bool:
     """Define the network if the host lacks it, and start it; defined and running already counts as done.
+    True if it was defined now (from xml), False if the host had it.
 
     host_bridge: the existing bridge a bridged or VLAN network joins; libvirt would start such a
     network without it and fail only when a guest plugs in, so its absence is reported here.
@@ -533,18 +534,28 @@ def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> N
                     raise HypervisorError(f"there is no bridge '{host_bridge}' on this host") from None
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:  # no interface driver: cannot tell
                     raise
+        defined = False
         try:
             network = conn.networkLookupByName(name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
                 raise
-            network = conn.networkDefineXML(xml)
+            network, defined = conn.networkDefineXML(xml), True
         if not network.isActive():
             try:
                 network.create()
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or not network.isActive():
                     raise  # anything but another client having started it meanwhile
+        return defined
+
+
+def dhcp_hosts(uri: str, name: str) -> set[tuple[str, str]]:
+    """The (MAC, address) pairs the network's IPv4 DHCP server pins now."""
+    conn = connection(uri)
+    with _errors(uri):
+        root = ET.fromstring(conn.networkLookupByName(name).XMLDesc())
+        return {(h.get("mac"), h.get("ip")) for h in root.findall("ip/dhcp/host") if h.get("mac")}
 
 
 def remove_network(uri: str, name: str) -> None:

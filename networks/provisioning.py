@@ -73,12 +73,14 @@ def ensure_on_host(*, network: Network, host: Host) -> str:
     with transaction.atomic():
         row = _lock(network, host)
         try:
-            hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
-                                      host_bridge="" if network.kind in _OWN_BRIDGE else network.bridge)
-            for part in spec.ranges:  # an already defined network gets the pins it lacks
-                for pin in part.hosts:
-                    if part.family == "ipv4":
-                        hypervisor.set_dhcp_host(host.uri, spec.name, pin)
+            defined = hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
+                                                host_bridge="" if network.kind in _OWN_BRIDGE else network.bridge)
+            if not defined:  # a network the host already had gets the pins it lacks, live
+                pinned = hypervisor.dhcp_hosts(host.uri, spec.name)
+                for part in spec.ranges:
+                    for pin in part.hosts:
+                        if part.family == "ipv4" and (pin.mac, pin.address) not in pinned:
+                            hypervisor.set_dhcp_host(host.uri, spec.name, pin)
         except hypervisor.HypervisorError as exc:
             error = exc
         row.status, row.error = (ProvisionStatus.FAILED, str(error)[:2000]) if error else (ProvisionStatus.ACTIVE, "")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from hosts import hypervisor
 from tests.conftest import token_client
 from tests.factories import make_tenant, make_user
 
@@ -24,6 +25,14 @@ def test_instances_get_nics_with_their_addresses_and_a_network_in_use_stays(memb
     assert [n["addresses"] for n in instance["nics"]] == [["10.30.0.40", "fd00:30::2"], ["10.30.0.2", "fd00:30::3"]]
     assert all(n["mac"].startswith("52:54:00:") for n in instance["nics"])
     assert member_api.get(f"/api/v1/networks/{network['id']}/").json()["on_hosts"][0]["status"] == "active"
+    # A second instance joining the network already on the host has its address pinned there, live
+    joined = member_api.post("/api/v1/instances/", {**body, "name": "web-b", "networks": [
+        {"network": network["id"], "address": "10.30.0.41"}]}, format="json")
+    assert joined.status_code == 202, joined.content
+    joined_nic = member_api.get(f"/api/v1/instances/{joined.json()['instance']}/").json()["nics"][0]
+    pins = hypervisor.dhcp_hosts(host.uri, f"cp-net-{network['id']}")
+    assert (joined_nic["mac"], "10.30.0.41") in pins and len(pins) == 3
+    assert member_api.delete(f"/api/v1/instances/{joined.json()['instance']}/").status_code == 202
     # The same address again is a conflict; one outside the subnet is refused; nothing is kept
     taken = member_api.post("/api/v1/instances/", {**body, "name": "web2", "networks": [
         {"network": network["id"], "address": "10.30.0.40"}]}, format="json")
