@@ -8,7 +8,7 @@ from hosts.api import HostViewSet
 from images.api import ImageViewSet, TemplateViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
-from networks.api import NetworkViewSet
+from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
 router.register("hosts", HostViewSet, basename="api-host")
@@ -17,6 +17,10 @@ router.register("actions", ActionViewSet, basename="api-action")
 router.register("images", ImageViewSet, basename="api-image")
 router.register("templates", TemplateViewSet, basename="api-template")
 router.register("networks", NetworkViewSet, basename="api-network")
+router.register("subnets", SubnetViewSet, basename="api-subnet")
+router.register("ports", PortViewSet, basename="api-port")
+router.register("security-groups", SecurityGroupViewSet, basename="api-security-group")
+router.register("security-group-rules", SecurityRuleViewSet, basename="api-security-rule")
 router.register("tenants", TenantViewSet, basename="api-tenant")
 router.register("members", MembershipViewSet, basename="api-member")
 router.register("tokens", APITokenViewSet, basename="api-token")

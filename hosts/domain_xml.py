@@ -32,10 +32,11 @@ class Accelerator(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Nic:
-    """A network interface: the libvirt network it joins and its MAC."""
+    """A network interface: the libvirt network it joins, its MAC and its network filter (if it has one)."""
 
     network: str
     mac: str
+    filter: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def interface_xml(nic: Nic, model: str | None = "virtio") -> ET.Element:
     _sub(interface, "source", network=nic.network)
     if model:
         _sub(interface, "model", type=model)
+    if nic.filter:
+        _sub(interface, "filterref", filter=nic.filter)
     return interface
 
 

@@ -504,6 +504,32 @@ def detach_interface(uri: str, domain_uuid: str, nic: Nic, *, wait_seconds: floa
             time.sleep(0.2)
 
 
+def set_interface_filter(uri: str, domain_uuid: str, mac: str, filter_name: str) -> None:
+    """Give the domain's NIC with this MAC the network filter (empty: none), live and in its definition.
+
+    The NIC's own description is changed in place, so libvirt sees the same device with a new filter.
+    """
+    dom = _domain(uri, domain_uuid)
+    with _errors(uri):
+        scopes = [(libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)]
+        if dom.isActive():
+            scopes.append((0, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        for xml_flags, affect in scopes:
+            for interface in ET.fromstring(dom.XMLDesc(xml_flags)).findall("devices/interface"):
+                mac_element = interface.find("mac")
+                if mac_element is None or mac_element.get("address") != mac:
+                    continue
+                current = interface.find("filterref")
+                if (current.get("filter") if current is not None else "") == filter_name:
+                    break
+                if current is not None:
+                    interface.remove(current)
+                if filter_name:
+                    ET.SubElement(interface, "filterref", filter=filter_name)
+                dom.updateDeviceFlags(ET.tostring(interface, encoding="unicode"), affect)
+                break
+
+
 def change_media(uri: str, domain_uuid: str, path: str) -> None:
     """Insert an ISO into the CD-ROM drive (empty path: eject), live if the domain runs, and in its definition."""
     dom = _domain(uri, domain_uuid)
@@ -596,6 +622,33 @@ def set_dhcp_host(uri: str, name: str, host: DhcpHost, *, present: bool = True) 
         else:
             command = libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
         network.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, dhcp_host_xml(host), flags)
+
+
+# --- network filters (security groups) ----------------------------------------
+
+
+def define_filter(uri: str, xml: str) -> None:
+    """Define (or redefine, by its UUID) a network filter; guests using it get the new rules at once."""
+    conn = connection(uri)
+    with _errors(uri):
+        try:
+            conn.nwfilterDefineXML(xml)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                raise HypervisorError("this host cannot enforce firewall rules: libvirt's network filter "
+                                      "driver is not available on it") from None
+            raise
+
+
+def remove_filter(uri: str, name: str) -> None:
+    """Undefine a network filter no NIC uses any more; a host without it counts as done."""
+    conn = connection(uri)
+    with _errors(uri):
+        try:
+            conn.nwfilterLookupByName(name).undefine()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_NWFILTER, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
 
 
 def all_states(uri: str) -> dict[str, PowerState]:

@@ -10,6 +10,11 @@ from hosts import hypervisor, services
 from hosts.models import Host
 
 
+def queue_for(host_id: int) -> str | None:
+    """The queue of the worker that drives a host: its own with per-host workers, else the default (None)."""
+    return f"host.{host_id}" if settings.CLOUDPANEL_HOST_QUEUES else None
+
+
 @shared_task
 def probe_host(host_id: int) -> None:
     """Probe a host and record what it is, or why it can't be reached."""

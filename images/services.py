@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from cloudpanel.scoping import Scope
 from hosts.models import Host
+from hosts.tasks import queue_for
 from images import cloudinit, events, fetch, store
 from images.choices import IN_TRANSIT, DiskFormat, ImageStatus, Visibility
 from images.exceptions import ImageInUse, ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
@@ -187,7 +188,6 @@ def delete_image(*, image: Image) -> None:
     from images import tasks
     from instances.choices import ActionStatus
     from instances.models import InstanceAction
-    from instances.tasks import queue_for
 
     with transaction.atomic():
         image = Image.objects.select_for_update().get(pk=image.pk)
@@ -212,7 +212,6 @@ def delete_image(*, image: Image) -> None:
 def request_copy(*, image: Image, host: Host) -> None:
     """Queue a copy of the image to the host's pool (it is also copied on first use there)."""
     from images import tasks
-    from instances.tasks import queue_for
 
     if image.status != ImageStatus.AVAILABLE:
         raise ImageNotReady(f"the image is {image.get_status_display().lower()}; only available images are copied")

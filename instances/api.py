@@ -21,7 +21,7 @@ from instances.serializers import (
     MediaSerializer,
     StateChangeSerializer,
 )
-from networks.models import Network
+from networks.models import Network, SecurityGroup
 from networks.serializers import NicRequestSerializer
 from tenants import audit
 
@@ -37,7 +37,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     def get_queryset(self):
         queryset = (Instance.objects.in_scope(self.scope).select_related("host", "tenant", "image")
-                    .prefetch_related("ports__network", "ports__addresses"))
+                    .prefetch_related("ports__network", "ports__addresses", "ports__security_groups"))
         if self.action == "list" and "status" not in self.request.query_params:
             queryset = queryset.live()
         return queryset
@@ -65,16 +65,21 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
                 values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
                 if values[key] is None:
                     raise ValidationError({key: [f"No such {key}."]})
-        nics = []
-        for wanted in values.pop("networks", []):
-            network = Network.objects.visible_to(self.scope).filter(pk=wanted["network"]).first()
-            if network is None:
-                raise ValidationError({"networks": ["No such network."]})
-            nics.append((network, wanted["address"]))
-        values["nics"] = nics
+        values["nics"] = [self._nic(wanted, tenant.pk, "networks") for wanted in values.pop("networks", [])]
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    def _nic(self, wanted: dict, tenant_id: int, field: str) -> services.NicRequest:
+        """A NIC asked for in a body: another tenant's network or security group reads as no such thing."""
+        network = Network.objects.visible_to(self.scope).filter(pk=wanted["network"]).first()
+        if network is None:
+            raise ValidationError({field: ["No such network."]})
+        ids = set(wanted.get("security_groups") or ())
+        groups = list(SecurityGroup.objects.in_scope(self.scope).filter(pk__in=ids, tenant_id=tenant_id))
+        if len(groups) != len(ids):
+            raise ValidationError({field: ["No such security group."]})
+        return services.NicRequest(network, wanted["address"], groups)
 
     @extend_schema(request=None, responses={202: ActionSerializer})
     def destroy(self, request, pk=None):
@@ -104,11 +109,9 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             raise PermissionDenied(READ_ONLY)
         data = NicRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        network = Network.objects.visible_to(self.scope).filter(pk=data.validated_data["network"]).first()
-        if network is None:
-            raise ValidationError({"network": ["No such network."]})
-        act = services.attach_nic(instance=instance, network=network, address=data.validated_data["address"],
-                                  user=request.user)
+        nic = self._nic(data.validated_data, instance.tenant_id, "network")
+        act = services.attach_nic(instance=instance, network=nic.network, address=nic.address,
+                                  security_groups=nic.security_groups, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=DetachSerializer, responses={202: ActionSerializer}, summary="Unplug a NIC")

@@ -4,7 +4,7 @@ from django.conf import settings
 from hosts.models import Host
 from images.models import Image, Template
 from instances.choices import BootSource
-from networks.models import Network
+from networks.models import Network, SecurityGroup
 from tenants.models import Tenant
 
 
@@ -29,6 +29,9 @@ class InstanceForm(forms.Form):
                                      label="NIC on network", help_text="More NICs can be plugged in later.")
     address = forms.GenericIPAddressField(required=False, label="NIC address", protocol="IPv4",
                                           help_text="Leave empty for the next free one.")
+    security_groups = forms.ModelMultipleChoiceField(queryset=SecurityGroup.objects.none(), required=False,
+                                                     label="NIC security groups",
+                                                     help_text="None: the NIC is open.")
     ssh_keys = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="SSH public keys",
                                help_text="One per line, given to the guest by cloud-init.")
     password = forms.CharField(required=False, widget=forms.PasswordInput, label="Root password",
@@ -40,9 +43,10 @@ class InstanceForm(forms.Form):
     init = forms.CharField(max_length=500, required=False, label="Container command",
                            help_text="For LXC/OpenVZ, e.g. /bin/sh")
 
-    def __init__(self, *args, tenants, hosts, images, templates, networks, **kwargs):
+    def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["network"].queryset = networks
+        self.fields["security_groups"].queryset = security_groups
         self.fields["image"].queryset = images
         self.fields["template"].queryset = templates
         self.fields["tenant"].queryset = tenants

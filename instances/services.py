@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -32,8 +33,9 @@ from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
 from instances.models import Instance, InstanceAction, InstanceStateChange
+from networks import security
 from networks import services as network_services
-from networks.models import Network, Port
+from networks.models import Network, Port, SecurityGroup
 from tenants import audit, quotas
 from tenants.models import Tenant
 
@@ -107,22 +109,39 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     return max(disk_gib, needed), user_data
 
 
-def _attach_nics(instance: Instance, nics: Sequence[tuple[Network, str | None]], first_position: int = 0) -> None:
-    """Ports on the networks, in order, each with an IPv4 address (asked for or the next free one) and an IPv6
-    one where the network has IPv6; within the create's transaction, so a refusal keeps nothing."""
+class NicRequest(NamedTuple):
+    """A NIC asked for: its network, the IPv4 address wanted (None: the next free one) and security groups."""
+
+    network: Network
+    address: str | None = None
+    security_groups: Sequence[SecurityGroup] = ()
+
+
+def _attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_position: int = 0) -> list[Port]:
+    """Ports on the networks, in order, each with an IPv4 address (asked for or the next free one), an IPv6
+    one where the network has IPv6, and its security groups; within the create's transaction, so a refusal
+    keeps nothing."""
+    nics = [NicRequest(*nic) for nic in nics]
     if nics and instance.host.technology == Technology.OPENVZ:
         raise InvalidInstance("NICs on CloudPanel networks need a QEMU, Xen, LXC or VirtualBox host")
-    public = sum(1 for network, _ in nics if network.tenant_id is None)
+    public = sum(1 for nic in nics if nic.network.tenant_id is None)
     if public:  # addresses on shared networks count against the tenant's public addresses
         quotas.check(tenant=instance.tenant, request={"public_addresses": public})
-    for position, (network, address) in enumerate(nics, start=first_position):
-        if network.tenant_id not in (None, instance.tenant_id):
+    ports = []
+    for position, nic in enumerate(nics, start=first_position):
+        if nic.network.tenant_id not in (None, instance.tenant_id):
             raise InvalidInstance("no such network")
-        port = network_services.create_port(network=network)
+        groups = security.check_groups(nic.security_groups, instance.tenant_id)
+        port = network_services.create_port(network=nic.network)
         port.instance, port.position = instance, position
         port.save(update_fields=["instance", "position"])
-        for subnet in network.subnets.all():
-            network_services.allocate(port=port, subnet=subnet, address=address if subnet.version == 4 else None)
+        for subnet in nic.network.subnets.all():
+            network_services.allocate(port=port, subnet=subnet, address=nic.address if subnet.version == 4 else None)
+        if groups:
+            port.security_groups.set(groups)
+            security.members_changed(g.pk for g in groups)
+        ports.append(port)
+    return ports
 
 
 def create_instance(
@@ -144,14 +163,14 @@ def create_instance(
     template: Template | None = None,
     ssh_keys: str = "",
     password: str = "",
-    nics: Sequence[tuple[Network, str | None]] = (),
+    nics: Sequence[NicRequest | tuple] = (),
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation.
 
     From a template: its image, its size where none is given, and its cloud-init user-data
     and script. From an image: a copy-on-write overlay of it (an ISO: a CD-ROM to install
     from onto an empty disk), with a NoCloud seed giving the hostname, SSH keys and password.
-    nics: a NIC on each network, with the address asked for or the next free one.
+    nics: a NIC on each network, with the address asked for or the next free one, and its security groups.
     """
     if template is not None:
         image, boot_source = template.image, BootSource.IMAGE
@@ -246,15 +265,14 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
 
 
 @transaction.atomic
-def attach_nic(*, instance: Instance, network: Network, address: str | None, user: AbstractBaseUser | None
-               ) -> InstanceAction:
+def attach_nic(*, instance: Instance, network: Network, address: str | None, user: AbstractBaseUser | None,
+               security_groups: Sequence[SecurityGroup] = ()) -> InstanceAction:
     """Plug a NIC on the network into the instance, running or not; its address is allocated now (409 if taken)."""
     if instance.status == Status.DELETED:
         raise InvalidOperation("the instance is deleted")
     last = instance.ports.aggregate(last=Max("position"))["last"]
     position = 0 if last is None else last + 1
-    _attach_nics(instance, [(network, address)], first_position=position)
-    port = instance.ports.get(position=position)
+    [port] = _attach_nics(instance, [NicRequest(network, address, security_groups)], first_position=position)
     return request_operation(instance=instance, operation=Operation.ATTACH_NIC, user=user, port=port)
 
 

@@ -14,20 +14,16 @@ from django.db import transaction
 from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
+from hosts.tasks import queue_for
 from images import cloudinit, distribution
 from images.choices import DiskFormat
 from instances import services
 from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
-from networks import provisioning
+from networks import firewall, provisioning
 from networks.choices import NetworkKind
 
 log = logging.getLogger(__name__)
-
-
-def queue_for(host_id: int) -> str | None:
-    """The queue of the worker that drives a host: its own with per-host workers, else the default (None)."""
-    return f"host.{host_id}" if settings.CLOUDPANEL_HOST_QUEUES else None
 
 
 def enqueue(action: InstanceAction) -> None:
@@ -91,15 +87,27 @@ def _do_create(instance: Instance, host: Host) -> str:
     if not services.keep_alive(instance_id=instance.pk):
         # The create outlived its timeout meanwhile and was marked failed: do not start an untracked guest.
         raise hypervisor.HypervisorError("the create took longer than the operation timeout; retry it")
-    nics = tuple(hypervisor.Nic(provisioning.ensure_on_host(network=port.network, host=host), port.mac)
-                 for port in instance.ports.select_related("network"))
-    spec = hypervisor.DomainSpec(
-        name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
-        memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd, cmdline=instance.cmdline,
-        init=instance.init, accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
-    )
-    xml = hypervisor.domain_xml(technology, spec, kvm_available=host.kvm_available)
-    return hypervisor.define_and_start(host.uri, xml)
+    # The NICs' rows stay locked until the domain runs, so that a security group change waits for it. A
+    # failure is raised once the lock is let go, so that what it recorded (a network or filter that failed
+    # on the host) is kept.
+    with transaction.atomic():
+        ports = list(instance.ports.select_for_update(of=("self",)).select_related("network"))
+        try:
+            nics = tuple(hypervisor.Nic(provisioning.ensure_on_host(network=port.network, host=host), port.mac,
+                                        firewall.prepare(port, host)) for port in ports)
+            spec = hypervisor.DomainSpec(
+                name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
+                memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd,
+                cmdline=instance.cmdline, init=instance.init,
+                accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
+            )
+            xml = hypervisor.domain_xml(technology, spec, kvm_available=host.kvm_available)
+            state, failure = hypervisor.define_and_start(host.uri, xml), None
+        except hypervisor.HypervisorError as exc:
+            state, failure = "", exc
+    if failure is not None:
+        raise failure
+    return state
 
 
 def _do_shutdown(instance: Instance, host: Host) -> str:
@@ -228,7 +236,8 @@ def attach_nic(action_id: int) -> None:
             raise hypervisor.HypervisorError("the NIC was removed before it could be plugged in")
         try:
             name = provisioning.ensure_on_host(network=port.network, host=host)
-            hypervisor.attach_interface(host.uri, str(instance.uuid), hypervisor.Nic(name, port.mac))
+            nic = hypervisor.Nic(name, port.mac, firewall.prepare(port, host))
+            hypervisor.attach_interface(host.uri, str(instance.uuid), nic)
         except Exception:
             provisioning.release_ports(ports=[port], host=host)  # its addresses are free again
             raise

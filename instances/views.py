@@ -25,7 +25,8 @@ from instances.filtersets import InstanceFilterSet
 from instances.forms import InstanceForm
 from instances.lifecycle import SPECIAL, allowed_operations
 from instances.models import Instance, InstanceAction
-from networks.models import Network
+from networks import security
+from networks.models import Network, SecurityGroup
 from tenants import audit
 from tenants.models import Tenant
 
@@ -75,13 +76,14 @@ def instance_new(request):
     initial = {"boot_source": BootSource.IMAGE, "template": chosen, "vcpus": chosen.vcpus, "kernel": "",
                "initrd": "", "memory_mib": chosen.memory_mib, "disk_gib": chosen.disk_gib} if chosen else None
     form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates,
-                        networks=Network.objects.visible_to(scope), initial=initial)
+                        networks=Network.objects.visible_to(scope),
+                        security_groups=SecurityGroup.objects.in_scope(scope), initial=initial)
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
-        network, address = data.pop("network"), data.pop("address") or None
-        data["nics"] = [(network, address)] if network else []
+        network, address, groups = data.pop("network"), data.pop("address") or None, data.pop("security_groups")
+        data["nics"] = [services.NicRequest(network, address, list(groups))] if network else []
         audit.note(request, tenant=data["tenant"])
         try:
             action = services.create_instance(user=request.user, **data)
@@ -104,7 +106,8 @@ def instance_detail(request, pk: int):
     media = instance.host is not None and has_cdrom(Technology(instance.host.technology))
     return render(request, "instances/detail.html", {
         "instance": instance,
-        "nics": instance.ports.select_related("network").prefetch_related("addresses"),
+        "nics": instance.ports.select_related("network").prefetch_related("addresses", "security_groups"),
+        "security_groups": SecurityGroup.objects.filter(tenant_id=instance.tenant_id),
         "networks": Network.objects.visible_to(scope).filter(
             Q(tenant__isnull=True) | Q(tenant_id=instance.tenant_id)),
         "isos": Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE, disk_format=DiskFormat.ISO)
@@ -168,27 +171,36 @@ def _digits(value: str) -> int | None:
 @login_required
 @require_POST
 def instance_nic(request, pk: int, change: str):
-    """Plug a NIC on the chosen network in (change "attach"), or unplug one of the instance's (change "detach")."""
+    """Plug a NIC on the chosen network in (change "attach"), unplug one of the instance's (change "detach"), or
+    set one's security groups (change "groups")."""
     scope = scope_of(request)
     instance = get_object_or_404(Instance.objects.in_scope(scope).select_related("host"), pk=pk)
-    if change not in ("attach", "detach"):
+    if change not in ("attach", "detach", "groups"):
         raise Http404("no such change")
     audit.note(request, action=f"instance.{change}_nic", target=instance)
     if not scope.can_operate(instance.tenant_id):
         audit.refused(request, READ_ONLY)
         return redirect("instance-detail", pk=pk)
     try:
+        wanted = {_digits(g) for g in request.POST.getlist("security_groups")}
+        groups = list(SecurityGroup.objects.filter(tenant_id=instance.tenant_id, pk__in=wanted))
+        if len(groups) != len(wanted):
+            raise InvalidOperation("No such security group.")
         if change == "attach":
             network = Network.objects.visible_to(scope).filter(pk=_digits(request.POST.get("network", ""))).first()
             if network is None:
                 raise InvalidOperation("Choose a network.")
-            services.attach_nic(instance=instance, network=network, user=request.user,
+            services.attach_nic(instance=instance, network=network, user=request.user, security_groups=groups,
                                 address=request.POST.get("address", "").strip() or None)
         else:
             port = instance.ports.filter(pk=_digits(request.POST.get("port", ""))).first()
             if port is None:
                 raise InvalidOperation("No such NIC on this instance.")
-            services.detach_nic(instance=instance, port=port, user=request.user)
+            if change == "groups":
+                security.set_port_groups(port=port, groups=groups)
+                messages.success(request, "Security groups changed; the host applies them now.")
+            else:
+                services.detach_nic(instance=instance, port=port, user=request.user)
     except DomainError as exc:
         audit.refused(request, str(exc))
     return redirect("instance-detail", pk=pk)

@@ -15,3 +15,27 @@ class ProvisionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     ACTIVE = "active", "Active"
     FAILED = "failed", "Failed"
+
+
+class FilterStatus(models.TextChoices):
+    NONE = "none", "Open (no security group)"
+    PENDING = "pending", "Being applied"
+    ACTIVE = "active", "Enforced"
+    FAILED = "failed", "Failed"
+
+
+class Direction(models.TextChoices):
+    INGRESS = "ingress", "Ingress"
+    EGRESS = "egress", "Egress"
+
+
+class Ethertype(models.TextChoices):
+    IPV4 = "IPv4", "IPv4"
+    IPV6 = "IPv6", "IPv6"
+
+
+class Protocol(models.TextChoices):
+    ANY = "any", "Any"
+    TCP = "tcp", "TCP"
+    UDP = "udp", "UDP"
+    ICMP = "icmp", "ICMP"

@@ -19,3 +19,11 @@ class NetworkInUse(Conflict):
 
 class NetworkOverlap(Conflict):
     """The range overlaps another network's, or the hosts' management range (named in the message)."""
+
+
+class InvalidRule(DomainError):
+    """A security group or rule that cannot be; the message says why."""
+
+
+class SecurityGroupInUse(Conflict):
+    """NICs are in the group, or other groups' rules name it."""

@@ -1,6 +1,6 @@
 from django import forms
 
-from networks.choices import NetworkKind
+from networks.choices import Direction, Ethertype, NetworkKind, Protocol
 
 
 class NetworkForm(forms.Form):
@@ -27,3 +27,46 @@ class NetworkForm(forms.Form):
         self.fields["tenant"].queryset = tenants
         if not admin:
             del self.fields["shared"], self.fields["tenant"]
+
+
+class SecurityGroupForm(forms.Form):
+    name = forms.CharField(max_length=63)
+    description = forms.CharField(max_length=255, required=False)
+    tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— the tenant you act in")
+
+    def __init__(self, *args, tenants, admin: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        if not admin:
+            del self.fields["tenant"]
+
+
+class SecurityRuleForm(forms.Form):
+    direction = forms.ChoiceField(choices=Direction.choices, initial=Direction.INGRESS,
+                                  help_text="Ingress: to the instance; egress: from it.")
+    ethertype = forms.ChoiceField(choices=Ethertype.choices, initial=Ethertype.IPV4, label="IP version")
+    protocol = forms.ChoiceField(choices=Protocol.choices, initial=Protocol.TCP)
+    port_min = forms.IntegerField(required=False, min_value=1, max_value=65535, label="First port",
+                                  help_text="TCP and UDP only; empty: every port.")
+    port_max = forms.IntegerField(required=False, min_value=1, max_value=65535, label="Last port",
+                                  help_text="Empty: just the first port.")
+    remote_cidr = forms.CharField(max_length=43, required=False, label="Remote CIDR",
+                                  help_text="e.g. 0.0.0.0/0 or 192.0.2.0/24; empty: anywhere.")
+    remote_group = forms.ModelChoiceField(queryset=None, required=False, empty_label="—", label="Remote group",
+                                          help_text="Instead of a CIDR: the addresses of its members.")
+    description = forms.CharField(max_length=255, required=False)
+
+    def __init__(self, *args, groups, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["remote_group"].queryset = groups
+
+
+class ReserveForm(forms.Form):
+    subnet = forms.ModelChoiceField(queryset=None, label="Subnet", empty_label=None)
+    start = forms.GenericIPAddressField(label="First address")
+    end = forms.GenericIPAddressField(label="Last address")
+    reason = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args, subnets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["subnet"].queryset = subnets

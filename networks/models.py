@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from cloudpanel.scoping import Scope, TenantScopedQuerySet
-from networks.choices import NetworkKind, ProvisionStatus
+from networks.choices import Direction, Ethertype, FilterStatus, NetworkKind, Protocol, ProvisionStatus
 
 
 class NetworkQuerySet(TenantScopedQuerySet):
@@ -105,17 +105,75 @@ class ReservedRange(models.Model):
         ordering = ["subnet", "first"]
 
     def __str__(self) -> str:
-        return f"{self.first}-{self.last} of {self.subnet}"
+        return f"{self.start}-{self.end} of {self.subnet}"
+
+    @property
+    def start(self) -> str:
+        return str(self.subnet.ip_network.network_address + self.first)
+
+    @property
+    def end(self) -> str:
+        return str(self.subnet.ip_network.network_address + self.last)
+
+
+class SecurityGroup(models.Model):
+    """A tenant's named set of firewall rules; NICs in at least one group accept only what a rule allows."""
+
+    name = models.CharField(max_length=63)
+    description = models.CharField(max_length=255, blank=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="security_groups")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="security_group_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SecurityRule(models.Model):
+    """Traffic a group lets through: a direction, an IP family, a protocol with an optional port range, and
+    where the other end may be (a CIDR, another group's members, or anywhere)."""
+
+    group = models.ForeignKey(SecurityGroup, on_delete=models.CASCADE, related_name="rules")
+    direction = models.CharField(max_length=7, choices=Direction.choices)
+    ethertype = models.CharField(max_length=4, choices=Ethertype.choices, default=Ethertype.IPV4)
+    protocol = models.CharField(max_length=4, choices=Protocol.choices, default=Protocol.ANY)
+    port_min = models.PositiveIntegerField(null=True, blank=True,
+                                           validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    port_max = models.PositiveIntegerField(null=True, blank=True,
+                                           validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    remote_cidr = models.CharField(max_length=43, blank=True)
+    remote_group = models.ForeignKey(SecurityGroup, on_delete=models.PROTECT, null=True, blank=True,
+                                     related_name="referenced_by")
+    description = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["group", "direction", "id"]
+
+    def __str__(self) -> str:
+        ports = f" {self.port_min}-{self.port_max}" if self.port_min else ""
+        remote = self.remote_cidr or (f"group {self.remote_group_id}" if self.remote_group_id else "anywhere")
+        return f"{self.direction} {self.ethertype} {self.protocol}{ports} {remote}"
 
 
 class Port(models.Model):
-    """A NIC's attachment to a network: its MAC, and the addresses it holds there."""
+    """A NIC's attachment to a network: its MAC, the addresses it holds there and its security groups."""
 
     network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="ports")
     instance = models.ForeignKey("instances.Instance", on_delete=models.CASCADE, related_name="ports", null=True,
                                  blank=True)
     position = models.PositiveSmallIntegerField(default=0)  # the NIC's order in the instance
     mac = models.CharField(max_length=17)
+    security_groups = models.ManyToManyField(SecurityGroup, blank=True, related_name="ports")
+    # Whether the host enforces the groups' rules on the NIC now (its network filter), and why not.
+    filter_status = models.CharField(max_length=8, choices=FilterStatus.choices, default=FilterStatus.NONE)
+    filter_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -124,6 +182,11 @@ class Port(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mac} on {self.network}"
+
+    @property
+    def filter_name(self) -> str:
+        """The NIC's network filter on its host (one per NIC: the rules of all its groups, expanded)."""
+        return f"cp-port-{self.pk}"
 
 
 class Allocation(models.Model):

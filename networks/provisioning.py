@@ -16,6 +16,7 @@ from hosts import hypervisor
 from hosts.models import Host
 from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
 from instances.choices import Status
+from networks import firewall, security
 from networks.choices import NetworkKind, ProvisionStatus
 from networks.models import Allocation, Network, NetworkHost, Port
 
@@ -93,13 +94,17 @@ def ensure_on_host(*, network: Network, host: Host) -> str:
 def release_ports(*, ports: list[Port], host: Host) -> None:
     """The instance's NICs go: unpin their addresses, free them, and tear the networks down where unused."""
     networks = {port.network_id: port.network for port in ports}
+    groups: set[int] = set()
     for port in ports:
         for allocation in port.addresses.filter(subnet__version=4):
             name = port.network.libvirt_name
             with suppress(hypervisor.HypervisorError):  # not on the host (any more): nothing to unpin
                 hypervisor.set_dhcp_host(host.uri, name, DhcpHost(mac=port.mac, address=allocation.address),
                                          present=False)
+        firewall.remove(port, host)
+        groups.update(port.security_groups.values_list("pk", flat=True))
         port.delete()
+    security.members_changed(groups)
     for network in networks.values():
         with transaction.atomic():
             row = _lock(network, host)

@@ -1,16 +1,35 @@
 from rest_framework import serializers
 
-from networks.choices import NetworkKind
-from networks.models import Network, NetworkHost, Port, Subnet
+from networks.choices import Direction, Ethertype, NetworkKind, Protocol
+from networks.models import Network, NetworkHost, Port, ReservedRange, SecurityGroup, SecurityRule, Subnet
+
+
+class ReservedRangeSerializer(serializers.ModelSerializer):
+    start = serializers.CharField(read_only=True)
+    end = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ReservedRange
+        fields = ["id", "start", "end", "reason"]
+        read_only_fields = fields
+
+
+class ReserveSerializer(serializers.Serializer):
+    start = serializers.IPAddressField()
+    end = serializers.IPAddressField()
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 class SubnetSerializer(serializers.ModelSerializer):
     pool_start = serializers.CharField(read_only=True)
     pool_end = serializers.CharField(read_only=True)
+    reserved = ReservedRangeSerializer(many=True, read_only=True)
+    allocated = serializers.IntegerField(read_only=True, required=False,
+                                         help_text="Addresses held by NICs (in the subnet list and detail).")
 
     class Meta:
         model = Subnet
-        fields = ["id", "cidr", "version", "gateway", "pool_start", "pool_end"]
+        fields = ["id", "network", "cidr", "version", "gateway", "pool_start", "pool_end", "reserved", "allocated"]
         read_only_fields = fields
 
 
@@ -54,17 +73,70 @@ class NetworkCreateSerializer(serializers.Serializer):
 class NicSerializer(serializers.ModelSerializer):
     network_name = serializers.CharField(source="network.name", read_only=True)
     addresses = serializers.SerializerMethodField()
+    security_groups = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
 
     class Meta:
         model = Port
-        fields = ["id", "network", "network_name", "mac", "addresses"]
+        fields = ["id", "network", "network_name", "mac", "addresses", "security_groups", "filter_status",
+                  "filter_error"]
         read_only_fields = fields
 
     def get_addresses(self, port: Port) -> list[str]:
         return [allocation.address for allocation in port.addresses.all()]
 
 
+class PortSerializer(NicSerializer):
+    instance_name = serializers.CharField(source="instance.name", read_only=True)
+
+    class Meta(NicSerializer.Meta):
+        fields = ["id", "instance", "instance_name", *NicSerializer.Meta.fields[1:]]
+        read_only_fields = fields
+
+
+class PortGroupsSerializer(serializers.Serializer):
+    security_groups = serializers.ListField(child=serializers.IntegerField(), max_length=20,
+                                            help_text="The NIC's security groups (an empty list: none, open).")
+
+
 class NicRequestSerializer(serializers.Serializer):
     network = serializers.IntegerField()
     address = serializers.IPAddressField(required=False, allow_null=True, default=None,
                                          help_text="The IPv4 address; the next free one if left out.")
+    security_groups = serializers.ListField(child=serializers.IntegerField(), max_length=20, required=False,
+                                            default=list, help_text="Security groups of the NIC's.")
+
+
+class SecurityRuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SecurityRule
+        fields = ["id", "group", "direction", "ethertype", "protocol", "port_min", "port_max", "remote_cidr",
+                  "remote_group", "description", "created_at"]
+        read_only_fields = fields
+
+
+class SecurityRuleCreateSerializer(serializers.Serializer):
+    group = serializers.IntegerField()
+    direction = serializers.ChoiceField(choices=Direction.choices)
+    ethertype = serializers.ChoiceField(choices=Ethertype.choices, default=Ethertype.IPV4)
+    protocol = serializers.ChoiceField(choices=Protocol.choices, default=Protocol.ANY)
+    port_min = serializers.IntegerField(required=False, allow_null=True, default=None)
+    port_max = serializers.IntegerField(required=False, allow_null=True, default=None)
+    remote_cidr = serializers.CharField(max_length=43, required=False, allow_blank=True, default="")
+    remote_group = serializers.IntegerField(required=False, allow_null=True, default=None)
+    description = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+
+class SecurityGroupSerializer(serializers.ModelSerializer):
+    tenant_name = serializers.CharField(source="tenant.name", read_only=True)
+    rules = SecurityRuleSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = SecurityGroup
+        fields = ["id", "name", "description", "tenant", "tenant_name", "rules", "created_at"]
+        read_only_fields = fields
+
+
+class SecurityGroupWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    description = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    tenant = serializers.IntegerField(required=False, help_text="Defaults to the tenant you act in (create only).")

@@ -312,3 +312,59 @@ def test_networks_pages_create_show_and_refuse_an_overlap(server):
         browser.close()
     for instance in Instance.objects.filter(tenant=tenant):  # the shared test driver outlives the test
         instance_services.request_operation(instance=instance, operation="delete", user=member)
+
+
+def test_security_group_pages_make_rules_and_put_a_nic_in_a_group(server):
+    from instances import services as instance_services
+    from networks.services import create_network
+
+    tenant = make_tenant("fwco")
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    make_host(name="rack-2", uri="test+unix:///default")  # its test driver has no network filters
+    lan = create_network(user=member, tenant=tenant, name="lan", kind="nat", cidr="10.46.0.0/24")
+    web = instance_services.create_instance(user=member, tenant=tenant, name="web-1", vcpus=1, memory_mib=64,
+                                            kernel="/k", nics=[(lan, "10.46.0.10")]).instance
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+        # A group is made on its page, open outwards and closed inwards
+        page.get_by_role("link", name="Security groups").click()
+        page.fill("#id_name", "web")
+        page.fill("#id_description", "public web servers")
+        page.click("#group-form button[type=submit]")
+        expect(page.get_by_role("heading", name="web")).to_be_visible()
+        expect(page.locator("#rule-table tbody tr")).to_have_count(2)
+        # A rule that cannot be is refused on the form with its reason; a good one is added
+        page.select_option("#id_protocol", "icmp")
+        page.fill("#id_port_min", "8")
+        page.click("#rule-form button[type=submit]")
+        expect(page.locator("#rule-form .alert-danger")).to_contain_text("only TCP and UDP rules take a port range")
+        page.select_option("#id_protocol", "tcp")
+        page.fill("#id_port_min", "443")
+        page.fill("#id_remote_cidr", "0.0.0.0/0")
+        page.click("#rule-form button[type=submit]")
+        expect(page.locator("#rule-table")).to_contain_text("443")
+        page.screenshot(path=SCREENSHOTS / "security-group.png", full_page=True)
+        # The NIC joins the group on its instance's page; this host cannot enforce it and the page says so
+        page.goto(f"{server}/instances/{web.pk}/")
+        page.select_option(".nic-groups select", label="web")
+        page.click(".nic-groups button")
+        nics = page.locator("#nics")
+        expect(nics).to_contain_text("web")
+        expect(nics).to_contain_text("cannot enforce firewall rules")
+        page.screenshot(path=SCREENSHOTS / "instance-nic-groups.png", full_page=True)
+        page.get_by_role("link", name="Security groups").click()
+        expect(page.locator("#group-table")).to_contain_text("public web servers")
+        page.screenshot(path=SCREENSHOTS / "security-groups.png", full_page=True)
+        # Reserved ranges on the network page: the addresses are kept out of the pool
+        page.goto(f"{server}/networks/{lan.pk}/")
+        page.fill("#id_start", "10.46.0.200")
+        page.fill("#id_end", "10.46.0.220")
+        page.fill("#id_reason", "routers")
+        page.click("#reserve-form button[type=submit]")
+        expect(page.locator(".reserved-range")).to_contain_text("10.46.0.200 – 10.46.0.220 (routers)")
+        page.screenshot(path=SCREENSHOTS / "network-reserved.png", full_page=True)
+        browser.close()
+    for instance in Instance.objects.filter(tenant=tenant):  # the shared test driver outlives the test
+        instance_services.request_operation(instance=instance, operation="delete", user=member)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from unittest import mock
 
 import pytest
@@ -31,7 +31,8 @@ from instances.choices import ActionStatus, Operation, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
 from instances.models import InstanceAction
 from instances.routing import websocket_urlpatterns
-from networks.services import create_network, create_port
+from networks.security import add_rule, create_group
+from networks.services import create_network, create_port, reserve
 from tenants.choices import Role
 from tenants.models import AuditEvent, Membership
 from tenants.services import create_api_token
@@ -63,6 +64,7 @@ class Case:
     body: Callable[[dict, str], dict] | None = None
     url_kwargs: dict = field(default_factory=dict)
     marker: str | None = None  # for lists: the object kind whose marker must (not) show
+    url_objects: dict = field(default_factory=dict)  # further URL parts: name → the world object's kind
 
 
 # --- expected outcomes ---------------------------------------------------------------------
@@ -188,6 +190,15 @@ def import_body(world, which):
             "min_memory_mib": 0, "visibility": "private", "tenant": world[which]["tenant"].pk}
 
 
+def page_change(role, which):
+    """Page forms that change a tenant's object and refuse viewers outright."""
+    if role == ANON:
+        return anon(P)
+    if which == OTHER and role != ADMIN:
+        return Cell(404)
+    return Cell(403 if role == VIEWER else 302)
+
+
 def instance_body(world, which):
     return {"name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": world[which]["tenant"].pk}
 
@@ -221,6 +232,10 @@ MATRIX: dict[str, list[Case]] = {
              body=lambda w, x: {"network": w[x]["network"].pk}),
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": "detach"},
              body=lambda w, x: {"port": w[x]["port"].pk}),
+        # A NIC's groups change through the host's filter task, not an instance operation.
+        Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which), effect=False),
+             url_kwargs={"change": "groups"},
+             body=lambda w, x: {"port": w[x]["port"].pk, "security_groups": [w[x]["group"].pk]}),
     ],
     "action-list": [Case("GET", None, listing(P), marker="action")],
     "image-list": [Case("GET", None, listing(P), marker="image")],
@@ -239,7 +254,21 @@ MATRIX: dict[str, list[Case]] = {
             anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(302)), body=lambda w, x: {
                 "name": "matrix", "kind": "nat", "cidr": "10.202.0.0/24", "tenant": w[x]["tenant"].pk}),
     ],
-    "network-detail": [Case("GET", "network", read(P))],
+    "network-detail": [Case("GET", "network", read(P)),
+                       Case("POST", "network", page_change, body=lambda w, x: {
+                           "subnet": w[x]["subnet"].pk, "start": "10.200.0.200", "end": "10.200.0.210"})],
+    "network-unreserve": [Case("POST", "network", operate(P, 302), url_objects={"range_pk": "reserved"})],
+    "security-group-list": [
+        Case("GET", None, listing(P), marker="group"),
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(302)), body=lambda w, x: {
+                "name": "matrix", "tenant": w[x]["tenant"].pk}),
+    ],
+    "security-group-detail": [Case("GET", "group", read(P)),
+                              Case("POST", "group", page_change, body=lambda w, x: {
+                                  "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_min": 22})],
+    "security-group-delete": [Case("POST", "group", operate(P, 302))],
+    "security-rule-delete": [Case("POST", "group", operate(P, 302), url_objects={"rule_pk": "rule"})],
     "network-topology": [Case("GET", None, listing(P), marker="network")],
     "network-delete": [Case("POST", "network", operate(P, 302))],
     "template-list": [
@@ -312,6 +341,12 @@ MATRIX: dict[str, list[Case]] = {
             else Cell(202, effect=True)), body=lambda w, x: {
                 "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
                 "networks": [{"network": w[x]["network"].pk}]}),
+        # A NIC on one's own network in the other tenant's security group: no such group (for admins too).
+        Case("POST", None, lambda role, which: (
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(400) if which == OTHER
+            else Cell(202, effect=True)), body=lambda w, x: {
+                "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
+                "networks": [{"network": w[OWN]["network"].pk, "security_groups": [w[x]["group"].pk]}]}),
     ],
     "api-instance-detail": [Case("GET", "instance", read(A)),
                             Case("DELETE", "instance", operate(A, 202))],
@@ -342,6 +377,32 @@ MATRIX: dict[str, list[Case]] = {
     ],
     # The world's network has a NIC on it: in use, so a delete is a 409 for those who may try.
     "api-network-detail": [Case("GET", "network", read(A)), Case("DELETE", "network", operate(A, 409))],
+    "api-subnet-list": [Case("GET", None, listing(A), marker="subnet")],
+    "api-subnet-detail": [Case("GET", "subnet", read(A))],
+    "api-subnet-reserve": [Case("POST", "subnet", operate(A, 201), body=lambda w, x: {
+        "start": "10.200.0.200", "end": "10.200.0.210"})],
+    "api-subnet-unreserve": [Case("DELETE", "subnet", operate(A, 204), url_objects={"range_id": "reserved"})],
+    "api-port-list": [Case("GET", None, listing(A), marker="port")],
+    "api-port-detail": [Case("GET", "port", read(A)),
+                        Case("PATCH", "port", operate(A, 200), body=lambda w, x: {
+                            "security_groups": [w[x]["group"].pk]})],
+    "api-security-group-list": [
+        Case("GET", None, listing(A), marker="group"),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+             body=lambda w, x: {"name": "matrix", "tenant": w[x]["tenant"].pk}),
+    ],
+    # The world's NIC is in its group: in use, so a delete is a 409 for those who may try.
+    "api-security-group-detail": [Case("GET", "group", read(A)),
+                                  Case("PATCH", "group", operate(A, 200), body=lambda w, x: {"name": "renamed"}),
+                                  Case("DELETE", "group", operate(A, 409))],
+    "api-security-rule-list": [
+        Case("GET", None, listing(A), marker="rule"),
+        Case("POST", None, lambda role, which: (
+            anon(A) if role == ANON else Cell(400) if which == OTHER and role != ADMIN
+            else Cell(403) if role == VIEWER else Cell(201)), body=lambda w, x: {
+                "group": w[x]["group"].pk, "direction": "ingress", "protocol": "tcp", "port_min": 22}),
+    ],
+    "api-security-rule-detail": [Case("GET", "rule", read(A)), Case("DELETE", "rule", operate(A, 204))],
     "api-template-detail": [Case("GET", "template", read(A)),
                             Case("PATCH", "template", operate(A, 200), body=lambda w, x: {"vcpus": 2}),
                             Case("DELETE", "template", operate(A, 204))],
@@ -442,12 +503,19 @@ def build_world() -> dict:
         port = create_port(network=network)
         port.instance = instance
         port.save(update_fields=["instance"])
+        subnet = network.subnets.get()
+        reserved = reserve(subnet=subnet, first="10.200.0.250", last="10.200.0.251", reason=f"res-{side}-{tag}")
+        group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")
+        rule = add_rule(group=group, direction="ingress", protocol="icmp", description=f"rule-{side}-{tag}")
+        port.security_groups.add(group)
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
             "image": image, "disk": disk, "template": template, "iso": iso, "network": network, "port": port,
+            "subnet": subnet, "reserved": reserved, "group": group, "rule": rule,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "network": network.name,
+                        "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
         }
     own = world[OWN]
@@ -469,6 +537,7 @@ def url_for(pattern: str, world: dict, case: Case, which: str) -> str:
     if case.kind is not None:
         obj = world["host"] if case.kind == "host" else world[which][case.kind]
         values.update({"pk": obj.pk, "instance_id": obj.pk})
+    values.update({part: world[which][kind].pk for part, kind in case.url_objects.items()})
     path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m.group(1)]), "/" + pattern)  # router regexes
     path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), path)  # path() converters
     return path.replace("^", "").replace("$", "")
@@ -519,6 +588,7 @@ def test_isolation_matrix():
                     client = client_for(role, world, api)
                     data = case.body(world, which if which != NONE else OWN) if case.body else None
                     with transaction.atomic(), mock.patch("instances.tasks.enqueue") as enqueue, \
+                            mock.patch("networks.security.sync_ports") as filters, \
                             mock.patch("hosts.hypervisor.connection") as hypervisor:
                         kwargs = {"format": "json"} if api and data is not None else {}
                         response = getattr(client, case.method.lower())(url, data, **kwargs) if data is not None \
@@ -529,7 +599,7 @@ def test_isolation_matrix():
                     problems = []
                     if not matches(expected.status, response):
                         problems.append(f"got {outcome(response)}, expected {expected.status}")
-                    if which == OTHER and role != ADMIN and (enqueue.called or hypervisor.called):
+                    if which == OTHER and role != ADMIN and (enqueue.called or filters.called or hypervisor.called):
                         problems.append("another tenant's request reached the task queue or the hypervisor")
                     if case.kind in ("instance", "action") and expected.effect != enqueue.called:
                         problems.append(f"queued work: {enqueue.called}, expected {expected.effect}")

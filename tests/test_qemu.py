@@ -1,8 +1,10 @@
 """A real QEMU guest: create, running through events, console both ways for two viewers, shutdown."""
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -21,7 +23,7 @@ from instances import services
 from instances.choices import ActionStatus, Status
 from instances.models import Instance, InstanceAction
 from networks import services as network_services
-from networks.models import Allocation, NetworkHost
+from networks.models import Allocation, NetworkHost, Port
 from tenants.models import AuditEvent
 from tests.test_images import upload
 
@@ -287,3 +289,71 @@ def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, me
     assert unplugged.status == ActionStatus.SUCCEEDED, unplugged.error
     assert not instance.ports.exists() and not Allocation.objects.filter(subnet__network=network).exists()
     assert network.libvirt_name not in hypervisor.connection(qemu_host.uri).listNetworks()
+
+
+def probe(address: str, port: int) -> str:
+    """Connect to the guest from the network namespace's side (the network's gateway address):
+    "open", "refused" (the guest answered: the filter let it through) or "dropped" (no answer)."""
+    code = ("import socket, sys\n"
+            "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)\n    print('open')\n"
+            "except ConnectionRefusedError:\n    print('refused')\n"
+            "except OSError:\n    print('dropped')\n")
+    netns = os.environ.get("CLOUDPANEL_NETNS", "cloudpanel")
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code, address, str(port)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def probe_until(address: str, port: int, wanted: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while (got := probe(address, port)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return got
+
+
+def test_security_groups_are_enforced_on_a_running_guest_and_changes_reach_it(qemu_host, member, member_api,
+                                                                               tenant, guest):
+    # Given a group letting SSH in from the network itself, and SMTP only from a range the probe is not in
+    network = network_services.create_network(user=member, tenant=tenant, name="guarded", kind="nat",
+                                              cidr="10.94.0.0/24")
+    group = member_api.post("/api/v1/security-groups/", {"name": "web"}, format="json").json()
+    for port, remote in ((22, "10.94.0.0/24"), (25, "192.0.2.0/24")):
+        answer = member_api.post("/api/v1/security-group-rules/", {
+            "group": group["id"], "direction": "ingress", "protocol": "tcp", "port_min": port,
+            "remote_cidr": remote}, format="json")
+        assert answer.status_code == 201, answer.content
+    # When a guest boots with a NIC in the group
+    answer = member_api.post("/api/v1/instances/", {
+        "name": "guarded", "vcpus": 1, "memory_mib": 256, "kernel": guest["kernel"], "initrd": guest["initrd"],
+        "cmdline": "console=ttyS0", "networks": [{"network": network.pk, "address": "10.94.0.9",
+                                                  "security_groups": [group["id"]]}]}, format="json")
+    assert answer.status_code == 202, answer.content
+    instance = Instance.objects.get(pk=answer.json()["instance"])
+    assert instance.status == Status.RUNNING, instance.status_reason
+    port = instance.ports.get()
+    assert port.filter_status == "active"
+    # Then what a rule allows reaches the guest (which answers a closed port with a reset), the rest is dropped
+    assert probe_until("10.94.0.9", 22, "refused", 60) == "refused"  # DHCP got through the filter too
+    assert probe("10.94.0.9", 80) == "dropped"
+    assert probe("10.94.0.9", 25) == "dropped"  # allowed from 192.0.2.0/24 only
+    # When a rule is added, the running guest gets it at once
+    answer = member_api.post("/api/v1/security-group-rules/", {
+        "group": group["id"], "direction": "ingress", "protocol": "tcp", "port_min": 80}, format="json")
+    assert answer.status_code == 201, answer.content
+    assert probe_until("10.94.0.9", 80, "refused", 10) == "refused"
+    assert Port.objects.get(pk=port.pk).filter_status == "active"
+    # When the rule is deleted, it is gone again
+    assert member_api.delete(f"/api/v1/security-group-rules/{answer.json()['id']}/").status_code == 204
+    assert probe_until("10.94.0.9", 80, "dropped", 10) == "dropped"
+    # When the NIC leaves every group, it is open and its filter leaves the host
+    answer = member_api.patch(f"/api/v1/ports/{port.pk}/", {"security_groups": []}, format="json")
+    assert answer.status_code == 200 and answer.json()["filter_status"] == "none", answer.content
+    assert probe_until("10.94.0.9", 8080, "refused", 10) == "refused"
+    conn = hypervisor.connection(qemu_host.uri)
+    assert port.filter_name not in conn.listNWFilters()
+    # When it joins again and the instance is deleted, the filter goes with it
+    assert member_api.patch(f"/api/v1/ports/{port.pk}/", {"security_groups": [group["id"]]},
+                            format="json").json()["filter_status"] == "active"
+    assert port.filter_name in conn.listNWFilters()
+    assert probe("10.94.0.9", 8080) == "dropped"
+    services.request_operation(instance=instance, operation="delete", user=member)
+    assert port.filter_name not in conn.listNWFilters()

@@ -8,6 +8,7 @@ _BADGES = {
     "paused": "warning", "suspended": "warning", "offline": "warning", "running_action": "primary",
     "crashed": "danger", "error": "danger", "failed": "danger", "deleted": "dark",
     "available": "success", "uploading": "info", "importing": "info", "inspecting": "primary",
+    "active": "success", "none": "light",
 }
 
 
@@ -42,3 +43,13 @@ def seconds_text(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)} min {int(seconds % 60)} s"
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+@register.filter
+def chosen(value: object, field) -> bool:
+    """Whether a choice is selected in a (single or multiple) select field's current value."""
+    current = field.value()
+    if isinstance(current, (list, tuple)):
+        return str(value) in {str(v) for v in current}
+    return str(value) == str(current)
+
