@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from cloudpanel.exceptions import Conflict, DomainError, Forbidden
+from cloudpanel.exceptions import Conflict, DomainError, Forbidden, NotFound
 from cloudpanel.scoping import NoSuchTenant, Scope, scope_of
 from tenants import audit
 
@@ -24,7 +24,7 @@ def tenant_asked(scope: Scope, tenant_id: int | None):
         return scope.tenant
     tenant = Tenant.objects.in_scope(scope).filter(pk=tenant_id).first()
     if tenant is None:
-        raise ValidationError({"tenant": ["No such tenant."]})
+        raise NotFound("No such tenant.")
     return tenant
 
 
@@ -63,9 +63,11 @@ class ScopedViewSetMixin:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, plus domain errors: forbidden 403, conflicts 409, other refusals 400, unknown tenants 404."""
+    """DRF's handler, plus domain errors: not found 404, forbidden 403, conflicts 409, other refusals 400."""
     if isinstance(exc, NoSuchTenant):
         return Response({"detail": "No such tenant."}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, NotFound):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, Forbidden):
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, Conflict):

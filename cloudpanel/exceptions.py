@@ -9,5 +9,10 @@ class Conflict(DomainError):
     """The request clashes with the current state (HTTP 409)."""
 
 
+class NotFound(DomainError):
+    """The request names an object that is not there for this user, whether it is missing or another
+    tenant's (HTTP 404, the same answer for both)."""
+
+
 class Forbidden(DomainError):
     """The user may see the object but their role does not allow this (HTTP 403)."""

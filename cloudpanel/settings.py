@@ -36,7 +36,6 @@ CSRF_TRUSTED_ORIGINS = _env_list("CLOUDPANEL_CSRF_TRUSTED_ORIGINS", "")
 CLOUDPANEL_BEHIND_PROXY = _env_bool("CLOUDPANEL_BEHIND_PROXY", False)
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -234,7 +233,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CLOUDPANEL_LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "celery": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {"celery": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # Limits of a new tenant; an absent or null limit is unlimited. Admins change them per tenant.

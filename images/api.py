@@ -10,6 +10,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.api import ScopedViewSetMixin, tenant_asked
+from cloudpanel.exceptions import NotFound
 from images import services
 from images.filtersets import ImageFilterSet
 from images.models import Image, Template
@@ -137,7 +138,7 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         audit.note(request, tenant=owner)
         image = Image.objects.visible_to(self.scope).filter(pk=values.pop("image")).first()
         if image is None:
-            raise ValidationError({"image": ["No such image."]})
+            raise NotFound("No such image.")
         template = services.create_template(user=request.user, tenant=owner, image=image, **values)
         audit.note(request, target=template)
         return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)

@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import Scope
 from hosts.models import Host
 from hosts.tasks import queue_for
@@ -249,7 +250,7 @@ def create_template(*, user: AbstractBaseUser | None, tenant: Tenant | None, vis
                     user_data: str = "", script: str = "") -> Template:
     """A template over an available disk image; its user-data must be a #cloud-config mapping."""
     if tenant is not None and image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
-        raise UnsafeImage("no such image")
+        raise NotFound("no such image")
     if visibility == Visibility.PUBLIC and image.visibility != Visibility.PUBLIC:
         raise UnsafeImage("a public template needs a public image")
     _check_template(image=image, user_data=user_data, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)

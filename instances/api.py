@@ -7,6 +7,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
+from cloudpanel.exceptions import NotFound
 from images.models import Image, Template
 from instances import services
 from instances.choices import Operation
@@ -64,7 +65,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             if key in values:
                 values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
                 if values[key] is None:
-                    raise ValidationError({key: [f"No such {key}."]})
+                    raise NotFound(f"No such {key}.")
         values["nics"] = [self._nic(wanted, tenant.pk, "networks") for wanted in values.pop("networks", [])]
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
@@ -74,11 +75,11 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         """A NIC asked for in a body: another tenant's network or security group reads as no such thing."""
         network = Network.objects.visible_to(self.scope).filter(pk=wanted["network"]).first()
         if network is None:
-            raise ValidationError({field: ["No such network."]})
+            raise NotFound("No such network.")
         ids = set(wanted.get("security_groups") or ())
         groups = list(SecurityGroup.objects.in_scope(self.scope).filter(pk__in=ids, tenant_id=tenant_id))
         if len(groups) != len(ids):
-            raise ValidationError({field: ["No such security group."]})
+            raise NotFound("No such security group.")
         return services.NicRequest(network, wanted["address"], groups)
 
     @extend_schema(request=None, responses={202: ActionSerializer})
@@ -97,7 +98,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         if data.validated_data.get("image") is not None:
             image = Image.objects.visible_to(self.scope).filter(pk=data.validated_data["image"]).first()
             if image is None:
-                raise ValidationError({"image": ["No such image."]})
+                raise NotFound("No such image.")
         act = services.change_media(instance=instance, image=image, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
@@ -124,7 +125,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data.is_valid(raise_exception=True)
         port = instance.ports.filter(pk=data.validated_data["port"]).first()
         if port is None:
-            raise ValidationError({"port": ["No such NIC on this instance."]})
+            raise NotFound("No such NIC on this instance.")
         act = services.detach_nic(instance=instance, port=port, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from cloudpanel.exceptions import NotFound
 from hosts import services as host_services
 from hosts.choices import Technology
 from hosts.domain_xml import has_cdrom, uses_disk_volume
@@ -86,7 +87,7 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     if image is None:
         raise InvalidInstance("choose an image to boot from")
     if image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
-        raise InvalidInstance("no such image")
+        raise NotFound("no such image")
     if image.status != ImageStatus.AVAILABLE:
         raise InvalidInstance(f"the image {image.name} is {image.get_status_display().lower()}, not available")
     if memory_mib < image.min_memory_mib:
@@ -130,7 +131,7 @@ def _attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_p
     ports = []
     for position, nic in enumerate(nics, start=first_position):
         if nic.network.tenant_id not in (None, instance.tenant_id):
-            raise InvalidInstance("no such network")
+            raise NotFound("no such network")
         groups = security.check_groups(nic.security_groups, instance.tenant_id)
         port = network_services.create_port(network=nic.network)
         port.instance, port.position = instance, position
@@ -258,7 +259,7 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
         if image.disk_format != DiskFormat.ISO or image.status != ImageStatus.AVAILABLE:
             raise InvalidOperation(f"{image.name} is not an available ISO image")
         if image.tenant_id not in (None, instance.tenant_id) and image.visibility != Visibility.PUBLIC:
-            raise InvalidOperation("no such image")
+            raise NotFound("no such image")
     elif instance.cdrom_id is None:
         raise InvalidOperation("the CD-ROM drive is already empty")
     return request_operation(instance=instance, operation=Operation.MEDIA, user=user, image=image)
@@ -279,7 +280,7 @@ def attach_nic(*, instance: Instance, network: Network, address: str | None, use
 def detach_nic(*, instance: Instance, port: Port, user: AbstractBaseUser | None) -> InstanceAction:
     """Unplug one of the instance's NICs; its addresses are freed once it is out."""
     if port.instance_id != instance.pk:
-        raise InvalidOperation("no such NIC on this instance")
+        raise NotFound("no such NIC on this instance")
     return request_operation(instance=instance, operation=Operation.DETACH_NIC, user=user, port=port)
 
 

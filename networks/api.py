@@ -5,10 +5,11 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
+from cloudpanel.exceptions import NotFound
 from instances.choices import Status
 from instances.models import Instance
 from networks import security, services
@@ -131,7 +132,7 @@ class PortViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
         groups = list(SecurityGroup.objects.in_scope(self.scope).filter(pk__in=wanted,
                                                                         tenant_id=port.instance.tenant_id))
         if len(groups) != len(wanted):
-            raise ValidationError({"security_groups": ["No such security group."]})
+            raise NotFound("No such security group.")
         security.set_port_groups(port=port, groups=groups)
         return Response(PortSerializer(self.get_queryset().get(pk=port.pk)).data)
 
@@ -202,14 +203,14 @@ class SecurityRuleViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
         groups = SecurityGroup.objects.in_scope(self.scope)
         group = groups.filter(pk=values.pop("group")).first()
         if group is None:
-            raise ValidationError({"group": ["No such security group."]})
+            raise NotFound("No such security group.")
         audit.note(request, tenant=group.tenant, target=group)
         if not self.scope.can_change(group.tenant_id):
             raise PermissionDenied(READ_ONLY)
         if values["remote_group"] is not None:
             values["remote_group"] = groups.filter(pk=values["remote_group"], tenant_id=group.tenant_id).first()
             if values["remote_group"] is None:
-                raise ValidationError({"remote_group": ["No such security group."]})
+                raise NotFound("No such security group.")
         rule = security.add_rule(group=group, **values)
         return Response(SecurityRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 

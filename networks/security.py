@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
+from cloudpanel.exceptions import NotFound
 from hosts.tasks import queue_for
 from instances.choices import Status
 from networks import tasks
@@ -156,7 +157,7 @@ def add_rule(*, group: SecurityGroup, direction: str, ethertype: str = Ethertype
     if remote_cidr and remote_group is not None:
         raise InvalidRule("give a remote CIDR or a remote group, not both")
     if remote_group is not None and remote_group.tenant_id != group.tenant_id:
-        raise InvalidRule("no such security group")
+        raise NotFound("no such security group")
     rule = SecurityRule.objects.create(
         group=group, direction=direction, ethertype=ethertype, protocol=protocol, port_min=port_min,
         port_max=port_max, remote_cidr=_check_cidr(remote_cidr, ethertype), remote_group=remote_group,
@@ -176,7 +177,7 @@ def check_groups(groups: Iterable[SecurityGroup], tenant_id: int) -> list[Securi
     """Groups for a NIC of the tenant's: its own only (another tenant's reads as no such group)."""
     groups = list(groups)
     if any(group.tenant_id != tenant_id for group in groups):
-        raise InvalidRule("no such security group")
+        raise NotFound("no such security group")
     return groups
 
 

@@ -8,6 +8,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.api import ScopedViewSetMixin
+from cloudpanel.exceptions import NotFound
 from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.exports import audit_csv_rows
@@ -106,7 +107,7 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         tenant_id = data.validated_data.get("tenant") or (self.scope.tenant.pk if self.scope.tenant else None)
         tenant = Tenant.objects.in_scope(self.scope).filter(pk=tenant_id).first() if tenant_id else None
         if tenant is None:
-            raise ValidationError({"tenant": ["No such tenant."]})
+            raise NotFound("No such tenant.")
         audit.note(request, tenant=tenant)
         # Before looking the user up: only those who may add members learn whether a name exists.
         self._require_manager(tenant.pk)
@@ -156,8 +157,10 @@ class APITokenViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         if "tenant" in values:
             tenant = Tenant.objects.in_scope(self.scope).filter(pk=values["tenant"]).first() if values["tenant"] \
                 else None
-            if tenant is None and (values["tenant"] or not self.scope.admin):
-                raise ValidationError({"tenant": ["No such tenant."]})
+            if tenant is None and values["tenant"]:
+                raise NotFound("No such tenant.")
+            if tenant is None and not self.scope.admin:
+                raise ValidationError({"tenant": ["A token is bound to one of your tenants."]})
         token, key = services.create_api_token(user=request.user, name=values["name"], tenant=tenant,
                                                expires_at=values.get("expires_at"))
         audit.note(request, target=token, tenant=tenant)

@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cloudpanel.exceptions import NotFound
 from tenants.choices import Role
 from tenants.exceptions import InvalidMembership, InvalidTenant, InvalidToken
 from tenants.models import APIToken, Membership, Quota, Tenant
@@ -97,7 +98,7 @@ def create_api_token(*, user: AbstractBaseUser, name: str, tenant: Tenant | None
     if tenant is None and not user.is_staff:
         raise InvalidToken("a token is bound to one of your tenants")
     if tenant is not None and not user.is_staff and not Membership.objects.filter(user=user, tenant=tenant).exists():
-        raise InvalidToken("no such tenant")
+        raise NotFound("no such tenant")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidToken("the expiry must be in the future")
     key = secrets.token_hex(20)

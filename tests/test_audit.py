@@ -9,8 +9,11 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
 from cloudpanel.asgi import application
-from instances.choices import Status
+from instances.choices import Operation, Status
+from instances.lifecycle import SPECIAL
 from instances.models import Instance
+from networks.security import create_group
+from networks.services import create_network, create_port
 from tenants.choices import Role
 from tenants.models import AuditEvent
 from tests.conftest import token_client
@@ -26,16 +29,33 @@ def test_viewer_posting_any_operation_is_refused_audited_and_never_reaches_the_h
     instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
     api = token_client(viewer, tenant)
     client.force_login(viewer)
-    operations = ["start", "shutdown", "poweroff", "reboot", "suspend", "resume", "delete"]
-    with mock.patch("hosts.hypervisor.connection") as conn:
+    network = create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.70.0.0/24")
+    port = create_port(network=network)
+    port.instance = instance
+    port.save(update_fields=["instance"])
+    group = create_group(user=None, tenant=tenant, name="web")
+    operations = [op.value for op in Operation if op not in SPECIAL]
+    # every other change of the tenant's a viewer could try through the API: method, path, body
+    changes = [("post", f"/api/v1/instances/{instance.pk}/media/", {"image": None}),
+               ("post", f"/api/v1/instances/{instance.pk}/attach-nic/", {"network": network.pk}),
+               ("post", f"/api/v1/instances/{instance.pk}/detach-nic/", {"port": port.pk}),
+               ("delete", f"/api/v1/instances/{instance.pk}/", None),
+               ("patch", f"/api/v1/ports/{port.pk}/", {"security_groups": [group.pk]}),
+               ("post", "/api/v1/security-group-rules/", {"group": group.pk, "direction": "ingress"}),
+               ("delete", f"/api/v1/security-groups/{group.pk}/", None),
+               ("delete", f"/api/v1/networks/{network.pk}/", None)]
+    with mock.patch("hosts.hypervisor.connection") as conn, \
+            mock.patch("networks.tasks.sync_filters.apply_async") as filters:
         for operation in operations:
             assert api.post(f"/api/v1/instances/{instance.pk}/{operation}/").status_code == 403
             client.post(f"/instances/{instance.pk}/op/{operation}/")
-        assert api.delete(f"/api/v1/instances/{instance.pk}/").status_code == 403
+        for method, path, body in changes:
+            assert getattr(api, method)(path, body, format="json").status_code == 403, path
     conn.assert_not_called()
-    assert instance.actions.count() == 0
+    filters.assert_not_called()
+    assert instance.actions.count() == 0 and not port.security_groups.exists() and group.rules.count() == 2
     refused = AuditEvent.objects.filter(user=viewer, result="refused")
-    assert refused.count() == 2 * len(operations) + 1
+    assert refused.count() == 2 * len(operations) + len(changes)
     event = refused.filter(channel="api", action="instance.poweroff").get()
     assert (event.tenant, event.target_type, event.target_id, event.status_code) == (
         tenant, "instance", str(instance.pk), 403)

@@ -156,7 +156,7 @@ def test_other_tenants_instance_is_404_and_never_reaches_the_hypervisor(member_a
 def test_other_tenant_in_the_body_is_refused(member_api, host):
     foreign = make_tenant()
     response = create(member_api, tenant=foreign.pk)
-    assert response.status_code == 400 and "No such tenant" in str(response.json())
+    assert response.status_code == 404 and "No such tenant" in str(response.json())
 
 
 def test_viewer_can_read_but_not_operate(tenant, host):

@@ -328,22 +328,22 @@ MATRIX: dict[str, list[Case]] = {
     "api-host-probe": [Case("POST", "host", platform(A, 202))],
     "api-instance-list": [
         Case("GET", None, listing(A), marker="instance"),
-        Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=400),
+        Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=404),
              body=instance_body),
         # Into one's own tenant, from the other tenant's image or template: no such image (for admins too).
         *[Case("POST", None, lambda role, which: (
-            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(400) if which == OTHER
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(404) if which == OTHER
             else Cell(202, effect=True)), body=lambda w, x, key=key, field=field: {
                 "name": "matrix", field: w[x][key].pk, "boot_source": "image", "vcpus": 1, "memory_mib": 64,
                 "tenant": w[OWN]["tenant"].pk}) for key, field in (("disk", "image"), ("template", "template"))],
         Case("POST", None, lambda role, which: (
-            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(400) if which == OTHER
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(404) if which == OTHER
             else Cell(202, effect=True)), body=lambda w, x: {
                 "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
                 "networks": [{"network": w[x]["network"].pk}]}),
         # A NIC on one's own network in the other tenant's security group: no such group (for admins too).
         Case("POST", None, lambda role, which: (
-            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(400) if which == OTHER
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(404) if which == OTHER
             else Cell(202, effect=True)), body=lambda w, x: {
                 "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
                 "networks": [{"network": w[OWN]["network"].pk, "security_groups": [w[x]["group"].pk]}]}),
@@ -360,19 +360,19 @@ MATRIX: dict[str, list[Case]] = {
     "api-action-list": [Case("GET", None, listing(A), marker="action")],
     "api-image-list": [
         Case("GET", None, listing(A), marker="image"),
-        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
              body=lambda w, x: {"name": "matrix", "size": 10, "tenant": w[x]["tenant"].pk}),
     ],
     "api-image-detail": [Case("GET", "image", read(A)), Case("DELETE", "image", operate(A, 204))],
     "api-template-list": [
         Case("GET", None, listing(A), marker="template"),
-        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
              body=lambda w, x: {"name": "matrix", "image": w[x]["disk"].pk, "tenant": w[x]["tenant"].pk,
                                 "disk_gib": 1}),
     ],
     "api-network-list": [
         Case("GET", None, listing(A), marker="network"),
-        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
              body=lambda w, x: {"name": "matrix", "cidr": "10.201.0.0/24", "tenant": w[x]["tenant"].pk}),
     ],
     # The world's network has a NIC on it: in use, so a delete is a 409 for those who may try.
@@ -388,7 +388,7 @@ MATRIX: dict[str, list[Case]] = {
                             "security_groups": [w[x]["group"].pk]})],
     "api-security-group-list": [
         Case("GET", None, listing(A), marker="group"),
-        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=400),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
              body=lambda w, x: {"name": "matrix", "tenant": w[x]["tenant"].pk}),
     ],
     # The world's NIC is in its group: in use, so a delete is a 409 for those who may try.
@@ -398,7 +398,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-security-rule-list": [
         Case("GET", None, listing(A), marker="rule"),
         Case("POST", None, lambda role, which: (
-            anon(A) if role == ANON else Cell(400) if which == OTHER and role != ADMIN
+            anon(A) if role == ANON else Cell(404) if which == OTHER and role != ADMIN
             else Cell(403) if role == VIEWER else Cell(201)), body=lambda w, x: {
                 "group": w[x]["group"].pk, "direction": "ingress", "protocol": "tcp", "port_min": 22}),
     ],
@@ -420,7 +420,7 @@ MATRIX: dict[str, list[Case]] = {
     ],
     "api-member-list": [
         Case("GET", None, listing(A), marker="membership"),
-        Case("POST", None, create_in(A, 201, roles=(TADMIN,), refused_own=403, refused_other=400),
+        Case("POST", None, create_in(A, 201, roles=(TADMIN,), refused_own=403, refused_other=404),
              body=lambda w, x: {"tenant": w[x]["tenant"].pk, "username": w["outsider"].username}),
     ],
     "api-member-detail": [Case("GET", "membership", read(A)),

@@ -73,7 +73,7 @@ def test_another_tenants_network_is_not_there_and_shared_ones_are(member_api, ad
     assert names == {"public"}
     refused = member_api.post("/api/v1/instances/", {"name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
                                                      "networks": [{"network": theirs["id"]}]}, format="json")
-    assert refused.status_code == 400 and "No such network" in str(refused.json())
+    assert refused.status_code == 404 and "No such network" in str(refused.json())
     on_shared = member_api.post("/api/v1/instances/", {"name": "y", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
                                                        "networks": [{"network": shared["id"]}]}, format="json")
     assert on_shared.status_code == 202, on_shared.content
@@ -98,7 +98,7 @@ def test_a_nic_that_cannot_be_plugged_in_gives_its_address_back(member_api, host
     # Unplugging a NIC of another instance is refused without touching it
     other = member_api.post(f"/api/v1/instances/{created['instance']}/detach-nic/", {"port": 999999},
                             format="json")
-    assert other.status_code == 400 and "No such NIC" in str(other.json())
+    assert other.status_code == 404 and "No such NIC" in str(other.json())
 
 
 def test_network_and_public_address_quotas(member_api, admin_api, tenant, host):

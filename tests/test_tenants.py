@@ -295,7 +295,7 @@ def test_token_api_returns_the_key_once_and_binds_it_to_one_of_your_tenants(memb
     assert "key" not in listed and listed["state"] == "active"
     other = make_tenant()
     response = api.post("/api/v1/tokens/", {"name": "x", "tenant": other.pk}, format="json")
-    assert response.status_code == 400 and "No such tenant" in str(response.json())
+    assert response.status_code == 404 and "No such tenant" in str(response.json())
     response = api.post("/api/v1/tokens/", {"name": "x", "tenant": None}, format="json")
     assert response.status_code == 400
     response = api.post("/api/v1/tokens/", {"name": "x", "expires_at": "2001-01-01T00:00:00Z"}, format="json")
