@@ -8,6 +8,7 @@ Domain XML is built from a typed spec by one pure builder per technology.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import logging
 import os
@@ -19,8 +20,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
-
-import libvirt
 
 from hosts.domain_xml import (
     Accelerator,
@@ -39,6 +38,24 @@ from hosts.domain_xml import (
 from hosts.network_xml import DhcpHost, dhcp_host_xml
 
 log = logging.getLogger(__name__)
+
+
+class _OnFirstUse:
+    """Stands in for libvirt until first used, then imports it and takes its place here.
+
+    The web process loads this module but calls libvirt only for consoles: one that never opens
+    a console never maps the library (some 11 MiB). Python's import lock makes the first use safe
+    from several threads at once.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        import libvirt as module
+
+        globals()["libvirt"] = module
+        return getattr(module, name)
+
+
+libvirt = _OnFirstUse()
 
 
 class HypervisorError(Exception):
@@ -63,16 +80,22 @@ class PowerState(enum.StrEnum):
     SUSPENDED = "suspended"
 
 
-_STATE_MAP = {
-    libvirt.VIR_DOMAIN_NOSTATE: PowerState.STOPPED,
-    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
-    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
-}
+@functools.cache
+def _state_map() -> dict[int, PowerState]:
+    return {
+        libvirt.VIR_DOMAIN_NOSTATE: PowerState.STOPPED,
+        libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+        libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+        libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+        libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+    }
+
+
+def _power_state(dom: libvirt.virDomain) -> PowerState:
+    return _state_map().get(dom.state()[0], PowerState.STOPPED)
 
 _SCHEME_TECHNOLOGY = {
     "qemu": Technology.QEMU,
@@ -378,14 +401,14 @@ def define_and_start(uri: str, xml: str) -> PowerState:
         dom = conn.defineXML(xml)
         if not dom.isActive():  # a redelivered create finds it running
             dom.create()
-        return _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+        return _power_state(dom)
 
 
 def state(uri: str, domain_uuid: str) -> PowerState:
     """The domain's current power state."""
     dom = _domain(uri, domain_uuid)
     with _errors(uri):
-        return _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+        return _power_state(dom)
 
 
 def start(uri: str, domain_uuid: str) -> PowerState:
@@ -656,7 +679,7 @@ def all_states(uri: str) -> dict[str, PowerState]:
     conn = connection(uri)
     with _errors(uri):
         return {
-            dom.UUIDString(): _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+            dom.UUIDString(): _power_state(dom)
             for dom in conn.listAllDomains(0)
         }
 
@@ -673,17 +696,19 @@ class LifecycleEvent:
     observed_at: datetime
 
 
-_EVENT_NAMES = {
-    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
-    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
-    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
-}
+@functools.cache
+def _event_names() -> dict[int, str]:
+    return {
+        libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+        libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+        libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+        libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+        libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+        libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+        libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+        libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+    }
 
 
 def watch_lifecycle(uri: str, callback: Callable[[LifecycleEvent], None]) -> int:
@@ -698,11 +723,11 @@ def watch_lifecycle(uri: str, callback: Callable[[LifecycleEvent], None]) -> int
         # Read the time before the state: the observation is no newer than this.
         observed_at = datetime.now(UTC)
         try:
-            current: PowerState | None = _STATE_MAP.get(dom.state()[0], PowerState.STOPPED)
+            current: PowerState | None = _power_state(dom)
         except libvirt.libvirtError:
             current = None  # undefined in the meantime
         try:
-            callback(LifecycleEvent(uri, dom.UUIDString(), current, _EVENT_NAMES.get(event, str(event)),
+            callback(LifecycleEvent(uri, dom.UUIDString(), current, _event_names().get(event, str(event)),
                                     observed_at))
         except Exception:
             log.exception("lifecycle callback failed for %s", uri)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
-import pycdlib
 import yaml
 
 from images.exceptions import UnsafeImage
@@ -92,10 +91,12 @@ def compose_user_data(*, hostname: str, ssh_keys: list[str], password_hash: str 
 
 @dataclass(frozen=True)
 class NicConfig:
-    """What the guest needs to know of one NIC: its MAC, and for a network without CloudPanel's DHCP
-    (bridged, VLAN) its addresses ("10.0.0.5/24"), gateway and DNS servers."""
+    """What the guest needs to know of one NIC: its MAC, whether DHCP gives it its IPv4 address, and the
+    addresses it sets itself ("10.0.0.5/24", "fd00::5/64"), with a gateway and DNS servers where no
+    DHCP server tells it those."""
 
     mac: str
+    dhcp4: bool = True
     static: tuple[str, ...] = ()
     gateway: str = ""
     dns: tuple[str, ...] = ()
@@ -103,20 +104,21 @@ class NicConfig:
 
 def network_config(nics: list[NicConfig]) -> dict:
     """cloud-init's network-config (version 2): each NIC matched by its MAC, DHCP where CloudPanel's DHCP
-    server pins its address, static where no such server runs; DHCP on every NIC if none is known."""
+    server pins its IPv4 address, static addresses where no such server runs and for IPv6 (DHCPv6 cannot
+    pin an address to a MAC); DHCP on every NIC if none is known."""
     if not nics:
         return NETWORK_CONFIG
     ethernets = {}
     for index, nic in enumerate(nics):
         entry: dict = {"match": {"macaddress": nic.mac}, "set-name": f"eth{index}"}
+        if nic.dhcp4:
+            entry["dhcp4"] = True
         if nic.static:
             entry["addresses"] = list(nic.static)
-            if nic.gateway:
-                entry["routes"] = [{"to": "default", "via": nic.gateway}]
-            if nic.dns:
-                entry["nameservers"] = {"addresses": list(nic.dns)}
-        else:
-            entry["dhcp4"] = True
+        if nic.gateway:
+            entry["routes"] = [{"to": "default", "via": nic.gateway}]
+        if nic.dns:
+            entry["nameservers"] = {"addresses": list(nic.dns)}
         ethernets[f"eth{index}"] = entry
     return {"version": 2, "ethernets": ethernets}
 
@@ -127,6 +129,8 @@ def meta_data(*, instance_id: str, hostname: str) -> str:
 
 def build_seed(*, meta: str, user: str, network: dict = NETWORK_CONFIG) -> bytes:
     """The NoCloud seed as an ISO 9660 image (Rock Ridge and Joliet names), volume label "cidata"."""
+    import pycdlib  # only workers build seeds: the web process is spared the library
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
     files = {"meta-data": meta, "user-data": user, "network-config": yaml.safe_dump(network, sort_keys=False)}

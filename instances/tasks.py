@@ -49,17 +49,19 @@ def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:
 
 
 def _nic_configs(instance: Instance) -> list[cloudinit.NicConfig]:
-    """The guest's view of its NICs: DHCP where CloudPanel pins the address, static on bridged networks."""
+    """The guest's view of its NICs: IPv4 by DHCP where CloudPanel pins the address, static on bridged
+    networks; IPv6 always static (DHCPv6 cannot pin an address to a MAC), its route by router advertisement."""
     configs = []
     for port in instance.ports.select_related("network").prefetch_related("addresses__subnet"):
+        addresses = sorted(port.addresses.all(), key=lambda a: a.subnet.version)
+        v4 = [a for a in addresses if a.subnet.version == 4]
+        cidrs = {a.subnet.version: f"{a.address}/{a.subnet.ip_network.prefixlen}" for a in addresses}
         if port.network.kind in (NetworkKind.BRIDGE, NetworkKind.VLAN):
-            addresses = [a for a in port.addresses.all() if a.subnet.version == 4]
             configs.append(cloudinit.NicConfig(
-                mac=port.mac, static=tuple(f"{a.address}/{a.subnet.ip_network.prefixlen}" for a in addresses),
-                gateway=addresses[0].subnet.gateway if addresses else "",
+                mac=port.mac, dhcp4=False, static=tuple(cidrs.values()), gateway=v4[0].subnet.gateway if v4 else "",
                 dns=tuple(s for s in port.network.dns_servers.split(",") if s)))
         else:
-            configs.append(cloudinit.NicConfig(mac=port.mac))
+            configs.append(cloudinit.NicConfig(mac=port.mac, static=(cidrs[6],) if 6 in cidrs else ()))
     return configs
 
 

@@ -126,14 +126,17 @@ def test_the_seed_tells_the_guest_dhcp_on_pinned_networks_and_static_addresses_o
     from instances.tasks import _nic_configs
     from networks.services import create_network
 
-    nat = create_network(user=member, tenant=tenant, name="nat", kind="nat", cidr="10.90.0.0/24")
+    nat = create_network(user=member, tenant=tenant, name="nat", kind="nat", cidr="10.90.0.0/24",
+                         ipv6_cidr="fd00:90::/64")
     bridged = create_network(user=member, tenant=tenant, name="outside", kind="bridge", bridge="br0",
                              cidr="192.0.2.0/24", gateway="192.0.2.254", dns_servers="192.0.2.53")
     action = instance_services.create_instance(user=member, tenant=tenant, name="two-nics", vcpus=1, memory_mib=64,
                                                kernel="/k", nics=[(nat, None), (bridged, "192.0.2.10")])
     ports = list(Instance.objects.get(pk=action.instance_id).ports.order_by("position"))
     config = cloudinit.network_config(_nic_configs(Instance.objects.get(pk=action.instance_id)))
-    assert config["ethernets"]["eth0"] == {"match": {"macaddress": ports[0].mac}, "set-name": "eth0", "dhcp4": True}
+    # IPv4 by the DHCP server that pins it, IPv6 as allocated (DHCPv6 cannot pin an address to a MAC)
+    assert config["ethernets"]["eth0"] == {"match": {"macaddress": ports[0].mac}, "set-name": "eth0", "dhcp4": True,
+                                           "addresses": ["fd00:90::2/64"]}
     assert config["ethernets"]["eth1"] == {
         "match": {"macaddress": ports[1].mac}, "set-name": "eth1", "addresses": ["192.0.2.10/24"],
         "routes": [{"to": "default", "via": "192.0.2.254"}], "nameservers": {"addresses": ["192.0.2.53"]}}
