@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "instances",
     "images",
     "networks",
+    "billing",
 ]
 
 MIDDLEWARE = [
@@ -237,6 +238,14 @@ LOGGING = {
 }
 
 # Limits of a new tenant; an absent or null limit is unlimited. Admins change them per tenant.
+# Billing: a month is invoiced this long after it ends (late events still land in it); a tenant without usage
+# gets no invoice unless zero invoices are wanted.
+CLOUDPANEL_BILLING_GRACE_HOURS = int(os.environ.get("CLOUDPANEL_BILLING_GRACE_HOURS", "48"))
+CLOUDPANEL_BILLING_ZERO_INVOICES = _env_bool("CLOUDPANEL_BILLING_ZERO_INVOICES", False)
+# Closed months are invoiced and their invoices issued (numbered, immutable) without an admin's click.
+CLOUDPANEL_BILLING_AUTO_ISSUE = _env_bool("CLOUDPANEL_BILLING_AUTO_ISSUE", True)
+# How often the listener has usage metered and closed months invoiced.
+CLOUDPANEL_BILLING_SECONDS = int(os.environ.get("CLOUDPANEL_BILLING_SECONDS", "600"))
 CLOUDPANEL_DEFAULT_QUOTA = {
     "instances": int(os.environ.get("CLOUDPANEL_QUOTA_INSTANCES", "20")),
     "vcpus": int(os.environ.get("CLOUDPANEL_QUOTA_VCPUS", "40")),

@@ -14,6 +14,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
+from billing.tasks import close_books
 from hosts import hypervisor, services
 from hosts.models import Host
 from hosts.tasks import probe_host, reconcile_host
@@ -79,6 +80,7 @@ class Listener:
         """Loop until stop is set."""
         next_scan = 0.0
         next_reconcile = time.monotonic() + self.reconcile_seconds  # watching a host reconciles it first
+        next_billing = time.monotonic() + self.reconcile_seconds
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
@@ -91,6 +93,9 @@ class Listener:
                         reconcile_host(host_id)
                     expire_stale_images.delay()  # the same safety net for the image library, in a worker
                     next_reconcile = now + self.reconcile_seconds
+                if now >= next_billing:
+                    close_books.delay()  # meter usage, invoice closed months: in a worker
+                    next_billing = now + settings.CLOUDPANEL_BILLING_SECONDS
                 self._drain(timeout=0.2)
             except Exception:
                 log.exception("listener loop failed; retrying")

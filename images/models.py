@@ -32,6 +32,8 @@ class Image(models.Model):
     status = models.CharField(max_length=12, choices=ImageStatus.choices, default=ImageStatus.UPLOADING)
     status_reason = models.TextField(blank=True)
     os_type = models.CharField(max_length=10, choices=OsType.choices, default=OsType.LINUX)
+    licensed = models.BooleanField(default=False, help_text="Instances from it pay their rate plan's licence "
+                                                            "price for every hour they run.")
     min_disk_gib = models.PositiveIntegerField(default=0)
     min_memory_mib = models.PositiveIntegerField(default=0)
     # Where the bytes came from: an upload's file name (shown, never used as a path) or a URL.

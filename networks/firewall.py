@@ -17,6 +17,7 @@ from django.db import transaction
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.nwfilter_xml import FilterRule, PortFilter, port_filter_xml
+from instances import events
 from instances.choices import Status
 from networks.choices import Direction, Ethertype, FilterStatus
 from networks.models import Allocation, Port
@@ -100,6 +101,7 @@ def sync(port_id: int) -> None:
             _record(port, FilterStatus.FAILED, str(exc))
         else:
             _record(port, FilterStatus.ACTIVE if wanted else FilterStatus.NONE)
+        events.publish_on_commit(instance)  # pages showing the instance refresh its NICs
 
 
 def remove(port: Port, host: Host) -> None:

@@ -1,0 +1,185 @@
+"""Metering: what each billable resource used, hour by hour, written to the usage ledger idempotently.
+
+Each meter source turns a resource's history into spans (a size used from one second to
+another): an instance's vCPUs, RAM and licence while it runs (or is paused: it holds them),
+and its disk from its first start to its deletion, all from the instance state history; a
+public address while a NIC holds it. A new billable item plugs in as another source.
+
+Spans are cut into hours, in whole seconds. For each resource, meter and hour the ledger
+gets a new revision only when the count differs from the sum of what it already holds, so
+metering again never counts twice, a late event lands in its own hour (an invoiced month's
+correction is counted by the next invoice), and two concurrent runs cannot both write a
+revision (the second one's insert fails on the unique key and it counts again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q, Sum
+from django.utils import timezone
+
+from billing.choices import Meter
+from billing.invoicing import lock_ledger
+from billing.models import AddressHold, RateVersion, TenantBilling, UsageRecord
+from instances.choices import Status
+from instances.models import Instance
+
+log = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+BILLED_WHILE_RUNNING = {Status.RUNNING, Status.PAUSED}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A resource used `size` units per second (vCPUs, MiB of RAM, GiB of disk, 1) from start to end."""
+
+    meter: str
+    size: int
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Resource:
+    tenant_id: int
+    resource_type: str
+    resource_id: int
+    name: str
+    spans: tuple[Span, ...]
+
+
+def whole_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def hours(start: datetime, end: datetime) -> Iterator[tuple[datetime, int]]:
+    """(hour, seconds in it) from start to end."""
+    moment = whole_second(start)
+    end = whole_second(end)
+    while moment < end:
+        hour = moment.replace(minute=0, second=0)
+        upto = min(hour + HOUR, end)
+        yield hour, int((upto - moment).total_seconds())
+        moment = upto
+
+
+def _instance(instance: Instance, until: datetime) -> Resource:
+    """Running spans from the state history (vCPUs, RAM, licence), and the disk from its first start to its
+    deletion."""
+    running: list[tuple[datetime, datetime]] = []
+    since = None
+    first_start = None
+    for to_status, at in instance.state_changes.order_by("at", "id").values_list("to_status", "at"):
+        if to_status in BILLED_WHILE_RUNNING:
+            first_start = first_start or at
+            since = since or at
+        elif since is not None:
+            running.append((since, at))
+            since = None
+    end = min(until, instance.deleted_at) if instance.deleted_at else until
+    if since is not None:
+        running.append((since, end))
+    spans = []
+    for start, stop in running:
+        spans += [Span(Meter.VCPU, instance.vcpus, start, stop), Span(Meter.RAM, instance.memory_mib, start, stop)]
+        if instance.image is not None and instance.image.licensed:
+            spans.append(Span(Meter.LICENCE, 1, start, stop))
+    if instance.disk_gib and first_start is not None:
+        spans.append(Span(Meter.DISK, instance.disk_gib, first_start, end))
+    return Resource(instance.tenant_id, "instance", instance.pk, instance.name, tuple(spans))
+
+
+def instance_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
+    """Every instance of the tenants that existed in the window."""
+    instances = (Instance.objects.filter(tenant_id__in=tenant_ids, created_at__lt=until)
+                 .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since)).select_related("image"))
+    for instance in instances.iterator():
+        yield _instance(instance, until)
+
+
+def address_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
+    """Every public address the tenants held in the window."""
+    holds = AddressHold.objects.filter(tenant_id__in=tenant_ids, started_at__lt=until).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gt=since))
+    for hold in holds.iterator():
+        span = Span(Meter.ADDRESS, 1, hold.started_at, min(hold.ended_at or until, until))
+        yield Resource(hold.tenant_id, "address", hold.allocation_id, f"{hold.address} ({hold.network_name})",
+                       (span,))
+
+
+SOURCES: tuple[Callable[[set[int], datetime, datetime], Iterable[Resource]], ...] = (
+    instance_resources, address_resources)
+
+
+def _rates(plan_ids: set[int]) -> dict[int, list[RateVersion]]:
+    versions: dict[int, list[RateVersion]] = defaultdict(list)
+    for version in RateVersion.objects.filter(plan_id__in=plan_ids).order_by("effective_from"):
+        versions[version.plan_id].append(version)
+    return versions
+
+
+def _rate_at(versions: list[RateVersion], moment: datetime) -> RateVersion | None:
+    current = None
+    for version in versions:
+        if version.effective_from > moment:
+            break
+        current = version
+    return current
+
+
+def _record(resource: Resource, since: datetime, until: datetime, versions: list[RateVersion]) -> int:
+    """Bring the ledger's counts of the resource within the window in line with its spans; returns the
+    number of revisions written."""
+    wanted: dict[tuple[str, datetime], int] = defaultdict(int)
+    for span in resource.spans:
+        for hour, seconds in hours(max(span.start, since), min(span.end, until)):
+            wanted[(span.meter, hour)] += seconds * span.size
+    held = {(row["meter"], row["interval_start"]): (row["units"], row["last"]) for row in
+            UsageRecord.objects.filter(resource_type=resource.resource_type, resource_id=resource.resource_id,
+                                       interval_start__gte=since, interval_start__lt=until)
+            .values("meter", "interval_start").annotate(units=Sum("units"), last=Max("revision"))}
+    revisions = []
+    for key in wanted.keys() | held.keys():
+        units, last = held.get(key, (0, 0))
+        delta = wanted.get(key, 0) - units
+        rate = _rate_at(versions, key[1])
+        if delta and rate is not None:
+            revisions.append(UsageRecord(
+                tenant_id=resource.tenant_id, resource_type=resource.resource_type,
+                resource_id=resource.resource_id, resource_name=resource.name[:100], meter=key[0],
+                interval_start=key[1], revision=last + 1, units=delta, rate=rate))
+    UsageRecord.objects.bulk_create(revisions)
+    return len(revisions)
+
+
+def meter(*, since: datetime | None = None, until: datetime | None = None, tenant_ids: set[int] | None = None
+          ) -> int:
+    """Meter every billed tenant's resources from since to until (whole hours; by default from the start of
+    the previous month to the last full hour). Returns the number of ledger revisions written."""
+    until = until or timezone.now().replace(minute=0, second=0, microsecond=0)
+    if since is None:
+        this_month = until.replace(day=1, hour=0)
+        since = (this_month - timedelta(days=1)).replace(day=1)
+    billing = TenantBilling.objects.all() if tenant_ids is None else TenantBilling.objects.filter(
+        tenant_id__in=tenant_ids)
+    plan_of = dict(billing.values_list("tenant_id", "plan_id"))
+    rates = _rates(set(plan_of.values()))
+    written = 0
+    for source in SOURCES:
+        for resource in source(set(plan_of), since, until):
+            for attempt in (1, 2):
+                try:
+                    with transaction.atomic():
+                        lock_ledger(shared=True)
+                        written += _record(resource, since, until, rates[plan_of[resource.tenant_id]])
+                    break
+                except IntegrityError:  # another run wrote the same revision: count again against it
+                    if attempt == 2:
+                        raise
+    return written
