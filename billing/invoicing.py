@@ -131,7 +131,7 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
         billed = billed.filter(tenant_id__in=tenant_ids)
     # Locked, so runs of the same tenants take turns; a tenant already invoiced for this month or a later
     # one is left out (months are invoiced in order: a later invoice counted what came before).
-    todo = {b.tenant_id: b for b in billed if b.counted_end is None or b.counted_end < end}
+    todo = {b.tenant_id: b for b in billed if (b.counted_end is None or b.counted_end < end) and b.billed_from < end}
     done = set(Invoice.objects.filter(kind=InvoiceKind.INVOICE, period_start=start, tenant_id__in=todo)
                .exclude(status=InvoiceStatus.VOID).values_list("tenant_id", flat=True))
     todo = {tenant: b for tenant, b in todo.items() if tenant not in done}
@@ -205,13 +205,15 @@ def mark_paid(*, invoice: Invoice) -> Invoice:
 
 @transaction.atomic
 def void(*, invoice: Invoice) -> Invoice:
-    """Cancel the tenant's latest invoice while it is issued and unpaid: it keeps its number, and what it
-    counted is counted again by a new invoice of its month. Earlier or paid invoices are corrected by a
-    credit note."""
+    """Cancel the tenant's latest invoice while it is issued, unpaid and not credited: it keeps its number,
+    and what it counted is counted again by the next invoice run (a new invoice of its month, if it was
+    last month's; else as adjustments on the next one). Earlier or paid invoices get a credit note."""
     billing = TenantBilling.objects.select_for_update().get(tenant_id=invoice.tenant_id)
     invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
     if invoice.status != InvoiceStatus.ISSUED or invoice.kind != InvoiceKind.INVOICE:
         raise InvoiceState("only an issued, unpaid invoice can be voided; a paid one is corrected by a credit note")
+    if invoice.credit_notes.exists():
+        raise InvoiceState(f"{invoice.display_number} is credited already")
     if billing.counted_end != invoice.period_end:
         raise InvoiceState("only the latest invoice can be voided; correct an earlier one with a credit note")
     billing.counted_through, billing.counted_end = invoice.prior_through, invoice.prior_end

@@ -88,7 +88,7 @@ def _instance(instance: Instance, until: datetime) -> Resource:
     spans = []
     for start, stop in running:
         spans += [Span(Meter.VCPU, instance.vcpus, start, stop), Span(Meter.RAM, instance.memory_mib, start, stop)]
-        if instance.image is not None and instance.image.licensed:
+        if instance.licensed:
             spans.append(Span(Meter.LICENCE, 1, start, stop))
     if instance.disk_gib and first_start is not None:
         spans.append(Span(Meter.DISK, instance.disk_gib, first_start, end))
@@ -98,7 +98,7 @@ def _instance(instance: Instance, until: datetime) -> Resource:
 def instance_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
     """Every instance of the tenants that existed in the window."""
     instances = (Instance.objects.filter(tenant_id__in=tenant_ids, created_at__lt=until)
-                 .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since)).select_related("image"))
+                 .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since)))
     for instance in instances.iterator():
         yield _instance(instance, until)
 
@@ -168,7 +168,9 @@ def meter(*, since: datetime | None = None, until: datetime | None = None, tenan
         since = (this_month - timedelta(days=1)).replace(day=1)
     billing = TenantBilling.objects.all() if tenant_ids is None else TenantBilling.objects.filter(
         tenant_id__in=tenant_ids)
-    plan_of = dict(billing.values_list("tenant_id", "plan_id"))
+    plan_of, start_of = {}, {}
+    for tenant_id, plan_id, billed_from in billing.values_list("tenant_id", "plan_id", "billed_from"):
+        plan_of[tenant_id], start_of[tenant_id] = plan_id, max(since, billed_from)
     rates = _rates(set(plan_of.values()))
     written = 0
     for source in SOURCES:
@@ -177,7 +179,8 @@ def meter(*, since: datetime | None = None, until: datetime | None = None, tenan
                 try:
                     with transaction.atomic():
                         lock_ledger(shared=True)
-                        written += _record(resource, since, until, rates[plan_of[resource.tenant_id]])
+                        written += _record(resource, start_of[resource.tenant_id], until,
+                                           rates[plan_of[resource.tenant_id]])
                     break
                 except IntegrityError:  # another run wrote the same revision: count again against it
                     if attempt == 2:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
 from cloudpanel.scoping import TenantScopedQuerySet
@@ -68,6 +69,8 @@ class TenantBilling(models.Model):
     plan = models.ForeignKey(RatePlan, on_delete=models.PROTECT, related_name="tenants")
     tax_rate = models.DecimalField(max_digits=6, decimal_places=4, default=Decimal(0),
                                    validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))])
+    billed_from = models.DateTimeField(default=timezone.now,
+                                       help_text="Usage before this is not billed (when the tenant got a plan).")
     # What the tenant's latest (not void) invoice counted: its ledger_through and its period's end.
     counted_through = models.BigIntegerField(default=0)
     counted_end = models.DateTimeField(null=True, blank=True)

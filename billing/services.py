@@ -73,12 +73,16 @@ def create_plan(*, name: str, currency: str, effective_from: datetime, descripti
     return plan
 
 
-def set_tenant_billing(*, tenant: Tenant, plan: RatePlan, tax_rate: object = 0) -> TenantBilling:
+def set_tenant_billing(*, tenant: Tenant, plan: RatePlan, tax_rate: object = 0,
+                       billed_from: datetime | None = None) -> TenantBilling:
+    """The tenant's plan and tax rate. Its usage is billed from when it first got a plan (or billed_from)."""
     try:
         rate = Decimal(str(tax_rate))
     except (InvalidOperation, ValueError):
         raise InvalidBilling("the tax rate is a decimal number, like 0.2 for 20 %") from None
     if not rate.is_finite() or not 0 <= rate <= 1 or rate != rate.quantize(Decimal("0.0001")):
         raise InvalidBilling("the tax rate lies between 0 and 1 (0.2 for 20 %), with at most 4 decimal places")
-    billing, _ = TenantBilling.objects.update_or_create(tenant=tenant, defaults={"plan": plan, "tax_rate": rate})
+    billing, _ = TenantBilling.objects.update_or_create(
+        tenant=tenant, defaults={"plan": plan, "tax_rate": rate},
+        create_defaults={"plan": plan, "tax_rate": rate, **({"billed_from": billed_from} if billed_from else {})})
     return billing

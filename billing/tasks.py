@@ -7,7 +7,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import invoicing, metering
+from billing.choices import InvoiceKind, InvoiceStatus
 from billing.exceptions import PeriodOpen
+from billing.models import Invoice
 
 
 @shared_task
@@ -18,9 +20,10 @@ def close_books() -> None:
     now = timezone.now()
     last_month = invoicing.month_bounds(now.year, now.month)[0] - timedelta(days=1)
     try:
-        drafts = invoicing.invoice_month(year=last_month.year, month=last_month.month, now=now)
+        invoicing.invoice_month(year=last_month.year, month=last_month.month, now=now)
     except PeriodOpen:
         return
-    if settings.CLOUDPANEL_BILLING_AUTO_ISSUE:
-        for draft in drafts:
+    if settings.CLOUDPANEL_BILLING_AUTO_ISSUE:  # this run's drafts, and any an interrupted run left
+        for draft in Invoice.objects.filter(kind=InvoiceKind.INVOICE, status=InvoiceStatus.DRAFT,
+                                            period_end__lte=invoicing.month_bounds(now.year, now.month)[0]):
             invoicing.issue(invoice=draft)

@@ -538,19 +538,18 @@ def set_interface_filter(uri: str, domain_uuid: str, mac: str, filter_name: str)
         if dom.isActive():
             scopes.append((0, libvirt.VIR_DOMAIN_AFFECT_LIVE))
         for xml_flags, affect in scopes:
-            for interface in ET.fromstring(dom.XMLDesc(xml_flags)).findall("devices/interface"):
-                mac_element = interface.find("mac")
-                if mac_element is None or mac_element.get("address") != mac:
-                    continue
-                current = interface.find("filterref")
-                if (current.get("filter") if current is not None else "") == filter_name:
-                    break
-                if current is not None:
-                    interface.remove(current)
-                if filter_name:
-                    ET.SubElement(interface, "filterref", filter=filter_name)
-                dom.updateDeviceFlags(ET.tostring(interface, encoding="unicode"), affect)
-                break
+            interface = next((i for i in ET.fromstring(dom.XMLDesc(xml_flags)).findall("devices/interface")
+                              if i.find("mac") is not None and i.find("mac").get("address") == mac), None)
+            if interface is None:
+                raise HypervisorError(f"the domain has no NIC {mac}")
+            current = interface.find("filterref")
+            if (current.get("filter") if current is not None else "") == filter_name:
+                continue
+            if current is not None:
+                interface.remove(current)
+            if filter_name:
+                ET.SubElement(interface, "filterref", filter=filter_name)
+            dom.updateDeviceFlags(ET.tostring(interface, encoding="unicode"), affect)
 
 
 def change_media(uri: str, domain_uuid: str, path: str) -> None:

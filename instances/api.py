@@ -66,12 +66,12 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
                 values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
                 if values[key] is None:
                     raise NotFound(f"No such {key}.")
-        values["nics"] = [self._nic(wanted, tenant.pk, "networks") for wanted in values.pop("networks", [])]
+        values["nics"] = [self._nic(wanted, tenant.pk) for wanted in values.pop("networks", [])]
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
-    def _nic(self, wanted: dict, tenant_id: int, field: str) -> services.NicRequest:
+    def _nic(self, wanted: dict, tenant_id: int) -> services.NicRequest:
         """A NIC asked for in a body: another tenant's network or security group reads as no such thing."""
         network = Network.objects.visible_to(self.scope).filter(pk=wanted["network"]).first()
         if network is None:
@@ -110,7 +110,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             raise PermissionDenied(READ_ONLY)
         data = NicRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        nic = self._nic(data.validated_data, instance.tenant_id, "network")
+        nic = self._nic(data.validated_data, instance.tenant_id)
         act = services.attach_nic(instance=instance, network=nic.network, address=nic.address,
                                   security_groups=nic.security_groups, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)

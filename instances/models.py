@@ -47,6 +47,8 @@ class Instance(models.Model):
     cdrom = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
                               related_name="cdrom_instances")
     # cloud-init user-data for the NoCloud seed attached at creation (empty: no seed).
+    # Whether its image was licensed when it was made: what the licence meter bills, whatever becomes of the image.
+    licensed = models.BooleanField(default=False)
     user_data = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     # NULL means idle: compare-and-set claims filter on task_state IS NULL.

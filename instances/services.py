@@ -192,6 +192,7 @@ def create_instance(
         boot_source=boot_source, kernel=kernel, initrd=initrd, cmdline=cmdline, boot_disk=boot_disk,
         init=init, created_by=user, task_state=TaskState.CREATING, task_started_at=timezone.now(),
         image=image, template=template, cdrom=image if iso else None, user_data=user_data,
+        licensed=image is not None and image.licensed,
     )
     try:
         instance.clean_fields(exclude=["host", "tenant", "created_by"])

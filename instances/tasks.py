@@ -22,6 +22,7 @@ from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
+from networks.models import Port
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,15 @@ def _do_create(instance: Instance, host: Host) -> str:
     if not services.keep_alive(instance_id=instance.pk):
         # The create outlived its timeout meanwhile and was marked failed: do not start an untracked guest.
         raise hypervisor.HypervisorError("the create took longer than the operation timeout; retry it")
+    networks = {port.pk: provisioning.ensure_on_host(network=port.network, host=host)
+                for port in instance.ports.select_related("network")}
     # The NICs' rows stay locked until the domain runs, so that a security group change waits for it. A
-    # failure is raised once the lock is let go, so that what it recorded (a network or filter that failed
-    # on the host) is kept.
+    # failure is raised once the lock is let go, so that what it recorded (a filter that failed on the
+    # host) is kept.
     with transaction.atomic():
-        ports = list(instance.ports.select_for_update(of=("self",)).select_related("network"))
+        ports = list(instance.ports.select_for_update(of=("self",)))
         try:
-            nics = tuple(hypervisor.Nic(provisioning.ensure_on_host(network=port.network, host=host), port.mac,
-                                        firewall.prepare(port, host)) for port in ports)
+            nics = tuple(hypervisor.Nic(networks[port.pk], port.mac, firewall.prepare(port, host)) for port in ports)
             spec = hypervisor.DomainSpec(
                 name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
                 memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd,
@@ -238,8 +240,10 @@ def attach_nic(action_id: int) -> None:
             raise hypervisor.HypervisorError("the NIC was removed before it could be plugged in")
         try:
             name = provisioning.ensure_on_host(network=port.network, host=host)
-            nic = hypervisor.Nic(name, port.mac, firewall.prepare(port, host))
-            hypervisor.attach_interface(host.uri, str(instance.uuid), nic)
+            with transaction.atomic():  # the NIC's row lock: a group change waits until it is plugged in
+                Port.objects.select_for_update().get(pk=port.pk)
+                nic = hypervisor.Nic(name, port.mac, firewall.prepare(port, host))
+                hypervisor.attach_interface(host.uri, str(instance.uuid), nic)
         except Exception:
             provisioning.release_ports(ports=[port], host=host)  # its addresses are free again
             raise

@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
@@ -13,6 +13,7 @@ from cloudpanel.exceptions import NotFound
 from instances.choices import Status
 from instances.models import Instance
 from networks import security, services
+from networks.filtersets import PortFilterSet, SecurityRuleFilterSet, SubnetFilterSet
 from networks.models import Network, Port, SecurityGroup, SecurityRule, Subnet
 from networks.serializers import (
     NetworkCreateSerializer,
@@ -75,7 +76,7 @@ class SubnetViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
     queryset = Subnet.objects.none()
     serializer_class = SubnetSerializer
     audit_name = "subnet"
-    filterset_fields = ["network", "version"]
+    filterset_class = SubnetFilterSet
 
     def get_queryset(self):
         return (Subnet.objects.filter(network__in=Network.objects.visible_to(self.scope))
@@ -113,7 +114,7 @@ class PortViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
     queryset = Port.objects.none()
     serializer_class = PortSerializer
     audit_name = "port"
-    filterset_fields = ["network", "instance"]
+    filterset_class = PortFilterSet
 
     def get_queryset(self):
         return (Port.objects.filter(instance__in=Instance.objects.in_scope(self.scope))
@@ -170,6 +171,8 @@ class SecurityGroupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Ret
     @extend_schema(request=SecurityGroupWriteSerializer, responses={200: SecurityGroupSerializer})
     def partial_update(self, request, pk=None):
         group = self._changeable()
+        if not hasattr(request.data, "get"):
+            raise ValidationError("The body must be an object with the fields to change.")
         data = SecurityGroupWriteSerializer(data={"name": request.data.get("name", group.name),
                                                   "description": request.data.get("description", group.description)})
         data.is_valid(raise_exception=True)
@@ -190,7 +193,7 @@ class SecurityRuleViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
     queryset = SecurityRule.objects.none()
     serializer_class = SecurityRuleSerializer
     audit_name = "security_rule"
-    filterset_fields = ["group", "direction"]
+    filterset_class = SecurityRuleFilterSet
 
     def get_queryset(self):
         return SecurityRule.objects.filter(group__in=SecurityGroup.objects.in_scope(self.scope))

@@ -19,6 +19,7 @@ from hosts.models import Host
 from hosts.nwfilter_xml import FilterRule, PortFilter, port_filter_xml
 from instances import events
 from instances.choices import Status
+from networks import provisioning
 from networks.choices import Direction, Ethertype, FilterStatus
 from networks.models import Allocation, Port
 
@@ -41,7 +42,11 @@ def _members(group_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
 
 def spec_for(port: Port) -> PortFilter:
     """The NIC's filter as its groups say now."""
-    addresses = {a.subnet.version: a.address for a in port.addresses.select_related("subnet")}
+    allocations = list(port.addresses.select_related("subnet__network"))
+    addresses = {a.subnet.version: a.address for a in allocations}
+    # libvirt's DHCP server answers from the gateway on the networks with a bridge of their own
+    server = next((a.subnet.gateway for a in allocations if a.subnet.version == 4
+                   and a.subnet.network.kind in provisioning.OWN_BRIDGE and a.subnet.gateway), "")
     groups = list(port.security_groups.prefetch_related("rules"))
     members = _members({r.remote_group_id for g in groups for r in g.rules.all() if r.remote_group_id})
     rules: dict[FilterRule, None] = {}
@@ -57,7 +62,7 @@ def spec_for(port: Port) -> PortFilter:
                                  protocol=rule.protocol, remote=remote, port_min=rule.port_min,
                                  port_max=rule.port_max)] = None
     return PortFilter(name=port.filter_name, uuid=_uuid(port), mac=port.mac, ipv4=addresses.get(4, ""),
-                      ipv6=addresses.get(6, ""), rules=tuple(rules))
+                      ipv6=addresses.get(6, ""), dhcp_server=server, rules=tuple(rules))
 
 
 def _record(port: Port, status: str, error: str = "") -> None:
@@ -106,5 +111,4 @@ def sync(port_id: int) -> None:
 
 def remove(port: Port, host: Host) -> None:
     """The NIC left its domain: its filter leaves the host (one it never had counts as done)."""
-    if port.filter_status != FilterStatus.NONE:
-        hypervisor.remove_filter(host.uri, port.filter_name)
+    hypervisor.remove_filter(host.uri, port.filter_name)

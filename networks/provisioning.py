@@ -20,7 +20,7 @@ from networks import firewall, security
 from networks.choices import NetworkKind, ProvisionStatus
 from networks.models import Allocation, Network, NetworkHost, Port
 
-_OWN_BRIDGE = (NetworkKind.NAT, NetworkKind.ROUTED, NetworkKind.ISOLATED)
+OWN_BRIDGE = (NetworkKind.NAT, NetworkKind.ROUTED, NetworkKind.ISOLATED)
 DHCP_RANGE_MAX = 65534
 
 
@@ -35,7 +35,7 @@ def _pins(network: Network, host: Host) -> list[tuple[int, DhcpHost]]:
 
 def spec_for(network: Network, host: Host) -> NetworkSpec:
     """What the host should run for the network."""
-    if network.kind not in _OWN_BRIDGE:
+    if network.kind not in OWN_BRIDGE:
         return NetworkSpec(name=network.libvirt_name, uuid=_uuid(network), kind=network.kind, bridge=network.bridge,
                            vlan_id=network.vlan_id)
     pins = _pins(network, host)
@@ -75,7 +75,7 @@ def ensure_on_host(*, network: Network, host: Host) -> str:
         row = _lock(network, host)
         try:
             defined = hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
-                                                host_bridge="" if network.kind in _OWN_BRIDGE else network.bridge)
+                                                host_bridge="" if network.kind in OWN_BRIDGE else network.bridge)
             if not defined:  # a network the host already had gets the pins it lacks, live
                 pinned = hypervisor.dhcp_hosts(host.uri, spec.name)
                 for part in spec.ranges:

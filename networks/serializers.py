@@ -4,6 +4,11 @@ from networks.choices import Direction, Ethertype, NetworkKind, Protocol
 from networks.models import Network, NetworkHost, Port, ReservedRange, SecurityGroup, SecurityRule, Subnet
 
 
+def group_id() -> serializers.IntegerField:
+    """An id within the database's range: a larger number is refused, not an overflow."""
+    return serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+
+
 class ReservedRangeSerializer(serializers.ModelSerializer):
     start = serializers.CharField(read_only=True)
     end = serializers.CharField(read_only=True)
@@ -94,7 +99,7 @@ class PortSerializer(NicSerializer):
 
 
 class PortGroupsSerializer(serializers.Serializer):
-    security_groups = serializers.ListField(child=serializers.IntegerField(), max_length=20,
+    security_groups = serializers.ListField(child=group_id(), max_length=20,
                                             help_text="The NIC's security groups (an empty list: none, open).")
 
 
@@ -102,7 +107,7 @@ class NicRequestSerializer(serializers.Serializer):
     network = serializers.IntegerField()
     address = serializers.IPAddressField(required=False, allow_null=True, default=None,
                                          help_text="The IPv4 address; the next free one if left out.")
-    security_groups = serializers.ListField(child=serializers.IntegerField(), max_length=20, required=False,
+    security_groups = serializers.ListField(child=group_id(), max_length=20, required=False,
                                             default=list, help_text="Security groups of the NIC's.")
 
 

@@ -87,6 +87,9 @@ def reserve(*, subnet: Subnet, first: str, last: str, reason: str = "") -> Reser
     low, high = _offset(parsed, first, "range start"), _offset(parsed, last, "range end")
     if low > high:
         raise InvalidNetwork("the range must start before it ends")
+    usable_first, usable_last = _usable(parsed)
+    if not usable_first <= low <= high <= usable_last:
+        raise InvalidNetwork(f"the range must lie within the usable addresses of {parsed}")
     return ReservedRange.objects.create(subnet=subnet, first=low, last=high, reason=reason[:200])
 
 

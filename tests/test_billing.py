@@ -43,7 +43,7 @@ def billed():
     plan = services.create_plan(name=f"standard-{tenant.pk}", currency="EUR", effective_from=at("2026-01-01 00:00"),
                                 vcpu_hour="0.01", ram_gib_hour="0.005", disk_gib_month="0.10",
                                 licence_hour="0.5", address_hour="0.004")
-    services.set_tenant_billing(tenant=tenant, plan=plan, tax_rate="0.2")
+    services.set_tenant_billing(tenant=tenant, plan=plan, tax_rate="0.2", billed_from=at("2026-01-01 00:00"))
     return tenant, plan
 
 
@@ -198,6 +198,8 @@ def test_an_issued_invoice_is_never_edited_numbers_have_no_gaps_and_corrections_
     assert sum(line.amount for line in note.lines.all()) == note.subtotal
     with pytest.raises(InvoiceState, match="already credited"):
         invoicing.credit_note(invoice=september)
+    with pytest.raises(InvoiceState, match="credited already"):  # a credited invoice is never also voided
+        invoicing.void(invoice=september)
     invoicing.mark_paid(invoice=september)
     with pytest.raises(InvoiceState):
         invoicing.void(invoice=september)
@@ -207,7 +209,7 @@ def test_concurrent_issues_take_consecutive_numbers(billed):
     tenant, _ = billed
     tenants = [tenant] + [make_tenant() for _ in range(5)]
     for other in tenants[1:]:
-        services.set_tenant_billing(tenant=other, plan=billed[1], tax_rate="0")
+        services.set_tenant_billing(tenant=other, plan=billed[1], tax_rate="0", billed_from=at("2028-10-01 00:00"))
         history(vm(other, name=f"w{other.pk}"), (Status.RUNNING, "2028-10-01 00:00:00"))
     history(vm(tenant, name="w"), (Status.RUNNING, "2028-10-01 00:00:00"))
     metering.meter(since=at("2028-10-01 00:00"), until=at("2028-11-01 00:00"))
@@ -244,7 +246,7 @@ def test_zero_rates_no_usage_licences_addresses_and_very_large_quantities(billed
     tenant, plan = billed
     # No usage: no invoice, unless zero invoices are wanted
     idle = make_tenant()
-    services.set_tenant_billing(tenant=idle, plan=plan)
+    services.set_tenant_billing(tenant=idle, plan=plan, billed_from=at("2027-12-01 00:00"))
     assert invoicing.invoice_month(year=2028, month=1, tenant_ids={idle.pk}, now=at("2028-03-01 00:00")) == []
     settings.CLOUDPANEL_BILLING_ZERO_INVOICES = True
     zero, = invoicing.invoice_month(year=2028, month=1, tenant_ids={idle.pk}, now=at("2028-03-01 00:00"))
@@ -253,9 +255,9 @@ def test_zero_rates_no_usage_licences_addresses_and_very_large_quantities(billed
     big = make_tenant()
     costly = services.create_plan(name="costly", currency="USD", effective_from=at("2028-01-01 00:00"),
                                   vcpu_hour="999999.999999", licence_hour="0.01")
-    services.set_tenant_billing(tenant=big, plan=costly)
+    services.set_tenant_billing(tenant=big, plan=costly, billed_from=at("2028-01-01 00:00"))
     image = Image.objects.create(name="licensed", tenant=big, status="available", licensed=True)
-    history(vm(big, name="huge", vcpus=256, memory_mib=4 * 1024 * 1024, disk_gib=0, image=image),
+    history(vm(big, name="huge", vcpus=256, memory_mib=4 * 1024 * 1024, disk_gib=0, image=image, licensed=True),
             (Status.RUNNING, "2028-01-01 00:00:00"), (Status.STOPPED, "2028-02-01 00:00:00"))
     metering.meter(since=at("2028-01-01 00:00"), until=at("2028-02-01 00:00"), tenant_ids={big.pk})
     invoice, = invoicing.invoice_month(year=2028, month=1, tenant_ids={big.pk}, now=at("2028-02-05 00:00"))
@@ -328,3 +330,24 @@ def test_the_books_close_by_themselves_once_last_month_is_over(billed):
     # 3 h × 2 vCPUs × 0.01 = 0.06, 3 GiB-hours × 0.005 = 0.015 → 0.02; with 20 % tax 0.096 → 0.10
     assert (invoice.status, invoice.subtotal, invoice.total) == ("issued", Decimal("0.08"), Decimal("0.10"))
     assert invoice.period_start == last_month and invoice.number
+
+
+def test_usage_before_a_tenant_got_its_plan_and_licences_dropped_later_are_not_rebilled(billed):
+    tenant, plan = billed
+    late = make_tenant()
+    services.set_tenant_billing(tenant=late, plan=plan, billed_from=at("2028-03-15 12:00"))
+    image = Image.objects.create(name="licensed", tenant=late, status="available", licensed=True)
+    app = vm(late, name="app", disk_gib=0, image=image, licensed=True)
+    history(app, (Status.RUNNING, "2028-03-15 10:00:00"), (Status.STOPPED, "2028-03-15 13:00:00"))
+    metering.meter(since=at("2028-03-01 00:00"), until=at("2028-04-01 00:00"))
+    # Only from 12:00, when the tenant got its plan: 1 h × 2 vCPUs = 2 vCPU-hours → 0.02; 1 GiB-hour → 0.005
+    # → 0.01; licence 1 h × 0.5 = 0.50
+    march, = invoicing.invoice_month(year=2028, month=3, tenant_ids={late.pk}, now=at("2028-04-05 00:00"))
+    assert lines_of(march) == {"app · vCPU-hours": (Decimal("2.000000"), Decimal("0.02")),
+                               "app · GiB-of-RAM-hours": (Decimal("1.000000"), Decimal("0.01")),
+                               "app · Image licence hours": (Decimal("1.000000"), Decimal("0.50"))}
+    # The image stops being licensed (or goes): what was metered stays, no negative correction follows
+    Image.objects.filter(pk=image.pk).update(licensed=False)
+    assert metering.meter(since=at("2028-03-01 00:00"), until=at("2028-04-01 00:00")) == 0
+    # And nothing of February, before the plan, is ever invoiced
+    assert invoicing.invoice_month(year=2028, month=2, tenant_ids={late.pk}, now=at("2028-04-05 00:00")) == []

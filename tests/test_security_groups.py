@@ -28,7 +28,7 @@ def rules_of(xml: str) -> list[tuple[str, str, str, dict]]:
 
 def test_a_port_filter_is_schema_valid_and_says_what_it_should(tmp_path):
     spec = PortFilter(name="cp-port-7", uuid="00000000-0000-4000-9000-000000000007", mac="52:54:00:00:00:07",
-                      ipv4="10.0.0.7", ipv6="fd00::7", rules=(
+                      ipv4="10.0.0.7", ipv6="fd00::7", dhcp_server="10.0.0.1", rules=(
                           FilterRule("in", 4, "tcp", "10.0.0.0/24", 22, 22),
                           FilterRule("in", 4, "tcp", "0.0.0.0/0", 8000, 8080),
                           FilterRule("out", 6, "udp", "fd00:53::/64", 53),
@@ -44,7 +44,18 @@ def test_a_port_filter_is_schema_valid_and_says_what_it_should(tmp_path):
     assert ("drop", "out", "all", {"match": "no", "srcmacaddr": "52:54:00:00:00:07"}) in rules
     assert ("drop", "out", "all", {"match": "no", "srcipaddr": "10.0.0.7"}) in rules
     assert ("drop", "out", "all-ipv6", {"match": "no", "srcipaddr": "fd00::7"}) in rules
-    assert ("accept", "out", "udp", {"srcportstart": "68", "dstportstart": "67"}) in rules
+    # DHCP only as a client, to the network's server, from 0.0.0.0 or its own address; answers from the server
+    assert ("drop", "out", "udp", {"srcportstart": "67"}) in rules
+    assert ("accept", "out", "udp", {"srcipaddr": "0.0.0.0", "dstipaddr": "255.255.255.255", "srcportstart": "68",
+                                     "dstportstart": "67"}) in rules
+    assert ("accept", "out", "udp", {"srcipaddr": "10.0.0.7", "dstipaddr": "10.0.0.1", "srcportstart": "68",
+                                     "dstportstart": "67"}) in rules
+    assert ("accept", "in", "udp", {"srcipaddr": "10.0.0.1", "srcportstart": "67", "dstportstart": "68"}) in rules
+    # IPv6 neighbour discovery: solicitations and advertisements out from its own or link-local address,
+    # router advertisements in only (a guest is no router)
+    assert ("accept", "out", "icmpv6", {"srcipaddr": "fe80::", "srcipmask": "10", "type": "135"}) in rules
+    assert ("accept", "in", "icmpv6", {"type": "134"}) in rules
+    assert not [r for r in rules if r[1] in ("out", "inout") and r[3].get("type") == "134"]
     # The groups' rules: the remote end is the source of what comes in, the destination of what goes out
     assert ("accept", "in", "tcp", {"srcipaddr": "10.0.0.0", "srcipmask": "24", "dstportstart": "22",
                                     "dstportend": "22"}) in rules
@@ -220,3 +231,21 @@ def test_reserved_ranges_are_never_handed_out(member_api, host):
     gone = member_api.delete(f"/api/v1/subnets/{subnet}/reserved/{reserved.json()['id']}/")
     assert gone.status_code == 204
     assert member_api.post("/api/v1/instances/", {**body, "name": "c"}, format="json").status_code == 202
+
+
+def test_malformed_bodies_get_a_400_not_a_500(member_api, tenant, host):
+    group = member_api.post("/api/v1/security-groups/", {"name": "g"}, format="json").json()
+    assert member_api.patch(f"/api/v1/security-groups/{group['id']}/", ["name"], format="json").status_code == 400
+    network = member_api.post("/api/v1/networks/", {"name": "lan", "cidr": "10.65.0.0/24",
+                                                    "ipv6_cidr": "fd00:65::/64"}, format="json").json()
+    answer = member_api.post("/api/v1/instances/", {
+        "name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+        "networks": [{"network": network["id"], "security_groups": [10**20]}]}, format="json")
+    assert answer.status_code == 400 and "security_groups" in answer.content.decode()
+    v6 = next(s["id"] for s in network["subnets"] if s["version"] == 6)
+    beyond = member_api.post(f"/api/v1/subnets/{v6}/reserved/", {"start": "fd00:65::10",
+                                                                "end": "fd00:65::ffff:ffff:ffff:ffff"}, format="json")
+    assert beyond.status_code == 400 and "usable addresses" in beyond.json()["detail"]
+    # Filters take plain ids: another tenant's id answers like one that does not exist
+    assert member_api.get("/api/v1/ports/?instance=999999").status_code == 200
+    assert member_api.get("/api/v1/security-group-rules/?group=999999").json()["count"] == 0
