@@ -1,14 +1,13 @@
 """Invoices: a month of every billed tenant at once, aggregated in the database; numbers, issue, payment,
 void and credit notes.
 
-An invoice run counts each tenant's ledger revisions not yet invoiced up to the month's end
-(later revisions of already invoiced months come along as adjustment lines), sums them in
-one grouped query per run, and prices each group with the rate version it was metered at.
-Which revisions an invoice counts follows from the ledger's id when it was made and the
-tenant's previous invoice (Invoice.ledger_through), so no ledger row is written by a run.
-A line's amount is its quantity × unit price rounded to the cent, and the subtotal is the sum
-of the lines, so the lines add up exactly; tax is the subtotal × the tenant's tax rate,
-rounded once. The number of queries does not depend on how many ledger rows there are.
+An invoice run counts each tenant's usage not yet invoiced up to the month's end from the
+ledger's monthly sums (UsageMonth, kept up to date as revisions are written): a line per
+resource, meter, rate and month, where an earlier month's line is an adjustment for late
+usage. It then marks those units as invoiced, all in one transaction with a fixed number of
+queries however many ledger rows there are. A line's amount is its quantity × unit price
+rounded to the cent, and the subtotal is the sum of the lines, so the lines add up exactly;
+tax is the subtotal × the tenant's tax rate, rounded once.
 """
 
 from __future__ import annotations
@@ -20,24 +19,26 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Q, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models import F
+from django.db.models.functions import ExtractMonth, ExtractYear
 from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
 from billing.exceptions import InvoiceState, PeriodOpen
-from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, TenantBilling, UsageRecord
+from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, TenantBilling, UsageMonth
 
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
 CENT = Decimal("0.01")
 QUANTITY = Decimal("0.000001")
+METER_LABELS = dict(Meter.choices)
 UNIT_NAMES = {Meter.VCPU: "vCPU-hours", Meter.RAM: "GiB-hours", Meter.DISK: "GiB-months", Meter.LICENCE: "hours",
               Meter.ADDRESS: "hours"}
 
 
 def lock_ledger(*, shared: bool) -> None:
-    """Metering writes under a shared lock and an invoice run reads the ledger's last id under an exclusive
-    one, so no revision is still being written below that id (PostgreSQL; SQLite has one writer anyway)."""
+    """Metering writes under a shared lock and an invoice run counts under an exclusive one, so that no units
+    are added to a month between its reading them and marking them invoiced (PostgreSQL; SQLite has one
+    writer anyway)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(%s)", [LEDGER_LOCK])
@@ -79,37 +80,53 @@ def fee_version(versions: list[RateVersion], start: datetime, end: datetime) -> 
     return current
 
 
-def _lines(invoice: Invoice, groups: list[dict], rates: dict[int, RateVersion], fee: RateVersion | None
-           ) -> list[InvoiceLine]:
+LINE_FIELDS = ("invoice_id", "position", "description", "resource_type", "resource_id", "meter", "adjustment",
+               "quantity", "unit", "unit_price", "amount", "rate_id", "usage_month", "units")
+
+
+def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVersion], fee: RateVersion | None
+           ) -> list[list]:
+    """The invoice's lines as LINE_FIELDS values (its id still to be filled in), from its groups of
+    (resource type, resource id, name, meter, rate id, month, units)."""
     lines = []
-    for group in groups:
-        if not group["units"]:
+    for resource_type, resource_id, name, meter, rate_id, month, units in groups:
+        if not units:
             continue
-        rate, month, meter = rates[group["rate"]], group["month"], group["meter"]
-        amount_of = quantity(group["units"], divisor(meter, month))
+        rate = rates[rate_id]
+        amount_of = quantity(units, divisor(meter, month))
         unit_price = rate.price(meter)
-        adjustment = month < invoice.period_start
-        description = f"{group['name']} · {Meter(meter).label}"
+        adjustment = month < period_start
+        description = f"{name} · {METER_LABELS[meter]}"
         if rate.effective_from > month:
             description += f" · price from {rate.effective_from:%Y-%m-%d %H:%M}"
         if adjustment:
             description += f" · adjustment for {month:%Y-%m}"
-        lines.append(InvoiceLine(
-            invoice=invoice, description=description[:255], resource_type=group["resource_type"],
-            resource_id=group["resource_id"], meter=meter, adjustment=adjustment, quantity=amount_of,
-            unit=UNIT_NAMES[meter], unit_price=unit_price, amount=money(amount_of * unit_price)))
+        lines.append([None, len(lines) + 1, description[:255], resource_type, resource_id, meter, adjustment,
+                      amount_of, UNIT_NAMES[meter], unit_price, money(amount_of * unit_price), rate_id, month, units])
     if fee is not None and fee.monthly_fee:
-        lines.append(InvoiceLine(invoice=invoice, description=f"Monthly fee · {fee.plan.name}", quantity=Decimal(1),
-                                 unit="month", unit_price=fee.monthly_fee, amount=fee.monthly_fee))
-    for position, line in enumerate(lines, start=1):
-        line.position = position
+        lines.append([None, len(lines) + 1, f"Monthly fee · {fee.plan.name}", "", None, "", False, Decimal(1),
+                      "month", fee.monthly_fee, fee.monthly_fee, None, None, None])
     return lines
 
 
-def _totals(invoice: Invoice, lines: list[InvoiceLine]) -> None:
-    invoice.subtotal = sum((line.amount for line in lines), Decimal("0.00"))
+def _totals(invoice: Invoice, lines: list[list]) -> None:
+    invoice.subtotal = sum((line[LINE_FIELDS.index("amount")] for line in lines), Decimal("0.00"))
     invoice.tax = money(invoice.subtotal * invoice.tax_rate)
     invoice.total = invoice.subtotal + invoice.tax
+
+
+def _write_lines(lines: list[list]) -> None:
+    """Insert the rows: with COPY on PostgreSQL (a run writes tens of thousands), else in batches."""
+    if connection.vendor != "postgresql":
+        InvoiceLine.objects.bulk_create([InvoiceLine(**dict(zip(LINE_FIELDS, line, strict=True))) for line in lines],
+                                        batch_size=500)
+        return
+    columns = ", ".join(InvoiceLine._meta.get_field(name.removesuffix("_id") if name in ("invoice_id", "rate_id")
+                                                    else name).column for name in LINE_FIELDS)
+    with connection.cursor() as cursor, cursor.copy(
+            f"COPY {InvoiceLine._meta.db_table} ({columns}) FROM STDIN") as copy:
+        for line in lines:
+            copy.write_row(line)
 
 
 @transaction.atomic
@@ -137,39 +154,41 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
     todo = {tenant: b for tenant, b in todo.items() if tenant not in done}
     if not todo:
         return []
-    through = UsageRecord.objects.aggregate(last=Max("id"))["last"] or 0
-    counts = (UsageRecord.objects.filter(
-        Q(tenant_id__in=todo) & Q(interval_start__lt=end) & Q(id__lte=through)
-        & (Q(id__gt=F("tenant__billing__counted_through")) | Q(interval_start__gte=F("tenant__billing__counted_end"))))
-        .annotate(month=TruncMonth("interval_start", tzinfo=UTC))
-        .values("tenant_id", "resource_type", "resource_id", "meter", "rate", "month")
-        .annotate(units=Sum("units"), name=Max("resource_name"))
-        .order_by("tenant_id", "month", "name", "resource_type", "resource_id", "meter", "rate"))
-    groups: dict[int, list[dict]] = defaultdict(list)
-    for group in counts:
-        groups[group["tenant_id"]].append(group)
-    rates = RateVersion.objects.select_related("plan").in_bulk({g["rate"] for gs in groups.values() for g in gs})
+    pending = (UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
+               .annotate(pending=F("units") - F("invoiced_units"), year=ExtractYear("month", tzinfo=UTC),
+                         number=ExtractMonth("month", tzinfo=UTC))
+               .order_by("tenant_id", "month", "resource_name", "resource_type", "resource_id", "meter", "rate")
+               .values_list("tenant_id", "resource_type", "resource_id", "resource_name", "meter", "rate", "year",
+                            "number", "pending"))
+    groups: dict[int, list[tuple]] = defaultdict(list)
+    months: dict[tuple[int, int], datetime] = {}  # a few distinct ones: loaded as numbers, made once
+    for tenant_id, resource_type, resource_id, name, meter, rate, year, number, units in pending:
+        if (year, number) not in months:
+            months[(year, number)] = datetime(year, number, 1, tzinfo=UTC)
+        groups[tenant_id].append((resource_type, resource_id, name, meter, rate, months[(year, number)], units))
+    rates = RateVersion.objects.select_related("plan").in_bulk({g[4] for gs in groups.values() for g in gs})
     versions: dict[int, list[RateVersion]] = defaultdict(list)
     for version in RateVersion.objects.filter(plan_id__in={b.plan_id for b in todo.values()}).select_related("plan"):
         versions[version.plan_id].append(version)
     for plan_versions in versions.values():
         plan_versions.sort(key=lambda v: v.effective_from)
-    drafts: list[tuple[Invoice, list[InvoiceLine]]] = []
+    drafts: list[tuple[Invoice, list[list]]] = []
     for tenant_id, billing in todo.items():
         invoice = Invoice(tenant_id=tenant_id, period_start=start, period_end=end, currency=billing.plan.currency,
-                          plan_name=billing.plan.name, tax_rate=billing.tax_rate, ledger_through=through,
-                          prior_through=billing.counted_through, prior_end=billing.counted_end)
-        lines = _lines(invoice, groups[tenant_id], rates, fee_version(versions[billing.plan_id], start, end))
+                          plan_name=billing.plan.name, tax_rate=billing.tax_rate, prior_end=billing.counted_end)
+        lines = _lines(start, groups[tenant_id], rates, fee_version(versions[billing.plan_id], start, end))
         if lines or settings.CLOUDPANEL_BILLING_ZERO_INVOICES:
             _totals(invoice, lines)
             drafts.append((invoice, lines))
     invoices = Invoice.objects.bulk_create([invoice for invoice, _ in drafts])
     for invoice, lines in drafts:
         for line in lines:
-            line.invoice = invoice  # now that it has its id
-    InvoiceLine.objects.bulk_create([line for _, lines in drafts for line in lines], batch_size=5000)
-    TenantBilling.objects.filter(tenant_id__in=[i.tenant_id for i in invoices]).update(counted_through=through,
-                                                                                      counted_end=end)
+            line[0] = invoice.pk  # now that it has one
+    _write_lines([line for _, lines in drafts for line in lines])
+    invoiced = [invoice.tenant_id for invoice in invoices]
+    UsageMonth.objects.filter(tenant_id__in=invoiced, month__lt=end).exclude(units=F("invoiced_units")).update(
+        invoiced_units=F("units"))
+    TenantBilling.objects.filter(tenant_id__in=invoiced).update(counted_end=end)
     return invoices
 
 
@@ -206,7 +225,7 @@ def mark_paid(*, invoice: Invoice) -> Invoice:
 @transaction.atomic
 def void(*, invoice: Invoice) -> Invoice:
     """Cancel the tenant's latest invoice while it is issued, unpaid and not credited: it keeps its number,
-    and what it counted is counted again by the next invoice run (a new invoice of its month, if it was
+    and the units it counted are counted again by the next invoice run (a new invoice of its month, if it was
     last month's; else as adjustments on the next one). Earlier or paid invoices get a credit note."""
     billing = TenantBilling.objects.select_for_update().get(tenant_id=invoice.tenant_id)
     invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
@@ -216,8 +235,12 @@ def void(*, invoice: Invoice) -> Invoice:
         raise InvoiceState(f"{invoice.display_number} is credited already")
     if billing.counted_end != invoice.period_end:
         raise InvoiceState("only the latest invoice can be voided; correct an earlier one with a credit note")
-    billing.counted_through, billing.counted_end = invoice.prior_through, invoice.prior_end
-    billing.save(update_fields=["counted_through", "counted_end"])
+    billing.counted_end = invoice.prior_end
+    billing.save(update_fields=["counted_end"])
+    for line in invoice.lines.exclude(units=None):
+        UsageMonth.objects.filter(resource_type=line.resource_type, resource_id=line.resource_id, meter=line.meter,
+                                  rate_id=line.rate_id, month=line.usage_month).update(
+            invoiced_units=F("invoiced_units") - line.units)
     invoice.status, invoice.voided_at = InvoiceStatus.VOID, timezone.now()
     invoice.save(update_fields=["status", "voided_at"])
     return invoice

@@ -6,7 +6,8 @@ and its disk from its first start to its deletion, all from the instance state h
 public address while a NIC holds it. A new billable item plugs in as another source.
 
 Spans are cut into hours, in whole seconds. For each resource, meter and hour the ledger
-gets a new revision only when the count differs from the sum of what it already holds, so
+gets a new revision only when the count differs from the sum of what it already holds (and
+the revision is added to its month's UsageMonth in the same transaction), so
 metering again never counts twice, a late event lands in its own hour (an invoiced month's
 correction is counted by the next invoice), and two concurrent runs cannot both write a
 revision (the second one's insert fails on the unique key and it counts again).
@@ -18,15 +19,15 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from billing.choices import Meter
 from billing.invoicing import lock_ledger
-from billing.models import AddressHold, RateVersion, TenantBilling, UsageRecord
+from billing.models import AddressHold, RateVersion, TenantBilling, UsageMonth, UsageRecord
 from instances.choices import Status
 from instances.models import Instance
 
@@ -155,7 +156,30 @@ def _record(resource: Resource, since: datetime, until: datetime, versions: list
                 resource_id=resource.resource_id, resource_name=resource.name[:100], meter=key[0],
                 interval_start=key[1], revision=last + 1, units=delta, rate=rate))
     UsageRecord.objects.bulk_create(revisions)
+    _add_to_months(resource, revisions)
     return len(revisions)
+
+
+def _add_to_months(resource: Resource, revisions: list[UsageRecord]) -> None:
+    """Add the revisions to their UsageMonth sums, in place (an upsert that adds), so that concurrent
+    metering of other hours of the same month adds up too."""
+    added: dict[tuple[str, int, datetime], int] = defaultdict(int)
+    for revision in revisions:
+        month = revision.interval_start.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0)
+        added[(revision.meter, revision.rate.pk, month)] += revision.units
+    if not added:
+        return
+    table = UsageMonth._meta.db_table
+    rows = [[resource.tenant_id, resource.resource_type, resource.resource_id, resource.name[:100], meter, rate_id,
+             connection.ops.adapt_datetimefield_value(month), units]
+            for (meter, rate_id, month), units in added.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (tenant_id, resource_type, resource_id, resource_name, meter, rate_id, month, units,"
+            f" invoiced_units) VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s, %s, 0)'] * len(rows))}"
+            f" ON CONFLICT (resource_type, resource_id, meter, rate_id, month) DO UPDATE SET"
+            f" units = {table}.units + excluded.units, resource_name = excluded.resource_name",
+            [value for row in rows for value in row])
 
 
 def meter(*, since: datetime | None = None, until: datetime | None = None, tenant_ids: set[int] | None = None

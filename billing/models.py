@@ -71,8 +71,7 @@ class TenantBilling(models.Model):
                                    validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))])
     billed_from = models.DateTimeField(default=timezone.now,
                                        help_text="Usage before this is not billed (when the tenant got a plan).")
-    # What the tenant's latest (not void) invoice counted: its ledger_through and its period's end.
-    counted_through = models.BigIntegerField(default=0)
+    # The end of the period of the tenant's latest (not void) invoice: months are invoiced in order.
     counted_end = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
@@ -83,9 +82,8 @@ class UsageRecord(models.Model):
     """Units of one meter of one resource in one hour: a revision of that hour's count. Units are whole
     numbers: vCPU-seconds, MiB-of-RAM-seconds, GiB-of-disk-seconds, or seconds (licences, addresses).
 
-    The hour's usage is the sum of its revisions. A revision is never changed, and is counted by
-    exactly one invoice (see Invoice.ledger_through): the first one of its tenant made after it was
-    recorded whose month ends after its hour, as an adjustment if its hour is of an earlier month.
+    The hour's usage is the sum of its revisions. A revision is never changed; it is added to its
+    month's UsageMonth in the same transaction, which is what invoices count.
     """
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="usage")
@@ -109,6 +107,34 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type} {self.resource_id} {self.meter} {self.interval_start:%Y-%m-%d %H}h"
+
+
+class UsageMonth(models.Model):
+    """A resource's units of one meter at one rate in one month: the sum of its ledger revisions, added to as
+    they are written, and how many of those units invoices have counted so far. An invoice run reads these
+    (a few per resource) instead of the hourly ledger; what it has not counted yet for an earlier month
+    is a late revision, billed as an adjustment."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="usage_months")
+    resource_type = models.CharField(max_length=20)
+    resource_id = models.BigIntegerField()
+    resource_name = models.CharField(max_length=100)
+    meter = models.CharField(max_length=10, choices=Meter.choices)
+    rate = models.ForeignKey(RateVersion, on_delete=models.PROTECT, related_name="usage_months")
+    month = models.DateTimeField()
+    units = models.BigIntegerField(default=0)
+    invoiced_units = models.BigIntegerField(default=0)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["month", "resource_name", "id"]
+        constraints = [models.UniqueConstraint(fields=["resource_type", "resource_id", "meter", "rate", "month"],
+                                               name="usage_month_once")]
+        indexes = [models.Index(fields=["tenant", "month"], name="usage_month_of_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} {self.resource_id} {self.meter} {self.month:%Y-%m}"
 
 
 class InvoiceSequence(models.Model):
@@ -140,11 +166,7 @@ class Invoice(models.Model):
     tax = models.DecimalField(max_digits=18, decimal_places=2, default=Decimal(0))
     total = models.DecimalField(max_digits=18, decimal_places=2, default=Decimal(0))
     credits = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="credit_notes")
-    # What the invoice counts, without marking a million ledger rows: the revisions of its tenant up to
-    # ledger_through (the ledger's last id when it was made) with hours before its period's end, except
-    # those the tenant's previous invoice counted (up to prior_through, with hours before prior_end).
-    ledger_through = models.BigIntegerField(default=0)
-    prior_through = models.BigIntegerField(default=0)
+    # The period end of the tenant's invoice before this one, given back to the tenant if this one is voided.
     prior_end = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     issued_at = models.DateTimeField(null=True, blank=True)
@@ -192,6 +214,10 @@ class InvoiceLine(models.Model):
     unit = models.CharField(max_length=30)
     unit_price = models.DecimalField(max_digits=18, decimal_places=6)
     amount = models.DecimalField(max_digits=18, decimal_places=2)
+    # The UsageMonth units the line counted (none for a fee or a credit), given back if its invoice is voided.
+    rate = models.ForeignKey(RateVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    usage_month = models.DateTimeField(null=True, blank=True)
+    units = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["invoice", "position"]

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from billing import invoicing, metering, services
 from billing.exceptions import InvalidBilling, InvoiceState, PeriodOpen
-from billing.models import ImmutableInvoice, Invoice, InvoiceLine, UsageRecord
+from billing.models import ImmutableInvoice, Invoice, InvoiceLine, UsageMonth, UsageRecord
 from images.models import Image
 from instances.choices import Cause, Status
 from instances.models import Instance, InstanceStateChange
@@ -142,6 +142,8 @@ def test_metering_twice_or_concurrently_counts_once(billed):
     vcpu = UsageRecord.objects.filter(resource_id=db.pk, meter="vcpu")
     assert sum(r.units for r in vcpu) == 6 * 3600 * 2  # 5 h + 1 h at 2 vCPUs, in vCPU-seconds
     assert vcpu.filter(interval_start=at("2028-06-01 08:00")).count() == 1
+    # and the month's sum, which invoices count, is the ledger's: both runs added to it in place
+    assert UsageMonth.objects.get(resource_id=db.pk, meter="vcpu").units == 6 * 3600 * 2
 
 
 def test_a_late_event_after_the_invoice_is_issued_goes_on_the_next_invoice_as_an_adjustment(billed):
