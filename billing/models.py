@@ -7,6 +7,7 @@ for a difference, and the unique key makes a second writer of the same revision 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -193,6 +194,11 @@ class Invoice(models.Model):
             if stored not in (None, InvoiceStatus.DRAFT) and (fields is None or set(fields) - self.LIFECYCLE):
                 raise ImmutableInvoice("an issued invoice cannot be changed; correct it with a credit note")
         super().save(*args, **kwargs)
+
+    @property
+    def last_day(self) -> datetime:
+        """The period's last day (period_end is exclusive)."""
+        return self.period_end - timedelta(days=1)
 
     @property
     def display_number(self) -> str:

@@ -234,10 +234,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CLOUDPANEL_LOG_LEVEL", "INFO")},
-    "loggers": {"celery": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    # fontTools logs a dozen lines for each invoice PDF's fonts
+    "loggers": {"celery": {"level": "WARNING"}, "axes": {"level": "WARNING"}, "fontTools": {"level": "WARNING"}},
 }
 
-# Limits of a new tenant; an absent or null limit is unlimited. Admins change them per tenant.
 # Billing: a month is invoiced this long after it ends (late events still land in it); a tenant without usage
 # gets no invoice unless zero invoices are wanted.
 CLOUDPANEL_BILLING_GRACE_HOURS = int(os.environ.get("CLOUDPANEL_BILLING_GRACE_HOURS", "48"))
@@ -246,6 +246,9 @@ CLOUDPANEL_BILLING_ZERO_INVOICES = _env_bool("CLOUDPANEL_BILLING_ZERO_INVOICES",
 CLOUDPANEL_BILLING_AUTO_ISSUE = _env_bool("CLOUDPANEL_BILLING_AUTO_ISSUE", True)
 # How often the listener has usage metered and closed months invoiced.
 CLOUDPANEL_BILLING_SECONDS = int(os.environ.get("CLOUDPANEL_BILLING_SECONDS", "600"))
+# The name invoices are issued under.
+CLOUDPANEL_BILLING_ISSUER = os.environ.get("CLOUDPANEL_BILLING_ISSUER", "CloudPanel")
+# Limits of a new tenant; an absent or null limit is unlimited. Admins change them per tenant.
 CLOUDPANEL_DEFAULT_QUOTA = {
     "instances": int(os.environ.get("CLOUDPANEL_QUOTA_INSTANCES", "20")),
     "vcpus": int(os.environ.get("CLOUDPANEL_QUOTA_VCPUS", "40")),

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, UsageViewSet
 from cloudpanel.api import router
 from hosts.api import HostViewSet
 from images.api import ImageViewSet, TemplateViewSet
@@ -25,6 +26,10 @@ router.register("tenants", TenantViewSet, basename="api-tenant")
 router.register("members", MembershipViewSet, basename="api-member")
 router.register("tokens", APITokenViewSet, basename="api-token")
 router.register("audit", AuditViewSet, basename="api-audit")
+router.register("plans", RatePlanViewSet, basename="api-plan")
+router.register("invoices", InvoiceViewSet, basename="api-invoice")
+router.register("usage", UsageViewSet, basename="api-usage")
+router.register("revenue", RevenueViewSet, basename="api-revenue")
 
 urlpatterns = [
     path("", overview, name="overview"),
@@ -34,6 +39,7 @@ urlpatterns = [
     path("instances/", include("instances.urls")),
     path("images/", include("images.urls")),
     path("networks/", include("networks.urls")),
+    path("billing/", include("billing.urls")),
     path("", include("tenants.urls")),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -7,6 +7,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
+from billing.models import TenantBilling
+from billing.serializers import TenantBillingSerializer
+from billing.services import set_tenant_billing
 from cloudpanel.api import ScopedViewSetMixin
 from cloudpanel.exceptions import NotFound
 from cloudpanel.streaming import streamed
@@ -82,6 +85,24 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         data = QuotaSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(QuotaSerializer(services.set_quota(tenant=tenant, limits=data.validated_data)).data)
+
+    @extend_schema(request=TenantBillingSerializer, responses={200: TenantBillingSerializer})
+    @action(detail=True, methods=["get", "put"])
+    def billing(self, request, pk=None):
+        """The tenant's rate plan and tax rate (0.2 for 20 %); platform admins set them."""
+        tenant = self.get_object()
+        if request.method == "GET":
+            current = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
+            if current is None:
+                raise NotFound("The tenant has no rate plan.")
+            return Response(TenantBillingSerializer(current).data)
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        data = TenantBillingSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        billing = set_tenant_billing(tenant=tenant, plan=data.validated_data["plan"],
+                                     tax_rate=data.validated_data.get("tax_rate", 0))
+        return Response(TenantBillingSerializer(billing).data)
 
 
 class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,

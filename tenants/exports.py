@@ -15,7 +15,7 @@ class _Echo:
         return value
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     """A spreadsheet would run a cell starting with = + - @ as a formula; such cells are quoted with '."""
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -26,7 +26,7 @@ def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
     yield writer.writerow(COLUMNS)
     for event in events.iterator(chunk_size=2000) if hasattr(events, "iterator") else events:
         duration = event.duration
-        yield writer.writerow([_cell(v) for v in (
+        yield writer.writerow([cell(v) for v in (
             event.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), event.username, event.tenant_name,
             "yes" if event.on_behalf else "no", event.channel, event.action, event.target_type, event.target_id,
             event.target_name, event.address, event.result, event.status_code, event.detail,

@@ -14,6 +14,8 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from billing.forms import TenantBillingForm
+from billing.models import TenantBilling
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import SESSION_TENANT, resolve_scope, scope_of
 from cloudpanel.streaming import streamed
@@ -66,7 +68,11 @@ def tenant_detail(request, pk: int):
     tenant = get_object_or_404(Tenant.objects.in_scope(scope), pk=pk)
     quota = quota_of(tenant)
     members = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    billing = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
     return render(request, "tenants/detail.html", {
+        "billing": billing, "billing_form": TenantBillingForm(initial={
+            "plan": billing.plan_id if billing else None, "tax_rate": billing.tax_rate if billing else 0,
+        }) if scope.admin else None,
         "tenant": tenant, "lines": lines(quota, usage_of([tenant.pk])[tenant.pk]),
         "quota_form": QuotaForm(initial={r.key: getattr(quota, r.key) for r in RESOURCES}) if scope.admin else None,
         "members": members, "can_manage": scope.can_manage(tenant.pk), "member_form": MemberForm(),

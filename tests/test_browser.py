@@ -6,17 +6,23 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
+from billing import invoicing, metering
+from billing import services as billing_services
 from hosts.choices import HostState
-from instances.models import Instance
+from instances.choices import Cause
+from instances.choices import Status as InstanceStatus
+from instances.models import Instance, InstanceStateChange
 from tenants.choices import Role
 from tenants.services import add_member, set_quota
-from tests.factories import make_host, make_tenant, make_user
+from tests.factories import make_host, make_instance, make_tenant, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
 
@@ -368,3 +374,68 @@ def test_security_group_pages_make_rules_and_put_a_nic_in_a_group(server):
         browser.close()
     for instance in Instance.objects.filter(tenant=tenant):  # the shared test driver outlives the test
         instance_services.request_operation(instance=instance, operation="delete", user=member)
+
+
+def test_billing_pages_plans_invoices_the_month_so_far_and_revenue(server):
+    # Given acme on a plan since last month, with an instance running since then, metered and invoiced
+    acme = make_tenant("acme")
+    boss = make_user(tenant=acme, role=Role.ADMIN, password="s3cret-pass")
+    admin = make_user(staff=True, password="s3cret-pass")
+    now = timezone.now()
+    last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    plan = billing_services.create_plan(name="standard", currency="EUR", effective_from=last_month,
+                                        vcpu_hour="0.012", ram_gib_hour="0.004", disk_gib_month="0.05",
+                                        monthly_fee="4.00")
+    billing_services.set_tenant_billing(tenant=acme, plan=plan, tax_rate="0.19", billed_from=last_month)
+    vm = make_instance(tenant=acme, host=make_host(), name="shop-db", vcpus=2, memory_mib=2048, disk_gib=20,
+                       status=InstanceStatus.RUNNING)
+    Instance.objects.filter(pk=vm.pk).update(created_at=last_month)
+    InstanceStateChange.objects.create(instance=vm, from_status=InstanceStatus.STOPPED,
+                                       to_status=InstanceStatus.RUNNING, at=last_month + timedelta(days=3),
+                                       cause=Cause.EVENT)
+    metering.meter()
+    draft, = invoicing.invoice_month(year=last_month.year, month=last_month.month)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, admin.username)
+        # When the admin adds a plan, it has its first prices
+        page.get_by_role("link", name="Billing").click()
+        page.get_by_role("link", name="Rate plans").click()
+        page.fill("#id_name", "premium")
+        page.fill("#id_currency", "EUR")
+        page.fill("#id_vcpu_hour", "0.02")
+        page.fill("#id_monthly_fee", "9.50")
+        page.locator("#plan-form button").click()
+        expect(page.locator("#version-table")).to_contain_text("0.02")
+        page.screenshot(path=SCREENSHOTS / "billing-plan.png", full_page=True)
+        page.get_by_role("link", name="Rate plans").click()
+        expect(page.locator("#plan-table")).to_contain_text("premium")
+        page.screenshot(path=SCREENSHOTS / "billing-plans.png", full_page=True)
+        # And issues last month's draft: it gets its number and can no longer change
+        page.get_by_role("link", name="Invoices").click()
+        page.get_by_role("link", name=draft.display_number).click()
+        page.get_by_role("button", name="Issue").click()
+        expect(page.locator("#invoice-status")).to_have_text("Issued")
+        expect(page.get_by_role("heading", level=1)).to_contain_text("INV-")
+        issued_heading = page.get_by_role("heading", level=1).inner_text()
+        expect(page.locator("#invoice-total")).to_have_text(f"{draft.total} EUR")
+        page.screenshot(path=SCREENSHOTS / "billing-invoice.png", full_page=True)
+        page.get_by_role("link", name="Invoices").click()
+        page.screenshot(path=SCREENSHOTS / "billing-invoices.png", full_page=True)
+        # The revenue page charts it
+        page.get_by_role("link", name="Revenue").click()
+        expect(page.locator(".revenue-table")).to_contain_text(str(draft.subtotal))
+        expect(page.locator(".revenue-report canvas")).to_have_count(1)
+        page.screenshot(path=SCREENSHOTS / "billing-revenue.png", full_page=True)
+        # The tenant's admin sees its month so far, the forecast and a chart of cost per day
+        tenant_page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, boss.username)
+        tenant_page.get_by_role("link", name="Billing").click()
+        expect(tenant_page.locator("#cost-so-far")).to_contain_text("EUR")
+        expect(tenant_page.locator("#cost-forecast")).to_contain_text("EUR")
+        assert tenant_page.locator("#day-chart").bounding_box()["height"] > 100
+        expect(tenant_page.locator("#invoice-table")).to_contain_text(issued_heading.split()[1])
+        tenant_page.screenshot(path=SCREENSHOTS / "billing-usage.png", full_page=True)
+        browser.close()
+    draft.refresh_from_db()
+    assert draft.status == "issued" and draft.display_number in issued_heading

@@ -13,6 +13,8 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from unittest import mock
 
 import pytest
@@ -24,6 +26,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from billing.invoicing import issue
+from billing.models import Invoice, InvoiceLine, TenantBilling
+from billing.services import create_plan, set_tenant_billing
 from cloudpanel.asgi import application
 from images.choices import ImageStatus
 from images.models import Image, Template
@@ -176,6 +181,18 @@ def audit_read(api: bool):
         if which == OTHER and role != ADMIN:
             return Cell(404)
         return Cell(200)
+    return expect
+
+
+def admin_change(api: bool, ok: int):
+    """Changes of a tenant's billing that only platform admins make: others are refused, or answered
+    404 for another tenant's object."""
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if which == OTHER and role != ADMIN:
+            return Cell(404)
+        return Cell(ok if role == ADMIN else 403)
     return expect
 
 
@@ -435,6 +452,45 @@ MATRIX: dict[str, list[Case]] = {
     "api-audit-list": [Case("GET", None, listing(A, allowed=(TADMIN, ADMIN)), marker="audit")],
     "api-audit-detail": [Case("GET", "audit", audit_read(A))],
     "api-audit-export": [Case("GET", None, listing(A, allowed=(TADMIN, ADMIN)), marker="audit")],
+    "billing-usage": [Case("GET", None, signed_in(P, 200))],
+    "invoice-list": [Case("GET", None, listing(P), marker="invoice")],
+    "invoice-run": [Case("POST", None, admins_only_page, body=lambda w, x: {"month": "2020-01"})],
+    "invoice-archive": [Case("GET", None, platform(P, 200), url_kwargs={}, body=lambda w, x: {"month": "2027-03"})],
+    "invoice-detail": [Case("GET", "invoice", read(P))],
+    "invoice-export": [Case("GET", "invoice", read(P), url_kwargs={"kind": kind}) for kind in ("pdf", "csv", "json")],
+    "invoice-change": [Case("POST", "invoice", admin_change(P, ok), url_kwargs={"change": change})
+                       for change, ok in (("pay", 302), ("issue", 302))],
+    "plan-list": [Case("GET", None, platform(P, 200)),
+                  Case("POST", None, platform(P, 302), body=lambda w, x: {
+                      "name": f"p-{uuid.uuid4().hex[:8]}", "currency": "EUR", "vcpu_hour": "0.01"})],
+    "plan-detail": [Case("GET", "plan", platform(P, 200)),
+                    Case("POST", "plan", platform(P, 302), body=lambda w, x: {"vcpu_hour": "0.02"})],
+    "tenant-billing": [Case("POST", "tenant", admin_change(P, 302), body=lambda w, x: {
+        "plan": w[x]["plan"].pk, "tax_rate": "0.1"})],
+    "billing-revenue": [Case("GET", None, platform(P, 200))],
+    "api-plan-list": [Case("GET", None, listing(A), marker="plan"),
+                      Case("POST", None, platform(A, 201), body=lambda w, x: {
+                          "name": f"p-{uuid.uuid4().hex[:8]}", "currency": "EUR", "vcpu_hour": "0.01"})],
+    "api-plan-detail": [Case("GET", "plan", read(A))],
+    "api-plan-prices": [Case("POST", "plan", admin_change(A, 201), body=lambda w, x: {"vcpu_hour": "0.02"})],
+    "api-invoice-list": [Case("GET", None, listing(A), marker="invoice")],
+    "api-invoice-detail": [Case("GET", "invoice", read(A))],
+    "api-invoice-pdf": [Case("GET", "invoice", read(A))],
+    "api-invoice-csv": [Case("GET", "invoice", read(A))],
+    # The world's invoices are issued: issuing again is a conflict; paying, voiding and crediting go through.
+    "api-invoice-issue": [Case("POST", "invoice", admin_change(A, 409))],
+    "api-invoice-pay": [Case("POST", "invoice", admin_change(A, 200))],
+    "api-invoice-void": [Case("POST", "invoice", admin_change(A, 200))],
+    "api-invoice-credit": [Case("POST", "invoice", admin_change(A, 201))],
+    "api-invoice-run": [Case("POST", None, platform(A, 201), body=lambda w, x: {"year": 2020, "month": 1})],
+    "api-invoice-archive": [Case("GET", None, platform(A, 200), body=lambda w, x: {"month": "2027-03"})],
+    # The month so far of the tenant acted for; an admin's token acts across tenants, so it must name one.
+    "api-usage-list": [Case("GET", None, lambda role, which: (
+        anon(A) if role == ANON else Cell(400) if role == ADMIN else Cell(200)))],
+    "api-revenue-list": [Case("GET", None, platform(A, 200))],
+    "api-tenant-billing": [Case("GET", "tenant", read(A)),
+                           Case("PUT", "tenant", admin_change(A, 200), body=lambda w, x: {
+                               "plan": w[x]["plan"].pk, "tax_rate": "0.1"})],
     # Django's admin site checks staff on every one of its views.
     "admin:index": [Case("GET", None, lambda role, which: Cell(200 if role == ADMIN else ADMIN_LOGIN))],
 }
@@ -508,14 +564,26 @@ def build_world() -> dict:
         group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")
         rule = add_rule(group=group, direction="ingress", protocol="icmp", description=f"rule-{side}-{tag}")
         port.security_groups.add(group)
+        plan = create_plan(name=f"plan-{side}-{tag}", currency="EUR", effective_from=datetime(2027, 1, 1, tzinfo=UTC),
+                           vcpu_hour="0.01")
+        set_tenant_billing(tenant=tenant, plan=plan, tax_rate="0.2", billed_from=datetime(2027, 1, 1, tzinfo=UTC))
+        invoice = Invoice.objects.create(
+            tenant=tenant, period_start=datetime(2027, 3, 1, tzinfo=UTC), period_end=datetime(2027, 4, 1, tzinfo=UTC),
+            currency="EUR", plan_name=plan.name, tax_rate=Decimal("0.2"), subtotal=Decimal("1.00"),
+            tax=Decimal("0.20"), total=Decimal("1.20"))
+        InvoiceLine.objects.create(invoice=invoice, position=1, description="vm · vCPU-hours", quantity=100,
+                                   unit="vCPU-hours", unit_price=Decimal("0.01"), amount=Decimal("1.00"))
+        invoice = issue(invoice=invoice)
+        TenantBilling.objects.filter(tenant=tenant).update(counted_end=invoice.period_end)
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
             "image": image, "disk": disk, "template": template, "iso": iso, "network": network, "port": port,
-            "subnet": subnet, "reserved": reserved, "group": group, "rule": rule,
+            "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "network": network.name,
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
+                        "plan": plan.name, "invoice": invoice.display_number,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
         }
     own = world[OWN]

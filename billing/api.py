@@ -1,0 +1,231 @@
+"""Billing endpoints: rate plans (admins change them), invoices with their lifecycle and exports, the month
+so far of the tenant acted for, and revenue."""
+
+import tempfile
+from datetime import UTC, datetime
+
+from django.http import FileResponse, HttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from billing import costs, invoicing, services
+from billing.exports import invoice_csv, invoice_json, invoice_pdf, month_archive
+from billing.forms import MonthForm
+from billing.models import Invoice, RatePlan, TenantBilling
+from billing.serializers import (
+    InvoiceRunSerializer,
+    InvoiceSerializer,
+    MonthToDateSerializer,
+    PricesSerializer,
+    RatePlanCreateSerializer,
+    RatePlanSerializer,
+)
+from cloudpanel.api import ScopedViewSetMixin
+from cloudpanel.exceptions import NotFound
+from tenants import audit
+
+ADMINS_ONLY = "Only platform admins may do this."
+LIFECYCLE = {"issue": invoicing.issue, "pay": invoicing.mark_paid, "void": invoicing.void,
+             "credit": invoicing.credit_note}
+
+
+def prices_of(data: dict) -> tuple[datetime, dict]:
+    """The effective time (by default the current hour) and the prices given."""
+    effective = data.pop("effective_from", None) or timezone.now().replace(minute=0, second=0, microsecond=0)
+    return effective, {name: value for name, value in data.items() if name in services.PRICES}
+
+
+def month_param(value: str | None) -> tuple[int, int]:
+    """A month given as YYYY-MM."""
+    form = MonthForm({"month": value or ""})
+    if not form.is_valid():
+        raise ValidationError(form.errors)
+    return form.cleaned_data["month"]
+
+
+def archive_response(invoices, year: int, month: int) -> FileResponse:
+    """The month's invoices as a ZIP of PDFs plus one CSV, spooled to disk past a few MiB."""
+    name = f"invoices-{year:04d}-{month:02d}"
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - the response closes it
+    month_archive(invoices, spool, name=name)
+    spool.seek(0)
+    return FileResponse(spool, as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
+
+
+def export_response(invoice: Invoice, kind: str) -> HttpResponse:
+    """One invoice as a PDF or CSV download."""
+    name = invoice.display_number.replace(" ", "-")
+    if kind == "pdf":
+        return HttpResponse(invoice_pdf(invoice), content_type="application/pdf",
+                            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
+    return HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+class RatePlanViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Rate plans with their price versions: admins see and change all; a tenant sees its own plan."""
+
+    queryset = RatePlan.objects.none()
+    serializer_class = RatePlanSerializer
+    audit_name = "plan"
+    platform_level = True
+
+    def get_queryset(self):
+        plans = RatePlan.objects.prefetch_related("versions")
+        if self.scope.admin and self.scope.tenant is None:
+            return plans
+        return plans.filter(tenants__tenant_id__in=self.scope.tenant_ids or [])
+
+    @extend_schema(request=RatePlanCreateSerializer, responses={201: RatePlanSerializer})
+    def create(self, request):
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        data = RatePlanCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        name, currency, description = values.pop("name"), values.pop("currency"), values.pop("description")
+        effective, prices = prices_of(values)
+        plan = services.create_plan(name=name, currency=currency, description=description,
+                                    effective_from=effective, **prices)
+        audit.note(request, target=plan)
+        return Response(RatePlanSerializer(plan).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PricesSerializer, responses={201: RatePlanSerializer})
+    @action(detail=True, methods=["post"])
+    def prices(self, request, pk=None):
+        """New prices from a whole hour on (never in the past); prices not given stay as they were."""
+        plan = self.get_object()
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        data = PricesSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        effective, prices = prices_of(dict(data.validated_data))
+        services.add_version(plan=plan, effective_from=effective, **prices)
+        return Response(RatePlanSerializer(RatePlan.objects.prefetch_related("versions").get(pk=plan.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(list=extend_schema(responses={200: OpenApiTypes.OBJECT}),
+                    retrieve=extend_schema(responses={200: OpenApiTypes.OBJECT}))
+class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Invoices and credit notes of the tenants in scope, with their lines; PDF and CSV downloads; admins issue,
+    mark paid, void and credit them, run a month and download a month's archive."""
+
+    queryset = Invoice.objects.none()
+    serializer_class = InvoiceSerializer
+    audit_name = "invoice"
+    filterset_fields = ["status", "kind", "tenant", "period_start"]
+
+    def get_queryset(self):
+        return (Invoice.objects.in_scope(self.scope).select_related("tenant", "credits")
+                .prefetch_related("lines"))
+
+    def _require_admin(self) -> None:
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+
+    def _change(self, request, change: str) -> Response:
+        invoice = self.get_object()
+        self._require_admin()
+        changed = LIFECYCLE[change](invoice=invoice)
+        audit.note(request, target=changed)
+        return Response(invoice_json(self.get_queryset().get(pk=changed.pk)),
+                        status=status.HTTP_201_CREATED if change == "credit" else status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def issue(self, request, pk=None):
+        """Number the draft (no gaps) and make it immutable."""
+        return self._change(request, "issue")
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def pay(self, request, pk=None):
+        return self._change(request, "pay")
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def void(self, request, pk=None):
+        """Cancel the tenant's latest issued, unpaid invoice; its usage is invoiced again."""
+        return self._change(request, "void")
+
+    @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def credit(self, request, pk=None):
+        """Credit an issued or paid invoice in full with a numbered credit note (returned)."""
+        return self._change(request, "credit")
+
+    @extend_schema(responses={(200, "application/pdf"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def pdf(self, request, pk=None):
+        return export_response(self.get_object(), "pdf")
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    @action(detail=True, methods=["get"])
+    def csv(self, request, pk=None):
+        return export_response(self.get_object(), "csv")
+
+    @extend_schema(request=InvoiceRunSerializer, responses={201: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"])
+    def run(self, request):
+        """Draft a closed month's invoices of every billed tenant that has none yet."""
+        self._require_admin()
+        data = InvoiceRunSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        drafts = invoicing.invoice_month(year=data.validated_data["year"], month=data.validated_data["month"])
+        return Response({"drafted": len(drafts), "invoices": [invoice.pk for invoice in drafts]},
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[OpenApiParameter("month", str, description="YYYY-MM", required=True)],
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @action(detail=False, methods=["get"])
+    def archive(self, request):
+        """The month's invoices and credit notes for accounting: a ZIP of PDFs plus one CSV."""
+        self._require_admin()
+        year, month = month_param(request.query_params.get("month"))
+        start = datetime(year, month, 1, tzinfo=UTC)
+        return archive_response(self.get_queryset().filter(period_start=start).exclude(status="draft")
+                                .order_by("number"), year, month)
+
+
+class UsageViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
+    """The month so far of the tenant acted for: cost per day, the monthly fee, and the forecast to month end."""
+
+    serializer_class = MonthToDateSerializer
+
+    @extend_schema(responses={200: MonthToDateSerializer})
+    def list(self, request):
+        if self.scope.tenant is None:
+            raise ValidationError({"tenant": ["Say which tenant (?tenant=)."]})
+        billing = TenantBilling.objects.select_related("plan").filter(tenant=self.scope.tenant).first()
+        if billing is None:
+            raise NotFound("The tenant has no rate plan.")
+        return Response(MonthToDateSerializer(costs.month_to_date(billing)).data)
+
+
+class RevenueViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
+    """Invoiced revenue before tax, net of credit notes, per currency, tenant and month (platform admins)."""
+
+    platform_level = True
+
+    @extend_schema(parameters=[OpenApiParameter("months", int, description="how many months back (1-36)")],
+                   responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        try:
+            months = int(request.query_params.get("months", 12))
+        except ValueError:
+            months = 0
+        if not 1 <= months <= 36:
+            raise ValidationError({"months": ["Between 1 and 36."]})
+        return Response([{"currency": report.currency, "months": report.months,
+                          "tenants": [{"name": tenant, "amounts": [str(a) for a in report.row(tenant)]}
+                                      for tenant in report.tenants],
+                          "totals": [str(total) for total in report.totals]}
+                         for report in costs.revenue(months=months)])
