@@ -90,7 +90,7 @@ def python_loop(ids: list[int]) -> dict[int, Decimal]:
     subtotals: dict[int, Decimal] = defaultdict(Decimal)
     for (tenant_id, _type, _id, meter, rate_id, month), units in sums.items():
         quantity = invoicing.quantity(units, invoicing.divisor(meter, month))
-        subtotals[tenant_id] += invoicing.money(quantity * rates[rate_id].price(meter))
+        subtotals[tenant_id] += invoicing.amount(quantity, rates[rate_id].price(meter))
     totals = {}
     for tenant_id in ids:
         versions = sorted(billing[tenant_id].plan.versions.all(), key=lambda v: v.effective_from)

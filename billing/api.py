@@ -110,7 +110,7 @@ class RatePlanViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
                         status=status.HTTP_201_CREATED)
 
 
-@extend_schema_view(list=extend_schema(responses={200: OpenApiTypes.OBJECT}),
+@extend_schema_view(list=extend_schema(operation_id="v1_invoices_list", responses={200: OpenApiTypes.OBJECT}),
                     retrieve=extend_schema(responses={200: OpenApiTypes.OBJECT}))
 class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Invoices and credit notes of the tenants in scope, with their lines; PDF and CSV downloads; admins issue,
@@ -196,6 +196,7 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
 class UsageViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     """The month so far of the tenant acted for: cost per day, the monthly fee, and the forecast to month end."""
 
+    queryset = TenantBilling.objects.none()
     serializer_class = MonthToDateSerializer
 
     @extend_schema(responses={200: MonthToDateSerializer})
@@ -211,6 +212,7 @@ class UsageViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
 class RevenueViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     """Invoiced revenue before tax, net of credit notes, per currency, tenant and month (platform admins)."""
 
+    queryset = Invoice.objects.none()
     platform_level = True
 
     @extend_schema(parameters=[OpenApiParameter("months", int, description="how many months back (1-36)")],

@@ -19,7 +19,7 @@ from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus
-from billing.invoicing import divisor, fee_version, money, month_bounds, quantity
+from billing.invoicing import EXACT, divisor, fee_version, money, month_bounds, quantity
 from billing.models import Invoice, RateVersion, TenantBilling, UsageRecord
 
 HOUR = timedelta(hours=1)
@@ -53,7 +53,7 @@ class MonthToDate:
 
 
 def _price(units: int, meter: str, month: datetime, rate: RateVersion) -> Decimal:
-    return quantity(units, divisor(meter, month)) * rate.price(meter)
+    return EXACT.multiply(quantity(units, divisor(meter, month)), rate.price(meter))
 
 
 def month_to_date(billing: TenantBilling, now: datetime | None = None) -> MonthToDate:

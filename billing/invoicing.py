@@ -15,7 +15,7 @@ from __future__ import annotations
 import calendar
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,6 +30,7 @@ from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, T
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
 CENT = Decimal("0.01")
 QUANTITY = Decimal("0.000001")
+EXACT = Context(prec=60, rounding=ROUND_HALF_UP)  # wide enough that products of prices and quantities are exact
 METER_LABELS = dict(Meter.choices)
 UNIT_NAMES = {Meter.VCPU: "vCPU-hours", Meter.RAM: "GiB-hours", Meter.DISK: "GiB-months", Meter.LICENCE: "hours",
               Meter.ADDRESS: "hours"}
@@ -60,15 +61,16 @@ def divisor(meter: str, month: datetime) -> int:
 
 
 def quantity(units: int, per: int) -> Decimal:
-    with localcontext() as context:
-        context.prec = 50
-        return (Decimal(units) / Decimal(per)).quantize(QUANTITY, rounding=ROUND_HALF_UP)
+    return EXACT.divide(Decimal(units), Decimal(per)).quantize(QUANTITY, context=EXACT)
 
 
 def money(value: Decimal) -> Decimal:
-    with localcontext() as context:
-        context.prec = 50
-        return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return value.quantize(CENT, context=EXACT)
+
+
+def amount(of: Decimal, price: Decimal) -> Decimal:
+    """Quantity × unit price, exactly, rounded to the cent."""
+    return money(EXACT.multiply(of, price))
 
 
 def fee_version(versions: list[RateVersion], start: datetime, end: datetime) -> RateVersion | None:
@@ -84,25 +86,28 @@ LINE_FIELDS = ("invoice_id", "position", "description", "resource_type", "resour
                "quantity", "unit", "unit_price", "amount", "rate_id", "usage_month", "units")
 
 
-def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVersion], fee: RateVersion | None
-           ) -> list[list]:
+def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVersion], fee: RateVersion | None,
+           terms: dict[tuple, tuple]) -> list[list]:
     """The invoice's lines as LINE_FIELDS values (its id still to be filled in), from its groups of
-    (resource type, resource id, name, meter, rate id, month, units)."""
+    (resource type, resource id, name, meter, rate id, month, units). What depends only on the rate, meter
+    and month is worked out once per run, in `terms`."""
     lines = []
     for resource_type, resource_id, name, meter, rate_id, month, units in groups:
         if not units:
             continue
-        rate = rates[rate_id]
-        amount_of = quantity(units, divisor(meter, month))
-        unit_price = rate.price(meter)
-        adjustment = month < period_start
-        description = f"{name} · {METER_LABELS[meter]}"
-        if rate.effective_from > month:
-            description += f" · price from {rate.effective_from:%Y-%m-%d %H:%M}"
-        if adjustment:
-            description += f" · adjustment for {month:%Y-%m}"
-        lines.append([None, len(lines) + 1, description[:255], resource_type, resource_id, meter, adjustment,
-                      amount_of, UNIT_NAMES[meter], unit_price, money(amount_of * unit_price), rate_id, month, units])
+        key = (rate_id, meter, month)
+        if key not in terms:
+            rate = rates[rate_id]
+            note = f" · {METER_LABELS[meter]}"
+            if rate.effective_from > month:
+                note += f" · price from {rate.effective_from:%Y-%m-%d %H:%M}"
+            if month < period_start:
+                note += f" · adjustment for {month:%Y-%m}"
+            terms[key] = (note, divisor(meter, month), rate.price(meter), month < period_start)
+        note, per, unit_price, adjustment = terms[key]
+        amount_of = quantity(units, per)
+        lines.append([None, len(lines) + 1, (name + note)[:255], resource_type, resource_id, meter, adjustment,
+                      amount_of, UNIT_NAMES[meter], unit_price, amount(amount_of, unit_price), rate_id, month, units])
     if fee is not None and fee.monthly_fee:
         lines.append([None, len(lines) + 1, f"Monthly fee · {fee.plan.name}", "", None, "", False, Decimal(1),
                       "month", fee.monthly_fee, fee.monthly_fee, None, None, None])
@@ -173,10 +178,11 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
     for plan_versions in versions.values():
         plan_versions.sort(key=lambda v: v.effective_from)
     drafts: list[tuple[Invoice, list[list]]] = []
+    terms: dict[tuple, tuple] = {}
     for tenant_id, billing in todo.items():
         invoice = Invoice(tenant_id=tenant_id, period_start=start, period_end=end, currency=billing.plan.currency,
                           plan_name=billing.plan.name, tax_rate=billing.tax_rate, prior_end=billing.counted_end)
-        lines = _lines(start, groups[tenant_id], rates, fee_version(versions[billing.plan_id], start, end))
+        lines = _lines(start, groups[tenant_id], rates, fee_version(versions[billing.plan_id], start, end), terms)
         if lines or settings.CLOUDPANEL_BILLING_ZERO_INVOICES:
             _totals(invoice, lines)
             drafts.append((invoice, lines))
