@@ -6,7 +6,8 @@ so that lines split by rate. Metering adds each revision to its month's sum (Usa
 it writes it; here the rows are inserted in bulk, so their sums are built in one grouped
 query, timed apart ("monthly sums s": what metering spreads over the month).
 billing.invoicing.invoice_month then drafts every tenant's invoice in one transaction from
-those sums. Compared against, in the same run: a Python loop over the same ledger rows
+those sums, its lines priced and numbered by PostgreSQL. Compared against, in the same run:
+a Python loop over the same ledger rows
 (streamed from the database with a server-side cursor, summed in a dict, priced with the
 same rules). The totals of the two must be identical to the cent, which also checks the sums
 against the ledger. The run is repeated at a tenth of the rows to show that its query count

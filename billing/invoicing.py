@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
 from billing.exceptions import InvoiceState, PeriodOpen
-from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, TenantBilling, UsageMonth
+from billing.models import Invoice, InvoiceLine, InvoiceSequence, RatePlan, RateVersion, TenantBilling, UsageMonth
 
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
 CENT = Decimal("0.01")
@@ -120,20 +120,6 @@ def _totals(invoice: Invoice, lines: list[list]) -> None:
     invoice.total = invoice.subtotal + invoice.tax
 
 
-def _write_lines(lines: list[list]) -> None:
-    """Insert the rows: with COPY on PostgreSQL (a run writes tens of thousands), else in batches."""
-    if connection.vendor != "postgresql":
-        InvoiceLine.objects.bulk_create([InvoiceLine(**dict(zip(LINE_FIELDS, line, strict=True))) for line in lines],
-                                        batch_size=500)
-        return
-    columns = ", ".join(InvoiceLine._meta.get_field(name.removesuffix("_id") if name in ("invoice_id", "rate_id")
-                                                    else name).column for name in LINE_FIELDS)
-    with connection.cursor() as cursor, cursor.copy(
-            f"COPY {InvoiceLine._meta.db_table} ({columns}) FROM STDIN") as copy:
-        for line in lines:
-            copy.write_row(line)
-
-
 @transaction.atomic
 def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, now: datetime | None = None
                   ) -> list[Invoice]:
@@ -159,42 +145,135 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
     todo = {tenant: b for tenant, b in todo.items() if tenant not in done}
     if not todo:
         return []
-    pending = (UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
-               .annotate(pending=F("units") - F("invoiced_units"), year=ExtractYear("month", tzinfo=UTC),
-                         number=ExtractMonth("month", tzinfo=UTC))
-               .order_by("tenant_id", "month", "resource_name", "resource_type", "resource_id", "meter", "rate")
-               .values_list("tenant_id", "resource_type", "resource_id", "resource_name", "meter", "rate", "year",
-                            "number", "pending"))
-    groups: dict[int, list[tuple]] = defaultdict(list)
-    months: dict[tuple[int, int], datetime] = {}  # a few distinct ones: loaded as numbers, made once
-    for tenant_id, resource_type, resource_id, name, meter, rate, year, number, units in pending:
-        if (year, number) not in months:
-            months[(year, number)] = datetime(year, number, 1, tzinfo=UTC)
-        groups[tenant_id].append((resource_type, resource_id, name, meter, rate, months[(year, number)], units))
-    rates = RateVersion.objects.select_related("plan").in_bulk({g[4] for gs in groups.values() for g in gs})
     versions: dict[int, list[RateVersion]] = defaultdict(list)
     for version in RateVersion.objects.filter(plan_id__in={b.plan_id for b in todo.values()}).select_related("plan"):
         versions[version.plan_id].append(version)
-    for plan_versions in versions.values():
-        plan_versions.sort(key=lambda v: v.effective_from)
+    fees = {}
+    for tenant_id, billing in todo.items():
+        fee = fee_version(sorted(versions[billing.plan_id], key=lambda v: v.effective_from), start, end)
+        fees[tenant_id] = fee if fee is not None and fee.monthly_fee else None
+    pending = UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
+    draft = _draft_in_database if connection.vendor == "postgresql" else _draft_in_python
+    invoices = draft(todo, fees, pending, start, end)
+    invoiced = [invoice.tenant_id for invoice in invoices]
+    pending.filter(tenant_id__in=invoiced).update(invoiced_units=F("units"))
+    TenantBilling.objects.filter(tenant_id__in=invoiced).update(counted_end=end)
+    return invoices
+
+
+def _new_invoice(billing: TenantBilling, start: datetime, end: datetime) -> Invoice:
+    return Invoice(tenant_id=billing.tenant_id, period_start=start, period_end=end, currency=billing.plan.currency,
+                   plan_name=billing.plan.name, tax_rate=billing.tax_rate, prior_end=billing.counted_end)
+
+
+def _draft_in_python(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], pending,
+                     start: datetime, end: datetime) -> list[Invoice]:
+    """The invoices and their lines priced here, row by row (SQLite, whose numbers are not exact decimals)."""
+    groups: dict[int, list[tuple]] = defaultdict(list)
+    months: dict[tuple[int, int], datetime] = {}  # a few distinct ones: loaded as numbers, made once
+    for tenant_id, resource_type, resource_id, name, meter, rate, year, number, units in (
+            pending.annotate(pending=F("units") - F("invoiced_units"), year=ExtractYear("month", tzinfo=UTC),
+                             number=ExtractMonth("month", tzinfo=UTC))
+            .order_by("tenant_id", "month", "resource_name", "resource_type", "resource_id", "meter", "rate")
+            .values_list("tenant_id", "resource_type", "resource_id", "resource_name", "meter", "rate", "year",
+                         "number", "pending")):
+        if (year, number) not in months:
+            months[(year, number)] = datetime(year, number, 1, tzinfo=UTC)
+        groups[tenant_id].append((resource_type, resource_id, name, meter, rate, months[(year, number)], units))
+    rates = RateVersion.objects.in_bulk({g[4] for gs in groups.values() for g in gs})
     drafts: list[tuple[Invoice, list[list]]] = []
     terms: dict[tuple, tuple] = {}
     for tenant_id, billing in todo.items():
-        invoice = Invoice(tenant_id=tenant_id, period_start=start, period_end=end, currency=billing.plan.currency,
-                          plan_name=billing.plan.name, tax_rate=billing.tax_rate, prior_end=billing.counted_end)
-        lines = _lines(start, groups[tenant_id], rates, fee_version(versions[billing.plan_id], start, end), terms)
+        invoice = _new_invoice(billing, start, end)
+        lines = _lines(start, groups[tenant_id], rates, fees[tenant_id], terms)
         if lines or settings.CLOUDPANEL_BILLING_ZERO_INVOICES:
             _totals(invoice, lines)
             drafts.append((invoice, lines))
     invoices = Invoice.objects.bulk_create([invoice for invoice, _ in drafts])
-    for invoice, lines in drafts:
-        for line in lines:
-            line[0] = invoice.pk  # now that it has one
-    _write_lines([line for _, lines in drafts for line in lines])
-    invoiced = [invoice.tenant_id for invoice in invoices]
-    UsageMonth.objects.filter(tenant_id__in=invoiced, month__lt=end).exclude(units=F("invoiced_units")).update(
-        invoiced_units=F("units"))
-    TenantBilling.objects.filter(tenant_id__in=invoiced).update(counted_end=end)
+    InvoiceLine.objects.bulk_create([InvoiceLine(**dict(zip(LINE_FIELDS, [invoice.pk, *line[1:]], strict=True)))
+                                     for invoice, lines in drafts for line in lines], batch_size=500)
+    return invoices
+
+
+def _draft_in_database(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], pending,
+                       start: datetime, end: datetime) -> list[Invoice]:
+    """The invoices made here, their lines priced and inserted by PostgreSQL from the monthly sums in one
+    statement (its numerics are exact decimals, its round() rounds half away from zero like ROUND_HALF_UP,
+    and the quantity is an integer division), the fees in a second and the totals summed in a third; the
+    same lines as _draft_in_python (tests/test_billing.py compares them)."""
+    with_usage = set(pending.order_by().values_list("tenant_id", flat=True).distinct())
+    billed = [billing for tenant_id, billing in todo.items() if tenant_id in with_usage or fees[tenant_id]
+              or settings.CLOUDPANEL_BILLING_ZERO_INVOICES]
+    fields = [field.column for field in Invoice._meta.concrete_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {Invoice._meta.db_table} (tenant_id, kind, status, period_start, period_end, currency,
+                plan_name, tax_rate, subtotal, tax, total, prior_end, created_at)
+            SELECT b.tenant_id, %s, %s, %s, %s, p.currency, p.name, b.tax_rate, 0, 0, 0, b.counted_end, now()
+            FROM {TenantBilling._meta.db_table} b JOIN {RatePlan._meta.db_table} p ON p.id = b.plan_id
+            WHERE b.tenant_id = ANY(%s)
+            RETURNING {", ".join(fields)}""", [InvoiceKind.INVOICE, InvoiceStatus.DRAFT, start, end,
+                                             [billing.tenant_id for billing in billed]])
+        names = [field.attname for field in Invoice._meta.concrete_fields]
+        invoices = sorted((Invoice.from_db(connection.alias, names, row) for row in cursor.fetchall()),
+                          key=lambda invoice: invoice.tenant_id)
+    ids = [invoice.pk for invoice in invoices]
+    meters = ", ".join(["(%s, %s, %s, %s)"] * len(Meter))
+    meter_params = [value for meter in Meter for value in (
+        meter.value, METER_LABELS[meter], UNIT_NAMES[meter], 0 if meter == Meter.DISK else divisor(meter, start))]
+    price = " ".join(f"WHEN '{meter.value}' THEN r.{field}" for meter, field in RateVersion.PRICE_OF.items())
+    charged = [(invoice.pk, fees[invoice.tenant_id]) for invoice in invoices if fees[invoice.tenant_id]]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")  # the lines are numbered in a sort: in memory, not on disk
+        cursor.execute(f"""
+            WITH pending AS (
+                SELECT i.id AS invoice_id, m.resource_type, m.resource_id, m.resource_name, m.meter, m.rate_id,
+                       m.month, m.units - m.invoiced_units AS units, r.effective_from, t.label, t.unit,
+                       CASE m.meter {price} END AS price,
+                       CASE WHEN t.per = 0 THEN extract(epoch FROM (m.month + interval '1 month') - m.month)::bigint
+                            ELSE t.per END AS per
+                FROM {UsageMonth._meta.db_table} m
+                JOIN {Invoice._meta.db_table} i ON i.tenant_id = m.tenant_id
+                JOIN {RateVersion._meta.db_table} r ON r.id = m.rate_id
+                JOIN (VALUES {meters}) AS t(meter, label, unit, per) ON t.meter = m.meter
+                WHERE i.id = ANY(%s) AND m.month < %s AND m.units <> m.invoiced_units
+            ), priced AS (
+                SELECT *, sign(units::numeric) * div(abs(units)::numeric * 2000000 + per, 2 * per) / 1000000
+                          AS quantity
+                FROM pending
+            ), lines AS (
+                SELECT invoice_id, false AS fee, month, resource_name, resource_type, resource_id, meter, rate_id,
+                       left(resource_name || ' · ' || label
+                            || CASE WHEN effective_from > month THEN ' · price from '
+                                    || to_char(effective_from AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') ELSE '' END
+                            || CASE WHEN month < %s THEN ' · adjustment for '
+                                    || to_char(month AT TIME ZONE 'UTC', 'YYYY-MM') ELSE '' END, 255) AS description,
+                       month < %s AS adjustment, quantity, unit, price, round(quantity * price, 2) AS amount, units
+                FROM priced
+                UNION ALL
+                SELECT f.invoice_id, true, NULL, NULL, '', NULL, '', NULL, 'Monthly fee · ' || f.plan, false, 1,
+                       'month', f.fee, f.fee, NULL
+                FROM unnest(%s::bigint[], %s::numeric[], %s::text[]) AS f(invoice_id, fee, plan)
+            )
+            INSERT INTO {InvoiceLine._meta.db_table} (invoice_id, position, description, resource_type, resource_id,
+                meter, adjustment, quantity, unit, unit_price, amount, rate_id, usage_month, units)
+            SELECT invoice_id, row_number() OVER (PARTITION BY invoice_id ORDER BY fee, month, resource_name,
+                                                  resource_type, resource_id, meter, rate_id),
+                   description, resource_type, resource_id, meter, adjustment, quantity, unit, price, amount,
+                   rate_id, month, units
+            FROM lines""", [*meter_params, ids, end, start, start, [pk for pk, _ in charged],
+                            [fee.monthly_fee for _, fee in charged], [fee.plan.name for _, fee in charged]])
+        cursor.execute(f"""
+            UPDATE {Invoice._meta.db_table} i SET subtotal = s.subtotal, tax = round(s.subtotal * i.tax_rate, 2),
+                   total = s.subtotal + round(s.subtotal * i.tax_rate, 2)
+            FROM (SELECT invoice_id, sum(amount) AS subtotal FROM {InvoiceLine._meta.db_table}
+                  WHERE invoice_id = ANY(%s) GROUP BY invoice_id) s
+            WHERE i.id = s.invoice_id
+            RETURNING i.id, i.subtotal, i.tax, i.total""", [ids])
+        totals = {pk: figures for pk, *figures in cursor.fetchall()}
+    for invoice in invoices:
+        invoice.subtotal, invoice.tax, invoice.total = totals.get(invoice.pk, (invoice.subtotal, invoice.tax,
+                                                                               invoice.total))
     return invoices
 
 

@@ -58,9 +58,11 @@ class RateVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.plan.name} from {self.effective_from:%Y-%m-%d %H:%M}"
 
+    PRICE_OF = {Meter.VCPU: "vcpu_hour", Meter.RAM: "ram_gib_hour", Meter.DISK: "disk_gib_month",
+                Meter.LICENCE: "licence_hour", Meter.ADDRESS: "address_hour"}  # each meter's price field
+
     def price(self, meter: str) -> Decimal:
-        return {Meter.VCPU: self.vcpu_hour, Meter.RAM: self.ram_gib_hour, Meter.DISK: self.disk_gib_month,
-                Meter.LICENCE: self.licence_hour, Meter.ADDRESS: self.address_hour}[meter]
+        return getattr(self, self.PRICE_OF[meter])
 
 
 class TenantBilling(models.Model):

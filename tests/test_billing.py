@@ -6,9 +6,10 @@ Every amount below is worked out by hand in the comments next to it.
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 
 from billing import invoicing, metering, services
@@ -353,3 +354,45 @@ def test_usage_before_a_tenant_got_its_plan_and_licences_dropped_later_are_not_r
     assert metering.meter(since=at("2028-03-01 00:00"), until=at("2028-04-01 00:00")) == 0
     # And nothing of February, before the plan, is ever invoiced
     assert invoicing.invoice_month(year=2028, month=2, tenant_ids={late.pk}, now=at("2028-04-05 00:00")) == []
+
+
+def test_the_database_prices_every_line_exactly_as_python_does(billed, settings):
+    """PostgreSQL prices a run's lines in SQL; SQLite (the embedded default) in Python. Both ways on the same
+    ledger, with what is hardest to get the same: a month boundary, a price change in the middle of a month,
+    disk-months, licences, late usage in both directions (adjustments up and down), huge quantities, half
+    cents, a monthly fee and a tenant without usage."""
+    tenant, plan = billed
+    services.add_version(plan=plan, effective_from=at("2029-02-01 12:00"), now=at("2029-01-01 00:00"),
+                         vcpu_hour="0.013", disk_gib_month="0.0991", monthly_fee="2.50")
+    image = Image.objects.create(name="licensed", tenant=tenant, status="available", licensed=True)
+    small = vm(tenant, name="small", vcpus=3, memory_mib=1536, disk_gib=7, image=image, licensed=True)
+    history(small, (Status.RUNNING, "2029-01-30 22:17:13"), (Status.STOPPED, "2029-02-02 03:04:05"))
+    huge = vm(tenant, name="huge", vcpus=4096, memory_mib=4 * 1024 * 1024, disk_gib=100000)
+    history(huge, (Status.RUNNING, "2029-02-01 00:00:01"), (Status.STOPPED, "2029-02-28 23:59:59"))
+    settings.CLOUDPANEL_BILLING_ZERO_INVOICES = True
+    services.set_tenant_billing(tenant=make_tenant(), plan=plan, billed_from=at("2029-01-01 00:00"))
+    metering.meter(since=at("2029-01-01 00:00"), until=at("2029-03-01 00:00"))
+    invoicing.invoice_month(year=2029, month=1, now=at("2029-02-05 00:00"))
+    # Learnt late: the small one stopped for an hour on the 30th (less January), and another one ran in January
+    for to_status, when in ((Status.STOPPED, "2029-01-30 23:00:00"), (Status.RUNNING, "2029-01-31 00:00:00")):
+        InstanceStateChange.objects.create(instance=small, from_status=Status.RUNNING, to_status=to_status,
+                                           at=at(when), cause=Cause.RECONCILE)
+    history(vm(tenant, name="late", disk_gib=0), (Status.RUNNING, "2029-01-15 10:00:00"),
+            (Status.STOPPED, "2029-01-15 11:30:00"))
+    metering.meter(since=at("2029-01-01 00:00"), until=at("2029-03-01 00:00"))
+
+    def run(draft) -> list[tuple]:
+        with transaction.atomic(), mock.patch("billing.invoicing._draft_in_database", draft):
+            invoices = invoicing.invoice_month(year=2029, month=2, now=at("2029-03-05 00:00"))
+            made = [(i.tenant_id, i.subtotal, i.tax, i.total, [
+                (line.position, line.description, line.quantity, line.unit, line.unit_price, line.amount,
+                 line.adjustment, line.units, line.rate_id, line.usage_month) for line in i.lines.all()])
+                for i in invoices]
+            transaction.set_rollback(True)
+        return made
+
+    in_sql, in_python = run(invoicing._draft_in_database), run(invoicing._draft_in_python)
+    assert in_sql == in_python
+    ours = next(lines for tenant_id, *_, lines in in_sql if tenant_id == tenant.pk)
+    assert len(in_sql) == 2 and any(line[6] and line[5] < 0 for line in ours)  # a negative adjustment
+    assert any(line[6] and line[5] > 0 for line in ours) and any("price from" in line[1] for line in ours)

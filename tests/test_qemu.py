@@ -7,12 +7,19 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db.models import Sum
+from django.utils import timezone
 
+from billing import costs, metering
+from billing import services as billing_services
+from billing.models import TenantBilling, UsageRecord
 from cloudpanel.asgi import application
 from hosts import hypervisor
 from hosts import services as host_services
@@ -30,6 +37,7 @@ from tests.test_images import upload
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
@@ -60,6 +68,12 @@ async def read_until(communicator, pattern, timeout=30.0):
 
 
 def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
+    # The tenant is billed from an hour ago: the guest's run is metered from its real state history
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    plan = billing_services.create_plan(name=f"qemu-{tenant.pk}", currency="EUR", effective_from=hour - HOUR,
+                                        vcpu_hour="3.6", ram_gib_hour="0.36", disk_gib_month="1")
+    billing_services.set_tenant_billing(tenant=tenant, plan=plan, billed_from=hour - HOUR)
+
     @async_to_sync
     async def scenario():
         status = WebsocketCommunicator(application, "/ws/status/", headers=[ORIGIN])
@@ -108,6 +122,19 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
     assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
     with pytest.raises(hypervisor.DomainNotFound):
         hypervisor.state(qemu_host.uri, str(instance.uuid))
+    # Its run is in the ledger to the second, as the events recorded it: 1 vCPU and 256 MiB while it ran
+    changes = list(instance.state_changes.order_by("at", "id").values_list("to_status", "at"))
+    started = next(at for status, at in changes if status == Status.RUNNING)
+    stopped = next(at for status, at in changes if at > started and status == Status.STOPPED)
+    seconds = int((stopped.replace(microsecond=0) - started.replace(microsecond=0)).total_seconds())
+    assert seconds > 0
+    metering.meter(since=hour - HOUR, until=hour + 2 * HOUR)
+    counted = dict(UsageRecord.objects.filter(resource_id=instance.pk).values_list("meter").annotate(Sum("units")))
+    assert counted["vcpu"] == seconds and counted["ram"] == seconds * 256
+    # and its month so far prices it: 3.6 per vCPU-hour is 0.001 a second, 0.36 per GiB-hour 0.000025 a second
+    # for 256 MiB; the disk's minutes add under a cent, and each day is rounded to the cent
+    month = costs.month_to_date(TenantBilling.objects.select_related("plan").get(tenant=tenant))
+    assert abs(sum(cost for _, cost in month.per_day) - Decimal(seconds) * Decimal("0.001025")) <= Decimal("0.015")
 
 
 @pytest.fixture
