@@ -92,9 +92,12 @@ def test_api_token_command_prints_a_working_key(admin_user):
 def test_demo_command_is_idempotent():
     for _ in range(2):
         call_command("demo", stdout=io.StringIO())
+    from billing.models import RatePlan, TenantBilling
     from hosts.models import Host
 
     assert Host.objects.filter(uri="test:///default").count() == 1
+    assert RatePlan.objects.filter(name="Standard").count() == 1
+    assert TenantBilling.objects.get(tenant__name="demo").plan.name == "Standard"
 
 
 def test_deleted_instance_of_a_removed_host_still_shows(client, admin_user, tenant, host):

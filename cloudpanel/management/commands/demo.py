@@ -1,10 +1,14 @@
-"""Set up demo data: an admin, a tenant with its own admin, member and viewer, and demo hosts. Idempotent."""
+"""Set up demo data: an admin, a tenant with its own admin, member and viewer, on a rate plan, and demo hosts.
+Idempotent."""
 
 import os
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
+from billing import services as billing_services
+from billing.models import RatePlan, TenantBilling
 from hosts import services as host_services
 from hosts.models import Host
 from tenants.models import Tenant
@@ -39,6 +43,13 @@ class Command(BaseCommand):
                 user.save()
             if not user.memberships.filter(tenant=tenant).exists():
                 add_member(tenant=tenant, user=user, role=role)
+        # A rate plan for the demo tenant, so that its usage is metered and billed from now on.
+        plan = RatePlan.objects.filter(name="Standard").first() or billing_services.create_plan(
+            name="Standard", currency="EUR", description="Demo prices", effective_from=timezone.now().replace(
+                minute=0, second=0, microsecond=0), vcpu_hour="0.012", ram_gib_hour="0.004",
+            disk_gib_month="0.05", licence_hour="0.02", address_hour="0.005", monthly_fee="5.00")
+        if not TenantBilling.objects.filter(tenant=tenant).exists():
+            billing_services.set_tenant_billing(tenant=tenant, plan=plan, tax_rate="0.2")
         hosts = [("test-driver", test_uri, "default-pool", "auto")]
         for item in host_uri:
             name, _, uri = item.partition("=")
