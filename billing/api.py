@@ -1,10 +1,9 @@
 """Billing endpoints: rate plans (admins change them), invoices with their lifecycle and exports, the month
 so far of the tenant acted for, and revenue."""
 
-import tempfile
 from datetime import UTC, datetime
 
-from django.http import FileResponse, HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -27,6 +26,7 @@ from billing.serializers import (
 )
 from cloudpanel.api import ScopedViewSetMixin
 from cloudpanel.exceptions import NotFound
+from cloudpanel.streaming import streamed
 from tenants import audit
 
 ADMINS_ONLY = "Only platform admins may do this."
@@ -48,13 +48,11 @@ def month_param(value: str | None) -> tuple[int, int]:
     return form.cleaned_data["month"]
 
 
-def archive_response(invoices, year: int, month: int) -> FileResponse:
-    """The month's invoices as a ZIP of PDFs plus one CSV, spooled to disk past a few MiB."""
+def archive_response(request, invoices, year: int, month: int) -> StreamingHttpResponse:
+    """The month's invoices as a ZIP of PDFs plus one CSV, sent as it is made (a download shows its progress)."""
     name = f"invoices-{year:04d}-{month:02d}"
-    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - the response closes it
-    month_archive(invoices, spool, name=name)
-    spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
+    return streamed(request, month_archive(invoices, name=name), content_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.zip"'})
 
 
 def export_response(invoice: Invoice, kind: str) -> HttpResponse:
@@ -189,7 +187,7 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         self._require_admin()
         year, month = month_param(request.query_params.get("month"))
         start = datetime(year, month, 1, tzinfo=UTC)
-        return archive_response(self.get_queryset().filter(period_start=start).exclude(status="draft")
+        return archive_response(request, self.get_queryset().filter(period_start=start).exclude(status="draft")
                                 .order_by("number"), year, month)
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -238,16 +237,35 @@ def _pdf_name(invoice: Invoice) -> str:
     return f"draft-{invoice.pk}.pdf" if invoice.number is None else f"{invoice.display_number}.pdf"
 
 
-def month_archive(invoices: Iterable[Invoice], out: BinaryIO, *, name: str) -> None:
-    """Write a ZIP of the invoices to `out`: a PDF each, and `{name}.csv` with a row per invoice. A queryset is
-    read in chunks with its tenants and credited invoices joined and its lines prefetched: one query, and one
-    more per chunk of ARCHIVE_CHUNK invoices, however many lines they have."""
+class _Drain:
+    """A write-only stream whose bytes are taken out as they come, so a ZIP is sent while it is made."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def month_archive(invoices: Iterable[Invoice], *, name: str) -> Iterator[bytes]:
+    """A ZIP of the invoices, in parts as it is made (one per invoice): a PDF each, and `{name}.csv` with a row
+    per invoice. A queryset is read in chunks with its tenants and credited invoices joined and its lines
+    prefetched: one query, and one more per chunk of ARCHIVE_CHUNK invoices, however many lines they have."""
     if isinstance(invoices, QuerySet):
         invoices = (invoices.select_related("tenant", "credits").prefetch_related("lines")
                     .iterator(chunk_size=ARCHIVE_CHUNK))
     summary = io.StringIO()
     writer = csv.writer(summary)
     writer.writerow(ARCHIVE_COLUMNS)
+    out = _Drain()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for invoice in invoices:
             archive.writestr(_pdf_name(invoice), invoice_pdf(invoice))
@@ -257,4 +275,6 @@ def month_archive(invoices: Iterable[Invoice], out: BinaryIO, *, name: str) -> N
                 cell(invoice.plan_name), _exact(invoice.subtotal), _exact(invoice.tax_rate), _exact(invoice.tax),
                 _exact(invoice.total), _iso(invoice.issued_at) or "", _iso(invoice.paid_at) or "",
                 cell(_credits(invoice))])
+            yield out.take()
         archive.writestr(f"{name}.csv", summary.getvalue())
+    yield out.take()

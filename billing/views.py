@@ -143,7 +143,7 @@ def invoice_archive(request):
     year, month = form.cleaned_data["month"]
     invoices = (Invoice.objects.filter(period_start=datetime(year, month, 1, tzinfo=UTC))
                 .exclude(status=InvoiceStatus.DRAFT).order_by("number"))
-    return archive_response(invoices, year, month)
+    return archive_response(request, invoices, year, month)
 
 
 @staff_member_required

@@ -224,10 +224,11 @@ def archive_of(count: int) -> tuple[list[Invoice], bytes, int]:
                 for i in range(count)]
     invoices[1:] = [invoicing.issue(invoice=invoice) for invoice in invoices[1:]]
     invoices.append(invoicing.credit_note(invoice=invoices[-1]))
-    out = io.BytesIO()
     with CaptureQueriesContext(connection) as queries:
-        month_archive(Invoice.objects.filter(pk__in=[i.pk for i in invoices]).order_by("pk"), out, name="2027-03")
-    return invoices, out.getvalue(), len(queries.captured_queries)
+        parts = list(month_archive(Invoice.objects.filter(pk__in=[i.pk for i in invoices]).order_by("pk"),
+                                   name="2027-03"))
+    assert len(parts) == len(invoices) + 1 and all(parts)  # sent as it is made: a part per invoice, then the rest
+    return invoices, b"".join(parts), len(queries.captured_queries)
 
 
 def test_the_month_archive_holds_a_pdf_each_and_a_csv_in_a_fixed_number_of_queries():
