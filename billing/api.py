@@ -120,7 +120,7 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     filterset_fields = ["status", "kind", "tenant", "period_start"]
 
     def get_queryset(self):
-        return (Invoice.objects.in_scope(self.scope).select_related("tenant", "credits")
+        return (Invoice.objects.visible_to(self.scope).select_related("tenant", "credits")
                 .prefetch_related("lines"))
 
     def _require_admin(self) -> None:

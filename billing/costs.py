@@ -60,11 +60,10 @@ def month_to_date(billing: TenantBilling, now: datetime | None = None) -> MonthT
     """The tenant's current month, priced from its ledger: a fixed number of queries."""
     now = now or timezone.now()
     start, end = month_bounds(now.year, now.month)
-    versions = sorted(billing.plan.versions.all(), key=lambda v: v.effective_from)
-    fee = fee_version(versions, start, end)
-    rates = {version.pk: version for version in versions}
+    fee = fee_version(sorted(billing.plan.versions.all(), key=lambda v: v.effective_from), start, end)
     ledger = UsageRecord.objects.filter(tenant_id=billing.tenant_id, interval_start__gte=start,
                                         interval_start__lt=end)
+    rates = RateVersion.objects.in_bulk(ledger.order_by().values_list("rate", flat=True).distinct())  # any plan's
     last = ledger.aggregate(last=Max("interval_start"))["last"]
     days: dict[date, Decimal] = defaultdict(Decimal)
     for row in (ledger.annotate(day=TruncDay("interval_start", tzinfo=UTC)).values("day", "meter", "rate")

@@ -57,6 +57,6 @@ class MonthForm(forms.Form):
             year, month = (int(part) for part in value.split("-"))
         except ValueError:
             raise forms.ValidationError("Give the month as YYYY-MM.") from None
-        if not (2000 <= year <= 9999 and 1 <= month <= 12):
+        if not (2000 <= year <= 9998 and 1 <= month <= 12):
             raise forms.ValidationError("Give the month as YYYY-MM.")
         return year, month

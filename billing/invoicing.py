@@ -86,19 +86,22 @@ LINE_FIELDS = ("invoice_id", "position", "description", "resource_type", "resour
                "quantity", "unit", "unit_price", "amount", "rate_id", "usage_month", "units")
 
 
-def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVersion], fee: RateVersion | None,
-           terms: dict[tuple, tuple]) -> list[list]:
+def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVersion], plan_id: int,
+           fee: RateVersion | None, terms: dict[tuple, tuple]) -> list[list]:
     """The invoice's lines as LINE_FIELDS values (its id still to be filled in), from its groups of
-    (resource type, resource id, name, meter, rate id, month, units). What depends only on the rate, meter
-    and month is worked out once per run, in `terms`."""
+    (resource type, resource id, name, meter, rate id, month, units); usage metered at another plan's prices
+    (before the tenant changed plans) says so. What depends only on the rate, meter and month is worked out
+    once per run, in `terms`."""
     lines = []
     for resource_type, resource_id, name, meter, rate_id, month, units in groups:
         if not units:
             continue
-        key = (rate_id, meter, month)
+        rate = rates[rate_id]
+        key = (rate_id, meter, month, rate.plan_id != plan_id)
         if key not in terms:
-            rate = rates[rate_id]
             note = f" · {METER_LABELS[meter]}"
+            if rate.plan_id != plan_id:
+                note += f" · {rate.plan.name} prices"
             if rate.effective_from > month:
                 note += f" · price from {rate.effective_from:%Y-%m-%d %H:%M}"
             if month < period_start:
@@ -180,12 +183,12 @@ def _draft_in_python(todo: dict[int, TenantBilling], fees: dict[int, RateVersion
         if (year, number) not in months:
             months[(year, number)] = datetime(year, number, 1, tzinfo=UTC)
         groups[tenant_id].append((resource_type, resource_id, name, meter, rate, months[(year, number)], units))
-    rates = RateVersion.objects.in_bulk({g[4] for gs in groups.values() for g in gs})
+    rates = RateVersion.objects.select_related("plan").in_bulk({g[4] for gs in groups.values() for g in gs})
     drafts: list[tuple[Invoice, list[list]]] = []
     terms: dict[tuple, tuple] = {}
     for tenant_id, billing in todo.items():
         invoice = _new_invoice(billing, start, end)
-        lines = _lines(start, groups[tenant_id], rates, fees[tenant_id], terms)
+        lines = _lines(start, groups[tenant_id], rates, billing.plan_id, fees[tenant_id], terms)
         if lines or settings.CLOUDPANEL_BILLING_ZERO_INVOICES:
             _totals(invoice, lines)
             drafts.append((invoice, lines))
@@ -229,21 +232,24 @@ def _draft_in_database(todo: dict[int, TenantBilling], fees: dict[int, RateVersi
             WITH pending AS (
                 SELECT i.id AS invoice_id, m.resource_type, m.resource_id, m.resource_name, m.meter, m.rate_id,
                        m.month, m.units - m.invoiced_units AS units, r.effective_from, t.label, t.unit,
+                       CASE WHEN r.plan_id <> b.plan_id THEN ' · ' || rp.name || ' prices' ELSE '' END AS other,
                        CASE m.meter {price} END AS price,
                        CASE WHEN t.per = 0 THEN extract(epoch FROM (m.month + interval '1 month') - m.month)::bigint
                             ELSE t.per END AS per
                 FROM {UsageMonth._meta.db_table} m
                 JOIN {Invoice._meta.db_table} i ON i.tenant_id = m.tenant_id
                 JOIN {RateVersion._meta.db_table} r ON r.id = m.rate_id
+                JOIN {RatePlan._meta.db_table} rp ON rp.id = r.plan_id
+                JOIN {TenantBilling._meta.db_table} b ON b.tenant_id = m.tenant_id
                 JOIN (VALUES {meters}) AS t(meter, label, unit, per) ON t.meter = m.meter
                 WHERE i.id = ANY(%s) AND m.month < %s AND m.units <> m.invoiced_units
             ), priced AS (
-                SELECT *, sign(units::numeric) * div(abs(units)::numeric * 2000000 + per, 2 * per) / 1000000
+                SELECT *, sign(units::numeric) * div(abs(units)::numeric * 2000000 + per, 2 * per) * 0.000001
                           AS quantity
                 FROM pending
             ), lines AS (
                 SELECT invoice_id, false AS fee, month, resource_name, resource_type, resource_id, meter, rate_id,
-                       left(resource_name || ' · ' || label
+                       left(resource_name || ' · ' || label || other
                             || CASE WHEN effective_from > month THEN ' · price from '
                                     || to_char(effective_from AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') ELSE '' END
                             || CASE WHEN month < %s THEN ' · adjustment for '
@@ -320,6 +326,9 @@ def void(*, invoice: Invoice) -> Invoice:
         raise InvoiceState(f"{invoice.display_number} is credited already")
     if billing.counted_end != invoice.period_end:
         raise InvoiceState("only the latest invoice can be voided; correct an earlier one with a credit note")
+    if invoice.lines.exclude(resource_type="").filter(units=None).exists():
+        raise InvoiceState(f"{invoice.display_number} was made before usage sums were kept: correct it with a "
+                           "credit note")
     billing.counted_end = invoice.prior_end
     billing.save(update_fields=["counted_end"])
     for line in invoice.lines.exclude(units=None):

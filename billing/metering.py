@@ -143,10 +143,11 @@ def _record(resource: Resource, since: datetime, until: datetime, versions: list
             wanted[(span.meter, hour)] += seconds * span.size
     held = {(row["meter"], row["interval_start"]): (row["units"], row["last"]) for row in
             UsageRecord.objects.filter(resource_type=resource.resource_type, resource_id=resource.resource_id,
-                                       interval_start__gte=since, interval_start__lt=until)
+                                       interval_start__gte=since.replace(minute=0, second=0, microsecond=0),
+                                       interval_start__lt=until)
             .values("meter", "interval_start").annotate(units=Sum("units"), last=Max("revision"))}
     revisions = []
-    for key in wanted.keys() | held.keys():
+    for key in sorted(wanted.keys() | held.keys()):  # one order for every worker: concurrent runs never deadlock
         units, last = held.get(key, (0, 0))
         delta = wanted.get(key, 0) - units
         rate = _rate_at(versions, key[1])
@@ -172,7 +173,7 @@ def _add_to_months(resource: Resource, revisions: list[UsageRecord]) -> None:
     table = UsageMonth._meta.db_table
     rows = [[resource.tenant_id, resource.resource_type, resource.resource_id, resource.name[:100], meter, rate_id,
              connection.ops.adapt_datetimefield_value(month), units]
-            for (meter, rate_id, month), units in added.items()]
+            for (meter, rate_id, month), units in sorted(added.items())]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (tenant_id, resource_type, resource_id, resource_name, meter, rate_id, month, units,"

@@ -153,6 +153,13 @@ class ImmutableInvoice(ValidationError):
     """An issued invoice (or its lines) may not change: corrections go through a credit note."""
 
 
+class InvoiceQuerySet(TenantScopedQuerySet):
+    def visible_to(self, scope) -> InvoiceQuerySet:
+        """The scope's invoices; drafts only for platform admins (a tenant sees an invoice once it is issued)."""
+        invoices = self.in_scope(scope)
+        return invoices if scope.admin else invoices.exclude(status=InvoiceStatus.DRAFT)
+
+
 class Invoice(models.Model):
     """A tenant's invoice for a month, or a credit note against one."""
 
@@ -176,7 +183,7 @@ class Invoice(models.Model):
     paid_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
 
-    objects = TenantScopedQuerySet.as_manager()
+    objects = InvoiceQuerySet.as_manager()
 
     LIFECYCLE = frozenset({"status", "paid_at", "voided_at"})  # what may still change once issued
 

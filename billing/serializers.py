@@ -60,7 +60,7 @@ class InvoiceSerializer(serializers.BaseSerializer):
 
 
 class InvoiceRunSerializer(serializers.Serializer):
-    year = serializers.IntegerField(min_value=2000, max_value=9999)
+    year = serializers.IntegerField(min_value=2000, max_value=9998)
     month = serializers.IntegerField(min_value=1, max_value=12)
 
 

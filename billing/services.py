@@ -82,6 +82,10 @@ def set_tenant_billing(*, tenant: Tenant, plan: RatePlan, tax_rate: object = 0,
         raise InvalidBilling("the tax rate is a decimal number, like 0.2 for 20 %") from None
     if not rate.is_finite() or not 0 <= rate <= 1 or rate != rate.quantize(Decimal("0.0001")):
         raise InvalidBilling("the tax rate lies between 0 and 1 (0.2 for 20 %), with at most 4 decimal places")
+    current = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
+    if current is not None and current.plan.currency != plan.currency and tenant.usage_months.exists():
+        raise InvalidBilling(f"{tenant.name} is billed in {current.plan.currency}; a plan in another currency "
+                             "would mix currencies on its invoices")
     billing, _ = TenantBilling.objects.update_or_create(
         tenant=tenant, defaults={"plan": plan, "tax_rate": rate},
         create_defaults={"plan": plan, "tax_rate": rate, **({"billed_from": billed_from} if billed_from else {})})

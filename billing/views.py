@@ -41,7 +41,7 @@ def usage(request):
     if scope.tenant is not None:
         billing = TenantBilling.objects.select_related("plan").filter(tenant=scope.tenant).first()
         month = costs.month_to_date(billing) if billing else None
-    invoices = Invoice.objects.in_scope(scope).select_related("tenant")[:6] if scope.tenant else []
+    invoices = Invoice.objects.visible_to(scope).select_related("tenant")[:6] if scope.tenant else []
     chart = _chart([f"{day:%d %b}" for day, _ in month.per_day], {"Cost": [c for _, c in month.per_day]}
                    ) if month else None
     return render(request, "billing/usage.html", {"billing": billing, "month": month, "invoices": invoices,
@@ -51,11 +51,11 @@ def usage(request):
 @login_required
 def invoice_list(request):
     scope = scope_of(request)
-    invoices = Invoice.objects.in_scope(scope).select_related("tenant", "credits")
+    invoices = Invoice.objects.visible_to(scope).select_related("tenant", "credits")
     status, tenant, month = request.GET.get("status"), request.GET.get("tenant"), request.GET.get("month")
     if status in InvoiceStatus.values:
         invoices = invoices.filter(status=status)
-    if tenant and tenant.isdigit() and scope.admin and scope.tenant is None:
+    if tenant and tenant.isascii() and tenant.isdigit() and scope.admin and scope.tenant is None:
         invoices = invoices.filter(tenant_id=int(tenant))
     form = MonthForm({"month": month}) if month else None
     if form is not None and form.is_valid():
@@ -69,7 +69,7 @@ def invoice_list(request):
 
 
 def _invoice(request, pk: int) -> Invoice:
-    return get_object_or_404(Invoice.objects.in_scope(scope_of(request)).select_related("tenant", "credits")
+    return get_object_or_404(Invoice.objects.visible_to(scope_of(request)).select_related("tenant", "credits")
                              .prefetch_related("lines", "credit_notes"), pk=pk)
 
 
@@ -141,7 +141,7 @@ def invoice_archive(request):
         messages.error(request, " ".join(form.errors["month"]))
         return redirect("invoice-list")
     year, month = form.cleaned_data["month"]
-    invoices = (Invoice.objects.filter(period_start=datetime(year, month, 1, tzinfo=UTC))
+    invoices = (Invoice.objects.visible_to(scope_of(request)).filter(period_start=datetime(year, month, 1, tzinfo=UTC))
                 .exclude(status=InvoiceStatus.DRAFT).order_by("number"))
     return archive_response(request, invoices, year, month)
 

@@ -367,7 +367,7 @@ def test_the_database_prices_every_line_exactly_as_python_does(billed, settings)
     image = Image.objects.create(name="licensed", tenant=tenant, status="available", licensed=True)
     small = vm(tenant, name="small", vcpus=3, memory_mib=1536, disk_gib=7, image=image, licensed=True)
     history(small, (Status.RUNNING, "2029-01-30 22:17:13"), (Status.STOPPED, "2029-02-02 03:04:05"))
-    huge = vm(tenant, name="huge", vcpus=4096, memory_mib=4 * 1024 * 1024, disk_gib=100000)
+    huge = vm(tenant, name="huge", vcpus=32767, memory_mib=2**31 - 1, disk_gib=2**31 - 1)  # beyond the forms
     history(huge, (Status.RUNNING, "2029-02-01 00:00:01"), (Status.STOPPED, "2029-02-28 23:59:59"))
     settings.CLOUDPANEL_BILLING_ZERO_INVOICES = True
     services.set_tenant_billing(tenant=make_tenant(), plan=plan, billed_from=at("2029-01-01 00:00"))

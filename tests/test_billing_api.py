@@ -11,7 +11,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing import costs, invoicing, metering, services
-from billing.models import Invoice, TenantBilling
+from billing.exceptions import InvalidBilling, InvoiceState
+from billing.models import Invoice, TenantBilling, UsageRecord
 from instances.choices import Cause, Status
 from instances.models import Instance, InstanceStateChange
 from tenants.choices import Role
@@ -98,15 +99,18 @@ def test_an_invoice_runs_is_issued_paid_credited_and_exported_through_the_api(sh
     open_month = admin.post("/api/v1/invoices/run/", {"year": 2099, "month": 1}, format="json")
     assert open_month.status_code == 409 and "closes at" in open_month.json()["detail"]
     assert admin.post("/api/v1/invoices/run/", {"year": 2025, "month": 13}, format="json").status_code == 400
+    assert admin.post("/api/v1/invoices/run/", {"year": 9999, "month": 12}, format="json").status_code == 400
     run = admin.post("/api/v1/invoices/run/", {"year": 2025, "month": 1}, format="json")
     assert run.status_code == 201 and run.json()["drafted"] == 1
     assert admin.post("/api/v1/invoices/run/", {"year": 2025, "month": 1}, format="json").json()["drafted"] == 0
     pk = run.json()["invoices"][0]
     # 10 h × 2 vCPUs × 0.01 = 0.20; 10 GiB-hours × 0.005 = 0.05; fee 5.00 → 5.25, tax 1.05, total 6.30
-    draft = member.get(f"/api/v1/invoices/{pk}/").json()
+    assert member.get(f"/api/v1/invoices/{pk}/").status_code == 404  # a tenant sees it once it is issued
+    assert member.get("/api/v1/invoices/").json()["count"] == 0
+    draft = admin.get(f"/api/v1/invoices/{pk}/").json()
     assert (draft["status"], draft["subtotal"], draft["tax"], draft["total"]) == ("draft", "5.25", "1.05", "6.30")
     assert [line["amount"] for line in draft["lines"]] == ["0.05", "0.20", "5.00"]  # RAM, vCPUs, fee
-    assert member.post(f"/api/v1/invoices/{pk}/issue/").status_code == 403
+    assert member.post(f"/api/v1/invoices/{pk}/issue/").status_code == 404  # a draft is not theirs to see yet
     issued = admin.post(f"/api/v1/invoices/{pk}/issue/").json()
     assert issued["status"] == "issued" and issued["number"].startswith("INV-")
     assert admin.post(f"/api/v1/invoices/{pk}/issue/").status_code == 409
@@ -213,3 +217,42 @@ def test_pages_create_a_plan_set_a_tenants_plan_and_refuse_bad_input(shop):
     assert member.post(f"/billing/tenants/{shop['tenant'].pk}/", {"plan": plan.pk, "tax_rate": "0"}
                        ).status_code == 403
     assert TenantBilling.objects.get(tenant=shop["tenant"]).tax_rate == Decimal("0.1900")
+
+
+def test_a_plan_change_mid_month_keeps_the_old_prices_and_a_currency_change_waits(shop):
+    old = services.create_plan(name="old", currency="EUR", effective_from=at("2025-01-01 00:00"), vcpu_hour="0.01")
+    new = services.create_plan(name="new", currency="EUR", effective_from=at("2025-01-01 00:00"), vcpu_hour="0.02")
+    dollars = services.create_plan(name="dollars", currency="USD", effective_from=at("2025-01-01 00:00"))
+    # Billed from a time within an hour: metering starts there, and metering again changes nothing
+    services.set_tenant_billing(tenant=shop["tenant"], plan=old, tax_rate="0.075",
+                                billed_from=at("2025-03-01 10:23:45"))
+    ran(shop["vm"], "2025-03-01 00:00:00", "2025-03-01 12:00:00")
+    assert metering.meter(since=at("2025-03-01 00:00"), until=at("2025-03-01 13:00")) > 0
+    assert metering.meter(since=at("2025-03-01 00:00"), until=at("2025-03-01 13:00")) == 0
+    # 10:23:45 to 12:00 is 5,775 s at 2 vCPUs
+    assert sum(UsageRecord.objects.filter(resource_id=shop["vm"].pk, meter="vcpu").values_list("units", flat=True)
+               ) == 5775 * 2
+    # A change to a plan in another currency would mix currencies; one in the same currency is fine
+    with pytest.raises(InvalidBilling, match="another currency"):
+        services.set_tenant_billing(tenant=shop["tenant"], plan=dollars)
+    services.set_tenant_billing(tenant=shop["tenant"], plan=new, tax_rate="0.075")
+    ran(shop["vm"], "2025-03-02 00:00:00", "2025-03-02 01:00:00")
+    metering.meter(since=at("2025-03-01 00:00"), until=at("2025-04-01 00:00"))
+    # The month so far prices each hour at the plan it was metered on: 3.208333 vCPU-hours × 0.01, then 2 × 0.02
+    month = costs.month_to_date(TenantBilling.objects.select_related("plan").get(tenant=shop["tenant"]),
+                                now=at("2025-03-02 05:00"))
+    assert month.per_day[:2] == [(at("2025-03-01 00:00").date(), Decimal("0.03")),
+                                 (at("2025-03-02 00:00").date(), Decimal("0.04"))]
+    invoice, = invoicing.invoice_month(year=2025, month=3, now=at("2025-04-05 00:00"))
+    lines = {line.description: line.amount for line in invoice.lines.all() if line.meter == "vcpu"}
+    # 3.208333 vCPU-hours × 0.01 = 0.032 → 0.03; 2 vCPU-hours × 0.02 = 0.04
+    assert lines == {"web · vCPU-hours · old prices": Decimal("0.03"), "web · vCPU-hours": Decimal("0.04")}
+    client = APIClient()
+    client.force_login(shop["admin"])
+    assert "Tax (7.5 %)" in client.get(f"/billing/invoices/{invoice.pk}/").content.decode()
+    assert client.get("/billing/invoices/?tenant=²").status_code == 200
+    # An invoice made before usage sums were kept cannot be voided (its usage could not be given back)
+    invoicing.issue(invoice=invoice)
+    invoice.lines.model.objects.filter(invoice=invoice, meter="vcpu").update(units=None)
+    with pytest.raises(InvoiceState, match="credit note"):
+        invoicing.void(invoice=invoice)

@@ -24,6 +24,12 @@ def percent(part: int, whole: int) -> int:
 
 
 @register.filter
+def tax_percent(rate) -> str:
+    """A tax rate as a percentage, exactly: 0.2 → 20, 0.075 → 7.5."""
+    return f"{(rate * 100).normalize():f}"
+
+
+@register.filter
 def took(action) -> str:
     """How long an action ran, e.g. '0.4 s' or '2 min 5 s'; empty while it runs."""
     if not (action.started_at and action.finished_at):
