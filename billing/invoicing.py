@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import ExtractMonth, ExtractYear
 from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
-from billing.exceptions import InvoiceState, PeriodOpen
+from billing.exceptions import InvalidBilling, InvoiceState, PeriodOpen
 from billing.models import Invoice, InvoiceLine, InvoiceSequence, RatePlan, RateVersion, TenantBilling, UsageMonth
 
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
@@ -157,7 +157,11 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
         fees[tenant_id] = fee if fee is not None and fee.monthly_fee else None
     pending = UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
     draft = _draft_in_database if connection.vendor == "postgresql" else _draft_in_python
-    invoices = draft(todo, fees, pending, start, end)
+    try:
+        invoices = draft(todo, fees, pending, start, end)
+    except DataError:  # the whole run is rolled back
+        raise InvalidBilling("an amount of this month is beyond what an invoice holds (10^16); check the prices "
+                             "of its plans") from None
     invoiced = [invoice.tenant_id for invoice in invoices]
     pending.filter(tenant_id__in=invoiced).update(invoiced_units=F("units"))
     TenantBilling.objects.filter(tenant_id__in=invoiced).update(counted_end=end)

@@ -396,3 +396,18 @@ def test_the_database_prices_every_line_exactly_as_python_does(billed, settings)
     ours = next(lines for tenant_id, *_, lines in in_sql if tenant_id == tenant.pk)
     assert len(in_sql) == 2 and any(line[6] and line[5] < 0 for line in ours)  # a negative adjustment
     assert any(line[6] and line[5] > 0 for line in ours) and any("price from" in line[1] for line in ours)
+
+
+def test_an_amount_beyond_what_an_invoice_holds_fails_the_run_whole(billed):
+    tenant, _ = billed
+    costly = services.create_plan(name="absurd", currency="EUR", effective_from=at("2029-01-01 00:00"),
+                                  vcpu_hour="999999999999")
+    services.set_tenant_billing(tenant=tenant, plan=costly)
+    history(vm(tenant, name="busy", vcpus=256, disk_gib=0), (Status.RUNNING, "2029-05-01 00:00:00"),
+            (Status.STOPPED, "2029-06-01 00:00:00"))
+    metering.meter(since=at("2029-05-01 00:00"), until=at("2029-06-01 00:00"))
+    # 190,464 vCPU-hours × 999,999,999,999 ≈ 1.9 × 10^17: more than an amount's 16 digits
+    with pytest.raises(InvalidBilling, match="beyond what an invoice holds"):
+        invoicing.invoice_month(year=2029, month=5, now=at("2029-06-05 00:00"))
+    assert not Invoice.objects.filter(tenant=tenant).exists() and not UsageMonth.objects.filter(
+        tenant=tenant).exclude(invoiced_units=0).exists()
