@@ -423,8 +423,17 @@ def test_billing_pages_plans_invoices_the_month_so_far_and_revenue(server):
         page.screenshot(path=SCREENSHOTS / "billing-invoice.png", full_page=True)
         page.get_by_role("link", name="Invoices").click()
         page.screenshot(path=SCREENSHOTS / "billing-invoices.png", full_page=True)
+        # The admin moves acme to the premium plan on its tenant page
+        page.goto(f"{server}/tenants/")
+        page.get_by_role("link", name="acme").click()
+        page.select_option("#billing-form select[name=plan]", label="premium (EUR)")
+        page.fill("#billing-form input[name=tax_rate]", "0.075")
+        page.locator("#billing-form button").click()
+        expect(page.locator("#tenant-billing")).to_contain_text("On premium (EUR), tax 7.5 %")
+        page.screenshot(path=SCREENSHOTS / "billing-tenant.png", full_page=True)
         # The revenue page charts it
-        page.get_by_role("link", name="Revenue").click()
+        page.goto(f"{server}/billing/")
+        page.get_by_role("link", name="Revenue", exact=True).click()
         expect(page.locator(".revenue-table")).to_contain_text(str(draft.subtotal))
         expect(page.locator(".revenue-report canvas")).to_have_count(1)
         page.screenshot(path=SCREENSHOTS / "billing-revenue.png", full_page=True)
