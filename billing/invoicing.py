@@ -5,9 +5,10 @@ An invoice run counts each tenant's usage not yet invoiced up to the month's end
 ledger's monthly sums (UsageMonth, kept up to date as revisions are written): a line per
 resource, meter, rate and month, where an earlier month's line is an adjustment for late
 usage. It then marks those units as invoiced, all in one transaction with a fixed number of
-queries however many ledger rows there are. A line's amount is its quantity × unit price
-rounded to the cent, and the subtotal is the sum of the lines, so the lines add up exactly;
-tax is the subtotal × the tenant's tax rate, rounded once.
+queries however many ledger rows there are (PostgreSQL prices the lines itself; on SQLite
+they are priced here). A line's amount is its quantity × unit price rounded to the cent,
+and the subtotal is the sum of the lines, so the lines add up exactly; tax is the subtotal
+× the tenant's tax rate, rounded once.
 """
 
 from __future__ import annotations
@@ -204,10 +205,10 @@ def _draft_in_python(todo: dict[int, TenantBilling], fees: dict[int, RateVersion
 
 def _draft_in_database(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], pending,
                        start: datetime, end: datetime) -> list[Invoice]:
-    """The invoices made here, their lines priced and inserted by PostgreSQL from the monthly sums in one
-    statement (its numerics are exact decimals, its round() rounds half away from zero like ROUND_HALF_UP,
-    and the quantity is an integer division), the fees in a second and the totals summed in a third; the
-    same lines as _draft_in_python (tests/test_billing.py compares them)."""
+    """The invoices made by one statement; their lines, fees included, priced and inserted by PostgreSQL from
+    the monthly sums by a second (its numerics are exact decimals, its round() rounds half away from zero
+    like ROUND_HALF_UP, and the quantity is an integer division); the totals summed by a third. The same
+    lines as _draft_in_python (tests/test_billing.py compares them)."""
     with_usage = set(pending.order_by().values_list("tenant_id", flat=True).distinct())
     billed = [billing for tenant_id, billing in todo.items() if tenant_id in with_usage or fees[tenant_id]
               or settings.CLOUDPANEL_BILLING_ZERO_INVOICES]
