@@ -172,6 +172,7 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     @action(detail=False, methods=["post"])
     def run(self, request):
         """Draft a closed month's invoices of every billed tenant that has none yet."""
+        audit.note(request, platform=True)  # all tenants', whichever one the request acts for
         self._require_admin()
         data = InvoiceRunSerializer(data=request.data)
         data.is_valid(raise_exception=True)
