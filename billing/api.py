@@ -3,7 +3,7 @@ so far of the tenant acted for, and revenue."""
 
 from datetime import UTC, datetime
 
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -28,8 +28,8 @@ from cloudpanel.api import ScopedViewSetMixin
 from cloudpanel.exceptions import NotFound
 from cloudpanel.streaming import streamed
 from tenants import audit
+from tenants.api import ADMINS_ONLY
 
-ADMINS_ONLY = "Only platform admins may do this."
 LIFECYCLE = {"issue": invoicing.issue, "pay": invoicing.mark_paid, "void": invoicing.void,
              "credit": invoicing.credit_note}
 
@@ -56,13 +56,13 @@ def archive_response(request, invoices, year: int, month: int) -> StreamingHttpR
 
 
 def export_response(invoice: Invoice, kind: str) -> HttpResponse:
-    """One invoice as a PDF or CSV download."""
-    name = invoice.display_number.replace(" ", "-")
+    """One invoice as a PDF, CSV or JSON download."""
+    headers = {"Content-Disposition": f'attachment; filename="{invoice.display_number.replace(" ", "-")}.{kind}"'}
     if kind == "pdf":
-        return HttpResponse(invoice_pdf(invoice), content_type="application/pdf",
-                            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
-    return HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+        return HttpResponse(invoice_pdf(invoice), content_type="application/pdf", headers=headers)
+    if kind == "json":
+        return JsonResponse(invoice_json(invoice), json_dumps_params={"indent": 2}, headers=headers)
+    return HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8", headers=headers)
 
 
 class RatePlanViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

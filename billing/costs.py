@@ -60,7 +60,7 @@ def month_to_date(billing: TenantBilling, now: datetime | None = None) -> MonthT
     """The tenant's current month, priced from its ledger: a fixed number of queries."""
     now = now or timezone.now()
     start, end = month_bounds(now.year, now.month)
-    fee = fee_version(sorted(billing.plan.versions.all(), key=lambda v: v.effective_from), start, end)
+    fee = fee_version(list(billing.plan.versions.all()), start, end)  # oldest first (RateVersion's order)
     ledger = UsageRecord.objects.filter(tenant_id=billing.tenant_id, interval_start__gte=start,
                                         interval_start__lt=end)
     rates = RateVersion.objects.in_bulk(ledger.order_by().values_list("rate", flat=True).distinct())  # any plan's

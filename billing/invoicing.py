@@ -74,6 +74,25 @@ def amount(of: Decimal, price: Decimal) -> Decimal:
     return money(EXACT.multiply(of, price))
 
 
+def plan_versions(plan_ids: set[int]) -> dict[int, list[RateVersion]]:
+    """The plans' price versions (with their plan), oldest first."""
+    versions: dict[int, list[RateVersion]] = defaultdict(list)
+    for version in RateVersion.objects.filter(plan_id__in=plan_ids).select_related("plan").order_by(
+            "effective_from"):
+        versions[version.plan_id].append(version)
+    return versions
+
+
+def rate_at(versions: list[RateVersion], moment: datetime) -> RateVersion | None:
+    """The version in effect at the moment, of versions oldest first (none before the first)."""
+    current = None
+    for version in versions:
+        if version.effective_from > moment:
+            break
+        current = version
+    return current
+
+
 def fee_version(versions: list[RateVersion], start: datetime, end: datetime) -> RateVersion | None:
     """The version whose monthly fee the month pays: the one in effect at its start (else its first)."""
     current = None
@@ -149,12 +168,10 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
     todo = {tenant: b for tenant, b in todo.items() if tenant not in done}
     if not todo:
         return []
-    versions: dict[int, list[RateVersion]] = defaultdict(list)
-    for version in RateVersion.objects.filter(plan_id__in={b.plan_id for b in todo.values()}).select_related("plan"):
-        versions[version.plan_id].append(version)
+    versions = plan_versions({b.plan_id for b in todo.values()})
     fees = {}
     for tenant_id, billing in todo.items():
-        fee = fee_version(sorted(versions[billing.plan_id], key=lambda v: v.effective_from), start, end)
+        fee = fee_version(versions[billing.plan_id], start, end)
         fees[tenant_id] = fee if fee is not None and fee.monthly_fee else None
     pending = UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
     draft = _draft_in_database if connection.vendor == "postgresql" else _draft_in_python

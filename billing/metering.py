@@ -26,7 +26,7 @@ from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from billing.choices import Meter
-from billing.invoicing import lock_ledger
+from billing.invoicing import lock_ledger, plan_versions, rate_at
 from billing.models import AddressHold, RateVersion, TenantBilling, UsageMonth, UsageRecord
 from instances.choices import Status
 from instances.models import Instance
@@ -118,22 +118,6 @@ SOURCES: tuple[Callable[[set[int], datetime, datetime], Iterable[Resource]], ...
     instance_resources, address_resources)
 
 
-def _rates(plan_ids: set[int]) -> dict[int, list[RateVersion]]:
-    versions: dict[int, list[RateVersion]] = defaultdict(list)
-    for version in RateVersion.objects.filter(plan_id__in=plan_ids).order_by("effective_from"):
-        versions[version.plan_id].append(version)
-    return versions
-
-
-def _rate_at(versions: list[RateVersion], moment: datetime) -> RateVersion | None:
-    current = None
-    for version in versions:
-        if version.effective_from > moment:
-            break
-        current = version
-    return current
-
-
 def _record(resource: Resource, since: datetime, until: datetime, versions: list[RateVersion]) -> int:
     """Bring the ledger's counts of the resource within the window in line with its spans; returns the
     number of revisions written."""
@@ -150,7 +134,7 @@ def _record(resource: Resource, since: datetime, until: datetime, versions: list
     for key in sorted(wanted.keys() | held.keys()):  # one order for every worker: concurrent runs never deadlock
         units, last = held.get(key, (0, 0))
         delta = wanted.get(key, 0) - units
-        rate = _rate_at(versions, key[1])
+        rate = rate_at(versions, key[1])
         if delta and rate is not None:
             revisions.append(UsageRecord(
                 tenant_id=resource.tenant_id, resource_type=resource.resource_type,
@@ -196,7 +180,7 @@ def meter(*, since: datetime | None = None, until: datetime | None = None, tenan
     plan_of, start_of = {}, {}
     for tenant_id, plan_id, billed_from in billing.values_list("tenant_id", "plan_id", "billed_from"):
         plan_of[tenant_id], start_of[tenant_id] = plan_id, max(since, billed_from)
-    rates = _rates(set(plan_of.values()))
+    rates = plan_versions(set(plan_of.values()))
     written = 0
     for source in SOURCES:
         for resource in source(set(plan_of), since, until):

@@ -8,7 +8,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -17,15 +17,14 @@ from django.views.decorators.http import require_POST
 from billing import costs, invoicing, services
 from billing.api import LIFECYCLE, archive_response, export_response
 from billing.choices import InvoiceStatus
-from billing.exports import invoice_json
 from billing.forms import MonthForm, PlanForm, PricesForm, TenantBillingForm
+from billing.invoicing import rate_at
 from billing.models import Invoice, RatePlan, TenantBilling
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import scope_of
 from tenants import audit
+from tenants.api import ADMINS_ONLY
 from tenants.models import Tenant
-
-ADMINS_ONLY = "Only platform admins may do this."
 
 
 def _chart(labels: list[str], series: dict[str, list]) -> dict:
@@ -82,11 +81,7 @@ def invoice_detail(request, pk: int):
 @login_required
 def invoice_export(request, pk: int, kind: str):
     invoice = _invoice(request, pk)
-    if kind == "json":
-        name = invoice.display_number.replace(" ", "-")
-        return JsonResponse(invoice_json(invoice), json_dumps_params={"indent": 2},
-                            headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
-    if kind not in ("pdf", "csv"):
+    if kind not in ("pdf", "csv", "json"):
         raise Http404("No such format.")
     return export_response(invoice, kind)
 
@@ -168,8 +163,7 @@ def plan_list(request):
     now = timezone.now()
     for plan in plans:  # the prices in effect now (a plan's first ones may start later)
         versions = list(plan.versions.all())
-        started = [version for version in versions if version.effective_from <= now]
-        plan.current = (started or versions or [None])[-1 if started else 0]
+        plan.current = rate_at(versions, now) or (versions[0] if versions else None)
     return render(request, "billing/plans.html", {"plans": plans, "form": form})
 
 
