@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 GUEST := $(CURDIR)/.cache/guest
+CONTAINER := $(CURDIR)/.cache/container
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cloudpanel
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
@@ -17,14 +18,16 @@ setup:
 run: setup
 	@mkdir -p var
 	@if scripts/libvirtd.sh start >/dev/null 2>&1 && scripts/build-test-guest.sh "$(GUEST)" >/dev/null; then \
-		echo "local QEMU available: registering qemu:///system"; \
-		echo "--test-uri test+unix:///default --host-uri local-qemu=qemu:///system" > var/.demo-args; \
+		echo "local QEMU available: registering qemu:///system and the tiny guest as a boot kernel"; \
+		echo "--test-uri test+unix:///default --host-uri local-qemu=qemu:///system --guest-dir $(GUEST)" > var/.demo-args; \
+		if virsh -q -c lxc:/// version >/dev/null 2>&1 && scripts/build-container-image.sh "$(CONTAINER)" >/dev/null; then \
+			echo "local LXC available: registering lxc:/// and the busybox container image"; \
+			echo "--host-uri local-lxc=lxc:/// --container-image $(CONTAINER)/rootfs.tar.gz" >> var/.demo-args; fi; \
 	else echo "libvirtd could not be started: only the test-driver host is registered"; : > var/.demo-args; fi
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo $$(cat var/.demo-args)
 	@if [ -n "$$REDIS_URL" ]; then scripts/run-services.sh $(PORT); else \
-		CLOUDPANEL_DEFAULT_KERNEL=$(GUEST)/vmlinuz CLOUDPANEL_DEFAULT_INITRD=$(GUEST)/initrd.img \
 		$(PY) manage.py serve --port $(PORT); fi
 
 test:
@@ -34,6 +37,7 @@ test:
 	scripts/check-services.sh "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"
 	scripts/libvirtd.sh start
 	scripts/build-test-guest.sh "$(GUEST)"
+	scripts/build-container-image.sh "$(CONTAINER)"
 	$(PY) -m ruff check .
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) manage.py makemigrations --check --dry-run -v0
 	CLOUDPANEL_PRODUCTION=1 CLOUDPANEL_SECRET_KEY="$$(openssl rand -hex 32 2>/dev/null || date +%s%N%s%N)" \

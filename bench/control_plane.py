@@ -113,8 +113,9 @@ def main() -> None:
     set_quota(tenant=tenant, limits={r.key: None for r in RESOURCES})  # 200 instances: no quota in the way
     Instance.objects.all().delete()
     Host.objects.all().delete()
+    # The admin boots a kernel by its path on the host, which the host allows (no image copy on the way).
     Host.objects.create(name="bench-test", uri=URI, technology="test", state="online", cpus=10_000,
-                        memory_mib=10_000_000, storage_pool="default-pool")
+                        memory_mib=10_000_000, storage_pool="default-pool", allowed_paths="/boot")
     _token, key = create_api_token(user=user, name="bench", tenant=None)  # staff: platform-wide
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")

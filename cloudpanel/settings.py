@@ -174,9 +174,6 @@ CELERY_DB_REUSE_MAX = 1_000_000_000
 CLOUDPANEL_TASK_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_TASK_TIMEOUT_SECONDS", "300"))
 CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS", "120"))
 CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECONDS", "30"))
-# What the create form offers for direct kernel boot (make run points them at the tiny guest).
-CLOUDPANEL_DEFAULT_KERNEL = os.environ.get("CLOUDPANEL_DEFAULT_KERNEL", "")
-CLOUDPANEL_DEFAULT_INITRD = os.environ.get("CLOUDPANEL_DEFAULT_INITRD", "")
 # Allocation ratios, as in OpenStack's placement: vCPUs and RAM may be overcommitted.
 CLOUDPANEL_CPU_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_CPU_ALLOCATION_RATIO", "4.0"))
 CLOUDPANEL_RAM_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_RAM_ALLOCATION_RATIO", "1.0"))
@@ -281,5 +278,9 @@ CLOUDPANEL_MANAGEMENT_CIDRS = _env_list("CLOUDPANEL_MANAGEMENT_CIDRS", "")
 CLOUDPANEL_MAX_REQUEST_BYTES = int(os.environ.get("CLOUDPANEL_MAX_REQUEST_MIB", "16")) << 20
 # How long a copy of an image to a host may take before another worker may start it over.
 CLOUDPANEL_IMAGE_COPY_TIMEOUT = int(os.environ.get("CLOUDPANEL_IMAGE_COPY_TIMEOUT", "3600"))
+# Workers on LXC hosts unpack each container's own root filesystem into a directory of this one on the host.
+CLOUDPANEL_CONTAINER_DIR = Path(os.environ.get("CLOUDPANEL_CONTAINER_DIR", "/var/lib/cloudpanel/containers"))
+# Container root of a tenant's containers is host uid (and gid) BASE + tenant id * 65536, a range of its own.
+CLOUDPANEL_CONTAINER_ID_BASE = int(os.environ.get("CLOUDPANEL_CONTAINER_ID_BASE", str(1 << 20)))
 # The browser uploads in chunks of this size, each resumable.
 CLOUDPANEL_UPLOAD_CHUNK_MIB = int(os.environ.get("CLOUDPANEL_UPLOAD_CHUNK_MIB", "16"))

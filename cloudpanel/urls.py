@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, UsageViewSet
 from cloudpanel.api import router
 from hosts.api import HostViewSet
-from images.api import ImageViewSet, TemplateViewSet
+from images.api import BootKernelViewSet, ImageViewSet, TemplateViewSet
 from instances.api import ActionViewSet, InstanceViewSet
 from instances.views import overview
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
@@ -17,6 +17,7 @@ router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
 router.register("images", ImageViewSet, basename="api-image")
 router.register("templates", TemplateViewSet, basename="api-template")
+router.register("boot-kernels", BootKernelViewSet, basename="api-boot-kernel")
 router.register("networks", NetworkViewSet, basename="api-network")
 router.register("subnets", SubnetViewSet, basename="api-subnet")
 router.register("ports", PortViewSet, basename="api-port")

@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cloudpanel.exceptions import DomainError
+
 
 class Technology(enum.StrEnum):
     QEMU = "qemu"
@@ -40,6 +42,14 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class IdMap:
+    """A container's user namespace: its uids and gids 0..count-1 are the host's target..target+count-1."""
+
+    target: int
+    count: int = 65536
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything a builder needs to describe one instance to libvirt."""
 
@@ -59,6 +69,13 @@ class DomainSpec:
     seed_path: str = ""  # a cloud-init NoCloud seed, as a second CD-ROM
     boot_cdrom: bool = False  # an install: boot the CD-ROM, then the disk
     nics: tuple[Nic, ...] = ()
+    root_dir: str = ""  # a container's own root filesystem on the host
+    idmap: IdMap | None = None  # where container root lands among the host's uids and gids
+    init_env: tuple[tuple[str, str], ...] = ()  # a container's environment
+
+
+class UnsafeDefinition(DomainError):
+    """The spec asks for a definition that would give a guest the host: it is never built."""
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -198,13 +215,33 @@ def _init(os_el: ET.Element, command: str) -> None:
         _sub(os_el, "initarg", arg)
 
 
+CPU_PERIOD_US = 100_000
+
+
 def build_lxc(spec: DomainSpec) -> ET.Element:
-    """LXC: an application container runs one command; a system container runs /sbin/init."""
+    """LXC: an application container runs one command, a system container its image's /sbin/init, always in its
+    own root filesystem and user namespace (container root is an unprivileged host uid) and network namespace."""
+    root_dir = spec.root_dir.rstrip("/")
+    if not root_dir.startswith("/") or spec.idmap is None or spec.idmap.target <= 0 or spec.idmap.count <= 0:
+        raise UnsafeDefinition("an LXC container needs its own root filesystem and a user-namespace mapping")
     root = _common(spec, "lxc")
+    cputune = _sub(root, "cputune")  # its vCPUs' worth of CPU time, at most (its memory is capped by <memory>)
+    _sub(cputune, "period", str(CPU_PERIOD_US))
+    _sub(cputune, "quota", str(spec.vcpus * CPU_PERIOD_US))
     os_el = _sub(root, "os")
     _sub(os_el, "type", "exe")
     _init(os_el, spec.init)
+    for name, value in spec.init_env:
+        _sub(os_el, "initenv", value, name=name)
+    features = _sub(root, "features")
+    _sub(features, "privnet")  # its own network namespace (which libvirt also needs for a user namespace)
+    idmap = _sub(root, "idmap")
+    for kind in ("uid", "gid"):
+        _sub(idmap, kind, start="0", target=str(spec.idmap.target), count=str(spec.idmap.count))
     devices = _sub(root, "devices")
+    fs = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
+    _sub(fs, "source", dir=root_dir)
+    _sub(fs, "target", dir="/")
     _nics(devices, spec, None)
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="lxc", port="0")

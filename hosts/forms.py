@@ -18,3 +18,8 @@ class HostEditForm(forms.Form):
     name = forms.CharField(max_length=100)
     accelerator = forms.ChoiceField(choices=Accelerator.choices)
     storage_pool = forms.CharField(max_length=100, required=False)
+    allowed_paths = forms.CharField(max_length=10000, required=False, label="Allowed host directories",
+                                    widget=forms.Textarea(attrs={"rows": 3, "placeholder": "/srv/kernels"}),
+                                    help_text="One per line. Platform admins may boot kernels, initrds and disks by "
+                                              "their path under these; tenants boot only the library. "
+                                              "None by default.")

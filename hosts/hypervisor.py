@@ -25,8 +25,10 @@ from hosts.domain_xml import (
     Accelerator,
     Backing,
     DomainSpec,
+    IdMap,
     Nic,
     Technology,
+    UnsafeDefinition,
     cdrom_xml,
     domain_xml,
     has_cdrom,
@@ -279,7 +281,8 @@ def probe(uri: str) -> HostInfo:
         )
 
 
-__all__ = ["Accelerator", "Backing", "DomainSpec", "Nic", "Technology", "domain_xml", "has_cdrom", "uses_disk_volume"]
+__all__ = ["Accelerator", "Backing", "DomainSpec", "IdMap", "Nic", "Technology", "UnsafeDefinition", "domain_xml",
+           "has_cdrom", "uses_disk_volume"]
 
 
 # --- storage -----------------------------------------------------------------
@@ -380,6 +383,40 @@ def volume_sha256(uri: str, pool: str, name: str) -> tuple[str, int]:
         return digest.hexdigest(), counted[0]
 
 
+@contextmanager
+def reading_volume(uri: str, pool: str, name: str) -> Iterator[Callable[[int], bytes]]:
+    """A volume's bytes through libvirt's download stream, as read(n) (b"" at the end)."""
+    conn = connection(uri)
+    with _errors(uri):
+        volume = _volume(_pool(conn, uri, pool), name)
+        if volume is None:
+            raise HypervisorError(f"volume '{name}' does not exist in pool '{pool}' on {uri}")
+        stream = conn.newStream(0)
+        volume.download(stream, 0, 0, 0)
+        pending = bytearray()
+
+        def read(size: int) -> bytes:
+            with _errors(uri):
+                while len(pending) < size:
+                    block = stream.recv(max(size - len(pending), 1 << 16))
+                    if not block:
+                        break
+                    pending.extend(block)
+            data = bytes(pending[:size])
+            del pending[:size]
+            return data
+
+        try:
+            yield read
+            while read(1 << 16):  # the rest (an archive's padding): the stream ends only once read to its end
+                pass
+            stream.finish()
+        except BaseException:
+            with suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+
 def delete_volume(uri: str, pool: str, name: str) -> None:
     """Delete a volume; a missing pool or volume counts as done."""
     conn = connection(uri)
@@ -421,11 +458,12 @@ def start(uri: str, domain_uuid: str) -> PowerState:
 
 
 def shutdown(uri: str, domain_uuid: str) -> None:
-    """Ask the guest to power off (ACPI); returns at once."""
+    """Ask the guest to power off (ACPI; a container's init gets SIGTERM); returns at once."""
     dom = _domain(uri, domain_uuid)
     with _errors(uri):
         if dom.isActive():
-            dom.shutdown()
+            # LXC's default asks init through /run/initctl, which most images lack, and then does nothing.
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL if technology_of(uri) == Technology.LXC else 0)
 
 
 def power_off(uri: str, domain_uuid: str) -> PowerState:
@@ -771,13 +809,16 @@ class Console:
             if not dom.isActive():
                 raise HypervisorError("the instance is not running")
             self._stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            try:
-                dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_SAFE)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_FAILED:
-                    raise
-                # Another client (say virsh console) holds it: take it over.
-                dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            if technology_of(uri) == Technology.LXC:
+                dom.openConsole(None, self._stream, 0)  # the LXC driver takes no flags at all
+            else:
+                try:
+                    dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_SAFE)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_FAILED:
+                        raise
+                    # Another client (say virsh console) holds it: take it over.
+                    dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
             self._stream.eventAddCallback(
                 libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
                 | libvirt.VIR_STREAM_EVENT_HANGUP,

@@ -13,6 +13,10 @@ class Host(models.Model):
     technology = models.CharField(max_length=10, choices=Technology.choices)
     accelerator = models.CharField(max_length=5, choices=Accelerator.choices, default=Accelerator.AUTO)
     storage_pool = models.CharField(max_length=100, blank=True, default="default")
+    # Host directories under which platform admins may name kernels, initrds and disks by path; none by default.
+    allowed_paths = models.TextField(blank=True, help_text="Absolute directories, one per line, under which "
+                                     "platform admins may boot kernels, initrds and disks by their path on the host. "
+                                     "Tenants never can.")
     enabled = models.BooleanField(default=True)
     state = models.CharField(max_length=10, choices=HostState.choices, default=HostState.NEW)
     last_error = models.TextField(blank=True)
@@ -32,6 +36,11 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def allowed_dirs(self) -> list[str]:
+        """The directories of allowed_paths, one per non-empty line."""
+        return [line.strip() for line in self.allowed_paths.splitlines() if line.strip()]
 
     @property
     def schedulable(self) -> bool:

@@ -8,9 +8,9 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = [
-            "id", "name", "uri", "technology", "accelerator", "storage_pool", "enabled", "state", "last_error",
-            "last_seen_at", "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version", "cpus",
-            "memory_mib", "kvm_available", "pools", "created_at",
+            "id", "name", "uri", "technology", "accelerator", "storage_pool", "allowed_paths", "enabled", "state",
+            "last_error", "last_seen_at", "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version",
+            "cpus", "memory_mib", "kvm_available", "pools", "created_at",
         ]
         read_only_fields = fields
 
@@ -26,3 +26,6 @@ class HostUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     accelerator = serializers.ChoiceField(choices=Accelerator.choices)
     storage_pool = serializers.CharField(max_length=100, allow_blank=True)
+    allowed_paths = serializers.CharField(max_length=10000, allow_blank=True, required=False, trim_whitespace=False,
+                                          help_text="Directories, one per line, under which platform admins may "
+                                                    "boot kernels, initrds and disks by path (none by default).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from collections.abc import Collection
 from dataclasses import asdict
 
@@ -14,6 +16,8 @@ from hosts.choices import HostState
 from hosts.events import publish_host
 from hosts.exceptions import HostInUse, InvalidHost, NoCapacity
 from hosts.models import Host
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _on_commit_publish(host_id: int) -> None:
@@ -45,13 +49,33 @@ def register_host(*, name: str, uri: str, accelerator: str = "auto", storage_poo
     return host
 
 
+def clean_allowed_paths(text: str) -> str:
+    """Allowed host directories, one per line: each absolute and normalised, never the whole filesystem."""
+    dirs = []
+    for line in text.splitlines():
+        path = line.strip()
+        if not path:
+            continue
+        if _CONTROL.search(path) or not path.startswith("/") or posixpath.normpath(path) != path.rstrip("/") \
+                or path.startswith("//"):
+            raise InvalidHost(f"'{path[:200]}' is not an absolute, normalised directory (no '..', '.' or '//')")
+        if path.rstrip("/") == "":
+            raise InvalidHost("the host's whole filesystem cannot be allowed: name the directories")
+        if path.rstrip("/") not in dirs:
+            dirs.append(path.rstrip("/"))
+    return "\n".join(dirs)
+
+
 @transaction.atomic
-def update_host(*, host: Host, name: str, accelerator: str, storage_pool: str) -> Host:
-    """Change a host's display name, accelerator and storage pool."""
+def update_host(*, host: Host, name: str, accelerator: str, storage_pool: str,
+                allowed_paths: str | None = None) -> Host:
+    """Change a host's display name, accelerator, storage pool and the directories admins may boot from."""
     if Host.objects.filter(name=name).exclude(pk=host.pk).exists():
         raise InvalidHost(f"a host named '{name}' already exists")
     host.name, host.accelerator, host.storage_pool = name, accelerator, storage_pool
-    host.save(update_fields=["name", "accelerator", "storage_pool"])
+    if allowed_paths is not None:
+        host.allowed_paths = clean_allowed_paths(allowed_paths)
+    host.save(update_fields=["name", "accelerator", "storage_pool", "allowed_paths"])
     _on_commit_publish(host.pk)
     return host
 

@@ -33,14 +33,15 @@ def host_list(request):
 def host_detail(request, pk: int):
     host = get_object_or_404(Host, pk=pk)
     form = HostEditForm(request.POST or None, initial={
-        "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool})
+        "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool,
+        "allowed_paths": host.allowed_paths})
     if request.method == "POST":
         audit.note(request, action="host.update", target=host, platform=True)
     if request.method == "POST" and form.is_valid():
         try:
             services.update_host(host=host, **form.cleaned_data)
         except DomainError as exc:
-            form.add_error("name", str(exc))
+            form.add_error(None, str(exc))
         else:
             messages.success(request, "Host settings saved.")
             return redirect("host-detail", pk=host.pk)

@@ -13,8 +13,10 @@ from cloudpanel.api import ScopedViewSetMixin, tenant_asked
 from cloudpanel.exceptions import NotFound
 from images import services
 from images.filtersets import ImageFilterSet
-from images.models import Image, Template
+from images.models import BootKernel, Image, Template
 from images.serializers import (
+    BootKernelCreateSerializer,
+    BootKernelSerializer,
     ImageCreateSerializer,
     ImageSerializer,
     TemplateCreateSerializer,
@@ -154,4 +156,44 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
         services.delete_template(template=self._changeable())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BootKernelViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
+    """Boot kernels: a kernel and an optional initrd from the library, with a default command line. Boot one with
+    POST /api/v1/instances/ {"boot_source": "kernel", "boot_kernel": id, ...}."""
+
+    queryset = BootKernel.objects.none()
+    serializer_class = BootKernelSerializer
+    audit_name = "boot_kernel"
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        return BootKernel.objects.visible_to(self.scope).select_related("tenant", "kernel", "initrd")
+
+    @extend_schema(request=BootKernelCreateSerializer, responses={201: BootKernelSerializer})
+    def create(self, request):
+        data = BootKernelCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        owner = services.owner_for(self.scope, visibility=values["visibility"],
+                                   tenant=tenant_asked(self.scope, values.pop("tenant", None)))
+        audit.note(request, tenant=owner)
+        images = Image.objects.visible_to(self.scope)
+        for key in ("kernel", "initrd"):
+            if values[key] is not None:
+                values[key] = images.filter(pk=values[key]).first()
+                if values[key] is None:
+                    raise NotFound("No such image.")
+        boot_kernel = services.create_boot_kernel(user=request.user, tenant=owner, **values)
+        audit.note(request, target=boot_kernel)
+        return Response(BootKernelSerializer(boot_kernel).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        boot_kernel = self.get_object()
+        if not self.scope.can_change(boot_kernel.tenant_id):
+            raise PermissionDenied("Your role does not allow changing this boot kernel.")
+        services.delete_boot_kernel(boot_kernel=boot_kernel)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,11 +12,15 @@ class ImageStatus(models.TextChoices):
 
 
 class DiskFormat(models.TextChoices):
-    """What an image is stored as: VMDK, VDI and VHDX are converted to qcow2, boxes unpacked."""
+    """What an image is stored as: VMDK, VDI and VHDX are converted to qcow2, boxes unpacked. Kernels and
+    initrds are parts of boot kernels; a container root filesystem is a tar archive that LXC containers unpack."""
 
     QCOW2 = "qcow2", "qcow2"
     RAW = "raw", "raw"
     ISO = "iso", "ISO"
+    KERNEL = "kernel", "Linux kernel"
+    INITRD = "initrd", "initrd"
+    ROOTFS = "rootfs", "Container root filesystem"
 
 
 class SourceFormat(models.TextChoices):
@@ -29,6 +33,9 @@ class SourceFormat(models.TextChoices):
     VDI = "vdi", "VDI"
     VHDX = "vhdx", "VHDX"
     BOX = "box", "Vagrant box"
+    KERNEL = "kernel", "Linux kernel (bzImage)"
+    INITRD = "initrd", "initrd (cpio, compressed or not)"
+    TAR = "tar", "Container root filesystem (tar, tar.gz, tar.xz)"
 
 
 class Visibility(models.TextChoices):
@@ -42,6 +49,11 @@ class OsType(models.TextChoices):
     BSD = "bsd", "BSD"
     OTHER = "other", "Other"
 
+
+# What instances boot as their disk (or install from), as opposed to the parts of boot kernels and containers.
+DISK_FORMATS = (DiskFormat.QCOW2, DiskFormat.RAW, DiskFormat.ISO)
+# Formats that only a declaration makes: their bytes alone would read as a raw disk.
+DECLARED_ONLY = (SourceFormat.KERNEL, SourceFormat.INITRD, SourceFormat.TAR)
 
 IN_TRANSIT = (ImageStatus.UPLOADING, ImageStatus.IMPORTING, ImageStatus.INSPECTING)
 

@@ -6,7 +6,22 @@ from images.serializers import _CONTROL
 _FORMATS = [("", "Detect"), *SourceFormat.choices]
 
 
-class ImageForm(forms.Form):
+class OwnedForm(forms.Form):
+    """A library object's form: its name, and for platform admins whether it is public or which tenant's."""
+
+    def __init__(self, *args, tenants, admin: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        if not admin:  # tenants' objects are their own; public ones are the platform's
+            del self.fields["visibility"], self.fields["tenant"]
+
+    def clean_name(self) -> str:
+        if _CONTROL.search(self.cleaned_data["name"]):
+            raise forms.ValidationError("The name cannot hold control characters.")
+        return self.cleaned_data["name"]
+
+
+class ImageForm(OwnedForm):
     """What every new image is told: its name, owner and needs. Uploads add a file, imports a URL."""
 
     name = forms.CharField(max_length=255)
@@ -21,19 +36,8 @@ class ImageForm(forms.Form):
     checksum = forms.CharField(max_length=140, required=False, label="Expected checksum",
                                help_text="sha256:<hex> or sha512:<hex>; verified before the image is published.")
 
-    def __init__(self, *args, tenants, admin: bool, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["tenant"].queryset = tenants
-        if not admin:  # tenants' images are their own; public ones are the platform's
-            del self.fields["visibility"], self.fields["tenant"]
 
-    def clean_name(self) -> str:
-        if _CONTROL.search(self.cleaned_data["name"]):
-            raise forms.ValidationError("The name cannot hold control characters.")
-        return self.cleaned_data["name"]
-
-
-class TemplateForm(forms.Form):
+class TemplateForm(OwnedForm):
     """A template: an image, a default size, #cloud-config user-data and a first-boot script."""
 
     name = forms.CharField(max_length=100)
@@ -50,17 +54,9 @@ class TemplateForm(forms.Form):
     script = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}), label="Provisioning script",
                              help_text="A shell script run once at first boot.")
 
-    def __init__(self, *args, images, tenants, admin: bool, **kwargs):
+    def __init__(self, *args, images, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["image"].queryset = images
-        self.fields["tenant"].queryset = tenants
-        if not admin:
-            del self.fields["visibility"], self.fields["tenant"]
-
-    def clean_name(self) -> str:
-        if _CONTROL.search(self.cleaned_data["name"]):
-            raise forms.ValidationError("The name cannot hold control characters.")
-        return self.cleaned_data["name"]
 
 
 class ImportForm(ImageForm):
@@ -68,3 +64,20 @@ class ImportForm(ImageForm):
                          help_text="http or https; internal addresses are refused unless an admin allowed them.")
 
     field_order = ["url", "name"]
+
+
+class BootKernelForm(OwnedForm):
+    """A boot kernel: a kernel and an optional initrd, both images of the library, and a default command line."""
+
+    name = forms.CharField(max_length=100)
+    kernel = forms.ModelChoiceField(queryset=None, empty_label="Choose a kernel image")
+    initrd = forms.ModelChoiceField(queryset=None, required=False, empty_label="No initrd")
+    cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0", label="Command line")
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
+    tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— (public boot kernels only)")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, kernels, initrds, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kernel"].queryset = kernels
+        self.fields["initrd"].queryset = initrds

@@ -39,10 +39,10 @@ class Image(models.Model):
     # Where the bytes came from: an upload's file name (shown, never used as a path) or a URL.
     filename = models.CharField(max_length=255, blank=True)
     source_url = models.URLField(max_length=2000, blank=True)
-    declared_format = models.CharField(max_length=5, choices=SourceFormat.choices, blank=True)
+    declared_format = models.CharField(max_length=10, choices=SourceFormat.choices, blank=True)
     expected_checksum = models.CharField(max_length=140, blank=True)  # "sha256:<hex>" or "sha512:<hex>"
-    source_format = models.CharField(max_length=5, choices=SourceFormat.choices, blank=True)
-    disk_format = models.CharField(max_length=5, choices=DiskFormat.choices, blank=True)
+    source_format = models.CharField(max_length=10, choices=SourceFormat.choices, blank=True)
+    disk_format = models.CharField(max_length=10, choices=DiskFormat.choices, blank=True)
     # Bytes received so far (upload or download) out of expected_bytes (None: not known yet).
     received_bytes = models.BigIntegerField(default=0)
     expected_bytes = models.BigIntegerField(null=True, blank=True)
@@ -124,6 +124,35 @@ class Template(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
                                    name="template_platform_templates_are_public"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BootKernel(models.Model):
+    """A Linux kernel, an optional initrd and a default command line, all from the library: what tenants boot
+    directly instead of paths on a host. Its files are copied to hosts like any image."""
+
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="boot_kernels", null=True,
+                               blank=True)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    kernel = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="kernel_of")
+    initrd = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="initrd_of", null=True, blank=True)
+    cmdline = models.CharField(max_length=500, blank=True, default="console=ttyS0",
+                               help_text="The kernel command line unless an instance gives its own.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
+                                   name="boot_kernel_platform_kernels_are_public"),
         ]
 
     def __str__(self) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from images import fetch, formats, services, transfer
-from images.choices import SourceFormat
+from images import bootfiles, fetch, formats, rootfs, services, transfer
+from images.choices import DECLARED_ONLY, DiskFormat, SourceFormat
 from images.exceptions import UnsafeImage
 from images.models import Image
 
@@ -128,8 +128,27 @@ def unpack_box(box: Path, workdir: Path) -> tuple[Path, str]:
     return disk, fmt
 
 
+_BOOT_PARTS = {SourceFormat.KERNEL: (DiskFormat.KERNEL, bootfiles.inspect_kernel),
+               SourceFormat.INITRD: (DiskFormat.INITRD, bootfiles.inspect_initrd)}
+
+
+def _inspect_declared(image: Image, received: Path, received_sha256: str) -> Result:
+    """A kernel, an initrd or a container root filesystem: checked by their own rules, stored as received."""
+    declared = SourceFormat(image.declared_format)
+    if declared == SourceFormat.TAR:
+        disk_format = DiskFormat.ROOTFS
+        size = rootfs.inspect_archive(received, max_bytes=settings.CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB << 30)
+    else:
+        disk_format, check = _BOOT_PARTS[declared]
+        size = check(received)
+    return Result(path=received, source_format=declared, disk_format=disk_format, virtual_size=size,
+                  sha256=received_sha256, changed=False)
+
+
 def inspect(image: Image, received: Path, received_sha256: str, workdir: Path) -> Result:
     """Inspect what was received (unpacking a box, converting VMDK, VDI and VHDX to qcow2)."""
+    if image.declared_format in DECLARED_ONLY:
+        return _inspect_declared(image, received, received_sha256)
     cap = settings.CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB << 30
     path, declared, source_format, changed = received, image.declared_format or None, None, False
     if is_box(image):

@@ -4,7 +4,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
 
 from images.choices import OsType, SourceFormat, Visibility
-from images.models import Image, ImageCopy, Template
+from images.models import BootKernel, Image, ImageCopy, Template
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -106,6 +106,35 @@ class TemplateCreateSerializer(serializers.Serializer):
                                       help_text="#cloud-config YAML.")
     script = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False,
                                    help_text="A shell script run once at first boot.")
+
+    def validate_name(self, value: str) -> str:
+        if _CONTROL.search(value):
+            raise serializers.ValidationError("The name cannot hold control characters.")
+        return value
+
+
+class BootKernelSerializer(serializers.ModelSerializer):
+    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
+    kernel_name = serializers.CharField(source="kernel.name", read_only=True)
+    initrd_name = serializers.CharField(source="initrd.name", default=None, read_only=True)
+
+    class Meta:
+        model = BootKernel
+        fields = ["id", "name", "description", "tenant", "tenant_name", "visibility", "kernel", "kernel_name",
+                  "initrd", "initrd_name", "cmdline", "created_at"]
+        read_only_fields = fields
+
+
+class BootKernelCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    tenant = serializers.IntegerField(required=False, help_text="Defaults to the tenant you act in.")
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE)
+    kernel = serializers.IntegerField(help_text="An image uploaded with the kernel format.")
+    initrd = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                      help_text="An image uploaded with the initrd format.")
+    cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="console=ttyS0",
+                                    trim_whitespace=False)
 
     def validate_name(self, value: str) -> str:
         if _CONTROL.search(value):

@@ -13,6 +13,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
@@ -22,7 +23,7 @@ from hosts.tasks import queue_for
 from images import cloudinit, events, fetch, store
 from images.choices import IN_TRANSIT, DiskFormat, ImageStatus, Visibility
 from images.exceptions import ImageInUse, ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
-from images.models import Image, Template
+from images.models import BootKernel, Image, Template
 from tenants import quotas
 from tenants.models import Tenant
 
@@ -196,6 +197,8 @@ def delete_image(*, image: Image) -> None:
         users += [f"instance {name} (CD-ROM)" for name in
                   image.cdrom_instances.live().values_list("name", flat=True)[:20]]
         users += [f"template {name}" for name in image.templates.values_list("name", flat=True)[:20]]
+        users += [f"boot kernel {name}" for name in BootKernel.objects.filter(
+            Q(kernel=image) | Q(initrd=image)).values_list("name", flat=True)[:20]]
         users += [f"a pending CD-ROM change of {name}" for name in InstanceAction.objects.filter(
             image=image, status__in=(ActionStatus.PENDING, ActionStatus.RUNNING)).values_list("instance__name",
                                                                                           flat=True)[:20]]
@@ -233,10 +236,11 @@ def owner_for(scope: Scope, *, visibility: str, tenant: Tenant | None) -> Tenant
 
 
 def _check_template(*, image: Image, user_data: str, vcpus: int, memory_mib: int, disk_gib: int) -> None:
-    if image.disk_format == DiskFormat.ISO:
-        raise UnsafeImage("a template boots a disk image, not an ISO")
     if image.status != ImageStatus.AVAILABLE:
         raise ImageNotReady(f"the image {image.name} is {image.get_status_display().lower()}, not available")
+    if image.disk_format not in (DiskFormat.QCOW2, DiskFormat.RAW):
+        raise UnsafeImage(f"a template boots a disk image (qcow2 or raw); {image.name} is "
+                          f"{image.get_disk_format_display()}")
     if memory_mib < image.min_memory_mib:
         raise UnsafeImage(f"{image.name} needs at least {image.min_memory_mib} MiB of RAM")
     needed = max(image.min_disk_gib, -(-(image.virtual_size or 0) // (1 << 30)))
@@ -272,3 +276,38 @@ def update_template(*, template: Template, **changes) -> Template:
 def delete_template(*, template: Template) -> None:
     """Remove a template; instances made from it keep their image and user-data."""
     template.delete()
+
+
+def _boot_part(image: Image | None, *, tenant: Tenant | None, visibility: str, wanted: str, label: str) -> None:
+    if image is None:
+        return
+    if tenant is not None and image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
+        raise NotFound("no such image")
+    if image.disk_format != wanted:
+        raise UnsafeImage(f"{image.name} is not {label} (upload it with that format)")
+    if image.status != ImageStatus.AVAILABLE:
+        raise ImageNotReady(f"the image {image.name} is {image.get_status_display().lower()}, not available")
+    if visibility == Visibility.PUBLIC and image.visibility != Visibility.PUBLIC:
+        raise UnsafeImage("a public boot kernel needs public images")
+
+
+def create_boot_kernel(*, user: AbstractBaseUser | None, tenant: Tenant | None, visibility: str, name: str,
+                       kernel: Image, initrd: Image | None = None, cmdline: str = "console=ttyS0",
+                       description: str = "") -> BootKernel:
+    """A boot kernel from a kernel image, an optional initrd image, and a default command line."""
+    _boot_part(kernel, tenant=tenant, visibility=visibility, wanted=DiskFormat.KERNEL, label="a Linux kernel")
+    _boot_part(initrd, tenant=tenant, visibility=visibility, wanted=DiskFormat.INITRD, label="an initrd")
+    if _UNPRINTABLE.search(cmdline):
+        raise UnsafeImage("the command line cannot hold control characters")
+    return BootKernel.objects.create(tenant=tenant, visibility=visibility, name=name, kernel=kernel, initrd=initrd,
+                                     cmdline=cmdline, description=description, created_by=user)
+
+
+@transaction.atomic
+def delete_boot_kernel(*, boot_kernel: BootKernel) -> None:
+    """Remove a boot kernel (its images stay in the library); refused while instances boot it."""
+    boot_kernel = BootKernel.objects.select_for_update().get(pk=boot_kernel.pk)
+    users = list(boot_kernel.instances.live().values_list("name", flat=True)[:20])
+    if users:
+        raise ImageInUse(f"{boot_kernel.name} boots instance {', '.join(users)}; delete those first.")
+    boot_kernel.delete()

@@ -21,8 +21,8 @@ from images import services, store, transfer
 from images.choices import DiskFormat, ImageStatus, Visibility
 from images.exceptions import UploadIncomplete
 from images.filtersets import ImageFilterSet
-from images.forms import ImageForm, ImportForm, TemplateForm
-from images.models import Image, Template
+from images.forms import BootKernelForm, ImageForm, ImportForm, TemplateForm
+from images.models import BootKernel, Image, Template
 from tenants import audit
 from tenants.models import Tenant
 
@@ -137,37 +137,81 @@ def image_copy(request, pk: int):
     return redirect("image-detail", pk=pk)
 
 
+def _created(request, scope, form, *, action: str, create) -> object | None:
+    """A library object added through a page's form: audited as action, refused for read-only roles, made by
+    create(user=..., tenant=..., visibility=..., **fields); None while the form is shown (again)."""
+    if request.method != "POST":
+        return None
+    audit.note(request, action=action)
+    if not _can_add(scope):
+        raise PermissionDenied(READ_ONLY)
+    if not form.is_valid():
+        return None
+    data = dict(form.cleaned_data)
+    try:
+        owner = _owner(scope, data)
+        audit.note(request, tenant=owner)
+        made = create(user=request.user, tenant=owner, visibility=data.pop("visibility", Visibility.PRIVATE),
+                      **{k: v for k, v in data.items() if k != "tenant"})
+    except DomainError as exc:
+        form.add_error(None, str(exc))
+        audit.refused(request, str(exc), show=False)
+        return None
+    audit.note(request, target=made)
+    messages.success(request, f"{made.name} saved.")
+    return made
+
+
 @login_required
 def template_list(request):
     """Templates visible in the scope, and a form to add one."""
     scope = scope_of(request)
-    images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE).exclude(disk_format=DiskFormat.ISO)
+    images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE,
+                                                    disk_format__in=(DiskFormat.QCOW2, DiskFormat.RAW))
     form = TemplateForm(request.POST or None, images=images, tenants=_tenants_for(scope), admin=scope.admin,
                         initial=_initial(scope))
-    if request.method == "POST":
-        audit.note(request, action="template.create")
-        if not _can_add(scope):
-            raise PermissionDenied(READ_ONLY)
-    if request.method == "POST" and form.is_valid():
-        data = dict(form.cleaned_data)
-        try:
-            owner = _owner(scope, data)
-            audit.note(request, tenant=owner)
-            template = services.create_template(
-                user=request.user, tenant=owner, visibility=data.pop("visibility", Visibility.PRIVATE),
-                **{k: v for k, v in data.items() if k != "tenant"})
-        except DomainError as exc:
-            form.add_error(None, str(exc))
-            audit.refused(request, str(exc), show=False)
-        else:
-            audit.note(request, target=template)
-            messages.success(request, f"Template {template.name} saved.")
-            return redirect("template-list")
+    if _created(request, scope, form, action="template.create", create=services.create_template):
+        return redirect("template-list")
     templates = Template.objects.visible_to(scope).select_related("tenant", "image")
     return render(request, "images/templates.html", {
         "templates": [(t, scope.can_change(t.tenant_id)) for t in templates], "form": form,
         "can_add": _can_add(scope),
     })
+
+
+@login_required
+def boot_kernel_list(request):
+    """Boot kernels visible in the scope, and a form to add one from kernel and initrd images."""
+    scope = scope_of(request)
+    available = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
+    form = BootKernelForm(request.POST or None, kernels=available.filter(disk_format=DiskFormat.KERNEL),
+                          initrds=available.filter(disk_format=DiskFormat.INITRD), tenants=_tenants_for(scope),
+                          admin=scope.admin, initial=_initial(scope))
+    if _created(request, scope, form, action="boot_kernel.create", create=services.create_boot_kernel):
+        return redirect("boot-kernel-list")
+    kernels = BootKernel.objects.visible_to(scope).select_related("tenant", "kernel", "initrd")
+    return render(request, "images/boot_kernels.html", {
+        "boot_kernels": [(k, scope.can_change(k.tenant_id)) for k in kernels], "form": form,
+        "can_add": _can_add(scope),
+    })
+
+
+@login_required
+@require_POST
+def boot_kernel_delete(request, pk: int):
+    scope = scope_of(request)
+    boot_kernel = get_object_or_404(BootKernel.objects.visible_to(scope), pk=pk)
+    audit.note(request, action="boot_kernel.delete", target=boot_kernel)
+    if not scope.can_change(boot_kernel.tenant_id):
+        audit.refused(request, "Your role does not allow deleting this boot kernel.")
+        return redirect("boot-kernel-list")
+    try:
+        services.delete_boot_kernel(boot_kernel=boot_kernel)
+    except DomainError as exc:
+        audit.refused(request, str(exc))
+    else:
+        messages.success(request, f"Boot kernel {boot_kernel.name} deleted.")
+    return redirect("boot-kernel-list")
 
 
 @login_required

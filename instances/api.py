@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
 from cloudpanel.exceptions import NotFound
-from images.models import Image, Template
+from images.models import BootKernel, Image, Template
 from instances import services
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
@@ -61,11 +61,12 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         tenant = resolve_tenant(self.scope, values.pop("tenant", None))
         audit.note(request, tenant=tenant)
         # Another tenant's image, template or network reads as no such thing.
-        for key, model in (("image", Image), ("template", Template)):
+        values["init_env"] = values.pop("env", {})
+        for key, model in (("image", Image), ("template", Template), ("boot_kernel", BootKernel)):
             if key in values:
                 values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
                 if values[key] is None:
-                    raise NotFound(f"No such {key}.")
+                    raise NotFound(f"No such {key.replace('_', ' ')}.")
         values["nics"] = [self._nic(wanted, tenant.pk) for wanted in values.pop("networks", [])]
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)

@@ -61,7 +61,9 @@ class Cause(models.TextChoices):
 
 
 class BootSource(models.TextChoices):
-    KERNEL = "kernel", "Kernel + initrd"
+    """What an instance boots. Tenants boot only library objects; paths on a host are platform admins'."""
+
+    KERNEL = "kernel", "Boot kernel"
     IMAGE = "image", "Image from the library"
-    DISK = "disk", "Disk image on the host"
-    INIT = "init", "Container command"
+    CONTAINER = "container", "Container image"
+    DISK = "disk", "Disk on the host (platform admins)"

@@ -1,8 +1,9 @@
+import re
+
 from django import forms
-from django.conf import settings
 
 from hosts.models import Host
-from images.models import Image, Template
+from images.models import BootKernel, Image, Template
 from instances.choices import BootSource
 from networks.models import Network, SecurityGroup
 from tenants.models import Tenant
@@ -20,6 +21,13 @@ class InstanceForm(forms.Form):
                                   help_text="A new qcow2 volume in the host's storage pool (0: none); from an "
                                             "image, at least the image's size.")
     boot_source = forms.ChoiceField(choices=BootSource.choices, initial=BootSource.KERNEL)
+    boot_kernel = forms.ModelChoiceField(queryset=BootKernel.objects.none(), required=False,
+                                         empty_label="Choose a boot kernel",
+                                         help_text="A kernel and initrd from the library.")
+    container_image = forms.ModelChoiceField(queryset=Image.objects.none(), required=False,
+                                             empty_label="Choose a container image",
+                                             help_text="A root filesystem from the library: the container gets "
+                                                       "its own copy, with container root an unprivileged host user.")
     template = forms.ModelChoiceField(queryset=Template.objects.none(), required=False,
                                       empty_label="No template", help_text="Its image, size, user-data and script.")
     image = forms.ModelChoiceField(queryset=Image.objects.none(), required=False, empty_label="Choose an image",
@@ -36,15 +44,30 @@ class InstanceForm(forms.Form):
                                help_text="One per line, given to the guest by cloud-init.")
     password = forms.CharField(required=False, widget=forms.PasswordInput, label="Root password",
                                help_text="Optional; only its hash reaches the guest.")
-    kernel = forms.CharField(max_length=500, required=False, help_text="Path on the host")
-    initrd = forms.CharField(max_length=500, required=False, help_text="Path on the host")
-    cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0")
-    boot_disk = forms.CharField(max_length=500, required=False, help_text="Path of a qcow2 image on the host")
+    kernel = forms.CharField(max_length=500, required=False, label="Kernel path on the host",
+                             help_text="Platform admins, instead of a boot kernel: under a directory the host allows")
+    initrd = forms.CharField(max_length=500, required=False, label="Initrd path on the host",
+                             help_text="Platform admins: under a directory the host allows")
+    cmdline = forms.CharField(max_length=500, required=False, label="Kernel command line",
+                              help_text="Empty: the boot kernel's own")
+    boot_disk = forms.CharField(max_length=500, required=False, label="Disk path on the host",
+                                help_text="Under a directory the host allows (OpenVZ: a template of its cache)")
     init = forms.CharField(max_length=500, required=False, label="Container command",
-                           help_text="For LXC/OpenVZ, e.g. /bin/sh")
+                           help_text="A program inside the image, e.g. /bin/sleep 600; empty: its /sbin/init "
+                                     "(a system container)")
+    env = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Environment",
+                          help_text="NAME=value, one per line")
 
-    def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, **kwargs):
+    def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, boot_kernels,
+                 container_images, admin: bool, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["boot_kernel"].queryset = boot_kernels
+        self.fields["boot_kernel"].initial = boot_kernels.first()  # the form works as it comes
+        self.fields["container_image"].queryset = container_images
+        if not admin:  # tenants boot the library only
+            for name in ("kernel", "initrd", "boot_disk"):
+                del self.fields[name]
+            self.fields["boot_source"].choices = [c for c in BootSource.choices if c[0] != BootSource.DISK]
         self.fields["network"].queryset = networks
         self.fields["security_groups"].queryset = security_groups
         self.fields["image"].queryset = images
@@ -56,8 +79,17 @@ class InstanceForm(forms.Form):
             del self.fields["host"]
         else:
             self.fields["host"].queryset = hosts
-        self.fields["kernel"].initial = settings.CLOUDPANEL_DEFAULT_KERNEL
-        self.fields["initrd"].initial = settings.CLOUDPANEL_DEFAULT_INITRD
+
+    def clean_env(self) -> dict[str, str]:
+        env = {}
+        for number, line in enumerate(self.cleaned_data["env"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+                raise forms.ValidationError(f"Line {number}: write NAME=value.")
+            env[name.strip()] = value
+        return env
 
     def clean(self):
         data = super().clean()
@@ -65,4 +97,15 @@ class InstanceForm(forms.Form):
             raise forms.ValidationError("Give the vCPUs and memory, or choose a template.")
         if data.get("address") and not data.get("network"):
             self.add_error("address", "An address goes with a network: choose one.")
+        # Each boot source takes its own library object; the other fields of the form are left out.
+        source = data.get("boot_source")
+        if source == BootSource.CONTAINER:
+            data["image"], data["disk_gib"] = data.get("container_image"), None  # its root is its disk
+        elif source != BootSource.IMAGE:
+            data["image"], data["template"] = None, None
+        if source not in (BootSource.KERNEL, BootSource.IMAGE):
+            data["boot_kernel"] = None
+        if source != BootSource.CONTAINER:
+            data["init"], data["env"] = "", {}
+        data.pop("container_image", None)
         return data

@@ -37,8 +37,14 @@ class Instance(models.Model):
     initrd = models.CharField(max_length=500, blank=True)
     cmdline = models.CharField(max_length=500, blank=True)
     boot_disk = models.CharField(max_length=500, blank=True)
+    # A container's program and arguments inside its own root filesystem (empty: the image's /sbin/init).
     init = models.CharField(max_length=500, blank=True)
-    # Booted from a library image: a copy-on-write overlay of the host's cached copy (an ISO: a CD-ROM).
+    init_env = models.JSONField(default=dict, blank=True)
+    # Booted through a kernel (and initrd) from the library; kernel/initrd above are platform admins' host paths.
+    boot_kernel = models.ForeignKey("images.BootKernel", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="instances")
+    # Booted from a library image: a copy-on-write overlay of the host's cached copy (an ISO: a CD-ROM); for a
+    # container, the root filesystem archive unpacked into its own directory on the host.
     image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
                               related_name="instances")
     template = models.ForeignKey("images.Template", on_delete=models.SET_NULL, null=True, blank=True,
@@ -88,6 +94,12 @@ class Instance(models.Model):
     @property
     def volume_name(self) -> str:
         return f"cp-{self.uuid}.qcow2"
+
+    @property
+    def root_dir_name(self) -> str:
+        """A container's home on its host: a directory of this name in the host's container directory, holding
+        its own root filesystem."""
+        return f"cp-{self.uuid}"
 
     @property
     def seed_volume_name(self) -> str:

@@ -22,6 +22,7 @@ class InstanceSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
     tenant_name = serializers.CharField(source="tenant.name", read_only=True)
     image_name = serializers.CharField(source="image.name", default=None, read_only=True)
+    boot_kernel_name = serializers.CharField(source="boot_kernel.name", default=None, read_only=True)
     nics = NicSerializer(source="ports", many=True, read_only=True)
     operations = serializers.SerializerMethodField()
 
@@ -29,7 +30,8 @@ class InstanceSerializer(serializers.ModelSerializer):
         model = Instance
         fields = [
             "id", "uuid", "name", "tenant", "tenant_name", "host", "host_name", "vcpus", "memory_mib", "disk_gib",
-            "boot_source", "kernel", "initrd", "cmdline", "boot_disk", "init", "image", "image_name", "template",
+            "boot_source", "boot_kernel", "boot_kernel_name", "kernel", "initrd", "cmdline", "boot_disk", "init",
+            "init_env", "image", "image_name", "template",
             "cdrom", "nics", "status", "task_state",
             "status_reason", "operations", "created_at", "deleted_at",
         ]
@@ -66,7 +68,10 @@ class InstanceCreateSerializer(serializers.Serializer):
                                           help_text="Required unless a template gives it.")
     disk_gib = serializers.IntegerField(min_value=0, max_value=64 * 1024, required=False,
                                         help_text="For an image: at least its size (the default).")
-    image = serializers.IntegerField(required=False, help_text="Boot this library image (boot_source image).")
+    image = serializers.IntegerField(required=False, help_text="Boot this library image (boot_source image), or "
+                                                               "run this container image (boot_source container).")
+    boot_kernel = serializers.IntegerField(required=False, help_text="Boot this kernel (and its initrd) from the "
+                                                                     "library (boot_source kernel, or with an image).")
     template = serializers.IntegerField(required=False, help_text="Create from this template.")
     ssh_keys = serializers.CharField(max_length=20000, required=False, allow_blank=True, default="",
                                      help_text="OpenSSH public keys, one per line, given through cloud-init.")
@@ -74,8 +79,17 @@ class InstanceCreateSerializer(serializers.Serializer):
                                      write_only=True, help_text="Root password; only its hash reaches the guest.")
     networks = NicRequestSerializer(many=True, required=False, help_text="A NIC on each network, in order.")
     boot_source = serializers.ChoiceField(choices=BootSource.choices, default=BootSource.KERNEL)
-    kernel = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    initrd = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    boot_disk = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    init = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    kernel = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                   help_text="Platform admins: a kernel's path under a directory the host allows.")
+    initrd = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                   help_text="Platform admins: an initrd's path under a directory the host allows.")
+    cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                    help_text="The kernel command line (default: the boot kernel's).")
+    boot_disk = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                      help_text="Platform admins: a disk's path under a directory the host allows "
+                                                "(on OpenVZ, a template of the host's cache).")
+    init = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                 help_text="A container's program and arguments inside its image (default: its "
+                                           "/sbin/init, a system container).")
+    env = serializers.DictField(child=serializers.CharField(max_length=4096, allow_blank=True, trim_whitespace=False),
+                                required=False, default=dict, help_text="A container's environment variables.")

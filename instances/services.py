@@ -8,9 +8,7 @@ events and reconciliation report observed states through record_status.
 
 from __future__ import annotations
 
-import re
-import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -21,14 +19,15 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
+from cloudpanel.scoping import is_platform_admin
 from hosts import services as host_services
 from hosts.choices import Technology
-from hosts.domain_xml import has_cdrom, uses_disk_volume
+from hosts.domain_xml import has_cdrom
 from hosts.models import Host
 from images import cloudinit
-from images.choices import DiskFormat, ImageStatus, Visibility
-from images.models import Image, Template
-from instances import tasks
+from images.choices import DISK_FORMATS, DiskFormat, ImageStatus, Visibility
+from images.models import BootKernel, Image, Template
+from instances import boot, tasks
 from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
@@ -40,45 +39,7 @@ from networks.models import Network, Port, SecurityGroup
 from tenants import audit, quotas
 from tenants.models import Tenant
 
-_PATH = re.compile(r"^/[^\x00-\x1f]*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTAINERS = {Technology.LXC, Technology.OPENVZ}
 GIB = 1 << 30
-
-
-def _validate_boot(technology: str, boot_source: str, kernel: str, initrd: str, boot_disk: str,
-                   init: str, *, needs_cdrom: bool = False) -> None:
-    if boot_source == BootSource.IMAGE:
-        if not uses_disk_volume(Technology(technology)):
-            raise InvalidInstance("containers do not boot disk images: use a container command")
-        if needs_cdrom and not has_cdrom(Technology(technology)):
-            raise InvalidInstance("ISO installs and cloud-init seeds need a QEMU/KVM host")
-        if technology == Technology.VBOX and kernel:
-            raise InvalidInstance("VirtualBox instances boot their disk, not a kernel")
-        for label, value in (("kernel", kernel), ("initrd", initrd)):
-            if value and not _PATH.match(value):
-                raise InvalidInstance(f"the {label} must be an absolute path on the host")
-        return
-    if technology in _CONTAINERS and boot_source != BootSource.INIT:
-        raise InvalidInstance("containers run a command: choose the container boot source and give its init")
-    if technology not in _CONTAINERS and boot_source == BootSource.INIT:
-        raise InvalidInstance("a container command only applies to LXC and OpenVZ hosts")
-    if technology == Technology.VBOX and boot_source != BootSource.DISK:
-        raise InvalidInstance("VirtualBox instances boot a disk image")
-    required = {BootSource.KERNEL: ("kernel", kernel), BootSource.DISK: ("boot disk", boot_disk),
-                BootSource.INIT: ("init command", init)}[BootSource(boot_source)]
-    if not required[1]:
-        raise InvalidInstance(f"the {required[0]} is required for this boot source")
-    for label, value in (("kernel", kernel), ("initrd", initrd), ("boot disk", boot_disk)):
-        if value and not _PATH.match(value):
-            raise InvalidInstance(f"the {label} must be an absolute path on the host")
-    if init:
-        try:
-            program = shlex.split(init)[0]
-        except (ValueError, IndexError):
-            raise InvalidInstance("the init command is not a valid command line (check its quotes)") from None
-        if not _PATH.match(program):
-            raise InvalidInstance("the init command must start with an absolute path")
 
 
 def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str, memory_mib: int,
@@ -90,6 +51,8 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
         raise NotFound("no such image")
     if image.status != ImageStatus.AVAILABLE:
         raise InvalidInstance(f"the image {image.name} is {image.get_status_display().lower()}, not available")
+    if image.disk_format not in DISK_FORMATS:
+        raise InvalidInstance(f"{image.name} is a {image.get_disk_format_display().lower()}, not a disk image")
     if memory_mib < image.min_memory_mib:
         raise InvalidInstance(f"{image.name} needs at least {image.min_memory_mib} MiB of RAM")
     if image.disk_format == DiskFormat.ISO:
@@ -160,7 +123,9 @@ def create_instance(
     cmdline: str = "",
     boot_disk: str = "",
     init: str = "",
+    init_env: Mapping[str, str] | None = None,
     image: Image | None = None,
+    boot_kernel: BootKernel | None = None,
     template: Template | None = None,
     ssh_keys: str = "",
     password: str = "",
@@ -168,6 +133,9 @@ def create_instance(
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation.
 
+    Tenants boot library objects only (instances/boot.py): a boot kernel, an image, a template or a container
+    image; kernel, initrd and boot disk paths on the host are platform admins', under the host's allowed
+    directories.
     From a template: its image, its size where none is given, and its cloud-init user-data
     and script. From an image: a copy-on-write overlay of it (an ISO: a CD-ROM to install
     from onto an empty disk), with a NoCloud seed giving the hostname, SSH keys and password.
@@ -179,18 +147,26 @@ def create_instance(
         disk_gib = template.disk_gib if disk_gib is None else disk_gib
     if vcpus is None or memory_mib is None:
         raise InvalidInstance("give the vCPUs and memory (or a template that has them)")
+    wanted = boot.Boot(source=boot_source, kernel=kernel, initrd=initrd, boot_disk=boot_disk, cmdline=cmdline,
+                       init=init, init_env=init_env or {}, image=image, boot_kernel=boot_kernel)
+    boot.check_request(wanted, tenant_id=tenant.pk, admin=user is not None and is_platform_admin(user))
+    if boot_source == BootSource.CONTAINER:
+        boot.container_owner(tenant.pk)  # refused now if the tenant has no uid range left
     disk_gib, user_data = disk_gib or 0, ""
     if boot_source == BootSource.IMAGE:
         disk_gib, user_data = _image_boot(tenant=tenant, image=image, template=template, name=name,
                                           memory_mib=memory_mib, disk_gib=disk_gib, ssh_keys=ssh_keys,
                                           password=password)
-    elif image is not None or ssh_keys or password:
+    elif (image is not None and boot_source != BootSource.CONTAINER) or ssh_keys or password:
         raise InvalidInstance("an image, SSH keys and a password go with the image boot source")
+    elif boot_source == BootSource.CONTAINER and disk_gib:
+        raise InvalidInstance("a container's disk is its own root filesystem: give no disk size")
     iso = image is not None and image.disk_format == DiskFormat.ISO
     instance = Instance(
         name=name, tenant=tenant, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
         boot_source=boot_source, kernel=kernel, initrd=initrd, cmdline=cmdline, boot_disk=boot_disk,
-        init=init, created_by=user, task_state=TaskState.CREATING, task_started_at=timezone.now(),
+        init=init, init_env=dict(init_env or {}), boot_kernel=boot_kernel, created_by=user,
+        task_state=TaskState.CREATING, task_started_at=timezone.now(),
         image=image, template=template, cdrom=image if iso else None, user_data=user_data,
         licensed=image is not None and image.licensed,
     )
@@ -198,9 +174,6 @@ def create_instance(
         instance.clean_fields(exclude=["host", "tenant", "created_by"])
     except ValidationError as exc:
         raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
-    for label, value in (("kernel command line", cmdline), ("init command", init)):
-        if _CONTROL.search(value):
-            raise InvalidInstance(f"the {label} may not contain control characters")
     try:
         with transaction.atomic():
             # The tenant's quota first: its row lock also orders this tenant's concurrent creates.
@@ -208,10 +181,9 @@ def create_instance(
                                                  "disk_gib": disk_gib})
             # An image boot needs a host that boots disks (and, for a seed or an ISO, has CD-ROM drives).
             needs_cdrom = iso or bool(user_data)
-            technologies = None if boot_source != BootSource.IMAGE else [
-                t for t in Technology if (has_cdrom(t) if needs_cdrom else uses_disk_volume(t))]
-            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host, technologies=technologies)
-            _validate_boot(placed.technology, boot_source, kernel, initrd, boot_disk, init, needs_cdrom=needs_cdrom)
+            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host,
+                                         technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
+            boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host = placed
             instance.save()
             _attach_nics(instance, nics)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from celery import shared_task
 from django.conf import settings
@@ -15,9 +18,9 @@ from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.tasks import queue_for
-from images import cloudinit, distribution
+from images import cloudinit, distribution, rootfs
 from images.choices import DiskFormat
-from instances import services
+from instances import boot, services
 from instances.choices import BootSource, Operation, Status
 from instances.models import Instance, InstanceAction
 from networks import firewall, provisioning
@@ -74,12 +77,59 @@ def _seed(instance: Instance, host: Host) -> str:
                                     read=io.BytesIO(seed).read)
 
 
+def _boot_kernel(instance: Instance, host: Host) -> dict[str, str]:
+    """The kernel and initrd of the instance's boot kernel, from their verified copies on the host; or a platform
+    admin's paths on the host."""
+    beat = functools.partial(services.keep_alive, instance_id=instance.pk)
+    chosen = instance.boot_kernel
+    if chosen is None:
+        if instance.boot_source == BootSource.KERNEL and not instance.kernel:
+            raise hypervisor.HypervisorError("the instance's boot kernel was deleted before it could be created")
+        return {"kernel": instance.kernel, "initrd": instance.initrd, "cmdline": instance.cmdline}
+    kernel = distribution.ensure_copy(image=chosen.kernel, host=host, heartbeat=beat).path
+    initrd = distribution.ensure_copy(image=chosen.initrd, host=host, heartbeat=beat).path if chosen.initrd else ""
+    return {"kernel": kernel, "initrd": initrd, "cmdline": instance.cmdline or chosen.cmdline}
+
+
+def _root_dir(instance: Instance) -> Path:
+    """The container's home on the host: its tree, and nothing else."""
+    return Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name
+
+
+def _container_root(instance: Instance, host: Host) -> dict[str, object]:
+    """Unpack the container image into the container's own tree on the host (its copy in the host's pool, read
+    through libvirt), owned by the tenant's uid range; a tree left by an earlier attempt is made again."""
+    if urlsplit(host.uri).netloc:
+        raise hypervisor.HypervisorError("containers are unpacked by the host's own worker: register the LXC host "
+                                         "as lxc:/// and run its worker on it")
+    image = instance.image
+    if image is None:
+        raise hypervisor.HypervisorError("the instance's container image was deleted before it could be created")
+    copy = distribution.ensure_copy(image=image, host=host,
+                                    heartbeat=functools.partial(services.keep_alive, instance_id=instance.pk))
+    owner = boot.container_owner(instance.tenant_id)
+    home = _root_dir(instance)
+    rootfs.remove_tree(home)
+    home.parent.mkdir(mode=0o711, parents=True, exist_ok=True)  # entered on the way to a tree, never listed
+    with hypervisor.reading_volume(host.uri, copy.pool, copy.volume) as read:
+        root = rootfs.unpack(read, home, owner=owner, max_bytes=settings.CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB << 30)
+    return {"root_dir": str(root), "idmap": hypervisor.IdMap(target=owner, count=boot.ID_RANGE),
+            "init_env": tuple(sorted(instance.init_env.items()))}
+
+
 def _do_create(instance: Instance, host: Host) -> str:
     technology = hypervisor.Technology(host.technology)
-    disks: dict[str, str | bool] = {"boot_disk": instance.boot_disk}
+    # A platform admin's paths on the host, checked again against what the host allows now.
+    boot.check_host_paths(boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
+                                    boot_disk=instance.boot_disk), host)
+    disks: dict[str, object] = {"boot_disk": instance.boot_disk}
     if instance.boot_source == BootSource.IMAGE:
         disks = _image_disks(instance, host)
-    elif instance.disk_gib and hypervisor.uses_disk_volume(technology):
+    if instance.boot_source == BootSource.CONTAINER:
+        disks.update(_container_root(instance, host), boot_disk="")
+    elif instance.boot_kernel_id or instance.kernel or instance.boot_source == BootSource.KERNEL:
+        disks.update(_boot_kernel(instance, host))
+    if instance.boot_source != BootSource.IMAGE and instance.disk_gib and hypervisor.uses_disk_volume(technology):
         disks["disk_path"] = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name,
                                                       instance.disk_gib)
     if instance.cdrom is not None:
@@ -101,8 +151,7 @@ def _do_create(instance: Instance, host: Host) -> str:
             nics = tuple(hypervisor.Nic(networks[port.pk], port.mac, firewall.prepare(port, host)) for port in ports)
             spec = hypervisor.DomainSpec(
                 name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
-                memory_mib=instance.memory_mib, kernel=instance.kernel, initrd=instance.initrd,
-                cmdline=instance.cmdline, init=instance.init,
+                memory_mib=instance.memory_mib, init=instance.init,
                 accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
             )
             xml = hypervisor.domain_xml(technology, spec, kvm_available=host.kvm_available)
@@ -133,6 +182,8 @@ def _do_delete(instance: Instance, host: Host) -> str:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
     if instance.user_data:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.seed_volume_name)
+    if instance.boot_source == BootSource.CONTAINER:
+        rootfs.remove_tree(_root_dir(instance))
     provisioning.release_ports(ports=list(instance.ports.select_related("network")), host=host)
     return Status.DELETED
 

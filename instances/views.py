@@ -16,8 +16,8 @@ from hosts import services as host_services
 from hosts.choices import Technology
 from hosts.domain_xml import has_cdrom
 from hosts.models import Host
-from images.choices import DiskFormat, ImageStatus
-from images.models import Image, Template
+from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
+from images.models import BootKernel, Image, Template
 from instances import services
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
@@ -69,21 +69,25 @@ def instance_new(request):
     if not scope.admin:
         tenants = tenants.filter(pk__in=[t for t in scope.roles if scope.can_operate(t)])
     hosts = Host.objects.filter(enabled=True) if scope.admin else None
-    images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
+    available = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
+    images = available.filter(disk_format__in=DISK_FORMATS)
     templates = Template.objects.visible_to(scope).select_related("image")
     wanted = request.GET.get("template", "")
     chosen = templates.filter(pk=int(wanted)).first() if re.fullmatch(r"\d{1,18}", wanted) else None
-    initial = {"boot_source": BootSource.IMAGE, "template": chosen, "vcpus": chosen.vcpus, "kernel": "",
-               "initrd": "", "memory_mib": chosen.memory_mib, "disk_gib": chosen.disk_gib} if chosen else None
+    initial = {"boot_source": BootSource.IMAGE, "template": chosen, "vcpus": chosen.vcpus,
+               "memory_mib": chosen.memory_mib, "disk_gib": chosen.disk_gib} if chosen else None
     form = InstanceForm(request.POST or None, tenants=tenants, hosts=hosts, images=images, templates=templates,
                         networks=Network.objects.visible_to(scope),
-                        security_groups=SecurityGroup.objects.in_scope(scope), initial=initial)
+                        security_groups=SecurityGroup.objects.in_scope(scope), initial=initial,
+                        boot_kernels=BootKernel.objects.visible_to(scope).filter(kernel__status=ImageStatus.AVAILABLE),
+                        container_images=available.filter(disk_format=DiskFormat.ROOTFS), admin=scope.admin)
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         network, address, groups = data.pop("network"), data.pop("address") or None, data.pop("security_groups")
         data["nics"] = [services.NicRequest(network, address, list(groups))] if network else []
+        data["init_env"] = data.pop("env")
         audit.note(request, tenant=data["tenant"])
         try:
             action = services.create_instance(user=request.user, **data)
@@ -102,7 +106,8 @@ def instance_new(request):
 def instance_detail(request, pk: int):
     scope = scope_of(request)
     instance = get_object_or_404(
-        Instance.objects.in_scope(scope).select_related("host", "tenant", "image", "template", "cdrom"), pk=pk)
+        Instance.objects.in_scope(scope).select_related("host", "tenant", "image", "template", "cdrom", "boot_kernel"),
+        pk=pk)
     media = instance.host is not None and has_cdrom(Technology(instance.host.technology))
     return render(request, "instances/detail.html", {
         "instance": instance,

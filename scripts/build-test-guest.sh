@@ -32,6 +32,8 @@ MODULES=(virtio_pci virtio_net virtio_blk virtio_scsi virtio_console
 
 log() { echo "build-test-guest: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 if [[ -z "${FORCE:-}" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initrd.img" \
       && "$OUTDIR/vmlinuz" -nt "$SCRIPT" && "$OUTDIR/initrd.img" -nt "$SCRIPT" ]]; then
@@ -39,19 +41,6 @@ if [[ -z "${FORCE:-}" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initrd.img" \
     exit 0
 fi
 
-ensure_packages() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "installing missing packages: ${missing[*]}"
-        [[ $EUID -eq 0 ]] || die "need root to install ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    fi
-}
 ensure_packages busybox-static cpio gzip kmod
 
 TMP="$(mktemp -d)"

@@ -32,24 +32,14 @@ PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc
 
 log() { echo "libvirtd.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 python_bin() {
     # Prefer the system interpreter (the reaper only needs the stdlib).
     if [[ -x /usr/bin/python3 ]]; then echo /usr/bin/python3; else command -v python3; fi
 }
 
-ensure_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "installing missing packages: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    fi
-}
 
 ensure_config() {
     mkdir -p /var/log/libvirt /var/run/libvirt /etc/libvirt
@@ -120,7 +110,7 @@ start() {
         return 0
     fi
     [[ $EUID -eq 0 ]] || die "must run as root"
-    ensure_packages
+    ensure_packages "${PACKAGES[@]}"
     ensure_config
     ensure_cgroups
     ensure_netns

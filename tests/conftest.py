@@ -14,6 +14,8 @@ from tenants.services import create_api_token
 from tests.factories import make_host, make_tenant, make_user
 
 GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve().parent.parent / ".cache/guest"))
+# The busybox system container built by scripts/build-container-image.sh.
+CONTAINER_IMAGE = Path(os.environ.get("CLOUDPANEL_CONTAINER_IMAGE", GUEST_DIR.parent / "container/rootfs.tar.gz"))
 
 
 @pytest.fixture(autouse=True)
@@ -104,25 +106,31 @@ def guest():
 
 
 @pytest.fixture
-def reap_qemu_guests(transactional_db):
-    """Remove every QEMU domain, disk, seed, image copy and network the test left, even when the test failed."""
+def reap_qemu_guests(transactional_db, settings):
+    """Remove every QEMU domain and LXC container, disk, seed, container tree, image copy and network the test
+    left, even when the test failed."""
     yield
+    from django.db.models import Q
+
     from hosts import hypervisor
+    from images import rootfs
     from images.models import ImageCopy
     from instances.models import Instance
 
-    for instance in Instance.objects.filter(host__uri__startswith="qemu").select_related("host"):
+    real = Q(host__uri__startswith="qemu") | Q(host__uri__startswith="lxc")
+    for instance in Instance.objects.filter(real).select_related("host"):
         try:
             hypervisor.undefine(instance.host.uri, str(instance.uuid))
             for volume in (instance.volume_name, instance.seed_volume_name):
                 hypervisor.delete_volume(instance.host.uri, instance.host.storage_pool, volume)
         except hypervisor.HypervisorError:
             pass
+        rootfs.remove_tree(Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name)
     from networks.models import NetworkHost
 
     for placed in NetworkHost.objects.filter(host__uri__startswith="qemu").select_related("host", "network"):
         with suppress(hypervisor.HypervisorError):
             hypervisor.remove_network(placed.host.uri, placed.network.libvirt_name)
-    for copy in ImageCopy.objects.filter(host__uri__startswith="qemu").select_related("host"):
+    for copy in ImageCopy.objects.filter(real).select_related("host"):
         with suppress(hypervisor.HypervisorError):
             hypervisor.delete_volume(copy.host.uri, copy.pool, copy.volume)

@@ -17,7 +17,7 @@ from networks.services import create_network, create_port
 from tenants.choices import Role
 from tenants.models import AuditEvent
 from tests.conftest import token_client
-from tests.factories import make_instance, make_tenant, make_user
+from tests.factories import make_boot_kernel, make_instance, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,7 +66,7 @@ def test_viewer_posting_any_operation_is_refused_audited_and_never_reaches_the_h
 
 def test_accepted_operation_is_audited_with_who_what_where_and_the_result(member_api, member, tenant, host):
     # Given a stopped instance that exists on the (test driver) host
-    body = {"name": "audited", "vcpus": 1, "memory_mib": 64, "kernel": "/k"}
+    body = {"name": "audited", "vcpus": 1, "memory_mib": 64, "boot_kernel": make_boot_kernel(host).pk}
     instance = Instance.objects.get(pk=member_api.post("/api/v1/instances/", body, format="json").json()["instance"])
     assert member_api.post(f"/api/v1/instances/{instance.pk}/poweroff/").status_code == 202
     # When it is started
@@ -96,7 +96,7 @@ def test_refusals_of_rolled_back_requests_are_still_recorded(member_api, tenant,
     from tenants import services
 
     services.set_quota(tenant=tenant, limits={"instances": 0})
-    body = {"name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k"}
+    body = {"name": "x", "vcpus": 1, "memory_mib": 64, "boot_kernel": make_boot_kernel(host).pk}
     assert member_api.post("/api/v1/instances/", body, format="json").status_code == 409
     event = AuditEvent.objects.get(action="instance.create", channel="api")
     assert event.result == "refused" and "Quota exceeded" in event.detail and event.tenant == tenant

@@ -17,12 +17,15 @@ from playwright.sync_api import expect, sync_playwright
 from billing import invoicing, metering
 from billing import services as billing_services
 from hosts.choices import HostState
+from images import services as image_services
+from images.management.commands.add_image import add_file
 from instances.choices import Cause
 from instances.choices import Status as InstanceStatus
 from instances.models import Instance, InstanceStateChange
 from tenants.choices import Role
 from tenants.services import add_member, set_quota
-from tests.factories import make_host, make_instance, make_tenant, make_user
+from tests.conftest import CONTAINER_IMAGE
+from tests.factories import make_boot_kernel, make_host, make_instance, make_tenant, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
 
@@ -45,7 +48,6 @@ def server(guest, reap_qemu_guests, image_dirs, settings):
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-               CLOUDPANEL_DEFAULT_KERNEL=guest["kernel"], CLOUDPANEL_DEFAULT_INITRD=guest["initrd"],
                CLOUDPANEL_RECONCILE_SECONDS="5", CLOUDPANEL_IMAGE_DIR=str(image_dirs),
                CLOUDPANEL_SCRATCH_DIR=settings.CLOUDPANEL_SCRATCH_DIR, CLOUDPANEL_UPLOAD_CHUNK_MIB="1")
     process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
@@ -63,8 +65,21 @@ def server(guest, reap_qemu_guests, image_dirs, settings):
     process.wait(timeout=20)
 
 
-def test_sign_in_create_watch_running_and_use_the_console(server, tenant):
-    # Given an admin, and the local QEMU host (software emulation)
+def force_off_and_delete(page) -> None:
+    """Force the instance off and delete it from its page, each status following without a reload."""
+    page.get_by_role("button", name="Force off").click()
+    expect(page.locator("#instance-status")).to_have_text("Stopped", timeout=30000)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page.locator("#instance-status")).to_have_text("Deleted", timeout=30000)
+
+
+def test_sign_in_create_watch_running_and_use_the_console(server, tenant, guest):
+    # Given an admin, the local QEMU host (software emulation) and the tiny guest as the library's boot kernel
+    image_services.create_boot_kernel(
+        user=None, tenant=None, visibility="public", name="tiny guest",
+        kernel=add_file(Path(guest["kernel"]), name="guest kernel", declared_format="kernel"),
+        initrd=add_file(Path(guest["initrd"]), name="guest initrd", declared_format="initrd"))
     make_user(staff=True, tenant=tenant, password="s3cret-pass")
     admin = tenant.memberships.get().user
     host = make_host(uri="qemu:///system", name="local-qemu", accelerator="tcg", storage_pool="default",
@@ -92,8 +107,9 @@ def test_sign_in_create_watch_running_and_use_the_console(server, tenant):
         expect(watcher.locator("#live-indicator")).to_contain_text("live")
         watcher.evaluate("window.notReloaded = true")
 
-        # When they create an instance of the tiny guest
+        # When they create an instance of the tiny guest (the form offers its boot kernel)
         page.goto(f"{server}/instances/new/")
+        expect(page.locator("#id_boot_kernel option:checked")).to_have_text("tiny guest")
         page.fill("#id_name", "tiny-web")
         page.select_option("#id_host", str(host.pk))
         page.fill("#id_memory_mib", "256")
@@ -116,11 +132,7 @@ def test_sign_in_create_watch_running_and_use_the_console(server, tenant):
         page.screenshot(path=SCREENSHOTS / "instance-detail.png", full_page=True)
 
         # When forced off from the page, the status follows
-        page.get_by_role("button", name="Force off").click()
-        expect(page.locator("#instance-status")).to_have_text("Stopped", timeout=30000)
-        page.once("dialog", lambda dialog: dialog.accept())
-        page.get_by_role("button", name="Delete").click()
-        expect(page.locator("#instance-status")).to_have_text("Deleted", timeout=30000)
+        force_off_and_delete(page)
         browser.close()
     # (outside Playwright's event loop, where the ORM may run)
     instance = Instance.objects.get(name="tiny-web")
@@ -137,6 +149,40 @@ def sign_in(context, server, username):
     return page
 
 
+def test_a_member_starts_a_container_from_the_library_and_is_root_only_inside_it(server, tenant):
+    # Given a member, the local LXC host and the busybox container image in the library
+    image = add_file(CONTAINER_IMAGE, name="busybox", declared_format="tar")
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    make_host(uri="lxc:///", name="local-lxc", storage_pool="default", state=HostState.NEW, cpus=0, memory_mib=0)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+        # When they ask for a container of that image (the form offers no host paths to a member)
+        page.goto(f"{server}/instances/new/")
+        assert page.locator("#id_kernel, #id_boot_disk").count() == 0
+        page.select_option("#id_boot_source", "container")
+        page.fill("#id_name", "box")
+        page.fill("#id_memory_mib", "64")
+        page.select_option("#id_container_image", str(image.pk))
+        page.screenshot(path=SCREENSHOTS / "container-new.png", full_page=True)
+        page.click("#instance-form button[type=submit]")
+        # Then it runs, and its console (LXC's, opened without flags) is a root shell in the image's own tree
+        expect(page.locator("#instance-status")).to_have_text("Running", timeout=30000)
+        expect(page.locator("#console-state")).to_contain_text("Connected", timeout=15000)
+        page.locator("#terminal").click()
+        page.keyboard.press("Enter")
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("cloudpanel-container:/#", timeout=30000)
+        page.keyboard.type("id -u; cat /etc/shadow; echo cp-$((6*7))\n")
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("cp-42", timeout=30000)
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("can't open '/etc/shadow'")
+        page.screenshot(path=SCREENSHOTS / "container-console.png", full_page=True)
+        force_off_and_delete(page)
+        browser.close()
+    instance = Instance.objects.get(name="box")
+    assert instance.boot_source == "container" and instance.image == image and not instance.kernel
+
+
 def test_tenant_self_service_quota_tokens_members_and_audit(server):
     # Given a tenant admin of acme (also a member of globex), a user to invite, and a platform admin
     acme, globex = make_tenant("acme"), make_tenant("globex")
@@ -145,7 +191,7 @@ def test_tenant_self_service_quota_tokens_members_and_audit(server):
     newcomer = make_user()
     admin = make_user(staff=True, password="s3cret-pass")
     set_quota(tenant=acme, limits={"instances": 2, "vcpus": 4})
-    make_host()
+    make_boot_kernel(make_host(uri="test+unix:///default"))  # the create form offers it first
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -283,11 +329,12 @@ def test_networks_pages_create_show_and_refuse_an_overlap(server):
 
     tenant = make_tenant("netco")
     member = make_user(tenant=tenant, password="s3cret-pass")
-    make_host(name="rack-1", uri="test+unix:///default")  # shared with the server process, unlike test:///
+    rack = make_host(name="rack-1", uri="test+unix:///default")  # shared with the server process, unlike test:///
+    boot_kernel = make_boot_kernel(rack)
     db_net = create_network(user=member, tenant=tenant, name="db", kind="isolated", cidr="10.45.0.0/24")
     for name in ("db-1", "db-2"):
-        instance_services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=64, kernel="/k",
-                                          nics=[(db_net, None)])
+        instance_services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=64,
+                                          boot_kernel=boot_kernel, nics=[(db_net, None)])
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -326,10 +373,10 @@ def test_security_group_pages_make_rules_and_put_a_nic_in_a_group(server):
 
     tenant = make_tenant("fwco")
     member = make_user(tenant=tenant, password="s3cret-pass")
-    make_host(name="rack-2", uri="test+unix:///default")  # its test driver has no network filters
+    rack = make_host(name="rack-2", uri="test+unix:///default")  # its test driver has no network filters
     lan = create_network(user=member, tenant=tenant, name="lan", kind="nat", cidr="10.46.0.0/24")
     web = instance_services.create_instance(user=member, tenant=tenant, name="web-1", vcpus=1, memory_mib=64,
-                                            kernel="/k", nics=[(lan, "10.46.0.10")]).instance
+                                            boot_kernel=make_boot_kernel(rack), nics=[(lan, "10.46.0.10")]).instance
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -8,7 +8,7 @@ from hosts.choices import HostState
 from hosts.models import Host
 from instances.choices import Status
 from tests.conftest import token_client
-from tests.factories import make_instance, make_user
+from tests.factories import make_boot_kernel, make_instance, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +49,7 @@ def test_duplicate_uri_is_refused(admin_api, host):
 def test_disabled_host_takes_no_new_instances(admin_api, tenant, host):
     assert admin_api.post(f"/api/v1/hosts/{host.pk}/disable/").json()["enabled"] is False
     response = admin_api.post("/api/v1/instances/", {"name": "x", "tenant": tenant.pk, "vcpus": 1, "memory_mib": 64,
-                                                     "kernel": "/k"}, format="json")
+                                                     "boot_kernel": make_boot_kernel(host).pk}, format="json")
     assert response.status_code == 400 and "no host is online and enabled" in response.json()["detail"]
     assert admin_api.post(f"/api/v1/hosts/{host.pk}/enable/").json()["enabled"] is True
 

@@ -13,6 +13,8 @@ from hosts.hypervisor import Accelerator, Backing, DomainSpec, PowerState, Techn
 from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
 
 TEST_URI = "test:///default"
+# A container's own root filesystem and user namespace, which every LXC definition needs.
+LXC_ROOT = {"root_dir": "/var/lib/cloudpanel/containers/cp-x", "idmap": hypervisor.IdMap(target=1048576)}
 
 
 def spec(**fields) -> DomainSpec:
@@ -28,8 +30,8 @@ def spec(**fields) -> DomainSpec:
         (Technology.QEMU, {"boot_disk": "/var/base.qcow2", "disk_path": "/var/d.qcow2"}),
         (Technology.XEN, {"kernel": "/boot/vmlinuz", "disk_path": "/var/d.qcow2"}),
         (Technology.XEN, {"boot_disk": "/var/base.img"}),
-        (Technology.LXC, {"init": "/bin/sh"}),
-        (Technology.LXC, {"init": "/bin/sleep 'a b' 600"}),
+        (Technology.LXC, {"init": "/bin/sh", **LXC_ROOT}),
+        (Technology.LXC, {"init": "/bin/sleep 'a b' 600", **LXC_ROOT}),
         (Technology.OPENVZ, {"init": "/sbin/init"}),
         (Technology.VBOX, {"boot_disk": "/var/base.vdi"}),
         (Technology.QEMU, {"disk_path": "/var/d.qcow2", "cdrom_path": "/var/install.iso", "boot_cdrom": True}),
@@ -38,7 +40,7 @@ def spec(**fields) -> DomainSpec:
         (Technology.TEST, {"boot_disk": "/var/o.qcow2", "cdrom_path": "/var/i.iso", "seed_path": "/var/s.iso"}),
         *[(t, {**f, "nics": (Nic("cp-net-1", "52:54:00:00:00:01"), Nic("cp-net-2", "52:54:00:00:00:02"))})
           for t, f in ((Technology.QEMU, {"kernel": "/k"}), (Technology.XEN, {"boot_disk": "/b"}),
-                       (Technology.LXC, {"init": "/bin/sh"}), (Technology.VBOX, {"boot_disk": "/b.vdi"}),
+                       (Technology.LXC, {"init": "/bin/sh", **LXC_ROOT}), (Technology.VBOX, {"boot_disk": "/b.vdi"}),
                        (Technology.TEST, {}))],
     ],
 )
@@ -132,7 +134,8 @@ def test_missing_pool_is_a_clear_error():
 
 
 def test_container_command_becomes_init_and_initargs():
-    root = ET.fromstring(hypervisor.domain_xml(Technology.LXC, spec(init="/bin/sh -c 'echo hi; sleep 9'")))
+    root = ET.fromstring(hypervisor.domain_xml(Technology.LXC, spec(init="/bin/sh -c 'echo hi; sleep 9'",
+                                                                        **LXC_ROOT)))
     assert root.find("os/init").text == "/bin/sh"
     assert [a.text for a in root.findall("os/initarg")] == ["-c", "echo hi; sleep 9"]
 

@@ -34,7 +34,7 @@ from tenants.choices import Role
 from tenants.models import AuditEvent
 from tenants.services import create_api_token, set_quota
 from tests.conftest import token_client
-from tests.factories import make_host, make_tenant, make_user, wait_for
+from tests.factories import make_boot_kernel, make_host, make_tenant, make_user, wait_for
 from tests.test_image_fetch import serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -424,7 +424,7 @@ def test_a_template_gives_its_size_user_data_and_script(panel, member_api, host,
     ({"disk_gib": 0, "image": "iso"}, "needs a disk of at least 1 GiB"),
     ({"image": "uploading"}, "uploading, not available"),
     ({"image": "foreign"}, "No such image"),
-    ({"boot_source": "kernel", "kernel": "/k"}, "go with the image boot source"),
+    ({"boot_source": "kernel", "boot_kernel": "public"}, "go with the image boot source"),
 ])
 def test_bad_image_boots_are_refused_with_the_reason(panel, member_api, tenant, host, tmp_path, body, reason):
     images = {
@@ -437,6 +437,8 @@ def test_bad_image_boots_are_refused_with_the_reason(panel, member_api, tenant, 
     }
     request = {"name": "bad", "boot_source": "image", "vcpus": 1, "memory_mib": 64, **body}
     request["image"] = images[body.get("image", "disk")]
+    if "boot_kernel" in body:  # a boot kernel of the library the member may boot, given with the image
+        request["boot_kernel"] = make_boot_kernel(host).pk
     response = member_api.post("/api/v1/instances/", request, format="json")
     # another tenant's image reads as no such image: 404, like a missing one
     assert response.status_code == (404 if body.get("image") == "foreign" else 400), response.content
@@ -452,7 +454,8 @@ def test_templates_refuse_bad_user_data_and_isos(panel, member_api, tenant, tmp_
     iso = Image.objects.create(name="cd", tenant=tenant, status="available", disk_format="iso", size=10,
                                virtual_size=10, sha256="0" * 64)
     refused = member_api.post("/api/v1/templates/", {"name": "t", "image": iso.pk}, format="json")
-    assert refused.status_code == 400 and "not an ISO" in refused.json()["detail"]
+    assert refused.status_code == 400 and "a template boots a disk image" in refused.json()["detail"]
+    assert "ISO" in refused.json()["detail"]
 
 
 def test_an_admin_copies_an_image_to_a_host_ahead_of_use_and_the_pages_show_it(panel, admin_user, member,

@@ -10,18 +10,34 @@ from rest_framework.test import APIClient
 
 from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
+from hosts.models import Host
+from images.choices import DiskFormat
 from instances import services
 from instances.choices import ActionStatus, Cause, Status
 from instances.models import Instance, InstanceAction
 from tenants.choices import Role
 from tests.conftest import token_client
-from tests.factories import make_host, make_instance, make_tenant, make_user
+from tests.factories import (
+    make_boot_kernel,
+    make_host,
+    make_instance,
+    make_library_image,
+    make_tenant,
+    make_user,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def library_kernel():
+    """A public boot kernel of the library, its files on every (test-driver) host the test has."""
+    return make_boot_kernel(*Host.objects.all())
+
+
 def create(api, **fields):
-    body = {"name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1, "kernel": "/boot/vmlinuz"}
+    body = {"name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+    if fields.get("boot_source", "kernel") == "kernel":
+        body["boot_kernel"] = library_kernel().pk
     body.update(fields)
     return api.post("/api/v1/instances/", body, format="json")
 
@@ -112,12 +128,13 @@ def test_allocations_add_up_against_the_host(member_api, tenant, settings):
 def test_concurrent_creates_cannot_both_squeeze_onto_a_host(tenant, member, settings):
     settings.CLOUDPANEL_RAM_ALLOCATION_RATIO = 1.0
     host = make_host(memory_mib=1000)
+    kernel = make_boot_kernel(host)
     results = []
 
     def attempt(name):
         try:
             services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=600,
-                                     host=host, kernel="/k")
+                                     host=host, boot_kernel=kernel)
             results.append("ok")
         except DomainError:
             results.append("refused")
@@ -282,8 +299,9 @@ def test_per_host_queues_route_operations_to_the_hosts_worker(settings, member, 
 @pytest.mark.parametrize("field", ["cmdline", "init"])
 def test_control_characters_are_refused(admin_api, tenant, host, field):
     body = {field: "/bin/sh \x01 x"} if field == "init" else {field: "console=ttyS0\x00"}
-    if field == "init":
-        body["boot_source"] = "init"
+    if field == "init":  # a container's command, in a container image
+        rootfs = make_library_image(disk_format=DiskFormat.ROOTFS, hosts=(host,))
+        body.update(boot_source="container", image=rootfs.pk, disk_gib=0)
     response = create(admin_api, tenant=tenant.pk, **body)
     assert response.status_code == 400
     assert "control characters" in str(response.json()) or "Null characters are not allowed" in str(response.json())

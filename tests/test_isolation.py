@@ -41,7 +41,7 @@ from networks.services import create_network, create_port, reserve
 from tenants.choices import Role
 from tenants.models import AuditEvent, Membership
 from tenants.services import create_api_token
-from tests.factories import make_host, make_instance, make_tenant, make_user
+from tests.factories import make_boot_kernel, make_host, make_instance, make_tenant, make_user
 
 ANON, VIEWER, MEMBER, TADMIN, ADMIN = "anonymous", "viewer", "member", "tenant admin", "platform admin"
 ROLES = (ANON, VIEWER, MEMBER, TADMIN, ADMIN)
@@ -217,7 +217,8 @@ def page_change(role, which):
 
 
 def instance_body(world, which):
-    return {"name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": world[which]["tenant"].pk}
+    return {"name": "matrix", "vcpus": 1, "memory_mib": 64, "boot_kernel": world["public_kernel"].pk,
+            "tenant": world[which]["tenant"].pk}
 
 
 def page_instance_body(world, which):
@@ -298,6 +299,16 @@ MATRIX: dict[str, list[Case]] = {
                 "visibility": "private", "tenant": w[x]["tenant"].pk}),
     ],
     "template-delete": [Case("POST", "template", operate(P, 302))],
+    "boot-kernel-list": [
+        Case("GET", None, listing(P), marker="boot_kernel"),
+        # Another tenant's kernel image is not among the form's choices: the form comes back with the error.
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(200) if which == OTHER
+            and role != ADMIN else Cell(302)), body=lambda w, x: {
+                "name": "matrix", "kernel": w[x]["boot_kernel"].kernel_id, "initrd": w[x]["boot_kernel"].initrd_id,
+                "cmdline": "console=ttyS0", "visibility": "private", "tenant": w[x]["tenant"].pk}),
+    ],
+    "boot-kernel-delete": [Case("POST", "boot_kernel", operate(P, 302))],
     # Only platform admins copy to hosts; others are sent back with the refusal.
     "image-copy": [Case("POST", "image", lambda role, which: (
         anon(P) if role == ANON else Cell(404) if which == OTHER and role != ADMIN else Cell(302)),
@@ -353,16 +364,24 @@ MATRIX: dict[str, list[Case]] = {
             else Cell(202, effect=True)), body=lambda w, x, key=key, field=field: {
                 "name": "matrix", field: w[x][key].pk, "boot_source": "image", "vcpus": 1, "memory_mib": 64,
                 "tenant": w[OWN]["tenant"].pk}) for key, field in (("disk", "image"), ("template", "template"))],
+        # ... and from the other tenant's boot kernel: no such boot kernel (for admins too).
         Case("POST", None, lambda role, which: (
             anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(404) if which == OTHER
             else Cell(202, effect=True)), body=lambda w, x: {
-                "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
+                "name": "matrix", "boot_kernel": w[x]["boot_kernel"].pk, "boot_source": "kernel", "vcpus": 1,
+                "memory_mib": 64, "tenant": w[OWN]["tenant"].pk}),
+        Case("POST", None, lambda role, which: (
+            anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(404) if which == OTHER
+            else Cell(202, effect=True)), body=lambda w, x: {
+                "name": "matrix", "vcpus": 1, "memory_mib": 64, "boot_kernel": w["public_kernel"].pk,
+                "tenant": w[OWN]["tenant"].pk,
                 "networks": [{"network": w[x]["network"].pk}]}),
         # A NIC on one's own network in the other tenant's security group: no such group (for admins too).
         Case("POST", None, lambda role, which: (
             anon(A) if role == ANON else Cell(403) if role == VIEWER else Cell(404) if which == OTHER
             else Cell(202, effect=True)), body=lambda w, x: {
-                "name": "matrix", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "tenant": w[OWN]["tenant"].pk,
+                "name": "matrix", "vcpus": 1, "memory_mib": 64, "boot_kernel": w["public_kernel"].pk,
+                "tenant": w[OWN]["tenant"].pk,
                 "networks": [{"network": w[OWN]["network"].pk, "security_groups": [w[x]["group"].pk]}]}),
     ],
     "api-instance-detail": [Case("GET", "instance", read(A)),
@@ -387,6 +406,13 @@ MATRIX: dict[str, list[Case]] = {
              body=lambda w, x: {"name": "matrix", "image": w[x]["disk"].pk, "tenant": w[x]["tenant"].pk,
                                 "disk_gib": 1}),
     ],
+    "api-boot-kernel-list": [
+        Case("GET", None, listing(A), marker="boot_kernel"),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
+             body=lambda w, x: {"name": "matrix", "kernel": w[x]["boot_kernel"].kernel_id,
+                                "initrd": w[x]["boot_kernel"].initrd_id, "tenant": w[x]["tenant"].pk}),
+    ],
+    "api-boot-kernel-detail": [Case("GET", "boot_kernel", read(A)), Case("DELETE", "boot_kernel", operate(A, 204))],
     "api-network-list": [
         Case("GET", None, listing(A), marker="network"),
         Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
@@ -536,7 +562,8 @@ def test_every_route_and_websocket_is_in_the_matrix():
 
 def build_world() -> dict:
     host = make_host()
-    world: dict = {"host": host, "outsider": make_user()}
+    # A public boot kernel of the library, its files on the host: what the instance creates boot.
+    world: dict = {"host": host, "outsider": make_user(), "public_kernel": make_boot_kernel(host)}
     for side in (OWN, OTHER):
         tag = uuid.uuid4().hex[:8]
         tenant = make_tenant(f"tenant-{side}-{tag}")
@@ -552,6 +579,9 @@ def build_world() -> dict:
         disk = Image.objects.create(name=f"disk-{side}-{tag}", tenant=tenant, status=ImageStatus.AVAILABLE,
                                     disk_format="qcow2", size=1 << 20, virtual_size=1 << 30, sha256="0" * 64)
         template = Template.objects.create(name=f"tpl-{side}-{tag}", tenant=tenant, image=disk, disk_gib=1)
+        boot_kernel = make_boot_kernel(host, tenant=tenant)
+        boot_kernel.name = f"bk-{side}-{tag}"
+        boot_kernel.save(update_fields=["name"])
         iso = Image.objects.create(name=f"iso-{side}-{tag}", tenant=tenant, status=ImageStatus.AVAILABLE,
                                    disk_format="iso", size=1 << 20, virtual_size=1 << 20, sha256="0" * 64)
         network = create_network(user=None, tenant=tenant, name=f"net-{side}-{tag}", kind="nat",
@@ -578,10 +608,12 @@ def build_world() -> dict:
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
-            "image": image, "disk": disk, "template": template, "iso": iso, "network": network, "port": port,
+            "image": image, "disk": disk, "template": template, "boot_kernel": boot_kernel, "iso": iso,
+            "network": network, "port": port,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
-                        "image": image.name, "template": template.name, "network": network.name,
+                        "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,
+                        "network": network.name,
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "plan": plan.name, "invoice": invoice.display_number,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},

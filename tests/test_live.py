@@ -12,11 +12,12 @@ from django.utils import timezone
 
 from cloudpanel.asgi import application
 from hosts import hypervisor
+from hosts.models import Host
 from hosts.tasks import reconcile_host
 from instances import services
 from instances.choices import Cause, Status, TaskState
 from instances.models import Instance
-from tests.factories import make_instance, make_tenant, make_user, wait_for
+from tests.factories import make_boot_kernel, make_instance, make_tenant, make_user, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,8 +25,9 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 def running_instance(user, tenant):
+    """Created from a public boot kernel of the library, its files on every (test-driver) host."""
     action = services.create_instance(user=user, tenant=tenant, name=f"live-{time.monotonic_ns()}", vcpus=1,
-                                      memory_mib=64, kernel="/k")
+                                      memory_mib=64, boot_kernel=make_boot_kernel(*Host.objects.all()))
     instance = Instance.objects.get(pk=action.instance_id)
     assert instance.status == Status.RUNNING, list(instance.state_changes.values_list("to_status", "cause", "detail"))
     return instance

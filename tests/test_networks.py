@@ -4,7 +4,7 @@ import pytest
 
 from hosts import hypervisor
 from tests.conftest import token_client
-from tests.factories import make_tenant, make_user
+from tests.factories import make_boot_kernel, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,7 +16,7 @@ def test_instances_get_nics_with_their_addresses_and_a_network_in_use_stays(memb
     assert created.status_code == 201, created.content
     network = created.json()
     assert [s["cidr"] for s in network["subnets"]] == ["10.30.0.0/24", "fd00:30::/64"]
-    body = {"name": "web", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+    body = {"name": "web", "vcpus": 1, "memory_mib": 64, "boot_kernel": make_boot_kernel(host).pk,
             "networks": [{"network": network["id"], "address": "10.30.0.40"}, {"network": network["id"]}]}
     response = member_api.post("/api/v1/instances/", body, format="json")
     assert response.status_code == 202, response.content
@@ -71,18 +71,21 @@ def test_another_tenants_network_is_not_there_and_shared_ones_are(member_api, ad
     assert member_api.get(f"/api/v1/networks/{theirs['id']}/").status_code == 404
     names = {n["name"] for n in member_api.get("/api/v1/networks/").json()["results"]}
     assert names == {"public"}
-    refused = member_api.post("/api/v1/instances/", {"name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+    kernel = make_boot_kernel(host).pk
+    refused = member_api.post("/api/v1/instances/", {"name": "x", "vcpus": 1, "memory_mib": 64, "boot_kernel": kernel,
                                                      "networks": [{"network": theirs["id"]}]}, format="json")
     assert refused.status_code == 404 and "No such network" in str(refused.json())
-    on_shared = member_api.post("/api/v1/instances/", {"name": "y", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
-                                                       "networks": [{"network": shared["id"]}]}, format="json")
+    on_shared = member_api.post("/api/v1/instances/", {"name": "y", "vcpus": 1, "memory_mib": 64,
+                                                       "boot_kernel": kernel, "networks": [{"network": shared["id"]}]},
+                                format="json")
     assert on_shared.status_code == 202, on_shared.content
 
 
 def test_a_nic_that_cannot_be_plugged_in_gives_its_address_back(member_api, host):
     network = member_api.post("/api/v1/networks/", {"name": "lan", "cidr": "10.70.0.0/24"}, format="json").json()
-    created = member_api.post("/api/v1/instances/", {"name": "vm", "vcpus": 1, "memory_mib": 64, "kernel": "/k"},
-                              format="json").json()
+    kernel = make_boot_kernel(host).pk
+    created = member_api.post("/api/v1/instances/", {"name": "vm", "vcpus": 1, "memory_mib": 64,
+                                                     "boot_kernel": kernel}, format="json").json()
     # libvirt's test driver cannot hot-plug devices: the operation fails with its reason
     answer = member_api.post(f"/api/v1/instances/{created['instance']}/attach-nic/",
                              {"network": network["id"], "address": "10.70.0.9"}, format="json")
@@ -91,7 +94,8 @@ def test_a_nic_that_cannot_be_plugged_in_gives_its_address_back(member_api, host
     assert action["status"] == "failed" and "not supported" in action["error"]
     # and the address is free again, the instance has no NIC
     assert member_api.get(f"/api/v1/instances/{created['instance']}/").json()["nics"] == []
-    again = member_api.post("/api/v1/instances/", {"name": "vm2", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+    again = member_api.post("/api/v1/instances/", {"name": "vm2", "vcpus": 1, "memory_mib": 64,
+                                                   "boot_kernel": kernel,
                                                    "networks": [{"network": network["id"], "address": "10.70.0.9"}]},
                             format="json")
     assert again.status_code == 202, again.content
@@ -110,7 +114,8 @@ def test_network_and_public_address_quotas(member_api, admin_api, tenant, host):
     assert refused.status_code == 409 and "Networks: 1 of 1 in use" in refused.json()["detail"]
     shared = admin_api.post("/api/v1/networks/", {"name": "provider", "cidr": "10.82.0.0/24", "shared": True},
                             format="json").json()
-    body = {"vcpus": 1, "memory_mib": 64, "kernel": "/k", "networks": [{"network": shared["id"]}]}
+    body = {"vcpus": 1, "memory_mib": 64, "boot_kernel": make_boot_kernel(host).pk,
+            "networks": [{"network": shared["id"]}]}
     assert member_api.post("/api/v1/instances/", {"name": "one", **body}, format="json").status_code == 202
     refused = member_api.post("/api/v1/instances/", {"name": "two", **body}, format="json")
     assert refused.status_code == 409 and "Public addresses: 1 of 1 in use" in refused.json()["detail"]
@@ -131,7 +136,8 @@ def test_the_seed_tells_the_guest_dhcp_on_pinned_networks_and_static_addresses_o
     bridged = create_network(user=member, tenant=tenant, name="outside", kind="bridge", bridge="br0",
                              cidr="192.0.2.0/24", gateway="192.0.2.254", dns_servers="192.0.2.53")
     action = instance_services.create_instance(user=member, tenant=tenant, name="two-nics", vcpus=1, memory_mib=64,
-                                               kernel="/k", nics=[(nat, None), (bridged, "192.0.2.10")])
+                                               boot_kernel=make_boot_kernel(host),
+                                               nics=[(nat, None), (bridged, "192.0.2.10")])
     ports = list(Instance.objects.get(pk=action.instance_id).ports.order_by("position"))
     config = cloudinit.network_config(_nic_configs(Instance.objects.get(pk=action.instance_id)))
     # IPv4 by the DHCP server that pins it, IPv6 as allocated (DHCPv6 cannot pin an address to a MAC)

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from instances.choices import Status
 from instances.models import Instance
 from tenants.models import APIToken
-from tests.factories import make_instance, make_tenant
+from tests.factories import make_boot_kernel, make_instance, make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,8 +33,8 @@ def test_overview_counts_instances_by_state(client, member, tenant, host):
 
 def test_create_form_shows_refusals_and_creates(client, member, host):
     client.force_login(member)
-    form = {"name": "x<y>", "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel", "kernel": "/k",
-            "tenant": member.memberships.get().tenant_id}
+    form = {"name": "x<y>", "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel",
+            "boot_kernel": make_boot_kernel(host).pk, "tenant": member.memberships.get().tenant_id}
     response = client.post("/instances/new/", form)
     assert response.status_code == 200 and "letters, digits" in response.content.decode()
     assert "&lt;y&gt;" in response.content.decode() and "x<y>" not in response.content.decode()
@@ -114,8 +114,8 @@ def test_the_create_form_puts_a_nic_on_a_network_and_the_page_plugs_more(client,
 
     network = create_network(user=member, tenant=tenant, name="lan", kind="nat", cidr="10.66.0.0/24")
     client.force_login(member)
-    form = {"name": "web", "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel", "kernel": "/k",
-            "tenant": tenant.pk, "address": "10.66.0.20"}
+    form = {"name": "web", "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel",
+            "boot_kernel": make_boot_kernel(host).pk, "tenant": tenant.pk, "address": "10.66.0.20"}
     refused = client.post("/instances/new/", form)  # an address without a network
     assert refused.status_code == 200 and "An address goes with a network" in refused.content.decode()
     created = client.post("/instances/new/", {**form, "network": network.pk})

@@ -7,13 +7,16 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from contextlib import suppress
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -24,14 +27,17 @@ from cloudpanel.asgi import application
 from hosts import hypervisor
 from hosts import services as host_services
 from hosts.choices import HostState
-from images import cloudinit
+from images import cloudinit, rootfs
+from images import services as image_services
+from images.management.commands.add_image import add_file
 from images.models import Image, ImageCopy
-from instances import services
+from instances import boot, services
 from instances.choices import ActionStatus, Status
 from instances.models import Instance, InstanceAction
 from networks import services as network_services
 from networks.models import Allocation, NetworkHost, Port
 from tenants.models import AuditEvent
+from tests.conftest import CONTAINER_IMAGE
 from tests.test_images import upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
@@ -47,6 +53,16 @@ def qemu_host(reap_qemu_guests):
     host.refresh_from_db()
     assert host.state == HostState.ONLINE, host.last_error
     return host
+
+
+@pytest.fixture
+def guest_kernel(panel, guest):
+    """The tiny guest as a public boot kernel of the library, as the demo registers it (workers fetch its files
+    from the panel and copy them to the host)."""
+    kernel = add_file(Path(guest["kernel"]), name="guest kernel", declared_format="kernel")
+    initrd = add_file(Path(guest["initrd"]), name="guest initrd", declared_format="initrd")
+    return image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="tiny guest",
+                                             kernel=kernel, initrd=initrd, cmdline="console=ttyS0")
 
 
 async def read_until(communicator, pattern, timeout=30.0):
@@ -67,7 +83,7 @@ async def read_until(communicator, pattern, timeout=30.0):
     return text
 
 
-def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
+def test_real_guest_end_to_end(qemu_host, member, tenant, guest_kernel, listener):
     # The tenant is billed from an hour ago: the guest's run is metered from its real state history
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     plan = billing_services.create_plan(name=f"qemu-{tenant.pk}", currency="EUR", effective_from=hour - HOUR,
@@ -82,7 +98,7 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
         # When the instance is created (the task runs on commit)
         action = await database_sync_to_async(services.create_instance)(
             user=member, tenant=tenant, name="tiny", vcpus=1, memory_mib=256, disk_gib=1,
-            kernel=guest["kernel"], initrd=guest["initrd"], cmdline="console=ttyS0", host=qemu_host,
+            boot_kernel=guest_kernel, host=qemu_host,
         )
         # Then a pushed event says it runs
         while True:
@@ -139,28 +155,96 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest, listener):
 
 @pytest.fixture
 def lxc_host(transactional_db):
-    host = host_services.register_host(name="local-lxc", uri="lxc:///", storage_pool="")
+    host = host_services.register_host(name="local-lxc", uri="lxc:///", storage_pool="default")
     host.refresh_from_db()
     assert host.state == HostState.ONLINE, host.last_error
     yield host
     for instance in Instance.objects.filter(host=host):
-        hypervisor.undefine(host.uri, str(instance.uuid))
+        with suppress(hypervisor.HypervisorError):
+            hypervisor.undefine(host.uri, str(instance.uuid))
+        rootfs.remove_tree(Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name)
+    for copy in ImageCopy.objects.filter(host=host):
+        with suppress(hypervisor.HypervisorError):
+            hypervisor.delete_volume(host.uri, copy.pool, copy.volume)
 
 
-def test_real_lxc_application_container(lxc_host, member, tenant):
-    # When an application container is created, it runs, and stops when forced off
-    action = services.create_instance(user=member, tenant=tenant, name="app", vcpus=1, memory_mib=64,
-                                      boot_source="init", init="/bin/sleep 600", host=lxc_host)
+@pytest.fixture
+def container_image(panel):
+    """The busybox system container built by scripts/build-container-image.sh, a public image of the library."""
+    if not CONTAINER_IMAGE.exists():
+        pytest.fail(f"the container image is missing at {CONTAINER_IMAGE}: run scripts/build-container-image.sh")
+    return add_file(CONTAINER_IMAGE, name="busybox", declared_format="tar")
+
+
+@async_to_sync
+async def console_session(instance, user, command, pattern, prompt=r"# "):
+    """Type a command on the instance's console through the panel's websocket; the text up to the pattern."""
+    viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+    viewer.scope["user"] = user
+    assert (await viewer.connect())[0]
+    if prompt:
+        await viewer.send_to(text_data="\n")
+        await read_until(viewer, prompt, timeout=30)
+    await viewer.send_to(text_data=command + "\n")
+    text = await read_until(viewer, pattern, timeout=30)
+    await viewer.disconnect()
+    return text
+
+
+def test_a_system_container_runs_the_library_image_unprivileged_in_its_own_root(lxc_host, container_image,
+                                                                                member, tenant):
+    # When a member starts a system container from the library's container image
+    action = services.create_instance(user=member, tenant=tenant, name="sys", vcpus=1, memory_mib=64,
+                                      boot_source="container", image=container_image, host=lxc_host)
     instance = Instance.objects.get(pk=action.instance_id)
     assert instance.status == Status.RUNNING, instance.status_reason
-    services.request_operation(instance=instance, operation="poweroff", user=member)
+    # Then its definition maps container root to the tenant's unprivileged range and mounts its own tree at /
+    owner = boot.container_owner(tenant.pk)
+    domain = ET.fromstring(hypervisor.connection(lxc_host.uri).lookupByUUIDString(str(instance.uuid)).XMLDesc())
+    assert {(m.tag, m.get("start"), m.get("target")) for m in domain.find("idmap")} == {
+        ("uid", "0", str(owner)), ("gid", "0", str(owner))}
+    [mount] = domain.findall("devices/filesystem")
+    home = Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name
+    root = home / "rootfs"
+    assert (mount.find("source").get("dir"), mount.find("target").get("dir")) == (str(root), "/")
+    # (its home is its root's alone: no other host user reaches into the tree)
+    assert (home.stat().st_uid, home.stat().st_mode & 0o777) == (owner, 0o700)
+    assert domain.find("os/init").text == "/sbin/init" and domain.find("features/privnet") is not None
+    assert (domain.findtext("cputune/period"), domain.findtext("cputune/quota")) == ("100000", "100000")
+    # And inside, busybox init gave a shell on the console: root there, yet without the host's /etc/shadow
+    text = console_session(instance, member, "id -u; cat /etc/shadow; touch /proof; echo done-$((6*7))", r"done-42")
+    assert re.search(r"^0\r?$", text, re.M), text
+    assert "can't open '/etc/shadow': No such file" in text
+    # And what container root writes is owned on the host by the mapped, unprivileged uid
+    assert (root / "proof").stat().st_uid == owner and (root / "bin/busybox").stat().st_uid == owner
+    # When it is shut down, its init is told (SIGTERM) and powers it off; deleted, its root filesystem goes too
+    action = services.request_operation(instance=instance, operation="shutdown", user=member)
+    action.refresh_from_db()
+    assert action.status == ActionStatus.SUCCEEDED, action.error
     assert Instance.objects.get(pk=instance.pk).status == Status.STOPPED
     services.request_operation(instance=instance, operation="delete", user=member)
-    assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
+    assert Instance.objects.get(pk=instance.pk).status == Status.DELETED and not home.exists()
+
+
+def test_an_application_container_runs_one_program_with_its_environment(lxc_host, container_image, member,
+                                                                        member_api, tenant):
+    # When an application container is asked for through the API, with a program of the image and its environment
+    answer = member_api.post("/api/v1/instances/", {
+        "name": "app", "vcpus": 1, "memory_mib": 64, "boot_source": "container", "image": container_image.pk,
+        "init": "/bin/sh -c 'while :; do read line; echo \"$GREETING $line\"; done'",
+        "env": {"GREETING": "hello-from"}}, format="json")
+    assert answer.status_code == 202, answer.content
+    instance = Instance.objects.get(pk=answer.json()["instance"])
+    assert instance.status == Status.RUNNING, instance.status_reason
+    # Then the program runs inside the container's root with that environment, reachable on its console
+    text = console_session(instance, member, "console-$((6*7))", r"hello-from console-", prompt=None)
+    assert "hello-from console-$((6*7))" in text
+    services.request_operation(instance=instance, operation="delete", user=member)
+    assert not (Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name).exists()
 
 
 def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
-        qemu_host, panel, member, member_api, tenant, guest, tmp_path):
+        qemu_host, panel, member, member_api, tenant, guest_kernel, tmp_path):
     # Given a real qcow2, made with qemu-img from a raw disk that starts with a marker
     raw = tmp_path / "base.raw"
     with open(raw, "wb") as out:
@@ -174,8 +258,7 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx4cpseed test@cloudpanel"
     action = services.create_instance(
         user=member, tenant=tenant, name="seeded", vcpus=1, memory_mib=256, boot_source="image",
-        image=Image.objects.get(pk=image["id"]), kernel=guest["kernel"], initrd=guest["initrd"],
-        cmdline="console=ttyS0", ssh_keys=key, host=qemu_host,
+        image=Image.objects.get(pk=image["id"]), boot_kernel=guest_kernel, ssh_keys=key, host=qemu_host,
     )
     instance = Instance.objects.get(pk=action.instance_id)
     assert instance.status == Status.RUNNING, instance.status_reason
@@ -228,14 +311,14 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
     assert hypervisor.volume_path(qemu_host.uri, copy.pool, copy.volume) is None
 
 
-def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member, tenant, guest):
+def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member, tenant, guest_kernel):
     # Given a NAT network of the tenant on the real libvirtd (inside its network namespace)
     network = network_services.create_network(user=member, tenant=tenant, name="lan", kind="nat",
                                               cidr="10.91.0.0/24")
     # When an instance boots with a NIC on it, at an address chosen for it
     action = services.create_instance(
-        user=member, tenant=tenant, name="dhcp", vcpus=1, memory_mib=256, kernel=guest["kernel"],
-        initrd=guest["initrd"], cmdline="console=ttyS0", host=qemu_host, nics=[(network, "10.91.0.57")],
+        user=member, tenant=tenant, name="dhcp", vcpus=1, memory_mib=256, boot_kernel=guest_kernel,
+        host=qemu_host, nics=[(network, "10.91.0.57")],
     )
     instance = Instance.objects.get(pk=action.instance_id)
     assert instance.status == Status.RUNNING, instance.status_reason
@@ -263,12 +346,13 @@ def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member
     assert not Allocation.objects.filter(subnet__network=network).exists()
 
 
-def test_a_bridge_missing_on_the_host_fails_the_network_there_and_nothing_else(qemu_host, member, tenant, guest):
+def test_a_bridge_missing_on_the_host_fails_the_network_there_and_nothing_else(qemu_host, member, tenant,
+                                                                                guest_kernel):
     network = network_services.create_network(user=member, tenant=tenant, name="outside", kind="bridge",
                                               cidr="10.92.0.0/24", bridge="nosuchbr0")
     action = services.create_instance(
-        user=member, tenant=tenant, name="bridged", vcpus=1, memory_mib=256, kernel=guest["kernel"],
-        initrd=guest["initrd"], host=qemu_host, nics=[(network, None)],
+        user=member, tenant=tenant, name="bridged", vcpus=1, memory_mib=256, boot_kernel=guest_kernel,
+        host=qemu_host, nics=[(network, None)],
     )
     action.refresh_from_db()
     assert action.status == ActionStatus.FAILED and "no bridge 'nosuchbr0'" in action.error
@@ -277,11 +361,12 @@ def test_a_bridge_missing_on_the_host_fails_the_network_there_and_nothing_else(q
     assert network.libvirt_name not in hypervisor.connection(qemu_host.uri).listNetworks()
 
 
-def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, member, member_api, tenant, guest):
+def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, member, member_api, tenant,
+                                                                    guest_kernel):
     network = network_services.create_network(user=member, tenant=tenant, name="late", kind="nat",
                                               cidr="10.93.0.0/24")
     action = services.create_instance(user=member, tenant=tenant, name="hotplug", vcpus=1, memory_mib=256,
-                                      kernel=guest["kernel"], initrd=guest["initrd"], host=qemu_host)
+                                      boot_kernel=guest_kernel, host=qemu_host)
     instance = Instance.objects.get(pk=action.instance_id)
     assert instance.status == Status.RUNNING, instance.status_reason
 
@@ -338,7 +423,7 @@ def probe_until(address: str, port: int, wanted: str, seconds: float) -> str:
 
 
 def test_security_groups_are_enforced_on_a_running_guest_and_changes_reach_it(qemu_host, member, member_api,
-                                                                               tenant, guest):
+                                                                               tenant, guest_kernel):
     # Given a group letting SSH in from the network itself, and SMTP only from a range the probe is not in
     network = network_services.create_network(user=member, tenant=tenant, name="guarded", kind="nat",
                                               cidr="10.94.0.0/24")
@@ -350,9 +435,8 @@ def test_security_groups_are_enforced_on_a_running_guest_and_changes_reach_it(qe
         assert answer.status_code == 201, answer.content
     # When a guest boots with a NIC in the group
     answer = member_api.post("/api/v1/instances/", {
-        "name": "guarded", "vcpus": 1, "memory_mib": 256, "kernel": guest["kernel"], "initrd": guest["initrd"],
-        "cmdline": "console=ttyS0", "networks": [{"network": network.pk, "address": "10.94.0.9",
-                                                  "security_groups": [group["id"]]}]}, format="json")
+        "name": "guarded", "vcpus": 1, "memory_mib": 256, "boot_kernel": guest_kernel.pk,
+        "networks": [{"network": network.pk, "address": "10.94.0.9", "security_groups": [group["id"]]}]}, format="json")
     assert answer.status_code == 202, answer.content
     instance = Instance.objects.get(pk=answer.json()["instance"])
     assert instance.status == Status.RUNNING, instance.status_reason

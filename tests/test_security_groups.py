@@ -16,7 +16,7 @@ from instances.models import InstanceAction
 from networks import firewall, security
 from networks.models import Port
 from networks.services import allocate, create_network, create_port
-from tests.factories import make_host, make_instance, make_tenant
+from tests.factories import make_boot_kernel, make_host, make_instance, make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -170,8 +170,9 @@ def test_a_host_that_cannot_enforce_rules_fails_the_nic_instead_of_leaving_it_op
     # libvirt's test driver has no network filter driver
     network = member_api.post("/api/v1/networks/", {"name": "lan", "cidr": "10.62.0.0/24"}, format="json").json()
     group = member_api.post("/api/v1/security-groups/", {"name": "web"}, format="json").json()
+    kernel = make_boot_kernel(host).pk
     answer = member_api.post("/api/v1/instances/", {
-        "name": "web", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+        "name": "web", "vcpus": 1, "memory_mib": 64, "boot_kernel": kernel,
         "networks": [{"network": network["id"], "security_groups": [group["id"]]}]}, format="json")
     assert answer.status_code == 202, answer.content
     action = InstanceAction.objects.get(pk=answer.json()["id"])
@@ -180,7 +181,7 @@ def test_a_host_that_cannot_enforce_rules_fails_the_nic_instead_of_leaving_it_op
     assert nic["filter_status"] == "failed" and "network filter driver" in nic["filter_error"]
     # Without groups the same NIC is fine there
     plain = member_api.post("/api/v1/instances/", {
-        "name": "plain", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "networks": [{"network": network["id"]}]},
+        "name": "plain", "vcpus": 1, "memory_mib": 64, "boot_kernel": kernel, "networks": [{"network": network["id"]}]},
         format="json")
     assert InstanceAction.objects.get(pk=plain.json()["id"]).status == ActionStatus.SUCCEEDED
     # Putting the running instance's NIC in a group reports the same on the NIC, and keeps the choice
@@ -218,7 +219,8 @@ def test_reserved_ranges_are_never_handed_out(member_api, host):
     outside = member_api.post(f"/api/v1/subnets/{subnet}/reserved/", {"start": "10.65.0.1", "end": "10.65.0.2"},
                               format="json")
     assert outside.status_code == 400 and "outside 10.64.0.0/29" in outside.json()["detail"]
-    body = {"name": "a", "vcpus": 1, "memory_mib": 64, "kernel": "/k", "networks": [{"network": network["id"]}]}
+    body = {"name": "a", "vcpus": 1, "memory_mib": 64, "boot_kernel": make_boot_kernel(host).pk,
+            "networks": [{"network": network["id"]}]}
     first = member_api.post("/api/v1/instances/", body, format="json").json()
     assert member_api.get(f"/api/v1/instances/{first['instance']}/").json()["nics"][0]["addresses"] == ["10.64.0.6"]
     asked = member_api.post("/api/v1/instances/", {**body, "name": "b", "networks": [
@@ -239,7 +241,7 @@ def test_malformed_bodies_get_a_400_not_a_500(member_api, tenant, host):
     network = member_api.post("/api/v1/networks/", {"name": "lan", "cidr": "10.65.0.0/24",
                                                     "ipv6_cidr": "fd00:65::/64"}, format="json").json()
     answer = member_api.post("/api/v1/instances/", {
-        "name": "x", "vcpus": 1, "memory_mib": 64, "kernel": "/k",
+        "name": "x", "vcpus": 1, "memory_mib": 64, "boot_kernel": make_boot_kernel(host).pk,
         "networks": [{"network": network["id"], "security_groups": [10**20]}]}, format="json")
     assert answer.status_code == 400 and "security_groups" in answer.content.decode()
     v6 = next(s["id"] for s in network["subnets"] if s["version"] == 6)

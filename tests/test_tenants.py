@@ -9,19 +9,22 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from hosts.models import Host
 from instances.choices import Status
 from instances.models import Instance
 from tenants import services
 from tenants.choices import Role
 from tenants.models import APIToken, AuditEvent, Membership, Tenant
 from tests.conftest import token_client
-from tests.factories import make_instance, make_tenant, make_user
+from tests.factories import make_boot_kernel, make_instance, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def create(api, **fields):
-    body = {"name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1, "kernel": "/boot/vmlinuz"}
+    body = {"name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+    if "boot_kernel" not in fields:  # a public boot kernel of the library, its files on every host there is
+        body["boot_kernel"] = make_boot_kernel(*Host.objects.all()).pk
     body.update(fields)
     return api.post("/api/v1/instances/", body, format="json")
 
@@ -170,11 +173,12 @@ def test_ten_concurrent_creates_against_a_quota_of_three(tenant, member, host):
     # Given a quota of three instances
     services.set_quota(tenant=tenant, limits={"instances": 3})
     clients = [token_client(member, tenant) for _ in range(10)]
+    kernel = make_boot_kernel(host).pk
     results = []
 
     def attempt(index):
         try:
-            response = create(clients[index], name=f"q{index}")
+            response = create(clients[index], name=f"q{index}", boot_kernel=kernel)
             results.append((response.status_code, response.json().get("detail", "")))
         finally:
             connection.close()

@@ -1,7 +1,8 @@
-"""Set up demo data: an admin, a tenant with its own admin, member and viewer, on a rate plan, and demo hosts.
-Idempotent."""
+"""Set up demo data: an admin, a tenant with its own admin, member and viewer, on a rate plan, demo hosts, and the
+library's tiny guest (a public boot kernel) and busybox container image when they were built. Idempotent."""
 
 import os
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -11,6 +12,10 @@ from billing import services as billing_services
 from billing.models import RatePlan, TenantBilling
 from hosts import services as host_services
 from hosts.models import Host
+from images import services as image_services
+from images.choices import SourceFormat, Visibility
+from images.management.commands.add_image import add_file
+from images.models import BootKernel
 from tenants.models import Tenant
 from tenants.services import add_member, create_tenant
 
@@ -25,8 +30,13 @@ class Command(BaseCommand):
                             help="the test driver host: test+unix:///default shares libvirtd's across processes")
         parser.add_argument("--host-uri", action="append", default=[],
                             help="name=uri of a host to register (repeatable)")
+        parser.add_argument("--guest-dir", type=Path, help="the tiny guest's vmlinuz and initrd.img: a public boot "
+                                                           "kernel of the library")
+        parser.add_argument("--container-image", type=Path, help="a root-filesystem archive: a public container "
+                                                                 "image of the library")
 
-    def handle(self, *args, username: str, password: str, test_uri: str, host_uri: list[str], **options):
+    def handle(self, *args, username: str, password: str, test_uri: str, host_uri: list[str],
+               guest_dir: Path | None, container_image: Path | None, **options):
         User = get_user_model()
         admin, created = User.objects.get_or_create(username=username, defaults={"is_staff": True,
                                                                                   "is_superuser": True})
@@ -60,6 +70,15 @@ class Command(BaseCommand):
                 host_services.register_host(name=name, uri=uri, accelerator=accelerator, storage_pool=pool)
             else:
                 host_services.request_probe(host=host)
+        if guest_dir is not None:
+            kernel = add_file(guest_dir / "vmlinuz", name="tiny guest kernel", declared_format=SourceFormat.KERNEL)
+            initrd = add_file(guest_dir / "initrd.img", name="tiny guest initrd", declared_format=SourceFormat.INITRD)
+            if not BootKernel.objects.filter(kernel=kernel, initrd=initrd).exists():
+                image_services.create_boot_kernel(user=admin, tenant=None, visibility=Visibility.PUBLIC,
+                                                  name="Tiny guest (busybox shell on ttyS0)", kernel=kernel,
+                                                  initrd=initrd, cmdline="console=ttyS0")
+        if container_image is not None:
+            add_file(container_image, name="busybox system container", declared_format=SourceFormat.TAR)
         shown = password if created else "(unchanged password)"
         self.stdout.write(self.style.SUCCESS(
             f"Sign in as {username} / {shown} (platform admin), or as alice, bob or carol with the same password "

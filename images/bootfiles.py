@@ -1,0 +1,51 @@
+"""Kernels and initrds for boot kernels: recognised from their own bytes before they join the library.
+
+QEMU and Xen load them with -kernel/-initrd, so nothing parses them on the host, but a
+file declared as a kernel must be one: a Linux x86 bzImage (boot sector signature and the
+"HdrS" setup header), and an initrd a cpio archive, compressed or not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from images import formats
+from images.exceptions import UnsafeImage
+
+MAX_KERNEL_BYTES = 256 << 20
+_INITRD_MAGICS = {
+    b"070701": "cpio", b"070702": "cpio", b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x02\x21\x4c\x18": "lz4", b"\x04\x22\x4d\x18": "lz4", b"BZh": "bzip2", b"\x5d\x00\x00": "lzma",
+    b"\x89LZO": "lzo",
+}
+
+
+def _not_a_disk(path: Path) -> None:
+    found = formats.detect(path)
+    if found != formats.RAW:
+        raise UnsafeImage(f"the file is also a {found} image")
+
+
+def inspect_kernel(path: Path) -> int:
+    """Check a Linux x86 bzImage; returns its size."""
+    size = path.stat().st_size
+    if size > MAX_KERNEL_BYTES:
+        raise UnsafeImage(f"a kernel larger than {MAX_KERNEL_BYTES >> 20} MiB is refused")
+    with path.open("rb") as handle:
+        head = handle.read(0x210)
+    if len(head) < 0x208 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS" \
+            or int.from_bytes(head[0x206:0x208], "little") < 0x0200:
+        raise UnsafeImage("the file is not a Linux x86 kernel (bzImage with a boot protocol 2 header)")
+    _not_a_disk(path)
+    return size
+
+
+def inspect_initrd(path: Path) -> int:
+    """Check an initrd: a cpio archive, or one compressed as the kernel can unpack it; returns its size."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not any(head.startswith(magic) for magic in _INITRD_MAGICS):
+        raise UnsafeImage("the file is not an initrd (a cpio archive, plain or gzip, xz, zstd, lz4, bzip2, lzma "
+                          "or lzo compressed)")
+    _not_a_disk(path)
+    return path.stat().st_size
