@@ -39,6 +39,7 @@ test:
 	scripts/build-test-guest.sh "$(GUEST)"
 	scripts/build-container-image.sh "$(CONTAINER)"
 	$(PY) -m ruff check .
+	.venv/bin/lint-imports --no-cache
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) manage.py makemigrations --check --dry-run -v0
 	CLOUDPANEL_PRODUCTION=1 CLOUDPANEL_SECRET_KEY="$$(openssl rand -hex 32 2>/dev/null || date +%s%N%s%N)" \
 		CLOUDPANEL_ALLOWED_HOSTS=panel.example.com $(PY) manage.py check --deploy --fail-level WARNING
@@ -49,6 +50,7 @@ test:
 
 lint:
 	$(PY) -m ruff check .
+	.venv/bin/lint-imports --no-cache
 
 bench:
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/control_plane.py

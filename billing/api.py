@@ -23,12 +23,14 @@ from billing.serializers import (
     PricesSerializer,
     RatePlanCreateSerializer,
     RatePlanSerializer,
+    TenantBillingSerializer,
 )
-from cloudpanel.api import ScopedViewSetMixin
 from cloudpanel.exceptions import NotFound
+from cloudpanel.scoping import ADMINS_ONLY
 from cloudpanel.streaming import streamed
 from tenants import audit
-from tenants.api import ADMINS_ONLY
+from tenants.models import Tenant
+from tenants.viewsets import ScopedViewSetMixin
 
 LIFECYCLE = {"issue": invoicing.issue, "pay": invoicing.mark_paid, "void": invoicing.void,
              "credit": invoicing.credit_note}
@@ -230,3 +232,31 @@ class RevenueViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
                                       for tenant in report.tenants],
                           "totals": [str(total) for total in report.totals]}
                          for report in costs.revenue(months=months)])
+
+
+class TenantBillingViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
+    """A tenant's rate plan and tax rate (0.2 for 20 %): GET it, and platform admins PUT it. Served at
+    /api/v1/tenants/{id}/billing/."""
+
+    queryset = Tenant.objects.none()
+    serializer_class = TenantBillingSerializer
+    audit_name = "tenant"
+
+    def get_queryset(self):
+        return Tenant.objects.in_scope(self.scope)
+
+    @extend_schema(request=TenantBillingSerializer, responses={200: TenantBillingSerializer})
+    def billing(self, request, pk=None):
+        tenant = self.get_object()
+        if request.method == "GET":
+            current = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
+            if current is None:
+                raise NotFound("The tenant has no rate plan.")
+            return Response(TenantBillingSerializer(current).data)
+        if not self.scope.admin:
+            raise PermissionDenied(ADMINS_ONLY)
+        data = TenantBillingSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        billing = services.set_tenant_billing(tenant=tenant, plan=data.validated_data["plan"],
+                                              tax_rate=data.validated_data.get("tax_rate", 0))
+        return Response(TenantBillingSerializer(billing).data)

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -21,10 +22,10 @@ from billing.forms import MonthForm, PlanForm, PricesForm, TenantBillingForm
 from billing.invoicing import rate_at
 from billing.models import Invoice, RatePlan, TenantBilling
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import scope_of
+from cloudpanel.scoping import ADMINS_ONLY
 from tenants import audit
-from tenants.api import ADMINS_ONLY
 from tenants.models import Tenant
+from tenants.scoping import scope_of
 
 
 def _chart(labels: list[str], series: dict[str, list]) -> dict:
@@ -214,3 +215,12 @@ def revenue(request):
                                 {tenant: report.row(tenant) for tenant in report.tenants})}
                for report in costs.revenue(months=12)]
     return render(request, "billing/revenue.html", {"reports": reports})
+
+
+def tenant_panel(request, scope, tenant: Tenant) -> str:
+    """The billing card of a tenant's page: its plan and tax rate, and for platform admins the form to set them."""
+    billing = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
+    form = TenantBillingForm(initial={"plan": billing.plan_id if billing else None,
+                                      "tax_rate": billing.tax_rate if billing else 0}) if scope.admin else None
+    return render_to_string("billing/_tenant_panel.html", {"billing": billing, "form": form, "tenant": tenant},
+                            request=request)

@@ -1,4 +1,4 @@
-"""The Celery app. Reconciliation is scheduled by the event listener, not by beat."""
+"""The Celery app, and its periodic schedule (cloudpanel/schedule.py) for beat."""
 
 import os
 
@@ -9,6 +9,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
 app = Celery("cloudpanel")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule(sender: Celery, **_kwargs) -> None:
+    from cloudpanel.schedule import beat_schedule
+
+    sender.conf.beat_schedule = beat_schedule()
 
 
 @signals.task_prerun.connect

@@ -20,6 +20,16 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 _publisher: tuple[int, asyncio.AbstractEventLoop] | None = None
 
 
+def instance_group(instance_id: int) -> str:
+    """The group of an instance's page."""
+    return f"instance.{instance_id}"
+
+
+def tenant_group(tenant_id: int) -> str:
+    """The group of a tenant's pages."""
+    return f"tenant.{tenant_id}"
+
+
 def remember_server_loop() -> None:
     """Called from a consumer: the running loop is the one websockets live on."""
     global _server_loop

@@ -1,4 +1,6 @@
-"""The one helper through which every query of tenant data is scoped.
+"""The one helper through which every query of tenant data is scoped: what a scope is, and the queryset
+every tenant-owned model uses. Which scope a request acts in is the tenants app's business
+(tenants/scoping.py), as it knows tenants and memberships.
 
 Every request acts in a scope: the user, their roles, and the tenant it acts in. A
 non-admin always acts in exactly one of their tenants: the token's, the one asked for
@@ -15,12 +17,11 @@ from django.db import models
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-    from django.http import HttpRequest
-
-    from tenants.models import Tenant
 
 SESSION_TENANT = "cloudpanel_tenant"
 OPERATOR_ROLES = ("admin", "member")
+READ_ONLY = "Your role in this tenant only allows reading."
+ADMINS_ONLY = "Only platform admins may do this."
 
 
 class NoSuchTenant(LookupError):
@@ -38,9 +39,9 @@ class Scope:
 
     user: AbstractBaseUser | AnonymousUser
     admin: bool
-    tenant: Tenant | None
+    tenant: models.Model | None  # a tenants.Tenant: this module sits below the apps and names none of them
     roles: dict[int, str] = field(default_factory=dict)
-    tenants: tuple[Tenant, ...] = ()
+    tenants: tuple[models.Model, ...] = ()
 
     @property
     def tenant_ids(self) -> list[int] | None:
@@ -73,65 +74,6 @@ class Scope:
     def _in_scope(self, tenant_id: int) -> bool:
         ids = self.tenant_ids
         return ids is None or tenant_id in ids
-
-
-def resolve_scope(user: AbstractBaseUser | AnonymousUser, *, bound: int | None = None,
-                  requested: int | str | None = None, strict: bool = True) -> Scope:
-    """The scope of a user acting through a token bound to `bound`, asking for `requested`.
-
-    A tenant asked for that is not the user's raises NoSuchTenant when strict (the API);
-    otherwise (a stale choice kept in a session) the default tenant is used.
-    """
-    from tenants.models import Membership, Tenant
-
-    if not user.is_authenticated or not user.is_active:
-        return Scope(user=user, admin=False, tenant=None)
-    admin = is_platform_admin(user)
-    memberships = list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name"))
-    roles = {m.tenant_id: m.role for m in memberships}
-    mine = {m.tenant_id: m.tenant for m in memberships}
-    wanted = _as_id(requested)
-    if requested not in (None, "") and wanted is None and strict:
-        raise NoSuchTenant(requested)
-    if bound is not None:
-        if wanted is not None and wanted != bound:
-            raise NoSuchTenant(requested)
-        wanted = bound
-    tenant = None
-    if wanted is not None:
-        tenant = mine.get(wanted)
-        if tenant is None and admin:
-            tenant = Tenant.objects.filter(pk=wanted).first()
-        if tenant is None and (strict or bound is not None):
-            raise NoSuchTenant(requested)
-    if tenant is None and not admin and memberships:
-        tenant = memberships[0].tenant
-    return Scope(user=user, admin=admin, tenant=tenant, roles=roles, tenants=tuple(mine.values()))
-
-
-def _as_id(value: int | str | None) -> int | None:
-    try:
-        number = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
-def scope_of(request: HttpRequest) -> Scope:
-    """The scope of a page request or a DRF request (cached on the underlying request)."""
-    base = getattr(request, "_request", request)
-    cached = getattr(base, "cloudpanel_scope", None)
-    if cached is not None and cached.user is request.user:
-        return cached
-    token = getattr(request, "auth", None)
-    bound = getattr(token, "tenant_id", None)
-    param = request.query_params.get("tenant") if base is not request else None
-    if token is not None or param is not None:  # the API: the token, else an explicit parameter
-        scope = resolve_scope(request.user, bound=bound, requested=param)
-    else:
-        scope = resolve_scope(request.user, requested=request.session.get(SESSION_TENANT), strict=False)
-    base.cloudpanel_scope = scope
-    return scope
 
 
 class TenantScopedQuerySet(models.QuerySet):

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, UsageViewSet
+from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, TenantBillingViewSet, UsageViewSet
 from cloudpanel.api import router
 from hosts.api import HostViewSet
 from images.api import BootKernelViewSet, ImageViewSet, TemplateViewSet
@@ -42,6 +42,8 @@ urlpatterns = [
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),
     path("", include("tenants.urls")),
+    path("api/v1/tenants/<int:pk>/billing/", TenantBillingViewSet.as_view({"get": "billing", "put": "billing"}),
+         name="api-tenant-billing"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -6,12 +6,12 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
-from cloudpanel.api import ScopedViewSetMixin
 from hosts import services
 from hosts.filtersets import HostFilterSet
 from hosts.models import Host
 from hosts.serializers import HostInputSerializer, HostSerializer, HostUpdateSerializer
 from tenants import audit
+from tenants.viewsets import ScopedViewSetMixin
 
 
 class HostViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -1,7 +1,10 @@
-"""The event listener: libvirt lifecycle events → instance services, plus periodic reconcile.
+"""The event listener: libvirt lifecycle events, passed on as hosts.signals.domain_event.
 
 libvirt calls back on its own event thread; callbacks only queue the event, and the
-listener's thread records it, so a slow database never stalls libvirt's loop.
+listener's thread records it, so a slow database never stalls libvirt's loop. The
+listener listens and schedules nothing: periodic reconcile sweeps are beat's
+(cloudpanel/schedule.py); it reconciles a host only when it starts watching it, to catch
+up on what it missed.
 """
 
 from __future__ import annotations
@@ -11,23 +14,19 @@ import queue
 import threading
 import time
 
-from django.conf import settings
 from django.db import close_old_connections
 
-from billing.tasks import close_books
-from hosts import hypervisor, services
+from hosts import hypervisor, services, signals
 from hosts.models import Host
 from hosts.tasks import probe_host, reconcile_host
-from images.tasks import expire_stale_images
 
 log = logging.getLogger(__name__)
 
 
 class Listener:
-    """Watches every host; reconnects dropped ones and reconciles each interval."""
+    """Watches every host, and reconnects dropped ones."""
 
-    def __init__(self, reconcile_seconds: float | None = None, rescan_seconds: float = 2.0) -> None:
-        self.reconcile_seconds = reconcile_seconds or settings.CLOUDPANEL_RECONCILE_SECONDS
+    def __init__(self, rescan_seconds: float = 2.0) -> None:
         self.rescan_seconds = rescan_seconds
         self.events: queue.Queue[hypervisor.LifecycleEvent] = queue.Queue()
         self.watched: dict[str, int] = {}  # uri → handle
@@ -57,8 +56,6 @@ class Listener:
             self.watched[host.uri] = handle  # only now: watched means caught up
 
     def _drain(self, timeout: float) -> None:
-        from instances.services import record_domain_event
-
         try:
             event = self.events.get(timeout=timeout)
         except queue.Empty:
@@ -69,8 +66,9 @@ class Listener:
                 hosts[event.uri] = Host.objects.filter(uri=event.uri).first()
             host = hosts[event.uri]
             if host is not None:
-                record_domain_event(host=host, domain_uuid=event.domain_uuid, observed_at=event.observed_at,
-                                    status=event.state.value if event.state else None, event=event.event)
+                signals.domain_event.send(sender=Host, host=host, domain_uuid=event.domain_uuid,
+                                          observed_at=event.observed_at, event=event.event,
+                                          status=event.state.value if event.state else None)
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
@@ -79,8 +77,6 @@ class Listener:
     def run(self) -> None:
         """Loop until stop is set."""
         next_scan = 0.0
-        next_reconcile = time.monotonic() + self.reconcile_seconds  # watching a host reconciles it first
-        next_billing = time.monotonic() + self.reconcile_seconds
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
@@ -88,14 +84,6 @@ class Listener:
                     close_old_connections()
                     self._watch_hosts(list(Host.objects.all()))  # disabled hosts still run instances
                     next_scan = now + self.rescan_seconds
-                if now >= next_reconcile:
-                    for host_id in Host.objects.values_list("pk", flat=True):
-                        reconcile_host(host_id)
-                    expire_stale_images.delay()  # the same safety net for the image library, in a worker
-                    next_reconcile = now + self.reconcile_seconds
-                if now >= next_billing:
-                    close_books.delay()  # meter usage, invoice closed months: in a worker
-                    next_billing = now + settings.CLOUDPANEL_BILLING_SECONDS
                 self._drain(timeout=0.2)
             except Exception:
                 log.exception("listener loop failed; retrying")

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import asdict
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from hosts import hypervisor
@@ -98,12 +98,10 @@ def request_probe(*, host: Host) -> None:
 @transaction.atomic
 def delete_host(*, host: Host) -> None:
     """Remove a host; refused while it still has instances (they are named)."""
-    from instances.models import Instance
-
-    names = list(Instance.objects.filter(host=host).live().values_list("name", flat=True)[:20])
+    names = list(host.instances.live().values_list("name", flat=True)[:20])
     if names:
         raise HostInUse(f"host '{host.name}' still has instances: {', '.join(names)}")
-    Instance.objects.filter(host=host).update(host=None)  # deleted ones: keep their history
+    host.instances.update(host=None)  # deleted ones: keep their history
     host.delete()
 
 
@@ -137,14 +135,11 @@ def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:
 
 
 def allocations(host_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """vCPUs and MiB of RAM promised to each host's live instances, in one query."""
-    from instances.models import Instance
-
-    rows = (
-        Instance.objects.filter(host_id__in=host_ids).live().values("host_id")
-        .annotate(cpu=Sum("vcpus"), mem=Sum("memory_mib"))
-    )
-    totals = {row["host_id"]: (row["cpu"] or 0, row["mem"] or 0) for row in rows}
+    """vCPUs and MiB of RAM promised to each host's live instances (not deleted), in one query."""
+    live = ~Q(instances__status="deleted")
+    rows = Host.objects.filter(pk__in=host_ids).values_list("pk").annotate(
+        cpu=Sum("instances__vcpus", filter=live), mem=Sum("instances__memory_mib", filter=live))
+    totals = {pk: (cpu or 0, mem or 0) for pk, cpu, mem in rows}
     return {host_id: totals.get(host_id, (0, 0)) for host_id in host_ids}
 
 

@@ -1,12 +1,10 @@
 """Thin tasks over host services and the hypervisor layer."""
 
-from datetime import timedelta
-
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from hosts import hypervisor, services
+from hosts import hypervisor, services, signals
 from hosts.models import Host
 
 
@@ -31,20 +29,24 @@ def probe_host(host_id: int) -> None:
 
 @shared_task
 def reconcile_host(host_id: int) -> None:
-    """Compare every instance on a host with libvirt, in one listAllDomains call."""
-    from instances import services as instance_services
-
+    """Read the state of every domain on a host in one listAllDomains call, for the apps that compare it with
+    theirs (signals.host_observed)."""
     host = Host.objects.filter(pk=host_id).first()
     if host is None:
         return
     observed_at = timezone.now()
+    states: dict[str, str] | None = None
     try:
         states = hypervisor.all_states(host.uri)
     except hypervisor.HypervisorError as exc:
         services.record_failure(host_id=host_id, error=exc)
     else:
         services.record_seen(host_id=host_id)
-        instance_services.reconcile_host_states(host=host, states=states, observed_at=observed_at)
-    instance_services.expire_stuck_tasks(
-        host=host, older_than=timezone.now() - timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS)
-    )
+    signals.host_observed.send(sender=Host, host=host, states=states, observed_at=observed_at)
+
+
+@shared_task
+def reconcile_hosts() -> None:
+    """The periodic sweep: reconcile every host, each on its own worker's queue."""
+    for host_id in Host.objects.values_list("pk", flat=True):
+        reconcile_host.apply_async((host_id,), queue=queue_for(host_id))

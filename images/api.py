@@ -9,7 +9,6 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import ScopedViewSetMixin, tenant_asked
 from cloudpanel.exceptions import NotFound
 from images import services
 from images.filtersets import ImageFilterSet
@@ -23,6 +22,7 @@ from images.serializers import (
     TemplateSerializer,
 )
 from tenants import audit
+from tenants.viewsets import ScopedViewSetMixin, tenant_asked
 
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 

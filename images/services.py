@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
-from cloudpanel.scoping import Scope
+from cloudpanel.scoping import READ_ONLY, Scope
 from hosts.models import Host
 from hosts.tasks import queue_for
 from images import cloudinit, events, fetch, store
@@ -188,8 +188,6 @@ def fail_image(*, image_id: int, reason: str) -> None:
 def delete_image(*, image: Image) -> None:
     """Remove an image from the library, its bytes and every host's copy; refused while anything uses it."""
     from images import tasks
-    from instances.choices import ActionStatus
-    from instances.models import InstanceAction
 
     with transaction.atomic():
         image = Image.objects.select_for_update().get(pk=image.pk)
@@ -199,9 +197,8 @@ def delete_image(*, image: Image) -> None:
         users += [f"template {name}" for name in image.templates.values_list("name", flat=True)[:20]]
         users += [f"boot kernel {name}" for name in BootKernel.objects.filter(
             Q(kernel=image) | Q(initrd=image)).values_list("name", flat=True)[:20]]
-        users += [f"a pending CD-ROM change of {name}" for name in InstanceAction.objects.filter(
-            image=image, status__in=(ActionStatus.PENDING, ActionStatus.RUNNING)).values_list("instance__name",
-                                                                                          flat=True)[:20]]
+        users += [f"a pending CD-ROM change of {name}" for name in
+                  image.media_actions.in_flight().values_list("instance__name", flat=True)[:20]]
         if users:
             raise ImageInUse(f"{image.name} is in use by {', '.join(users)}; delete those first.")
         copies = list(image.copies.values_list("host_id", "pool", "volume"))
@@ -231,7 +228,7 @@ def owner_for(scope: Scope, *, visibility: str, tenant: Tenant | None) -> Tenant
     if tenant is None:
         raise UnsafeImage("Say which tenant the image belongs to.")
     if not scope.can_operate(tenant.pk):
-        raise ReadOnly("Your role in this tenant only allows reading.")
+        raise ReadOnly(READ_ONLY)
     return tenant
 
 

@@ -12,9 +12,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from cloudpanel.api import READ_ONLY
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import scope_of
+from cloudpanel.scoping import READ_ONLY
 from cloudpanel.streaming import file_blocks, streamed
 from hosts.models import Host
 from images import services, store, transfer
@@ -25,6 +24,7 @@ from images.forms import BootKernelForm, ImageForm, ImportForm, TemplateForm
 from images.models import BootKernel, Image, Template
 from tenants import audit
 from tenants.models import Tenant
+from tenants.scoping import scope_of
 
 
 def _tenants_for(scope):

@@ -6,8 +6,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
 from cloudpanel.exceptions import NotFound
+from cloudpanel.scoping import READ_ONLY
 from images.models import BootKernel, Image, Template
 from instances import services
 from instances.choices import Operation
@@ -25,6 +25,7 @@ from instances.serializers import (
 from networks.models import Network, SecurityGroup
 from networks.serializers import NicRequestSerializer
 from tenants import audit
+from tenants.viewsets import ScopedViewSetMixin, resolve_tenant
 
 
 class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

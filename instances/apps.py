@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class InstancesConfig(AppConfig):
     name = "instances"
+
+    def ready(self) -> None:
+        from instances import receivers  # noqa: F401  (connects to what hosts report)
+        from instances.models import Instance
+        from tenants.quotas import register_counter
+
+        register_counter(Instance.objects.quota_usage)

@@ -15,15 +15,15 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from cloudpanel.events import remember_server_loop
-from cloudpanel.scoping import SESSION_TENANT, Scope, resolve_scope
+from cloudpanel.events import instance_group, remember_server_loop, tenant_group
+from cloudpanel.scoping import SESSION_TENANT, Scope
 from hosts import hypervisor
 from images.events import PUBLIC_GROUP as PUBLIC_IMAGES
 from instances import console
 from instances.choices import Status
-from instances.events import instance_group, tenant_group
 from instances.models import Instance
 from tenants import audit
+from tenants.scoping import resolve_scope
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403

@@ -2,17 +2,9 @@
 
 from django.db import transaction
 
-from cloudpanel.events import publish
+from cloudpanel.events import instance_group, publish, tenant_group
 from instances.lifecycle import allowed_operations
 from instances.models import Instance
-
-
-def instance_group(instance_id: int) -> str:
-    return f"instance.{instance_id}"
-
-
-def tenant_group(tenant_id: int) -> str:
-    return f"tenant.{tenant_id}"
 
 
 def instance_payload(instance: Instance) -> dict:

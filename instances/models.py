@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
 
 from cloudpanel.scoping import TenantScopedQuerySet
 from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
@@ -19,6 +21,13 @@ class InstanceQuerySet(TenantScopedQuerySet):
     def live(self) -> "InstanceQuerySet":
         """Instances that still exist (not deleted)."""
         return self.exclude(status=Status.DELETED)
+
+    def quota_usage(self, tenant_ids: list[int], _excluding_image: int | None = None) -> dict[int, dict[str, int]]:
+        """Instances, vCPUs, RAM and disk of the tenants' live instances, for their quotas."""
+        rows = (self.filter(tenant_id__in=tenant_ids).live().values("tenant_id")
+                .annotate(instances=Count("id"), vcpus=Coalesce(Sum("vcpus"), 0),
+                          memory_mib=Coalesce(Sum("memory_mib"), 0), disk_gib=Coalesce(Sum("disk_gib"), 0)))
+        return {row.pop("tenant_id"): row for row in rows}
 
 
 class Instance(models.Model):
@@ -112,6 +121,12 @@ class InstanceChildQuerySet(TenantScopedQuerySet):
     tenant_field = "instance__tenant"
 
 
+class InstanceActionQuerySet(InstanceChildQuerySet):
+    def in_flight(self) -> "InstanceActionQuerySet":
+        """Operations asked for that have not finished."""
+        return self.filter(status__in=(ActionStatus.PENDING, ActionStatus.RUNNING))
+
+
 class InstanceAction(models.Model):
     """One requested operation on an instance: who asked, and how it went."""
 
@@ -119,7 +134,8 @@ class InstanceAction(models.Model):
     operation = models.CharField(max_length=10, choices=Operation.choices)
     status = models.CharField(max_length=10, choices=ActionStatus.choices, default=ActionStatus.PENDING)
     # A media change: the ISO to insert (none: eject).
-    image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="media_actions")
     # A NIC plugged or unplugged.
     port = models.ForeignKey("networks.Port", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     error = models.TextField(blank=True)
@@ -128,7 +144,7 @@ class InstanceAction(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = InstanceChildQuerySet.as_manager()
+    objects = InstanceActionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/op/<str:operation>/", views.instance_operation, name="instance-operation"),
     path("<int:pk>/media/", views.instance_media, name="instance-media"),
     path("<int:pk>/nic/<str:change>/", views.instance_nic, name="instance-nic"),
+    path("topology/", views.topology, name="network-topology"),
     path("actions/", views.action_list, name="action-list"),
     path("actions/<int:pk>/retry/", views.action_retry, name="action-retry"),
 ]

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import scope_of
+from cloudpanel.scoping import READ_ONLY
 from hosts import services as host_services
 from hosts.choices import Technology
 from hosts.domain_xml import has_cdrom
@@ -26,11 +26,10 @@ from instances.forms import InstanceForm
 from instances.lifecycle import SPECIAL, allowed_operations
 from instances.models import Instance, InstanceAction
 from networks import security
-from networks.models import Network, SecurityGroup
+from networks.models import Network, Port, SecurityGroup
 from tenants import audit
 from tenants.models import Tenant
-
-READ_ONLY = "Your role in this tenant only allows reading."
+from tenants.scoping import scope_of
 
 
 @login_required
@@ -232,3 +231,29 @@ def action_list(request):
     actions = InstanceAction.objects.in_scope(scope_of(request)).select_related("instance", "user")
     page = Paginator(actions, 50).get_page(request.GET.get("page"))
     return render(request, "instances/actions.html", {"page": page})
+
+
+ROW, TOP, WIDTH = 56, 40, 960
+COLUMNS = {"network": 150, "instance": 480, "host": 810}
+
+
+@login_required
+def topology(request):
+    """Networks, instances and hosts as a graph: what is connected to what, at a glance (SVG)."""
+    scope = scope_of(request)
+    instances = list(Instance.objects.in_scope(scope).live().select_related("host").order_by("host__name", "name"))
+    networks = list(Network.objects.visible_to(scope).order_by("name"))
+    ports = Port.objects.filter(instance__in=instances).values_list("network_id", "instance_id")
+    hosts = sorted({i.host for i in instances if i.host is not None}, key=lambda h: h.name)
+    nodes, place = [], {}
+    for kind, items in (("network", networks), ("instance", instances), ("host", hosts)):
+        for row, item in enumerate(items):
+            place[(kind, item.pk)] = (COLUMNS[kind], TOP + row * ROW)
+            nodes.append({"kind": kind, "item": item, "x": COLUMNS[kind], "y": TOP + row * ROW})
+    edges = [(place[("network", n)], place[("instance", i)]) for n, i in ports if ("network", n) in place]
+    edges += [(place[("instance", i.pk)], place[("host", i.host_id)]) for i in instances if i.host_id]
+    height = TOP + ROW * max(len(networks), len(instances), len(hosts), 1)
+    return render(request, "networks/topology.html", {
+        "nodes": nodes, "edges": [{"x1": a[0], "y1": a[1], "x2": b[0], "y2": b[1]} for a, b in edges],
+        "width": WIDTH, "height": height, "columns": COLUMNS, "empty": not (networks or instances),
+    })

@@ -8,10 +8,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import READ_ONLY, ScopedViewSetMixin, resolve_tenant
 from cloudpanel.exceptions import NotFound
-from instances.choices import Status
-from instances.models import Instance
+from cloudpanel.scoping import READ_ONLY
 from networks import security, services
 from networks.filtersets import PortFilterSet, SecurityRuleFilterSet, SubnetFilterSet
 from networks.models import Network, Port, SecurityGroup, SecurityRule, Subnet
@@ -29,6 +27,7 @@ from networks.serializers import (
     SubnetSerializer,
 )
 from tenants import audit
+from tenants.viewsets import ScopedViewSetMixin, resolve_tenant
 
 
 class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -117,9 +116,10 @@ class PortViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
     filterset_class = PortFilterSet
 
     def get_queryset(self):
-        return (Port.objects.filter(instance__in=Instance.objects.in_scope(self.scope))
-                .exclude(instance__status=Status.DELETED).select_related("network", "instance")
-                .prefetch_related("addresses", "security_groups"))
+        ports = Port.objects.live()
+        if self.scope.tenant_ids is not None:
+            ports = ports.filter(instance__tenant_id__in=self.scope.tenant_ids)
+        return ports.select_related("network", "instance").prefetch_related("addresses", "security_groups")
 
     @extend_schema(request=PortGroupsSerializer, responses={200: PortSerializer},
                    summary="Set the NIC's security groups")

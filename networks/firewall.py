@@ -17,9 +17,7 @@ from django.db import transaction
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.nwfilter_xml import FilterRule, PortFilter, port_filter_xml
-from instances import events
-from instances.choices import Status
-from networks import provisioning
+from networks import events, provisioning
 from networks.choices import Direction, Ethertype, FilterStatus
 from networks.models import Allocation, Port
 
@@ -32,8 +30,7 @@ def _uuid(port: Port) -> str:
 def _members(group_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
     """(IP version, address) of every live NIC in each of the groups."""
     members: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    rows = (Allocation.objects.filter(port__security_groups__in=group_ids, port__instance__isnull=False)
-            .exclude(port__instance__status=Status.DELETED)
+    rows = (Allocation.objects.filter(port__in=Port.objects.live(), port__security_groups__in=group_ids)
             .values_list("port__security_groups", "subnet__version", "address"))
     for group_id, version, address in rows:
         members[group_id].append((version, address))
@@ -88,8 +85,8 @@ def sync(port_id: int) -> None:
     """Bring one NIC's filter on its host in line with its groups now, under the NIC's row lock (a create
     that plugs it in holds the same lock, so the two never interleave)."""
     with transaction.atomic():
-        port = (Port.objects.select_for_update(of=("self",)).select_related("instance__host")
-                .filter(pk=port_id, instance__isnull=False).exclude(instance__status=Status.DELETED).first())
+        port = (Port.objects.live().select_for_update(of=("self",)).select_related("instance__host")
+                .filter(pk=port_id).first())
         if port is None:
             return
         instance, host = port.instance, port.instance.host
@@ -106,7 +103,7 @@ def sync(port_id: int) -> None:
             _record(port, FilterStatus.FAILED, str(exc))
         else:
             _record(port, FilterStatus.ACTIVE if wanted else FilterStatus.NONE)
-        events.publish_on_commit(instance)  # pages showing the instance refresh its NICs
+        events.publish_port_on_commit(port)  # pages showing the instance refresh its NICs
 
 
 def remove(port: Port, host: Host) -> None:

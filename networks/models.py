@@ -10,10 +10,13 @@ import ipaddress
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from cloudpanel.scoping import Scope, TenantScopedQuerySet
 from networks.choices import Direction, Ethertype, FilterStatus, NetworkKind, Protocol, ProvisionStatus
+
+# The status instances keep once deleted (instances.choices.Status.DELETED): their rows stay, for history.
+DELETED = "deleted"
 
 
 class NetworkQuerySet(TenantScopedQuerySet):
@@ -23,6 +26,24 @@ class NetworkQuerySet(TenantScopedQuerySet):
         if ids is None:
             return self.all()
         return self.filter(Q(tenant__isnull=True) | Q(tenant_id__in=ids))
+
+    def quota_usage(self, tenant_ids: list[int], _excluding_image: int | None = None) -> dict[int, dict[str, int]]:
+        """The tenants' own networks, and the IPv4 addresses their instances hold on shared networks."""
+        used: dict[int, dict[str, int]] = {}
+        for row in self.filter(tenant_id__in=tenant_ids).values("tenant_id").annotate(n=Count("id")):
+            used.setdefault(row["tenant_id"], {})["networks"] = row["n"]
+        public = (Allocation.objects.filter(subnet__version=4, subnet__network__tenant__isnull=True,
+                                            port__instance__tenant_id__in=tenant_ids)
+                  .values("port__instance__tenant_id").annotate(n=Count("id")))
+        for row in public:
+            used.setdefault(row["port__instance__tenant_id"], {})["public_addresses"] = row["n"]
+        return used
+
+
+class PortQuerySet(models.QuerySet):
+    def live(self) -> "PortQuerySet":
+        """NICs of instances that still exist."""
+        return self.filter(instance__isnull=False).exclude(instance__status=DELETED)
 
 
 class Network(models.Model):
@@ -175,6 +196,8 @@ class Port(models.Model):
     filter_status = models.CharField(max_length=8, choices=FilterStatus.choices, default=FilterStatus.NONE)
     filter_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PortQuerySet.as_manager()
 
     class Meta:
         ordering = ["instance", "position", "id"]

@@ -15,7 +15,6 @@ from django.db import transaction
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
-from instances.choices import Status
 from networks import firewall, security
 from networks.choices import NetworkKind, ProvisionStatus
 from networks.models import Allocation, Network, NetworkHost, Port
@@ -26,8 +25,8 @@ DHCP_RANGE_MAX = 65534
 
 def _pins(network: Network, host: Host) -> list[tuple[int, DhcpHost]]:
     """(IP version, entry) for every address of the network's ports held by instances on the host."""
-    allocations = (Allocation.objects.filter(port__network=network, port__instance__host=host)
-                   .exclude(port__instance__status=Status.DELETED)
+    allocations = (Allocation.objects.filter(port__in=Port.objects.live(), port__network=network,
+                                             port__instance__host=host)
                    .select_related("port__instance", "subnet"))
     return [(a.subnet.version, DhcpHost(mac=a.port.mac, address=a.address, name=a.port.instance.name))
             for a in allocations]
@@ -108,8 +107,7 @@ def release_ports(*, ports: list[Port], host: Host) -> None:
     for network in networks.values():
         with transaction.atomic():
             row = _lock(network, host)
-            still_used = Port.objects.filter(network=network, instance__host=host).exclude(
-                instance__status=Status.DELETED).exists()
+            still_used = Port.objects.live().filter(network=network, instance__host=host).exists()
             if not still_used:
                 hypervisor.remove_network(host.uri, network.libvirt_name)
                 row.delete()

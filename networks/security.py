@@ -17,11 +17,10 @@ from django.db import IntegrityError, transaction
 
 from cloudpanel.exceptions import NotFound
 from hosts.tasks import queue_for
-from instances.choices import Status
 from networks import tasks
 from networks.choices import Direction, Ethertype, FilterStatus, Protocol
 from networks.exceptions import InvalidRule, SecurityGroupInUse
-from networks.models import Port, SecurityGroup, SecurityRule
+from networks.models import DELETED, Port, SecurityGroup, SecurityRule
 from tenants.models import Tenant
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$")
@@ -36,8 +35,8 @@ def _check_name(name: str) -> str:
 
 def _live_ports(group_ids: set[int]) -> list[tuple[int, int]]:
     """(port id, host id) of the NICs of live instances in any of the groups."""
-    return list(Port.objects.filter(security_groups__in=group_ids, instance__isnull=False)
-                .exclude(instance__status=Status.DELETED).values_list("pk", "instance__host_id").distinct())
+    return list(Port.objects.live().filter(security_groups__in=group_ids)
+                .values_list("pk", "instance__host_id").distinct())
 
 
 def rules_changed(group_id: int) -> None:
@@ -106,8 +105,7 @@ def rename_group(*, group: SecurityGroup, name: str, description: str) -> Securi
 def delete_group(*, group: SecurityGroup) -> None:
     """Remove a group that no NIC is in and no other group's rule names; refused with the list otherwise."""
     group = SecurityGroup.objects.select_for_update().get(pk=group.pk)
-    users = list(group.ports.filter(instance__isnull=False).exclude(instance__status=Status.DELETED)
-                 .values_list("instance__name", flat=True).distinct()[:20])
+    users = list(group.ports.live().values_list("instance__name", flat=True).distinct()[:20])
     if users:
         raise SecurityGroupInUse(f"{group.name} is in use by the NICs of {', '.join(users)}; take it off them first")
     naming = list(group.referenced_by.exclude(group=group).values_list("group__name", flat=True).distinct()[:20])
@@ -185,7 +183,7 @@ def check_groups(groups: Iterable[SecurityGroup], tenant_id: int) -> list[Securi
 def set_port_groups(*, port: Port, groups: Iterable[SecurityGroup]) -> Port:
     """Put the NIC in exactly these groups; its filter and those naming its groups follow on the host."""
     port = Port.objects.select_related("instance").get(pk=port.pk)
-    if port.instance is None or port.instance.status == Status.DELETED:
+    if port.instance is None or port.instance.status == DELETED:
         raise InvalidRule("the NIC is not on an instance")
     groups = check_groups(groups, port.instance.tenant_id)
     before = set(port.security_groups.values_list("pk", flat=True))

@@ -8,16 +8,15 @@ from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from cloudpanel.api import READ_ONLY
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import scope_of
-from instances.models import Instance
+from cloudpanel.scoping import READ_ONLY
 from networks import security, services
 from networks.exceptions import InvalidNetwork
 from networks.forms import NetworkForm, ReserveForm, SecurityGroupForm, SecurityRuleForm
-from networks.models import Network, Port, ReservedRange, SecurityGroup
+from networks.models import Network, ReservedRange, SecurityGroup
 from tenants import audit
 from tenants.models import Tenant
+from tenants.scoping import scope_of
 
 
 @login_required
@@ -53,32 +52,6 @@ def network_list(request):
     networks = (Network.objects.visible_to(scope).select_related("tenant").prefetch_related("subnets")
                 .annotate(nics=Count("ports", distinct=True)))
     return render(request, "networks/list.html", {"networks": networks, "form": form, "can_add": can_add})
-
-
-ROW, TOP, WIDTH = 56, 40, 960
-COLUMNS = {"network": 150, "instance": 480, "host": 810}
-
-
-@login_required
-def topology(request):
-    """Networks, instances and hosts as a graph: what is connected to what, at a glance (SVG)."""
-    scope = scope_of(request)
-    instances = list(Instance.objects.in_scope(scope).live().select_related("host").order_by("host__name", "name"))
-    networks = list(Network.objects.visible_to(scope).order_by("name"))
-    ports = Port.objects.filter(instance__in=instances).values_list("network_id", "instance_id")
-    hosts = sorted({i.host for i in instances if i.host is not None}, key=lambda h: h.name)
-    nodes, place = [], {}
-    for kind, items in (("network", networks), ("instance", instances), ("host", hosts)):
-        for row, item in enumerate(items):
-            place[(kind, item.pk)] = (COLUMNS[kind], TOP + row * ROW)
-            nodes.append({"kind": kind, "item": item, "x": COLUMNS[kind], "y": TOP + row * ROW})
-    edges = [(place[("network", n)], place[("instance", i)]) for n, i in ports if ("network", n) in place]
-    edges += [(place[("instance", i.pk)], place[("host", i.host_id)]) for i in instances if i.host_id]
-    height = TOP + ROW * max(len(networks), len(instances), len(hosts), 1)
-    return render(request, "networks/topology.html", {
-        "nodes": nodes, "edges": [{"x1": a[0], "y1": a[1], "x2": b[0], "y2": b[1]} for a, b in edges],
-        "width": WIDTH, "height": height, "columns": COLUMNS, "empty": not (networks or instances),
-    })
 
 
 @login_required
@@ -194,7 +167,7 @@ def security_group_detail(request, pk: int):
             else:
                 messages.success(request, "Rule added; NICs in the group get it now.")
                 return redirect("security-group-detail", pk=pk)
-    ports = (group.ports.filter(instance__isnull=False).exclude(instance__status="deleted")
+    ports = (group.ports.live()
              .select_related("instance", "network").prefetch_related("addresses"))
     return render(request, "networks/security_group.html", {
         "group": group, "rules": group.rules.select_related("remote_group"), "ports": ports, "form": form,

@@ -7,11 +7,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from billing.models import TenantBilling
-from billing.serializers import TenantBillingSerializer
-from billing.services import set_tenant_billing
-from cloudpanel.api import ScopedViewSetMixin
 from cloudpanel.exceptions import NotFound
+from cloudpanel.scoping import ADMINS_ONLY
 from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.exports import audit_csv_rows
@@ -30,8 +27,8 @@ from tenants.serializers import (
     TenantCreateSerializer,
     TenantSerializer,
 )
+from tenants.viewsets import ScopedViewSetMixin
 
-ADMINS_ONLY = "Only platform admins may do this."
 MANAGERS_ONLY = "Only the tenant's admins may do this."
 AUDITORS_ONLY = "Only platform admins and tenant admins see the audit log."
 
@@ -85,24 +82,6 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         data = QuotaSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(QuotaSerializer(services.set_quota(tenant=tenant, limits=data.validated_data)).data)
-
-    @extend_schema(request=TenantBillingSerializer, responses={200: TenantBillingSerializer})
-    @action(detail=True, methods=["get", "put"])
-    def billing(self, request, pk=None):
-        """The tenant's rate plan and tax rate (0.2 for 20 %); platform admins set them."""
-        tenant = self.get_object()
-        if request.method == "GET":
-            current = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
-            if current is None:
-                raise NotFound("The tenant has no rate plan.")
-            return Response(TenantBillingSerializer(current).data)
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
-        data = TenantBillingSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        billing = set_tenant_billing(tenant=tenant, plan=data.validated_data["plan"],
-                                     tax_rate=data.validated_data.get("tax_rate", 0))
-        return Response(TenantBillingSerializer(billing).data)
 
 
 class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,

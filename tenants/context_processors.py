@@ -1,5 +1,6 @@
-from cloudpanel.scoping import NoSuchTenant, scope_of
+from cloudpanel.scoping import NoSuchTenant
 from tenants.models import Tenant
+from tenants.scoping import scope_of
 
 
 def tenancy(request) -> dict:

@@ -3,16 +3,16 @@
 Requests are checked with the tenant's row locked (SELECT … FOR UPDATE) inside the
 transaction that creates the resource, so concurrent requests of one tenant are checked
 one after the other, each seeing the rows the previous one committed. Usage is counted
-from the resources themselves, so it is released when they go away.
+from the resources themselves, so it is released when they go away: each app that owns
+some of them registers a counter (register_counter, in its AppConfig.ready).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Sum
-from django.db.models.functions import Coalesce, Greatest
 
 from tenants.exceptions import QuotaExceeded
 from tenants.models import Quota, Tenant
@@ -94,35 +94,23 @@ def quotas_of(tenants: list[Tenant]) -> dict[int, Quota]:
     return {t.pk: found.get(t.pk) or quota_of(t) for t in tenants}
 
 
-def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> dict[int, dict[str, int]]:
-    """Current use per tenant, in four queries (image storage in bytes, see Resource.per)."""
-    from images.choices import ImageStatus
-    from images.models import Image
-    from instances.models import Instance
-    from networks.models import Allocation, Network
+# A counter: (tenant ids, the image to leave out or None) → {tenant id: {resource key: use}}, in a query or two.
+Counter = Callable[[list[int], int | None], Mapping[int, Mapping[str, int]]]
+_counters: list[Counter] = []
 
-    rows = (
-        Instance.objects.filter(tenant_id__in=tenant_ids).live().values("tenant_id")
-        .annotate(instances=Count("id"), vcpus=Coalesce(Sum("vcpus"), 0), memory_mib=Coalesce(Sum("memory_mib"), 0),
-                  disk_gib=Coalesce(Sum("disk_gib"), 0))
-    )
+
+def register_counter(counter: Counter) -> None:
+    """Count some of the resources (by their keys in RESOURCES) for the quota: called by the app owning them."""
+    _counters.append(counter)
+
+
+def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> dict[int, dict[str, int]]:
+    """Current use per tenant, from every registered counter (image storage in bytes, see Resource.per);
+    excluding_image leaves out an image whose final size is being checked."""
     used = {tid: {r.key: 0 for r in RESOURCES} for tid in tenant_ids}
-    for row in rows:
-        used[row.pop("tenant_id")].update(row)
-    # An image takes its stored size, or while it comes in, what it announced or has received so far;
-    # a failed one keeps no bytes.
-    images = (Image.objects.filter(tenant_id__in=tenant_ids).exclude(pk=excluding_image)
-              .exclude(status=ImageStatus.ERROR).values("tenant_id")
-              .annotate(bytes=Sum(Coalesce("size", Greatest(Coalesce("expected_bytes", 0), "received_bytes")))))
-    for row in images:
-        used[row["tenant_id"]]["image_gib"] = row["bytes"] or 0
-    for row in Network.objects.filter(tenant_id__in=tenant_ids).values("tenant_id").annotate(n=Count("id")):
-        used[row["tenant_id"]]["networks"] = row["n"]
-    public = (Allocation.objects.filter(subnet__version=4, subnet__network__tenant__isnull=True,
-                                        port__instance__tenant_id__in=tenant_ids)
-              .values("port__instance__tenant_id").annotate(n=Count("id")))
-    for row in public:
-        used[row["port__instance__tenant_id"]]["public_addresses"] = row["n"]
+    for counter in _counters:
+        for tenant_id, counted in counter(tenant_ids, excluding_image).items():
+            used[tenant_id].update(counted)
     return used
 
 

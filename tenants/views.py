@@ -1,5 +1,6 @@
 """Self-service pages: tenants and their usage, members, API tokens and the audit log."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -7,17 +8,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from billing.forms import TenantBillingForm
-from billing.models import TenantBilling
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import SESSION_TENANT, resolve_scope, scope_of
+from cloudpanel.scoping import SESSION_TENANT, Scope
 from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.api import AUDITORS_ONLY
@@ -27,6 +26,7 @@ from tenants.filtersets import AuditFilterSet
 from tenants.forms import MemberForm, QuotaForm, RoleForm, TenantForm, TokenForm
 from tenants.models import APIToken, AuditEvent, Membership, Tenant
 from tenants.quotas import RESOURCES, lines, quota_of, quotas_of, usage_of
+from tenants.scoping import resolve_scope, scope_of
 
 
 def _usage_rows(scope, tenants: list[Tenant]) -> list[tuple[Tenant, str, list]]:
@@ -62,17 +62,24 @@ def tenant_list(request):
     return render(request, "tenants/list.html", {"rows": _usage_rows(scope, tenants), "form": form})
 
 
+# What apps above tenants show on a tenant's page (say, billing), registered in their AppConfig.ready: each
+# renders its card for the request's scope.
+TenantPanel = Callable[[HttpRequest, Scope, Tenant], str]
+TENANT_PANELS: list[TenantPanel] = []
+
+
+def register_tenant_panel(panel: TenantPanel) -> None:
+    TENANT_PANELS.append(panel)
+
+
 @login_required
 def tenant_detail(request, pk: int):
     scope = scope_of(request)
     tenant = get_object_or_404(Tenant.objects.in_scope(scope), pk=pk)
     quota = quota_of(tenant)
     members = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
-    billing = TenantBilling.objects.select_related("plan").filter(tenant=tenant).first()
     return render(request, "tenants/detail.html", {
-        "billing": billing, "billing_form": TenantBillingForm(initial={
-            "plan": billing.plan_id if billing else None, "tax_rate": billing.tax_rate if billing else 0,
-        }) if scope.admin else None,
+        "panels": [panel(request, scope, tenant) for panel in TENANT_PANELS],
         "tenant": tenant, "lines": lines(quota, usage_of([tenant.pk])[tenant.pk]),
         "quota_form": QuotaForm(initial={r.key: getattr(quota, r.key) for r in RESOURCES}) if scope.admin else None,
         "members": members, "can_manage": scope.can_manage(tenant.pk), "member_form": MemberForm(),

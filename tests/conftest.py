@@ -88,7 +88,7 @@ def listener():
     """The event listener running in a thread of the test process, reconciling often."""
     from hosts.listener import Listener
 
-    instance = Listener(reconcile_seconds=60, rescan_seconds=0.2)
+    instance = Listener(rescan_seconds=0.2)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     yield instance

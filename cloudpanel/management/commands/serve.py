@@ -1,8 +1,9 @@
-"""Serve the dashboard (HTTP + websockets). Embedded, it also runs the worker and the listener.
+"""Serve the dashboard (HTTP + websockets). Embedded, it also runs the worker, beat and the listener.
 
-Without REDIS_URL the broker and channel layer live in memory, so the Celery worker
-and the event listener must run in this same process: they start as threads here.
-With REDIS_URL they are separate processes (celery worker, manage.py listen_events).
+Without REDIS_URL the broker and channel layer live in memory, so the Celery worker, the
+periodic schedule and the event listener must run in this same process: they start as
+threads here. With REDIS_URL they are separate processes (celery worker, celery beat,
+manage.py listen_events).
 """
 
 import logging
@@ -32,8 +33,17 @@ def start_listener() -> None:
     threading.Thread(target=Listener().run, name="event-listener", daemon=True).start()
 
 
+def start_embedded_beat() -> None:
+    """The periodic schedule (cloudpanel/schedule.py), sent to the in-process worker from a thread."""
+    from celery.beat import EmbeddedService
+
+    from cloudpanel.celery import app
+
+    EmbeddedService(app, thread=True, scheduler_cls="celery.beat:Scheduler").start()
+
+
 class Command(BaseCommand):
-    help = "Serve CloudPanel; without REDIS_URL, also run the worker and the event listener in-process."
+    help = "Serve CloudPanel; without REDIS_URL, also run the worker, beat and the event listener in-process."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -46,9 +56,10 @@ class Command(BaseCommand):
                 settings.CLOUDPANEL_PANEL_URL = f"http://{local}:{port}"
             start_embedded_worker()
             start_listener()
-            mode = "embedded (worker and listener in this process)"
+            start_embedded_beat()
+            mode = "embedded (worker, listener and periodic schedule in this process)"
         else:
-            mode = "web only (run the worker and listener as their own processes)"
+            mode = "web only (run the worker, beat and listener as their own processes)"
         self.stdout.write(f"CloudPanel on http://{host}:{port}/ — {mode}")
         # uvicorn rather than daphne: it reads a request body as the application consumes it, so a
         # multi-GiB image upload streams to disk instead of being queued in memory first.

@@ -1,4 +1,4 @@
-"""Run the event listener: lifecycle events and periodic reconciliation of every host."""
+"""Run the event listener: libvirt lifecycle events of every host."""
 
 from django.core.management.base import BaseCommand
 
@@ -6,13 +6,10 @@ from hosts.listener import Listener
 
 
 class Command(BaseCommand):
-    help = "Listen to libvirt lifecycle events on every host and reconcile periodically."
+    help = "Listen to libvirt lifecycle events on every host (periodic sweeps are celery beat's)."
 
-    def add_arguments(self, parser):
-        parser.add_argument("--reconcile-seconds", type=float, default=None)
-
-    def handle(self, *args, reconcile_seconds=None, **options):
-        listener = Listener(reconcile_seconds=reconcile_seconds)
+    def handle(self, *args, **options):
+        listener = Listener()
         try:
             listener.run()
         except KeyboardInterrupt:

@@ -1,0 +1,21 @@
+"""The platform's periodic work, one schedule for both modes: Celery beat runs it with separate processes
+(`celery -A cloudpanel beat`), the embedded mode runs the same beat in a thread of the web process.
+
+Tasks are named, not imported: the schedule wires apps together, as the root URLconf does.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+
+
+def beat_schedule() -> dict[str, dict]:
+    """Every periodic task: reconcile sweeps (the safety net under libvirt's events), stale images, billing."""
+    sweep = timedelta(seconds=settings.CLOUDPANEL_RECONCILE_SECONDS)
+    return {
+        "reconcile-hosts": {"task": "hosts.tasks.reconcile_hosts", "schedule": sweep},
+        "expire-stale-images": {"task": "images.tasks.expire_stale_images", "schedule": sweep},
+        # meter usage up to the last full hour, invoice closed months
+        "close-books": {"task": "billing.tasks.close_books",
+                        "schedule": timedelta(seconds=settings.CLOUDPANEL_BILLING_SECONDS)},
+    }

@@ -1,0 +1,28 @@
+"""What instances take from hosts (hosts.signals): lifecycle events, and each host's domains read at once."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.dispatch import receiver
+from django.utils import timezone
+
+from hosts.models import Host
+from hosts.signals import domain_event, host_observed
+from instances import services
+
+
+@receiver(domain_event)
+def record_event(sender: type, *, host: Host, domain_uuid: str, status: str | None, event: str,
+                 observed_at: datetime, **kwargs: object) -> None:
+    services.record_domain_event(host=host, domain_uuid=domain_uuid, status=status, event=event,
+                                 observed_at=observed_at)
+
+
+@receiver(host_observed)
+def reconcile(sender: type, *, host: Host, states: dict[str, str] | None, observed_at: datetime,
+              **kwargs: object) -> None:
+    """Instances follow what the host holds; operations in flight past the timeout end in error either way."""
+    if states is not None:
+        services.reconcile_host_states(host=host, states=states, observed_at=observed_at)
+    services.expire_stuck_tasks(
+        host=host, older_than=timezone.now() - timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS))
