@@ -280,6 +280,8 @@ CLOUDPANEL_MAX_REQUEST_BYTES = int(os.environ.get("CLOUDPANEL_MAX_REQUEST_MIB", 
 CLOUDPANEL_IMAGE_COPY_TIMEOUT = int(os.environ.get("CLOUDPANEL_IMAGE_COPY_TIMEOUT", "3600"))
 # Workers on LXC hosts unpack each container's own root filesystem into a directory of this one on the host.
 CLOUDPANEL_CONTAINER_DIR = Path(os.environ.get("CLOUDPANEL_CONTAINER_DIR", "/var/lib/cloudpanel/containers"))
+# The largest unpacked root filesystem of a container image.
+CLOUDPANEL_ROOTFS_MAX_GIB = int(os.environ.get("CLOUDPANEL_ROOTFS_MAX_GIB", "32"))
 # Container root of a tenant's containers is host uid (and gid) BASE + tenant id * 65536, a range of its own.
 CLOUDPANEL_CONTAINER_ID_BASE = int(os.environ.get("CLOUDPANEL_CONTAINER_ID_BASE", str(1 << 20)))
 # The browser uploads in chunks of this size, each resumable.

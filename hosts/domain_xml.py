@@ -41,12 +41,15 @@ class Nic:
     filter: str = ""
 
 
+ID_RANGE = 65536  # uids and gids of a container's user namespace
+
+
 @dataclass(frozen=True)
 class IdMap:
     """A container's user namespace: its uids and gids 0..count-1 are the host's target..target+count-1."""
 
     target: int
-    count: int = 65536
+    count: int = ID_RANGE
 
 
 @dataclass(frozen=True)

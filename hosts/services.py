@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Collection
 from dataclasses import asdict
 
@@ -11,13 +10,12 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from cloudpanel.text import CONTROL
 from hosts import hypervisor
 from hosts.choices import HostState
 from hosts.events import publish_host
 from hosts.exceptions import HostInUse, InvalidHost, NoCapacity
 from hosts.models import Host
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _on_commit_publish(host_id: int) -> None:
@@ -56,13 +54,14 @@ def clean_allowed_paths(text: str) -> str:
         path = line.strip()
         if not path:
             continue
-        if _CONTROL.search(path) or not path.startswith("/") or posixpath.normpath(path) != path.rstrip("/") \
-                or path.startswith("//"):
-            raise InvalidHost(f"'{path[:200]}' is not an absolute, normalised directory (no '..', '.' or '//')")
-        if path.rstrip("/") == "":
+        directory = path.rstrip("/")
+        if path.startswith("/") and not directory:
             raise InvalidHost("the host's whole filesystem cannot be allowed: name the directories")
-        if path.rstrip("/") not in dirs:
-            dirs.append(path.rstrip("/"))
+        if CONTROL.search(path) or not path.startswith("/") or posixpath.normpath(path) != directory \
+                or path.startswith("//"):
+            raise InvalidHost(f"{path[:200]!r} is not an absolute, normalised directory (no '..', '.' or '//')")
+        if directory not in dirs:
+            dirs.append(directory)
     return "\n".join(dirs)
 
 

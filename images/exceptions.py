@@ -31,3 +31,7 @@ class ImageInUse(Conflict):
 
 class ReadOnly(Forbidden):
     """The user may see the image (or tenant) but not change it."""
+
+
+class UnpackStopped(DomainError):
+    """A container's root filesystem stopped being unpacked: the operation it was for is no longer in flight."""

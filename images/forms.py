@@ -1,7 +1,7 @@
 from django import forms
 
+from cloudpanel.text import CONTROL
 from images.choices import OsType, SourceFormat, Visibility
-from images.serializers import _CONTROL
 
 _FORMATS = [("", "Detect"), *SourceFormat.choices]
 
@@ -16,7 +16,7 @@ class OwnedForm(forms.Form):
             del self.fields["visibility"], self.fields["tenant"]
 
     def clean_name(self) -> str:
-        if _CONTROL.search(self.cleaned_data["name"]):
+        if CONTROL.search(self.cleaned_data["name"]):
             raise forms.ValidationError("The name cannot hold control characters.")
         return self.cleaned_data["name"]
 

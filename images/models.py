@@ -12,6 +12,12 @@ from cloudpanel.scoping import Scope, TenantScopedQuerySet
 from images.choices import CopyStatus, DiskFormat, ImageStatus, OsType, SourceFormat, Visibility
 
 
+def usable_by(obj: "Image | Template | BootKernel", tenant_id: int | None) -> bool:
+    """Whether a tenant may use a library object: a public one, or its own (None: the platform, which may use
+    any)."""
+    return tenant_id is None or obj.visibility == Visibility.PUBLIC or obj.tenant_id == tenant_id
+
+
 class ImageQuerySet(TenantScopedQuerySet):
     def visible_to(self, scope: Scope) -> "ImageQuerySet":
         """Public images plus the scope's own: what a tenant may list and boot from."""

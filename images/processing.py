@@ -137,7 +137,7 @@ def _inspect_declared(image: Image, received: Path, received_sha256: str) -> Res
     declared = SourceFormat(image.declared_format)
     if declared == SourceFormat.TAR:
         disk_format = DiskFormat.ROOTFS
-        size = rootfs.inspect_archive(received, max_bytes=settings.CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB << 30)
+        size = rootfs.inspect_archive(received, max_bytes=settings.CLOUDPANEL_ROOTFS_MAX_GIB << 30)
     else:
         disk_format, check = _BOOT_PARTS[declared]
         size = check(received)

@@ -2,13 +2,15 @@
 
 A container image is a root filesystem in a tar archive (plain, gzip, bzip2 or xz). The
 same rules hold when the library inspects an upload and when a worker unpacks it for a
-container on a host, as root: member names stay inside the tree (no absolute names, no
-`..`, nothing reached through a symlink of the archive), hard links name an earlier file
-of the archive, there are no device nodes, FIFOs or sockets, owners fit the container's
-user namespace, and the unpacked tree stays under a size cap (a decompression bomb is
-refused at the first header over it, before its data is read; an extended header is
-never read whole into memory past 1 MiB). Symlinks may point anywhere: they are resolved
-inside the container's root, and nothing here follows them.
+container on a host, as root: member names are short and stay inside the tree (no
+absolute names, no `..`, nothing under a symlink or a file of the archive), nothing
+replaces an earlier member of another kind, hard links name an earlier file of the
+archive, there are no device nodes, FIFOs, sockets, sparse files or global headers,
+owners fit the container's user namespace, and the unpacked tree stays under a size cap
+(counted from each header before its data is read). tarfile never reads more than 1 MiB
+at once (an extended header), keeps no list of the members, and links are made as the
+archive says, never by looking for their target elsewhere in it. Symlinks may point
+anywhere: they resolve inside the container's root, and nothing here follows them.
 """
 
 from __future__ import annotations
@@ -22,15 +24,21 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from images.exceptions import UnsafeImage
+from hosts.domain_xml import ID_RANGE
+from images.exceptions import UnpackStopped, UnsafeImage
 
-ID_COUNT = 65536  # uids and gids a container's user namespace maps: archive owners must be below it
 MAX_MEMBERS = 1_000_000
+MAX_NAME = 4096  # PATH_MAX
+MAX_DEPTH = 256
+MAX_MTIME = 1 << 40
 ROOT = "rootfs"  # the tree's directory in the container's home
 MAX_READ = 1 << 20  # the most tarfile may ask for at once: file data comes in 16 KiB blocks, headers are small
+BEAT_SECONDS = 5.0
 # Names libvirt's LXC driver makes in a container's root while it sets it up.
 _RESERVED = {".oldroot"}
 
@@ -44,42 +52,56 @@ class _Checker:
         self.links: set[str] = set()
         self.dirs: set[str] = set()
 
+    def _parts(self, raw: str, what: str) -> list[str]:
+        if len(raw) > MAX_NAME or "\x00" in raw:
+            raise UnsafeImage(f"the {what} '{raw[:200]}' is longer than {MAX_NAME} characters or holds a NUL")
+        if raw.startswith("/"):
+            raise UnsafeImage(f"the {what} '{raw[:200]}' has an absolute name")
+        parts = [p for p in raw.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UnsafeImage(f"the {what} '{raw[:200]}' climbs out of the tree with '..'")
+        if len(parts) > MAX_DEPTH:
+            raise UnsafeImage(f"the {what} '{raw[:200]}' is more than {MAX_DEPTH} directories deep")
+        prefix = ""
+        for part in parts[:-1]:
+            prefix = f"{prefix}/{part}" if prefix else part
+            if prefix in self.links:
+                raise UnsafeImage(f"the {what} '{raw[:200]}' lies behind a symlink of the archive")
+            if prefix in self.files:
+                raise UnsafeImage(f"the {what} '{raw[:200]}' lies under a file of the archive")
+        return parts
+
     def check(self, member: tarfile.TarInfo) -> str:
         """The member's normalised name ("" for the root itself); raises UnsafeImage for anything refused."""
         self.count += 1
         if self.count > MAX_MEMBERS:
             raise UnsafeImage(f"the archive has more than {MAX_MEMBERS} members")
         raw = member.name
-        if "\x00" in raw or raw.startswith("/"):
-            raise UnsafeImage(f"the member '{raw[:200]}' has an absolute name")
-        parts = [p for p in raw.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise UnsafeImage(f"the member '{raw[:200]}' climbs out of the tree with '..'")
+        parts = self._parts(raw, "member")
         name = "/".join(parts)
+        if (not name or raw.endswith("/")) and not member.isdir():
+            raise UnsafeImage(f"the member '{raw[:200]}' is named as a directory but is none")
         if parts and parts[0] in _RESERVED:
             raise UnsafeImage(f"the member '{raw[:200]}' uses a name the container's set-up needs")
-        for depth in range(1, len(parts)):
-            if "/".join(parts[:depth]) in self.links:
-                raise UnsafeImage(f"the member '{raw[:200]}' lies behind a symlink of the archive")
         if member.ischr() or member.isblk():
             raise UnsafeImage(f"the member '{raw[:200]}' is a device node")
-        if member.isfifo() or not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        if member.sparse is not None or not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
             raise UnsafeImage(f"the member '{raw[:200]}' is not a file, directory or link")
-        if not 0 <= member.uid < ID_COUNT or not 0 <= member.gid < ID_COUNT:
+        if not 0 <= member.uid < ID_RANGE or not 0 <= member.gid < ID_RANGE:
             raise UnsafeImage(f"the member '{raw[:200]}' is owned by {member.uid}:{member.gid}, outside the "
-                              f"container's 0-{ID_COUNT - 1}")
+                              f"container's 0-{ID_RANGE - 1}")
+        if member.size < 0 or not 0 <= member.mtime < MAX_MTIME:
+            raise UnsafeImage(f"the member '{raw[:200]}' has an impossible size or time")
+        # Only a file may follow a file of the same name (tar's later-wins), only a directory a directory.
+        if name in self.links or (name in self.files and not member.isreg()) or (name in self.dirs and
+                                                                                  not member.isdir()):
+            raise UnsafeImage(f"the member '{raw[:200]}' replaces an earlier member of another kind")
+        self.dirs.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
         if member.issym():
-            target = member.linkname
-            if "\x00" in target:
-                raise UnsafeImage(f"the symlink '{raw[:200]}' has a NUL in its target")
-            if not target.startswith("/"):
-                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-                if resolved == ".." or resolved.startswith("../"):
-                    raise UnsafeImage(f"the symlink '{raw[:200]}' points out of the tree")
-            self.links.add(name)
+            self._symlink(member, name)
         elif member.islnk():
-            target = "/".join(p for p in member.linkname.split("/") if p not in ("", "."))
-            if member.linkname.startswith("/") or target not in self.files or target in self.links:
+            target = "/".join(self._parts(member.linkname, "hard link target"))
+            if target not in self.files or member.linkname.removeprefix("./") != target:
                 raise UnsafeImage(f"the hard link '{raw[:200]}' does not name an earlier file of the archive")
             self.files.add(name)
         elif member.isreg():
@@ -87,13 +109,46 @@ class _Checker:
             if self.total > self.max_bytes:
                 raise UnsafeImage(f"the unpacked tree is larger than the {self.max_bytes} bytes allowed")
             self.files.add(name)
-        if name in self.links and not member.issym():
-            raise UnsafeImage(f"the member '{raw[:200]}' replaces a symlink of the archive")
-        if member.isdir():
+        elif name:
             self.dirs.add(name)
-        elif name in self.dirs:
-            raise UnsafeImage(f"the member '{raw[:200]}' replaces a directory of the archive")
         return name
+
+    def _symlink(self, member: tarfile.TarInfo, name: str) -> None:
+        target = member.linkname
+        if "\x00" in target or len(target) > MAX_NAME:
+            raise UnsafeImage(f"the symlink '{member.name[:200]}' has a NUL in its target or a target too long")
+        if not target.startswith("/"):
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise UnsafeImage(f"the symlink '{member.name[:200]}' points out of the tree")
+        self.links.add(name)
+
+
+class _Header(tarfile.TarInfo):
+    """tarfile's header reading, without what a root filesystem never needs: sparse files (their maps are read
+    whole, and they write more than their size says) and global headers (copied into every member)."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.GNUTYPE_SPARSE, tarfile.XGLTYPE):
+            raise UnsafeImage("the archive has sparse files or global headers, which are not accepted")
+        return super()._proc_member(archive)
+
+    def _proc_gnusparse_00(self, *_args: object) -> None:
+        raise UnsafeImage("the archive has sparse files, which are not accepted")
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+
+class _Archive(tarfile.TarFile):
+    """Links exactly as the archive says: no fallback that would copy some other member in their place."""
+
+    tarinfo = _Header
+
+    def makelink(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        if tarinfo.issym():
+            os.symlink(tarinfo.linkname, targetpath)
+        else:
+            os.link(tarinfo._link_target, targetpath, follow_symlinks=False)
 
 
 class _Source(io.RawIOBase):
@@ -148,41 +203,46 @@ class _Forward:
         return self._position
 
 
-def _members(read: Callable[[int], bytes]) -> tarfile.TarFile:
-    return tarfile.open(fileobj=_Forward(read), mode="r:")
-
-
-_UNREADABLE = (tarfile.TarError, EOFError, OSError, ValueError, lzma.LZMAError)
+def _each(archive: tarfile.TarFile):
+    """The members in order, forgetting each once the next is read (tarfile would keep them all)."""
+    while (member := archive.next()) is not None:
+        yield member
+        archive.members.clear()
 
 
 def inspect_archive(path: Path, *, max_bytes: int) -> int:
     """Check every member of a root-filesystem archive; returns the unpacked size."""
     checker = _Checker(max_bytes)
     try:
-        with path.open("rb") as source, _members(source.read) as archive:
-            for member in archive:
+        with path.open("rb") as source, _Archive.open(fileobj=_Forward(source.read), mode="r:") as archive:
+            for member in _each(archive):
                 checker.check(member)
-    except _UNREADABLE as exc:
-        raise UnsafeImage(f"the file is not a readable tar archive: {exc}") from None
+    except UnsafeImage:
+        raise
+    except Exception as exc:  # whatever tarfile or a decompressor makes of a hostile file: refused, with why
+        raise UnsafeImage(f"the file is not a readable tar archive: {exc!r}"[:500]) from None
     if not checker.count:
         raise UnsafeImage("the archive is empty")
     return checker.total
 
 
-def unpack(read: Callable[[int], bytes], home: Path, *, owner: int, max_bytes: int) -> Path:
-    """Unpack an archive (read as a stream) into ROOT in home, a new directory, checking every member again; each
-    member's owner is shifted by owner (container uid 0 is host uid owner). Returns the tree's root.
+def unpack(read: Callable[[int], bytes], home: Path, *, owner: int, max_bytes: int,
+           beat: Callable[[], bool] = lambda: True) -> Path:
+    """Unpack an archive (read as a stream) into ROOT in home, checking every member again; each member's owner
+    is shifted by owner (container uid 0 is host uid owner). Returns the tree's root.
 
-    home is the container's alone (mode 0700, owned by its root): no other host user, nor another tenant's
-    container, can reach into the tree, say to run a setuid program of it. Nothing is left on failure.
+    The tree is made in a directory of its own beside home and only then renamed to home, which must not
+    exist: no other attempt shares it. home is the container's alone (mode 0700, owned by its root): no other
+    host user, nor another tenant's container, can reach into the tree, say to run a setuid program of it.
+    beat() is called every few seconds; False stops the work (UnpackStopped). Nothing is left on failure.
     """
-    home.mkdir(mode=0o700)
-    os.chown(home, owner, owner)
-    destination = home / ROOT
+    work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=home.parent))
+    os.chown(work, owner, owner)
+    destination = work / ROOT
     destination.mkdir(mode=0o755)
     os.chown(destination, owner, owner)
     real = os.path.realpath(destination)
-    checker = _Checker(max_bytes)
+    checker, next_beat = _Checker(max_bytes), time.monotonic() + BEAT_SECONDS
 
     def shifted(member: tarfile.TarInfo, _path: str) -> tarfile.TarInfo | None:
         name = checker.check(member)
@@ -196,19 +256,24 @@ def unpack(read: Callable[[int], bytes], home: Path, *, owner: int, max_bytes: i
                               deep=False)
 
     try:
-        with _members(read) as archive:
-            for member in archive:
+        with _Archive.open(fileobj=_Forward(read), mode="r:", errorlevel=2) as archive:
+            for member in _each(archive):
                 archive.extract(member, real, numeric_owner=True, filter=shifted)
-    except UnsafeImage:
-        remove_tree(home)
+                if time.monotonic() >= next_beat:
+                    if not beat():
+                        raise UnpackStopped("the unpacking stopped: its operation is no longer in flight")
+                    next_beat = time.monotonic() + BEAT_SECONDS
+        os.rename(work, home)
+    except (UnsafeImage, UnpackStopped):
+        remove_tree(work)
         raise
-    except _UNREADABLE as exc:
-        remove_tree(home)
-        raise UnsafeImage(f"the container image could not be unpacked: {exc}") from None
+    except Exception as exc:  # a hostile archive, or the host's disk: the reason, and nothing left behind
+        remove_tree(work)
+        raise UnsafeImage(f"the container image could not be unpacked: {exc!r}"[:500]) from None
     except BaseException:
-        remove_tree(home)
+        remove_tree(work)
         raise
-    return destination
+    return home / ROOT
 
 
 def remove_tree(path: Path) -> None:

@@ -1,12 +1,10 @@
-import re
 
 from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
 
+from cloudpanel.text import CONTROL
 from images.choices import OsType, SourceFormat, Visibility
 from images.models import BootKernel, Image, ImageCopy, Template
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class CopySerializer(serializers.ModelSerializer):
@@ -72,7 +70,7 @@ class ImageCreateSerializer(serializers.Serializer):
                                               if not isinstance(v, ProhibitNullCharactersValidator)]
 
     def validate_name(self, value: str) -> str:
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise serializers.ValidationError("The name cannot hold control characters.")
         return value
 
@@ -108,7 +106,7 @@ class TemplateCreateSerializer(serializers.Serializer):
                                    help_text="A shell script run once at first boot.")
 
     def validate_name(self, value: str) -> str:
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise serializers.ValidationError("The name cannot hold control characters.")
         return value
 
@@ -137,6 +135,6 @@ class BootKernelCreateSerializer(serializers.Serializer):
                                     trim_whitespace=False)
 
     def validate_name(self, value: str) -> str:
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise serializers.ValidationError("The name cannot hold control characters.")
         return value

@@ -18,22 +18,22 @@ from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import READ_ONLY, Scope
+from cloudpanel.text import CONTROL
 from hosts.models import Host
 from hosts.tasks import queue_for
 from images import cloudinit, events, fetch, store
 from images.choices import IN_TRANSIT, DiskFormat, ImageStatus, Visibility
 from images.exceptions import ImageInUse, ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
-from images.models import BootKernel, Image, Template
+from images.models import BootKernel, Image, Template, usable_by
 from tenants import quotas
 from tenants.models import Tenant
 
 _CHECKSUM = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def clean_filename(name: str) -> str:
     """An upload's file name, for display only: its last path part, without control characters, at most 255."""
-    name = _UNPRINTABLE.sub("", name.replace("\\", "/").rsplit("/", 1)[-1])
+    name = CONTROL.sub("", name.replace("\\", "/").rsplit("/", 1)[-1])
     return name[:255]
 
 
@@ -250,7 +250,7 @@ def create_template(*, user: AbstractBaseUser | None, tenant: Tenant | None, vis
                     name: str, description: str = "", vcpus: int = 1, memory_mib: int = 512, disk_gib: int = 10,
                     user_data: str = "", script: str = "") -> Template:
     """A template over an available disk image; its user-data must be a #cloud-config mapping."""
-    if tenant is not None and image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
+    if not usable_by(image, tenant.pk if tenant else None):
         raise NotFound("no such image")
     if visibility == Visibility.PUBLIC and image.visibility != Visibility.PUBLIC:
         raise UnsafeImage("a public template needs a public image")
@@ -278,7 +278,7 @@ def delete_template(*, template: Template) -> None:
 def _boot_part(image: Image | None, *, tenant: Tenant | None, visibility: str, wanted: str, label: str) -> None:
     if image is None:
         return
-    if tenant is not None and image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
+    if not usable_by(image, tenant.pk if tenant else None):
         raise NotFound("no such image")
     if image.disk_format != wanted:
         raise UnsafeImage(f"{image.name} is not {label} (upload it with that format)")
@@ -294,7 +294,7 @@ def create_boot_kernel(*, user: AbstractBaseUser | None, tenant: Tenant | None, 
     """A boot kernel from a kernel image, an optional initrd image, and a default command line."""
     _boot_part(kernel, tenant=tenant, visibility=visibility, wanted=DiskFormat.KERNEL, label="a Linux kernel")
     _boot_part(initrd, tenant=tenant, visibility=visibility, wanted=DiskFormat.INITRD, label="an initrd")
-    if _UNPRINTABLE.search(cmdline):
+    if CONTROL.search(cmdline):
         raise UnsafeImage("the command line cannot hold control characters")
     return BootKernel.objects.create(tenant=tenant, visibility=visibility, name=name, kernel=kernel, initrd=initrd,
                                      cmdline=cmdline, description=description, created_by=user)

@@ -44,6 +44,9 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             queryset = queryset.live()
         return queryset
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "scope": self.scope}
+
     def _operate(self, request, operation: str) -> Response:
         instance = self.get_object()
         if not self.scope.can_operate(instance.tenant_id):

@@ -18,20 +18,19 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from cloudpanel.exceptions import NotFound
+from cloudpanel.text import CONTROL
 from hosts.choices import Technology
-from hosts.domain_xml import has_cdrom, uses_disk_volume
+from hosts.domain_xml import ID_RANGE, has_cdrom, uses_disk_volume
 from hosts.models import Host
-from images.choices import DISK_FORMATS, DiskFormat, ImageStatus, Visibility
-from images.models import BootKernel, Image
+from images.choices import DiskFormat, ImageStatus
+from images.models import BootKernel, Image, usable_by
 from instances.choices import BootSource
 from instances.exceptions import InvalidInstance
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")  # whole names only (fullmatch)
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_ENV = 64
 MAX_ENV_VALUE = 4096
-ID_RANGE = 65536
 HOST_PATHS = (("kernel", "kernel"), ("initrd", "initrd"), ("boot_disk", "boot disk"))
 ADMIN_ONLY = "only platform admins boot from paths on a host; choose a boot kernel, an image or a container " \
              "image from the library"
@@ -63,12 +62,8 @@ class Boot:
         return [(label, getattr(self, name)) for name, label in HOST_PATHS if getattr(self, name)]
 
 
-def _visible(obj: Image | BootKernel, tenant_id: int) -> bool:
-    return obj.tenant_id == tenant_id or obj.visibility == Visibility.PUBLIC
-
-
 def _check_boot_kernel(boot_kernel: BootKernel, tenant_id: int) -> None:
-    if not _visible(boot_kernel, tenant_id):
+    if not usable_by(boot_kernel, tenant_id):
         raise NotFound("no such boot kernel")
     for part in (boot_kernel.kernel, boot_kernel.initrd):
         if part is not None and part.status != ImageStatus.AVAILABLE:
@@ -80,10 +75,10 @@ def _check_env(env: Mapping[str, str]) -> None:
     if not isinstance(env, Mapping) or len(env) > MAX_ENV:
         raise InvalidInstance(f"give at most {MAX_ENV} environment variables, as names and values")
     for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise InvalidInstance(f"'{str(name)[:50]}' is not an environment variable name (letters, digits and _, "
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise InvalidInstance(f"{ascii(name)[:50]} is not an environment variable name (letters, digits and _, "
                                   "not starting with a digit)")
-        if not isinstance(value, str) or len(value) > MAX_ENV_VALUE or _CONTROL.search(value):
+        if not isinstance(value, str) or len(value) > MAX_ENV_VALUE or CONTROL.search(value):
             raise InvalidInstance(f"the value of {name} must be text of at most {MAX_ENV_VALUE} characters, "
                                   "without control characters")
 
@@ -104,9 +99,9 @@ def check_request(boot: Boot, *, tenant_id: int, admin: bool) -> None:
         raise InvalidInstance(ADMIN_ONLY)
     for label, value in (("kernel command line", boot.cmdline), ("container command", boot.init),
                          *boot.host_paths):
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise InvalidInstance(f"the {label} may not contain control characters")
-    if boot.image is not None and not _visible(boot.image, tenant_id):
+    if boot.image is not None and not usable_by(boot.image, tenant_id):
         raise NotFound("no such image")
     if boot.boot_kernel is not None:
         _check_boot_kernel(boot.boot_kernel, tenant_id)
@@ -132,10 +127,6 @@ def check_request(boot: Boot, *, tenant_id: int, admin: bool) -> None:
         if boot.boot_kernel is not None or boot.kernel or boot.initrd:
             raise InvalidInstance("containers share their host's kernel: give no boot kernel")
         _check_env(boot.init_env)
-    elif source == BootSource.IMAGE and boot.image is not None and boot.image.status == ImageStatus.AVAILABLE \
-            and boot.image.disk_format not in DISK_FORMATS:
-        raise InvalidInstance(f"{boot.image.name} is a {boot.image.get_disk_format_display().lower()}, not a disk "
-                              "image: boot kernels and container images have boot sources of their own")
     if boot.init:
         _check_init(boot.init)
 
@@ -178,7 +169,7 @@ def check_on_host(boot: Boot, host: Host, *, needs_cdrom: bool = False) -> None:
                                "as the boot disk",
             Technology.VBOX: "VirtualBox instances boot a disk image",
         }.get(technology, f"{technology.label} hosts cannot boot a {source.label.lower()}"))
-    if technology == Technology.OPENVZ and not _TEMPLATE_NAME.match(boot.boot_disk):
+    if technology == Technology.OPENVZ and not _TEMPLATE_NAME.fullmatch(boot.boot_disk):
         raise InvalidInstance("an OpenVZ boot disk is the name of a template in the host's cache")
     if boot.init and technology not in (Technology.LXC, Technology.OPENVZ):
         raise InvalidInstance("a container command only applies to LXC and OpenVZ hosts")

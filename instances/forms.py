@@ -24,6 +24,9 @@ class InstanceForm(forms.Form):
     boot_kernel = forms.ModelChoiceField(queryset=BootKernel.objects.none(), required=False,
                                          empty_label="Choose a boot kernel",
                                          help_text="A kernel and initrd from the library.")
+    image_kernel = forms.ModelChoiceField(queryset=BootKernel.objects.none(), required=False,
+                                          empty_label="None: the image's own boot loader", label="Boot kernel",
+                                          help_text="Boot the image's disk with a kernel from the library instead.")
     container_image = forms.ModelChoiceField(queryset=Image.objects.none(), required=False,
                                              empty_label="Choose a container image",
                                              help_text="A root filesystem from the library: the container gets "
@@ -61,7 +64,7 @@ class InstanceForm(forms.Form):
     def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, boot_kernels,
                  container_images, admin: bool, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["boot_kernel"].queryset = boot_kernels
+        self.fields["boot_kernel"].queryset = self.fields["image_kernel"].queryset = boot_kernels
         self.fields["boot_kernel"].initial = boot_kernels.first()  # the form works as it comes
         self.fields["container_image"].queryset = container_images
         if not admin:  # tenants boot the library only
@@ -103,9 +106,12 @@ class InstanceForm(forms.Form):
             data["image"], data["disk_gib"] = data.get("container_image"), None  # its root is its disk
         elif source != BootSource.IMAGE:
             data["image"], data["template"] = None, None
-        if source not in (BootSource.KERNEL, BootSource.IMAGE):
+        if source == BootSource.IMAGE:
+            data["boot_kernel"] = data.get("image_kernel")
+        elif source != BootSource.KERNEL:
             data["boot_kernel"] = None
         if source != BootSource.CONTAINER:
             data["init"], data["env"] = "", {}
         data.pop("container_image", None)
+        data.pop("image_kernel", None)
         return data

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from hosts.models import Host
+from instances.boot import ENV_NAME, MAX_ENV
 from instances.choices import BootSource
 from instances.lifecycle import allowed_operations
 from instances.models import Instance, InstanceAction, InstanceStateChange
@@ -39,6 +40,15 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     def get_operations(self, instance: Instance) -> list[str]:
         return allowed_operations(instance.status, instance.task_state)
+
+    def to_representation(self, instance: Instance) -> dict:
+        """Paths on a host (a platform admin's boot) are the platform's business, not its tenants'."""
+        data = super().to_representation(instance)
+        scope = self.context.get("scope")
+        if scope is None or not scope.admin:
+            for field in ("kernel", "initrd", "boot_disk"):
+                data[field] = "(on the host)" if data[field] else ""
+        return data
 
 
 class StateChangeSerializer(serializers.ModelSerializer):
@@ -93,3 +103,9 @@ class InstanceCreateSerializer(serializers.Serializer):
                                            "/sbin/init, a system container).")
     env = serializers.DictField(child=serializers.CharField(max_length=4096, allow_blank=True, trim_whitespace=False),
                                 required=False, default=dict, help_text="A container's environment variables.")
+
+    def validate_env(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ENV or not all(ENV_NAME.fullmatch(name) for name in value):
+            raise serializers.ValidationError(f"At most {MAX_ENV} variables, each named with letters, digits and _, "
+                                              "not starting with a digit.")
+        return value

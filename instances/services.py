@@ -25,8 +25,8 @@ from hosts.choices import Technology
 from hosts.domain_xml import has_cdrom
 from hosts.models import Host
 from images import cloudinit
-from images.choices import DISK_FORMATS, DiskFormat, ImageStatus, Visibility
-from images.models import BootKernel, Image, Template
+from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
+from images.models import BootKernel, Image, Template, usable_by
 from instances import boot, tasks
 from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
 from instances.events import publish_on_commit
@@ -47,12 +47,13 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     """Check a boot from a library image; returns the disk size to give it and the cloud-init user-data."""
     if image is None:
         raise InvalidInstance("choose an image to boot from")
-    if image.tenant_id not in (None, tenant.pk) and image.visibility != Visibility.PUBLIC:
+    if not usable_by(image, tenant.pk):
         raise NotFound("no such image")
     if image.status != ImageStatus.AVAILABLE:
         raise InvalidInstance(f"the image {image.name} is {image.get_status_display().lower()}, not available")
     if image.disk_format not in DISK_FORMATS:
-        raise InvalidInstance(f"{image.name} is a {image.get_disk_format_display().lower()}, not a disk image")
+        raise InvalidInstance(f"{image.name} is a {image.get_disk_format_display().lower()}, not a disk image: boot "
+                              "kernels and container images have boot sources of their own")
     if memory_mib < image.min_memory_mib:
         raise InvalidInstance(f"{image.name} needs at least {image.min_memory_mib} MiB of RAM")
     if image.disk_format == DiskFormat.ISO:
@@ -71,6 +72,13 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
         cloud_config=template.user_data if template else "", script=template.script if template else "",
     )
     return max(disk_gib, needed), user_data
+
+
+def _hold_library(*, image: Image | None, boot_kernel: BootKernel | None) -> None:
+    """Lock the library objects the instance boots until it is stored: a delete of one waits, then sees it used."""
+    for model, obj in ((Image, image), (BootKernel, boot_kernel)):
+        if obj is not None and not model.objects.select_for_update().filter(pk=obj.pk).exists():
+            raise InvalidInstance(f"{obj.name} was deleted meanwhile")
 
 
 class NicRequest(NamedTuple):
@@ -179,6 +187,7 @@ def create_instance(
             # The tenant's quota first: its row lock also orders this tenant's concurrent creates.
             quotas.check(tenant=tenant, request={"instances": 1, "vcpus": vcpus, "memory_mib": memory_mib,
                                                  "disk_gib": disk_gib})
+            _hold_library(image=image, boot_kernel=boot_kernel)
             # An image boot needs a host that boots disks (and, for a seed or an ISO, has CD-ROM drives).
             needs_cdrom = iso or bool(user_data)
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host,
@@ -231,7 +240,7 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
     if image is not None:
         if image.disk_format != DiskFormat.ISO or image.status != ImageStatus.AVAILABLE:
             raise InvalidOperation(f"{image.name} is not an available ISO image")
-        if image.tenant_id not in (None, instance.tenant_id) and image.visibility != Visibility.PUBLIC:
+        if not usable_by(image, instance.tenant_id):
             raise NotFound("no such image")
     elif instance.cdrom_id is None:
         raise InvalidOperation("the CD-ROM drive is already empty")

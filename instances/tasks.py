@@ -112,12 +112,23 @@ def _container_root(instance: Instance, host: Host) -> dict[str, object]:
     rootfs.remove_tree(home)
     home.parent.mkdir(mode=0o711, parents=True, exist_ok=True)  # entered on the way to a tree, never listed
     with hypervisor.reading_volume(host.uri, copy.pool, copy.volume) as read:
-        root = rootfs.unpack(read, home, owner=owner, max_bytes=settings.CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB << 30)
+        root = rootfs.unpack(read, home, owner=owner, max_bytes=settings.CLOUDPANEL_ROOTFS_MAX_GIB << 30,
+                             beat=functools.partial(services.keep_alive, instance_id=instance.pk))
     return {"root_dir": str(root), "idmap": hypervisor.IdMap(target=owner, count=boot.ID_RANGE),
             "init_env": tuple(sorted(instance.init_env.items()))}
 
 
 def _do_create(instance: Instance, host: Host) -> str:
+    try:
+        return _create(instance, host)
+    except BaseException:
+        if instance.boot_source == BootSource.CONTAINER:
+            # A failed create keeps no tree (its retry unpacks it again), nor one a delete already missed.
+            rootfs.remove_tree(_root_dir(instance))
+        raise
+
+
+def _create(instance: Instance, host: Host) -> str:
     technology = hypervisor.Technology(host.technology)
     # A platform admin's paths on the host, checked again against what the host allows now.
     boot.check_host_paths(boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,

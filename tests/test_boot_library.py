@@ -6,8 +6,10 @@ container's tree, and the LXC builder's isolation.
 """
 
 import io
+import json
 import os
 import tarfile
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,7 +21,7 @@ from django.db.models import Q
 from hosts import hypervisor
 from hosts.hypervisor import DomainSpec, IdMap, Technology
 from images import rootfs
-from images.exceptions import UnsafeImage
+from images.exceptions import UnpackStopped, UnsafeImage
 from images.models import BootKernel
 from instances.models import Instance
 from tenants.choices import Role
@@ -237,6 +239,39 @@ def test_an_admins_path_under_an_allowed_directory_boots(admin_api, tenant, host
     # (the test driver's definition carries no kernel; a QEMU host's, from the same spec, boots that one)
     qemu = ET.fromstring(hypervisor.domain_xml(Technology.QEMU, spec))
     assert (qemu.findtext("os/kernel"), qemu.findtext("os/initrd")) == ("/srv/boot/vmlinuz", "/srv/boot/initrd.img")
+    # And the tenant's own users see that it boots from the host, not where on it
+    member_view = token_client(make_user(tenant=tenant), tenant).get(f"/api/v1/instances/{instance.pk}/").json()
+    assert (member_view["kernel"], member_view["initrd"], member_view["boot_disk"]) == ("(on the host)",
+                                                                                        "(on the host)", "")
+    assert admin_api.get(f"/api/v1/instances/{instance.pk}/").json()["kernel"] == "/srv/boot/vmlinuz"
+
+
+@pytest.mark.parametrize("env", [{"A\n": "x"}, {"\ud800": "x"}, {"1X": "x"}, {"A": "x\x00"},
+                                 {f"V{i}": "x" for i in range(65)}])
+def test_a_containers_environment_is_names_and_text_only(member_api, env):
+    library = make_library_image(disk_format="rootfs")
+    body = json.dumps(instance_body(boot_source="container", image=library.pk, env=env))  # \ud800 escaped as is
+    response = member_api.post("/api/v1/instances/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert not Instance.objects.exists()
+
+
+def test_the_page_boots_an_image_with_its_own_loader_unless_a_kernel_is_chosen(client, member, tenant, host):
+    # Given the create page, which offers a boot kernel first, and a disk image of the library
+    boot_kernel = make_boot_kernel(host)
+    disk = make_library_image(hosts=(host,), virtual_size=GIB)
+    client.force_login(member)
+    form = client.get("/instances/new/").context["form"]
+    assert form["boot_kernel"].value() == boot_kernel.pk and form["image_kernel"].value() is None
+    # When an image boot is posted as the browser sends the form (the kernel boot's choice included)
+    fields = {"tenant": tenant.pk, "vcpus": 1, "memory_mib": 64, "disk_gib": 1, "boot_source": "image",
+              "image": disk.pk, "boot_kernel": boot_kernel.pk}
+    assert client.post("/instances/new/", {"name": "own-loader", **fields}).status_code == 302
+    # Then the image boots its own loader; only a kernel chosen for the image boots with one
+    assert client.post("/instances/new/", {"name": "with-kernel", **fields,
+                                           "image_kernel": boot_kernel.pk}).status_code == 302
+    assert Instance.objects.get(name="own-loader").boot_kernel is None
+    assert Instance.objects.get(name="with-kernel").boot_kernel == boot_kernel
 
 
 @pytest.mark.parametrize("allowed", ["/", "relative/dir", "/a/../b", "/srv/./boot", "//srv", "/srv/boot\n/",
@@ -459,7 +494,7 @@ def test_a_container_root_filesystem_is_inspected_and_published(panel, member_ap
     ([entry("run-pipe", kind=tarfile.FIFOTYPE)], "is not a file, directory or link"),
     ([symlink("lib", "/etc"), entry("lib/evil", b"x")], "lies behind a symlink of the archive"),
     ([symlink("up", "../../..")], "points out of the tree"),
-    ([entry("shadow", kind=tarfile.LNKTYPE, linkname="/etc/shadow")], "does not name an earlier file"),
+    ([entry("shadow", kind=tarfile.LNKTYPE, linkname="/etc/shadow")], "target '/etc/shadow' has an absolute name"),
     ([entry("etc-motd", b"x", uid=70000)], "is owned by 70000:0"),
 ], ids=["dotdot", "absolute", "device", "fifo", "behind-symlink", "symlink-out", "hardlink-out", "owner"])
 def test_hostile_container_archives_are_refused_and_keep_no_bytes(panel, member_api, image_dirs, tmp_path, members,
@@ -472,7 +507,7 @@ def test_hostile_container_archives_are_refused_and_keep_no_bytes(panel, member_
 
 def test_a_decompression_bomb_is_refused_at_its_header(panel, member_api, image_dirs, tmp_path, settings):
     # Given a cap of 1 GiB unpacked, and about 1 MiB of gzip that unpacks to 1 GiB and a byte of zeros
-    settings.CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = 1
+    settings.CLOUDPANEL_ROOTFS_MAX_GIB = 1
     path = archive(tmp_path / "bomb.tar.gz", entry("zeros", Zeros(GIB + 1)))
     assert path.stat().st_size < 8 << 20
     # When it is uploaded as a container image, then it is refused as too large, and nothing is kept
@@ -480,6 +515,51 @@ def test_a_decompression_bomb_is_refused_at_its_header(panel, member_api, image_
     assert image["status"] == "error", image["status_reason"]
     assert f"larger than the {GIB} bytes allowed" in image["status_reason"]
     assert image["size"] is None and not any(image_dirs.iterdir())
+
+
+def pax(path: Path, *members, pax_headers: dict | None = None) -> Path:
+    """A bzip2-compressed pax archive of the members, with global headers if given."""
+    with tarfile.open(path, "w:bz2", format=tarfile.PAX_FORMAT, pax_headers=pax_headers) as tar:
+        for info, data in members:
+            tar.addfile(info, data)
+    return path
+
+
+def sparse(name: str, **headers: str):
+    """A member that claims to be a GNU sparse file, through its pax headers."""
+    info, data = entry(name, b"x" * 64)
+    info.pax_headers = headers
+    return info, data
+
+
+@pytest.mark.parametrize(("members", "headers", "reason"), [
+    # a sparse file claiming a size below zero (which would let any amount through the cap)
+    ([sparse("hole", **{"GNU.sparse.map": "0,0", "GNU.sparse.size": "-1000000000000"})], None, "sparse files"),
+    # a sparse map larger than the member, which would write far more than it says
+    ([sparse("hole", **{"GNU.sparse.map": "0,209715200", "GNU.sparse.size": "1"})], None, "sparse files"),
+    ([entry("f", b"x")], {f"k{i}": "v" for i in range(1000)}, "global headers"),  # copied into every member
+    ([entry("a/" * 3000 + "f", b"x")], None, "longer than 4096 characters"),  # checked in time linear in length
+    ([entry("a", b"x"), entry("a/b", b"y")], None, "lies under a file"),
+    ([entry("d/f", b"x"), symlink("d", "/etc")], None, "replaces an earlier member of another kind"),
+    ([symlink("s", "/etc"), entry("h", kind=tarfile.LNKTYPE, linkname="s/shadow")], None, "behind a symlink"),
+    ([entry("a", b"x"), entry("h", kind=tarfile.LNKTYPE, linkname="a/")], None, "does not name an earlier file"),
+    ([entry("f", b"x", pax_headers={"mtime": "1e400"})], None, "impossible size or time"),
+    ([symlink(".", "/etc")], None, "named as a directory but is none"),
+], ids=["sparse-negative", "sparse-map", "global-header", "long-name", "under-file", "replace-implicit-dir",
+        "hardlink-behind-symlink", "hardlink-slash", "mtime", "root-symlink"])
+def test_archives_that_would_cheat_the_checks_are_refused_quickly_and_in_little_memory(tmp_path, members, headers,
+                                                                                       reason):
+    path = pax(tmp_path / "cheat.tar.bz2", *good_members(), *members, pax_headers=headers)
+    started = time.monotonic()
+    with pytest.raises(UnsafeImage, match=reason):
+        rootfs.inspect_archive(path, max_bytes=GIB)
+    assert time.monotonic() - started < 5
+    # and the worker that unpacks an image checks it the same way, leaving nothing behind
+    home = tmp_path / "unpacked" / "home"
+    home.parent.mkdir()
+    with path.open("rb") as stream, pytest.raises(UnsafeImage, match=reason):
+        rootfs.unpack(stream.read, home, owner=OWNER, max_bytes=GIB)
+    assert list(home.parent.iterdir()) == []
 
 
 # --- unpacking a container's tree (as root, in a scratch directory) -------------------------------------
@@ -517,10 +597,10 @@ def test_unpacking_shifts_owners_into_the_containers_range_and_follows_no_symlin
 @pytest.mark.parametrize(("members", "reason"), [
     (lambda outside: [symlink("x", str(outside)), entry("x/pwned", b"owned")], "behind a symlink"),
     (lambda outside: [entry(f"../{outside.name}/pwned", b"owned")], "climbs out of the tree"),
-    (lambda outside: [symlink("x", str(outside)), directory("x")], "replaces a symlink"),
-    (lambda outside: [directory("x"), symlink("x", str(outside))], "replaces a directory"),
+    (lambda outside: [symlink("x", str(outside)), directory("x")], "replaces an earlier member of another kind"),
+    (lambda outside: [directory("x"), symlink("x", str(outside))], "replaces an earlier member of another kind"),
     (lambda outside: [entry("x", b"x"), entry("y", kind=tarfile.LNKTYPE, linkname=f"../{outside.name}/pwned")],
-     "does not name an earlier file"),
+     "climbs out of the tree"),
 ], ids=["behind-symlink", "dotdot", "replace-symlink", "replace-directory", "hardlink-out"])
 def test_unpacking_a_hostile_archive_leaves_nothing_inside_or_outside(tmp_path, members, reason):
     # Given an existing directory next to where the tree goes, which the archive aims at
@@ -534,6 +614,24 @@ def test_unpacking_a_hostile_archive_leaves_nothing_inside_or_outside(tmp_path, 
         unpack(path, work / "home")
     assert not os.path.lexists(work / "home")
     assert list(outside.iterdir()) == []
+
+
+def test_an_unpack_whose_operation_ended_stops_and_a_second_attempt_never_shares_a_tree(tmp_path):
+    # Given a container image of many members
+    path = archive(tmp_path / "many.tar.gz", *good_members(), *(entry(f"etc/f{i}", b"x") for i in range(3000)))
+    home = tmp_path / "containers" / "home"
+    home.parent.mkdir()
+    # When its operation is no longer in flight (the heartbeat says so), the unpacking stops and keeps nothing
+    with mock.patch.object(rootfs, "BEAT_SECONDS", 0), path.open("rb") as stream, \
+            pytest.raises(UnpackStopped):
+        rootfs.unpack(stream.read, home, owner=OWNER, max_bytes=GIB, beat=lambda: False)
+    assert list(home.parent.iterdir()) == []
+    # And an attempt that finds another's tree in place is refused without touching it
+    with path.open("rb") as stream:
+        rootfs.unpack(stream.read, home, owner=OWNER, max_bytes=GIB)
+    with path.open("rb") as stream, pytest.raises(UnsafeImage, match="could not be unpacked"):
+        rootfs.unpack(stream.read, home, owner=OWNER, max_bytes=GIB)
+    assert [p.name for p in home.parent.iterdir()] == ["home"] and (home / "rootfs/etc/f2999").exists()
 
 
 # --- the builder: a container gets its own root, user namespace and network namespace ---------------------

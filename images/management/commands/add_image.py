@@ -23,7 +23,8 @@ def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant
         while block := source.read(1 << 20):
             digest.update(block)
     same = Image.objects.filter(Q(tenant=tenant) if tenant else Q(tenant__isnull=True), name=name,
-                                sha256=digest.hexdigest(), status=ImageStatus.AVAILABLE).first()
+                                declared_format=declared_format, sha256=digest.hexdigest(),
+                                status=ImageStatus.AVAILABLE).first()
     if same is not None:
         return same
     size = path.stat().st_size
@@ -41,7 +42,7 @@ def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant
         services.publish_image(image_id=image.pk, source_format=result.source_format,
                                disk_format=result.disk_format, size=size, virtual_size=result.virtual_size,
                                sha256=result.sha256)
-    except DomainError as exc:
+    except Exception as exc:  # refused or not: the image says why, and keeps no bytes
         services.fail_image(image_id=image.pk, reason=str(exc))
         store.remove(image.uuid)
         raise
