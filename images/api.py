@@ -6,7 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import NotFound
@@ -22,6 +22,7 @@ from images.serializers import (
     TemplateSerializer,
 )
 from tenants import audit
+from tenants.permissions import OPERATORS
 from tenants.viewsets import ScopedViewSetMixin, tenant_asked
 
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -46,6 +47,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
     queryset = Image.objects.none()
     serializer_class = ImageSerializer
+    permission_classes = OPERATORS
     audit_name = "image"
     filterset_class = ImageFilterSet
     ordering_fields = ["name", "created_at", "size"]
@@ -56,12 +58,6 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "scope": self.scope}
-
-    def _changeable(self) -> Image:
-        image = self.get_object()
-        if not self.scope.can_change(image.tenant_id):
-            raise PermissionDenied("Your role does not allow changing this image.")
-        return image
 
     @extend_schema(request=ImageCreateSerializer, responses={201: ImageSerializer})
     def create(self, request):
@@ -91,7 +87,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
     )
     @action(detail=True, methods=["put"], url_path="data", url_name="data")
     def data(self, request, pk=None):
-        image = self._changeable()
+        image = self.get_object()
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -106,7 +102,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
-        image = self._changeable()
+        image = self.get_object()
         services.delete_image(image=image)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -118,17 +114,12 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     queryset = Template.objects.none()
     serializer_class = TemplateSerializer
+    permission_classes = OPERATORS
     audit_name = "template"
     ordering_fields = ["name", "created_at"]
 
     def get_queryset(self):
         return Template.objects.visible_to(self.scope).select_related("tenant", "image")
-
-    def _changeable(self) -> Template:
-        template = self.get_object()
-        if not self.scope.can_change(template.tenant_id):
-            raise PermissionDenied("Your role does not allow changing this template.")
-        return template
 
     @extend_schema(request=TemplateCreateSerializer, responses={201: TemplateSerializer})
     def create(self, request):
@@ -147,7 +138,7 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(request=TemplateSerializer, responses={200: TemplateSerializer})
     def partial_update(self, request, pk=None):
-        template = self._changeable()
+        template = self.get_object()
         data = TemplateSerializer(template, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         template = services.update_template(template=template, **data.validated_data)
@@ -155,7 +146,7 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
-        services.delete_template(template=self._changeable())
+        services.delete_template(template=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -166,6 +157,7 @@ class BootKernelViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
 
     queryset = BootKernel.objects.none()
     serializer_class = BootKernelSerializer
+    permission_classes = OPERATORS
     audit_name = "boot_kernel"
     ordering_fields = ["name", "created_at"]
 
@@ -192,8 +184,5 @@ class BootKernelViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
-        boot_kernel = self.get_object()
-        if not self.scope.can_change(boot_kernel.tenant_id):
-            raise PermissionDenied("Your role does not allow changing this boot kernel.")
-        services.delete_boot_kernel(boot_kernel=boot_kernel)
+        services.delete_boot_kernel(boot_kernel=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -3,16 +3,14 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import NotFound
-from cloudpanel.scoping import READ_ONLY
 from images.models import BootKernel, Image, Template
 from instances import services
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
-from instances.lifecycle import SPECIAL
 from instances.models import Instance, InstanceAction
 from instances.serializers import (
     ActionSerializer,
@@ -25,6 +23,7 @@ from instances.serializers import (
 from networks.models import Network, SecurityGroup
 from networks.serializers import NicRequestSerializer
 from tenants import audit
+from tenants.permissions import OPERATORS
 from tenants.viewsets import ScopedViewSetMixin, resolve_tenant
 
 
@@ -33,6 +32,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     queryset = Instance.objects.none()  # the model, for the schema; requests use get_queryset()
     serializer_class = InstanceSerializer
+    permission_classes = OPERATORS
     audit_name = "instance"
     filterset_class = InstanceFilterSet
     ordering_fields = ["name", "created_at", "status"]
@@ -49,8 +49,6 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     def _operate(self, request, operation: str) -> Response:
         instance = self.get_object()
-        if not self.scope.can_operate(instance.tenant_id):
-            raise PermissionDenied(READ_ONLY)
         act = services.request_operation(instance=instance, operation=operation, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
@@ -95,8 +93,6 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     @action(detail=True, methods=["post"])
     def media(self, request, pk=None):
         instance = self.get_object()
-        if not self.scope.can_operate(instance.tenant_id):
-            raise PermissionDenied(READ_ONLY)
         data = MediaSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         image = None
@@ -111,8 +107,6 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     @action(detail=True, methods=["post"], url_path="attach-nic", url_name="attach-nic")
     def attach_nic(self, request, pk=None):
         instance = self.get_object()
-        if not self.scope.can_operate(instance.tenant_id):
-            raise PermissionDenied(READ_ONLY)
         data = NicRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         nic = self._nic(data.validated_data, instance.tenant_id)
@@ -124,8 +118,6 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     @action(detail=True, methods=["post"], url_path="detach-nic", url_name="detach-nic")
     def detach_nic(self, request, pk=None):
         instance = self.get_object()
-        if not self.scope.can_operate(instance.tenant_id):
-            raise PermissionDenied(READ_ONLY)
         data = DetachSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         port = instance.ports.filter(pk=data.validated_data["port"]).first()
@@ -134,6 +126,41 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = services.detach_nic(instance=instance, port=port, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Start the instance")
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return self._operate(request, Operation.START)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Shut the instance down (ACPI)")
+    @action(detail=True, methods=["post"])
+    def shutdown(self, request, pk=None):
+        return self._operate(request, Operation.SHUTDOWN)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Force the instance off")
+    @action(detail=True, methods=["post"])
+    def poweroff(self, request, pk=None):
+        return self._operate(request, Operation.POWEROFF)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Reset the instance")
+    @action(detail=True, methods=["post"])
+    def reboot(self, request, pk=None):
+        return self._operate(request, Operation.REBOOT)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Pause the instance")
+    @action(detail=True, methods=["post"])
+    def suspend(self, request, pk=None):
+        return self._operate(request, Operation.SUSPEND)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Resume the paused instance")
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._operate(request, Operation.RESUME)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Delete the instance")
+    @action(detail=True, methods=["post"], url_path="delete", url_name="delete", audit_verb="delete")
+    def delete_instance(self, request, pk=None):
+        return self._operate(request, Operation.DELETE)
+
     @extend_schema(responses={200: StateChangeSerializer(many=True)})
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
@@ -141,40 +168,27 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         return Response(StateChangeSerializer(instance.state_changes.all(), many=True).data)
 
 
-def _operation_action(operation: Operation):
-    def handler(self, request, pk=None):
-        return self._operate(request, operation)
-
-    # DRF maps the route to the method by name, so it must be named before @action runs.
-    handler.__name__ = f"op_{operation.value}"
-    handler = action(detail=True, methods=["post"], url_path=operation.value, url_name=operation.value)(handler)
-    return extend_schema(request=None, responses={202: ActionSerializer}, summary=f"{operation.label} the instance")(
-        handler
-    )
-
-
-for _op in Operation:
-    if _op not in SPECIAL:
-        setattr(InstanceViewSet, f"op_{_op.value}", _operation_action(_op))
-
-
 class ActionViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Every requested operation, newest first; a failed one can be retried."""
 
     queryset = InstanceAction.objects.none()
     serializer_class = ActionSerializer
+    permission_classes = OPERATORS
     audit_name = "action"
     filterset_class = ActionFilterSet
 
     def get_queryset(self):
         return InstanceAction.objects.in_scope(self.scope).select_related("user", "instance")
 
+    def owner_of(self, obj: InstanceAction) -> int:
+        return obj.instance.tenant_id
+
+    def audit_target(self, obj: InstanceAction) -> Instance:
+        return obj.instance
+
     @extend_schema(request=None, responses={202: ActionSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         act = self.get_object()
-        audit.note(request, target=act.instance)
-        if not self.scope.can_operate(act.instance.tenant_id):
-            raise PermissionDenied(READ_ONLY)
         new = services.retry_action(action=act, user=request.user)
         return Response(ActionSerializer(new).data, status=status.HTTP_202_ACCEPTED)

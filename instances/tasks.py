@@ -199,14 +199,6 @@ def _do_delete(instance: Instance, host: Host) -> str:
     return Status.DELETED
 
 
-def _uuid_call(fn: Callable[[str, str], object]) -> Callable[[Instance, Host], str]:
-    def call(instance: Instance, host: Host) -> str:
-        fn(host.uri, str(instance.uuid))
-        return hypervisor.state(host.uri, str(instance.uuid))
-
-    return call
-
-
 def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
     """What to show after a failed operation: None keeps the last known status.
 
@@ -247,7 +239,7 @@ def create_instance(action_id: int) -> None:
 
 @shared_task
 def start_instance(action_id: int) -> None:
-    _run(action_id, _uuid_call(hypervisor.start))
+    _run(action_id, lambda instance, host: hypervisor.start(host.uri, str(instance.uuid)))
 
 
 @shared_task
@@ -257,22 +249,22 @@ def shutdown_instance(action_id: int) -> None:
 
 @shared_task
 def poweroff_instance(action_id: int) -> None:
-    _run(action_id, _uuid_call(hypervisor.power_off))
+    _run(action_id, lambda instance, host: hypervisor.power_off(host.uri, str(instance.uuid)))
 
 
 @shared_task
 def reboot_instance(action_id: int) -> None:
-    _run(action_id, _uuid_call(hypervisor.reboot))
+    _run(action_id, lambda instance, host: hypervisor.reboot(host.uri, str(instance.uuid)))
 
 
 @shared_task
 def suspend_instance(action_id: int) -> None:
-    _run(action_id, _uuid_call(hypervisor.suspend))
+    _run(action_id, lambda instance, host: hypervisor.suspend(host.uri, str(instance.uuid)))
 
 
 @shared_task
 def resume_instance(action_id: int) -> None:
-    _run(action_id, _uuid_call(hypervisor.resume))
+    _run(action_id, lambda instance, host: hypervisor.resume(host.uri, str(instance.uuid)))
 
 
 @shared_task

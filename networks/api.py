@@ -27,6 +27,7 @@ from networks.serializers import (
     SubnetSerializer,
 )
 from tenants import audit
+from tenants.permissions import OPERATORS
 from tenants.viewsets import ScopedViewSetMixin, resolve_tenant
 
 
@@ -35,6 +36,7 @@ class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
 
     queryset = Network.objects.none()
     serializer_class = NetworkSerializer
+    permission_classes = OPERATORS
     audit_name = "network"
     ordering_fields = ["name", "created_at"]
 
@@ -62,10 +64,7 @@ class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
-        network = self.get_object()
-        if not self.scope.can_change(network.tenant_id):
-            raise PermissionDenied("Your role does not allow deleting this network.")
-        services.delete_network(network=network)
+        services.delete_network(network=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -74,6 +73,7 @@ class SubnetViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
 
     queryset = Subnet.objects.none()
     serializer_class = SubnetSerializer
+    permission_classes = OPERATORS
     audit_name = "subnet"
     filterset_class = SubnetFilterSet
 
@@ -81,17 +81,14 @@ class SubnetViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         return (Subnet.objects.filter(network__in=Network.objects.visible_to(self.scope))
                 .annotate(allocated=Count("allocations")).prefetch_related("reserved__subnet"))
 
-    def _changeable(self) -> Subnet:
-        subnet = self.get_object()
-        if not self.scope.can_change(subnet.network.tenant_id):
-            raise PermissionDenied("Your role does not allow changing this network.")
-        return subnet
+    def owner_of(self, obj: Subnet) -> int | None:
+        return obj.network.tenant_id
 
     @extend_schema(request=ReserveSerializer, responses={201: ReservedRangeSerializer},
                    summary="Reserve a range of addresses")
     @action(detail=True, methods=["post"], url_path="reserved", url_name="reserve")
     def reserve(self, request, pk=None):
-        subnet = self._changeable()
+        subnet = self.get_object()
         data = ReserveSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         reserved = services.reserve(subnet=subnet, first=data.validated_data["start"],
@@ -101,8 +98,8 @@ class SubnetViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
     @extend_schema(request=None, responses={204: None}, summary="Release a reserved range")
     @action(detail=True, methods=["delete"], url_path=r"reserved/(?P<range_id>[0-9]+)", url_name="unreserve")
     def unreserve(self, request, pk=None, range_id=None):
-        subnet = self._changeable()
-        get_object_or_404(subnet.reserved, pk=range_id).delete()
+        subnet = self.get_object()
+        services.unreserve(reserved=get_object_or_404(subnet.reserved, pk=range_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -112,6 +109,10 @@ class PortViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
 
     queryset = Port.objects.none()
     serializer_class = PortSerializer
+    permission_classes = OPERATORS
+
+    def owner_of(self, obj: Port) -> int:
+        return obj.instance.tenant_id
     audit_name = "port"
     filterset_class = PortFilterSet
 
@@ -125,8 +126,6 @@ class PortViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
                    summary="Set the NIC's security groups")
     def partial_update(self, request, pk=None):
         port = self.get_object()
-        if not self.scope.can_operate(port.instance.tenant_id):
-            raise PermissionDenied(READ_ONLY)
         data = PortGroupsSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         wanted = set(data.validated_data["security_groups"])
@@ -144,17 +143,12 @@ class SecurityGroupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Ret
 
     queryset = SecurityGroup.objects.none()
     serializer_class = SecurityGroupSerializer
+    permission_classes = OPERATORS
     audit_name = "security_group"
     ordering_fields = ["name", "created_at"]
 
     def get_queryset(self):
         return SecurityGroup.objects.in_scope(self.scope).select_related("tenant").prefetch_related("rules")
-
-    def _changeable(self) -> SecurityGroup:
-        group = self.get_object()
-        if not self.scope.can_change(group.tenant_id):
-            raise PermissionDenied(READ_ONLY)
-        return group
 
     @extend_schema(request=SecurityGroupWriteSerializer, responses={201: SecurityGroupSerializer})
     def create(self, request):
@@ -170,7 +164,7 @@ class SecurityGroupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Ret
 
     @extend_schema(request=SecurityGroupWriteSerializer, responses={200: SecurityGroupSerializer})
     def partial_update(self, request, pk=None):
-        group = self._changeable()
+        group = self.get_object()
         if not hasattr(request.data, "get"):
             raise ValidationError("The body must be an object with the fields to change.")
         data = SecurityGroupWriteSerializer(data={"name": request.data.get("name", group.name),
@@ -182,7 +176,7 @@ class SecurityGroupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Ret
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
-        security.delete_group(group=self._changeable())
+        security.delete_group(group=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -192,6 +186,10 @@ class SecurityRuleViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
 
     queryset = SecurityRule.objects.none()
     serializer_class = SecurityRuleSerializer
+    permission_classes = OPERATORS
+
+    def owner_of(self, obj: SecurityRule) -> int:
+        return obj.group.tenant_id
     audit_name = "security_rule"
     filterset_class = SecurityRuleFilterSet
 
@@ -219,8 +217,5 @@ class SecurityRuleViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
-        rule = self.get_object()
-        if not self.scope.can_change(rule.group.tenant_id):
-            raise PermissionDenied(READ_ONLY)
-        security.delete_rule(rule=rule)
+        security.delete_rule(rule=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -93,6 +93,11 @@ def reserve(*, subnet: Subnet, first: str, last: str, reason: str = "") -> Reser
     return ReservedRange.objects.create(subnet=subnet, first=low, last=high, reason=reason[:200])
 
 
+def unreserve(*, reserved: ReservedRange) -> None:
+    """Give a reserved range back to allocation."""
+    reserved.delete()
+
+
 def new_mac() -> str:
     """A random address in the 52:54:00 range that QEMU/KVM guests use."""
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))

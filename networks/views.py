@@ -94,7 +94,7 @@ def network_unreserve(request, pk: int, range_pk: int):
     if not scope.can_change(network.tenant_id):
         audit.refused(request, "Your role does not allow changing this network.")
         return redirect("network-detail", pk=pk)
-    get_object_or_404(ReservedRange, pk=range_pk, subnet__network=network).delete()
+    services.unreserve(reserved=get_object_or_404(ReservedRange, pk=range_pk, subnet__network=network))
     messages.success(request, "The range is handed out again.")
     return redirect("network-detail", pk=pk)
 

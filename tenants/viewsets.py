@@ -36,6 +36,7 @@ class ScopedViewSetMixin:
 
     audit_name = ""
     platform_level = False  # requests about the platform (hosts, tenants), never filed under a tenant
+    audit_verb = ""  # an @action(audit_verb=...) whose audit name is not its method's
 
     @property
     def scope(self) -> Scope:
@@ -44,12 +45,18 @@ class ScopedViewSetMixin:
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         if request.method not in audit.SAFE_METHODS:
-            verb = {"create": "create", "destroy": "delete", "partial_update": "update", "update": "update"}.get(
-                self.action, (self.action or "").removeprefix("op_"))
+            verb = self.audit_verb or {"destroy": "delete", "partial_update": "update"}.get(self.action, self.action)
             audit.note(request, action=f"{self.audit_name}.{verb}", platform=self.platform_level)
 
-    def get_object(self):
-        obj = super().get_object()
-        if self.request.method not in audit.SAFE_METHODS:
-            audit.note(self.request, target=obj)
+    def owner_of(self, obj) -> int | None:
+        """The tenant that owns an object of this viewset (None: the platform), for tenants.permissions."""
+        return obj.tenant_id
+
+    def audit_target(self, obj):
+        """What a change of the object is audited as acting on."""
         return obj
+
+    def check_object_permissions(self, request, obj) -> None:
+        if request.method not in audit.SAFE_METHODS:  # refused or not, the audit row names the object
+            audit.note(request, target=self.audit_target(obj))
+        super().check_object_permissions(request, obj)

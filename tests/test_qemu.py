@@ -237,7 +237,8 @@ def test_an_application_container_runs_one_program_with_its_environment(lxc_host
     instance = Instance.objects.get(pk=answer.json()["instance"])
     assert instance.status == Status.RUNNING, instance.status_reason
     # Then the program runs inside the container's root with that environment, reachable on its console
-    text = console_session(instance, member, "console-$((6*7))", r"hello-from console-", prompt=None)
+    text = console_session(instance, member, "console-$((6*7))", re.escape("hello-from console-$((6*7))"),
+                           prompt=None)
     assert "hello-from console-$((6*7))" in text
     services.request_operation(instance=instance, operation="delete", user=member)
     assert not (Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name).exists()
@@ -334,7 +335,7 @@ def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member
         await read_until(viewer, r"# ", timeout=60)
         await viewer.send_to(text_data="udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.script >/dev/null 2>&1; "
                                        "ip -4 -o addr show eth0\n")
-        text = await read_until(viewer, r"inet \d+\.\d+\.\d+\.\d+/\d+", timeout=60)
+        text = await read_until(viewer, r"inet \d+\.\d+\.\d+\.\d+/\d+\s", timeout=60)
         await viewer.disconnect()
         return text
 
@@ -392,7 +393,7 @@ def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, me
     # Then the guest sees it and DHCP gives it the address CloudPanel allocated
     text = console("for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.5; done; "
                    "ip link set eth0 up; udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.script >/dev/null 2>&1; "
-                   "ip -4 -o addr show eth0", r"inet \d+\.\d+\.\d+\.\d+/\d+")
+                   "ip -4 -o addr show eth0", r"inet \d+\.\d+\.\d+\.\d+/\d+\s")
     assert "inet 10.93.0.77/24" in text
     # When it is unplugged, the guest lets go of it, its address is free and the unused network leaves the host
     port = instance.ports.get()
