@@ -11,6 +11,22 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+def route_to_host(name: str, args: tuple, kwargs: dict, options: dict, task: object = None,
+                  **_kw: object) -> dict | None:
+    """The one router: with per-host workers (CLOUDPANEL_HOST_QUEUES), a task marked with a host goes to its queue."""
+    from django.conf import settings
+
+    from cloudpanel.tasking import host_of
+
+    host_id = host_of(options)
+    if host_id is None or not settings.CLOUDPANEL_HOST_QUEUES:
+        return None
+    return {"queue": f"host.{host_id}"}
+
+
+app.conf.task_routes = (route_to_host,)
+
+
 @app.on_after_finalize.connect
 def _schedule(sender: Celery, **_kwargs) -> None:
     from cloudpanel.schedule import beat_schedule

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from cloudpanel.tasking import enqueue
 from cloudpanel.text import CONTROL
 from hosts import hypervisor
 from hosts.choices import HostState
@@ -25,7 +26,7 @@ def _on_commit_publish(host_id: int) -> None:
 def _probe_on_commit(host_id: int) -> None:
     from hosts import tasks
 
-    tasks.probe_host.delay_on_commit(host_id)
+    enqueue(tasks.probe_host, host_id, host_id=host_id)
 
 
 @transaction.atomic

@@ -1,16 +1,11 @@
 """Thin tasks over host services and the hypervisor layer."""
 
 from celery import shared_task
-from django.conf import settings
 from django.utils import timezone
 
+from cloudpanel.tasking import enqueue
 from hosts import hypervisor, services, signals
 from hosts.models import Host
-
-
-def queue_for(host_id: int) -> str | None:
-    """The queue of the worker that drives a host: its own with per-host workers, else the default (None)."""
-    return f"host.{host_id}" if settings.CLOUDPANEL_HOST_QUEUES else None
 
 
 @shared_task
@@ -49,4 +44,4 @@ def reconcile_host(host_id: int) -> None:
 def reconcile_hosts() -> None:
     """The periodic sweep: reconcile every host, each on its own worker's queue."""
     for host_id in Host.objects.values_list("pk", flat=True):
-        reconcile_host.apply_async((host_id,), queue=queue_for(host_id))
+        enqueue(reconcile_host, host_id, host_id=host_id)

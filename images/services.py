@@ -18,9 +18,9 @@ from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import READ_ONLY, Scope
+from cloudpanel.tasking import enqueue
 from cloudpanel.text import CONTROL
 from hosts.models import Host
-from hosts.tasks import queue_for
 from images import cloudinit, events, fetch, store
 from images.choices import IN_TRANSIT, DiskFormat, ImageStatus, Visibility
 from images.exceptions import ImageInUse, ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
@@ -90,7 +90,7 @@ def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
         quotas.check(tenant=tenant, request={"image_gib": 1})  # the size is checked again once known
     image.save()
     events.publish_on_commit(image)
-    tasks.import_image.delay_on_commit(image.pk)
+    enqueue(tasks.import_image, image.pk)
     return image
 
 
@@ -138,7 +138,7 @@ def _start_inspection(image: Image) -> None:
     image.size = store.complete(image.uuid)
     image.status = ImageStatus.INSPECTING
     image.save(update_fields=["size", "status", "updated_at"])
-    tasks.inspect_image.delay_on_commit(image.pk)
+    enqueue(tasks.inspect_image, image.pk)
 
 
 def record_progress(*, image_id: int, received: int, expected: int | None) -> None:
@@ -205,8 +205,7 @@ def delete_image(*, image: Image) -> None:
         image.delete()
         events.publish_deleted_on_commit(image)
         for host_id, pool, volume in copies:
-            transaction.on_commit(lambda h=host_id, p=pool, v=volume: tasks.delete_copy.apply_async(
-                (h, p, v), queue=queue_for(h)))
+            enqueue(tasks.delete_copy, host_id, pool, volume, host_id=host_id)
     store.remove(image.uuid)
 
 
@@ -216,7 +215,7 @@ def request_copy(*, image: Image, host: Host) -> None:
 
     if image.status != ImageStatus.AVAILABLE:
         raise ImageNotReady(f"the image is {image.get_status_display().lower()}; only available images are copied")
-    transaction.on_commit(lambda: tasks.copy_image.apply_async((image.pk, host.pk), queue=queue_for(host.pk)))
+    enqueue(tasks.copy_image, image.pk, host.pk, host_id=host.pk)
 
 
 def owner_for(scope: Scope, *, visibility: str, tenant: Tenant | None) -> Tenant | None:

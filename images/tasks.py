@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from cloudpanel.exceptions import DomainError
+from cloudpanel.tasking import enqueue
 from hosts import hypervisor
 from hosts.models import Host
 from images import distribution, processing, services, transfer
@@ -109,7 +110,7 @@ def expire_stale_images() -> None:
             if Image.objects.filter(pk=image.pk, status=image.status).update(status_reason=RESTARTED,
                                                                               updated_at=now):
                 task = inspect_image if image.status == ImageStatus.INSPECTING else import_image
-                task.delay(image.pk)
+                enqueue(task, image.pk)
             continue
         else:
             reason = f"{image.get_status_display().lower()} did not finish in time, twice (is a worker running?)"

@@ -14,10 +14,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
+from cloudpanel import tasking
 from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
-from hosts.tasks import queue_for
 from images import cloudinit, distribution, rootfs
 from images.choices import DiskFormat
 from instances import boot, services
@@ -31,9 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def enqueue(action: InstanceAction) -> None:
-    """Queue the task of an action once the surrounding transaction commits."""
-    task, queue = TASKS[Operation(action.operation)], queue_for(action.instance.host_id)
-    transaction.on_commit(lambda: task.apply_async((action.pk,), queue=queue))
+    """Queue the task of an action, on its host's worker, once the surrounding transaction commits."""
+    tasking.enqueue(TASKS[Operation(action.operation)], action.pk, host_id=action.instance.host_id)
 
 
 def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:

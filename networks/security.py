@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from cloudpanel.exceptions import NotFound
-from hosts.tasks import queue_for
+from cloudpanel.tasking import enqueue
 from networks import tasks
 from networks.choices import Direction, Ethertype, FilterStatus, Protocol
 from networks.exceptions import InvalidRule, SecurityGroupInUse
@@ -71,7 +71,7 @@ def sync_ports(ports: Iterable[tuple[int, int]]) -> None:
         filter_status=FilterStatus.PENDING, filter_error="")
     for host_id, port_ids in by_host.items():
         ids = sorted(set(port_ids))
-        transaction.on_commit(lambda h=host_id, i=ids: tasks.sync_filters.apply_async((i,), queue=queue_for(h)))
+        enqueue(tasks.sync_filters, ids, host_id=host_id)
 
 
 @transaction.atomic

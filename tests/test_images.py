@@ -483,12 +483,12 @@ def test_abandoned_uploads_and_stuck_imports_expire_and_free_their_bytes(panel, 
                                  status=ImageStatus.INSPECTING)
     day_ago = timezone.now() - timedelta(hours=25)
     Image.objects.filter(pk__in=[created["id"], stuck.pk]).update(updated_at=day_ago)
-    with mock.patch("images.tasks.inspect_image.delay") as restart:
+    with mock.patch("images.tasks.inspect_image.apply_async") as restart:
         expire_stale_images()
     left = Image.objects.get(pk=created["id"])
     assert left.status == ImageStatus.ERROR and "stopped at byte 5" in left.status_reason
     # An inspection whose worker went away starts over once (its bytes are intact), then fails
-    restart.assert_called_once_with(stuck.pk)
+    restart.assert_called_once_with((stuck.pk,), headers={})
     assert Image.objects.get(pk=stuck.pk).status == ImageStatus.INSPECTING
     Image.objects.filter(pk=stuck.pk).update(updated_at=day_ago)
     expire_stale_images()

@@ -292,12 +292,20 @@ def test_list_api_and_page_use_a_constant_number_of_queries_and_no_hypervisor(co
 
 
 def test_per_host_queues_route_operations_to_the_hosts_worker(settings, member, tenant, host):
-    settings.CLOUDPANEL_HOST_QUEUES = True
+    from cloudpanel.celery import app
+
     instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
     with mock.patch("instances.tasks.start_instance.apply_async") as send:
         services.request_operation(instance=instance, operation="start", user=member)
     send.assert_called_once()
-    assert send.call_args.kwargs["queue"] == f"host.{host.pk}"
+    (args,), options = send.call_args.args, send.call_args.kwargs
+    # With a worker per host, the router sends it to its host's queue; with one for all, to the default one
+    settings.CLOUDPANEL_HOST_QUEUES = True
+    assert app.amqp.router.route(dict(options), "instances.tasks.start_instance", args, {})["queue"].name == \
+        f"host.{host.pk}"
+    settings.CLOUDPANEL_HOST_QUEUES = False
+    assert app.amqp.router.route(dict(options), "instances.tasks.start_instance", args, {})["queue"].name == \
+        settings.CELERY_TASK_DEFAULT_QUEUE
 
 
 @pytest.mark.parametrize("field", ["cmdline", "init"])

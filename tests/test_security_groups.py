@@ -157,7 +157,7 @@ def test_changes_mark_the_nics_they_touch_pending_and_queue_one_task_per_host(te
         # web gains a rule: its member's filter changes, and db's (whose rule names web) does not
         security.add_rule(group=web, direction="ingress", protocol="tcp", port_min=80)
         assert [c.args[0] for c in queued.call_args_list] == [([ports["web"].pk],)]
-        assert queued.call_args.kwargs == {"queue": None}
+        assert queued.call_args.kwargs == {"headers": {"cloudpanel_host": second.pk}}  # for its host's worker
         queued.reset_mock()
         # the loose NIC joins web: itself, and db (web has a new member to let in), in one task for their host
         security.set_port_groups(port=ports["loose"], groups=[web])
