@@ -33,7 +33,7 @@ def main() -> None:
     client = Client()
     client.force_login(user)
     rows, results = [], {}
-    with mock.patch("hosts.hypervisor.connection") as hypervisor:
+    with mock.patch("hosts.hypervisor.connections.connection") as hypervisor:
         for count in (100, 10_000):
             existing = Instance.objects.count()
             Instance.objects.bulk_create(

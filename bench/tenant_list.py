@@ -98,7 +98,7 @@ def main() -> None:
             clients[(role, API)] = (Client(), "/api/v1/instances/", {"HTTP_AUTHORIZATION": f"Token {key}"})
             clients[(role, PAGE)] = (page, "/instances/", {})
 
-        with mock.patch("hosts.hypervisor.connection") as hypervisor:
+        with mock.patch("hosts.hypervisor.connections.connection") as hypervisor:
             made = 0
             for per_tenant in SCALES:
                 Instance.objects.bulk_create(

@@ -131,8 +131,8 @@ def check_request(boot: Boot, *, tenant_id: int, admin: bool) -> None:
         _check_init(boot.init)
 
 
-def technologies_for(source: str, *, needs_cdrom: bool) -> list[str] | None:
-    """The technologies placement may pick for this boot source (None: any)."""
+def technologies_for(source: str, *, needs_cdrom: bool) -> list[str]:
+    """The technologies placement may pick for this boot source."""
     if source == BootSource.IMAGE:
         return [t for t in Technology if (has_cdrom(t) if needs_cdrom else uses_disk_volume(t))]
     return list(_RUNS[BootSource(source)])

@@ -44,7 +44,7 @@ def test_viewer_posting_any_operation_is_refused_audited_and_never_reaches_the_h
                ("post", "/api/v1/security-group-rules/", {"group": group.pk, "direction": "ingress"}),
                ("delete", f"/api/v1/security-groups/{group.pk}/", None),
                ("delete", f"/api/v1/networks/{network.pk}/", None)]
-    with mock.patch("hosts.hypervisor.connection") as conn, \
+    with mock.patch("hosts.hypervisor.connections.connection") as conn, \
             mock.patch("networks.tasks.sync_filters.apply_async") as filters:
         for operation in operations:
             assert api.post(f"/api/v1/instances/{instance.pk}/{operation}/").status_code == 403

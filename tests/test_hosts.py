@@ -72,7 +72,7 @@ def test_removing_a_host_whose_instances_are_deleted_keeps_their_history(admin_a
 def test_hosts_are_for_platform_admins_only(member, host):
     api = token_client(member)
     assert api.get("/api/v1/hosts/").status_code == 403
-    with mock.patch("hosts.hypervisor.connection") as conn:
+    with mock.patch("hosts.hypervisor.connections.connection") as conn:
         assert api.post("/api/v1/hosts/", {"name": "n", "uri": "test:///default"}, format="json").status_code == 403
         assert api.post(f"/api/v1/hosts/{host.pk}/disable/").status_code == 403
     conn.assert_not_called()

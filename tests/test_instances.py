@@ -159,7 +159,7 @@ def test_duplicate_live_name_in_a_tenant_is_refused(member_api, host):
 def test_other_tenants_instance_is_404_and_never_reaches_the_hypervisor(member_api, host):
     # Given an instance of another tenant
     other = make_instance(tenant=make_tenant(), host=host, status=Status.RUNNING)
-    with mock.patch("hosts.hypervisor.connection") as conn:
+    with mock.patch("hosts.hypervisor.connections.connection") as conn:
         for operation in ["start", "shutdown", "poweroff", "reboot", "suspend", "resume", "delete"]:
             assert member_api.post(f"/api/v1/instances/{other.pk}/{operation}/").status_code == 404
         assert member_api.get(f"/api/v1/instances/{other.pk}/").status_code == 404
@@ -181,7 +181,7 @@ def test_viewer_can_read_but_not_operate(tenant, host):
     instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
     api = token_client(viewer)
     assert api.get(f"/api/v1/instances/{instance.pk}/").status_code == 200
-    with mock.patch("hosts.hypervisor.connection") as conn:
+    with mock.patch("hosts.hypervisor.connections.connection") as conn:
         assert api.post(f"/api/v1/instances/{instance.pk}/poweroff/").status_code == 403
     conn.assert_not_called()
 
@@ -276,7 +276,7 @@ def test_list_api_and_page_use_a_constant_number_of_queries_and_no_hypervisor(co
 
     page_client = Client()
     page_client.force_login(admin_user)
-    with mock.patch("hosts.hypervisor.connection") as conn:
+    with mock.patch("hosts.hypervisor.connections.connection") as conn:
         with CaptureQueriesContext(connection) as api_queries:
             response = api.get("/api/v1/instances/?limit=50")
         with CaptureQueriesContext(connection) as page_queries:

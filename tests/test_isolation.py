@@ -689,7 +689,7 @@ def test_isolation_matrix():
                     data = case.body(world, which if which != NONE else OWN) if case.body else None
                     with transaction.atomic(), mock.patch("instances.tasks.enqueue") as enqueue, \
                             mock.patch("networks.security.sync_ports") as filters, \
-                            mock.patch("hosts.hypervisor.connection") as hypervisor:
+                            mock.patch("hosts.hypervisor.connections.connection") as hypervisor:
                         kwargs = {"format": "json"} if api and data is not None else {}
                         response = getattr(client, case.method.lower())(url, data, **kwargs) if data is not None \
                             else getattr(client, case.method.lower())(url)

@@ -1,0 +1,79 @@
+"""The driver layer: the only package that imports libvirt.
+
+Plain functions over a host URI and a domain UUID, in small modules: connections, facts,
+storage, domains, networks (and network filters), events, consoles. They return frozen
+dataclasses and enums, never libvirt objects, and raise HypervisorError and its subclasses.
+Domain XML is built from a typed spec by one pure builder per technology (hosts/domain_xml.py).
+"""
+
+from hosts.domain_xml import (
+    Accelerator,
+    Backing,
+    DomainSpec,
+    IdMap,
+    Nic,
+    Technology,
+    UnsafeDefinition,
+    domain_xml,
+    has_cdrom,
+    uses_disk_volume,
+)
+from hosts.hypervisor.connections import (
+    DomainNotFound,
+    HypervisorError,
+    HypervisorUnavailable,
+    PowerState,
+    connection,
+    ensure_event_loop,
+    forget,
+    is_connected,
+    technology_of,
+)
+from hosts.hypervisor.consoles import Console
+from hosts.hypervisor.domains import (
+    all_states,
+    attach_interface,
+    change_media,
+    define_and_start,
+    detach_interface,
+    power_off,
+    reboot,
+    resume,
+    set_interface_filter,
+    shutdown,
+    start,
+    state,
+    suspend,
+    undefine,
+)
+from hosts.hypervisor.events import LifecycleEvent, unwatch, watch_lifecycle
+from hosts.hypervisor.facts import HostInfo, PoolInfo, probe
+from hosts.hypervisor.networks import (
+    define_filter,
+    dhcp_hosts,
+    ensure_network,
+    remove_filter,
+    remove_network,
+    set_dhcp_host,
+)
+from hosts.hypervisor.storage import (
+    create_volume,
+    delete_volume,
+    reading_volume,
+    stores_data,
+    upload_volume,
+    volume_path,
+    volume_sha256,
+)
+
+__all__ = [
+    "Accelerator", "Backing", "Console", "DomainNotFound", "DomainSpec", "HostInfo", "HypervisorError",
+    "HypervisorUnavailable", "IdMap", "LifecycleEvent", "Nic", "PoolInfo", "PowerState", "Technology",
+    "UnsafeDefinition", "all_states", "attach_interface", "change_media", "connection", "create_volume",
+    "define_and_start", "define_filter", "delete_volume", "detach_interface", "dhcp_hosts", "domain_xml",
+    "ensure_event_loop", "ensure_network", "forget", "has_cdrom", "is_connected", "power_off", "probe",
+    "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "set_dhcp_host",
+    "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend", "technology_of",
+    "undefine", "unwatch", "upload_volume", "uses_disk_volume", "volume_path", "volume_sha256",
+    "watch_lifecycle",
+]

@@ -1,0 +1,197 @@
+"""Domains: defined from a spec's XML, their lifecycle, their devices, and every domain's state at once."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+
+from hosts.domain_xml import Nic, Technology, cdrom_xml, interface_xml
+from hosts.hypervisor import connections
+from hosts.hypervisor.connections import (
+    DomainNotFound,
+    HypervisorError,
+    PowerState,
+    libvirt,
+    technology_of,
+)
+
+# --- domain lifecycle --------------------------------------------------------
+
+
+def define_and_start(uri: str, xml: str) -> PowerState:
+    """Define a domain and start it through the handle defineXML returns (no lookups)."""
+    conn = connections.connection(uri)
+    with connections.errors(uri):
+        dom = conn.defineXML(xml)
+        if not dom.isActive():  # a redelivered create finds it running
+            dom.create()
+        return connections.power_state(dom)
+
+
+def state(uri: str, domain_uuid: str) -> PowerState:
+    """The domain's current power state."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        return connections.power_state(dom)
+
+
+def start(uri: str, domain_uuid: str) -> PowerState:
+    """Start a stopped domain; already running counts as done."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if not dom.isActive():
+            dom.create()
+    return state(uri, domain_uuid)
+
+
+def shutdown(uri: str, domain_uuid: str) -> None:
+    """Ask the guest to power off (ACPI; a container's init gets SIGTERM); returns at once."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if dom.isActive():
+            # LXC's default asks init through /run/initctl, which most images lack, and then does nothing.
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL if technology_of(uri) == Technology.LXC else 0)
+
+
+def power_off(uri: str, domain_uuid: str) -> PowerState:
+    """Force the domain off; already off counts as done."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if dom.isActive():
+            try:
+                dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+            except libvirt.libvirtError:
+                dom.destroy()
+    return state(uri, domain_uuid)
+
+
+def reboot(uri: str, domain_uuid: str) -> PowerState:
+    """Reset the domain (a hard reboot that works without guest cooperation)."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if not dom.isActive():
+            raise HypervisorError("the instance is not running")
+        try:
+            dom.reset(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            dom.reboot(0)
+    return state(uri, domain_uuid)
+
+
+def suspend(uri: str, domain_uuid: str) -> PowerState:
+    """Pause the domain's vCPUs."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            dom.suspend()
+    return state(uri, domain_uuid)
+
+
+def resume(uri: str, domain_uuid: str) -> PowerState:
+    """Resume a paused domain."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+    return state(uri, domain_uuid)
+
+
+def undefine(uri: str, domain_uuid: str) -> None:
+    """Stop and remove the domain; a missing domain counts as done."""
+    try:
+        dom = connections.domain(uri, domain_uuid)
+    except DomainNotFound:
+        return
+    with connections.errors(uri):
+        if dom.isActive():
+            dom.destroy()
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+            dom.undefine()
+
+
+def _device_flags(dom: libvirt.virDomain) -> int:
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return flags
+
+
+def attach_interface(uri: str, domain_uuid: str, nic: Nic) -> None:
+    """Plug a NIC in, live if the domain runs, and in its definition; already there counts as done."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if nic.mac not in _macs(dom):
+            dom.attachDeviceFlags(ET.tostring(interface_xml(nic), encoding="unicode"), _device_flags(dom))
+
+
+def _macs(dom: libvirt.virDomain) -> list[str]:
+    return [m.get("address") for m in ET.fromstring(dom.XMLDesc()).findall("devices/interface/mac")]
+
+
+def detach_interface(uri: str, domain_uuid: str, nic: Nic, *, wait_seconds: float = 20.0) -> None:
+    """Unplug a NIC, live and from the definition; already gone counts as done.
+
+    A running guest lets go of a device in its own time (ACPI hot-unplug): this waits until it
+    has, and says so if it does not, so that the NIC's address is never freed while in use.
+    """
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if nic.mac not in _macs(dom):
+            return
+        dom.detachDeviceFlags(ET.tostring(interface_xml(nic), encoding="unicode"), _device_flags(dom))
+        deadline = time.monotonic() + wait_seconds
+        while nic.mac in _macs(dom):
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"the guest did not release the NIC {nic.mac} within {wait_seconds:.0f} s")
+            time.sleep(0.2)
+
+
+def set_interface_filter(uri: str, domain_uuid: str, mac: str, filter_name: str) -> None:
+    """Give the domain's NIC with this MAC the network filter (empty: none), live and in its definition.
+
+    The NIC's own description is changed in place, so libvirt sees the same device with a new filter.
+    """
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        scopes = [(libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)]
+        if dom.isActive():
+            scopes.append((0, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        for xml_flags, affect in scopes:
+            interface = next((i for i in ET.fromstring(dom.XMLDesc(xml_flags)).findall("devices/interface")
+                              if i.find("mac") is not None and i.find("mac").get("address") == mac), None)
+            if interface is None:
+                raise HypervisorError(f"the domain has no NIC {mac}")
+            current = interface.find("filterref")
+            if (current.get("filter") if current is not None else "") == filter_name:
+                continue
+            if current is not None:
+                interface.remove(current)
+            if filter_name:
+                ET.SubElement(interface, "filterref", filter=filter_name)
+            dom.updateDeviceFlags(ET.tostring(interface, encoding="unicode"), affect)
+
+
+def change_media(uri: str, domain_uuid: str, path: str) -> None:
+    """Insert an ISO into the CD-ROM drive (empty path: eject), live if the domain runs, and in its definition."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if dom.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        dom.updateDeviceFlags(cdrom_xml(path), flags)
+
+
+def all_states(uri: str) -> dict[str, PowerState]:
+    """Every domain's state on a host, in one listAllDomains call."""
+    conn = connections.connection(uri)
+    with connections.errors(uri):
+        return {
+            dom.UUIDString(): connections.power_state(dom)
+            for dom in conn.listAllDomains(0)
+        }
