@@ -114,61 +114,49 @@ class ImageCopy(models.Model):
         return f"cloudpanel-image-{image.uuid}"
 
 
-class Template(models.Model):
-    """A ready-made instance, in the spirit of a Vagrant box: an image, a default size, cloud-init
-    user-data and a provisioning script run at first boot."""
+class LibraryObject(models.Model):
+    """What templates and boot kernels share: a name, an owner (a tenant, or none for the platform's public ones)
+    and who made them."""
 
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="templates", null=True,
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="%(class)ss", null=True,
                                blank=True)
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
+                                   name="%(class)s_platform_ones_are_public"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Template(LibraryObject):
+    """A ready-made instance, in the spirit of a Vagrant box: an image, a default size, cloud-init
+    user-data and a provisioning script run at first boot."""
+
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="templates")
     vcpus = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(256)])
     memory_mib = models.PositiveIntegerField(default=512, validators=[MinValueValidator(16)])
     disk_gib = models.PositiveIntegerField(default=10, validators=[MaxValueValidator(64 * 1024)])
     user_data = models.TextField(blank=True, help_text="#cloud-config YAML, merged with the instance's own settings.")
     script = models.TextField(blank=True, help_text="A shell script run once at first boot.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ImageQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name", "id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
-                                   name="template_platform_templates_are_public"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
 
 
-class BootKernel(models.Model):
+class BootKernel(LibraryObject):
     """A Linux kernel, an optional initrd and a default command line, all from the library: what tenants boot
     directly instead of paths on a host. Its files are copied to hosts like any image."""
 
-    name = models.CharField(max_length=100)
-    description = models.TextField(blank=True)
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="boot_kernels", null=True,
-                               blank=True)
-    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
     kernel = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="kernel_of")
     initrd = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="initrd_of", null=True, blank=True)
     cmdline = models.CharField(max_length=500, blank=True, default="console=ttyS0",
                                help_text="The kernel command line unless an instance gives its own.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ImageQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name", "id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(tenant__isnull=False) | Q(visibility=Visibility.PUBLIC),
-                                   name="boot_kernel_platform_kernels_are_public"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name

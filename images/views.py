@@ -196,36 +196,36 @@ def boot_kernel_list(request):
     })
 
 
-@login_required
-@require_POST
-def boot_kernel_delete(request, pk: int):
+def _deleted(request, model, pk: int, *, action: str, delete, back: str):
+    """A library object (template, boot kernel) deleted from its page: visible to the user (else 404), theirs
+    to change, and free (the service refuses otherwise); audited either way."""
     scope = scope_of(request)
-    boot_kernel = get_object_or_404(BootKernel.objects.visible_to(scope), pk=pk)
-    audit.note(request, action="boot_kernel.delete", target=boot_kernel)
-    if not scope.can_change(boot_kernel.tenant_id):
-        audit.refused(request, "Your role does not allow deleting this boot kernel.")
-        return redirect("boot-kernel-list")
+    obj = get_object_or_404(model.objects.visible_to(scope), pk=pk)
+    audit.note(request, action=action, target=obj)
+    if not scope.can_change(obj.tenant_id):
+        audit.refused(request, f"Your role does not allow deleting {obj.name}.")
+        return redirect(back)
     try:
-        services.delete_boot_kernel(boot_kernel=boot_kernel)
+        delete(obj)
     except DomainError as exc:
         audit.refused(request, str(exc))
     else:
-        messages.success(request, f"Boot kernel {boot_kernel.name} deleted.")
-    return redirect("boot-kernel-list")
+        messages.success(request, f"{obj.name} deleted.")
+    return redirect(back)
+
+
+@login_required
+@require_POST
+def boot_kernel_delete(request, pk: int):
+    return _deleted(request, BootKernel, pk, action="boot_kernel.delete", back="boot-kernel-list",
+                    delete=lambda boot_kernel: services.delete_boot_kernel(boot_kernel=boot_kernel))
 
 
 @login_required
 @require_POST
 def template_delete(request, pk: int):
-    scope = scope_of(request)
-    template = get_object_or_404(Template.objects.visible_to(scope), pk=pk)
-    audit.note(request, action="template.delete", target=template)
-    if not scope.can_change(template.tenant_id):
-        audit.refused(request, "Your role does not allow deleting this template.")
-    else:
-        services.delete_template(template=template)
-        messages.success(request, f"Deleted template {template.name}.")
-    return redirect("template-list")
+    return _deleted(request, Template, pk, action="template.delete", back="template-list",
+                    delete=lambda template: services.delete_template(template=template))
 
 
 @login_required
