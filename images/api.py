@@ -10,6 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import NotFound
+from cloudpanel.scoping import Scope
 from images import services
 from images.filtersets import ImageFilterSet
 from images.models import BootKernel, Image, Template
@@ -22,6 +23,7 @@ from images.serializers import (
     TemplateSerializer,
 )
 from tenants import audit
+from tenants.models import Tenant
 from tenants.permissions import OPERATORS
 from tenants.viewsets import ScopedViewSetMixin, tenant_asked
 
@@ -39,6 +41,14 @@ def parse_range(header: str, length: int) -> tuple[int, int | None]:
     if end - start + 1 != length:
         raise ValidationError({"detail": f"Content-Range covers {end - start + 1} bytes but {length} were sent."})
     return start, None if match[3] == "*" else int(match[3])
+
+
+def _owner(request, scope: Scope, values: dict) -> Tenant | None:
+    """Whose a new image, template or boot kernel is (the body's tenant and visibility), noted for the audit."""
+    owner = services.owner_for(scope, visibility=values["visibility"],
+                               tenant=tenant_asked(scope, values.pop("tenant", None)))
+    audit.note(request, tenant=owner)
+    return owner
 
 
 class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -64,10 +74,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         data = ImageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        tenant_id = values.pop("tenant", None)
-        owner = services.owner_for(self.scope, visibility=values["visibility"],
-                                   tenant=tenant_asked(self.scope, tenant_id))
-        audit.note(request, tenant=owner)
+        owner = _owner(request, self.scope, values)
         common = {"user": request.user, "tenant": owner, "name": values["name"], "visibility": values["visibility"],
                   "declared_format": values["declared_format"], "expected_checksum": values["checksum"],
                   "os_type": values["os_type"], "min_disk_gib": values["min_disk_gib"],
@@ -126,9 +133,7 @@ class TemplateViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data = TemplateCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        owner = services.owner_for(self.scope, visibility=values["visibility"],
-                                   tenant=tenant_asked(self.scope, values.pop("tenant", None)))
-        audit.note(request, tenant=owner)
+        owner = _owner(request, self.scope, values)
         image = Image.objects.visible_to(self.scope).filter(pk=values.pop("image")).first()
         if image is None:
             raise NotFound("No such image.")
@@ -169,9 +174,7 @@ class BootKernelViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         data = BootKernelCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        owner = services.owner_for(self.scope, visibility=values["visibility"],
-                                   tenant=tenant_asked(self.scope, values.pop("tenant", None)))
-        audit.note(request, tenant=owner)
+        owner = _owner(request, self.scope, values)
         images = Image.objects.visible_to(self.scope)
         for key in ("kernel", "initrd"):
             if values[key] is not None:

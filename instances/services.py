@@ -44,11 +44,10 @@ GIB = 1 << 30
 
 def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str, memory_mib: int,
                 disk_gib: int, ssh_keys: str, password: str) -> tuple[int, str]:
-    """Check a boot from a library image; returns the disk size to give it and the cloud-init user-data."""
+    """Check a boot from a library image (one the tenant may use: boot.check_request saw to it); returns the disk
+    size to give it and the cloud-init user-data."""
     if image is None:
         raise InvalidInstance("choose an image to boot from")
-    if not usable_by(image, tenant.pk):
-        raise NotFound("no such image")
     if image.status != ImageStatus.AVAILABLE:
         raise InvalidInstance(f"the image {image.name} is {image.get_status_display().lower()}, not available")
     if image.disk_format not in DISK_FORMATS:

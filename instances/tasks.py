@@ -35,6 +35,12 @@ def enqueue(action: InstanceAction) -> None:
     tasking.enqueue(TASKS[Operation(action.operation)], action.pk, host_id=action.instance.host_id)
 
 
+def _heartbeat(instance: Instance) -> Callable[[], bool]:
+    """Tells a long step (a copy, an unpack) whether the instance's operation is still in flight, and restarts
+    its timeout if so."""
+    return functools.partial(services.keep_alive, instance_id=instance.pk)
+
+
 def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:
     """The disks of an instance booted from a library image: an overlay of the host's cached copy, or for
     an ISO an empty disk with the ISO in the CD-ROM drive."""
@@ -42,7 +48,7 @@ def _image_disks(instance: Instance, host: Host) -> dict[str, str | bool]:
     if image is None:
         raise hypervisor.HypervisorError("the instance's image was deleted before it could be created")
     base = distribution.ensure_copy(image=image, host=host,
-                                    heartbeat=lambda: services.keep_alive(instance_id=instance.pk))
+                                    heartbeat=_heartbeat(instance))
     if image.disk_format == DiskFormat.ISO:
         disk = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name, instance.disk_gib)
         return {"disk_path": disk, "boot_cdrom": True}
@@ -79,7 +85,7 @@ def _seed(instance: Instance, host: Host) -> str:
 def _boot_kernel(instance: Instance, host: Host) -> dict[str, str]:
     """The kernel and initrd of the instance's boot kernel, from their verified copies on the host; or a platform
     admin's paths on the host."""
-    beat = functools.partial(services.keep_alive, instance_id=instance.pk)
+    beat = _heartbeat(instance)  # copies may take a while
     chosen = instance.boot_kernel
     if chosen is None:
         if instance.boot_source == BootSource.KERNEL and not instance.kernel:
@@ -105,15 +111,15 @@ def _container_root(instance: Instance, host: Host) -> dict[str, object]:
     if image is None:
         raise hypervisor.HypervisorError("the instance's container image was deleted before it could be created")
     copy = distribution.ensure_copy(image=image, host=host,
-                                    heartbeat=functools.partial(services.keep_alive, instance_id=instance.pk))
+                                    heartbeat=_heartbeat(instance))
     owner = boot.container_owner(instance.tenant_id)
     home = _root_dir(instance)
     rootfs.remove_tree(home)
     home.parent.mkdir(mode=0o711, parents=True, exist_ok=True)  # entered on the way to a tree, never listed
     with hypervisor.reading_volume(host.uri, copy.pool, copy.volume) as read:
         root = rootfs.unpack(read, home, owner=owner, max_bytes=settings.CLOUDPANEL_ROOTFS_MAX_GIB << 30,
-                             beat=functools.partial(services.keep_alive, instance_id=instance.pk))
-    return {"root_dir": str(root), "idmap": hypervisor.IdMap(target=owner, count=boot.ID_RANGE),
+                             beat=_heartbeat(instance))
+    return {"root_dir": str(root), "idmap": hypervisor.IdMap(target=owner),
             "init_env": tuple(sorted(instance.init_env.items()))}
 
 
@@ -144,7 +150,7 @@ def _create(instance: Instance, host: Host) -> str:
                                                       instance.disk_gib)
     if instance.cdrom is not None:
         disks["cdrom_path"] = distribution.ensure_copy(
-            image=instance.cdrom, host=host, heartbeat=lambda: services.keep_alive(instance_id=instance.pk)).path
+            image=instance.cdrom, host=host, heartbeat=_heartbeat(instance)).path
     if instance.user_data:
         disks["seed_path"] = _seed(instance, host)
     if not services.keep_alive(instance_id=instance.pk):
@@ -276,7 +282,7 @@ def change_media(action_id: int) -> None:
     def work(instance: Instance, host: Host) -> str:
         action = InstanceAction.objects.select_related("image").get(pk=action_id)
         path = distribution.ensure_copy(
-            image=action.image, host=host, heartbeat=lambda: services.keep_alive(instance_id=instance.pk),
+            image=action.image, host=host, heartbeat=_heartbeat(instance),
         ).path if action.image else ""
         hypervisor.change_media(host.uri, str(instance.uuid), path)
         services.record_media(instance_id=instance.pk, image_id=action.image_id)

@@ -668,6 +668,7 @@ def test_a_container_definition_maps_root_away_and_has_its_own_tree_and_network(
     assert (filesystem.get("type"), filesystem.find("source").get("dir"), filesystem.find("target").get("dir")) == (
         "mount", ROOT_DIR, "/")
     assert not [g for g in xml.iter("graphics") if g.get("listen") is not None or g.find("listen") is not None]
+    assert list(xml.iter("hostdev")) == []  # no device of the host
     # and a QEMU guest gets no graphics at all (its console is the serial one)
     qemu = ET.fromstring(hypervisor.domain_xml(Technology.QEMU, lxc_spec(kernel="/srv/boot/vmlinuz")))
     assert list(qemu.iter("graphics")) == []
