@@ -30,7 +30,8 @@ from channels.layers import get_channel_layer  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
-from hosts import domain_xml, hypervisor  # noqa: E402
+from hosts import hypervisor  # noqa: E402
+from hosts.hypervisor import domain_xml  # noqa: E402
 from hosts.models import Host  # noqa: E402
 from instances.models import Instance  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
@@ -46,9 +47,9 @@ def raw_libvirt() -> list[float]:
     conn = hypervisor.connection(URI)
     times, made = [], []
     for _ in range(COUNT):
-        spec = domain_xml.DomainSpec(name=f"raw-{uuid.uuid4()}", uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64)
+        spec = hypervisor.DomainSpec(name=f"raw-{uuid.uuid4()}", uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64)
         start = time.perf_counter()
-        dom = conn.defineXML(domain_xml.domain_xml(domain_xml.Technology.TEST, spec))
+        dom = conn.defineXML(domain_xml.domain_xml(hypervisor.Technology.TEST, spec))
         dom.create()
         times.append(time.perf_counter() - start)
         made.append(dom)

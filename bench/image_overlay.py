@@ -24,7 +24,7 @@ from common import print_table, setup_django
 setup_django()
 
 from hosts import hypervisor  # noqa: E402
-from hosts.domain_xml import volume_xml  # noqa: E402
+from hosts.hypervisor.domain_xml import volume_xml  # noqa: E402
 
 URI, POOL = "qemu:///system", "default"
 GIB = 1 << 30

@@ -5,8 +5,8 @@ An invoice run counts each tenant's usage not yet invoiced up to the month's end
 ledger's monthly sums (UsageMonth, kept up to date as revisions are written): a line per
 resource, meter, rate and month, where an earlier month's line is an adjustment for late
 usage. It then marks those units as invoiced, all in one transaction with a fixed number of
-queries however many ledger rows there are (PostgreSQL prices the lines itself; on SQLite
-they are priced here). A line's amount is its quantity × unit price rounded to the cent,
+queries however many ledger rows there are. The lines are priced here, in Decimal, on
+every database. A line's amount is its quantity × unit price rounded to the cent,
 and the subtotal is the sum of the lines, so the lines add up exactly; tax is the subtotal
 × the tenant's tax rate, rounded once.
 """
@@ -19,17 +19,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 from django.conf import settings
-from django.db import DataError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import ExtractMonth, ExtractYear
 from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
 from billing.exceptions import InvalidBilling, InvoiceState, PeriodOpen
-from billing.models import Invoice, InvoiceLine, InvoiceSequence, RatePlan, RateVersion, TenantBilling, UsageMonth
+from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, TenantBilling, UsageMonth
 
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
 CENT = Decimal("0.01")
+AMOUNT_LIMIT = Decimal(10) ** 16  # amounts have 18 digits, 2 of them decimals
 QUANTITY = Decimal("0.000001")
 EXACT = Context(prec=60, rounding=ROUND_HALF_UP)  # wide enough that products of prices and quantities are exact
 METER_LABELS = dict(Meter.choices)
@@ -138,9 +139,14 @@ def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVer
 
 
 def _totals(invoice: Invoice, lines: list[list]) -> None:
+    """The invoice's subtotal, tax and total; refused (the whole run with it) beyond what an amount holds."""
     invoice.subtotal = sum((line[LINE_FIELDS.index("amount")] for line in lines), Decimal("0.00"))
     invoice.tax = money(invoice.subtotal * invoice.tax_rate)
     invoice.total = invoice.subtotal + invoice.tax
+    largest = max((abs(line[LINE_FIELDS.index("amount")]) for line in lines), default=Decimal(0))
+    if max(largest, abs(invoice.subtotal), abs(invoice.total)) >= AMOUNT_LIMIT:
+        raise InvalidBilling("an amount of this month is beyond what an invoice holds (10^16); check the prices "
+                             "of its plans")
 
 
 @transaction.atomic
@@ -174,12 +180,7 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
         fee = fee_version(versions[billing.plan_id], start, end)
         fees[tenant_id] = fee if fee is not None and fee.monthly_fee else None
     pending = UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
-    draft = _draft_in_database if connection.vendor == "postgresql" else _draft_in_python
-    try:
-        invoices = draft(todo, fees, pending, start, end)
-    except DataError:  # the whole run is rolled back
-        raise InvalidBilling("an amount of this month is beyond what an invoice holds (10^16); check the prices "
-                             "of its plans") from None
+    invoices = _draft(todo, fees, pending, start, end)
     invoiced = [invoice.tenant_id for invoice in invoices]
     pending.filter(tenant_id__in=invoiced).update(invoiced_units=F("units"))
     TenantBilling.objects.filter(tenant_id__in=invoiced).update(counted_end=end)
@@ -191,9 +192,10 @@ def _new_invoice(billing: TenantBilling, start: datetime, end: datetime) -> Invo
                    plan_name=billing.plan.name, tax_rate=billing.tax_rate, prior_end=billing.counted_end)
 
 
-def _draft_in_python(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], pending,
-                     start: datetime, end: datetime) -> list[Invoice]:
-    """The invoices and their lines priced here, row by row (SQLite, whose numbers are not exact decimals)."""
+def _draft(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], pending,
+           start: datetime, end: datetime) -> list[Invoice]:
+    """The invoices and their lines, priced here from the monthly sums (read by one query, however many there
+    are) and stored by one statement each."""
     groups: dict[int, list[tuple]] = defaultdict(list)
     months: dict[tuple[int, int], datetime] = {}  # a few distinct ones: loaded as numbers, made once
     for tenant_id, resource_type, resource_id, name, meter, rate, year, number, units in (
@@ -215,94 +217,24 @@ def _draft_in_python(todo: dict[int, TenantBilling], fees: dict[int, RateVersion
             _totals(invoice, lines)
             drafts.append((invoice, lines))
     invoices = Invoice.objects.bulk_create([invoice for invoice, _ in drafts])
-    InvoiceLine.objects.bulk_create([InvoiceLine(**dict(zip(LINE_FIELDS, [invoice.pk, *line[1:]], strict=True)))
-                                     for invoice, lines in drafts for line in lines], batch_size=500)
+    for invoice, lines in drafts:
+        for line in lines:
+            line[0] = invoice.pk
+    _store_lines([line for _, lines in drafts for line in lines])
     return invoices
 
 
-def _draft_in_database(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], pending,
-                       start: datetime, end: datetime) -> list[Invoice]:
-    """The invoices made by one statement; their lines, fees included, priced and inserted by PostgreSQL from
-    the monthly sums by a second (its numerics are exact decimals, its round() rounds half away from zero
-    like ROUND_HALF_UP, and the quantity is an integer division); the totals summed by a third. The same
-    lines as _draft_in_python (tests/test_billing.py compares them)."""
-    with_usage = set(pending.order_by().values_list("tenant_id", flat=True).distinct())
-    billed = [billing for tenant_id, billing in todo.items() if tenant_id in with_usage or fees[tenant_id]
-              or settings.CLOUDPANEL_BILLING_ZERO_INVOICES]
-    fields = [field.column for field in Invoice._meta.concrete_fields]
-    with connection.cursor() as cursor:
-        cursor.execute(f"""
-            INSERT INTO {Invoice._meta.db_table} (tenant_id, kind, status, period_start, period_end, currency,
-                plan_name, tax_rate, subtotal, tax, total, prior_end, created_at)
-            SELECT b.tenant_id, %s, %s, %s, %s, p.currency, p.name, b.tax_rate, 0, 0, 0, b.counted_end, now()
-            FROM {TenantBilling._meta.db_table} b JOIN {RatePlan._meta.db_table} p ON p.id = b.plan_id
-            WHERE b.tenant_id = ANY(%s)
-            RETURNING {", ".join(fields)}""", [InvoiceKind.INVOICE, InvoiceStatus.DRAFT, start, end,
-                                             [billing.tenant_id for billing in billed]])
-        names = [field.attname for field in Invoice._meta.concrete_fields]
-        invoices = sorted((Invoice.from_db(connection.alias, names, row) for row in cursor.fetchall()),
-                          key=lambda invoice: invoice.tenant_id)
-    ids = [invoice.pk for invoice in invoices]
-    meters = ", ".join(["(%s, %s, %s, %s)"] * len(Meter))
-    meter_params = [value for meter in Meter for value in (
-        meter.value, METER_LABELS[meter], UNIT_NAMES[meter], 0 if meter == Meter.DISK else divisor(meter, start))]
-    price = " ".join(f"WHEN '{meter.value}' THEN r.{field}" for meter, field in RateVersion.PRICE_OF.items())
-    charged = [(invoice.pk, fees[invoice.tenant_id]) for invoice in invoices if fees[invoice.tenant_id]]
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL work_mem = '64MB'")  # the lines are numbered in a sort: in memory, not on disk
-        cursor.execute(f"""
-            WITH pending AS (
-                SELECT i.id AS invoice_id, m.resource_type, m.resource_id, m.resource_name, m.meter, m.rate_id,
-                       m.month, m.units - m.invoiced_units AS units, r.effective_from, t.label, t.unit,
-                       CASE WHEN r.plan_id <> b.plan_id THEN ' · ' || rp.name || ' prices' ELSE '' END AS other,
-                       CASE m.meter {price} END AS price,
-                       CASE WHEN t.per = 0 THEN extract(epoch FROM (m.month + interval '1 month') - m.month)::bigint
-                            ELSE t.per END AS per
-                FROM {UsageMonth._meta.db_table} m
-                JOIN {Invoice._meta.db_table} i ON i.tenant_id = m.tenant_id
-                JOIN {RateVersion._meta.db_table} r ON r.id = m.rate_id
-                JOIN {RatePlan._meta.db_table} rp ON rp.id = r.plan_id
-                JOIN {TenantBilling._meta.db_table} b ON b.tenant_id = m.tenant_id
-                JOIN (VALUES {meters}) AS t(meter, label, unit, per) ON t.meter = m.meter
-                WHERE i.id = ANY(%s) AND m.month < %s AND m.units <> m.invoiced_units
-            ), priced AS (
-                SELECT *, sign(units::numeric) * div(abs(units)::numeric * 2000000 + per, 2 * per) * 0.000001
-                          AS quantity
-                FROM pending
-            ), lines AS (
-                SELECT invoice_id, false AS fee, month, resource_name, resource_type, resource_id, meter, rate_id,
-                       left(resource_name || ' · ' || label || other
-                            || CASE WHEN effective_from > month THEN ' · price from '
-                                    || to_char(effective_from AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') ELSE '' END
-                            || CASE WHEN month < %s THEN ' · adjustment for '
-                                    || to_char(month AT TIME ZONE 'UTC', 'YYYY-MM') ELSE '' END, 255) AS description,
-                       month < %s AS adjustment, quantity, unit, price, round(quantity * price, 2) AS amount, units
-                FROM priced
-                UNION ALL
-                SELECT f.invoice_id, true, NULL, NULL, '', NULL, '', NULL, 'Monthly fee · ' || f.plan, false, 1,
-                       'month', f.fee, f.fee, NULL
-                FROM unnest(%s::bigint[], %s::numeric[], %s::text[]) AS f(invoice_id, fee, plan)
-            )
-            INSERT INTO {InvoiceLine._meta.db_table} (invoice_id, position, description, resource_type, resource_id,
-                meter, adjustment, quantity, unit, unit_price, amount, rate_id, usage_month, units)
-            SELECT invoice_id, row_number() OVER (PARTITION BY invoice_id ORDER BY fee, month, resource_name,
-                                                  resource_type, resource_id, meter, rate_id),
-                   description, resource_type, resource_id, meter, adjustment, quantity, unit, price, amount,
-                   rate_id, month, units
-            FROM lines""", [*meter_params, ids, end, start, start, [pk for pk, _ in charged],
-                            [fee.monthly_fee for _, fee in charged], [fee.plan.name for _, fee in charged]])
-        cursor.execute(f"""
-            UPDATE {Invoice._meta.db_table} i SET subtotal = s.subtotal, tax = round(s.subtotal * i.tax_rate, 2),
-                   total = s.subtotal + round(s.subtotal * i.tax_rate, 2)
-            FROM (SELECT invoice_id, sum(amount) AS subtotal FROM {InvoiceLine._meta.db_table}
-                  WHERE invoice_id = ANY(%s) GROUP BY invoice_id) s
-            WHERE i.id = s.invoice_id
-            RETURNING i.id, i.subtotal, i.tax, i.total""", [ids])
-        totals = {pk: figures for pk, *figures in cursor.fetchall()}
-    for invoice in invoices:
-        invoice.subtotal, invoice.tax, invoice.total = totals.get(invoice.pk, (invoice.subtotal, invoice.tax,
-                                                                               invoice.total))
-    return invoices
+def _store_lines(rows: list[list]) -> None:
+    """Insert the lines (LINE_FIELDS values) in one statement: COPY on PostgreSQL, one INSERT on SQLite."""
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(
+                f"COPY {InvoiceLine._meta.db_table} ({', '.join(LINE_FIELDS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    InvoiceLine.objects.bulk_create([InvoiceLine(**dict(zip(LINE_FIELDS, row, strict=True))) for row in rows])
 
 
 def _next_number() -> int:

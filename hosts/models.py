@@ -2,6 +2,7 @@
 
 from django.db import models
 
+from hosts import capabilities
 from hosts.choices import Accelerator, HostState, Technology
 
 
@@ -41,6 +42,11 @@ class Host(models.Model):
     def allowed_dirs(self) -> list[str]:
         """The directories of allowed_paths, one per non-empty line."""
         return [line.strip() for line in self.allowed_paths.splitlines() if line.strip()]
+
+    @property
+    def can(self) -> capabilities.Capabilities:
+        """What its technology can do."""
+        return capabilities.of(self.technology)
 
     @property
     def schedulable(self) -> bool:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hosts.domain_xml import ID_RANGE
+from hosts.specs import ID_RANGE
 from images.exceptions import UnpackStopped, UnsafeImage
 
 MAX_MEMBERS = 1_000_000

@@ -19,9 +19,11 @@ from django.conf import settings
 
 from cloudpanel.exceptions import NotFound
 from cloudpanel.text import CONTROL
+from hosts import capabilities
+from hosts.capabilities import Capabilities
 from hosts.choices import Technology
-from hosts.domain_xml import ID_RANGE, has_cdrom, uses_disk_volume
 from hosts.models import Host
+from hosts.specs import ID_RANGE
 from images.choices import DiskFormat, ImageStatus
 from images.models import BootKernel, Image, usable_by
 from instances.choices import BootSource
@@ -34,12 +36,16 @@ MAX_ENV_VALUE = 4096
 HOST_PATHS = (("kernel", "kernel"), ("initrd", "initrd"), ("boot_disk", "boot disk"))
 ADMIN_ONLY = "only platform admins boot from paths on a host; choose a boot kernel, an image or a container " \
              "image from the library"
-# Which technologies run each boot source (an image boot is refined by what it needs: see technologies_for).
-_RUNS = {
-    BootSource.KERNEL: (Technology.QEMU, Technology.XEN, Technology.TEST),
-    BootSource.CONTAINER: (Technology.LXC,),
-    BootSource.DISK: (Technology.QEMU, Technology.XEN, Technology.VBOX, Technology.OPENVZ, Technology.TEST),
-}
+
+
+def runs(source: str, can: Capabilities, *, needs_cdrom: bool = False) -> bool:
+    """Whether a technology that can this runs the boot source (an image boot may need a CD-ROM drive too)."""
+    return {
+        BootSource.IMAGE: can.disk_volume and (can.cdrom or not needs_cdrom),
+        BootSource.KERNEL: can.kernel_boot,
+        BootSource.CONTAINER: can.container_image,
+        BootSource.DISK: can.host_disk or can.host_template,
+    }[BootSource(source)]
 
 
 @dataclass(frozen=True)
@@ -133,16 +139,14 @@ def check_request(boot: Boot, *, tenant_id: int, admin: bool) -> None:
 
 def technologies_for(source: str, *, needs_cdrom: bool) -> list[str]:
     """The technologies placement may pick for this boot source."""
-    if source == BootSource.IMAGE:
-        return [t for t in Technology if (has_cdrom(t) if needs_cdrom else uses_disk_volume(t))]
-    return list(_RUNS[BootSource(source)])
+    return [t for t in Technology if runs(source, capabilities.of(t), needs_cdrom=needs_cdrom)]
 
 
 def check_host_paths(boot: Boot, host: Host) -> None:
     """Each host path must lie under a directory the host allows (compared after normalising)."""
     allowed = host.allowed_dirs
     for label, value in boot.host_paths:
-        if label == "boot disk" and host.technology == Technology.OPENVZ:
+        if label == "boot disk" and host.can.host_template:
             continue  # the name of a template in the host's cache, checked below
         normal = posixpath.normpath(value)
         if not value.startswith("/") or normal != value or value.startswith("//"):
@@ -152,27 +156,32 @@ def check_host_paths(boot: Boot, host: Host) -> None:
             raise InvalidInstance(f"the {label} {value} is not under a directory {host.name} allows ({where})")
 
 
+# What to do instead, where a technology cannot run a boot source.
+_CANNOT = {
+    Technology.LXC: "LXC hosts run containers: choose a container image",
+    Technology.OPENVZ: "OpenVZ hosts run a template from the host's cache, which a platform admin names as the "
+                       "boot disk",
+    Technology.VBOX: "VirtualBox instances boot a disk image",
+}
+
+
 def check_on_host(boot: Boot, host: Host, *, needs_cdrom: bool = False) -> None:
     """What the placed host's technology can boot, and the host's allowed directories."""
-    technology, source = Technology(host.technology), BootSource(boot.source)
+    technology, source, can = Technology(host.technology), BootSource(boot.source), host.can
     if source == BootSource.IMAGE:
-        if not uses_disk_volume(technology):
+        if not can.disk_volume:
             raise InvalidInstance("containers do not boot disk images: use a container image")
-        if needs_cdrom and not has_cdrom(technology):
+        if needs_cdrom and not can.cdrom:
             raise InvalidInstance("ISO installs and cloud-init seeds need a QEMU/KVM host")
-        if technology == Technology.VBOX and (boot.kernel or boot.boot_kernel):
-            raise InvalidInstance("VirtualBox instances boot their disk, not a kernel")
-    elif technology not in _RUNS[source]:
-        raise InvalidInstance({
-            Technology.LXC: "LXC hosts run containers: choose a container image",
-            Technology.OPENVZ: "OpenVZ hosts run a template from the host's cache, which a platform admin names "
-                               "as the boot disk",
-            Technology.VBOX: "VirtualBox instances boot a disk image",
-        }.get(technology, f"{technology.label} hosts cannot boot a {source.label.lower()}"))
-    if technology == Technology.OPENVZ and not _TEMPLATE_NAME.fullmatch(boot.boot_disk):
-        raise InvalidInstance("an OpenVZ boot disk is the name of a template in the host's cache")
-    if boot.init and technology not in (Technology.LXC, Technology.OPENVZ):
-        raise InvalidInstance("a container command only applies to LXC and OpenVZ hosts")
+        if (boot.kernel or boot.boot_kernel) and not can.kernel_boot:
+            raise InvalidInstance(f"{technology.label} instances boot their disk, not a kernel")
+    elif not runs(source, can):
+        raise InvalidInstance(_CANNOT.get(technology, f"{technology.label} hosts cannot boot a {source.label.lower()}"))
+    if can.host_template and not _TEMPLATE_NAME.fullmatch(boot.boot_disk):
+        raise InvalidInstance(f"on {technology.label} hosts the boot disk is the name of a template in the "
+                              "host's cache")
+    if boot.init and not can.container_command:
+        raise InvalidInstance("a container command only applies to containers (LXC and OpenVZ hosts)")
     check_host_paths(boot, host)
 
 

@@ -21,8 +21,6 @@ from django.utils import timezone
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import is_platform_admin
 from hosts import services as host_services
-from hosts.choices import Technology
-from hosts.domain_xml import has_cdrom
 from hosts.models import Host
 from images import cloudinit
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
@@ -93,7 +91,7 @@ def _attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_p
     one where the network has IPv6, and its security groups; within the create's transaction, so a refusal
     keeps nothing."""
     nics = [NicRequest(*nic) for nic in nics]
-    if nics and instance.host.technology == Technology.OPENVZ:
+    if nics and not instance.host.can.networks:
         raise InvalidInstance("NICs on CloudPanel networks need a QEMU, Xen, LXC or VirtualBox host")
     public = sum(1 for nic in nics if nic.network.tenant_id is None)
     if public:  # addresses on shared networks count against the tenant's public addresses
@@ -234,7 +232,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
 
 def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseUser | None) -> InstanceAction:
     """Insert an ISO from the library into the instance's CD-ROM drive (None: eject), while it runs or not."""
-    if instance.host is None or not has_cdrom(Technology(instance.host.technology)):
+    if instance.host is None or not instance.host.can.cdrom:
         raise InvalidOperation("only QEMU/KVM instances have a CD-ROM drive")
     if image is not None:
         if image.disk_format != DiskFormat.ISO or image.status != ImageStatus.AVAILABLE:

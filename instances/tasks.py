@@ -134,7 +134,6 @@ def _do_create(instance: Instance, host: Host) -> str:
 
 
 def _create(instance: Instance, host: Host) -> str:
-    technology = hypervisor.Technology(host.technology)
     # A platform admin's paths on the host, checked again against what the host allows now.
     boot.check_host_paths(boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
                                     boot_disk=instance.boot_disk), host)
@@ -145,7 +144,7 @@ def _create(instance: Instance, host: Host) -> str:
         disks.update(_container_root(instance, host), boot_disk="")
     elif instance.boot_kernel_id or instance.kernel or instance.boot_source == BootSource.KERNEL:
         disks.update(_boot_kernel(instance, host))
-    if instance.boot_source != BootSource.IMAGE and instance.disk_gib and hypervisor.uses_disk_volume(technology):
+    if instance.boot_source != BootSource.IMAGE and instance.disk_gib and host.can.disk_volume:
         disks["disk_path"] = hypervisor.create_volume(host.uri, host.storage_pool, instance.volume_name,
                                                       instance.disk_gib)
     if instance.cdrom is not None:
@@ -170,8 +169,9 @@ def _create(instance: Instance, host: Host) -> str:
                 memory_mib=instance.memory_mib, init=instance.init,
                 accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
             )
-            xml = hypervisor.domain_xml(technology, spec, kvm_available=host.kvm_available)
-            state, failure = hypervisor.define_and_start(host.uri, xml), None
+            state = hypervisor.define_and_start(host.uri, spec, technology=hypervisor.Technology(host.technology),
+                                                kvm_available=host.kvm_available)
+            failure = None
         except hypervisor.HypervisorError as exc:
             state, failure = "", exc
     if failure is not None:
@@ -194,7 +194,7 @@ def _do_shutdown(instance: Instance, host: Host) -> str:
 
 def _do_delete(instance: Instance, host: Host) -> str:
     hypervisor.undefine(host.uri, str(instance.uuid))
-    if instance.disk_gib and hypervisor.uses_disk_volume(hypervisor.Technology(host.technology)):
+    if instance.disk_gib and host.can.disk_volume:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
     if instance.user_data:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.seed_volume_name)

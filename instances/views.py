@@ -13,8 +13,6 @@ from django.views.decorators.http import require_POST
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import READ_ONLY
 from hosts import services as host_services
-from hosts.choices import Technology
-from hosts.domain_xml import has_cdrom
 from hosts.models import Host
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
@@ -107,7 +105,7 @@ def instance_detail(request, pk: int):
     instance = get_object_or_404(
         Instance.objects.in_scope(scope).select_related("host", "tenant", "image", "template", "cdrom", "boot_kernel"),
         pk=pk)
-    media = instance.host is not None and has_cdrom(Technology(instance.host.technology))
+    media = instance.host is not None and instance.host.can.cdrom
     return render(request, "instances/detail.html", {
         "instance": instance,
         "nics": instance.ports.select_related("network").prefetch_related("addresses", "security_groups"),

@@ -2,7 +2,7 @@
 
 A NIC in at least one group gets a network filter of its own on its host: the rules of all
 its groups, with groups named as the remote end expanded into their members' addresses
-(hosts.nwfilter_xml). A change to a group, its rules or its members redefines the filters of
+(hosts/hypervisor/filter_xml.py). A change to a group, its rules or its members redefines the filters of
 the NICs it touches; libvirt applies a redefined filter to running guests at once. A NIC
 without groups has no filter.
 """
@@ -16,7 +16,7 @@ from django.db import transaction
 
 from hosts import hypervisor
 from hosts.models import Host
-from hosts.nwfilter_xml import FilterRule, PortFilter, port_filter_xml
+from hosts.specs import FilterRule, PortFilter
 from networks import events, provisioning
 from networks.choices import Direction, Ethertype, FilterStatus
 from networks.models import Allocation, Port
@@ -73,7 +73,7 @@ def prepare(port: Port, host: Host) -> str:
         _record(port, FilterStatus.NONE)
         return ""
     try:
-        hypervisor.define_filter(host.uri, port_filter_xml(spec_for(port)))
+        hypervisor.define_filter(host.uri, spec_for(port))
     except hypervisor.HypervisorError as exc:
         _record(port, FilterStatus.FAILED, str(exc))
         raise
@@ -93,7 +93,7 @@ def sync(port_id: int) -> None:
         wanted = port.filter_name if port.security_groups.exists() else ""
         try:
             if wanted:
-                hypervisor.define_filter(host.uri, port_filter_xml(spec_for(port)))
+                hypervisor.define_filter(host.uri, spec_for(port))
             # not on the host yet: the create plugs the NIC in with its filter
             with suppress(hypervisor.DomainNotFound):
                 hypervisor.set_interface_filter(host.uri, str(instance.uuid), port.mac, wanted)

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from hosts import hypervisor
 from hosts.models import Host
-from hosts.network_xml import DhcpHost, IPRange, NetworkSpec, network_xml
+from hosts.specs import DhcpHost, IPRange, NetworkSpec
 from networks import firewall, security
 from networks.choices import NetworkKind, ProvisionStatus
 from networks.models import Allocation, Network, NetworkHost, Port
@@ -73,8 +73,7 @@ def ensure_on_host(*, network: Network, host: Host) -> str:
     with transaction.atomic():
         row = _lock(network, host)
         try:
-            defined = hypervisor.ensure_network(host.uri, spec.name, network_xml(spec),
-                                                host_bridge="" if network.kind in OWN_BRIDGE else network.bridge)
+            defined = hypervisor.ensure_network(host.uri, spec)
             if not defined:  # a network the host already had gets the pins it lacks, live
                 pinned = hypervisor.dhcp_hosts(host.uri, spec.name)
                 for part in spec.ranges:

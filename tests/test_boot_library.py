@@ -20,6 +20,7 @@ from django.db.models import Q
 
 from hosts import hypervisor
 from hosts.hypervisor import DomainSpec, IdMap, Technology
+from hosts.hypervisor.domain_xml import domain_xml
 from images import rootfs
 from images.exceptions import UnpackStopped, UnsafeImage
 from images.models import BootKernel
@@ -129,8 +130,7 @@ def host_calls(monkeypatch):
 
         monkeypatch.setattr(hypervisor, name, call)
 
-    for name in ("domain_xml", "change_media", "attach_interface", "create_volume", "upload_volume",
-                 "define_and_start"):
+    for name in ("define_and_start", "change_media", "attach_interface", "create_volume", "upload_volume"):
         spy(name)
     return seen
 
@@ -221,7 +221,7 @@ def test_an_admins_path_under_an_allowed_directory_boots(admin_api, tenant, host
     host.allowed_paths = "/srv/boot"
     host.save(update_fields=["allowed_paths"])
     # When a platform admin boots a kernel and an initrd from there
-    with mock.patch.object(hypervisor, "domain_xml", wraps=hypervisor.domain_xml) as built:
+    with mock.patch.object(hypervisor, "define_and_start", wraps=hypervisor.define_and_start) as built:
         response = admin_api.post("/api/v1/instances/", admin_body(
             tenant, host, kernel="/srv/boot/vmlinuz", initrd="/srv/boot/initrd.img", cmdline="console=ttyS0 quiet"),
             format="json")
@@ -237,7 +237,7 @@ def test_an_admins_path_under_an_allowed_directory_boots(admin_api, tenant, host
     live = ET.fromstring(hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid)).XMLDesc())
     assert live.findtext("name") == instance.domain_name
     # (the test driver's definition carries no kernel; a QEMU host's, from the same spec, boots that one)
-    qemu = ET.fromstring(hypervisor.domain_xml(Technology.QEMU, spec))
+    qemu = ET.fromstring(domain_xml(Technology.QEMU, spec))
     assert (qemu.findtext("os/kernel"), qemu.findtext("os/initrd")) == ("/srv/boot/vmlinuz", "/srv/boot/initrd.img")
     # And the tenant's own users see that it boots from the host, not where on it
     member_view = token_client(make_user(tenant=tenant), tenant).get(f"/api/v1/instances/{instance.pk}/").json()
@@ -655,11 +655,11 @@ ROOT_DIR = "/var/lib/cloudpanel/containers/cp-1"
 ], ids=["no-root", "host-root", "relative-root", "no-idmap", "root-is-host-root", "empty-idmap"])
 def test_the_lxc_builder_refuses_a_container_without_its_own_root_or_user_namespace(fields):
     with pytest.raises(hypervisor.UnsafeDefinition):
-        hypervisor.domain_xml(Technology.LXC, lxc_spec(**fields))
+        domain_xml(Technology.LXC, lxc_spec(**fields))
 
 
 def test_a_container_definition_maps_root_away_and_has_its_own_tree_and_network():
-    xml = ET.fromstring(hypervisor.domain_xml(Technology.LXC, lxc_spec(root_dir=ROOT_DIR + "/",
+    xml = ET.fromstring(domain_xml(Technology.LXC, lxc_spec(root_dir=ROOT_DIR + "/",
                                                                       idmap=IdMap(target=OWNER))))
     assert [(e.tag, e.get("start"), e.get("target"), e.get("count")) for e in xml.find("idmap")] == [
         ("uid", "0", str(OWNER), "65536"), ("gid", "0", str(OWNER), "65536")]
@@ -670,5 +670,5 @@ def test_a_container_definition_maps_root_away_and_has_its_own_tree_and_network(
     assert not [g for g in xml.iter("graphics") if g.get("listen") is not None or g.find("listen") is not None]
     assert list(xml.iter("hostdev")) == []  # no device of the host
     # and a QEMU guest gets no graphics at all (its console is the serial one)
-    qemu = ET.fromstring(hypervisor.domain_xml(Technology.QEMU, lxc_spec(kernel="/srv/boot/vmlinuz")))
+    qemu = ET.fromstring(domain_xml(Technology.QEMU, lxc_spec(kernel="/srv/boot/vmlinuz")))
     assert list(qemu.iter("graphics")) == []

@@ -17,6 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 from billing import invoicing, metering
 from billing import services as billing_services
 from hosts.choices import HostState
+from hosts.models import Host
 from images import services as image_services
 from images.management.commands.add_image import add_file
 from instances.choices import Cause
@@ -153,8 +154,12 @@ def test_a_member_starts_a_container_from_the_library_and_is_root_only_inside_it
     # Given a member, the local LXC host and the busybox container image in the library
     image = add_file(CONTAINER_IMAGE, name="busybox", declared_format="tar")
     member = make_user(tenant=tenant, password="s3cret-pass")
-    make_host(uri="lxc:///", name="local-lxc", storage_pool="default", state=HostState.NEW, cpus=0, memory_mib=0)
+    host = make_host(uri="lxc:///", name="local-lxc", storage_pool="default", state=HostState.NEW, cpus=0,
+                     memory_mib=0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 30  # the listener's next sweep finds the new host
+    while Host.objects.get(pk=host.pk).state != HostState.ONLINE and time.monotonic() < deadline:
+        time.sleep(0.2)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)

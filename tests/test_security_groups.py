@@ -10,7 +10,8 @@ from unittest import mock
 
 import pytest
 
-from hosts.nwfilter_xml import FilterRule, PortFilter, port_filter_xml
+from hosts.hypervisor.filter_xml import port_filter_xml
+from hosts.specs import FilterRule, PortFilter
 from instances.choices import ActionStatus
 from instances.models import InstanceAction
 from networks import firewall, security

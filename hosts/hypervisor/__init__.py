@@ -3,21 +3,11 @@
 Plain functions over a host URI and a domain UUID, in small modules: connections, facts,
 storage, domains, networks (and network filters), events, consoles. They return frozen
 dataclasses and enums, never libvirt objects, and raise HypervisorError and its subclasses.
-Domain XML is built from a typed spec by one pure builder per technology (hosts/domain_xml.py).
+Callers hand it typed specs (hosts/specs.py); it renders libvirt's XML from them inside (one
+pure builder per technology for domains, one for networks, one for network filters).
 """
 
-from hosts.domain_xml import (
-    Accelerator,
-    Backing,
-    DomainSpec,
-    IdMap,
-    Nic,
-    Technology,
-    UnsafeDefinition,
-    domain_xml,
-    has_cdrom,
-    uses_disk_volume,
-)
+from hosts.choices import Accelerator, Technology
 from hosts.hypervisor.connections import (
     DomainNotFound,
     HypervisorError,
@@ -30,6 +20,7 @@ from hosts.hypervisor.connections import (
     technology_of,
 )
 from hosts.hypervisor.consoles import Console
+from hosts.hypervisor.domain_xml import UnsafeDefinition
 from hosts.hypervisor.domains import (
     all_states,
     attach_interface,
@@ -65,15 +56,25 @@ from hosts.hypervisor.storage import (
     volume_path,
     volume_sha256,
 )
+from hosts.specs import (
+    Backing,
+    DhcpHost,
+    DomainSpec,
+    FilterRule,
+    IdMap,
+    IPRange,
+    NetworkSpec,
+    Nic,
+    PortFilter,
+)
 
 __all__ = [
-    "Accelerator", "Backing", "Console", "DomainNotFound", "DomainSpec", "HostInfo", "HypervisorError",
-    "HypervisorUnavailable", "IdMap", "LifecycleEvent", "Nic", "PoolInfo", "PowerState", "Technology",
-    "UnsafeDefinition", "all_states", "attach_interface", "change_media", "connection", "create_volume",
-    "define_and_start", "define_filter", "delete_volume", "detach_interface", "dhcp_hosts", "domain_xml",
-    "ensure_event_loop", "ensure_network", "forget", "has_cdrom", "is_connected", "power_off", "probe",
-    "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "set_dhcp_host",
-    "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend", "technology_of",
-    "undefine", "unwatch", "upload_volume", "uses_disk_volume", "volume_path", "volume_sha256",
-    "watch_lifecycle",
+    "Accelerator", "Backing", "Console", "DhcpHost", "DomainNotFound", "DomainSpec", "FilterRule", "HostInfo",
+    "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NetworkSpec", "Nic",
+    "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_states", "attach_interface",
+    "change_media", "connection", "create_volume", "define_and_start", "define_filter", "delete_volume",
+    "detach_interface", "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget", "is_connected", "power_off",
+    "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "set_dhcp_host",
+    "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
+    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
-from hosts.domain_xml import Technology
+from hosts.choices import Technology
 
 
 class _OnFirstUse:

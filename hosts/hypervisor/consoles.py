@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import suppress
 
-from hosts.domain_xml import Technology
+from hosts import capabilities
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import (
     HypervisorError,
@@ -28,8 +28,8 @@ class Console:
             if not dom.isActive():
                 raise HypervisorError("the instance is not running")
             self._stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            if technology_of(uri) == Technology.LXC:
-                dom.openConsole(None, self._stream, 0)  # the LXC driver takes no flags at all
+            if not capabilities.of(technology_of(uri)).console_flags:
+                dom.openConsole(None, self._stream, 0)
             else:
                 try:
                     dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_SAFE)

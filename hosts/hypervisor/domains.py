@@ -1,11 +1,12 @@
-"""Domains: defined from a spec's XML, their lifecycle, their devices, and every domain's state at once."""
+"""Domains: defined from a typed spec, their lifecycle, their devices, and every domain's state at once."""
 
 from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
 
-from hosts.domain_xml import Nic, Technology, cdrom_xml, interface_xml
+from hosts import capabilities
+from hosts.choices import Technology
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import (
     DomainNotFound,
@@ -14,12 +15,16 @@ from hosts.hypervisor.connections import (
     libvirt,
     technology_of,
 )
+from hosts.hypervisor.domain_xml import cdrom_xml, domain_xml, interface_xml
+from hosts.specs import DomainSpec, Nic
 
 # --- domain lifecycle --------------------------------------------------------
 
 
-def define_and_start(uri: str, xml: str) -> PowerState:
-    """Define a domain and start it through the handle defineXML returns (no lookups)."""
+def define_and_start(uri: str, spec: DomainSpec, *, technology: Technology, kvm_available: bool = False) -> PowerState:
+    """Define the spec's domain on a host of the technology and start it, through the handle defineXML returns
+    (no lookups). kvm_available: whether the host offers KVM (an accelerator on auto takes it then)."""
+    xml = domain_xml(technology, spec, kvm_available=kvm_available)
     conn = connections.connection(uri)
     with connections.errors(uri):
         dom = conn.defineXML(xml)
@@ -50,7 +55,8 @@ def shutdown(uri: str, domain_uuid: str) -> None:
     with connections.errors(uri):
         if dom.isActive():
             # LXC's default asks init through /run/initctl, which most images lack, and then does nothing.
-            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL if technology_of(uri) == Technology.LXC else 0)
+            signal = capabilities.of(technology_of(uri)).signal_shutdown
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL if signal else 0)
 
 
 def power_off(uri: str, domain_uuid: str) -> PowerState:

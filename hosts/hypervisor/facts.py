@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from hosts.domain_xml import Technology
+from hosts.choices import Technology
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import (
     libvirt,

@@ -9,16 +9,19 @@ from hosts.hypervisor.connections import (
     HypervisorError,
     libvirt,
 )
-from hosts.network_xml import DhcpHost, dhcp_host_xml
+from hosts.hypervisor.filter_xml import port_filter_xml
+from hosts.hypervisor.network_xml import OWN_BRIDGE, dhcp_host_xml, network_xml
+from hosts.specs import DhcpHost, NetworkSpec, PortFilter
 
 
-def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> bool:
-    """Define the network if the host lacks it, and start it; defined and running already counts as done.
-    True if it was defined now (from xml), False if the host had it.
+def ensure_network(uri: str, spec: NetworkSpec) -> bool:
+    """Define the spec's network if the host lacks it, and start it; defined and running already counts as
+    done. True if it was defined now, False if the host had it.
 
-    host_bridge: the existing bridge a bridged or VLAN network joins; libvirt would start such a
+    A bridged or VLAN network joins a bridge the host already has; libvirt would start such a
     network without it and fail only when a guest plugs in, so its absence is reported here.
     """
+    host_bridge = "" if spec.kind in OWN_BRIDGE else spec.bridge
     conn = connections.connection(uri)
     with connections.errors(uri):
         if host_bridge:
@@ -31,11 +34,11 @@ def ensure_network(uri: str, name: str, xml: str, *, host_bridge: str = "") -> b
                     raise
         defined = False
         try:
-            network = conn.networkLookupByName(name)
+            network = conn.networkLookupByName(spec.name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
                 raise
-            network, defined = conn.networkDefineXML(xml), True
+            network, defined = conn.networkDefineXML(network_xml(spec)), True
         if not network.isActive():
             try:
                 network.create()
@@ -96,12 +99,12 @@ def set_dhcp_host(uri: str, name: str, host: DhcpHost, *, present: bool = True) 
 # --- network filters (security groups) ----------------------------------------
 
 
-def define_filter(uri: str, xml: str) -> None:
-    """Define (or redefine, by its UUID) a network filter; guests using it get the new rules at once."""
+def define_filter(uri: str, spec: PortFilter) -> None:
+    """Define (or redefine, by its UUID) a NIC's network filter; guests using it get the new rules at once."""
     conn = connections.connection(uri)
     with connections.errors(uri):
         try:
-            conn.nwfilterDefineXML(xml)
+            conn.nwfilterDefineXML(port_filter_xml(spec))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
                 raise HypervisorError("this host cannot enforce firewall rules: libvirt's network filter "

@@ -6,13 +6,15 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-from hosts.domain_xml import Backing, Technology, raw_volume_xml, volume_xml
+from hosts import capabilities
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import (
     HypervisorError,
     libvirt,
     technology_of,
 )
+from hosts.hypervisor.domain_xml import raw_volume_xml, volume_xml
+from hosts.specs import Backing
 
 
 def _pool(conn: libvirt.virConnect, uri: str, pool: str) -> libvirt.virStoragePool:
@@ -86,7 +88,7 @@ def upload_volume(uri: str, pool: str, name: str, *, size: int, read: Callable[[
 
 def stores_data(uri: str) -> bool:
     """Whether the host's volumes hold real bytes (libvirt's test driver only pretends)."""
-    return technology_of(uri) != Technology.TEST
+    return capabilities.of(technology_of(uri)).stores_data
 
 
 def volume_sha256(uri: str, pool: str, name: str) -> tuple[str, int]:

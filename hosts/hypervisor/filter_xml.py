@@ -1,6 +1,6 @@
 """libvirt network filter XML for one NIC: its security groups' rules, expanded, behind anti-spoofing.
 
-The filter is built from a typed spec with ElementTree, like the domain and network XML. Every
+The filter is built from a PortFilter spec with ElementTree, like the domain and network XML. Every
 rule is an IP-level (iptables) rule, so the host needs no ebtables; ARP and other non-IP
 frames are not filtered. In order of priority:
 
@@ -20,37 +20,14 @@ from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+
+from hosts.specs import FilterRule, PortFilter
 
 _PROTOCOLS = {
     4: {"any": "all", "tcp": "tcp", "udp": "udp", "icmp": "icmp"},
     6: {"any": "all-ipv6", "tcp": "tcp-ipv6", "udp": "udp-ipv6", "icmp": "icmpv6"},
 }
 ROUTER_SOLICITATION, ROUTER_ADVERTISEMENT, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 133, 134, 135, 136
-
-
-@dataclass(frozen=True)
-class FilterRule:
-    """Accept traffic: direction "in" (to the guest) or "out" (from it), from or to remote (a CIDR, "" for
-    anywhere), on a port range where the protocol has ports."""
-
-    direction: str
-    family: int
-    protocol: str  # any, tcp, udp, icmp
-    remote: str = ""
-    port_min: int | None = None
-    port_max: int | None = None
-
-
-@dataclass(frozen=True)
-class PortFilter:
-    name: str
-    uuid: str
-    mac: str
-    ipv4: str = ""
-    ipv6: str = ""
-    dhcp_server: str = ""  # the IPv4 address of the network's DHCP server (its gateway), if it has one
-    rules: tuple[FilterRule, ...] = ()
 
 
 def _rule(root: ET.Element, action: str, direction: str, priority: int, protocol: str,

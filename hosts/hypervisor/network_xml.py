@@ -1,4 +1,4 @@
-"""libvirt network XML: one pure builder for every network kind, from a typed spec, with ElementTree.
+"""libvirt network XML: one pure builder for every network kind, from a NetworkSpec, with ElementTree.
 
 NAT, routed and isolated networks get a bridge of libvirt's own and its dnsmasq, with a
 DHCP host entry pinning each MAC to the address CloudPanel allocated. Bridged and VLAN
@@ -9,42 +9,11 @@ guest's address reaches it through its cloud-init seed), and a VLAN tag needs Op
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class DhcpHost:
-    mac: str
-    address: str
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class IPRange:
-    """One family's part: the gateway (the host side's address), prefix, DHCP range and pinned hosts."""
-
-    gateway: str
-    prefix: int
-    dhcp_start: str
-    dhcp_end: str
-    hosts: tuple[DhcpHost, ...] = ()
-    family: str = "ipv4"
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    name: str
-    uuid: str
-    kind: str  # networks.choices.NetworkKind values
-    bridge: str  # libvirt's own bridge (nat, routed, isolated) or the host bridge (bridge, vlan)
-    ranges: tuple[IPRange, ...] = ()
-    vlan_id: int | None = None
-    domain: str = ""
-    dns_servers: tuple[str, ...] = field(default_factory=tuple)
-
+from hosts.specs import DhcpHost, NetworkSpec
 
 _FORWARD = {"nat": "nat", "routed": "route", "bridge": "bridge", "vlan": "bridge"}
-_OWN_BRIDGE = ("nat", "routed", "isolated")
+OWN_BRIDGE = ("nat", "routed", "isolated")
 
 
 def _sub(parent: ET.Element, tag: str, **attrs: str) -> ET.Element:
@@ -66,7 +35,7 @@ def network_xml(spec: NetworkSpec) -> str:
     ET.SubElement(root, "uuid").text = spec.uuid
     if spec.kind in _FORWARD:
         _sub(root, "forward", mode=_FORWARD[spec.kind])
-    if spec.kind in _OWN_BRIDGE:
+    if spec.kind in OWN_BRIDGE:
         _sub(root, "bridge", name=spec.bridge, stp="on", delay="0")
     else:
         _sub(root, "bridge", name=spec.bridge)

@@ -1,4 +1,4 @@
-"""Domain XML: one pure builder per technology, from a typed spec, with ElementTree.
+"""Domain and volume XML: one pure builder per technology, from a DomainSpec, with ElementTree.
 
 No libvirt here: the builders are testable anywhere and their output is checked
 against libvirt's own schema in the tests. Text and attributes are escaped by the
@@ -7,74 +7,13 @@ XML library, so no field of a spec can alter the document's structure.
 
 from __future__ import annotations
 
-import enum
 import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cloudpanel.exceptions import DomainError
-
-
-class Technology(enum.StrEnum):
-    QEMU = "qemu"
-    LXC = "lxc"
-    XEN = "xen"
-    OPENVZ = "openvz"
-    VBOX = "vbox"
-    TEST = "test"
-
-
-class Accelerator(enum.StrEnum):
-    AUTO = "auto"
-    KVM = "kvm"
-    TCG = "tcg"
-
-
-
-@dataclass(frozen=True)
-class Nic:
-    """A network interface: the libvirt network it joins, its MAC and its network filter (if it has one)."""
-
-    network: str
-    mac: str
-    filter: str = ""
-
-
-ID_RANGE = 65536  # uids and gids of a container's user namespace
-
-
-@dataclass(frozen=True)
-class IdMap:
-    """A container's user namespace: its uids and gids 0..count-1 are the host's target..target+count-1."""
-
-    target: int
-    count: int = ID_RANGE
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    """Everything a builder needs to describe one instance to libvirt."""
-
-    name: str
-    uuid: str
-    vcpus: int
-    memory_mib: int
-    kernel: str = ""
-    initrd: str = ""
-    cmdline: str = ""
-    boot_disk: str = ""
-    disk_path: str = ""
-    init: str = ""
-    accelerator: Accelerator = Accelerator.AUTO
-    title: str = ""
-    cdrom_path: str = ""  # an ISO in the CD-ROM drive (QEMU domains always have the drive)
-    seed_path: str = ""  # a cloud-init NoCloud seed, as a second CD-ROM
-    boot_cdrom: bool = False  # an install: boot the CD-ROM, then the disk
-    nics: tuple[Nic, ...] = ()
-    root_dir: str = ""  # a container's own root filesystem on the host
-    idmap: IdMap | None = None  # where container root lands among the host's uids and gids
-    init_env: tuple[tuple[str, str], ...] = ()  # a container's environment
+from hosts.choices import Accelerator, Technology
+from hosts.specs import Backing, DomainSpec, Nic
 
 
 class UnsafeDefinition(DomainError):
@@ -305,25 +244,7 @@ def domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool 
         Technology.VBOX: build_vbox,
         Technology.TEST: build_test,
     }
-    return ET.tostring(builders[technology](spec), encoding="unicode")
-
-
-def has_cdrom(technology: Technology) -> bool:
-    """Whether instances on this technology get CD-ROM drives (ISO installs, media, cloud-init seeds)."""
-    return technology in (Technology.QEMU, Technology.TEST)
-
-
-def uses_disk_volume(technology: Technology) -> bool:
-    """Whether instances on this technology get a disk volume from a storage pool."""
-    return technology in (Technology.QEMU, Technology.XEN, Technology.VBOX, Technology.TEST)
-
-
-@dataclass(frozen=True)
-class Backing:
-    """The base under a copy-on-write volume: a cached image on the same host."""
-
-    path: str
-    format: str
+    return ET.tostring(builders[Technology(technology)](spec), encoding="unicode")
 
 
 def volume_xml(name: str, size_gib: int, *, backing: Backing | None = None) -> str:
