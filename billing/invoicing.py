@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
-from django.db.models.functions import ExtractMonth, ExtractYear
+from django.db import connection, models, transaction
+from django.db.models import CharField, F
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
@@ -31,7 +33,7 @@ from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, T
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
 CENT = Decimal("0.01")
 AMOUNT_LIMIT = Decimal(10) ** 16  # amounts have 18 digits, 2 of them decimals
-QUANTITY = Decimal("0.000001")
+MICROS = 10**6  # quantities are kept to the millionth, prices have 6 decimals
 EXACT = Context(prec=60, rounding=ROUND_HALF_UP)  # wide enough that products of prices and quantities are exact
 METER_LABELS = dict(Meter.choices)
 UNIT_NAMES = {Meter.VCPU: "vCPU-hours", Meter.RAM: "GiB-hours", Meter.DISK: "GiB-months", Meter.LICENCE: "hours",
@@ -62,8 +64,29 @@ def divisor(meter: str, month: datetime) -> int:
     return 3600 * (1024 if meter == Meter.RAM else 1)
 
 
+def _divide(numerator: int, denominator: int) -> int:
+    """numerator / denominator (> 0), rounded half away from zero as ROUND_HALF_UP does: exact, in integers."""
+    rounded = (abs(numerator) * 2 + denominator) // (2 * denominator)
+    return rounded if numerator >= 0 else -rounded
+
+
+def quantity_micros(units: int, per: int) -> int:
+    """The quantity billed for units, in millionths of the unit billed (rounded half up)."""
+    return _divide(units * MICROS, per)
+
+
+def amount_cents(micros: int, price_micros: int) -> int:
+    """A quantity × a unit price, both in millionths, in cents rounded half up."""
+    return _divide(micros * price_micros, MICROS * MICROS // 100)
+
+
+def micros_of(value: Decimal) -> int:
+    """A quantity or price (at most 6 decimals) in millionths."""
+    return int(value.scaleb(6))
+
+
 def quantity(units: int, per: int) -> Decimal:
-    return EXACT.divide(Decimal(units), Decimal(per)).quantize(QUANTITY, context=EXACT)
+    return Decimal(quantity_micros(units, per)).scaleb(-6)
 
 
 def money(value: Decimal) -> Decimal:
@@ -72,7 +95,7 @@ def money(value: Decimal) -> Decimal:
 
 def amount(of: Decimal, price: Decimal) -> Decimal:
     """Quantity × unit price, exactly, rounded to the cent."""
-    return money(EXACT.multiply(of, price))
+    return Decimal(amount_cents(micros_of(of), micros_of(price))).scaleb(-2)
 
 
 def plan_versions(plan_ids: set[int]) -> dict[int, list[RateVersion]]:
@@ -127,11 +150,14 @@ def _lines(period_start: datetime, groups: list[tuple], rates: dict[int, RateVer
                 note += f" · price from {rate.effective_from:%Y-%m-%d %H:%M}"
             if month < period_start:
                 note += f" · adjustment for {month:%Y-%m}"
-            terms[key] = (note, divisor(meter, month), rate.price(meter), month < period_start)
-        note, per, unit_price, adjustment = terms[key]
-        amount_of = quantity(units, per)
+            price = rate.price(meter)
+            terms[key] = (note, divisor(meter, month), price, micros_of(price), month < period_start)
+        note, per, unit_price, price_micros, adjustment = terms[key]
+        micros = quantity_micros(units, per)
+        cents = amount_cents(micros, price_micros)
         lines.append([None, len(lines) + 1, (name + note)[:255], resource_type, resource_id, meter, adjustment,
-                      amount_of, UNIT_NAMES[meter], unit_price, amount(amount_of, unit_price), rate_id, month, units])
+                      Decimal(micros).scaleb(-6), UNIT_NAMES[meter], unit_price, Decimal(cents).scaleb(-2), rate_id,
+                      month, units])
     if fee is not None and fee.monthly_fee:
         lines.append([None, len(lines) + 1, f"Monthly fee · {fee.plan.name}", "", None, "", False, Decimal(1),
                       "month", fee.monthly_fee, fee.monthly_fee, None, None, None])
@@ -165,11 +191,11 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
     lock_ledger(shared=False)
     billed = TenantBilling.objects.select_for_update().select_related("plan").order_by("tenant_id")
     if tenant_ids is not None:
-        billed = billed.filter(tenant_id__in=tenant_ids)
+        billed = billed.filter(tenant_id__in=_among(tenant_ids))
     # Locked, so runs of the same tenants take turns; a tenant already invoiced for this month or a later
     # one is left out (months are invoiced in order: a later invoice counted what came before).
     todo = {b.tenant_id: b for b in billed if (b.counted_end is None or b.counted_end < end) and b.billed_from < end}
-    done = set(Invoice.objects.filter(kind=InvoiceKind.INVOICE, period_start=start, tenant_id__in=todo)
+    done = set(Invoice.objects.filter(kind=InvoiceKind.INVOICE, period_start=start, tenant_id__in=_among(todo))
                .exclude(status=InvoiceStatus.VOID).values_list("tenant_id", flat=True))
     todo = {tenant: b for tenant, b in todo.items() if tenant not in done}
     if not todo:
@@ -179,12 +205,20 @@ def invoice_month(*, year: int, month: int, tenant_ids: set[int] | None = None, 
     for tenant_id, billing in todo.items():
         fee = fee_version(versions[billing.plan_id], start, end)
         fees[tenant_id] = fee if fee is not None and fee.monthly_fee else None
-    pending = UsageMonth.objects.filter(tenant_id__in=todo, month__lt=end).exclude(units=F("invoiced_units"))
+    pending = UsageMonth.objects.filter(tenant_id__in=_among(todo), month__lt=end).exclude(units=F("invoiced_units"))
     invoices = _draft(todo, fees, pending, start, end)
-    invoiced = [invoice.tenant_id for invoice in invoices]
-    pending.filter(tenant_id__in=invoiced).update(invoiced_units=F("units"))
-    TenantBilling.objects.filter(tenant_id__in=invoiced).update(counted_end=end)
+    pending.update(invoiced_units=F("units"))  # every tenant with pending units got an invoice
+    TenantBilling.objects.filter(tenant_id__in=_among([invoice.tenant_id for invoice in invoices])).update(
+        counted_end=end)
     return invoices
+
+
+def _among(ids: Collection[int]) -> list[int] | RawSQL:
+    """Ids for an __in filter; on PostgreSQL as one array parameter (a placeholder per id costs more to send
+    than the query takes to run)."""
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])
+    return list(ids)
 
 
 def _new_invoice(billing: TenantBilling, start: datetime, end: datetime) -> Invoice:
@@ -197,16 +231,15 @@ def _draft(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], 
     """The invoices and their lines, priced here from the monthly sums (read by one query, however many there
     are) and stored by one statement each."""
     groups: dict[int, list[tuple]] = defaultdict(list)
-    months: dict[tuple[int, int], datetime] = {}  # a few distinct ones: loaded as numbers, made once
-    for tenant_id, resource_type, resource_id, name, meter, rate, year, number, units in (
-            pending.annotate(pending=F("units") - F("invoiced_units"), year=ExtractYear("month", tzinfo=UTC),
-                             number=ExtractMonth("month", tzinfo=UTC))
+    months: dict[str, datetime] = {}  # a few distinct ones, read as text (quicker to load) and made once
+    for tenant_id, resource_type, resource_id, name, meter, rate, month, units, invoiced in (
+            pending.annotate(month_text=Cast("month", CharField()))
             .order_by("tenant_id", "month", "resource_name", "resource_type", "resource_id", "meter", "rate")
-            .values_list("tenant_id", "resource_type", "resource_id", "resource_name", "meter", "rate", "year",
-                         "number", "pending")):
-        if (year, number) not in months:
-            months[(year, number)] = datetime(year, number, 1, tzinfo=UTC)
-        groups[tenant_id].append((resource_type, resource_id, name, meter, rate, months[(year, number)], units))
+            .values_list("tenant_id", "resource_type", "resource_id", "resource_name", "meter", "rate", "month_text",
+                         "units", "invoiced_units")):
+        if month not in months:  # the first of a month, in UTC: 2027-03-01 00:00:00[+00]
+            months[month] = datetime(int(month[:4]), int(month[5:7]), 1, tzinfo=UTC)
+        groups[tenant_id].append((resource_type, resource_id, name, meter, rate, months[month], units - invoiced))
     rates = RateVersion.objects.select_related("plan").in_bulk({g[4] for gs in groups.values() for g in gs})
     drafts: list[tuple[Invoice, list[list]]] = []
     terms: dict[tuple, tuple] = {}
@@ -216,25 +249,47 @@ def _draft(todo: dict[int, TenantBilling], fees: dict[int, RateVersion | None], 
         if lines or settings.CLOUDPANEL_BILLING_ZERO_INVOICES:
             _totals(invoice, lines)
             drafts.append((invoice, lines))
-    invoices = Invoice.objects.bulk_create([invoice for invoice, _ in drafts])
+    invoices = [invoice for invoice, _ in drafts]
+    _store_invoices(invoices)
     for invoice, lines in drafts:
         for line in lines:
             line[0] = invoice.pk
-    _store_lines([line for _, lines in drafts for line in lines])
+    _insert(InvoiceLine, LINE_FIELDS, [line for _, lines in drafts for line in lines])
     return invoices
 
 
-def _store_lines(rows: list[list]) -> None:
-    """Insert the lines (LINE_FIELDS values) in one statement: COPY on PostgreSQL, one INSERT on SQLite."""
+def _insert(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Insert rows (the values of fields) in one statement: a binary COPY on PostgreSQL, one INSERT elsewhere."""
     if not rows:
         return
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(
-                f"COPY {InvoiceLine._meta.db_table} ({', '.join(LINE_FIELDS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create([model(**dict(zip(fields, row, strict=True))) for row in rows])
         return
-    InvoiceLine.objects.bulk_create([InvoiceLine(**dict(zip(LINE_FIELDS, row, strict=True))) for row in rows])
+    columns = [model._meta.get_field(name) for name in fields]
+    with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(
+            f"COPY {model._meta.db_table} ({', '.join(c.column for c in columns)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types([column.db_type(connection).split("(")[0] for column in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
+def _store_invoices(invoices: list[Invoice]) -> None:
+    """Insert new invoices, giving them their ids (taken from the table's sequence on PostgreSQL)."""
+    if connection.vendor != "postgresql":
+        Invoice.objects.bulk_create(invoices)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                       [Invoice._meta.db_table, len(invoices)])
+        for invoice, (pk,) in zip(invoices, cursor.fetchall(), strict=True):
+            invoice.pk = invoice.id = pk
+    now = timezone.now()
+    fields = [field.attname for field in Invoice._meta.concrete_fields]
+    for invoice in invoices:
+        invoice.created_at = now
+        invoice._state.adding, invoice._state.db = False, connection.alias
+    _insert(Invoice, fields, [[getattr(invoice, name) for name in fields] for invoice in invoices])
 
 
 def _next_number() -> int:

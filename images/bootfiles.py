@@ -21,9 +21,9 @@ _INITRD_MAGICS = {
 
 
 def _not_a_disk(path: Path) -> None:
-    found = formats.detect(path)
-    if found != formats.RAW:
-        raise UnsafeImage(f"the file is also a {found} image")
+    found = formats.image_formats(path)
+    if found:
+        raise UnsafeImage(f"the file is also a {' and '.join(found)} image")
 
 
 def inspect_kernel(path: Path) -> int:

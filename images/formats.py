@@ -1,40 +1,47 @@
-"""Disk image inspection in Python, before qemu-img ever opens the file.
+"""Disk image inspection before qemu-img ever opens the file: OpenStack's format inspector, under our policy.
 
-Images come from tenants and the internet, and qemu-img follows what a header says:
-a qcow2 backing file or external data file, or a VMDK extent, can make it read any
-file on the host. So the format is found here from the file's own bytes, every format
-that matches is counted (a file that is two formats at once is refused), and the
-headers of qcow2 and VMDK are read for references to other files. Only then does
-qemu-img run, always with an explicit `-f` and under address-space and CPU limits.
+Images come from tenants and the internet, and qemu-img follows what a header says: a
+qcow2 backing file or external data file, or a VMDK extent, can make it read any file on
+the host. oslo.utils' format_inspector (maintained by OpenStack since those CVEs) reads
+the file's own bytes with every format's parser at once and runs each format's safety
+checks. CloudPanel's policy on its answers refuses:
+
+- a file that is two formats at once (a bootable ISO's partition table aside), since a
+  tool could read it either way;
+- any failed safety check: a backing file, a data file, unknown qcow2 features, a VMDK
+  that is not a single file or whose extents lie elsewhere;
+- what the inspector lets through: a qcow2 image marked corrupt or naming a data file in
+  a header extension, and a "raw" file that starts with another format's magic;
+- formats CloudPanel does not take (VHD, QED, LUKS).
+
+Only then does qemu-img run, always with an explicit `-f` and under address-space and CPU limits.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import resource
 import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from oslo_utils.imageutils import format_inspector
+
 from images.exceptions import UnsafeImage
 
 QCOW2, RAW, ISO, VMDK, VDI, VHDX = "qcow2", "raw", "iso", "vmdk", "vdi", "vhdx"
+ACCEPTED = (QCOW2, RAW, ISO, VMDK, VDI, VHDX)
 # Formats accepted only by converting them to qcow2 after inspection.
 CONVERTED = (VMDK, VDI, VHDX)
-
-_QCOW2_MAGIC = b"QFI\xfb"
-# Incompatible feature bits qemu knows: dirty, corrupt, external data file, compression type, extended L2.
-_QCOW2_KNOWN_INCOMPATIBLE = 0b11111
-_QCOW2_DIRTY, _QCOW2_CORRUPT, _QCOW2_DATA_FILE = 1 << 0, 1 << 1, 1 << 2
-_QCOW2_EXT_DATA_FILE = 0x44415441  # "DATA": the external data file's name
-_VMDK_SPARSE_MAGIC = b"KDMV"
-_VMDK_DESCRIPTOR = b"# Disk DescriptorFile"
-_VMDK_SINGLE_FILE = {"monolithicSparse", "streamOptimized"}
-_VDI_SIGNATURE = 0xBEDA107F
-_ISO_OFFSET = 0x8001
-_SECTOR = 512
+_PARTITION_TABLE = "gpt"  # a raw disk with a partition table, or the one a bootable ISO carries
+_ORDER = list(format_inspector.ALL_FORMATS)
+# Magic numbers at offset 0: a file that starts with one is that format or refused, never taken as raw.
+_MAGICS = {b"QFI\xfb": QCOW2, b"KDMV": VMDK, b"# Disk DescriptorFile": VMDK, b"vhdxfile": VHDX, b"QED\0": "qed",
+           b"LUKS\xba\xbe": "luks", b"conectix": "vhd"}
+_QCOW2_CORRUPT = 1 << 1
+_QCOW2_EXT_DATA_FILE = 0x44415441  # "DATA": the header extension naming an external data file
+_READ = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -45,132 +52,111 @@ class Inspection:
     virtual_size: int
 
 
+def _inspectors(path: Path) -> list[format_inspector.FileInspector]:
+    """Every format the file's bytes match (the raw one alone when none does), read once."""
+    wrapper = format_inspector.InspectWrapper(path.open("rb"))
+    try:
+        while wrapper.formats is None and wrapper.read(_READ):
+            pass
+    finally:
+        wrapper.close()
+    return sorted(wrapper.formats or [], key=lambda inspector: _ORDER.index(inspector.NAME))
+
+
+def image_formats(path: Path) -> list[str]:
+    """Every image format the file's bytes match but raw (nor a partition table, which a kernel's boot
+    sector looks like too)."""
+    return [inspector.NAME for inspector in _inspectors(path) if inspector.NAME not in (RAW, _PARTITION_TABLE)]
+
+
+def _detect(path: Path) -> format_inspector.FileInspector:
+    found = _inspectors(path)
+    names = [inspector.NAME for inspector in found]
+    if sorted(names) == sorted([ISO, _PARTITION_TABLE]):
+        return found[names.index(ISO)]  # a bootable (hybrid) ISO
+    if len(found) != 1:
+        raise UnsafeImage(f"the file is at once {' and '.join(names)}: refused, as a tool could read it either way")
+    return found[0]
+
+
+def _name(inspector: format_inspector.FileInspector) -> str:
+    return RAW if inspector.NAME == _PARTITION_TABLE else inspector.NAME
+
+
 def _read(path: Path, offset: int, length: int) -> bytes:
     with path.open("rb") as handle:
         handle.seek(offset)
         return handle.read(length)
 
 
-def _is_qcow2(path: Path) -> bool:
-    return _read(path, 0, 4) == _QCOW2_MAGIC
-
-
-def _is_vmdk(path: Path) -> bool:
-    head = _read(path, 0, 64)
-    return head.startswith(_VMDK_SPARSE_MAGIC) or head.startswith(_VMDK_DESCRIPTOR)
-
-
-def _is_vdi(path: Path) -> bool:
-    head = _read(path, 0, 0x48)
-    return len(head) >= 0x44 and struct.unpack_from("<I", head, 0x40)[0] == _VDI_SIGNATURE
-
-
-def _is_vhdx(path: Path) -> bool:
-    return _read(path, 0, 8) == b"vhdxfile"
-
-
-def _is_iso(path: Path) -> bool:
-    return _read(path, _ISO_OFFSET, 5) == b"CD001"
-
-
-_DETECTORS = {QCOW2: _is_qcow2, VMDK: _is_vmdk, VDI: _is_vdi, VHDX: _is_vhdx, ISO: _is_iso}
+def _classify(path: Path) -> tuple[str, format_inspector.FileInspector]:
+    inspector = _detect(path)
+    name = _name(inspector)
+    if name == RAW:
+        head = _read(path, 0, 32)
+        for magic, claimed in _MAGICS.items():
+            if head.startswith(magic):
+                raise UnsafeImage(f"the file starts like a {claimed} image but is not a valid one")
+    return name, inspector
 
 
 def detect(path: Path) -> str:
-    """The one format the file's bytes say it is (raw when none); two at once are refused."""
-    found = [name for name, matches in _DETECTORS.items() if matches(path)]
-    if len(found) > 1:
-        raise UnsafeImage(f"the file is at once {' and '.join(found)}: refused, as a tool could read it either way")
-    return found[0] if found else RAW
+    """The one format the file's bytes say it is (raw when none); two at once, or a format's magic on a file
+    that does not parse as it, are refused."""
+    return _classify(path)[0]
 
 
-def _check_qcow2(path: Path) -> int:
-    header = _read(path, 0, 112)
-    if len(header) < 72:
+def _safety_check(inspector: format_inspector.FileInspector) -> None:
+    """The inspector's safety checks, each failure given as a reason."""
+    fmt = _name(inspector)
+    try:
+        inspector.safety_check()
+    except format_inspector.SafetyCheckFailed as exc:
+        reasons = {
+            "backing_file": f"the {fmt} image has a backing file: upload a standalone image (qemu-img convert)",
+            "data_file": f"the {fmt} image keeps its data in an external file",
+            "unknown_features": f"the {fmt} image uses unknown incompatible features",
+            "descriptor": "the VMDK points at other files or is not a single file: only single-file VMDKs "
+                          "(monolithicSparse, streamOptimized) are accepted",
+        }
+        name, failure = next(iter(exc.failures.items()))
+        raise UnsafeImage(f"{reasons.get(name, f'the {fmt} image fails the {name} check')} ({failure})") from None
+    except format_inspector.ImageFormatError as exc:
+        raise UnsafeImage(f"the {fmt} image cannot be checked: {exc}") from None
+
+
+def _check_qcow2(path: Path) -> None:
+    """What the inspector lets through: the corrupt flag, and a data file named in a header extension even
+    when its feature bit is clear."""
+    header = _read(path, 0, 104)
+    if len(header) < 24 or struct.unpack_from(">I", header, 4)[0] != 3:
+        return  # version 2 has neither; the inspector has checked the rest of the header
+    if len(header) < 104:
         raise UnsafeImage("the qcow2 header is truncated")
-    version, backing_offset, backing_size = struct.unpack_from(">IQI", header, 4)
-    size = struct.unpack_from(">Q", header, 24)[0]
-    if version not in (2, 3):
-        raise UnsafeImage(f"qcow2 version {version} is not supported")
-    if backing_offset or backing_size:
-        raise UnsafeImage("the qcow2 image has a backing file: upload a standalone image (qemu-img convert)")
-    header_length = 72
-    if version == 3:
-        if len(header) < 104:
-            raise UnsafeImage("the qcow2 header is truncated")
-        incompatible = struct.unpack_from(">Q", header, 72)[0]
-        header_length = struct.unpack_from(">I", header, 100)[0]
-        if incompatible & ~_QCOW2_KNOWN_INCOMPATIBLE:
-            raise UnsafeImage(f"the qcow2 image uses unknown incompatible features (bits {incompatible:#x})")
-        if incompatible & _QCOW2_DATA_FILE:
-            raise UnsafeImage("the qcow2 image keeps its data in an external file")
-        if incompatible & _QCOW2_CORRUPT:
-            raise UnsafeImage("the qcow2 image is marked corrupt")
-    cluster_bits = struct.unpack_from(">I", header, 20)[0]
-    if not 9 <= cluster_bits <= 21:
-        raise UnsafeImage(f"the qcow2 cluster size (2^{cluster_bits}) is out of range")
-    if _has_qcow2_extension(path, header_length, 1 << cluster_bits, _QCOW2_EXT_DATA_FILE):
-        raise UnsafeImage("the qcow2 image names an external data file")
-    return size
-
-
-def _has_qcow2_extension(path: Path, offset: int, end: int, wanted: int) -> bool:
-    """Walk the header extensions (type, length, data padded to 8 bytes) within the first cluster."""
-    while offset + 8 <= end:
+    cluster_bits = min(struct.unpack_from(">I", header, 20)[0], 21)
+    if struct.unpack_from(">Q", header, 72)[0] & _QCOW2_CORRUPT:
+        raise UnsafeImage("the qcow2 image is marked corrupt")
+    offset, end = struct.unpack_from(">I", header, 100)[0], 1 << cluster_bits
+    while offset + 8 <= end:  # the extensions: type, length, data padded to 8 bytes, within the first cluster
         kind, length = struct.unpack(">II", _read(path, offset, 8).ljust(8, b"\0"))
         if kind == 0:
-            return False
-        if kind == wanted:
-            return True
+            return
+        if kind == _QCOW2_EXT_DATA_FILE:
+            raise UnsafeImage("the qcow2 image names an external data file")
         offset += 8 + (length + 7) // 8 * 8
-    return False
-
-
-def _check_vmdk(path: Path) -> int:
-    head = _read(path, 0, 512)
-    if not head.startswith(_VMDK_SPARSE_MAGIC):
-        raise UnsafeImage("a VMDK descriptor file points at other files: upload a single-file VMDK")
-    if len(head) < 44:
-        raise UnsafeImage("the VMDK header is truncated")
-    capacity, _grain, descriptor_offset, descriptor_size = struct.unpack_from("<QQQQ", head, 12)
-    if not descriptor_offset or not descriptor_size or descriptor_size > 2048:
-        raise UnsafeImage("the VMDK has no usable embedded descriptor")
-    text = _read(path, descriptor_offset * _SECTOR, descriptor_size * _SECTOR).split(b"\0", 1)[0]
-    descriptor = text.decode("ascii", errors="replace")
-    kind = re.search(r'^createType\s*=\s*"([^"]*)"', descriptor, re.MULTILINE)
-    if kind is None or kind.group(1) not in _VMDK_SINGLE_FILE:
-        raise UnsafeImage("only single-file VMDKs (monolithicSparse, streamOptimized) are accepted")
-    extents = re.findall(r"^(?:RW|RDONLY|NOACCESS)\s+\d+\s+(\S+)(?:\s+\"([^\"]*)\")?", descriptor, re.MULTILINE)
-    if len(extents) != 1 or extents[0][0] != "SPARSE":
-        raise UnsafeImage("the VMDK descriptor lists extents in other files")
-    parent = re.search(r'^parentCID\s*=\s*(\S+)', descriptor, re.MULTILINE)
-    if parent is not None and parent.group(1).lower() != "ffffffff":
-        raise UnsafeImage("the VMDK has a parent image")
-    return capacity * _SECTOR
-
-
-def _check_vdi(path: Path) -> int:
-    header = _read(path, 0, 0x180)
-    if len(header) < 0x178:
-        raise UnsafeImage("the VDI header is truncated")
-    return struct.unpack_from("<Q", header, 0x170)[0]
 
 
 def inspect_image(path: Path, *, declared: str | None = None, max_virtual_size: int) -> Inspection:
     """Find the format and check it is safe to hand to qemu-img; raise UnsafeImage with the reason."""
-    found = detect(path)
+    found, inspector = _classify(path)
+    if found not in ACCEPTED:
+        raise UnsafeImage(f"{found} images are not accepted: convert it to qcow2 (qemu-img convert -O qcow2)")
     if declared is not None and declared != found:
         raise UnsafeImage(f"the image was declared {declared} but is {found}")
+    _safety_check(inspector)
     if found == QCOW2:
-        size = _check_qcow2(path)
-    elif found == VMDK:
-        size = _check_vmdk(path)
-    elif found == VDI:
-        size = _check_vdi(path)
-    elif found == VHDX:
-        size = qemu_img_info(path, VHDX)["virtual-size"]  # its metadata region is read by qemu-img, with -f
-    else:
-        size = path.stat().st_size
+        _check_qcow2(path)
+    size = path.stat().st_size if found in (RAW, ISO) else inspector.virtual_size
     if size > max_virtual_size:
         raise UnsafeImage(f"its virtual size, {size} bytes, is over the limit of {max_virtual_size} bytes")
     return Inspection(format=found, virtual_size=size)

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from images.exceptions import UnsafeImage
-from images.formats import inspect_image, qemu_img_info
+from images.formats import Inspection, inspect_image, qemu_img_info
 
 MIB = 1024 * 1024
 CAP = 1024 * MIB
@@ -79,7 +79,7 @@ def test_vmdk_pointing_at_other_files_is_refused(tmp_path):
     extent = b'RW 131072 SPARSE "v.vmdk"'
     assert extent in data
     path.write_bytes(data.replace(extent, b'RW 131072 FLAT "/etc/x" 0'))
-    with pytest.raises(UnsafeImage, match="extents in other files"):
+    with pytest.raises(UnsafeImage, match="points at other files.*extent"):
         inspect_image(path, max_virtual_size=CAP)
 
 
@@ -101,11 +101,49 @@ def test_declared_format_must_match_and_size_is_capped(tmp_path):
 
 
 def test_truncated_headers_are_refused_not_crashed_on(tmp_path):
-    for content in (b"QFI\xfb", b"QFI\xfb" + b"\0" * 60, b"KDMV" + b"\0" * 100):
+    for content, reason in ((b"QFI\xfb", "starts like a qcow2 image"), (b"QFI\xfb" + b"\0" * 60, "starts like a qcow2"),
+                            (b"KDMV" + b"\0" * 100, "VMDK points at other files or is not a single file"),
+                            (b"vhdxfile" + b"\0" * 100, "vhdx image cannot be checked")):
         path = tmp_path / "bad.img"
         path.write_bytes(content)
-        with pytest.raises(UnsafeImage):
+        with pytest.raises(UnsafeImage, match=reason):
             inspect_image(path, max_virtual_size=CAP)
+
+
+def test_a_qcow2_marked_corrupt_is_refused(tmp_path):
+    path = make(tmp_path, "qcow2")
+    data = bytearray(path.read_bytes())
+    struct.pack_into(">Q", data, 72, 1 << 1)  # the corrupt bit, which the inspector lets through
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsafeImage, match="marked corrupt"):
+        inspect_image(path, max_virtual_size=CAP)
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("vpc", "vhd"), ("qed", "qed")])
+def test_formats_cloudpanel_does_not_take_are_refused_with_what_to_do(tmp_path, fmt, name):
+    path = make(tmp_path, fmt)
+    with pytest.raises(UnsafeImage, match=f"{name} images are not accepted: convert it to qcow2"):
+        inspect_image(path, max_virtual_size=CAP)
+
+
+def test_a_bootable_iso_with_a_partition_table_is_an_iso_and_a_raw_disk_with_one_is_raw(tmp_path):
+    # Given an ISO 9660 image that also carries an MBR (as hybrid install ISOs do), and a raw disk with an MBR
+    mbr = bytearray(512)
+    mbr[446:462] = bytes([0x80, 0, 2, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    iso = tmp_path / "hybrid.iso"
+    iso.write_bytes(bytes(mbr).ljust(0x8000, b"\0") + b"\x01CD001\x01" + b"\0" * 4096)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(mbr).ljust(MIB, b"\0"))
+    # Then the first is taken as an ISO and the second as raw; a qcow2 image with a partition table is refused
+    assert inspect_image(iso, max_virtual_size=CAP).format == "iso"
+    assert inspect_image(disk, max_virtual_size=CAP) == Inspection(format="raw", virtual_size=MIB)
+    path = make(tmp_path, "qcow2")
+    data = bytearray(path.read_bytes())
+    data[510:512] = b"\x55\xaa"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsafeImage, match="at once qcow2 and gpt"):
+        inspect_image(path, max_virtual_size=CAP)
 
 
 def test_qemu_img_runs_under_limits_and_fails_clearly(tmp_path):
