@@ -9,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from billing import costs, invoicing, services
@@ -26,7 +26,7 @@ from billing.serializers import (
     TenantBillingSerializer,
 )
 from cloudpanel.exceptions import NotFound
-from cloudpanel.scoping import ADMINS_ONLY
+from cloudpanel.scoping import Need
 from cloudpanel.streaming import streamed
 from tenants import audit
 from tenants.models import Tenant
@@ -83,8 +83,7 @@ class RatePlanViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(request=RatePlanCreateSerializer, responses={201: RatePlanSerializer})
     def create(self, request):
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
+        self.require(Need.ADMIN)
         data = RatePlanCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
@@ -100,8 +99,7 @@ class RatePlanViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     def prices(self, request, pk=None):
         """New prices from a whole hour on (never in the past); prices not given stay as they were."""
         plan = self.get_object()
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
+        self.require(Need.ADMIN)
         data = PricesSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         effective, prices = prices_of(dict(data.validated_data))
@@ -125,13 +123,9 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         return (Invoice.objects.visible_to(self.scope).select_related("tenant", "credits")
                 .prefetch_related("lines"))
 
-    def _require_admin(self) -> None:
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
-
     def _change(self, request, change: str) -> Response:
         invoice = self.get_object()
-        self._require_admin()
+        self.require(Need.ADMIN)
         changed = LIFECYCLE[change](invoice=invoice)
         audit.note(request, target=changed)
         return Response(invoice_json(self.get_queryset().get(pk=changed.pk)),
@@ -175,7 +169,7 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     def run(self, request):
         """Draft a closed month's invoices of every billed tenant that has none yet."""
         audit.note(request, platform=True)  # all tenants', whichever one the request acts for
-        self._require_admin()
+        self.require(Need.ADMIN)
         data = InvoiceRunSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         drafts = invoicing.invoice_month(year=data.validated_data["year"], month=data.validated_data["month"])
@@ -187,7 +181,7 @@ class InvoiceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     @action(detail=False, methods=["get"])
     def archive(self, request):
         """The month's invoices and credit notes for accounting: a ZIP of PDFs plus one CSV."""
-        self._require_admin()
+        self.require(Need.ADMIN)
         year, month = month_param(request.query_params.get("month"))
         start = datetime(year, month, 1, tzinfo=UTC)
         return archive_response(request, self.get_queryset().filter(period_start=start).exclude(status="draft")
@@ -219,8 +213,7 @@ class RevenueViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     @extend_schema(parameters=[OpenApiParameter("months", int, description="how many months back (1-36)")],
                    responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
+        self.require(Need.ADMIN)
         try:
             months = int(request.query_params.get("months", 12))
         except ValueError:
@@ -253,8 +246,7 @@ class TenantBillingViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
             if current is None:
                 raise NotFound("The tenant has no rate plan.")
             return Response(TenantBillingSerializer(current).data)
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
+        self.require(Need.ADMIN)
         data = TenantBillingSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         billing = services.set_tenant_billing(tenant=tenant, plan=data.validated_data["plan"],

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,9 +21,10 @@ from billing.forms import MonthForm, PlanForm, PricesForm, TenantBillingForm
 from billing.invoicing import rate_at
 from billing.models import Invoice, RatePlan, TenantBilling
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import ADMINS_ONLY
+from cloudpanel.scoping import Need
 from tenants import audit
 from tenants.models import Tenant
+from tenants.pages import require
 from tenants.scoping import scope_of
 
 
@@ -94,8 +94,7 @@ def invoice_change(request, pk: int, change: str):
     if change not in LIFECYCLE:
         raise Http404("No such change.")
     audit.note(request, action=f"invoice.{change}", target=invoice)
-    if not scope_of(request).admin:
-        raise PermissionDenied(ADMINS_ONLY)
+    require(request, scope_of(request), Need.ADMIN)
     try:
         changed = LIFECYCLE[change](invoice=invoice)
     except DomainError as exc:
@@ -112,8 +111,7 @@ def invoice_change(request, pk: int, change: str):
 @require_POST
 def invoice_run(request):
     audit.note(request, action="invoice.run", platform=True)
-    if not scope_of(request).admin:
-        raise PermissionDenied(ADMINS_ONLY)
+    require(request, scope_of(request), Need.ADMIN)
     form = MonthForm(request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(form.errors["month"]))
@@ -192,8 +190,7 @@ def tenant_billing(request, pk: int):
     scope = scope_of(request)
     tenant = get_object_or_404(Tenant.objects.in_scope(scope), pk=pk)
     audit.note(request, action="tenant.billing", target=tenant)
-    if not scope.admin:
-        raise PermissionDenied(ADMINS_ONLY)
+    require(request, scope, Need.ADMIN)
     form = TenantBillingForm(request.POST)
     if form.is_valid():
         try:

@@ -10,6 +10,7 @@ admin acts across all tenants unless a token, parameter or the header names one.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,15 @@ SESSION_TENANT = "cloudpanel_tenant"
 OPERATOR_ROLES = ("admin", "member")
 READ_ONLY = "Your role in this tenant only allows reading."
 ADMINS_ONLY = "Only platform admins may do this."
+MANAGERS_ONLY = "Only the tenant's admins may do this."
+
+
+class Need(enum.Enum):
+    """What a write needs of the scope, for the tenant owning what it writes."""
+
+    CHANGE = "change"  # an operator of the owning tenant; for a platform object (no tenant), a platform admin
+    MANAGE = "manage"  # an admin of the owning tenant
+    ADMIN = "admin"  # a platform admin
 
 
 class NoSuchTenant(LookupError):
@@ -70,6 +80,25 @@ class Scope:
     def can_manage(self, tenant_id: int) -> bool:
         """Manage the tenant's members and see its tokens and audit log."""
         return self._in_scope(tenant_id) and (self.admin or self.roles.get(tenant_id) == "admin")
+
+    @property
+    def may_create(self) -> bool:
+        """Create objects in the tenant acted in (a platform admin: in any)."""
+        return self.admin or (self.tenant is not None and self.can_operate(self.tenant.pk))
+
+    def allows(self, need: Need, tenant_id: int | None) -> bool:
+        """Whether a write that needs this, on an object of the tenant (None: the platform's), is allowed."""
+        if need == Need.ADMIN:
+            return self.admin
+        if need == Need.MANAGE:
+            return tenant_id is not None and self.can_manage(tenant_id)
+        return self.can_change(tenant_id)
+
+    def refusal(self, need: Need, tenant_id: int | None) -> str:
+        """Why such a write is refused."""
+        if need == Need.ADMIN or tenant_id is None:
+            return ADMINS_ONLY
+        return MANAGERS_ONLY if need == Need.MANAGE else READ_ONLY
 
     def _in_scope(self, tenant_id: int) -> bool:
         ids = self.tenant_ids

@@ -5,15 +5,14 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import READ_ONLY
+from cloudpanel.scoping import Need
 from cloudpanel.streaming import file_blocks, streamed
 from hosts.models import Host
 from images import services, store, transfer
@@ -23,17 +22,8 @@ from images.filtersets import ImageFilterSet
 from images.forms import BootKernelForm, ImageForm, ImportForm, TemplateForm
 from images.models import BootKernel, Image, Template
 from tenants import audit
-from tenants.models import Tenant
+from tenants.pages import object_write, operated_tenants, require_create
 from tenants.scoping import scope_of
-
-
-def _tenants_for(scope):
-    tenants = Tenant.objects.in_scope(scope)
-    return tenants if scope.admin else tenants.filter(pk__in=[t for t in scope.roles if scope.can_operate(t)])
-
-
-def _can_add(scope) -> bool:
-    return scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk))
 
 
 def _owner(scope, data: dict):
@@ -49,7 +39,7 @@ def image_list(request):
     page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
     return render(request, "images/list.html", {
         "page": page, "statuses": ImageStatus.choices, "formats": DiskFormat.choices,
-        "visibilities": Visibility.choices, "can_add": _can_add(scope),
+        "visibilities": Visibility.choices, "can_add": scope.may_create,
     })
 
 
@@ -61,9 +51,8 @@ def _initial(scope) -> dict:
 def image_upload(request):
     """The upload page: the browser sends the file in resumable chunks through the API."""
     scope = scope_of(request)
-    if not _can_add(scope):
-        raise PermissionDenied(READ_ONLY)
-    form = ImageForm(tenants=_tenants_for(scope), admin=scope.admin, initial=_initial(scope))
+    require_create(request, scope)
+    form = ImageForm(tenants=operated_tenants(scope), admin=scope.admin, initial=_initial(scope))
     return render(request, "images/upload.html", {
         "form": form, "chunk_bytes": settings.CLOUDPANEL_UPLOAD_CHUNK_MIB << 20,
         "tenant_id": scope.tenant.pk if scope.tenant else "",
@@ -73,12 +62,11 @@ def image_upload(request):
 @login_required
 def image_import(request):
     scope = scope_of(request)
-    if not _can_add(scope):
-        raise PermissionDenied(READ_ONLY)
-    form = ImportForm(request.POST or None, tenants=_tenants_for(scope), admin=scope.admin,
-                      initial=_initial(scope))
     if request.method == "POST":
         audit.note(request, action="image.create")
+    require_create(request, scope)
+    form = ImportForm(request.POST or None, tenants=operated_tenants(scope), admin=scope.admin,
+                      initial=_initial(scope))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -116,25 +104,20 @@ def image_detail(request, pk: int):
     })
 
 
-@login_required
-@require_POST
-def image_copy(request, pk: int):
+def _image_page(image: Image) -> str:
+    return reverse("image-detail", args=[image.pk])
+
+
+@object_write(Image.objects.visible_to, action="image.copy", back=_image_page, need=Need.ADMIN, platform=True)
+def image_copy(request, image: Image):
     """A platform admin caches the image on a host ahead of its first use there."""
-    scope = scope_of(request)
-    image = get_object_or_404(Image.objects.visible_to(scope), pk=pk)
-    audit.note(request, action="image.copy", target=image, platform=True)
     wanted = request.POST.get("host", "")
-    host = Host.objects.filter(pk=int(wanted)).first() if scope.admin and re.fullmatch(r"\d{1,18}", wanted) else None
+    host = Host.objects.filter(pk=int(wanted)).first() if re.fullmatch(r"\d{1,18}", wanted) else None
     if host is None:
-        audit.refused(request, "Only platform admins copy images to hosts; choose a host.")
-        return redirect("image-detail", pk=pk)
-    try:
-        services.request_copy(image=image, host=host)
-    except DomainError as exc:
-        audit.refused(request, str(exc))
-    else:
-        messages.success(request, f"Copying {image.name} to {host.name}.")
-    return redirect("image-detail", pk=pk)
+        raise DomainError("Choose a host to copy the image to.")
+    services.request_copy(image=image, host=host)
+    messages.success(request, f"Copying {image.name} to {host.name}.")
+    return redirect(_image_page(image))
 
 
 def _created(request, scope, form, *, action: str, create) -> object | None:
@@ -143,8 +126,7 @@ def _created(request, scope, form, *, action: str, create) -> object | None:
     if request.method != "POST":
         return None
     audit.note(request, action=action)
-    if not _can_add(scope):
-        raise PermissionDenied(READ_ONLY)
+    require_create(request, scope)
     if not form.is_valid():
         return None
     data = dict(form.cleaned_data)
@@ -168,14 +150,14 @@ def template_list(request):
     scope = scope_of(request)
     images = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE,
                                                     disk_format__in=(DiskFormat.QCOW2, DiskFormat.RAW))
-    form = TemplateForm(request.POST or None, images=images, tenants=_tenants_for(scope), admin=scope.admin,
+    form = TemplateForm(request.POST or None, images=images, tenants=operated_tenants(scope), admin=scope.admin,
                         initial=_initial(scope))
     if _created(request, scope, form, action="template.create", create=services.create_template):
         return redirect("template-list")
     templates = Template.objects.visible_to(scope).select_related("tenant", "image")
     return render(request, "images/templates.html", {
         "templates": [(t, scope.can_change(t.tenant_id)) for t in templates], "form": form,
-        "can_add": _can_add(scope),
+        "can_add": scope.may_create,
     })
 
 
@@ -185,63 +167,34 @@ def boot_kernel_list(request):
     scope = scope_of(request)
     available = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
     form = BootKernelForm(request.POST or None, kernels=available.filter(disk_format=DiskFormat.KERNEL),
-                          initrds=available.filter(disk_format=DiskFormat.INITRD), tenants=_tenants_for(scope),
+                          initrds=available.filter(disk_format=DiskFormat.INITRD), tenants=operated_tenants(scope),
                           admin=scope.admin, initial=_initial(scope))
     if _created(request, scope, form, action="boot_kernel.create", create=services.create_boot_kernel):
         return redirect("boot-kernel-list")
     kernels = BootKernel.objects.visible_to(scope).select_related("tenant", "kernel", "initrd")
     return render(request, "images/boot_kernels.html", {
         "boot_kernels": [(k, scope.can_change(k.tenant_id)) for k in kernels], "form": form,
-        "can_add": _can_add(scope),
+        "can_add": scope.may_create,
     })
 
 
-def _deleted(request, model, pk: int, *, action: str, delete, back: str):
-    """A library object (template, boot kernel) deleted from its page: visible to the user (else 404), theirs
-    to change, and free (the service refuses otherwise); audited either way."""
-    scope = scope_of(request)
-    obj = get_object_or_404(model.objects.visible_to(scope), pk=pk)
-    audit.note(request, action=action, target=obj)
-    if not scope.can_change(obj.tenant_id):
-        audit.refused(request, f"Your role does not allow deleting {obj.name}.")
-        return redirect(back)
-    try:
-        delete(obj)
-    except DomainError as exc:
-        audit.refused(request, str(exc))
-    else:
-        messages.success(request, f"{obj.name} deleted.")
-    return redirect(back)
+@object_write(BootKernel.objects.visible_to, action="boot_kernel.delete", back=lambda _: reverse("boot-kernel-list"))
+def boot_kernel_delete(request, boot_kernel: BootKernel):
+    services.delete_boot_kernel(boot_kernel=boot_kernel)
+    messages.success(request, f"{boot_kernel.name} deleted.")
+    return redirect("boot-kernel-list")
 
 
-@login_required
-@require_POST
-def boot_kernel_delete(request, pk: int):
-    return _deleted(request, BootKernel, pk, action="boot_kernel.delete", back="boot-kernel-list",
-                    delete=lambda boot_kernel: services.delete_boot_kernel(boot_kernel=boot_kernel))
+@object_write(Template.objects.visible_to, action="template.delete", back=lambda _: reverse("template-list"))
+def template_delete(request, template: Template):
+    services.delete_template(template=template)
+    messages.success(request, f"{template.name} deleted.")
+    return redirect("template-list")
 
 
-@login_required
-@require_POST
-def template_delete(request, pk: int):
-    return _deleted(request, Template, pk, action="template.delete", back="template-list",
-                    delete=lambda template: services.delete_template(template=template))
-
-
-@login_required
-@require_POST
-def image_delete(request, pk: int):
-    scope = scope_of(request)
-    image = get_object_or_404(Image.objects.visible_to(scope), pk=pk)
-    audit.note(request, action="image.delete", target=image)
-    if not scope.can_change(image.tenant_id):
-        audit.refused(request, "Your role does not allow deleting this image.")
-        return redirect("image-detail", pk=pk)
-    try:
-        services.delete_image(image=image)
-    except DomainError as exc:
-        audit.refused(request, str(exc))
-        return redirect("image-detail", pk=pk)
+@object_write(Image.objects.visible_to, action="image.delete", back=_image_page)
+def image_delete(request, image: Image):
+    services.delete_image(image=image)
     messages.success(request, f"Deleted {image.name}.")
     return redirect("image-list")
 

@@ -6,12 +6,10 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
 
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import READ_ONLY
 from hosts import services as host_services
 from hosts.models import Host
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
@@ -26,7 +24,7 @@ from instances.models import Instance, InstanceAction
 from networks import security
 from networks.models import Network, Port, SecurityGroup
 from tenants import audit
-from tenants.models import Tenant
+from tenants.pages import object_write, operated_tenants
 from tenants.scoping import scope_of
 
 
@@ -55,16 +53,14 @@ def instance_list(request):
     page = Paginator(filterset.qs, 50).get_page(request.GET.get("page"))
     return render(request, "instances/list.html", {
         "page": page, "filter": filterset, "statuses": Status.choices,
-        "can_create": scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk)),
+        "can_create": scope.may_create,
     })
 
 
 @login_required
 def instance_new(request):
     scope = scope_of(request)
-    tenants = Tenant.objects.in_scope(scope)
-    if not scope.admin:
-        tenants = tenants.filter(pk__in=[t for t in scope.roles if scope.can_operate(t)])
+    tenants = operated_tenants(scope)
     hosts = Host.objects.filter(enabled=True) if scope.admin else None
     available = Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE)
     images = available.filter(disk_format__in=DISK_FORMATS)
@@ -122,106 +118,70 @@ def instance_detail(request, pk: int):
     })
 
 
-@login_required
-@require_POST
-def instance_operation(request, pk: int, operation: str):
-    scope = scope_of(request)
-    instance = get_object_or_404(Instance.objects.in_scope(scope), pk=pk)
-    if operation not in Operation.values or operation in SPECIAL:
-        raise Http404("no such operation")
-    audit.note(request, action=f"instance.{operation}", target=instance)
-    if not scope.can_operate(instance.tenant_id):
-        audit.refused(request, READ_ONLY)
-    else:
-        try:
-            services.request_operation(instance=instance, operation=operation, user=request.user)
-        except DomainError as exc:
-            audit.refused(request, str(exc))
+def _instance_page(instance: Instance) -> str:
+    return reverse("instance-detail", args=[instance.pk])
+
+
+@object_write(Instance.objects.in_scope, action="instance.{operation}", back=_instance_page,
+              choices={"operation": [op for op in Operation.values if op not in SPECIAL]})
+def instance_operation(request, instance: Instance, operation: str):
+    services.request_operation(instance=instance, operation=operation, user=request.user)
     if operation == Operation.DELETE and instance.status == Status.DELETED:
         return redirect("instance-list")
-    return redirect("instance-detail", pk=instance.pk)
+    return redirect(_instance_page(instance))
 
 
-@login_required
-@require_POST
-def instance_media(request, pk: int):
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host"), action="instance.media",
+              back=_instance_page)
+def instance_media(request, instance: Instance):
     """Insert the chosen ISO into the CD-ROM drive, or eject it (no image)."""
-    scope = scope_of(request)
-    instance = get_object_or_404(Instance.objects.in_scope(scope).select_related("host"), pk=pk)
-    audit.note(request, action="instance.media", target=instance)
     image = None
     if request.POST.get("image"):
-        image = Image.objects.visible_to(scope).filter(pk=int(request.POST["image"])).first() \
-            if re.fullmatch(r"\d{1,18}", request.POST["image"]) else None
+        image = Image.objects.visible_to(scope_of(request)).filter(pk=_digits(request.POST["image"])).first()
         if image is None:
-            audit.refused(request, "No such image.")
-            return redirect("instance-detail", pk=pk)
-    if not scope.can_operate(instance.tenant_id):
-        audit.refused(request, READ_ONLY)
-    else:
-        try:
-            services.change_media(instance=instance, image=image, user=request.user)
-        except DomainError as exc:
-            audit.refused(request, str(exc))
-    return redirect("instance-detail", pk=pk)
+            raise InvalidOperation("No such image.")
+    services.change_media(instance=instance, image=image, user=request.user)
+    return redirect(_instance_page(instance))
 
 
 def _digits(value: str) -> int | None:
     return int(value) if re.fullmatch(r"\d{1,18}", value or "") else None
 
 
-@login_required
-@require_POST
-def instance_nic(request, pk: int, change: str):
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host"), action="instance.{change}_nic",
+              back=_instance_page, choices={"change": ("attach", "detach", "groups")})
+def instance_nic(request, instance: Instance, change: str):
     """Plug a NIC on the chosen network in (change "attach"), unplug one of the instance's (change "detach"), or
     set one's security groups (change "groups")."""
-    scope = scope_of(request)
-    instance = get_object_or_404(Instance.objects.in_scope(scope).select_related("host"), pk=pk)
-    if change not in ("attach", "detach", "groups"):
-        raise Http404("no such change")
-    audit.note(request, action=f"instance.{change}_nic", target=instance)
-    if not scope.can_operate(instance.tenant_id):
-        audit.refused(request, READ_ONLY)
-        return redirect("instance-detail", pk=pk)
-    try:
-        wanted = {_digits(g) for g in request.POST.getlist("security_groups")}
-        groups = list(SecurityGroup.objects.filter(tenant_id=instance.tenant_id, pk__in=wanted))
-        if len(groups) != len(wanted):
-            raise InvalidOperation("No such security group.")
-        if change == "attach":
-            network = Network.objects.visible_to(scope).filter(pk=_digits(request.POST.get("network", ""))).first()
-            if network is None:
-                raise InvalidOperation("Choose a network.")
-            services.attach_nic(instance=instance, network=network, user=request.user, security_groups=groups,
-                                address=request.POST.get("address", "").strip() or None)
-        else:
-            port = instance.ports.filter(pk=_digits(request.POST.get("port", ""))).first()
-            if port is None:
-                raise InvalidOperation("No such NIC on this instance.")
-            if change == "groups":
-                security.set_port_groups(port=port, groups=groups)
-                messages.success(request, "Security groups changed; the host applies them now.")
-            else:
-                services.detach_nic(instance=instance, port=port, user=request.user)
-    except DomainError as exc:
-        audit.refused(request, str(exc))
-    return redirect("instance-detail", pk=pk)
-
-
-@login_required
-@require_POST
-def action_retry(request, pk: int):
-    scope = scope_of(request)
-    action = get_object_or_404(InstanceAction.objects.in_scope(scope).select_related("instance"), pk=pk)
-    audit.note(request, action="action.retry", target=action.instance)
-    if not scope.can_operate(action.instance.tenant_id):
-        audit.refused(request, READ_ONLY)
+    wanted = {_digits(g) for g in request.POST.getlist("security_groups")}
+    groups = list(SecurityGroup.objects.filter(tenant_id=instance.tenant_id, pk__in=wanted))
+    if len(groups) != len(wanted):
+        raise InvalidOperation("No such security group.")
+    if change == "attach":
+        network = Network.objects.visible_to(scope_of(request)).filter(
+            pk=_digits(request.POST.get("network", ""))).first()
+        if network is None:
+            raise InvalidOperation("Choose a network.")
+        services.attach_nic(instance=instance, network=network, user=request.user, security_groups=groups,
+                            address=request.POST.get("address", "").strip() or None)
+        return redirect(_instance_page(instance))
+    port = instance.ports.filter(pk=_digits(request.POST.get("port", ""))).first()
+    if port is None:
+        raise InvalidOperation("No such NIC on this instance.")
+    if change == "groups":
+        security.set_port_groups(port=port, groups=groups)
+        messages.success(request, "Security groups changed; the host applies them now.")
     else:
-        try:
-            services.retry_action(action=action, user=request.user)
-        except DomainError as exc:
-            audit.refused(request, str(exc))
-    return redirect("instance-detail", pk=action.instance_id)
+        services.detach_nic(instance=instance, port=port, user=request.user)
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: InstanceAction.objects.in_scope(scope).select_related("instance"),
+              action="action.retry", back=lambda action: _instance_page(action.instance),
+              owner=lambda action: action.instance.tenant_id, target=lambda action: action.instance)
+def action_retry(request, action: InstanceAction):
+    services.retry_action(action=action, user=request.user)
+    return redirect(_instance_page(action.instance))
 
 
 @login_required

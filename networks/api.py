@@ -5,11 +5,11 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import NotFound
-from cloudpanel.scoping import READ_ONLY
+from cloudpanel.scoping import Need
 from networks import security, services
 from networks.filtersets import PortFilterSet, SecurityRuleFilterSet, SubnetFilterSet
 from networks.models import Network, Port, SecurityGroup, SecurityRule, Subnet
@@ -51,8 +51,7 @@ class NetworkViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         values = dict(data.validated_data)
         shared, tenant_id = values.pop("shared"), values.pop("tenant", None)
         if shared:
-            if not self.scope.admin:
-                raise PermissionDenied("Only platform admins make shared networks.")
+            self.require(Need.CHANGE, None)  # a shared network is the platform's
             tenant = None
         else:
             tenant = resolve_tenant(self.scope, tenant_id)
@@ -206,8 +205,7 @@ class SecurityRuleViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
         if group is None:
             raise NotFound("No such security group.")
         audit.note(request, tenant=group.tenant, target=group)
-        if not self.scope.can_change(group.tenant_id):
-            raise PermissionDenied(READ_ONLY)
+        self.require(Need.CHANGE, group.tenant_id)
         if values["remote_group"] is not None:
             values["remote_group"] = groups.filter(pk=values["remote_group"], tenant_id=group.tenant_id).first()
             if values["remote_group"] is None:

@@ -3,38 +3,36 @@ topology, and security groups with their rules."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
 
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import READ_ONLY
+from cloudpanel.scoping import Need
 from networks import security, services
 from networks.exceptions import InvalidNetwork
 from networks.forms import NetworkForm, ReserveForm, SecurityGroupForm, SecurityRuleForm
 from networks.models import Network, ReservedRange, SecurityGroup
 from tenants import audit
 from tenants.models import Tenant
+from tenants.pages import object_write, require, require_create
 from tenants.scoping import scope_of
 
 
 @login_required
 def network_list(request):
     scope = scope_of(request)
-    can_add = scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk))
     form = NetworkForm(request.POST or None, tenants=Tenant.objects.in_scope(scope), admin=scope.admin,
                        initial={"tenant": scope.tenant})
     if request.method == "POST":
         audit.note(request, action="network.create")
-        if not can_add:
-            raise PermissionDenied(READ_ONLY)
+        require_create(request, scope)
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         shared, tenant = data.pop("shared", False), data.pop("tenant", None) or scope.tenant
+        if shared:
+            require(request, scope, Need.CHANGE, None)  # a shared network is the platform's
         try:
-            if shared and not scope.admin:
-                raise PermissionDenied("Only platform admins make shared networks.")
             if not shared and tenant is None:
                 raise InvalidNetwork("Choose the tenant the network belongs to, or make it shared.")
             owner = None if shared else tenant
@@ -51,7 +49,8 @@ def network_list(request):
             return redirect("network-detail", pk=network.pk)
     networks = (Network.objects.visible_to(scope).select_related("tenant").prefetch_related("subnets")
                 .annotate(nics=Count("ports", distinct=True)))
-    return render(request, "networks/list.html", {"networks": networks, "form": form, "can_add": can_add})
+    return render(request, "networks/list.html", {"networks": networks, "form": form,
+                                                  "can_add": scope.may_create})
 
 
 @login_required
@@ -66,8 +65,7 @@ def network_detail(request, pk: int):
     form = ReserveForm(request.POST or None, subnets=subnets)
     if request.method == "POST":
         audit.note(request, action="network.reserve", target=network)
-        if not can_change:
-            raise PermissionDenied("Your role does not allow changing this network.")
+        require(request, scope, Need.CHANGE, network.tenant_id)
         if form.is_valid():
             try:
                 services.reserve(subnet=form.cleaned_data["subnet"], first=form.cleaned_data["start"],
@@ -85,34 +83,20 @@ def network_detail(request, pk: int):
     })
 
 
-@login_required
-@require_POST
-def network_unreserve(request, pk: int, range_pk: int):
-    scope = scope_of(request)
-    network = get_object_or_404(Network.objects.visible_to(scope), pk=pk)
-    audit.note(request, action="network.unreserve", target=network)
-    if not scope.can_change(network.tenant_id):
-        audit.refused(request, "Your role does not allow changing this network.")
-        return redirect("network-detail", pk=pk)
+def _network_page(network: Network) -> str:
+    return reverse("network-detail", args=[network.pk])
+
+
+@object_write(Network.objects.visible_to, action="network.unreserve", back=_network_page)
+def network_unreserve(request, network: Network, range_pk: int):
     services.unreserve(reserved=get_object_or_404(ReservedRange, pk=range_pk, subnet__network=network))
     messages.success(request, "The range is handed out again.")
-    return redirect("network-detail", pk=pk)
+    return redirect(_network_page(network))
 
 
-@login_required
-@require_POST
-def network_delete(request, pk: int):
-    scope = scope_of(request)
-    network = get_object_or_404(Network.objects.visible_to(scope), pk=pk)
-    audit.note(request, action="network.delete", target=network)
-    if not scope.can_change(network.tenant_id):
-        audit.refused(request, "Your role does not allow deleting this network.")
-        return redirect("network-detail", pk=pk)
-    try:
-        services.delete_network(network=network)
-    except DomainError as exc:
-        audit.refused(request, str(exc))
-        return redirect("network-detail", pk=pk)
+@object_write(Network.objects.visible_to, action="network.delete", back=_network_page)
+def network_delete(request, network: Network):
+    services.delete_network(network=network)
     messages.success(request, f"Deleted network {network.name}.")
     return redirect("network-list")
 
@@ -120,19 +104,17 @@ def network_delete(request, pk: int):
 @login_required
 def security_group_list(request):
     scope = scope_of(request)
-    can_add = scope.admin or (scope.tenant is not None and scope.can_operate(scope.tenant.pk))
     form = SecurityGroupForm(request.POST or None, tenants=Tenant.objects.in_scope(scope), admin=scope.admin)
     if request.method == "POST":
         audit.note(request, action="security_group.create")
-        if not can_add:
-            raise PermissionDenied(READ_ONLY)
+        require_create(request, scope)
     if request.method == "POST" and form.is_valid():
         tenant = form.cleaned_data.get("tenant") or scope.tenant
+        if tenant is not None:
+            require(request, scope, Need.CHANGE, tenant.pk)
         try:
             if tenant is None:
                 raise InvalidNetwork("Choose the tenant the group belongs to.")
-            if not scope.can_operate(tenant.pk):
-                raise PermissionDenied(READ_ONLY)
             audit.note(request, tenant=tenant)
             group = security.create_group(user=request.user, tenant=tenant, name=form.cleaned_data["name"],
                                           description=form.cleaned_data["description"])
@@ -145,7 +127,8 @@ def security_group_list(request):
             return redirect("security-group-detail", pk=group.pk)
     groups = (SecurityGroup.objects.in_scope(scope).select_related("tenant")
               .annotate(rule_count=Count("rules", distinct=True), nic_count=Count("ports", distinct=True)))
-    return render(request, "networks/security_groups.html", {"groups": groups, "form": form, "can_add": can_add})
+    return render(request, "networks/security_groups.html", {"groups": groups, "form": form,
+                                                             "can_add": scope.may_create})
 
 
 @login_required
@@ -156,8 +139,7 @@ def security_group_detail(request, pk: int):
     form = SecurityRuleForm(request.POST or None, groups=SecurityGroup.objects.filter(tenant_id=group.tenant_id))
     if request.method == "POST":
         audit.note(request, action="security_rule.create", target=group)
-        if not can_change:
-            raise PermissionDenied(READ_ONLY)
+        require(request, scope, Need.CHANGE, group.tenant_id)
         if form.is_valid():
             try:
                 security.add_rule(group=group, **form.cleaned_data)
@@ -175,33 +157,19 @@ def security_group_detail(request, pk: int):
     })
 
 
-@login_required
-@require_POST
-def security_group_delete(request, pk: int):
-    scope = scope_of(request)
-    group = get_object_or_404(SecurityGroup.objects.in_scope(scope), pk=pk)
-    audit.note(request, action="security_group.delete", target=group)
-    if not scope.can_change(group.tenant_id):
-        audit.refused(request, READ_ONLY)
-        return redirect("security-group-detail", pk=pk)
-    try:
-        security.delete_group(group=group)
-    except DomainError as exc:
-        audit.refused(request, str(exc))
-        return redirect("security-group-detail", pk=pk)
+def _group_page(group: SecurityGroup) -> str:
+    return reverse("security-group-detail", args=[group.pk])
+
+
+@object_write(SecurityGroup.objects.in_scope, action="security_group.delete", back=_group_page)
+def security_group_delete(request, group: SecurityGroup):
+    security.delete_group(group=group)
     messages.success(request, f"Deleted security group {group.name}.")
     return redirect("security-group-list")
 
 
-@login_required
-@require_POST
-def security_rule_delete(request, pk: int, rule_pk: int):
-    scope = scope_of(request)
-    group = get_object_or_404(SecurityGroup.objects.in_scope(scope), pk=pk)
-    audit.note(request, action="security_rule.delete", target=group)
-    if not scope.can_change(group.tenant_id):
-        audit.refused(request, READ_ONLY)
-        return redirect("security-group-detail", pk=pk)
+@object_write(SecurityGroup.objects.in_scope, action="security_rule.delete", back=_group_page)
+def security_rule_delete(request, group: SecurityGroup, rule_pk: int):
     security.delete_rule(rule=get_object_or_404(group.rules, pk=rule_pk))
     messages.success(request, "Rule deleted; NICs in the group lose it now.")
-    return redirect("security-group-detail", pk=pk)
+    return redirect(_group_page(group))

@@ -8,7 +8,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import NotFound
-from cloudpanel.scoping import ADMINS_ONLY
+from cloudpanel.scoping import Need
 from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.exports import audit_csv_rows
@@ -29,7 +29,6 @@ from tenants.serializers import (
 )
 from tenants.viewsets import ScopedViewSetMixin
 
-MANAGERS_ONLY = "Only the tenant's admins may do this."
 AUDITORS_ONLY = "Only platform admins and tenant admins see the audit log."
 
 
@@ -63,8 +62,7 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
     @extend_schema(request=TenantCreateSerializer, responses={201: TenantSerializer})
     def create(self, request):
         audit.note(request, platform=True)
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
+        self.require(Need.ADMIN)
         data = TenantCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         tenant = services.create_tenant(name=data.validated_data["name"])
@@ -77,8 +75,7 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         tenant = self.get_object()
         if request.method == "GET":
             return Response(QuotaSerializer(quota_of(tenant)).data)
-        if not self.scope.admin:
-            raise PermissionDenied(ADMINS_ONLY)
+        self.require(Need.ADMIN)
         data = QuotaSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(QuotaSerializer(services.set_quota(tenant=tenant, limits=data.validated_data)).data)
@@ -96,10 +93,6 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     def get_queryset(self):
         return Membership.objects.in_scope(self.scope).select_related("user", "tenant")
 
-    def _require_manager(self, tenant_id: int) -> None:
-        if not self.scope.can_manage(tenant_id):
-            raise PermissionDenied(MANAGERS_ONLY)
-
     @extend_schema(request=MembershipCreateSerializer, responses={201: MembershipSerializer})
     def create(self, request):
         data = MembershipCreateSerializer(data=request.data)
@@ -110,7 +103,7 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
             raise NotFound("No such tenant.")
         audit.note(request, tenant=tenant)
         # Before looking the user up: only those who may add members learn whether a name exists.
-        self._require_manager(tenant.pk)
+        self.require(Need.MANAGE, tenant.pk)
         user = get_user_model().objects.filter(username=data.validated_data["username"], is_active=True).first()
         if user is None:
             raise ValidationError({"username": ["No active user with this name."]})
@@ -121,7 +114,7 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     @extend_schema(request=RoleSerializer, responses={200: MembershipSerializer})
     def partial_update(self, request, pk=None):
         membership = self.get_object()
-        self._require_manager(membership.tenant_id)
+        self.require(Need.MANAGE, membership.tenant_id)
         data = RoleSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.set_role(membership=membership, role=data.validated_data["role"])
@@ -129,7 +122,7 @@ class MembershipViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
 
     def destroy(self, request, pk=None):
         membership = self.get_object()
-        self._require_manager(membership.tenant_id)
+        self.require(Need.MANAGE, membership.tenant_id)
         services.remove_member(membership=membership)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

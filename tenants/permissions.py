@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 
-from cloudpanel.scoping import ADMINS_ONLY, READ_ONLY
+from cloudpanel.scoping import READ_ONLY, Need
 
 
 class ChangesOwn(BasePermission):
@@ -15,9 +15,9 @@ class ChangesOwn(BasePermission):
         if request.method in SAFE_METHODS:
             return True
         owner = view.owner_of(obj)
-        if view.scope.can_change(owner):
+        if view.scope.allows(Need.CHANGE, owner):
             return True
-        self.message = ADMINS_ONLY if owner is None else READ_ONLY
+        self.message = view.scope.refusal(Need.CHANGE, owner)
         return False
 
 

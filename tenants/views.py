@@ -6,7 +6,6 @@ from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import SESSION_TENANT, Scope
+from cloudpanel.scoping import SESSION_TENANT, Need, Scope
 from cloudpanel.streaming import streamed
 from tenants import audit, services
 from tenants.api import AUDITORS_ONLY
@@ -25,6 +24,7 @@ from tenants.exports import audit_csv_rows
 from tenants.filtersets import AuditFilterSet
 from tenants.forms import MemberForm, QuotaForm, RoleForm, TenantForm, TokenForm
 from tenants.models import APIToken, AuditEvent, Membership, Tenant
+from tenants.pages import refuse, require
 from tenants.quotas import RESOURCES, lines, quota_of, quotas_of, usage_of
 from tenants.scoping import resolve_scope, scope_of
 
@@ -47,8 +47,7 @@ def tenant_list(request):
     form = TenantForm(request.POST or None)
     if request.method == "POST":
         audit.note(request, action="tenant.create", platform=True)
-        if not scope.admin:
-            raise PermissionDenied("Only platform admins create tenants.")
+        require(request, scope, Need.ADMIN)
         if form.is_valid():
             try:
                 tenant = services.create_tenant(name=form.cleaned_data["name"])
@@ -92,8 +91,7 @@ def _managed(request, queryset, pk: int, action: str):
     scope = scope_of(request)
     obj = get_object_or_404(queryset.in_scope(scope), pk=pk)
     audit.note(request, action=action, target=obj)
-    if not scope.can_manage(obj.pk if isinstance(obj, Tenant) else obj.tenant_id):
-        raise PermissionDenied("Only the tenant's admins may do this.")
+    require(request, scope, Need.MANAGE, obj.pk if isinstance(obj, Tenant) else obj.tenant_id)
     return obj
 
 
@@ -101,8 +99,7 @@ def _managed(request, queryset, pk: int, action: str):
 @require_POST
 def tenant_quota(request, pk: int):
     tenant = _managed(request, Tenant.objects.all(), pk, "tenant.quota")
-    if not scope_of(request).admin:
-        raise PermissionDenied("Only platform admins set quotas.")
+    require(request, scope_of(request), Need.ADMIN, tenant.pk)
     form = QuotaForm(request.POST)
     if form.is_valid():
         services.set_quota(tenant=tenant, limits=form.cleaned_data)
@@ -244,7 +241,7 @@ def token_revoke(request, pk: int):
 def _audit_events(request):
     scope = scope_of(request)
     if not scope.manages_current:
-        raise PermissionDenied(AUDITORS_ONLY)
+        refuse(request, AUDITORS_ONLY)
     return AuditFilterSet(request.GET, queryset=AuditEvent.objects.in_scope(scope))
 
 

@@ -4,7 +4,7 @@ note of what they act on."""
 from rest_framework.exceptions import PermissionDenied, ValidationError
 
 from cloudpanel.exceptions import NotFound
-from cloudpanel.scoping import READ_ONLY, Scope
+from cloudpanel.scoping import READ_ONLY, Need, Scope
 from tenants import audit
 from tenants.models import Tenant
 from tenants.scoping import scope_of
@@ -47,6 +47,12 @@ class ScopedViewSetMixin:
         if request.method not in audit.SAFE_METHODS:
             verb = self.audit_verb or {"destroy": "delete", "partial_update": "update"}.get(self.action, self.action)
             audit.note(request, action=f"{self.audit_name}.{verb}", platform=self.platform_level)
+
+    def require(self, need: Need, tenant_id: int | None = None) -> None:
+        """A write outside an object's permission check (a create, a platform-wide change): allowed, or 403 with
+        the reason (tenant_id: the tenant owning what is written; None: the platform)."""
+        if not self.scope.allows(need, tenant_id):
+            raise PermissionDenied(self.scope.refusal(need, tenant_id))
 
     def owner_of(self, obj) -> int | None:
         """The tenant that owns an object of this viewset (None: the platform), for tenants.permissions."""

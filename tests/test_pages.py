@@ -8,8 +8,11 @@ from django.core.management.base import CommandError
 
 from instances.choices import Status
 from instances.models import Instance
-from tenants.models import APIToken
-from tests.factories import make_boot_kernel, make_instance, make_tenant
+from networks.models import Network
+from networks.services import create_network
+from tenants.choices import Role
+from tenants.models import APIToken, AuditEvent
+from tests.factories import make_boot_kernel, make_instance, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,3 +130,29 @@ def test_the_create_form_puts_a_nic_on_a_network_and_the_page_plugs_more(client,
     refused = client.post(f"/instances/{instance.pk}/nic/attach/", {"network": network.pk, "address": "10.66.0.20"},
                           follow=True)
     assert "10.66.0.20 is already in use" in refused.content.decode() and instance.ports.count() == 1
+
+
+def test_page_writes_are_refused_in_one_way_and_every_refusal_is_recorded_with_its_reason(client, tenant):
+    # Given a viewer of a tenant with a network, and another tenant's network
+    viewer = make_user(tenant=tenant, role=Role.VIEWER)
+    client.force_login(viewer)
+    network = create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.71.0.0/24")
+    foreign = create_network(user=None, tenant=make_tenant(), name="theirs", kind="nat", cidr="10.72.0.0/24")
+    # When they press a button on their tenant's network, post its "add" form, and try the other tenant's
+    button = client.post(f"/networks/{network.pk}/delete/", follow=True)
+    form = client.post("/networks/", {"name": "x", "kind": "nat", "cidr": "10.73.0.0/24"})
+    hidden = client.post(f"/networks/{foreign.pk}/delete/")
+    unknown = client.post(f"/instances/{network.pk}/op/format-disk/")
+    # Then the button goes back to the network's page with the reason, the form is a 403, the other tenant's
+    # network does not exist for them, an unknown operation neither; nothing changed
+    assert button.redirect_chain[-1][0] == f"/networks/{network.pk}/"
+    assert "only allows reading" in button.content.decode()
+    assert (form.status_code, hidden.status_code, unknown.status_code) == (403, 404, 404)
+    assert Network.objects.filter(pk__in=[network.pk, foreign.pk]).count() == 2
+    # And every attempt is in the audit log as refused; the two on their tenant's network with what was tried, on
+    # what and why (the 404s name only the page, as nothing was found to name)
+    refused = {e.action: e for e in AuditEvent.objects.filter(user=viewer, result="refused")}
+    assert set(refused) == {"network.delete", "network.create", "network-delete", "instance-operation"}
+    refused = {action: refused[action] for action in ("network.delete", "network.create")}
+    assert refused["network.delete"].target_name == "lan" and refused["network.delete"].tenant == tenant
+    assert all("only allows reading" in event.detail for event in refused.values())
