@@ -187,7 +187,13 @@ REST_FRAMEWORK = {
     # JSON only: the browsable API's filter forms would list rows from outside the caller's scope.
     # /api/docs/ is the interactive view.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "cloudpanel.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "cloudpanel.parsers.BoundedPagination",
+    "DEFAULT_METADATA_CLASS": "cloudpanel.parsers.Metadata",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",

@@ -3,7 +3,7 @@
 Both authorize in connect() before accept(): a login (else 4401) and, for a console,
 an instance visible in the user's current tenant (else 4404) that their role lets them
 operate (else 4403). Console sessions, and refused attempts, go to the audit log. Origin is checked by the
-AllowedHostsOriginValidator around the router (cloudpanel/asgi.py).
+cloudpanel.origin around the router (scheme, host and port: cloudpanel/asgi.py).
 """
 
 from __future__ import annotations

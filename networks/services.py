@@ -27,12 +27,22 @@ _MAC_TRIES = 8
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
+# IPv6 ranges that spell IPv4 addresses another way (mapped, compatible, translated, NAT64, 6to4): a subnet
+# there could overlap an IPv4 range unseen, so none is taken.
+_EMBEDDED_IPV4 = tuple(ipaddress.ip_network(n) for n in (
+    "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16"))
+
+
 def parse_cidr(cidr: str) -> IPNetwork:
     """A network in CIDR form, host bits refused (10.0.0.5/24 is a mistake, not 10.0.0.0/24)."""
     try:
         network = ipaddress.ip_network(cidr.strip(), strict=True)
     except ValueError as exc:
         raise InvalidNetwork(f"'{cidr[:60]}' is not a network in CIDR form: {exc}") from None
+    embedding = next((e for e in _EMBEDDED_IPV4 if network.version == 6 and network.overlaps(e)), None)
+    if embedding is not None:
+        raise InvalidNetwork(f"{network} overlaps {embedding}, where IPv6 addresses spell IPv4 ones: give IPv4 "
+                             "ranges as the IPv4 subnet, and IPv6 ones from elsewhere (say fd00::/8)")
     if network.num_addresses < 4:
         raise InvalidNetwork(f"{network} is too small: give at least a /30 (or a /126)")
     return network

@@ -22,6 +22,7 @@ from tests.factories import make_boot_kernel, make_instance, make_tenant, make_u
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")  # the address the socket was opened to, as a browser sends it
 
 
 def test_viewer_posting_any_operation_is_refused_audited_and_never_reaches_the_hypervisor(client, tenant, host):
@@ -129,11 +130,11 @@ def test_console_sessions_are_audited_with_their_duration(member, tenant, host):
     @async_to_sync
     async def scenario():
         with mock.patch("hosts.hypervisor.Console"):
-            viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+            viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
             viewer.scope["user"] = member
             assert (await viewer.connect())[0]
             await viewer.disconnect()
-            foreign = WebsocketCommunicator(application, f"/ws/instances/{other.pk}/console/", headers=[ORIGIN])
+            foreign = WebsocketCommunicator(application, f"/ws/instances/{other.pk}/console/", headers=[ORIGIN, HOST])
             foreign.scope["user"] = member
             return await foreign.connect()
 
@@ -154,7 +155,7 @@ def test_viewers_cannot_open_a_console(tenant, host):
     async def scenario():
         with mock.patch("hosts.hypervisor.Console") as console:
             communicator = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/",
-                                                 headers=[ORIGIN])
+                                                 headers=[ORIGIN, HOST])
             communicator.scope["user"] = viewer
             return await communicator.connect(), console.called
 

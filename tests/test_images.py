@@ -130,8 +130,7 @@ def test_a_chunk_out_of_order_or_cut_short_leaves_the_upload_where_it_was_and_it
     assert image.status == ImageStatus.AVAILABLE and image.sha256 == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("filename", ["../../etc/passwd", "evil\x00.qcow2", "x" * 300 + ".qcow2",
-                                      "<script>alert(1)</script>.img"])
+@pytest.mark.parametrize("filename", ["../../etc/passwd", "x" * 300 + ".qcow2", "<script>alert(1)</script>.img"])
 def test_upload_filenames_never_become_paths_and_are_escaped(panel, member, member_api, image_dirs, tmp_path,
                                                            filename):
     path = qcow2(tmp_path)
@@ -164,6 +163,11 @@ def test_refused_uploads_end_in_error_with_the_reason_and_keep_no_bytes(panel, m
 def test_a_name_with_control_characters_is_refused_with_the_reason(member_api):
     response = member_api.post("/api/v1/images/", {"name": "a\x07b", "size": 10}, format="json")
     assert response.status_code == 400 and "control characters" in response.json()["name"][0]
+    # a file name with a NUL byte as well, and nothing is made
+    response = member_api.post("/api/v1/images/", {"name": "disk", "size": 10, "filename": "evil\x00.qcow2"},
+                               format="json")
+    assert response.status_code == 400 and "NUL" in response.json()["filename"][0]
+    assert not Image.objects.exists()
 
 
 def test_a_declared_format_that_differs_is_refused(panel, member_api, image_dirs, tmp_path):

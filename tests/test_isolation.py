@@ -719,7 +719,8 @@ def test_websocket_isolation_matrix():
 
     @async_to_sync
     async def connect(path, user):
-        communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://127.0.0.1:8000")])
+        communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://127.0.0.1:8000"),
+                                                                            (b"host", b"127.0.0.1:8000")])
         if user is not None:
             communicator.scope["user"] = user
         with mock.patch("hosts.hypervisor.Console"):

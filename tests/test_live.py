@@ -22,6 +22,7 @@ from tests.factories import make_boot_kernel, make_instance, make_tenant, make_u
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")  # the address the socket was opened to, as a browser sends it
 
 
 def running_instance(user, tenant):
@@ -80,7 +81,7 @@ def test_stuck_operation_turns_to_error_after_the_timeout(tenant, host):
 
 
 def _connect(path, user=None, origin=ORIGIN):
-    headers = [origin] if origin else []
+    headers = [origin, HOST] if origin else [HOST]
     communicator = WebsocketCommunicator(application, path, headers=headers)
     if user is not None:
         communicator.scope["user"] = user
@@ -134,14 +135,27 @@ def test_console_of_another_tenants_instance_is_closed_before_opening(member, ho
     assert (connected, code, opened) == (False, 4404, False)
 
 
-def test_sockets_from_another_origin_are_refused(member):
+@pytest.mark.parametrize(("origin", "host"), [
+    (b"http://evil.example", b"127.0.0.1:8000"),  # another site
+    (b"http://127.0.0.1:9000", b"127.0.0.1:8000"),  # another port of the panel's host: another service
+    (b"https://127.0.0.1:8000", b"127.0.0.1:8000"),  # another scheme
+    (b"http://127.0.0.1", b"127.0.0.1:8000"),  # the default port is another port
+    (b"http://evil.example:8000", b"evil.example:8000"),  # a host the panel does not serve, even as its own origin
+    (b"null", b"127.0.0.1:8000"),
+    (b"http://127.0.0.1:8000/path", b"127.0.0.1:8000"),
+])
+def test_sockets_from_another_origin_are_refused(member, origin, host):
     @async_to_sync
-    async def scenario():
-        communicator = _connect("/ws/status/", member, origin=(b"origin", b"http://evil.example"))
+    async def scenario(headers):
+        communicator = WebsocketCommunicator(application, "/ws/status/", headers=headers)
+        communicator.scope["user"] = member
         connected, _ = await communicator.connect()
+        if connected:
+            await communicator.disconnect()
         return connected
 
-    assert scenario() is False
+    assert scenario([(b"origin", origin), (b"host", host)]) is False
+    assert scenario([ORIGIN, HOST]) is True  # the panel's own page
 
 
 def test_viewer_of_other_tenant_cannot_watch_an_instance(host):

@@ -43,6 +43,7 @@ from tests.test_images import upload
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")  # the address the socket was opened to, as a browser sends it
 HOUR = timedelta(hours=1)
 
 
@@ -92,7 +93,7 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest_kernel, listener
 
     @async_to_sync
     async def scenario():
-        status = WebsocketCommunicator(application, "/ws/status/", headers=[ORIGIN])
+        status = WebsocketCommunicator(application, "/ws/status/", headers=[ORIGIN, HOST])
         status.scope["user"] = member
         assert (await status.connect())[0]
         # When the instance is created (the task runs on commit)
@@ -112,7 +113,7 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest_kernel, listener
         # And two viewers share its serial console, both ways
         viewers = []
         for _ in range(2):
-            viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+            viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
             viewer.scope["user"] = member
             assert (await viewer.connect())[0]
             viewers.append(viewer)
@@ -179,7 +180,7 @@ def container_image(panel):
 @async_to_sync
 async def console_session(instance, user, command, pattern, prompt=r"# "):
     """Type a command on the instance's console through the panel's websocket; the text up to the pattern."""
-    viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+    viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
     viewer.scope["user"] = user
     assert (await viewer.connect())[0]
     if prompt:
@@ -275,7 +276,7 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
     # And the guest mounted its NoCloud seed, took the hostname it was given, and reads the base's bytes
     @async_to_sync
     async def console():
-        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
         viewer.scope["user"] = member
         assert (await viewer.connect())[0]
         await viewer.send_to(text_data="\n")
@@ -328,7 +329,7 @@ def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member
     # Then the guest's DHCP client is given exactly that address (read on its serial console)
     @async_to_sync
     async def console():
-        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
         viewer.scope["user"] = member
         assert (await viewer.connect())[0]
         await viewer.send_to(text_data="\n")
@@ -373,7 +374,7 @@ def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, me
 
     @async_to_sync
     async def console(command, pattern):
-        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN])
+        viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
         viewer.scope["user"] = member
         assert (await viewer.connect())[0]
         await viewer.send_to(text_data="\n")
