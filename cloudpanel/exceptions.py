@@ -16,3 +16,9 @@ class NotFound(DomainError):
 
 class Forbidden(DomainError):
     """The user may see the object but their role does not allow this (HTTP 403)."""
+
+
+class Unavailable(DomainError):
+    """A service the request needs does not answer; nothing was done (HTTP 503, Retry-After seconds)."""
+
+    retry_after = 30

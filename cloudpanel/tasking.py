@@ -2,19 +2,77 @@
 
 The queue itself is chosen by one router, in the composition root (cloudpanel/celery.py): with per-host
 workers a host's tasks go to its queue `host.<id>`, the rest to the default one.
+
+A request never leaves work behind that nothing will do. Before anything it stores is committed, the
+broker is asked whether it answers: when it does not, the request fails with QueueUnavailable (503,
+Retry-After) and its transaction is rolled back, so nothing was stored. Should the broker go away in the
+moment between that check and the commit, the task's owner hears of it through on_lost (an action is
+failed with the reason, so its instance is not left busy) and the request fails the same way.
 """
 
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import redis
 from celery import Task
+from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError
+
+from cloudpanel.exceptions import Unavailable
 
 HOST_HEADER = "cloudpanel_host"
+RETRY_AFTER_SECONDS = 15
+log = logging.getLogger(__name__)
 
 
-def enqueue(task: Task, *args: object, host_id: int | None = None) -> None:
+class QueueUnavailable(Unavailable):
+    """The task queue (the broker) does not answer: nothing was done; try again shortly."""
+
+    retry_after = RETRY_AFTER_SECONDS
+
+
+@functools.cache
+def _broker(url: str) -> redis.Redis | None:
+    """A client of the broker to ask, with short timeouts; None for a broker inside this process."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+
+def check_queue() -> None:
+    """Raise QueueUnavailable unless the broker answers."""
+    client = _broker(settings.CELERY_BROKER_URL)
+    if client is None or settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"the task queue does not answer ({exc}); nothing was done: try again shortly") \
+            from None
+
+
+def enqueue(task: Task, *args: object, host_id: int | None = None,
+            on_lost: Callable[[str], None] | None = None) -> None:
     """Send the task with these arguments once the transaction commits (at once outside one); host_id: the host
-    whose worker must run it."""
+    whose worker must run it; on_lost(reason): told if the broker could not take it after all."""
+    check_queue()
     headers = {HOST_HEADER: host_id} if host_id is not None else {}
-    transaction.on_commit(lambda: task.apply_async(args, headers=headers))
+    transaction.on_commit(lambda: _publish(task, args, headers, on_lost))
+
+
+def _publish(task: Task, args: tuple, headers: dict, on_lost: Callable[[str], None] | None) -> None:
+    try:
+        task.apply_async(args, headers=headers)
+    except OperationalError as exc:
+        reason = f"the task queue could not take the work ({exc}); try again"
+        log.error("%s%r: %s", task.name, args, reason)
+        if on_lost is not None:
+            on_lost(reason)
+        raise QueueUnavailable(reason) from None
 
 
 def host_of(options: dict) -> int | None:

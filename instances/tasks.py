@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 
 
 def enqueue(action: InstanceAction) -> None:
-    """Queue the task of an action, on its host's worker, once the surrounding transaction commits."""
-    tasking.enqueue(TASKS[Operation(action.operation)], action.pk, host_id=action.instance.host_id)
+    """Queue the task of an action, on its host's worker, once the surrounding transaction commits; should the
+    queue not take it then, the action fails with the reason (its instance is not left busy)."""
+    tasking.enqueue(TASKS[Operation(action.operation)], action.pk, host_id=action.instance.host_id,
+                    on_lost=lambda reason: services.fail_action(action.pk, error=reason))
 
 
 def _heartbeat(instance: Instance) -> Callable[[], bool]:
