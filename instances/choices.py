@@ -11,6 +11,7 @@ class Status(models.TextChoices):
     SUSPENDED = "suspended", "Suspended to RAM"
     CRASHED = "crashed", "Crashed"
     ERROR = "error", "Error"
+    MISSING = "missing", "Missing on its host"  # its domain was removed outside CloudPanel: only delete applies
     DELETED = "deleted", "Deleted"
 
 

@@ -381,10 +381,10 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
         if not _set_status(instance, status, cause, detail=detail):
             return False
         fields = ["status", "status_changed_at"]
-        if status != Status.ERROR and instance.status_reason and not instance.task_state:
+        if status not in (Status.ERROR, Status.MISSING) and instance.status_reason and not instance.task_state:
             instance.status_reason = ""
             fields.append("status_reason")
-        elif status == Status.ERROR:
+        elif status in (Status.ERROR, Status.MISSING):
             instance.status_reason = detail
             fields.append("status_reason")
         instance.save(update_fields=fields)
@@ -401,8 +401,8 @@ def record_domain_event(*, host: Host, domain_uuid: str, status: str | None, eve
     if instance_id is None:
         return False
     if status is None:
-        return record_status(instance_id=instance_id, status=Status.ERROR, cause=Cause.EVENT, observed_at=observed_at,
-                             detail=f"the domain was {event} on the host outside CloudPanel")
+        return record_status(instance_id=instance_id, status=Status.MISSING, cause=Cause.EVENT,
+                             observed_at=observed_at, detail=f"the domain was {event} on the host outside CloudPanel")
     return record_status(instance_id=instance_id, status=status, cause=Cause.EVENT, observed_at=observed_at,
                          detail=f"libvirt: {event}")
 
@@ -421,9 +421,10 @@ def reconcile_host_states(*, host: Host, states: dict[str, str], observed_at: da
     for pk, domain_uuid, status in rows:
         observed = states.get(str(domain_uuid))
         if observed is None:
-            if status != Status.ERROR:
-                changed += record_status(instance_id=pk, status=Status.ERROR, cause=Cause.RECONCILE,
-                                         observed_at=observed_at, detail="the domain no longer exists on the host")
+            if status not in (Status.ERROR, Status.MISSING):  # (an instance in error may never have been defined)
+                changed += record_status(instance_id=pk, status=Status.MISSING, cause=Cause.RECONCILE,
+                                         observed_at=observed_at,
+                                         detail="the domain no longer exists on the host (removed outside CloudPanel)")
         elif observed != status:
             changed += record_status(instance_id=pk, status=observed, cause=Cause.RECONCILE, observed_at=observed_at)
     return changed

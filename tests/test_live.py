@@ -16,7 +16,9 @@ from hosts.models import Host
 from hosts.tasks import reconcile_host
 from instances import services
 from instances.choices import Cause, Status, TaskState
+from instances.lifecycle import allowed_operations
 from instances.models import Instance
+from tests.conftest import token_client
 from tests.factories import make_boot_kernel, make_instance, make_tenant, make_user, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,7 +68,7 @@ def test_reconcile_catches_what_events_missed_in_one_call(member, tenant, host):
     assert calls == [host.uri] and not per_domain.called
     assert Instance.objects.get(pk=instance.pk).status == Status.PAUSED
     gone.refresh_from_db()
-    assert gone.status == Status.ERROR and "no longer exists" in gone.status_reason
+    assert gone.status == Status.MISSING and "no longer exists" in gone.status_reason
     assert gone.state_changes.order_by("-id").first().cause == Cause.RECONCILE
 
 
@@ -194,3 +196,24 @@ def test_listener_backs_off_from_an_unreachable_host_and_shows_why(db):
     assert watch.call_count == 1
     host.refresh_from_db()
     assert host.state == HostState.OFFLINE and "cannot connect" in host.last_error
+
+
+def test_a_domain_removed_outside_the_panel_leaves_its_instance_missing_with_only_delete_offered(member, tenant,
+                                                                                               host):
+    # Given a running instance whose domain is undefined by hand (the host's event says so)
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    services.record_domain_event(host=host, domain_uuid=str(instance.uuid), status=None, event="undefined",
+                                 observed_at=timezone.now())
+    instance.refresh_from_db()
+    # Then it is missing, says why, and only delete applies (through the API too)
+    assert instance.status == Status.MISSING and "undefined on the host outside CloudPanel" in instance.status_reason
+    assert allowed_operations(instance.status, instance.task_state) == ["delete"]
+    api = token_client(member, tenant)
+    assert api.post(f"/api/v1/instances/{instance.pk}/start/").status_code == 409
+    # And a later reconcile that does not find it leaves it so; one that finds it again (defined back by hand) follows
+    later = timezone.now() + timedelta(seconds=1)
+    assert services.reconcile_host_states(host=host, states={}, observed_at=later) == 0
+    assert services.reconcile_host_states(host=host, states={str(instance.uuid): Status.STOPPED},
+                                          observed_at=later + timedelta(seconds=1)) == 1
+    instance.refresh_from_db()
+    assert (instance.status, instance.status_reason) == (Status.STOPPED, "")

@@ -33,11 +33,13 @@ from images.management.commands.add_image import add_file
 from images.models import Image, ImageCopy
 from instances import boot, services
 from instances.choices import ActionStatus, Status
+from instances.lifecycle import allowed_operations
 from instances.models import Instance, InstanceAction
 from networks import services as network_services
 from networks.models import Allocation, NetworkHost, Port
 from tenants.models import AuditEvent
 from tests.conftest import CONTAINER_IMAGE
+from tests.factories import wait_for
 from tests.test_images import upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
@@ -135,6 +137,12 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest_kernel, listener
     action.refresh_from_db()
     assert action.status == ActionStatus.SUCCEEDED, action.error
     assert Instance.objects.get(pk=instance.pk).status == Status.STOPPED
+    # When its domain is undefined by hand, outside the panel, the host's event marks it missing, with only
+    # delete offered
+    hypervisor.connection(qemu_host.uri).lookupByUUIDString(str(instance.uuid)).undefine()
+    assert wait_for(lambda: Instance.objects.get(pk=instance.pk).status == Status.MISSING, timeout=15)
+    missing = Instance.objects.get(pk=instance.pk)
+    assert "outside CloudPanel" in missing.status_reason and allowed_operations(missing.status, None) == ["delete"]
     services.request_operation(instance=instance, operation="delete", user=member)
     assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
     with pytest.raises(hypervisor.DomainNotFound):
