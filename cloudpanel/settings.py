@@ -111,6 +111,15 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default shares SQLite between web, worker and listener threads.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+else:
+    # PostgreSQL: each process holds at most CLOUDPANEL_DB_POOL_SIZE connections (psycopg's pool), however many
+    # requests or task threads it runs; one more waits for a free connection up to CLOUDPANEL_DB_POOL_TIMEOUT s.
+    DATABASES["default"].update(CONN_MAX_AGE=0, CONN_HEALTH_CHECKS=False)
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": int(os.environ.get("CLOUDPANEL_DB_POOL_SIZE", "10")),
+                 "timeout": float(os.environ.get("CLOUDPANEL_DB_POOL_TIMEOUT", "30")), "max_idle": 300},
+        "application_name": os.environ.get("CLOUDPANEL_DB_APPLICATION_NAME", "cloudpanel"),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

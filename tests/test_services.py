@@ -1,4 +1,5 @@
-"""The services mode: web, worker, beat and listener under a supervisor, each restarted on its own."""
+"""The services mode: web, worker, beat and listener under a supervisor, each restarted on its own; each process's
+database connections bounded by its pool."""
 
 import os
 import signal
@@ -6,12 +7,14 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.factories import wait_for
+from tenants.services import create_api_token
+from tests.factories import make_instance, wait_for
 from tests.test_queue_outage import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +72,39 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-f", f"services-{mark}"], capture_output=True, text=True).stdout.split()
     assert not left and not answers(port)
+
+
+def test_a_web_process_holds_no_more_database_connections_than_its_pool(tenant, member, host):
+    # Given the web process with a pool of 2 connections, and many instances to list
+    for index in range(40):
+        make_instance(tenant=tenant, host=host, name=f"load-{index}")
+    _, key = create_api_token(user=member, name="load", tenant=tenant, expires_at=None)
+    db = connection.settings_dict
+    port, name = free_port(), f"pool-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "CLOUDPANEL_DB_POOL_SIZE": "2", "CLOUDPANEL_DB_APPLICATION_NAME": name,
+           "CLOUDPANEL_CHANNEL_PREFIX": name, "CLOUDPANEL_TASK_QUEUE": name}
+    process = subprocess.Popen([".venv/bin/python", "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: answers(port), timeout=30)
+
+        def get(_):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/instances/?limit=40",
+                                             headers={"Authorization": f"Token {key}"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+
+        peak = 0
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            futures = [pool.submit(get, index) for index in range(240)]
+            while not all(f.done() for f in futures):
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name])
+                    peak = max(peak, cursor.fetchone()[0])
+            # When 24 clients ask at once, then every request is answered and the process never held more than 2
+            assert [f.result() for f in futures] == [200] * 240
+        assert 1 <= peak <= 2
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
