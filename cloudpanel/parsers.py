@@ -64,7 +64,7 @@ class StrictJSONParser(JSONParser):
 
 
 def _bounded(value: str | None, name: str, maximum: int, what: str) -> None:
-    if value is not None and (not value.isdigit() or len(value) > 12 or int(value) > maximum):
+    if value is not None and (not (value.isascii() and value.isdigit()) or len(value) > 12 or int(value) > maximum):
         raise ValidationError({name: [f"a whole number from 0 to {maximum}{what}"]})
 
 
@@ -78,7 +78,6 @@ class BoundedPagination(LimitOffsetPagination):
                  f" (pages hold at most {MAX_LIMIT} rows)")
         _bounded(request.query_params.get(self.offset_query_param), self.offset_query_param, MAX_OFFSET, "")
         return super().paginate_queryset(queryset, request, view)
-
 
 
 class Metadata(SimpleMetadata):

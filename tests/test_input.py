@@ -45,6 +45,8 @@ def test_text_keeps_tabs_and_line_breaks(admin_api):
     ("offset=1000000001", 400, None),
     ("limit=-1", 400, None),
     ("offset=x", 400, None),
+    ("limit=%C2%B2", 400, None),  # "²" is a digit to Python's isdigit, not to int()
+    ("offset=%D9%A1", 400, None),  # an Arabic-Indic one
 ])
 def test_paging_parameters_are_checked_and_a_page_is_capped(admin_api, query, status, rows):
     tenant = make_tenant()
