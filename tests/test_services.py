@@ -54,7 +54,7 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
     try:
         assert wait_for(lambda: answers(port) and all(
             state == "RUNNING" for state, _ in status(env).values()) and len(status(env)) == 4, timeout=60)
-        for name in ("worker", "listener", "web"):
+        for name in ("worker", "listener", "beat", "web"):
             before = status(env)
             # When one is killed outright
             os.kill(before[name][1], signal.SIGKILL)
