@@ -175,8 +175,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup closes the database connection around every task unless this is
-# set, which would defeat CONN_MAX_AGE (a new PostgreSQL connection per task, ~5 ms);
-# cloudpanel/celery.py recycles connections the way Django does around requests instead.
+# set; cloudpanel/celery.py recycles connections the way Django does around requests instead
+# (on PostgreSQL a close hands the connection back to the process's pool).
 CELERY_DB_REUSE_MAX = 1_000_000_000
 
 # How long an operation may stay in flight before reconcile marks the instance as error.

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import itertools
+import socket
 import time
 import uuid
 
@@ -48,6 +49,13 @@ def make_instance(*, tenant: Tenant, host: Host, status: str = Status.STOPPED, *
     defaults = {"name": f"vm-{next(_seq)}", "vcpus": 1, "memory_mib": 128}
     defaults.update(fields)
     return Instance.objects.create(tenant=tenant, host=host, status=status, **defaults)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:

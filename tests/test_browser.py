@@ -26,7 +26,7 @@ from instances.models import Instance, InstanceStateChange
 from tenants.choices import Role
 from tenants.services import add_member, set_quota
 from tests.conftest import CONTAINER_IMAGE
-from tests.factories import make_boot_kernel, make_host, make_instance, make_tenant, make_user
+from tests.factories import free_port, make_boot_kernel, make_host, make_instance, make_tenant, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
 
@@ -34,12 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 SCREENSHOTS = Path(os.environ.get("CLOUDPANEL_SCREENSHOTS", ROOT / "var" / "screenshots"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

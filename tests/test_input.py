@@ -1,6 +1,8 @@
 """Bad input gets a 400 with its reason, never a 500, and nothing stored changes: bodies, text, paging, OPTIONS,
 and address ranges spelled another way."""
 
+import re
+
 import pytest
 
 from networks.models import Network
@@ -59,11 +61,14 @@ def test_paging_parameters_are_checked_and_a_page_is_capped(admin_api, query, st
         assert "a whole number from 0 to" in str(response.json())
 
 
-@pytest.mark.parametrize("path", ["/api/v1/invoices/1/issue/", "/api/v1/invoices/1/pdf/", "/api/v1/invoices/",
-                                  "/api/v1/networks/", "/api/v1/instances/1/reboot/"])
-def test_options_is_answered_on_every_kind_of_route(admin_api, path):
-    response = admin_api.options(path)
-    assert response.status_code == 200 and response.json()["name"]
+def test_options_is_answered_on_every_route_of_the_schema(admin_api):
+    paths = admin_api.get("/api/schema/", {"format": "json"}).json()["paths"]
+    assert len(paths) > 40
+    for path in paths:
+        response = admin_api.options(re.sub(r"\{[^}]+\}", "1", path))
+        assert response.status_code in (200, 404) and response.json(), (path, response.content[:200])
+    # (an invoice action's answer-only serializer has no fields to describe: that used to be a 500)
+    assert admin_api.options("/api/v1/invoices/1/issue/").json()["name"] == "Issue"
 
 
 def test_a_non_object_body_on_an_object_is_refused_and_changes_nothing(admin_api, host):

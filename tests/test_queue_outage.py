@@ -1,7 +1,6 @@
 """A broker outage never leaves an instance busy: the request fails with 503 and Retry-After, and what it
 would have stored is not there (or, lost at the commit, the action fails with the reason)."""
 
-import socket
 from unittest import mock
 
 import pytest
@@ -10,15 +9,9 @@ from kombu.exceptions import OperationalError
 from cloudpanel import tasking
 from instances.choices import ActionStatus, Status
 from instances.models import Instance, InstanceAction
-from tests.factories import make_boot_kernel, make_instance
+from tests.factories import free_port, make_boot_kernel, make_instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import pytest
 from django.db import connection
 
 from tenants.services import create_api_token
-from tests.factories import make_instance, wait_for
-from tests.test_queue_outage import free_port
+from tests.factories import free_port, make_instance, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("beat", "listener", "web", "worker")

@@ -247,14 +247,18 @@ def domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool 
     return ET.tostring(builders[Technology(technology)](spec), encoding="unicode")
 
 
-def volume_xml(name: str, size_gib: int, *, backing: Backing | None = None) -> str:
-    """A sparse qcow2 storage volume of the given capacity, copy-on-write over backing if given."""
+def _volume(name: str, capacity: str, unit: str, fmt: str) -> ET.Element:
     vol = ET.Element("volume")
     _sub(vol, "name", name)
-    _sub(vol, "capacity", str(size_gib), unit="GiB")
+    _sub(vol, "capacity", capacity, unit=unit)
     _sub(vol, "allocation", "0")
-    target = _sub(vol, "target")
-    _sub(target, "format", type="qcow2")
+    _sub(_sub(vol, "target"), "format", type=fmt)
+    return vol
+
+
+def volume_xml(name: str, size_gib: int, *, backing: Backing | None = None) -> str:
+    """A sparse qcow2 storage volume of the given capacity, copy-on-write over backing if given."""
+    vol = _volume(name, str(size_gib), "GiB", "qcow2")
     if backing is not None:
         store = _sub(vol, "backingStore")
         _sub(store, "path", backing.path)
@@ -264,10 +268,4 @@ def volume_xml(name: str, size_gib: int, *, backing: Backing | None = None) -> s
 
 def raw_volume_xml(name: str, size: int) -> str:
     """A raw volume of exactly size bytes, to be filled by an upload (it holds an image's bytes as they are)."""
-    vol = ET.Element("volume")
-    _sub(vol, "name", name)
-    _sub(vol, "capacity", str(size), unit="bytes")
-    _sub(vol, "allocation", "0")
-    target = _sub(vol, "target")
-    _sub(target, "format", type="raw")
-    return ET.tostring(vol, encoding="unicode")
+    return ET.tostring(_volume(name, str(size), "bytes", "raw"), encoding="unicode")
