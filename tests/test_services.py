@@ -41,6 +41,14 @@ def answers(port: int) -> bool:
         return False
 
 
+def running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
 def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(tmp_path):
     # Given the four services on the test database, with a queue and channel prefix of their own
     db = connection.settings_dict
@@ -50,6 +58,7 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
            "CLOUDPANEL_CHANNEL_PREFIX": f"services-{mark}"}
     process = subprocess.Popen(["scripts/run-services.sh", str(port)], cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last: dict[str, tuple[str, int]] = {}
     try:
         assert wait_for(lambda: answers(port) and all(
             state == "RUNNING" for state, _ in status(env).values()) and len(status(env)) == 4, timeout=60)
@@ -64,6 +73,7 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
             assert {other: after[other] for other in SERVICES if other != name} == {
                 other: before[other] for other in SERVICES if other != name}
             assert wait_for(lambda: answers(port), timeout=20)
+        last = status(env)
     finally:
         # And stopping the supervisor stops all four
         os.killpg(process.pid, signal.SIGTERM)
@@ -71,6 +81,7 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-f", f"services-{mark}"], capture_output=True, text=True).stdout.split()
     assert not left and not answers(port)
+    assert len(last) == 4 and not [name for name, (_, pid) in last.items() if running(pid)]
 
 
 def test_a_web_process_holds_no_more_database_connections_than_its_pool(tenant, member, host):
