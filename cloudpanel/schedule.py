@@ -10,9 +10,13 @@ from django.conf import settings
 
 
 def beat_schedule() -> dict[str, dict]:
-    """Every periodic task: reconcile sweeps (the safety net under libvirt's events), stale images, billing."""
+    """Every periodic task: lost operations, reconcile sweeps (the safety net under libvirt's events), stale images,
+    billing."""
     sweep = timedelta(seconds=settings.CLOUDPANEL_RECONCILE_SECONDS)
     return {
+        # operations whose worker died: run again or failed, within the lease and a third of it
+        "recover-lost-actions": {"task": "instances.tasks.recover_lost_actions",
+                                 "schedule": timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS / 3)},
         "reconcile-hosts": {"task": "hosts.tasks.reconcile_hosts", "schedule": sweep},
         "expire-stale-images": {"task": "images.tasks.expire_stale_images", "schedule": sweep},
         # meter usage up to the last full hour, invoice closed months

@@ -181,6 +181,9 @@ CELERY_DB_REUSE_MAX = 1_000_000_000
 
 # How long an operation may stay in flight before reconcile marks the instance as error.
 CLOUDPANEL_TASK_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_TASK_TIMEOUT_SECONDS", "300"))
+# A running operation's worker renews its lease every third of this; a lease this old means the worker died: the
+# operation is run again (a delete) or failed with the reason "worker lost", checked every third of it too.
+CLOUDPANEL_LEASE_SECONDS = float(os.environ.get("CLOUDPANEL_LEASE_SECONDS", "15"))
 CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS", "120"))
 CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECONDS", "30"))
 # Allocation ratios, as in OpenStack's placement: vCPUs and RAM may be overcommitted.

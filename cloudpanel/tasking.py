@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import redis
 from celery import Task
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 from kombu.exceptions import OperationalError
 
 from cloudpanel.exceptions import Unavailable
@@ -73,6 +75,30 @@ def _publish(task: Task, args: tuple, headers: dict, on_lost: Callable[[str], No
         if on_lost is not None:
             on_lost(reason)
         raise QueueUnavailable(reason) from None
+
+
+@contextmanager
+def lease(renew: Callable[[], object], every: float) -> Iterator[None]:
+    """While the block runs, call renew() every `every` seconds from a thread of its own: the sign, stored by renew,
+    that the worker running the block is alive. A renewal the database refuses is retried at the next beat."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                renew()
+            except DatabaseError as exc:
+                log.warning("lease not renewed: %s", exc)
+            finally:
+                connections.close_all()  # this thread's connection goes back to the pool
+
+    thread = threading.Thread(target=beat, name="lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def host_of(options: dict) -> int | None:

@@ -143,6 +143,9 @@ class InstanceAction(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # While it runs, its worker renews this lease (instances.tasks): a lease left to expire means the worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)  # how many times a worker began it
 
     objects = InstanceActionQuerySet.as_manager()
 

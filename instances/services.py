@@ -15,7 +15,7 @@ from typing import NamedTuple
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
@@ -287,15 +287,51 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
 
 
 def begin_action(action_id: int) -> InstanceAction | None:
-    """Mark an action running; None if it is gone or already finished (a redelivery)."""
+    """Claim a pending action for this worker: mark it running, with its lease taken now. None if it is gone or
+    another worker claimed it already (a redelivery, or a second copy of the task): running it twice is a no-op."""
     # The conditional UPDATE is atomic on its own: no transaction, no row lock held.
-    InstanceAction.objects.filter(pk=action_id, status=ActionStatus.PENDING).update(
-        status=ActionStatus.RUNNING, started_at=timezone.now()
+    now = timezone.now()
+    claimed = InstanceAction.objects.filter(pk=action_id, status=ActionStatus.PENDING).update(
+        status=ActionStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
     )
-    action = InstanceAction.objects.select_related("instance__host").filter(pk=action_id).first()
-    if action is None or action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+    if not claimed:
         return None
-    return action
+    return InstanceAction.objects.select_related("instance__host").filter(pk=action_id).first()
+
+
+def renew_lease(action_id: int) -> bool:
+    """The action's worker is alive; False once the action is no longer its to run."""
+    return bool(InstanceAction.objects.filter(pk=action_id, status=ActionStatus.RUNNING)
+                .update(heartbeat_at=timezone.now()))
+
+
+WORKER_LOST = "worker lost: the worker running it stopped"
+# Run again when their worker dies: doing them twice is the same as once.
+RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF})
+MAX_ATTEMPTS = 3
+
+
+def recover_lost_actions(*, renewed_before: datetime) -> set[int]:
+    """Actions whose lease was last renewed before renewed_before lost their worker. A resumable one is queued
+    again (up to MAX_ATTEMPTS runs); any other fails with the reason "worker lost", its instance freed. Returns the
+    hosts of the failed ones, whose domains should be read at once: the operation may have gone through."""
+    hosts = set()
+    lost = InstanceAction.objects.filter(status=ActionStatus.RUNNING, heartbeat_at__lt=renewed_before)
+    for pk in lost.values_list("pk", flat=True):
+        with transaction.atomic():
+            action = (InstanceAction.objects.select_for_update().select_related("instance")
+                      .filter(pk=pk, status=ActionStatus.RUNNING, heartbeat_at__lt=renewed_before).first())
+            if action is None:
+                continue  # renewed or finished meanwhile
+            if action.operation in RESUMABLE and action.attempts < MAX_ATTEMPTS:
+                action.status, action.heartbeat_at = ActionStatus.PENDING, None
+                action.save(update_fields=["status", "heartbeat_at"])
+                keep_alive(instance_id=action.instance_id)
+                tasks.enqueue(action)
+                continue
+            fail_action(pk, error=f"{WORKER_LOST} (attempt {action.attempts}); the instance shows what its host holds")
+            hosts.add(action.instance.host_id)
+    return hosts
 
 
 def _set_status(instance: Instance, status: str, cause: str, *, action: InstanceAction | None = None,
@@ -441,7 +477,9 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             ).first()
             if instance is None:
                 continue
-            reason = f"{instance.get_task_state_display()} did not finish in time; the host did not answer"
+            taken = InstanceAction.objects.filter(instance=instance, status=ActionStatus.RUNNING).exists()
+            reason = (f"{instance.get_task_state_display()} did not finish in time; "
+                      + ("the host did not answer" if taken else "no worker took it (is the worker running?)"))
             _set_status(instance, Status.ERROR, Cause.TIMEOUT, detail=reason)
             instance.task_state, instance.task_started_at, instance.status_reason = None, None, reason
             instance.save(

@@ -7,17 +7,20 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from cloudpanel import tasking
 from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
+from hosts.tasks import reconcile_host
 from images import cloudinit, distribution, rootfs
 from images.choices import DiskFormat
 from instances import boot, services
@@ -222,12 +225,15 @@ def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
 
 
 def _run(action_id: int, work: Callable[[Instance, Host], str]) -> None:
+    """Claim the action and do its work under a lease renewed by this worker, then report how it went."""
     action = services.begin_action(action_id)
     if action is None:
         return
     instance, host = action.instance, action.instance.host
     try:
-        observed = work(instance, host)
+        with tasking.lease(functools.partial(services.renew_lease, action_id),
+                           every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
+            observed = work(instance, host)
     except (hypervisor.HypervisorError, DomainError) as exc:  # domain errors: say, an image that failed to copy
         services.fail_action(action_id, error=str(exc), observed=_state_after_failure(action, host))
         return
@@ -324,6 +330,14 @@ def detach_nic(action_id: int) -> None:
         return hypervisor.state(host.uri, str(instance.uuid))
 
     _run(action_id, work)
+
+
+@shared_task
+def recover_lost_actions() -> None:
+    """The sweep (beat): operations whose worker died are run again or failed; their hosts read at once."""
+    lost_since = timezone.now() - timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS)
+    for host_id in services.recover_lost_actions(renewed_before=lost_since):
+        tasking.enqueue(reconcile_host, host_id, host_id=host_id)
 
 
 TASKS = {

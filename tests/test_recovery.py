@@ -1,0 +1,121 @@
+"""Crash recovery: a running operation holds a lease its worker renews; one whose lease expired lost its worker and
+is run again (a delete, a power-off) or failed with the reason "worker lost", the guest's state read at once."""
+
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from hosts import hypervisor
+from instances import services, tasks
+from instances.choices import ActionStatus, Status
+from instances.models import Instance, InstanceAction
+from tests.factories import make_boot_kernel, make_instance
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def create(api, host):
+    body = {"name": "web", "vcpus": 1, "memory_mib": 64, "disk_gib": 1, "boot_kernel": make_boot_kernel(host).pk}
+    response = api.post("/api/v1/instances/", body, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def lease_expires(action_id: int) -> None:
+    """Age the lease past its term, as a dead worker leaves it."""
+    InstanceAction.objects.filter(pk=action_id).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+
+
+def test_a_create_whose_worker_died_after_the_guest_started_fails_as_worker_lost_and_shows_it_running(member_api,
+                                                                                                      host):
+    # Given a create whose worker started the guest, then died before it could say so
+    with mock.patch("instances.services.finish_action"):
+        created = create(member_api, host)
+    action = InstanceAction.objects.get(pk=created["id"])
+    assert action.status == ActionStatus.RUNNING and action.attempts == 1
+    # When its lease expires and the sweep runs
+    lease_expires(action.pk)
+    tasks.recover_lost_actions()
+    # Then the create failed with the reason, and the instance shows what the host holds: a running guest
+    action.refresh_from_db()
+    assert action.status == ActionStatus.FAILED and action.error.startswith("worker lost")
+    instance = Instance.objects.get(pk=created["instance"])
+    assert (instance.status, instance.task_state) == (Status.RUNNING, None)
+    assert hypervisor.state(host.uri, str(instance.uuid)) == hypervisor.PowerState.RUNNING
+
+
+def test_a_lost_create_that_started_nothing_leaves_an_error_to_retry(member_api, host):
+    with mock.patch("hosts.hypervisor.define_and_start", side_effect=SystemExit), pytest.raises(SystemExit):
+        create(member_api, host)  # the worker stops in the middle (nothing reports back)
+    action = InstanceAction.objects.get()
+    lease_expires(action.pk)
+    tasks.recover_lost_actions()
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert (instance.status, instance.task_state) == (Status.ERROR, None)
+    assert "worker lost" in instance.status_reason
+    assert member_api.post(f"/api/v1/actions/{action.pk}/retry/").status_code == 202
+    assert Instance.objects.get(pk=instance.pk).status == Status.RUNNING
+
+
+def test_a_delete_whose_worker_died_is_run_again_and_finishes(member_api, host, tenant, member):
+    instance_id = create(member_api, host)["instance"]
+    with mock.patch("instances.tasks.enqueue"):
+        action = services.request_operation(instance=Instance.objects.get(pk=instance_id), operation="delete",
+                                            user=member)
+    assert services.begin_action(action.pk) is not None  # a worker took it, then died
+    lease_expires(action.pk)
+    tasks.recover_lost_actions()
+    action.refresh_from_db()
+    assert (action.status, action.attempts) == (ActionStatus.SUCCEEDED, 2)
+    assert Instance.objects.get(pk=instance_id).status == Status.DELETED
+    with pytest.raises(hypervisor.DomainNotFound):
+        hypervisor.state(host.uri, str(Instance.objects.get(pk=instance_id).uuid))
+
+
+def test_a_delete_that_kills_its_worker_every_time_fails_after_the_last_attempt(tenant, host, member):
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    with mock.patch("instances.tasks.enqueue"):
+        action = services.request_operation(instance=instance, operation="delete", user=member)
+    InstanceAction.objects.filter(pk=action.pk).update(status=ActionStatus.RUNNING, attempts=services.MAX_ATTEMPTS)
+    lease_expires(action.pk)
+    with mock.patch("instances.tasks.enqueue") as queued:
+        tasks.recover_lost_actions()
+    queued.assert_not_called()
+    action.refresh_from_db()
+    assert action.status == ActionStatus.FAILED and "worker lost" in action.error
+    # And the host was read at once: this row never had a domain there, which is what it now shows
+    instance.refresh_from_db()
+    assert (instance.status, instance.task_state) == (Status.MISSING, None)
+
+
+def test_a_renewed_lease_is_left_alone(tenant, host, member):
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    with mock.patch("instances.tasks.enqueue"):
+        action = services.request_operation(instance=instance, operation="start", user=member)
+    services.begin_action(action.pk)
+    tasks.recover_lost_actions()
+    action.refresh_from_db()
+    assert action.status == ActionStatus.RUNNING
+    # And a second copy of its task finds it claimed: it is not run twice
+    with mock.patch("hosts.hypervisor.start") as start:
+        tasks.start_instance(action.pk)
+    start.assert_not_called()
+
+
+def test_the_worker_renews_the_lease_while_it_works(member_api, host, settings):
+    settings.CLOUDPANEL_LEASE_SECONDS = 0.3
+    instance_id = create(member_api, host)["instance"]
+    seen = []
+
+    def slow_poweroff(uri, domain_uuid):
+        began = InstanceAction.objects.get(operation="poweroff").heartbeat_at
+        time.sleep(0.5)
+        seen.append(InstanceAction.objects.get(operation="poweroff").heartbeat_at - began)
+        return hypervisor.PowerState.STOPPED
+
+    with mock.patch("hosts.hypervisor.power_off", side_effect=slow_poweroff):
+        assert member_api.post(f"/api/v1/instances/{instance_id}/poweroff/").status_code == 202
+    assert seen and seen[0] >= timedelta(seconds=0.1)
