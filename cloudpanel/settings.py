@@ -114,7 +114,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # PostgreSQL: each process holds at most CLOUDPANEL_DB_POOL_SIZE connections (psycopg's pool), however many
     # requests or task threads it runs; one more waits for a free connection up to CLOUDPANEL_DB_POOL_TIMEOUT s.
-    DATABASES["default"].update(CONN_MAX_AGE=0, CONN_HEALTH_CHECKS=False)
+    # The pool checks a connection as it hands it out (health checks on): one the server dropped is replaced. A
+    # connection it cannot open ("too many clients", a restarting server) it tries again, while the caller waits.
+    DATABASES["default"].update(CONN_MAX_AGE=0, CONN_HEALTH_CHECKS=True)
     DATABASES["default"]["OPTIONS"] = {
         "pool": {"min_size": 1, "max_size": int(os.environ.get("CLOUDPANEL_DB_POOL_SIZE", "10")),
                  "timeout": float(os.environ.get("CLOUDPANEL_DB_POOL_TIMEOUT", "30")), "max_idle": 300},

@@ -15,20 +15,49 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import redis
-from celery import Task
+from celery import Task, shared_task
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, InterfaceError, connections, transaction
+from django.db import OperationalError as DatabaseGone
 from kombu.exceptions import OperationalError
 
 from cloudpanel.exceptions import Unavailable
 
 HOST_HEADER = "cloudpanel_host"
 RETRY_AFTER_SECONDS = 15
+# A dropped connection, a restarting server, "too many clients": gone for a while, back later.
+TRANSIENT = (DatabaseGone, InterfaceError)
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def task(fn: Callable) -> Task:
+    """A Celery task that a database outage delays, never loses: retried with back-off (up to 15 s apart) until
+    the database answers. Its body must be safe to run again (instances' tasks claim their action first)."""
+    return shared_task(autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=15, max_retries=None)(fn)
+
+
+def persist(write: Callable[..., T], *args: object, within: float = 30.0, **kwargs: object) -> T:
+    """Call write(*args, **kwargs), trying again while the database is away, for up to `within` seconds: what a
+    task has done on a host is recorded once the database is back (beyond that, raised)."""
+    deadline, pause = time.monotonic() + within, 0.25
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except TRANSIENT as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: the database is away (%s); trying again in %.2g s", getattr(write, "__name__", write),
+                        exc, pause)
+            connections.close_all()
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
 
 class QueueUnavailable(Unavailable):

@@ -1,20 +1,23 @@
 """The event listener: libvirt lifecycle events, passed on as hosts.signals.domain_event.
 
 libvirt calls back on its own event thread; callbacks only queue the event, and the
-listener's thread records it, so a slow database never stalls libvirt's loop. The
-listener listens and schedules nothing: periodic reconcile sweeps are beat's
-(cloudpanel/schedule.py); it reconciles a host only when it starts watching it, to catch
-up on what it missed.
+listener's thread records it, so a slow database never stalls libvirt's loop. An event is
+let go only once it is recorded: when the database is away it waits, in order, and is
+recorded when the database answers again. The listener listens and schedules nothing:
+periodic reconcile sweeps are beat's (cloudpanel/schedule.py); it reconciles a host when
+it starts watching it and after the database was away, to catch up on what it missed, in
+a thread of its own, so that events are recorded meanwhile.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
 
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 
 from hosts import hypervisor, services, signals
 from hosts.models import Host
@@ -29,6 +32,7 @@ class Listener:
     def __init__(self, rescan_seconds: float = 2.0) -> None:
         self.rescan_seconds = rescan_seconds
         self.events: queue.Queue[hypervisor.LifecycleEvent] = queue.Queue()
+        self.unrecorded: collections.deque[hypervisor.LifecycleEvent] = collections.deque()  # taken, not yet kept
         self.watched: dict[str, int] = {}  # uri → handle
         self.retry: dict[str, tuple[float, float]] = {}  # uri → (next attempt, current back-off)
         self.stop = threading.Event()
@@ -51,17 +55,41 @@ class Listener:
                 continue
             self.retry.pop(host.uri, None)
             log.info("watching %s (%s)", host.name, host.uri)
-            probe_host(host.pk)  # refresh its facts: it may have changed while we were away
-            reconcile_host(host.pk)  # catch up on events missed while we were not listening
-            self.watched[host.uri] = handle  # only now: watched means caught up
+            self.watched[host.uri] = handle
+            self._catch_up(host.pk, probe=True)  # it may have changed while we were not listening
+
+    @staticmethod
+    def _catch_up(host_id: int, *, probe: bool = False) -> threading.Thread:
+        """Read the host's facts (probe) and its domains again, beside the events."""
+        def run() -> None:
+            try:
+                if probe:
+                    probe_host(host_id)
+                reconcile_host(host_id)
+            except Exception:
+                log.exception("catching up on host %s failed; the next sweep will", host_id)
+            finally:
+                connections.close_all()  # this thread's connection goes back to the pool
+
+        thread = threading.Thread(target=run, name=f"catch-up-{host_id}", daemon=True)
+        thread.start()
+        return thread
 
     def _drain(self, timeout: float) -> None:
-        try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            return
-        hosts: dict[str, Host | None] = {}
+        """Record the events that came, in order; one is let go only once recorded (a DatabaseError keeps it)."""
+        if not self.unrecorded:
+            try:
+                self.unrecorded.append(self.events.get(timeout=timeout))
+            except queue.Empty:
+                return
         while True:
+            try:
+                self.unrecorded.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        hosts: dict[str, Host | None] = {}
+        while self.unrecorded:
+            event = self.unrecorded[0]
             if event.uri not in hosts:
                 hosts[event.uri] = Host.objects.filter(uri=event.uri).first()
             host = hosts[event.uri]
@@ -69,14 +97,12 @@ class Listener:
                 signals.domain_event.send(sender=Host, host=host, domain_uuid=event.domain_uuid,
                                           observed_at=event.observed_at, event=event.event,
                                           status=event.state.value if event.state else None)
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                return
+            self.unrecorded.popleft()
 
     def run(self) -> None:
         """Loop until stop is set."""
         next_scan = 0.0
+        database_lost = False
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
@@ -85,8 +111,19 @@ class Listener:
                     self._watch_hosts(list(Host.objects.all()))  # disabled hosts still run instances
                     next_scan = now + self.rescan_seconds
                 self._drain(timeout=0.2)
+            except DatabaseError as exc:
+                log.warning("database unavailable (%s); %d event(s) kept until it answers", exc, len(self.unrecorded))
+                database_lost = True
+                connections.close_all()  # a dropped connection is opened again on the next try
+                self.stop.wait(0.5)
+                continue
             except Exception:
                 log.exception("listener loop failed; retrying")
-                time.sleep(1)
+                self.stop.wait(1)
+                continue
+            if database_lost:  # back: what changed meanwhile without an event is read at once
+                database_lost = False
+                for host_id in Host.objects.filter(uri__in=list(self.watched)).values_list("pk", flat=True):
+                    self._catch_up(host_id)
         for uri, handle in self.watched.items():
             hypervisor.unwatch(uri, handle)

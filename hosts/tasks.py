@@ -1,14 +1,13 @@
 """Thin tasks over host services and the hypervisor layer."""
 
-from celery import shared_task
 from django.utils import timezone
 
-from cloudpanel.tasking import enqueue
+from cloudpanel.tasking import enqueue, task
 from hosts import hypervisor, services, signals
 from hosts.models import Host
 
 
-@shared_task
+@task
 def probe_host(host_id: int) -> None:
     """Probe a host and record what it is, or why it can't be reached."""
     host = Host.objects.filter(pk=host_id).first()
@@ -22,7 +21,7 @@ def probe_host(host_id: int) -> None:
     services.record_probe(host_id=host_id, info=info)
 
 
-@shared_task
+@task
 def reconcile_host(host_id: int) -> None:
     """Read the state of every domain on a host in one listAllDomains call, for the apps that compare it with
     theirs (signals.host_observed)."""
@@ -40,7 +39,7 @@ def reconcile_host(host_id: int) -> None:
     signals.host_observed.send(sender=Host, host=host, states=states, observed_at=observed_at)
 
 
-@shared_task
+@task
 def reconcile_hosts() -> None:
     """The periodic sweep: reconcile every host, each on its own worker's queue."""
     for host_id in Host.objects.values_list("pk", flat=True):

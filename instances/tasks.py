@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -235,57 +234,57 @@ def _run(action_id: int, work: Callable[[Instance, Host], str]) -> None:
                            every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
             observed = work(instance, host)
     except (hypervisor.HypervisorError, DomainError) as exc:  # domain errors: say, an image that failed to copy
-        services.fail_action(action_id, error=str(exc), observed=_state_after_failure(action, host))
+        tasking.persist(services.fail_action, action_id, error=str(exc), observed=_state_after_failure(action, host))
         return
     except Exception as exc:  # anything unforeseen still ends the operation, with its reason
         log.exception("action %s: unexpected failure", action_id)
-        services.fail_action(action_id, error=f"an unexpected error stopped the operation: {exc}",
-                             observed=_state_after_failure(action, host))
+        tasking.persist(services.fail_action, action_id, error=f"an unexpected error stopped the operation: {exc}",
+                        observed=_state_after_failure(action, host))
         return
-    services.finish_action(action_id, observed=observed)
+    tasking.persist(services.finish_action, action_id, observed=observed)
 
 
-@shared_task
+@tasking.task
 def create_instance(action_id: int) -> None:
     _run(action_id, _do_create)
 
 
-@shared_task
+@tasking.task
 def start_instance(action_id: int) -> None:
     _run(action_id, lambda instance, host: hypervisor.start(host.uri, str(instance.uuid)))
 
 
-@shared_task
+@tasking.task
 def shutdown_instance(action_id: int) -> None:
     _run(action_id, _do_shutdown)
 
 
-@shared_task
+@tasking.task
 def poweroff_instance(action_id: int) -> None:
     _run(action_id, lambda instance, host: hypervisor.power_off(host.uri, str(instance.uuid)))
 
 
-@shared_task
+@tasking.task
 def reboot_instance(action_id: int) -> None:
     _run(action_id, lambda instance, host: hypervisor.reboot(host.uri, str(instance.uuid)))
 
 
-@shared_task
+@tasking.task
 def suspend_instance(action_id: int) -> None:
     _run(action_id, lambda instance, host: hypervisor.suspend(host.uri, str(instance.uuid)))
 
 
-@shared_task
+@tasking.task
 def resume_instance(action_id: int) -> None:
     _run(action_id, lambda instance, host: hypervisor.resume(host.uri, str(instance.uuid)))
 
 
-@shared_task
+@tasking.task
 def delete_instance(action_id: int) -> None:
     _run(action_id, _do_delete)
 
 
-@shared_task
+@tasking.task
 def change_media(action_id: int) -> None:
     def work(instance: Instance, host: Host) -> str:
         action = InstanceAction.objects.select_related("image").get(pk=action_id)
@@ -299,7 +298,7 @@ def change_media(action_id: int) -> None:
     _run(action_id, work)
 
 
-@shared_task
+@tasking.task
 def attach_nic(action_id: int) -> None:
     def work(instance: Instance, host: Host) -> str:
         port = InstanceAction.objects.select_related("port__network").get(pk=action_id).port
@@ -319,7 +318,7 @@ def attach_nic(action_id: int) -> None:
     _run(action_id, work)
 
 
-@shared_task
+@tasking.task
 def detach_nic(action_id: int) -> None:
     def work(instance: Instance, host: Host) -> str:
         port = InstanceAction.objects.select_related("port__network").get(pk=action_id).port
@@ -332,7 +331,7 @@ def detach_nic(action_id: int) -> None:
     _run(action_id, work)
 
 
-@shared_task
+@tasking.task
 def recover_lost_actions() -> None:
     """The sweep (beat): operations whose worker died are run again or failed; their hosts read at once."""
     lost_since = timezone.now() - timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS)

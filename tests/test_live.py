@@ -217,3 +217,47 @@ def test_a_domain_removed_outside_the_panel_leaves_its_instance_missing_with_onl
                                           observed_at=later + timedelta(seconds=1)) == 1
     instance.refresh_from_db()
     assert (instance.status, instance.status_reason) == (Status.STOPPED, "")
+
+
+def test_an_event_that_meets_a_database_outage_is_kept_and_recorded_once_it_answers(member, tenant, host):
+    from django.db import DatabaseError, OperationalError
+
+    from hosts.listener import Listener
+
+    instance = running_instance(member, tenant)
+    listener = Listener()
+    first = hypervisor.LifecycleEvent(uri=host.uri, domain_uuid=str(instance.uuid), state=hypervisor.PowerState.PAUSED,
+                                      event="suspended", observed_at=timezone.now())
+    then = hypervisor.LifecycleEvent(uri=host.uri, domain_uuid=str(instance.uuid), state=hypervisor.PowerState.STOPPED,
+                                     event="stopped", observed_at=timezone.now() + timedelta(seconds=1))
+    listener.events.put(first)
+    listener.events.put(then)
+    # When the database drops the listener's connection as it records them
+    dropped = OperationalError("server closed the connection unexpectedly")
+    with mock.patch("hosts.listener.signals.domain_event.send", side_effect=dropped), pytest.raises(DatabaseError):
+        listener._drain(timeout=0.1)
+    # Then both are kept, in order, and recorded, in order, once it answers
+    assert list(listener.unrecorded) == [first, then]
+    listener._drain(timeout=0.1)
+    assert not listener.unrecorded
+    assert list(instance.state_changes.order_by("id").values_list("to_status", "cause"))[-2:] == [
+        (Status.PAUSED, Cause.EVENT), (Status.STOPPED, Cause.EVENT)]
+
+
+def test_the_listener_records_events_while_it_catches_up_on_a_host(member, tenant, host, listener):
+    # Given a catch-up (a reconcile) that takes long
+    instance = running_instance(member, tenant)
+    assert wait_for(lambda: host.uri in listener.watched)
+    original = hypervisor.all_states
+
+    def slow(uri):
+        time.sleep(3)
+        return original(uri)
+
+    with mock.patch("hosts.hypervisor.all_states", side_effect=slow):
+        catching_up = listener._catch_up(host.pk)
+        # When the guest stops meanwhile, then its event is recorded before the catch-up ends
+        hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid)).destroy()
+        assert wait_for(lambda: Instance.objects.get(pk=instance.pk).status == Status.STOPPED, timeout=1.5)
+        assert catching_up.is_alive()
+        catching_up.join()

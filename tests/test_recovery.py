@@ -119,3 +119,35 @@ def test_the_worker_renews_the_lease_while_it_works(member_api, host, settings):
     with mock.patch("hosts.hypervisor.power_off", side_effect=slow_poweroff):
         assert member_api.post(f"/api/v1/instances/{instance_id}/poweroff/").status_code == 202
     assert seen and seen[0] >= timedelta(seconds=0.1)
+
+
+def test_a_report_meets_a_database_outage_and_is_recorded_once_it_answers(member_api, host):
+    from django.db import OperationalError
+
+    instance_id = create(member_api, host)["instance"]
+    real, calls = services.finish_action, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < 3:
+            raise OperationalError("FATAL: sorry, too many clients already")
+        return real(*args, **kwargs)
+
+    with mock.patch("instances.services.finish_action", side_effect=flaky):
+        response = member_api.post(f"/api/v1/instances/{instance_id}/suspend/")
+    assert len(calls) == 3
+    assert InstanceAction.objects.get(pk=response.json()["id"]).status == ActionStatus.SUCCEEDED
+    assert Instance.objects.get(pk=instance_id).status == Status.PAUSED
+
+
+def test_a_task_that_cannot_reach_the_database_is_retried_not_dropped(tenant, host, member):
+    from django.db import OperationalError
+
+    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    with mock.patch("instances.tasks.enqueue"):
+        action = services.request_operation(instance=instance, operation="start", user=member)
+    with mock.patch("instances.services.begin_action", side_effect=OperationalError("too many clients")), \
+            mock.patch("celery.app.task.Task.retry", side_effect=RuntimeError("retried")) as retry, \
+            pytest.raises(RuntimeError, match="retried"):
+        tasks.start_instance.delay(action.pk)
+    assert isinstance(retry.call_args.kwargs["exc"], OperationalError)
