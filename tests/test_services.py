@@ -118,3 +118,28 @@ def test_a_web_process_holds_no_more_database_connections_than_its_pool(tenant, 
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_the_systemd_units_run_what_the_supervisor_runs_and_systemd_accepts_them(tmp_path):
+    import configparser
+    import re
+
+    supervised = configparser.RawConfigParser()
+    supervised.read(ROOT / "deploy/supervisord.conf")
+    for name in SERVICES:
+        unit = configparser.RawConfigParser(strict=False)
+        unit.optionxform = str
+        unit.read(ROOT / f"deploy/systemd/cloudpanel-{name}.service")
+        # Each unit runs the same command as the supervisor's program, restarts on its own, and joins the target
+        command = re.sub(r"%\(ENV_(\w+)\)s", r"${\1}", supervised.get(f"program:{name}", "command"))
+        command = command.replace("${CLOUDPANEL_ROOT}", "/opt/cloudpanel").replace(
+            "${CLOUDPANEL_VAR_DIR}", "/var/lib/cloudpanel")
+        assert unit.get("Service", "ExecStart") == command
+        assert unit.get("Service", "Restart") == "always" and unit.get("Unit", "PartOf") == "cloudpanel.target"
+        assert f"cloudpanel-{name}.service" in (ROOT / "deploy/systemd/cloudpanel.target").read_text()
+        # And systemd's own check accepts it (pointed at this checkout instead of /opt/cloudpanel)
+        local = tmp_path / f"cloudpanel-{name}.service"
+        local.write_text((ROOT / f"deploy/systemd/cloudpanel-{name}.service").read_text().replace(
+            "/opt/cloudpanel", str(ROOT)))
+        verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+        assert verified.returncode == 0 and "cloudpanel" not in verified.stderr, verified.stderr
