@@ -106,9 +106,10 @@ class Stack:
             headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"{}"), dict(response.headers)
+                code, text, headers = response.status, response.read(), response.headers
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+            code, text, headers = exc.code, exc.read(), exc.headers
+        return code, json.loads(text or b"{}"), {key.lower(): value for key, value in headers.items()}
 
 
 def _redis_answers(port: int) -> bool:
@@ -240,7 +241,7 @@ def test_redis_stopped_during_an_operation_loses_nothing_and_refuses_cleanly_unt
         assert (instance(instance_id).status, instance(instance_id).task_state) == (Status.PAUSED, None)
         # And a new operation is refused with 503 and Retry-After, storing nothing, the instance not left busy
         code, refused, headers = stack.api("POST", f"/api/v1/instances/{instance_id}/resume/", token)
-        assert code == 503 and headers.get("Retry-After") and "task queue" in refused["detail"]
+        assert code == 503 and headers.get("retry-after") == "15" and "task queue" in refused["detail"]
         assert (instance(instance_id).task_state, InstanceAction.objects.filter(operation="resume").count()) == (
             None, 0)
         # And reads still answer
