@@ -60,3 +60,4 @@ bench:
 	scripts/libvirtd.sh start && DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/image_overlay.py
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/ipam.py
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/invoice_run.py
+	scripts/libvirtd.sh start && DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/load.py

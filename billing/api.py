@@ -23,6 +23,7 @@ from billing.serializers import (
     PricesSerializer,
     RatePlanCreateSerializer,
     RatePlanSerializer,
+    RevenueSerializer,
     TenantBillingSerializer,
 )
 from cloudpanel.exceptions import NotFound
@@ -209,9 +210,10 @@ class RevenueViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
 
     queryset = Invoice.objects.none()
     platform_level = True
+    pagination_class = None  # one report per currency
 
     @extend_schema(parameters=[OpenApiParameter("months", int, description="how many months back (1-36)")],
-                   responses={200: OpenApiTypes.OBJECT})
+                   responses={200: RevenueSerializer(many=True)})
     def list(self, request):
         self.require(Need.ADMIN)
         try:

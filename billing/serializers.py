@@ -79,3 +79,18 @@ class MonthToDateSerializer(serializers.Serializer):
     so_far = serializers.DecimalField(max_digits=18, decimal_places=2)
     forecast = serializers.DecimalField(max_digits=18, decimal_places=2)
     days = DayCostSerializer(many=True, source="day_rows")
+
+
+class RevenueTenantSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    amounts = serializers.ListField(child=serializers.DecimalField(max_digits=14, decimal_places=2),
+                                    help_text="Per month, in the order of months.")
+
+
+class RevenueSerializer(serializers.Serializer):
+    """One currency's invoiced revenue before tax, net of credit notes, per tenant and month."""
+
+    currency = serializers.CharField()
+    months = serializers.ListField(child=serializers.DateField(), help_text="The first day of each month.")
+    tenants = RevenueTenantSerializer(many=True)
+    totals = serializers.ListField(child=serializers.DecimalField(max_digits=14, decimal_places=2))

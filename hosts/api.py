@@ -1,5 +1,6 @@
 """Host endpoints: platform admins only."""
 
+from django.db.models import Exists, OuterRef
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -9,7 +10,7 @@ from rest_framework.response import Response
 from hosts import services
 from hosts.filtersets import HostFilterSet
 from hosts.models import Host
-from hosts.serializers import HostInputSerializer, HostSerializer, HostUpdateSerializer
+from hosts.serializers import HostDomainSerializer, HostInputSerializer, HostSerializer, HostUpdateSerializer
 from tenants import audit
 from tenants.viewsets import ScopedViewSetMixin
 
@@ -65,3 +66,12 @@ class HostViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
     def probe(self, request, pk=None):
         services.request_probe(host=self.get_object())
         return Response(status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: HostDomainSerializer(many=True)},
+                   summary="Every domain on the host, as the last reconcile or event saw it")
+    @action(detail=True, methods=["get"])
+    def domains(self, request, pk=None):
+        host = self.get_object()
+        instances = host.instances.live().filter(uuid=OuterRef("uuid"))
+        found = host.domains.annotate(managed=Exists(instances))
+        return Response(HostDomainSerializer(found, many=True).data)

@@ -34,6 +34,9 @@ class Listener:
         self.events: queue.Queue[hypervisor.LifecycleEvent] = queue.Queue()
         self.unrecorded: collections.deque[hypervisor.LifecycleEvent] = collections.deque()  # taken, not yet kept
         self.watched: dict[str, int] = {}  # uri → handle
+        self.catching_up: dict[int, threading.Thread] = {}  # host id → its catch-up running
+        self.again: set[int] = set()  # hosts asked to catch up again while theirs runs
+        self.lock = threading.Lock()
         self.retry: dict[str, tuple[float, float]] = {}  # uri → (next attempt, current back-off)
         self.stop = threading.Event()
 
@@ -58,22 +61,52 @@ class Listener:
             self.watched[host.uri] = handle
             self._catch_up(host.pk, probe=True)  # it may have changed while we were not listening
 
-    @staticmethod
-    def _catch_up(host_id: int, *, probe: bool = False) -> threading.Thread:
-        """Read the host's facts (probe) and its domains again, beside the events."""
+    def _catch_up(self, host_id: int, *, probe: bool = False) -> threading.Thread:
+        """Read the host's facts (probe) and its domains again, beside the events. One read per host at a time: asked
+        while one runs, it reads once more when that one ends (what it read may predate the ask)."""
+        with self.lock:
+            running = self.catching_up.get(host_id)
+            if running is not None and running.is_alive():
+                self.again.add(host_id)
+                return running
+
         def run() -> None:
+            read_facts = probe
             try:
-                if probe:
-                    probe_host(host_id)
-                reconcile_host(host_id)
+                while True:
+                    if read_facts:
+                        probe_host(host_id)
+                    reconcile_host(host_id)
+                    with self.lock:
+                        if host_id not in self.again:
+                            del self.catching_up[host_id]
+                            return
+                        self.again.discard(host_id)
+                    read_facts = False
             except Exception:
                 log.exception("catching up on host %s failed; the next sweep will", host_id)
+                with self.lock:
+                    self.catching_up.pop(host_id, None)
             finally:
                 connections.close_all()  # this thread's connection goes back to the pool
 
         thread = threading.Thread(target=run, name=f"catch-up-{host_id}", daemon=True)
+        with self.lock:
+            self.catching_up[host_id] = thread
         thread.start()
         return thread
+
+    @staticmethod
+    def _learn(host: Host, event: hypervisor.LifecycleEvent) -> None:
+        """A domain new to us (defined outside the panel, or just created by it): ask the host its name and size."""
+        try:
+            facts = hypervisor.describe(host.uri, event.domain_uuid)
+        except hypervisor.DomainNotFound:
+            return  # gone already
+        except hypervisor.HypervisorError as exc:
+            log.warning("could not read domain %s on %s (the next sweep will): %s", event.domain_uuid, host.name, exc)
+            return
+        services.record_domains(host_id=host.pk, domains=[facts], observed_at=event.observed_at, complete=False)
 
     def _drain(self, timeout: float) -> None:
         """Record the events that came, in order; one is let go only once recorded (a DatabaseError keeps it)."""
@@ -94,9 +127,12 @@ class Listener:
                 hosts[event.uri] = Host.objects.filter(uri=event.uri).first()
             host = hosts[event.uri]
             if host is not None:
+                status = event.state.value if event.state else None
                 signals.domain_event.send(sender=Host, host=host, domain_uuid=event.domain_uuid,
-                                          observed_at=event.observed_at, event=event.event,
-                                          status=event.state.value if event.state else None)
+                                          observed_at=event.observed_at, event=event.event, status=status)
+                if not services.record_domain_event(host_id=host.pk, domain_uuid=event.domain_uuid, state=status,
+                                                    observed_at=event.observed_at):
+                    self._learn(host, event)
             self.unrecorded.popleft()
 
     def run(self) -> None:
@@ -127,3 +163,7 @@ class Listener:
                     self._catch_up(host_id)
         for uri, handle in self.watched.items():
             hypervisor.unwatch(uri, handle)
+        with self.lock:
+            catching_up = list(self.catching_up.values())
+        for thread in catching_up:
+            thread.join(timeout=30)

@@ -51,3 +51,22 @@ class Host(models.Model):
     @property
     def schedulable(self) -> bool:
         return self.enabled and self.state == HostState.ONLINE
+
+
+class HostDomain(models.Model):
+    """A domain on a host, as the last reconcile (or event) saw it: the panel's own and any made outside it."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
+    uuid = models.UUIDField()
+    name = models.CharField(max_length=255)
+    state = models.CharField(max_length=10)
+    vcpus = models.PositiveIntegerField()
+    memory_mib = models.PositiveBigIntegerField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["host", "name"]
+        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="host_domain_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host_id}"

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from hosts.choices import Accelerator
-from hosts.models import Host
+from hosts.models import Host, HostDomain
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -29,3 +29,13 @@ class HostUpdateSerializer(serializers.Serializer):
     allowed_paths = serializers.CharField(max_length=10000, allow_blank=True, required=False, trim_whitespace=False,
                                           help_text="Directories, one per line, under which platform admins may "
                                                     "boot kernels, initrds and disks by path (none by default).")
+
+
+class HostDomainSerializer(serializers.ModelSerializer):
+    managed = serializers.BooleanField(read_only=True, help_text="Whether it is one of the panel's instances; "
+                                                                 "platform admins may adopt the others.")
+
+    class Meta:
+        model = HostDomain
+        fields = ["id", "uuid", "name", "state", "vcpus", "memory_mib", "seen_at", "managed"]
+        read_only_fields = fields

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Collection
 from dataclasses import asdict
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Q, Sum
@@ -16,7 +17,7 @@ from hosts import hypervisor
 from hosts.choices import HostState
 from hosts.events import publish_host
 from hosts.exceptions import HostInUse, InvalidHost, NoCapacity
-from hosts.models import Host
+from hosts.models import Host, HostDomain
 
 
 def _on_commit_publish(host_id: int) -> None:
@@ -125,6 +126,32 @@ def record_seen(*, host_id: int) -> None:
     Host.objects.filter(pk=host_id).update(last_seen_at=timezone.now())
     if changed:
         publish_host(host_id)
+
+
+def record_domains(*, host_id: int, domains: list[hypervisor.DomainFacts], observed_at: datetime,
+                   complete: bool = True) -> None:
+    """What the host holds, read at observed_at: its domains, with their names, states and sizes; complete: these
+    are all of them (the others are gone)."""
+    with transaction.atomic():
+        if complete:
+            HostDomain.objects.filter(host_id=host_id, seen_at__lte=observed_at).exclude(
+                uuid__in=[d.uuid for d in domains]).delete()
+        HostDomain.objects.bulk_create(
+            [HostDomain(host_id=host_id, uuid=d.uuid, name=d.name[:255], state=d.state.value, vcpus=d.vcpus,
+                        memory_mib=d.memory_mib, seen_at=observed_at) for d in domains],
+            update_conflicts=True, unique_fields=["host", "uuid"],
+            update_fields=["name", "state", "vcpus", "memory_mib", "seen_at"])
+
+
+def record_domain_event(*, host_id: int, domain_uuid: str, state: str | None, observed_at: datetime) -> bool:
+    """An event about one of the host's domains (state None: it is gone). False if the domain is new to us: ask
+    the host its name and size (record_domains)."""
+    if state is None:
+        HostDomain.objects.filter(host_id=host_id, uuid=domain_uuid, seen_at__lte=observed_at).delete()
+        return True
+    known = HostDomain.objects.filter(host_id=host_id, uuid=domain_uuid)
+    known.filter(seen_at__lte=observed_at).update(state=state, seen_at=observed_at)
+    return known.exists()
 
 
 def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:

@@ -23,19 +23,21 @@ def probe_host(host_id: int) -> None:
 
 @task
 def reconcile_host(host_id: int) -> None:
-    """Read the state of every domain on a host in one listAllDomains call, for the apps that compare it with
-    theirs (signals.host_observed)."""
+    """Read every domain on a host, keep what it holds (HostDomain), and pass their states on to the apps that
+    compare them with theirs (signals.host_observed)."""
     host = Host.objects.filter(pk=host_id).first()
     if host is None:
         return
     observed_at = timezone.now()
     states: dict[str, str] | None = None
     try:
-        states = hypervisor.all_states(host.uri)
+        domains = hypervisor.all_domains(host.uri)
     except hypervisor.HypervisorError as exc:
         services.record_failure(host_id=host_id, error=exc)
     else:
         services.record_seen(host_id=host_id)
+        services.record_domains(host_id=host_id, domains=domains, observed_at=observed_at)
+        states = {domain.uuid: domain.state for domain in domains}
     signals.host_observed.send(sender=Host, host=host, states=states, observed_at=observed_at)
 
 

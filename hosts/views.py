@@ -10,6 +10,7 @@ from hosts import services
 from hosts.forms import HostEditForm, HostForm
 from hosts.models import Host
 from tenants import audit
+from tenants.models import Tenant
 
 
 @staff_member_required
@@ -47,7 +48,9 @@ def host_detail(request, pk: int):
             return redirect("host-detail", pk=host.pk)
     services.with_allocations([host])
     instances = host.instances.live().select_related("tenant")[:200]
-    return render(request, "hosts/detail.html", {"host": host, "form": form, "instances": instances})
+    unmanaged = host.domains.exclude(uuid__in=host.instances.live().values("uuid"))
+    return render(request, "hosts/detail.html", {"host": host, "form": form, "instances": instances,
+                                                 "unmanaged": unmanaged, "tenants": Tenant.objects.order_by("name")})
 
 
 @staff_member_required

@@ -17,10 +17,15 @@ class CopySerializer(serializers.ModelSerializer):
 
 
 class ImageSerializer(serializers.ModelSerializer):
-    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    tenant_name = serializers.CharField(source="tenant.name", default=None, allow_null=True, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
     progress = serializers.IntegerField(read_only=True, allow_null=True)
     copies = CopySerializer(many=True, read_only=True)
+    source_url = serializers.CharField(read_only=True, help_text="The URL it was imported from (empty: uploaded).")
+    source_format = serializers.ChoiceField(choices=[("", "not inspected yet"), *SourceFormat.choices],
+                                            read_only=True, help_text="The format it arrived in.")
+    declared_format = serializers.ChoiceField(choices=[("", "none declared"), *SourceFormat.choices],
+                                              read_only=True, help_text="The format its uploader declared.")
 
     class Meta:
         model = Image
@@ -81,7 +86,7 @@ class ImageCreateSerializer(serializers.Serializer):
 
 
 class TemplateSerializer(serializers.ModelSerializer):
-    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
+    tenant_name = serializers.CharField(source="tenant.name", default=None, allow_null=True, read_only=True)
     image_name = serializers.CharField(source="image.name", read_only=True)
 
     class Meta:
@@ -112,9 +117,9 @@ class TemplateCreateSerializer(serializers.Serializer):
 
 
 class BootKernelSerializer(serializers.ModelSerializer):
-    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
+    tenant_name = serializers.CharField(source="tenant.name", default=None, allow_null=True, read_only=True)
     kernel_name = serializers.CharField(source="kernel.name", read_only=True)
-    initrd_name = serializers.CharField(source="initrd.name", default=None, read_only=True)
+    initrd_name = serializers.CharField(source="initrd.name", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = BootKernel

@@ -3,10 +3,11 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import NotFound
+from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
 from instances import services
 from instances.choices import Operation
@@ -14,6 +15,7 @@ from instances.filtersets import ActionFilterSet, InstanceFilterSet
 from instances.models import Instance, InstanceAction
 from instances.serializers import (
     ActionSerializer,
+    AdoptSerializer,
     DetachSerializer,
     InstanceCreateSerializer,
     InstanceSerializer,
@@ -84,6 +86,25 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         if len(groups) != len(ids):
             raise NotFound("No such security group.")
         return services.NicRequest(network, wanted["address"], groups)
+
+    @extend_schema(request=AdoptSerializer, responses={201: InstanceSerializer},
+                   summary="Adopt a domain made outside the panel into a tenant (platform admins)")
+    @action(detail=False, methods=["post"])
+    def adopt(self, request):
+        if not self.scope.admin:
+            raise PermissionDenied("Only platform admins adopt domains.")
+        data = AdoptSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        domain = HostDomain.objects.select_related("host").filter(pk=data.validated_data["domain"]).first()
+        if domain is None:
+            raise NotFound("No such domain.")
+        tenant = resolve_tenant(self.scope, data.validated_data["tenant"])
+        audit.note(request, tenant=tenant)
+        instance = services.adopt_domain(domain=domain, tenant=tenant, name=data.validated_data["name"],
+                                         user=request.user)
+        audit.note(request, target=instance)
+        return Response(InstanceSerializer(instance, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={202: ActionSerializer})
     def destroy(self, request, pk=None):

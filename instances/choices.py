@@ -59,6 +59,7 @@ class Cause(models.TextChoices):
     EVENT = "event", "Hypervisor event"
     RECONCILE = "reconcile", "Reconciliation"
     TIMEOUT = "timeout", "Timed out"
+    ADOPTED = "adopted", "Adopted from its host"
 
 
 class BootSource(models.TextChoices):
@@ -68,3 +69,8 @@ class BootSource(models.TextChoices):
     IMAGE = "image", "Image from the library"
     CONTAINER = "container", "Container image"
     DISK = "disk", "Disk on the host (platform admins)"
+    ADOPTED = "adopted", "Adopted: made outside CloudPanel"
+
+
+# What a create may ask for: an adopted instance was made outside the panel (instances.services.adopt_domain).
+CREATABLE = [choice for choice in BootSource.choices if choice[0] != BootSource.ADOPTED]

@@ -4,7 +4,7 @@ from django import forms
 
 from hosts.models import Host
 from images.models import BootKernel, Image, Template
-from instances.choices import BootSource
+from instances.choices import CREATABLE, BootSource
 from networks.models import Network, SecurityGroup
 from tenants.models import Tenant
 
@@ -20,7 +20,7 @@ class InstanceForm(forms.Form):
     disk_gib = forms.IntegerField(min_value=0, max_value=64 * 1024, initial=1, label="Disk (GiB)", required=False,
                                   help_text="A new qcow2 volume in the host's storage pool (0: none); from an "
                                             "image, at least the image's size.")
-    boot_source = forms.ChoiceField(choices=BootSource.choices, initial=BootSource.KERNEL)
+    boot_source = forms.ChoiceField(choices=CREATABLE, initial=BootSource.KERNEL)
     boot_kernel = forms.ModelChoiceField(queryset=BootKernel.objects.none(), required=False,
                                          empty_label="Choose a boot kernel",
                                          help_text="A kernel and initrd from the library.")
@@ -70,7 +70,7 @@ class InstanceForm(forms.Form):
         if not admin:  # tenants boot the library only
             for name in ("kernel", "initrd", "boot_disk"):
                 del self.fields[name]
-            self.fields["boot_source"].choices = [c for c in BootSource.choices if c[0] != BootSource.DISK]
+            self.fields["boot_source"].choices = [c for c in CREATABLE if c[0] != BootSource.DISK]
         self.fields["network"].queryset = networks
         self.fields["security_groups"].queryset = security_groups
         self.fields["image"].queryset = images
@@ -115,3 +115,10 @@ class InstanceForm(forms.Form):
         data.pop("container_image", None)
         data.pop("image_kernel", None)
         return data
+
+
+class AdoptForm(forms.Form):
+    """A domain made outside the panel, put under a tenant as an instance."""
+
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.order_by("name"), empty_label="Choose a tenant")
+    name = forms.CharField(max_length=63, help_text="Its name in the tenant.")

@@ -2,14 +2,14 @@ from rest_framework import serializers
 
 from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
-from instances.choices import BootSource
+from instances.choices import CREATABLE, BootSource
 from instances.lifecycle import allowed_operations
 from instances.models import Instance, InstanceAction, InstanceStateChange
 from networks.serializers import NicRequestSerializer, NicSerializer
 
 
 class ActionSerializer(serializers.ModelSerializer):
-    user = serializers.CharField(source="user.username", default=None, read_only=True)
+    user = serializers.CharField(source="user.username", default=None, allow_null=True, read_only=True)
     instance_name = serializers.CharField(source="instance.name", read_only=True)
 
     class Meta:
@@ -22,8 +22,8 @@ class ActionSerializer(serializers.ModelSerializer):
 class InstanceSerializer(serializers.ModelSerializer):
     host_name = serializers.CharField(source="host.name", read_only=True)
     tenant_name = serializers.CharField(source="tenant.name", read_only=True)
-    image_name = serializers.CharField(source="image.name", default=None, read_only=True)
-    boot_kernel_name = serializers.CharField(source="boot_kernel.name", default=None, read_only=True)
+    image_name = serializers.CharField(source="image.name", default=None, allow_null=True, read_only=True)
+    boot_kernel_name = serializers.CharField(source="boot_kernel.name", default=None, allow_null=True, read_only=True)
     nics = NicSerializer(source="ports", many=True, read_only=True)
     operations = serializers.SerializerMethodField()
 
@@ -88,7 +88,7 @@ class InstanceCreateSerializer(serializers.Serializer):
     password = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
                                      write_only=True, help_text="Root password; only its hash reaches the guest.")
     networks = NicRequestSerializer(many=True, required=False, help_text="A NIC on each network, in order.")
-    boot_source = serializers.ChoiceField(choices=BootSource.choices, default=BootSource.KERNEL)
+    boot_source = serializers.ChoiceField(choices=CREATABLE, default=BootSource.KERNEL)
     kernel = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
                                    help_text="Platform admins: a kernel's path under a directory the host allows.")
     initrd = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
@@ -109,3 +109,11 @@ class InstanceCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"At most {MAX_ENV} variables, each named with letters, digits and _, "
                                               "not starting with a digit.")
         return value
+
+
+class AdoptSerializer(serializers.Serializer):
+    """A domain made outside the panel (an unmanaged one of GET /hosts/{id}/domains/), put under a tenant."""
+
+    domain = serializers.IntegerField(help_text="The host domain's id.")
+    tenant = serializers.IntegerField()
+    name = serializers.CharField(max_length=300, help_text="The instance's name in the tenant.")

@@ -21,7 +21,7 @@ from django.utils import timezone
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import is_platform_admin
 from hosts import services as host_services
-from hosts.models import Host
+from hosts.models import Host, HostDomain
 from images import cloudinit
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
@@ -199,6 +199,34 @@ def create_instance(
     except IntegrityError:
         raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}") from None
     return action
+
+
+def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: AbstractBaseUser | None) -> Instance:
+    """Put a domain made outside the panel under a tenant: an instance from now on, in the state its host last
+    showed, counted against the tenant's quota and billed from this moment. The domain is left as it is; its disks
+    are not the panel's (a later delete undefines the domain and leaves them)."""
+    status = domain.state if domain.state in Status.values else Status.STOPPED
+    instance = Instance(uuid=domain.uuid, name=name, tenant=tenant, host_id=domain.host_id, vcpus=domain.vcpus,
+                        memory_mib=domain.memory_mib, boot_source=BootSource.ADOPTED, created_by=user)
+    try:
+        instance.clean_fields(exclude=["host", "tenant", "created_by", "uuid"])
+    except ValidationError as exc:
+        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    try:
+        with transaction.atomic():
+            quotas.check(tenant=tenant, request={"instances": 1, "vcpus": instance.vcpus,
+                                                 "memory_mib": instance.memory_mib})
+            if not HostDomain.objects.select_for_update().filter(pk=domain.pk).exists():
+                raise InvalidOperation(f"{domain.name} is no longer on its host")
+            if Instance.objects.filter(uuid=domain.uuid).exists():
+                raise InvalidOperation(f"{domain.name} is already an instance")
+            instance.save()
+            _set_status(instance, status, Cause.ADOPTED, detail=f"domain {domain.name} adopted into {tenant}")
+            instance.save(update_fields=["status", "status_changed_at"])
+            publish_on_commit(instance)
+    except IntegrityError:
+        raise InvalidInstance(f"an instance named '{name}' already exists in {tenant}") from None
+    return instance
 
 
 @transaction.atomic

@@ -12,4 +12,5 @@ urlpatterns = [
     path("topology/", views.topology, name="network-topology"),
     path("actions/", views.action_list, name="action-list"),
     path("actions/<int:pk>/retry/", views.action_retry, name="action-retry"),
+    path("adopt/<int:pk>/", views.instance_adopt, name="instance-adopt"),
 ]

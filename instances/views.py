@@ -10,15 +10,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from cloudpanel.exceptions import DomainError
+from cloudpanel.scoping import Need
 from hosts import services as host_services
-from hosts.models import Host
+from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
 from instances import services
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
-from instances.forms import InstanceForm
+from instances.forms import AdoptForm, InstanceForm
 from instances.lifecycle import SPECIAL, allowed_operations
 from instances.models import Instance, InstanceAction
 from networks import security
@@ -173,6 +174,23 @@ def instance_nic(request, instance: Instance, change: str):
         messages.success(request, "Security groups changed; the host applies them now.")
     else:
         services.detach_nic(instance=instance, port=port, user=request.user)
+    return redirect(_instance_page(instance))
+
+
+def _host_page(domain: HostDomain) -> str:
+    return reverse("host-detail", args=[domain.host_id])
+
+
+@object_write(lambda scope: HostDomain.objects.select_related("host"), action="instance.adopt", back=_host_page,
+              need=Need.ADMIN, owner=lambda domain: None, platform=True)
+def instance_adopt(request, domain: HostDomain):
+    """Adopt a domain made outside the panel into the chosen tenant (platform admins)."""
+    form = AdoptForm(request.POST)
+    if not form.is_valid():
+        raise InvalidOperation(" ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+    instance = services.adopt_domain(domain=domain, tenant=form.cleaned_data["tenant"], name=form.cleaned_data["name"],
+                                     user=request.user)
+    messages.success(request, f"{domain.name} is now the instance {instance.name} of {instance.tenant}.")
     return redirect(_instance_page(instance))
 
 

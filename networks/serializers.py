@@ -48,7 +48,7 @@ class NetworkHostSerializer(serializers.ModelSerializer):
 
 
 class NetworkSerializer(serializers.ModelSerializer):
-    tenant_name = serializers.CharField(source="tenant.name", default=None, read_only=True)
+    tenant_name = serializers.CharField(source="tenant.name", default=None, allow_null=True, read_only=True)
     subnets = SubnetSerializer(many=True, read_only=True)
     on_hosts = NetworkHostSerializer(many=True, read_only=True)
 

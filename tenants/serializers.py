@@ -30,7 +30,8 @@ class TenantSerializer(serializers.ModelSerializer):
     def get_quota(self, tenant: Tenant) -> dict[str, int | None]:
         return QuotaSerializer(self.context["quotas"][tenant.pk]).data
 
-    def get_usage(self, tenant: Tenant) -> dict[str, int]:
+    def get_usage(self, tenant: Tenant) -> dict[str, float]:
+        """Use in each limit's unit: image storage in GiB, to the hundredth; the others whole."""
         return self.context["usage"][tenant.pk]
 
 

@@ -284,7 +284,7 @@ def test_database_connections_terminated_mid_operation_lose_nothing(stack, host,
     assert wait_for(lambda: instance(instance_id).status == Status.STOPPED, timeout=10)
 
 
-def test_domains_changed_by_hand_show_at_once(stack, host, token):
+def test_domains_changed_by_hand_show_at_once(stack, host, token, admin_user):
     # Given a running instance the listener watches
     instance_id = running_instance(stack, token, host)
     domain_uuid = str(instance(instance_id).uuid)
@@ -295,3 +295,46 @@ def test_domains_changed_by_hand_show_at_once(stack, host, token):
     assert code == 200 and body["operations"] == ["delete"]
     code, body, _ = stack.api("POST", f"/api/v1/instances/{instance_id}/start/", token)
     assert code == 409
+    # And a domain defined by hand shows at once among the host's unmanaged domains, for a platform admin to adopt
+    admin = create_api_token(user=admin_user, name="faults-admin", tenant=None, expires_at=None)[1]
+    hand_made = str(uuid.uuid4())
+    hypervisor.connection(host.uri).defineXML(
+        f"<domain type='test'><name>hand-{hand_made[:8]}</name><uuid>{hand_made}</uuid><memory unit='MiB'>128</memory>"
+        "<vcpu>1</vcpu><os><type>hvm</type></os></domain>")
+    try:
+        assert wait_for(lambda: {row["uuid"]: row["managed"] for row in stack.api(
+            "GET", f"/api/v1/hosts/{host.pk}/domains/", admin)[1]}.get(hand_made) is False, timeout=10, interval=0.5)
+    finally:
+        hypervisor.undefine(host.uri, hand_made)
+
+
+def restart_libvirtd() -> None:
+    pid = int(Path("/var/run/libvirtd.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=20)
+    subprocess.run([str(ROOT / "scripts/libvirtd.sh"), "start"], check=True, capture_output=True)
+
+
+def test_after_a_libvirtd_restart_the_host_is_read_again_and_events_and_operations_go_on(stack, host, token,
+                                                                                       admin_user):
+    # Given a running instance on the test driver (whose domains live in libvirtd's memory)
+    instance_id = running_instance(stack, token, host)
+    # When libvirtd restarts (and so forgets the test driver's domains)
+    restart_libvirtd()
+    # Then the listener is back on the host and reads it at once: the instance is missing, as the host says
+    assert wait_for(lambda: instance(instance_id).status == Status.MISSING, timeout=20), instance(instance_id).status
+    # And events go on: a domain defined by hand now shows among the host's domains
+    admin = create_api_token(user=admin_user, name="faults-admin", tenant=None, expires_at=None)[1]
+    hand_made = str(uuid.uuid4())
+    hypervisor.connection(host.uri).defineXML(
+        f"<domain type='test'><name>after-{hand_made[:8]}</name><uuid>{hand_made}</uuid><memory unit='MiB'>128"
+        "</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>")
+    try:
+        assert wait_for(lambda: hand_made in {row["uuid"] for row in stack.api(
+            "GET", f"/api/v1/hosts/{host.pk}/domains/", admin)[1]}, timeout=10, interval=0.5)
+    finally:
+        hypervisor.undefine(host.uri, hand_made)
+    # And operations go on: the missing instance is deleted, and a new one runs
+    code, body, _ = stack.api("POST", f"/api/v1/instances/{instance_id}/delete/", token)
+    assert code == 202 and wait_for(lambda: action(body["id"]).status == ActionStatus.SUCCEEDED, timeout=20)
+    running_instance(stack, token, host)

@@ -120,7 +120,7 @@ def test_lifecycle_round_trip_on_the_test_driver():
     assert hypervisor.start(TEST_URI, s.uuid) == PowerState.RUNNING  # idempotent
     assert hypervisor.suspend(TEST_URI, s.uuid) == PowerState.PAUSED
     assert hypervisor.resume(TEST_URI, s.uuid) == PowerState.RUNNING
-    assert hypervisor.all_states(TEST_URI)[s.uuid] == PowerState.RUNNING
+    assert {d.uuid: d.state for d in hypervisor.all_domains(TEST_URI)}[s.uuid] == PowerState.RUNNING
     assert hypervisor.power_off(TEST_URI, s.uuid) == PowerState.STOPPED
     hypervisor.undefine(TEST_URI, s.uuid)
     hypervisor.undefine(TEST_URI, s.uuid)  # idempotent

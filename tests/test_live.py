@@ -55,14 +55,14 @@ def test_reconcile_catches_what_events_missed_in_one_call(member, tenant, host):
     dom.suspend()
     hypervisor.undefine(host.uri, str(gone.uuid))
     calls = []
-    original = hypervisor.all_states
+    original = hypervisor.all_domains
 
     def counting(uri):
         calls.append(uri)
         return original(uri)
 
 
-    with mock.patch("hosts.hypervisor.all_states", side_effect=counting), \
+    with mock.patch("hosts.hypervisor.all_domains", side_effect=counting), \
          mock.patch("hosts.hypervisor.state") as per_domain:
         reconcile_host(host.pk)
     assert calls == [host.uri] and not per_domain.called
@@ -248,13 +248,13 @@ def test_the_listener_records_events_while_it_catches_up_on_a_host(member, tenan
     # Given a catch-up (a reconcile) that takes long
     instance = running_instance(member, tenant)
     assert wait_for(lambda: host.uri in listener.watched)
-    original = hypervisor.all_states
+    original = hypervisor.all_domains
 
     def slow(uri):
         time.sleep(3)
         return original(uri)
 
-    with mock.patch("hosts.hypervisor.all_states", side_effect=slow):
+    with mock.patch("hosts.hypervisor.all_domains", side_effect=slow):
         catching_up = listener._catch_up(host.pk)
         # When the guest stops meanwhile, then its event is recorded before the catch-up ends
         hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid)).destroy()

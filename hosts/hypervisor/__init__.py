@@ -22,10 +22,12 @@ from hosts.hypervisor.connections import (
 from hosts.hypervisor.consoles import Console
 from hosts.hypervisor.domain_xml import UnsafeDefinition
 from hosts.hypervisor.domains import (
-    all_states,
+    DomainFacts,
+    all_domains,
     attach_interface,
     change_media,
     define_and_start,
+    describe,
     detach_interface,
     power_off,
     reboot,
@@ -69,10 +71,10 @@ from hosts.specs import (
 )
 
 __all__ = [
-    "Accelerator", "Backing", "Console", "DhcpHost", "DomainNotFound", "DomainSpec", "FilterRule", "HostInfo",
-    "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NetworkSpec", "Nic",
-    "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_states", "attach_interface",
-    "change_media", "connection", "create_volume", "define_and_start", "define_filter", "delete_volume",
+    "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
+    "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NetworkSpec", "Nic",
+    "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains", "attach_interface",
+    "change_media", "connection", "create_volume", "define_and_start", "define_filter", "describe", "delete_volume",
     "detach_interface", "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget", "is_connected", "power_off",
     "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "set_dhcp_host",
     "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",

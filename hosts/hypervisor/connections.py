@@ -68,8 +68,13 @@ def _state_map() -> dict[int, PowerState]:
     }
 
 
+def state_of(code: int) -> PowerState:
+    """The power state of a libvirt domain state code."""
+    return _state_map().get(code, PowerState.STOPPED)
+
+
 def power_state(dom: libvirt.virDomain) -> PowerState:
-    return _state_map().get(dom.state()[0], PowerState.STOPPED)
+    return state_of(dom.state()[0])
 
 _SCHEME_TECHNOLOGY = {
     "qemu": Technology.QEMU,

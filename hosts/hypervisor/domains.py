@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from hosts import capabilities
 from hosts.choices import Technology
@@ -17,6 +18,18 @@ from hosts.hypervisor.connections import (
 )
 from hosts.hypervisor.domain_xml import cdrom_xml, domain_xml, interface_xml
 from hosts.specs import DomainSpec, Nic
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    """A domain as its host tells it."""
+
+    uuid: str
+    name: str
+    state: PowerState
+    vcpus: int
+    memory_mib: int
+
 
 # --- domain lifecycle --------------------------------------------------------
 
@@ -193,11 +206,28 @@ def change_media(uri: str, domain_uuid: str, path: str) -> None:
         dom.updateDeviceFlags(cdrom_xml(path), flags)
 
 
-def all_states(uri: str) -> dict[str, PowerState]:
-    """Every domain's state on a host, in one listAllDomains call."""
-    conn = connections.connection(uri)
+def _facts(dom: libvirt.virDomain) -> DomainFacts:
+    state_code, max_kib, _kib, vcpus, _cpu_time = dom.info()
+    return DomainFacts(uuid=dom.UUIDString(), name=dom.name(), state=connections.state_of(state_code), vcpus=vcpus,
+                       memory_mib=max_kib // 1024)
+
+
+def describe(uri: str, domain_uuid: str) -> DomainFacts:
+    """One domain's name, state and size."""
+    dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
-        return {
-            dom.UUIDString(): connections.power_state(dom)
-            for dom in conn.listAllDomains(0)
-        }
+        return _facts(dom)
+
+
+def all_domains(uri: str) -> list[DomainFacts]:
+    """Every domain on a host, with its name, state and size: one listAllDomains call, one info call each."""
+    conn = connections.connection(uri)
+    found = []
+    with connections.errors(uri):
+        for dom in conn.listAllDomains(0):
+            try:
+                found.append(_facts(dom))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # else undefined meanwhile
+                    raise
+    return found
