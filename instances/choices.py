@@ -69,7 +69,7 @@ class BootSource(models.TextChoices):
     IMAGE = "image", "Image from the library"
     CONTAINER = "container", "Container image"
     DISK = "disk", "Disk on the host (platform admins)"
-    ADOPTED = "adopted", "Adopted: made outside CloudPanel"
+    ADOPTED = "adopted", "Adopted (made outside CloudPanel)"
 
 
 # What a create may ask for: an adopted instance was made outside the panel (instances.services.adopt_domain).

@@ -3,14 +3,15 @@
 import re
 
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
-from cloudpanel.scoping import Need
 from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
@@ -177,19 +178,21 @@ def instance_nic(request, instance: Instance, change: str):
     return redirect(_instance_page(instance))
 
 
-def _host_page(domain: HostDomain) -> str:
-    return reverse("host-detail", args=[domain.host_id])
-
-
-@object_write(lambda scope: HostDomain.objects.select_related("host"), action="instance.adopt", back=_host_page,
-              need=Need.ADMIN, owner=lambda domain: None, platform=True)
-def instance_adopt(request, domain: HostDomain):
+@staff_member_required
+@require_POST
+def instance_adopt(request, pk: int):
     """Adopt a domain made outside the panel into the chosen tenant (platform admins)."""
+    domain = get_object_or_404(HostDomain.objects.select_related("host"), pk=pk)
+    audit.note(request, action="instance.adopt", target=domain.host, platform=True)
     form = AdoptForm(request.POST)
-    if not form.is_valid():
-        raise InvalidOperation(" ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
-    instance = services.adopt_domain(domain=domain, tenant=form.cleaned_data["tenant"], name=form.cleaned_data["name"],
-                                     user=request.user)
+    try:
+        if not form.is_valid():
+            raise InvalidOperation(" ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+        instance = services.adopt_domain(domain=domain, tenant=form.cleaned_data["tenant"],
+                                         name=form.cleaned_data["name"], user=request.user)
+    except DomainError as exc:
+        audit.refused(request, str(exc))
+        return redirect("host-detail", pk=domain.host_id)
     messages.success(request, f"{domain.name} is now the instance {instance.name} of {instance.tenant}.")
     return redirect(_instance_page(instance))
 

@@ -494,3 +494,53 @@ def test_billing_pages_plans_invoices_the_month_so_far_and_revenue(server):
         browser.close()
     draft.refresh_from_db()
     assert draft.status == "issued" and draft.display_number in issued_heading
+
+
+def test_a_platform_admin_adopts_a_domain_made_by_hand_from_the_host_page(server, tenant):
+    # Given a host on libvirtd's shared test driver, and a domain defined on it by hand, running
+    from contextlib import suppress
+    from uuid import uuid4
+
+    from hosts import hypervisor
+
+    make_user(staff=True, tenant=tenant, password="s3cret-pass")
+    admin = tenant.memberships.get().user
+    host = make_host(uri="test+unix:///default", name="shared-test")
+    hand_made = str(uuid4())
+    dom = hypervisor.connection(host.uri).defineXML(
+        f"<domain type='test'><name>legacy-db</name><uuid>{hand_made}</uuid><memory unit='MiB'>512</memory>"
+        "<vcpu>2</vcpu><os><type>hvm</type></os></domain>")
+    dom.create()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{server}/login/")
+            page.fill("#id_username", admin.username)
+            page.fill("#id_password", "s3cret-pass")
+            page.click("button[type=submit]")
+            # When they open the host's page, then the domain is listed as not the panel's (the listener or the
+            # next sweep has read the host)
+            row = page.locator(f'tr[data-domain="{hand_made}"]')
+            deadline = time.monotonic() + 20
+            while True:
+                page.goto(f"{server}/hosts/{host.pk}/")
+                if row.count() or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            expect(row).to_contain_text("legacy-db")
+            expect(row).to_contain_text("512 MiB")
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SCREENSHOTS / "host-unmanaged.png", full_page=True)
+            # And when they adopt it into the tenant
+            row.locator("select[name=tenant]").select_option(str(tenant.pk))
+            row.get_by_role("button", name="Adopt").click()
+            # Then it is the tenant's instance, running
+            expect(page.locator("#instance-status")).to_have_text("Running", timeout=10000)
+            page.screenshot(path=SCREENSHOTS / "instance-adopted.png", full_page=True)
+            browser.close()
+        instance = Instance.objects.get(uuid=hand_made)
+        assert (instance.tenant, instance.name, instance.vcpus, instance.memory_mib) == (tenant, "legacy-db", 2, 512)
+    finally:
+        with suppress(hypervisor.HypervisorError):
+            hypervisor.undefine(host.uri, hand_made)

@@ -24,12 +24,14 @@ from django.conf import settings
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.invoicing import issue
 from billing.models import Invoice, InvoiceLine, TenantBilling
 from billing.services import create_plan, set_tenant_billing
 from cloudpanel.asgi import application
+from hosts.models import HostDomain
 from images.choices import ImageStatus
 from images.models import Image, Template
 from instances.choices import ActionStatus, Operation, Status
@@ -228,6 +230,7 @@ def page_instance_body(world, which):
 # --- the matrix ----------------------------------------------------------------------------
 
 P, A = False, True  # page, API
+PLATFORM_KINDS = ("host", "domain")  # the platform's objects: one each, no tenant
 
 MATRIX: dict[str, list[Case]] = {
     "overview": [Case("GET", None, listing(P), marker="instance")],
@@ -236,6 +239,8 @@ MATRIX: dict[str, list[Case]] = {
     "host-list": [Case("GET", None, platform(P, 200))],
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
+    "instance-adopt": [Case("POST", "domain", platform(P, 302),
+                            body=lambda w, x: {"tenant": w[x]["tenant"].pk, "name": "adopted"})],
     "instance-list": [Case("GET", None, listing(P), marker="instance")],
     "instance-new": [
         Case("GET", None, signed_in(P, 200)),
@@ -354,6 +359,9 @@ MATRIX: dict[str, list[Case]] = {
     "api-host-enable": [Case("POST", "host", platform(A, 200))],
     "api-host-disable": [Case("POST", "host", platform(A, 200))],
     "api-host-probe": [Case("POST", "host", platform(A, 202))],
+    "api-host-domains": [Case("GET", "host", platform(A, 200))],
+    "api-instance-adopt": [Case("POST", None, platform(A, 201), body=lambda w, x: {
+        "domain": w["domain"].pk, "tenant": w[x]["tenant"].pk, "name": "adopted"})],
     "api-instance-list": [
         Case("GET", None, listing(A), marker="instance"),
         Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=404),
@@ -563,7 +571,9 @@ def test_every_route_and_websocket_is_in_the_matrix():
 def build_world() -> dict:
     host = make_host()
     # A public boot kernel of the library, its files on the host: what the instance creates boot.
-    world: dict = {"host": host, "outsider": make_user(), "public_kernel": make_boot_kernel(host)}
+    world: dict = {"host": host, "outsider": make_user(), "public_kernel": make_boot_kernel(host),
+                   "domain": HostDomain.objects.create(host=host, uuid=uuid.uuid4(), name="hand-made", state="running",
+                                                       vcpus=1, memory_mib=64, seen_at=timezone.now())}
     for side in (OWN, OTHER):
         tag = uuid.uuid4().hex[:8]
         tenant = make_tenant(f"tenant-{side}-{tag}")
@@ -635,7 +645,7 @@ def build_world() -> dict:
 def url_for(pattern: str, world: dict, case: Case, which: str) -> str:
     values = dict(case.url_kwargs)
     if case.kind is not None:
-        obj = world["host"] if case.kind == "host" else world[which][case.kind]
+        obj = world[case.kind] if case.kind in PLATFORM_KINDS else world[which][case.kind]
         values.update({"pk": obj.pk, "instance_id": obj.pk})
     values.update({part: world[which][kind].pk for part, kind in case.url_objects.items()})
     path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m.group(1)]), "/" + pattern)  # router regexes
@@ -680,7 +690,7 @@ def test_isolation_matrix():
     for name, cases in MATRIX.items():
         api = names[name].startswith("api/")
         for case in cases:
-            sides = (OWN, OTHER) if case.kind not in (None, "host") or case.marker or case.body else (NONE,)
+            sides = (OWN, OTHER) if case.kind not in (None, *PLATFORM_KINDS) or case.marker or case.body else (NONE,)
             for role in ROLES:
                 for which in sides:
                     expected = case.expect(role, which)

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='instance',
             name='boot_source',
-            field=models.CharField(choices=[('kernel', 'Boot kernel'), ('image', 'Image from the library'), ('container', 'Container image'), ('disk', 'Disk on the host (platform admins)'), ('adopted', 'Adopted: made outside CloudPanel')], default='kernel', max_length=10),
+            field=models.CharField(choices=[('kernel', 'Boot kernel'), ('image', 'Image from the library'), ('container', 'Container image'), ('disk', 'Disk on the host (platform admins)'), ('adopted', 'Adopted (made outside CloudPanel)')], default='kernel', max_length=10),
         ),
         migrations.AlterField(
             model_name='instancestatechange',
