@@ -52,12 +52,12 @@ lint:
 	$(PY) -m ruff check .
 	.venv/bin/lint-imports --no-cache
 
-bench:
-	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/control_plane.py
-	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/instance_list.py
-	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/tenant_list.py
-	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/image_upload.py
-	scripts/libvirtd.sh start && DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/image_overlay.py
-	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/ipam.py
-	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) bench/invoice_run.py
-	scripts/libvirtd.sh start && DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) bench/load.py
+bench: setup
+	scripts/libvirtd.sh start >/dev/null
+	@mkdir -p var && rm -f var/bench-results.jsonl
+	@# Each benchmark's detail tables go to stderr; stdout is the one table of every measure.
+	@export BENCH_RESULTS="$(CURDIR)/var/bench-results.jsonl" DATABASE_URL="$(TEST_DATABASE_URL)" \
+		REDIS_URL="$(TEST_REDIS_URL)"; \
+	for bench in control_plane instance_list tenant_list image_upload image_overlay ipam invoice_run load; do \
+		echo "bench/$$bench.py" >&2; $(PY) bench/$$bench.py || exit 1; done; \
+	$(PY) bench/report.py

@@ -1,5 +1,7 @@
-"""Shared set-up for benchmarks: a database of their own, migrated, and table printing."""
+"""Shared set-up for benchmarks: a database of their own, migrated, table printing, and the measures `make bench`
+gathers into one table (record; bench/report.py prints it)."""
 
+import json
 import os
 import statistics
 import sys
@@ -40,13 +42,28 @@ def summary(values: list[float]) -> tuple[float, float, float]:
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """A benchmark's detail table: on stdout run alone, on stderr under `make bench` (whose stdout is the one table
+    of every measure)."""
+    out = sys.stderr if os.environ.get("BENCH_RESULTS") else sys.stdout
     cells = [header] + [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    print(f"\n{title}")
+    print(f"\n{title}", file=out)
     for index, row in enumerate(cells):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out)
         if index == 0:
-            print("  ".join("-" * width for width in widths))
+            print("  ".join("-" * width for width in widths), file=out)
+
+
+def record(measure: str, value: float | int | str, compared_with: str, target: str, met: bool) -> None:
+    """One row of `make bench`'s table, appended to the file BENCH_RESULTS names (printed at once when unset)."""
+    row = {"measure": measure, "value": f"{value:.2f}" if isinstance(value, float) else str(value),
+           "compared with": compared_with, "target": target, "met": "yes" if met else "no"}
+    path = os.environ.get("BENCH_RESULTS")
+    if path:
+        with open(path, "a") as results:
+            results.write(json.dumps(row) + "\n")
+    else:
+        print(" | ".join(row.values()))
 
 
 def measure_get(client, url: str, repeats: int, **headers) -> tuple[list[float], list[str], object]:

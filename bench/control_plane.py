@@ -12,14 +12,13 @@ Run: DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/
 """
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
 import uuid
 
-from common import ROOT, print_table, setup_django, summary
+from common import ROOT, print_table, record, setup_django, summary
 
 QUEUE = f"bench-{uuid.uuid4().hex[:6]}"
 os.environ["CLOUDPANEL_TASK_QUEUE"] = QUEUE
@@ -152,8 +151,9 @@ def main() -> None:
     )
     print_table(f"Throughput: {COUNT} creates queued at once, until the last is running",
                 ["seconds", "creates/s", "target"], [[burst, COUNT / burst, ">= 50/s"]])
-    print(json.dumps({"raw_p50_ms": raw_p50, "panel_p50_ms": p50, "panel_p95_ms": p95,
-                      "creates_per_s": COUNT / burst}))
+    record("create + start: overhead over raw libvirt, p50 (ms)", p50 - raw_p50,
+           f"raw libvirt-python p50 {raw_p50:.2f} ms", "<= 25", p50 - raw_p50 <= 25)
+    record(f"creates/s, {COUNT} queued at once", COUNT / burst, "—", ">= 50", COUNT / burst >= 50)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, print_table, setup_django
+from common import ROOT, print_table, record, setup_django
 
 setup_django()
 
@@ -218,6 +218,13 @@ def main() -> None:
                     [[label, round(idle[i] / 1024, 1), round(warm[i] / 1024, 1), round(peak[i] / 1024, 1),
                       round((peak[i] - warm[i]) / 1024, 1)]
                      for i, label in enumerate(("resident (RSS)", "anonymous (heap, stacks)"))])
+        for label in paths[1:]:
+            worst = min(c / s for c, s in zip(copy, seconds[label], strict=True))
+            median = statistics.median(c / s for c, s in zip(copy, seconds[label], strict=True))
+            record(f"upload {SIZE // MIB} MiB, {label}: throughput (× plain copy, median)", median,
+                   f"worst round {worst:.2f}×", ">= 0.5", median >= 0.5)
+        record("web process peak RSS during the uploads (MiB)", peak[0] / 1024, f"idle {idle[0] / 1024:.1f} MiB",
+               "< 100", peak[0] / 1024 < 100)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -8,7 +8,7 @@ Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python b
 
 from unittest import mock
 
-from common import measure_get, print_table, setup_django, summary
+from common import measure_get, print_table, record, setup_django, summary
 
 setup_django()
 
@@ -53,6 +53,10 @@ def main() -> None:
     print_table("Scaling", ["endpoint", "p95(10,000) / p95(100)", "target"],
                 [[label, results[(label, 10_000)] / results[(label, 100)], "<= 2"]
                  for label in ("API /api/v1/instances/", "page /instances/")])
+    for label in ("API /api/v1/instances/", "page /instances/"):
+        large, small = results[(label, 10_000)], results[(label, 100)]
+        record(f"{label} p95 at 10,000 instances (ms)", large, f"{small:.2f} ms at 100", "< 100", large < 100)
+        record(f"{label} p95, 10,000 / 100 instances", large / small, "—", "<= 2", large / small <= 2)
     Instance.objects.all().delete()
 
 

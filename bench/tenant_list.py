@@ -21,7 +21,7 @@ import re
 import sys
 from unittest import mock
 
-from common import measure_get, print_table, setup_django, summary
+from common import measure_get, print_table, record, setup_django, summary
 
 setup_django()
 
@@ -143,11 +143,17 @@ def main() -> None:
         for (per_tenant, role, endpoint), queries in sql.items():
             # The SQL of what varies, at both scales; with --sql, of every request at the larger scale.
             if (role, endpoint) in varying or ("--sql" in sys.argv and per_tenant == large):
-                print(f"\nSQL: {role}, {endpoint}, {per_tenant:,} of {per_tenant * TENANTS:,}")
+                print(f"\nSQL: {role}, {endpoint}, {per_tenant:,} of {per_tenant * TENANTS:,}", file=sys.stderr)
                 for query in queries:
-                    print(f"  {query}")
+                    print(f"  {query}", file=sys.stderr)
         constant = not varying
-        print(f"\nquery count constant: {'yes' if constant else 'no'}")
+        print(f"\nquery count constant: {'yes' if constant else 'no'}", file=sys.stderr)
+        for endpoint in (API, PAGE):
+            own_p95, all_p95 = times[(large, TENANT_ADMIN, endpoint)], times[(large, PLATFORM_ADMIN, endpoint)]
+            record(f"tenant admin's {endpoint}, {large:,} of {large * TENANTS:,}: p95 (ms)", own_p95,
+                   f"platform admin's {all_p95:.2f} ms", "<= 1.1x the platform admin's", own_p95 <= all_p95 * 1.1)
+        record("SQL queries per list request, 10x the instances", "constant" if constant else "varies",
+               f"{len(counts)} role x endpoint pairs", "constant", constant)
         assert constant, "the number of queries depends on the number of instances"
     finally:
         for client, _url, _headers in clients.values():

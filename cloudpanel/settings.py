@@ -172,7 +172,10 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CLOUDPANEL_TASK_QUEUE", "cloudpanel"
 # a worker next to that host runs `celery -A cloudpanel worker -Q host.N`.
 CLOUDPANEL_HOST_QUEUES = _env_bool("CLOUDPANEL_HOST_QUEUES", False)
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CLOUDPANEL_TASKS_EAGER", False)
+# Acknowledged once done; a task whose pool process died is queued again (prefork pools: the threads pool loses
+# the whole worker, and the lease sweep resumes or fails its operations).
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

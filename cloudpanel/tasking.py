@@ -107,17 +107,23 @@ def _publish(task: Task, args: tuple, headers: dict, on_lost: Callable[[str], No
 
 
 @contextmanager
-def lease(renew: Callable[[], object], every: float) -> Iterator[None]:
+def lease(renew: Callable[[], bool], every: float) -> Iterator[None]:
     """While the block runs, call renew() every `every` seconds from a thread of its own: the sign, stored by renew,
-    that the worker running the block is alive. A renewal the database refuses is retried at the next beat."""
+    that the worker running the block is alive. A renewal the database refused is tried again every half second
+    until it goes through (the lease must not lapse for longer than the outage); renew() answering False (the work
+    was taken from this worker meanwhile) is logged."""
     done = threading.Event()
 
     def beat() -> None:
-        while not done.wait(every):
+        pause = every
+        while not done.wait(pause):
             try:
-                renew()
+                if not renew():
+                    log.warning("lease not renewed: the work is no longer this worker's")
+                pause = every
             except DatabaseError as exc:
                 log.warning("lease not renewed: %s", exc)
+                pause = min(every, 0.5)
             finally:
                 connections.close_all()  # this thread's connection goes back to the pool
 

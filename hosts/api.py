@@ -72,6 +72,6 @@ class HostViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
     @action(detail=True, methods=["get"])
     def domains(self, request, pk=None):
         host = self.get_object()
-        instances = host.instances.live().filter(uuid=OuterRef("uuid"))
+        instances = host.instances.filter(uuid=OuterRef("uuid"))
         found = host.domains.annotate(managed=Exists(instances))
         return Response(HostDomainSerializer(found, many=True).data)

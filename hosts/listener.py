@@ -17,8 +17,9 @@ import queue
 import threading
 import time
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import close_old_connections, connections
 
+from cloudpanel.tasking import TRANSIENT
 from hosts import hypervisor, services, signals
 from hosts.models import Host
 from hosts.tasks import probe_host, reconcile_host
@@ -109,7 +110,8 @@ class Listener:
         services.record_domains(host_id=host.pk, domains=[facts], observed_at=event.observed_at, complete=False)
 
     def _drain(self, timeout: float) -> None:
-        """Record the events that came, in order; one is let go only once recorded (a DatabaseError keeps it)."""
+        """Record the events that came, in order; one is let go once recorded, or dropped (logged) when it cannot be:
+        an outage of the database (tasking.TRANSIENT) keeps it for the next try."""
         if not self.unrecorded:
             try:
                 self.unrecorded.append(self.events.get(timeout=timeout))
@@ -127,13 +129,21 @@ class Listener:
                 hosts[event.uri] = Host.objects.filter(uri=event.uri).first()
             host = hosts[event.uri]
             if host is not None:
-                status = event.state.value if event.state else None
-                signals.domain_event.send(sender=Host, host=host, domain_uuid=event.domain_uuid,
-                                          observed_at=event.observed_at, event=event.event, status=status)
-                if not services.record_domain_event(host_id=host.pk, domain_uuid=event.domain_uuid, state=status,
-                                                    observed_at=event.observed_at):
-                    self._learn(host, event)
+                try:
+                    self._record(host, event)
+                except TRANSIENT:
+                    raise  # kept for the next try
+                except Exception:
+                    log.exception("an event of %s could not be recorded and is dropped: %s", host.name, event)
             self.unrecorded.popleft()
+
+    def _record(self, host: Host, event: hypervisor.LifecycleEvent) -> None:
+        status = event.state.value if event.state else None
+        signals.domain_event.send(sender=Host, host=host, domain_uuid=event.domain_uuid,
+                                  observed_at=event.observed_at, event=event.event, status=status)
+        if not services.record_domain_event(host_id=host.pk, domain_uuid=event.domain_uuid, state=status,
+                                            observed_at=event.observed_at):
+            self._learn(host, event)
 
     def run(self) -> None:
         """Loop until stop is set."""
@@ -147,20 +157,18 @@ class Listener:
                     self._watch_hosts(list(Host.objects.all()))  # disabled hosts still run instances
                     next_scan = now + self.rescan_seconds
                 self._drain(timeout=0.2)
-            except DatabaseError as exc:
+                if database_lost:  # back: what changed meanwhile without an event is read at once
+                    for host_id in Host.objects.filter(uri__in=list(self.watched)).values_list("pk", flat=True):
+                        self._catch_up(host_id)
+                    database_lost = False
+            except TRANSIENT as exc:
                 log.warning("database unavailable (%s); %d event(s) kept until it answers", exc, len(self.unrecorded))
                 database_lost = True
                 connections.close_all()  # a dropped connection is opened again on the next try
                 self.stop.wait(0.5)
-                continue
             except Exception:
                 log.exception("listener loop failed; retrying")
                 self.stop.wait(1)
-                continue
-            if database_lost:  # back: what changed meanwhile without an event is read at once
-                database_lost = False
-                for host_id in Host.objects.filter(uri__in=list(self.watched)).values_list("pk", flat=True):
-                    self._catch_up(host_id)
         for uri, handle in self.watched.items():
             hypervisor.unwatch(uri, handle)
         with self.lock:

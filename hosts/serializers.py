@@ -32,8 +32,9 @@ class HostUpdateSerializer(serializers.Serializer):
 
 
 class HostDomainSerializer(serializers.ModelSerializer):
-    managed = serializers.BooleanField(read_only=True, help_text="Whether it is one of the panel's instances; "
-                                                                 "platform admins may adopt the others.")
+    managed = serializers.BooleanField(read_only=True, help_text="Whether the panel made it (one of its instances, "
+                                                                 "live or deleted); platform admins may adopt the "
+                                                                 "others.")
 
     class Meta:
         model = HostDomain

@@ -131,16 +131,23 @@ def record_seen(*, host_id: int) -> None:
 def record_domains(*, host_id: int, domains: list[hypervisor.DomainFacts], observed_at: datetime,
                    complete: bool = True) -> None:
     """What the host holds, read at observed_at: its domains, with their names, states and sizes; complete: these
-    are all of them (the others are gone)."""
+    are all of them (the others are gone). What an event recorded after observed_at is left as it is."""
     with transaction.atomic():
+        known = {str(row.uuid): row for row in HostDomain.objects.filter(host_id=host_id)}
         if complete:
             HostDomain.objects.filter(host_id=host_id, seen_at__lte=observed_at).exclude(
                 uuid__in=[d.uuid for d in domains]).delete()
         HostDomain.objects.bulk_create(
             [HostDomain(host_id=host_id, uuid=d.uuid, name=d.name[:255], state=d.state.value, vcpus=d.vcpus,
-                        memory_mib=d.memory_mib, seen_at=observed_at) for d in domains],
-            update_conflicts=True, unique_fields=["host", "uuid"],
-            update_fields=["name", "state", "vcpus", "memory_mib", "seen_at"])
+                        memory_mib=d.memory_mib, seen_at=observed_at) for d in domains if d.uuid not in known],
+            ignore_conflicts=True)
+        for d in domains:
+            row = known.get(d.uuid)
+            if row is not None and (row.name, row.state, row.vcpus, row.memory_mib) != (
+                    d.name[:255], d.state.value, d.vcpus, d.memory_mib):
+                HostDomain.objects.filter(pk=row.pk, seen_at__lte=observed_at).update(
+                    name=d.name[:255], state=d.state.value, vcpus=d.vcpus, memory_mib=d.memory_mib,
+                    seen_at=observed_at)
 
 
 def record_domain_event(*, host_id: int, domain_uuid: str, state: str | None, observed_at: datetime) -> bool:

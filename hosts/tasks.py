@@ -1,5 +1,6 @@
 """Thin tasks over host services and the hypervisor layer."""
 
+from celery import shared_task
 from django.utils import timezone
 
 from cloudpanel.tasking import enqueue, task
@@ -41,8 +42,8 @@ def reconcile_host(host_id: int) -> None:
     signals.host_observed.send(sender=Host, host=host, states=states, observed_at=observed_at)
 
 
-@task
+@shared_task
 def reconcile_hosts() -> None:
-    """The periodic sweep: reconcile every host, each on its own worker's queue."""
+    """The periodic sweep: reconcile every host, each on its own worker's queue. Not retried: the next sweep is."""
     for host_id in Host.objects.values_list("pk", flat=True):
         enqueue(reconcile_host, host_id, host_id=host_id)

@@ -48,7 +48,7 @@ def host_detail(request, pk: int):
             return redirect("host-detail", pk=host.pk)
     services.with_allocations([host])
     instances = host.instances.live().select_related("tenant")[:200]
-    unmanaged = host.domains.exclude(uuid__in=host.instances.live().values("uuid"))
+    unmanaged = host.domains.exclude(uuid__in=host.instances.values("uuid"))  # deleted ones' leftovers included
     return render(request, "hosts/detail.html", {"host": host, "form": form, "instances": instances,
                                                  "unmanaged": unmanaged, "tenants": Tenant.objects.order_by("name")})
 

@@ -116,4 +116,4 @@ class AdoptSerializer(serializers.Serializer):
 
     domain = serializers.IntegerField(help_text="The host domain's id.")
     tenant = serializers.IntegerField()
-    name = serializers.CharField(max_length=300, help_text="The instance's name in the tenant.")
+    name = serializers.CharField(max_length=63, help_text="The instance's name in the tenant.")

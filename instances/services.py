@@ -9,13 +9,14 @@ events and reconciliation report observed states through record_status.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, Q, Value
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
@@ -316,21 +317,22 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
 
 def begin_action(action_id: int) -> InstanceAction | None:
     """Claim a pending action for this worker: mark it running, with its lease taken now. None if it is gone or
-    another worker claimed it already (a redelivery, or a second copy of the task): running it twice is a no-op."""
-    # The conditional UPDATE is atomic on its own: no transaction, no row lock held.
-    now = timezone.now()
-    claimed = InstanceAction.objects.filter(pk=action_id, status=ActionStatus.PENDING).update(
-        status=ActionStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
-    )
-    if not claimed:
-        return None
-    return InstanceAction.objects.select_related("instance__host").filter(pk=action_id).first()
+    another worker claimed it already (a redelivery, or a second copy of the task): running it twice is a no-op.
+    The claim and the read are one transaction: should the read fail, the claim is undone for the task's retry."""
+    with transaction.atomic():
+        claimed = InstanceAction.objects.filter(pk=action_id, status=ActionStatus.PENDING).update(
+            status=ActionStatus.RUNNING, started_at=Now(), heartbeat_at=Now(), attempts=F("attempts") + 1
+        )
+        if not claimed:
+            return None
+        return InstanceAction.objects.select_related("instance__host").get(pk=action_id)
 
 
 def renew_lease(action_id: int) -> bool:
-    """The action's worker is alive; False once the action is no longer its to run."""
+    """The action's worker is alive (stamped with the database's clock, which the sweep reads too); False once the
+    action is no longer its to run."""
     return bool(InstanceAction.objects.filter(pk=action_id, status=ActionStatus.RUNNING)
-                .update(heartbeat_at=timezone.now()))
+                .update(heartbeat_at=Now()))
 
 
 WORKER_LOST = "worker lost: the worker running it stopped"
@@ -339,16 +341,18 @@ RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF})
 MAX_ATTEMPTS = 3
 
 
-def recover_lost_actions(*, renewed_before: datetime) -> set[int]:
-    """Actions whose lease was last renewed before renewed_before lost their worker. A resumable one is queued
-    again (up to MAX_ATTEMPTS runs); any other fails with the reason "worker lost", its instance freed. Returns the
-    hosts of the failed ones, whose domains should be read at once: the operation may have gone through."""
+def recover_lost_actions(*, lease: timedelta) -> set[int]:
+    """Running actions whose lease was last renewed longer ago than `lease` (by the database's clock) lost their
+    worker. A resumable one is queued again (up to MAX_ATTEMPTS runs); any other fails with the reason "worker
+    lost", its instance freed. Returns the hosts of the failed ones, whose domains should be read at once: the
+    operation may have gone through."""
+    expired = Now() - Value(lease)
+    lost = (Q(heartbeat_at__lt=expired) | Q(heartbeat_at__isnull=True, started_at__lt=expired)) & Q(
+        status=ActionStatus.RUNNING)
     hosts = set()
-    lost = InstanceAction.objects.filter(status=ActionStatus.RUNNING, heartbeat_at__lt=renewed_before)
-    for pk in lost.values_list("pk", flat=True):
+    for pk in InstanceAction.objects.filter(lost).values_list("pk", flat=True):
         with transaction.atomic():
-            action = (InstanceAction.objects.select_for_update().select_related("instance")
-                      .filter(pk=pk, status=ActionStatus.RUNNING, heartbeat_at__lt=renewed_before).first())
+            action = InstanceAction.objects.select_for_update().select_related("instance").filter(lost, pk=pk).first()
             if action is None:
                 continue  # renewed or finished meanwhile
             if action.operation in RESUMABLE and action.attempts < MAX_ATTEMPTS:

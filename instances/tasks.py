@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from celery import shared_task
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from cloudpanel import tasking
 from cloudpanel.exceptions import DomainError
@@ -331,11 +331,11 @@ def detach_nic(action_id: int) -> None:
     _run(action_id, work)
 
 
-@tasking.task
+@shared_task
 def recover_lost_actions() -> None:
-    """The sweep (beat): operations whose worker died are run again or failed; their hosts read at once."""
-    lost_since = timezone.now() - timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS)
-    for host_id in services.recover_lost_actions(renewed_before=lost_since):
+    """The sweep (beat, every third of the lease): operations whose worker died are run again or failed; their hosts
+    read at once. Not retried: the next tick is the retry."""
+    for host_id in services.recover_lost_actions(lease=timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS)):
         tasking.enqueue(reconcile_host, host_id, host_id=host_id)
 
 

@@ -1,6 +1,7 @@
 """Domains made outside the panel: listed per host for platform admins, and adopted into a tenant (its quota and
 billing from that moment)."""
 
+import re
 import uuid
 from contextlib import suppress
 
@@ -15,7 +16,7 @@ from instances.models import Instance
 from tenants.quotas import usage_of
 from tenants.services import set_quota
 from tests.conftest import token_client
-from tests.factories import make_boot_kernel, make_tenant, make_user, wait_for
+from tests.factories import make_boot_kernel, make_instance, make_tenant, make_user, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,9 +100,11 @@ def test_adoption_is_refused_cleanly(admin_api, member_api, tenant, host, hand_m
     assert refused.status_code in (400, 409) and "vcpus" in refused.content.decode().lower()
     # A name the tenant already uses, a bad name, an unknown domain or tenant
     set_quota(tenant=tenant, limits={"vcpus": None})
-    for wrong, code in (({"name": "bad name!"}, 400), ({"domain": 10 ** 9}, 404), ({"tenant": 10 ** 9}, 404)):
+    make_instance(tenant=tenant, host=host, name="taken")
+    for wrong, code, reason in (({"name": "taken"}, 400, "already exists"), ({"name": "bad name!"}, 400, "name"),
+                                ({"domain": 10 ** 9}, 404, "No such domain"), ({"tenant": 10 ** 9}, 404, "")):
         answer = admin_api.post("/api/v1/instances/adopt/", {**body, **wrong}, format="json")
-        assert answer.status_code in (code, 400), (wrong, answer.content)
+        assert answer.status_code == code and reason in answer.content.decode(), (wrong, answer.content)
     assert not Instance.objects.filter(uuid=hand_made).exists()
 
 
@@ -116,11 +119,23 @@ def test_the_host_page_lists_unmanaged_domains_and_adopts_one(client, admin_user
     assert response.status_code == 302 and response["Location"] == f"/instances/{instance.pk}/"
     assert (instance.tenant, instance.name, instance.status) == (tenant, "from-page", Status.RUNNING)
     assert f'data-domain="{hand_made}"' not in client.get(f"/hosts/{host.pk}/").content.decode()
-    # A tenant admin cannot adopt through the page either
-    other = make_user(tenant=make_tenant(), role="admin")
-    client.force_login(other)
-    client.post(f"/instances/adopt/{domain.pk}/", {"tenant": tenant.pk, "name": "mine"})
-    assert Instance.objects.filter(uuid=hand_made).count() == 1
+    # The page's title is the host's name alone
+    assert re.search(rf"<title>\s*{host.name}\b[^<]*</title>", page)
+    # A tenant admin cannot adopt through the page: sent to the admin sign-in, nothing made
+    hand_made_too = str(uuid.uuid4())
+    hypervisor.connection(host.uri).defineXML(
+        f"<domain type='test'><name>hand-{hand_made_too[:8]}</name><uuid>{hand_made_too}</uuid>"
+        "<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>")
+    try:
+        reconcile_host(host.pk)
+        other = make_user(tenant=make_tenant(), role="admin")
+        client.force_login(other)
+        refused = client.post(f"/instances/adopt/{HostDomain.objects.get(uuid=hand_made_too).pk}/",
+                              {"tenant": tenant.pk, "name": "mine"})
+        assert refused.status_code == 302 and refused["Location"].startswith("/admin/login/")
+        assert not Instance.objects.filter(uuid=hand_made_too).exists()
+    finally:
+        hypervisor.undefine(host.uri, hand_made_too)
 
 
 def test_the_listener_learns_a_domain_defined_by_hand_at_once(host, listener):

@@ -261,3 +261,30 @@ def test_the_listener_records_events_while_it_catches_up_on_a_host(member, tenan
         assert wait_for(lambda: Instance.objects.get(pk=instance.pk).status == Status.STOPPED, timeout=1.5)
         assert catching_up.is_alive()
         catching_up.join()
+
+
+def test_an_event_that_cannot_be_recorded_is_dropped_with_a_log_and_the_next_one_recorded(member, tenant, host,
+                                                                                        caplog):
+    from hosts.listener import Listener
+
+    instance = running_instance(member, tenant)
+    listener = Listener()
+    bad = hypervisor.LifecycleEvent(uri=host.uri, domain_uuid=str(instance.uuid), state=hypervisor.PowerState.PAUSED,
+                                    event="suspended", observed_at=timezone.now())
+    good = hypervisor.LifecycleEvent(uri=host.uri, domain_uuid=str(instance.uuid),
+                                     state=hypervisor.PowerState.STOPPED, event="stopped",
+                                     observed_at=timezone.now() + timedelta(seconds=1))
+    listener.events.put(bad)
+    listener.events.put(good)
+    real, calls = services.record_domain_event, []
+
+    def first_fails(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise ValueError("a bug")
+        return real(**kwargs)
+
+    with mock.patch("instances.services.record_domain_event", side_effect=first_fails):
+        listener._drain(timeout=0.1)
+    assert not listener.unrecorded and "could not be recorded" in caplog.text
+    assert Instance.objects.get(pk=instance.pk).status == Status.STOPPED
