@@ -122,7 +122,7 @@ def main() -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "threads", "-c", "4", "-Q", QUEUE,
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=dict(os.environ),
+        cwd=ROOT, env=dict(os.environ), stdout=sys.stderr,  # its banner is not a measure
     )
     try:
         time.sleep(3)  # let the worker connect

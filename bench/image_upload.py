@@ -101,7 +101,8 @@ def sink_seconds(source: Path, work: Path) -> float:
     port = free_port()
     env = {**os.environ, "SINK_FILE": str(work / "sink.img")}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "asgi_sink:app", "--port", str(port), "--http",
-                               "httptools", "--log-level", "warning"], cwd=ROOT / "bench", env=env)
+                               "httptools", "--log-level", "warning"], cwd=ROOT / "bench", env=env,
+                              stdout=sys.stderr)
     try:
         wait_for_port(port)
         os.sync()  # as before every measurement
@@ -163,7 +164,8 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "CLOUDPANEL_IMAGE_DIR": str(work / "store"), "CLOUDPANEL_TASK_QUEUE": "bench-nobody-consumes",
            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
-    server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
+    server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=sys.stderr)
     try:
         wait_for_port(port)
         idle = memory_kib(server.pid)
