@@ -38,8 +38,8 @@ T = TypeVar("T")
 
 
 def task(fn: Callable) -> Task:
-    """A Celery task that a database outage delays, never loses: retried with back-off (up to 15 s apart) until
-    the database answers. Its body must be safe to run again (instances' tasks claim their action first)."""
+    """A Celery task that a database outage delays rather than drops: retried with back-off (up to 15 s apart)
+    until the database answers. Its body must be safe to run again (instances' tasks claim their action first)."""
     return shared_task(autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=15, max_retries=None)(fn)
 
 
