@@ -436,7 +436,9 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
     """Record a status observed on the host at observed_at (event or reconcile); True if it changed.
 
     An observation older than the instance's last recorded change is stale (say, a
-    reconcile snapshot taken just before a task finished) and is ignored.
+    reconcile snapshot taken just before a task finished) and is ignored. The change is
+    dated when it was observed, not when it is recorded, so that two events recorded in a
+    burst (stopped, then undefined) both apply.
     """
     with transaction.atomic():
         instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
@@ -446,7 +448,7 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
             return False
         if instance.status_changed_at and instance.status_changed_at > observed_at:
             return False
-        if not _set_status(instance, status, cause, detail=detail):
+        if not _set_status(instance, status, cause, detail=detail, at=observed_at):
             return False
         fields = ["status", "status_changed_at"]
         if status not in (Status.ERROR, Status.MISSING) and instance.status_reason and not instance.task_state:

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -180,6 +181,32 @@ def test_a_member_starts_a_container_from_the_library_and_is_root_only_inside_it
         browser.close()
     instance = Instance.objects.get(name="box")
     assert instance.boot_source == "container" and instance.image == image and not instance.kernel
+
+
+def test_the_console_connects_when_the_page_learns_the_guest_runs_from_a_refresh_alone(server, tenant):
+    # Given a member on the page of a stopped instance, its live socket held by the test (no event reaches the page)
+    import re
+
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    unreachable = make_host(uri="qemu+unix:///system?socket=/nonexistent/sock")  # no sweep changes its instances
+    instance = make_instance(tenant=tenant, host=unreachable)
+    held = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+        page.route_web_socket(re.compile(r"/ws/instances/\d+/status/$"), lambda ws: held.append(ws))
+        page.goto(f"{server}/instances/{instance.pk}/")
+        expect(page.locator("#instance-status")).to_have_text("Stopped")
+        page.wait_for_timeout(500)  # the refresh on the socket's opening has come and gone
+        expect(page.locator("#console-state")).to_have_text("Not connected.")
+        # When the guest runs and the page learns it only from the refresh that follows its socket's reopening
+        with ThreadPoolExecutor(1) as outside:  # (Playwright's loop runs in this thread: the ORM stays out of it)
+            outside.submit(Instance.objects.filter(pk=instance.pk).update, status=InstanceStatus.RUNNING).result()
+        held[-1].close()
+        expect(page.locator("#instance-status")).to_have_text("Running", timeout=10000)
+        # Then the console connects by itself, as it does when an event says so
+        expect(page.locator("#console-state")).not_to_have_text("Not connected.", timeout=5000)
+        browser.close()
 
 
 def test_tenant_self_service_quota_tokens_members_and_audit(server):

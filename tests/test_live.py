@@ -183,6 +183,24 @@ def test_stale_observation_does_not_overwrite_a_newer_change(member, tenant, hos
     assert changed == 0 and Instance.objects.get(pk=instance.pk).status == Status.RUNNING
 
 
+def test_two_events_recorded_in_a_burst_both_apply(member, tenant, host):
+    # Given a running instance whose domain was destroyed and then undefined by hand, both observed before either
+    # is recorded (the listener was busy)
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    stopped_at = timezone.now()
+    undefined_at = stopped_at + timedelta(microseconds=10)
+    # When the two events are recorded in order
+    assert services.record_domain_event(host=host, domain_uuid=str(instance.uuid), status=Status.STOPPED,
+                                        event="stopped", observed_at=stopped_at)
+    assert services.record_domain_event(host=host, domain_uuid=str(instance.uuid), status=None, event="undefined",
+                                        observed_at=undefined_at)
+    # Then the instance is missing, and its history dates each change when it was observed
+    instance.refresh_from_db()
+    assert instance.status == Status.MISSING
+    assert list(instance.state_changes.order_by("at").values_list("to_status", "at"))[-2:] == [
+        (Status.STOPPED, stopped_at), (Status.MISSING, undefined_at)]
+
+
 def test_listener_backs_off_from_an_unreachable_host_and_shows_why(db):
     from hosts.choices import HostState
     from hosts.listener import Listener

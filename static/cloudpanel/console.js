@@ -36,12 +36,18 @@
     };
   }
 
+  let closedByUser = false;
   button.addEventListener("click", function () {
+    closedByUser = Boolean(socket);
     if (socket) socket.close(); else connect();
   });
-  const status = document.getElementById("instance-status");
-  if (status && status.dataset.value !== "stopped" && status.textContent.trim() === "Running") connect();
-  document.addEventListener("panel:event", function (event) {
-    if (event.detail.type === "instance" && event.detail.status === "running" && !socket) connect();
-  });
+  // Connect by itself once the guest runs, however the page learns it: on load, from an event, or from a
+  // refresh of the header (the live socket refreshes it when it opens, which may carry news an event never did).
+  function connectIfRunning() {
+    const status = document.getElementById("instance-status");
+    if (!socket && !closedByUser && status && status.dataset.value === "running") connect();
+  }
+  connectIfRunning();
+  document.addEventListener("panel:event", connectIfRunning);
+  document.addEventListener("panel:refreshed", connectIfRunning);
 })();
