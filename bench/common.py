@@ -1,6 +1,7 @@
-"""Shared set-up for benchmarks: a database of their own, migrated, table printing, and the measures `make bench`
-gathers into one table (record; bench/report.py prints it)."""
+"""Shared set-up for benchmarks: a database of their own (migrated, then dropped), table printing, and the measures
+`make bench` gathers into one table (record; bench/report.py prints it)."""
 
+import atexit
 import json
 import os
 import statistics
@@ -12,19 +13,34 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def setup_django(database: str = "cloudpanel_bench") -> None:
-    """Point Django at a benchmark database on the PostgreSQL of DATABASE_URL, creating and migrating it."""
+def setup_django(database: str | None = None) -> None:
+    """Point Django at a database of this benchmark's own on the PostgreSQL of DATABASE_URL: created and migrated
+    now, dropped when the benchmark exits (never the database `make run` or the suite uses)."""
     import dj_database_url
     import psycopg
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
+    import django
+
+    if os.environ.get("CLOUDPANEL_BENCH_DATABASE"):  # a client process the benchmark started: its database is set
+        django.setup()
+        return
+    database = database or f"cloudpanel_bench_{Path(sys.argv[0]).stem}_{os.getpid()}"
     base = dj_database_url.parse(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
     dsn = f"host={base['HOST']} port={base['PORT'] or 5432} user={base['USER']} dbname=postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
-            conn.execute(f'CREATE DATABASE "{database}"')
+        conn.execute(f'CREATE DATABASE "{database}"')
+
+    def drop() -> None:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    atexit.register(drop)
     os.environ["DATABASE_URL"] = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT'] or 5432}/{database}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
-    import django
+    os.environ["CLOUDPANEL_BENCH_DATABASE"] = database
     from django.core.management import call_command
 
     django.setup()

@@ -35,7 +35,7 @@ APP_NAME = f"cloudpanel-load-{uuid.uuid4().hex[:6]}"
 URI = "test+unix:///default"
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-setup_django("cloudpanel_load")
+setup_django()
 
 from django.db import connection  # noqa: E402
 

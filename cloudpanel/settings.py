@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -194,6 +195,11 @@ CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECOND
 # Allocation ratios, as in OpenStack's placement: vCPUs and RAM may be overcommitted.
 CLOUDPANEL_CPU_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_CPU_ALLOCATION_RATIO", "4.0"))
 CLOUDPANEL_RAM_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_RAM_ALLOCATION_RATIO", "1.0"))
+# What holds a host's vCPUs and RAM: "running" (instances that run, are paused or suspended, or have an operation
+# in flight; a start checks the host again) or "defined" (every instance not deleted). Disks are held either way.
+CLOUDPANEL_CAPACITY_POLICY = os.environ.get("CLOUDPANEL_CAPACITY_POLICY", "running")
+if CLOUDPANEL_CAPACITY_POLICY not in ("running", "defined"):
+    raise ImproperlyConfigured("CLOUDPANEL_CAPACITY_POLICY is 'running' or 'defined'")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

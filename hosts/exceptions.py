@@ -11,3 +11,7 @@ class HostInUse(Conflict):
 
 class NoCapacity(DomainError):
     """No host (or not the chosen one) can take the instance."""
+
+
+class HostFull(NoCapacity, Conflict):
+    """The instance's own host cannot start it now: others hold its capacity (HTTP 409)."""

@@ -6,7 +6,9 @@ import posixpath
 from collections.abc import Collection
 from dataclasses import asdict
 from datetime import datetime
+from typing import NamedTuple
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -16,8 +18,10 @@ from cloudpanel.text import CONTROL
 from hosts import hypervisor
 from hosts.choices import HostState
 from hosts.events import publish_host
-from hosts.exceptions import HostInUse, InvalidHost, NoCapacity
+from hosts.exceptions import HostFull, HostInUse, InvalidHost, NoCapacity
 from hosts.models import Host, HostDomain
+
+GIB = 1 << 30
 
 
 def _on_commit_publish(host_id: int) -> None:
@@ -128,6 +132,12 @@ def record_seen(*, host_id: int) -> None:
         publish_host(host_id)
 
 
+def known_sizes(host_id: int) -> dict[str, tuple[int, int]]:
+    """The host's domains as last read: uuid → (vCPUs, MiB of RAM)."""
+    return {str(uuid): (vcpus, memory_mib) for uuid, vcpus, memory_mib in
+            HostDomain.objects.filter(host_id=host_id).values_list("uuid", "vcpus", "memory_mib")}
+
+
 def record_domains(*, host_id: int, domains: list[hypervisor.DomainFacts], observed_at: datetime,
                    complete: bool = True) -> None:
     """What the host holds, read at observed_at: its domains, with their names, states and sizes; complete: these
@@ -168,42 +178,91 @@ def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:
     publish_host(host_id)
 
 
-def allocations(host_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """vCPUs and MiB of RAM promised to each host's live instances (not deleted), in one query."""
+class Held(NamedTuple):
+    """What a host's instances hold of it (see holding)."""
+
+    vcpus: int = 0
+    memory_mib: int = 0
+    disk_gib: int = 0
+
+
+def holding() -> Q:
+    """The instances (seen from Host) that hold their vCPUs and RAM, by settings.CLOUDPANEL_CAPACITY_POLICY:
+    "running": those that run, are paused or suspended, are being created, or have an operation in flight;
+    "defined": every instance not deleted. Every instance not deleted holds its disk either way."""
     live = ~Q(instances__status="deleted")
+    if settings.CLOUDPANEL_CAPACITY_POLICY == "defined":
+        return live
+    return live & (Q(instances__status__in=["pending", "running", "paused", "suspended"])
+                   | Q(instances__task_state__isnull=False))
+
+
+def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[int, Held]:
+    """What each host's instances hold of it, in one query; excluding leaves one instance out (the one being
+    started)."""
+    held = holding()
+    live = ~Q(instances__status="deleted")
+    if excluding is not None:
+        held, live = held & ~Q(instances__pk=excluding), live & ~Q(instances__pk=excluding)
     rows = Host.objects.filter(pk__in=host_ids).values_list("pk").annotate(
-        cpu=Sum("instances__vcpus", filter=live), mem=Sum("instances__memory_mib", filter=live))
-    totals = {pk: (cpu or 0, mem or 0) for pk, cpu, mem in rows}
-    return {host_id: totals.get(host_id, (0, 0)) for host_id in host_ids}
+        cpu=Sum("instances__vcpus", filter=held), mem=Sum("instances__memory_mib", filter=held),
+        disk=Sum("instances__disk_gib", filter=live))
+    totals = {pk: Held(cpu or 0, mem or 0, disk or 0) for pk, cpu, mem, disk in rows}
+    return {host_id: totals.get(host_id, Held()) for host_id in host_ids}
 
 
 def with_allocations(hosts: list[Host]) -> list[Host]:
     """The hosts, each with allocated_cpus and allocated_mib set for display."""
     used = allocations([host.pk for host in hosts])
     for host in hosts:
-        host.allocated_cpus, host.allocated_mib = used[host.pk]
+        host.allocated_cpus, host.allocated_mib = used[host.pk].vcpus, used[host.pk].memory_mib
     return hosts
 
 
-def capacity_error(host: Host, vcpus: int, memory_mib: int, used: tuple[int, int]) -> str | None:
-    """Why the host cannot take an instance of this size on top of `used`, or None if it can."""
-    from django.conf import settings
+def pool_bytes(host: Host) -> int | None:
+    """The capacity of the host's storage pool as last probed, or None if the probe did not see it."""
+    return next((pool["capacity_bytes"] for pool in host.pools if pool.get("name") == host.storage_pool
+                 and pool.get("capacity_bytes")), None)
 
-    if not host.schedulable:
+
+def capacity_error(host: Host, wanted: Held, used: Held, *, new: bool = True) -> str | None:
+    """Why the host cannot take `wanted` on top of `used`, or None if it can. new: a new instance (a disabled or
+    unreachable host takes none); else one of its own starting again."""
+    if new and not host.schedulable:
         return f"host '{host.name}' is {'disabled' if not host.enabled else host.get_state_display().lower()}"
-    if vcpus > host.cpus:
-        return f"{vcpus} vCPUs exceed host '{host.name}' ({host.cpus} CPUs)"
-    if memory_mib > host.memory_mib:
-        return f"{memory_mib} MiB of RAM exceed host '{host.name}' ({host.memory_mib} MiB)"
-    used_cpu, used_mem = used
-    if used_cpu + vcpus > host.cpus * settings.CLOUDPANEL_CPU_ALLOCATION_RATIO:
-        return f"host '{host.name}' has no vCPUs left ({used_cpu} of {host.cpus} allocated)"
-    if used_mem + memory_mib > host.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO:
-        return f"host '{host.name}' has not enough RAM left ({used_mem} of {host.memory_mib} MiB allocated)"
+    if wanted.vcpus > host.cpus:
+        return f"{wanted.vcpus} vCPUs exceed host '{host.name}' ({host.cpus} CPUs)"
+    if wanted.memory_mib > host.memory_mib:
+        return f"{wanted.memory_mib} MiB of RAM exceed host '{host.name}' ({host.memory_mib} MiB)"
+    cpu_limit = int(host.cpus * settings.CLOUDPANEL_CPU_ALLOCATION_RATIO)
+    if used.vcpus + wanted.vcpus > cpu_limit:
+        return (f"host '{host.name}' has {max(0, cpu_limit - used.vcpus)} vCPUs left ({used.vcpus} of {cpu_limit} "
+                f"allocated), {wanted.vcpus} asked")
+    memory_limit = int(host.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO)
+    if used.memory_mib + wanted.memory_mib > memory_limit:
+        return (f"host '{host.name}' has {max(0, memory_limit - used.memory_mib)} MiB of RAM left "
+                f"({used.memory_mib} of {memory_limit} MiB allocated), {wanted.memory_mib} MiB asked")
+    pool = pool_bytes(host)
+    if wanted.disk_gib and pool is not None and (used.disk_gib + wanted.disk_gib) * GIB > pool:
+        return (f"host '{host.name}' has {max(0, pool // GIB - used.disk_gib)} GiB of disk left in its pool "
+                f"'{host.storage_pool}' ({used.disk_gib} of {pool // GIB} GiB allocated), {wanted.disk_gib} GiB asked")
     return None
 
 
-def place(*, vcpus: int, memory_mib: int, host: Host | None = None,
+def check_start(*, host_id: int, instance_id: int, vcpus: int, memory_mib: int) -> None:
+    """Inside the caller's transaction: refuse (HostFull) to start (or create again) an instance that holds nothing
+    now (the "running" capacity policy) on a host whose capacity others hold meanwhile. The host's row stays locked, so
+    that placements and starts on it see each other."""
+    if settings.CLOUDPANEL_CAPACITY_POLICY == "defined":
+        return
+    host = Host.objects.select_for_update().get(pk=host_id)
+    used = allocations([host_id], excluding=instance_id)[host_id]
+    reason = capacity_error(host, Held(vcpus, memory_mib), Held(used.vcpus, used.memory_mib), new=False)
+    if reason:
+        raise HostFull(reason)
+
+
+def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
           technologies: Collection[str] | None = None) -> Host:
     """Lock and return a host for a new instance: the chosen one, or the one with most free RAM
     among those of the given technologies (any, if None).
@@ -219,18 +278,21 @@ def place(*, vcpus: int, memory_mib: int, host: Host | None = None,
         if technologies is not None:
             candidates = candidates.filter(technology__in=list(technologies))
     candidates = list(candidates)
+    if host is not None and not candidates:
+        raise NoCapacity(f"host '{host.name}' no longer exists")
     used = allocations([c.pk for c in candidates])
-    best, best_free, reasons = None, -1, []
+    wanted = Held(vcpus, memory_mib, disk_gib)
+    best, best_free, reasons = None, None, []
     for candidate in candidates:
-        reason = capacity_error(candidate, vcpus, memory_mib, used[candidate.pk])
+        reason = capacity_error(candidate, wanted, used[candidate.pk])
         if reason:
             reasons.append(reason)
             continue
-        free = candidate.memory_mib - used[candidate.pk][1]
-        if free > best_free:
+        free = candidate.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO - used[candidate.pk].memory_mib
+        if best_free is None or free > best_free:
             best, best_free = candidate, free
     if best is None:
         if host is not None:
-            raise NoCapacity(reasons[0] if reasons else f"host '{host.name}' no longer exists")
+            raise NoCapacity(reasons[0])
         raise NoCapacity("no host can take it: " + ("; ".join(reasons) or "no host is online and enabled"))
     return best

@@ -32,7 +32,7 @@ def reconcile_host(host_id: int) -> None:
     observed_at = timezone.now()
     states: dict[str, str] | None = None
     try:
-        domains = hypervisor.all_domains(host.uri)
+        domains = hypervisor.all_domains(host.uri, services.known_sizes(host_id))
     except hypervisor.HypervisorError as exc:
         services.record_failure(host_id=host_id, error=exc)
     else:

@@ -60,6 +60,8 @@ class InstanceForm(forms.Form):
                                      "(a system container)")
     env = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Environment",
                           help_text="NAME=value, one per line")
+    leave_stopped = forms.BooleanField(required=False, label="Leave it stopped",
+                                       help_text="Define it on its host without starting it.")
 
     def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, boot_kernels,
                  container_images, admin: bool, **kwargs):

@@ -146,6 +146,7 @@ class InstanceAction(models.Model):
     # While it runs, its worker renews this lease (instances.tasks): a lease left to expire means the worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)  # how many times a worker began it
+    start = models.BooleanField(default=True)  # a create: start the instance once defined (else it stays stopped)
 
     objects = InstanceActionQuerySet.as_manager()
 

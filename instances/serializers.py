@@ -103,6 +103,8 @@ class InstanceCreateSerializer(serializers.Serializer):
                                            "/sbin/init, a system container).")
     env = serializers.DictField(child=serializers.CharField(max_length=4096, allow_blank=True, trim_whitespace=False),
                                 required=False, default=dict, help_text="A container's environment variables.")
+    start = serializers.BooleanField(default=True, help_text="Start it once created; false: define it and leave it "
+                                                             "stopped.")
 
     def validate_env(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_ENV or not all(ENV_NAME.fullmatch(name) for name in value):

@@ -41,7 +41,7 @@ from tenants.models import Tenant
 GIB = 1 << 30
 
 
-def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str, memory_mib: int,
+def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str,
                 disk_gib: int, ssh_keys: str, password: str) -> tuple[int, str]:
     """Check a boot from a library image (one the tenant may use: boot.check_request saw to it); returns the disk
     size to give it and the cloud-init user-data."""
@@ -52,8 +52,6 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     if image.disk_format not in DISK_FORMATS:
         raise InvalidInstance(f"{image.name} is a {image.get_disk_format_display().lower()}, not a disk image: boot "
                               "kernels and container images have boot sources of their own")
-    if memory_mib < image.min_memory_mib:
-        raise InvalidInstance(f"{image.name} needs at least {image.min_memory_mib} MiB of RAM")
     if image.disk_format == DiskFormat.ISO:
         if ssh_keys or password or template is not None:
             raise InvalidInstance("an install from an ISO takes no cloud-init settings or template")
@@ -70,6 +68,15 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
         cloud_config=template.user_data if template else "", script=template.script if template else "",
     )
     return max(disk_gib, needed), user_data
+
+
+def _check_memory(memory_mib: int, *, image: Image | None, boot_kernel: BootKernel | None) -> None:
+    """Refuse less RAM than the boot source needs: its image's minimum, or its boot kernel's (the kernel image's)."""
+    for needs in (image, boot_kernel.kernel if boot_kernel is not None else None):
+        if needs is not None and memory_mib < needs.min_memory_mib:
+            booted = boot_kernel.name if needs is not image else needs.name
+            raise InvalidInstance(f"{booted} needs at least {needs.min_memory_mib} MiB of RAM; {memory_mib} MiB "
+                                  "were asked")
 
 
 def _hold_library(*, image: Image | None, boot_kernel: BootKernel | None) -> None:
@@ -136,8 +143,10 @@ def create_instance(
     ssh_keys: str = "",
     password: str = "",
     nics: Sequence[NicRequest | tuple] = (),
+    start: bool = True,
 ) -> InstanceAction:
-    """Accept a new instance: place it, record it as pending and queue its creation.
+    """Accept a new instance: place it, record it as pending and queue its creation (start: and then start it;
+    else it is defined and left stopped).
 
     Tenants boot library objects only (instances/boot.py): a boot kernel, an image, a template or a container
     image; kernel, initrd and boot disk paths on the host are platform admins', under the host's allowed
@@ -158,11 +167,11 @@ def create_instance(
     boot.check_request(wanted, tenant_id=tenant.pk, admin=user is not None and is_platform_admin(user))
     if boot_source == BootSource.CONTAINER:
         boot.container_owner(tenant.pk)  # refused now if the tenant has no uid range left
+    _check_memory(memory_mib, image=image, boot_kernel=boot_kernel)
     disk_gib, user_data = disk_gib or 0, ""
     if boot_source == BootSource.IMAGE:
         disk_gib, user_data = _image_boot(tenant=tenant, image=image, template=template, name=name,
-                                          memory_mib=memory_mib, disk_gib=disk_gib, ssh_keys=ssh_keys,
-                                          password=password)
+                                          disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
     elif (image is not None and boot_source != BootSource.CONTAINER) or ssh_keys or password:
         raise InvalidInstance("an image, SSH keys and a password go with the image boot source")
     elif boot_source == BootSource.CONTAINER and disk_gib:
@@ -188,13 +197,14 @@ def create_instance(
             _hold_library(image=image, boot_kernel=boot_kernel)
             # An image boot needs a host that boots disks (and, for a seed or an ISO, has CD-ROM drives).
             needs_cdrom = iso or bool(user_data)
-            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, host=host,
+            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host,
                                          technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host = placed
             instance.save()
             _attach_nics(instance, nics)
-            action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user)
+            action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user,
+                                                   start=start)
             tasks.enqueue(action)
             publish_on_commit(instance)
     except IntegrityError:
@@ -232,8 +242,9 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 
 @transaction.atomic
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
-                      image: Image | None = None, port: Port | None = None) -> InstanceAction:
-    """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task."""
+                      image: Image | None = None, port: Port | None = None, start: bool = True) -> InstanceAction:
+    """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
+    see create_instance)."""
     operation = Operation(operation)
     current = Instance.objects.filter(pk=instance.pk).values("status", "task_state", "status_reason").first()
     if current is None:
@@ -244,6 +255,9 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     if current["status"] not in ALLOWED_FROM[operation]:
         raise InvalidOperation(f"cannot {operation.label.lower()} '{instance.name}' while it is "
                                f"{Status(current['status']).label.lower()}")
+    if operation in (Operation.START, Operation.CREATE):  # (a create again: a retry)
+        host_services.check_start(host_id=instance.host_id, instance_id=instance.pk, vcpus=instance.vcpus,
+                                  memory_mib=instance.memory_mib)
     started = timezone.now()
     claimed = Instance.objects.filter(
         pk=instance.pk, task_state__isnull=True, status__in=ALLOWED_FROM[operation]
@@ -253,7 +267,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.status, instance.status_reason = current["status"], current["status_reason"]
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
-                                           port=port)
+                                           port=port, start=start)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -309,7 +323,8 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     """Request a failed action's operation again."""
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
-    return request_operation(instance=action.instance, operation=action.operation, user=user, image=action.image)
+    return request_operation(instance=action.instance, operation=action.operation, user=user, image=action.image,
+                             start=action.start)
 
 
 # --- reports from tasks ------------------------------------------------------

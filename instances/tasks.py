@@ -127,9 +127,10 @@ def _container_root(instance: Instance, host: Host) -> dict[str, object]:
             "init_env": tuple(sorted(instance.init_env.items()))}
 
 
-def _do_create(instance: Instance, host: Host) -> str:
+def _do_create(action: InstanceAction) -> str:
+    instance = action.instance
     try:
-        return _create(instance, host)
+        return _create(instance, instance.host, start=action.start)
     except BaseException:
         if instance.boot_source == BootSource.CONTAINER:
             # A failed create keeps no tree (its retry unpacks it again), nor one a delete already missed.
@@ -137,7 +138,7 @@ def _do_create(instance: Instance, host: Host) -> str:
         raise
 
 
-def _create(instance: Instance, host: Host) -> str:
+def _create(instance: Instance, host: Host, *, start: bool) -> str:
     # A platform admin's paths on the host, checked again against what the host allows now.
     boot.check_host_paths(boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
                                     boot_disk=instance.boot_disk), host)
@@ -173,8 +174,8 @@ def _create(instance: Instance, host: Host) -> str:
                 memory_mib=instance.memory_mib, init=instance.init,
                 accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
             )
-            state = hypervisor.define_and_start(host.uri, spec, technology=hypervisor.Technology(host.technology),
-                                                kvm_available=host.kvm_available)
+            state = hypervisor.define(host.uri, spec, technology=hypervisor.Technology(host.technology),
+                                      kvm_available=host.kvm_available, start=start)
             failure = None
         except hypervisor.HypervisorError as exc:
             state, failure = "", exc
@@ -183,7 +184,8 @@ def _create(instance: Instance, host: Host) -> str:
     return state
 
 
-def _do_shutdown(instance: Instance, host: Host) -> str:
+def _do_shutdown(action: InstanceAction) -> str:
+    instance, host = action.instance, action.instance.host
     hypervisor.shutdown(host.uri, str(instance.uuid))
     deadline = time.monotonic() + settings.CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -196,7 +198,8 @@ def _do_shutdown(instance: Instance, host: Host) -> str:
     )
 
 
-def _do_delete(instance: Instance, host: Host) -> str:
+def _do_delete(action: InstanceAction) -> str:
+    instance, host = action.instance, action.instance.host
     hypervisor.undefine(host.uri, str(instance.uuid))
     if instance.disk_gib and host.can.disk_volume:
         hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
@@ -223,16 +226,21 @@ def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
         return None  # the host cannot tell
 
 
-def _run(action_id: int, work: Callable[[Instance, Host], str]) -> None:
+def _on_domain(call: Callable[[str, str], str]) -> Callable[[InstanceAction], str]:
+    """The work of an operation that is one hypervisor call on the instance's domain."""
+    return lambda action: call(action.instance.host.uri, str(action.instance.uuid))
+
+
+def _run(action_id: int, work: Callable[[InstanceAction], str]) -> None:
     """Claim the action and do its work under a lease renewed by this worker, then report how it went."""
     action = services.begin_action(action_id)
     if action is None:
         return
-    instance, host = action.instance, action.instance.host
+    host = action.instance.host
     try:
         with tasking.lease(functools.partial(services.renew_lease, action_id),
                            every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
-            observed = work(instance, host)
+            observed = work(action)
     except (hypervisor.HypervisorError, DomainError) as exc:  # domain errors: say, an image that failed to copy
         tasking.persist(services.fail_action, action_id, error=str(exc), observed=_state_after_failure(action, host))
         return
@@ -251,7 +259,7 @@ def create_instance(action_id: int) -> None:
 
 @tasking.task
 def start_instance(action_id: int) -> None:
-    _run(action_id, lambda instance, host: hypervisor.start(host.uri, str(instance.uuid)))
+    _run(action_id, _on_domain(hypervisor.start))
 
 
 @tasking.task
@@ -261,22 +269,22 @@ def shutdown_instance(action_id: int) -> None:
 
 @tasking.task
 def poweroff_instance(action_id: int) -> None:
-    _run(action_id, lambda instance, host: hypervisor.power_off(host.uri, str(instance.uuid)))
+    _run(action_id, _on_domain(hypervisor.power_off))
 
 
 @tasking.task
 def reboot_instance(action_id: int) -> None:
-    _run(action_id, lambda instance, host: hypervisor.reboot(host.uri, str(instance.uuid)))
+    _run(action_id, _on_domain(hypervisor.reboot))
 
 
 @tasking.task
 def suspend_instance(action_id: int) -> None:
-    _run(action_id, lambda instance, host: hypervisor.suspend(host.uri, str(instance.uuid)))
+    _run(action_id, _on_domain(hypervisor.suspend))
 
 
 @tasking.task
 def resume_instance(action_id: int) -> None:
-    _run(action_id, lambda instance, host: hypervisor.resume(host.uri, str(instance.uuid)))
+    _run(action_id, _on_domain(hypervisor.resume))
 
 
 @tasking.task
@@ -286,8 +294,8 @@ def delete_instance(action_id: int) -> None:
 
 @tasking.task
 def change_media(action_id: int) -> None:
-    def work(instance: Instance, host: Host) -> str:
-        action = InstanceAction.objects.select_related("image").get(pk=action_id)
+    def work(action: InstanceAction) -> str:
+        instance, host = action.instance, action.instance.host
         path = distribution.ensure_copy(
             image=action.image, host=host, heartbeat=_heartbeat(instance),
         ).path if action.image else ""
@@ -300,8 +308,8 @@ def change_media(action_id: int) -> None:
 
 @tasking.task
 def attach_nic(action_id: int) -> None:
-    def work(instance: Instance, host: Host) -> str:
-        port = InstanceAction.objects.select_related("port__network").get(pk=action_id).port
+    def work(action: InstanceAction) -> str:
+        instance, host, port = action.instance, action.instance.host, action.port
         if port is None:
             raise hypervisor.HypervisorError("the NIC was removed before it could be plugged in")
         try:
@@ -320,8 +328,8 @@ def attach_nic(action_id: int) -> None:
 
 @tasking.task
 def detach_nic(action_id: int) -> None:
-    def work(instance: Instance, host: Host) -> str:
-        port = InstanceAction.objects.select_related("port__network").get(pk=action_id).port
+    def work(action: InstanceAction) -> str:
+        instance, host, port = action.instance, action.instance.host, action.port
         if port is not None:  # already gone: done
             nic = hypervisor.Nic(port.network.libvirt_name, port.mac)
             hypervisor.detach_interface(host.uri, str(instance.uuid), nic)

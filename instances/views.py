@@ -83,6 +83,7 @@ def instance_new(request):
         network, address, groups = data.pop("network"), data.pop("address") or None, data.pop("security_groups")
         data["nics"] = [services.NicRequest(network, address, list(groups))] if network else []
         data["init_env"] = data.pop("env")
+        data["start"] = not data.pop("leave_stopped")
         audit.note(request, tenant=data["tenant"])
         try:
             action = services.create_instance(user=request.user, **data)

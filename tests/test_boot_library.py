@@ -130,7 +130,7 @@ def host_calls(monkeypatch):
 
         monkeypatch.setattr(hypervisor, name, call)
 
-    for name in ("define_and_start", "change_media", "attach_interface", "create_volume", "upload_volume"):
+    for name in ("define", "change_media", "attach_interface", "create_volume", "upload_volume"):
         spy(name)
     return seen
 
@@ -221,7 +221,7 @@ def test_an_admins_path_under_an_allowed_directory_boots(admin_api, tenant, host
     host.allowed_paths = "/srv/boot"
     host.save(update_fields=["allowed_paths"])
     # When a platform admin boots a kernel and an initrd from there
-    with mock.patch.object(hypervisor, "define_and_start", wraps=hypervisor.define_and_start) as built:
+    with mock.patch.object(hypervisor, "define", wraps=hypervisor.define) as built:
         response = admin_api.post("/api/v1/instances/", admin_body(
             tenant, host, kernel="/srv/boot/vmlinuz", initrd="/srv/boot/initrd.img", cmdline="console=ttyS0 quiet"),
             format="json")

@@ -5,6 +5,7 @@ import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 
+import libvirt
 import pytest
 
 from hosts import hypervisor
@@ -114,7 +115,7 @@ def test_lifecycle_round_trip_on_the_test_driver():
     definition = spec(name=s.name, uuid=s.uuid, disk_path=path)
     # When driven through its lifecycle, then each step reports the state libvirt has
     for _ in range(2):  # the second: a redelivered create
-        assert hypervisor.define_and_start(TEST_URI, definition, technology=Technology.TEST) == PowerState.RUNNING
+        assert hypervisor.define(TEST_URI, definition, technology=Technology.TEST) == PowerState.RUNNING
     assert hypervisor.power_off(TEST_URI, s.uuid) == PowerState.STOPPED
     assert hypervisor.start(TEST_URI, s.uuid) == PowerState.RUNNING
     assert hypervisor.start(TEST_URI, s.uuid) == PowerState.RUNNING  # idempotent
@@ -173,6 +174,41 @@ def test_network_fields_stay_text():
     root = ET.fromstring(network_xml(NetworkSpec(name=hostile, uuid=str(uuid.uuid4()), kind="isolated",
                                                  bridge="cpbr9", domain=hostile)))
     assert root.find("forward") is None and len(root.findall("name")) == 1 and root.find("name").text == hostile
+
+
+@pytest.mark.parametrize("uri", [TEST_URI, pytest.param("qemu:///system", marks=pytest.mark.qemu)])
+def test_every_domain_is_read_in_one_call_asking_sizes_only_of_domains_new_to_the_caller(uri, monkeypatch):
+    # Given three domains on the host, one running, two of them already known to the caller
+    technology = hypervisor.technology_of(uri)
+    specs = [spec(vcpus=index + 1, memory_mib=64 * (index + 1)) for index in range(3)]
+    conn = hypervisor.connection(uri)
+    made = [conn.defineXML(domain_xml(technology, s)) for s in specs]
+    try:
+        if technology == Technology.TEST:
+            made[0].create()
+        known = {s.uuid: (s.vcpus, s.memory_mib) for s in specs[:2]}
+        infos = []
+        real_info = libvirt.virDomain.info
+        monkeypatch.setattr(libvirt.virDomain, "info", lambda dom: infos.append(dom.UUIDString())
+                            or real_info(dom))
+        # When every domain is read
+        read = {d.uuid: d for d in hypervisor.all_domains(uri, known)}
+        # Then each has its name, state and size; the test driver, which reports no sizes with the states, is asked
+        # the size of the new one alone; QEMU reports every size with the states
+        for s in specs:
+            assert (read[s.uuid].name, read[s.uuid].vcpus, read[s.uuid].memory_mib) == (s.name, s.vcpus,
+                                                                                         s.memory_mib)
+        assert read[specs[0].uuid].state == (PowerState.RUNNING if technology == Technology.TEST
+                                             else PowerState.STOPPED)
+        if technology == Technology.TEST:  # (the driver's own domain "test" is new to the caller too)
+            assert [u for u in infos if u in {s.uuid for s in specs}] == [specs[2].uuid]
+        else:
+            assert infos == []
+    finally:
+        for dom in made:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
 
 
 @pytest.mark.parametrize("uri", [TEST_URI, pytest.param("qemu:///system", marks=pytest.mark.qemu)])

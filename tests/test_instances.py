@@ -100,7 +100,7 @@ def test_operation_not_applicable_gets_409_with_reason(member_api, tenant, host)
 
 @pytest.mark.parametrize("name", ["a<b>", "x'/><disk", 'q"uote', "a" * 300, "-leading", "sp ace", ""])
 def test_hostile_or_long_names_are_refused(member_api, host, name):
-    with mock.patch("hosts.hypervisor.define_and_start") as define:
+    with mock.patch("hosts.hypervisor.define") as define:
         response = create(member_api, name=name)
     assert response.status_code == 400, response.content
     assert Instance.objects.count() == 0
@@ -148,6 +148,78 @@ def test_concurrent_creates_cannot_both_squeeze_onto_a_host(tenant, member, sett
         [t.start() for t in threads]
         [t.join() for t in threads]
     assert sorted(results) == ["ok", "refused", "refused", "refused"]
+
+
+def test_a_create_without_starting_defines_it_stopped(member_api, host):
+    # When a member creates an instance and asks not to start it
+    response = create(member_api, start=False)
+    # Then it is defined on its host and left stopped
+    assert response.status_code == 202, response.content
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    assert (instance.status, instance.task_state) == (Status.STOPPED, None)
+    assert hypervisor.state(host.uri, str(instance.uuid)) == hypervisor.PowerState.STOPPED
+    # And a retry of a failed create keeps the wish
+    assert InstanceAction.objects.get(pk=response.json()["id"]).start is False
+
+
+def test_stopped_instances_hold_no_vcpus_or_ram_and_a_start_checks_the_host_again(member_api, settings):
+    # Given a host of 1 GiB without overcommit, the "running" policy, and a stopped 600 MiB instance on it
+    settings.CLOUDPANEL_RAM_ALLOCATION_RATIO, settings.CLOUDPANEL_CAPACITY_POLICY = 1.0, "running"
+    make_host(memory_mib=1024)
+    stopped = create(member_api, name="a", memory_mib=600, start=False).json()["instance"]
+    # When another 600 MiB instance is created and started, then it fits: the stopped one holds nothing
+    assert create(member_api, name="b", memory_mib=600).status_code == 202
+    # And starting the first is refused (409) with what is left, the instance left as it was, nothing queued
+    actions = InstanceAction.objects.count()
+    response = member_api.post(f"/api/v1/instances/{stopped}/start/")
+    assert response.status_code == 409, response.content
+    assert "424 MiB of RAM left (600 of 1024 MiB allocated), 600 MiB asked" in response.json()["detail"]
+    assert (Instance.objects.get(pk=stopped).status, Instance.objects.get(pk=stopped).task_state) == (
+        Status.STOPPED, None)
+    assert InstanceAction.objects.count() == actions
+
+
+def test_under_the_defined_policy_stopped_instances_hold_their_size(member_api, settings):
+    settings.CLOUDPANEL_RAM_ALLOCATION_RATIO, settings.CLOUDPANEL_CAPACITY_POLICY = 1.0, "defined"
+    make_host(memory_mib=1024)
+    assert create(member_api, name="a", memory_mib=600, start=False).status_code == 202
+    response = create(member_api, name="b", memory_mib=600)
+    assert response.status_code == 400 and "600 of 1024 MiB allocated" in response.json()["detail"]
+
+
+def test_an_overcommitted_host_is_refused_with_the_true_reason(admin_api, tenant, settings):
+    # Given a host whose running instances hold more RAM than it has (its RAM shrank, or the ratio was lowered)
+    settings.CLOUDPANEL_RAM_ALLOCATION_RATIO = 1.0
+    host = make_host(memory_mib=1024)
+    make_instance(tenant=tenant, host=host, status=Status.RUNNING, memory_mib=2048)
+    # When an instance is asked for on it, then the reason is what is left, not that the host is gone
+    response = create(admin_api, tenant=tenant.pk, host=host.pk, memory_mib=128)
+    assert response.status_code == 400
+    assert response.json()["detail"] == (f"host '{host.name}' has 0 MiB of RAM left (2048 of 1024 MiB allocated), "
+                                         "128 MiB asked")
+
+
+def test_every_instance_holds_its_disk_in_the_hosts_pool(member_api, tenant):
+    # Given a host whose storage pool holds 10 GiB, and a stopped instance with an 8 GiB disk on it
+    host = make_host(pools=[{"name": "default-pool", "active": True, "capacity_bytes": 10 << 30,
+                             "available_bytes": 10 << 30}])
+    make_instance(tenant=tenant, host=host, disk_gib=8)
+    # When a 4 GiB disk is asked for, then it is refused with what is left in the pool
+    response = create(member_api, disk_gib=4)
+    assert response.status_code == 400
+    assert "2 GiB of disk left in its pool 'default-pool' (8 of 10 GiB allocated), 4 GiB asked" in \
+        response.json()["detail"]
+    assert create(member_api, disk_gib=2).status_code == 202
+
+
+def test_less_ram_than_the_boot_source_needs_is_refused(member_api, host):
+    kernel = make_boot_kernel(host)
+    kernel.kernel.min_memory_mib = 128
+    kernel.kernel.save()
+    response = create(member_api, boot_kernel=kernel.pk, memory_mib=64)
+    assert response.status_code == 400
+    assert response.json()["detail"] == f"{kernel.name} needs at least 128 MiB of RAM; 64 MiB were asked"
+    assert Instance.objects.count() == 0
 
 
 def test_duplicate_live_name_in_a_tenant_is_refused(member_api, host):
@@ -216,7 +288,7 @@ def test_host_going_away_mid_operation_fails_honestly_and_retry_works(member_api
 
 def test_failed_create_leaves_an_error_that_can_be_retried(member_api, host):
     failure = hypervisor.HypervisorError("no kernel at /boot/vmlinuz")
-    with mock.patch("hosts.hypervisor.define_and_start", side_effect=failure):
+    with mock.patch("hosts.hypervisor.define", side_effect=failure):
         response = create(member_api)
     instance = Instance.objects.get(pk=response.json()["instance"])
     assert instance.status == Status.ERROR and "no kernel" in instance.status_reason
@@ -230,7 +302,7 @@ def test_redelivered_task_is_a_no_op(member_api, host):
 
     response = create(member_api)
     action = InstanceAction.objects.get(pk=response.json()["id"])
-    with mock.patch("hosts.hypervisor.define_and_start") as define:
+    with mock.patch("hosts.hypervisor.define") as define:
         tasks.create_instance(action.pk)  # delivered again
     define.assert_not_called()
     assert Instance.objects.get(pk=action.instance_id).state_changes.count() == 1

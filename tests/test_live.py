@@ -57,9 +57,9 @@ def test_reconcile_catches_what_events_missed_in_one_call(member, tenant, host):
     calls = []
     original = hypervisor.all_domains
 
-    def counting(uri):
+    def counting(uri, sizes=None):
         calls.append(uri)
-        return original(uri)
+        return original(uri, sizes)
 
 
     with mock.patch("hosts.hypervisor.all_domains", side_effect=counting), \
@@ -268,9 +268,9 @@ def test_the_listener_records_events_while_it_catches_up_on_a_host(member, tenan
     assert wait_for(lambda: host.uri in listener.watched)
     original = hypervisor.all_domains
 
-    def slow(uri):
+    def slow(uri, sizes=None):
         time.sleep(3)
-        return original(uri)
+        return original(uri, sizes)
 
     with mock.patch("hosts.hypervisor.all_domains", side_effect=slow):
         catching_up = listener._catch_up(host.pk)

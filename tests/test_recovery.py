@@ -48,7 +48,7 @@ def test_a_create_whose_worker_died_after_the_guest_started_fails_as_worker_lost
 
 
 def test_a_lost_create_that_started_nothing_leaves_an_error_to_retry(member_api, host):
-    with mock.patch("hosts.hypervisor.define_and_start", side_effect=SystemExit), pytest.raises(SystemExit):
+    with mock.patch("hosts.hypervisor.define", side_effect=SystemExit), pytest.raises(SystemExit):
         create(member_api, host)  # the worker stops in the middle (nothing reports back)
     action = InstanceAction.objects.get()
     lease_expires(action.pk)

@@ -71,7 +71,9 @@ class Command(BaseCommand):
             else:
                 host_services.request_probe(host=host)
         if guest_dir is not None:
-            kernel = add_file(guest_dir / "vmlinuz", name="tiny guest kernel", declared_format=SourceFormat.KERNEL)
+            # (it boots to its shell in 96 MiB of RAM, not in 64)
+            kernel = add_file(guest_dir / "vmlinuz", name="tiny guest kernel", declared_format=SourceFormat.KERNEL,
+                              min_memory_mib=96)
             initrd = add_file(guest_dir / "initrd.img", name="tiny guest initrd", declared_format=SourceFormat.INITRD)
             if not BootKernel.objects.filter(kernel=kernel, initrd=initrd).exists():
                 image_services.create_boot_kernel(user=admin, tenant=None, visibility=Visibility.PUBLIC,

@@ -15,7 +15,8 @@ from images.models import Image
 from tenants.models import Tenant
 
 
-def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant | None = None) -> Image:
+def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant | None = None,
+             min_memory_mib: int = 0) -> Image:
     """The library's image of that file: the one already there with the same name, owner and bytes, or a new one
     (public without a tenant), stored and inspected as an upload would be. Raises DomainError if refused."""
     digest = hashlib.sha256()
@@ -30,7 +31,7 @@ def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant
     size = path.stat().st_size
     image = services.create_upload(user=None, tenant=tenant, name=name, size=size, filename=path.name,
                                    visibility=Visibility.PRIVATE if tenant else Visibility.PUBLIC,
-                                   declared_format=declared_format)
+                                   declared_format=declared_format, min_memory_mib=min_memory_mib)
     try:
         with path.open("rb") as source:
             store.replace(image.uuid, length=size, stream=source)
@@ -59,8 +60,10 @@ class Command(BaseCommand):
         parser.add_argument("--format", default="", choices=["", *SourceFormat.values],
                             help="the declared format (kernel, initrd and tar must be declared)")
         parser.add_argument("--tenant", help="the owning tenant's name (default: a public image)")
+        parser.add_argument("--min-memory-mib", type=int, default=0,
+                            help="the least RAM a guest of it boots in (creates asking less are refused)")
 
-    def handle(self, *args, path: Path, name: str, format: str, tenant: str | None, **options):
+    def handle(self, *args, path: Path, name: str, format: str, tenant: str | None, min_memory_mib: int, **options):
         owner = None
         if tenant:
             owner = Tenant.objects.filter(name=tenant).first()
@@ -69,7 +72,9 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"{path} is not a file")
         try:
-            image = add_file(path, name=name, declared_format=format, tenant=owner)
+            if min_memory_mib < 0:
+                raise CommandError("--min-memory-mib is 0 or more")
+            image = add_file(path, name=name, declared_format=format, tenant=owner, min_memory_mib=min_memory_mib)
         except DomainError as exc:
             raise CommandError(f"refused: {exc}") from None
         self.stdout.write(f"{image.pk} {image.name}: {image.get_disk_format_display()}, {image.size} bytes")
