@@ -46,7 +46,7 @@ test:
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
 		$(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
-		$(PY) -m pytest $(PYTEST_ARGS)
+		$(PY) -m pytest -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 lint:
 	$(PY) -m ruff check .

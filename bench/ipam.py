@@ -26,10 +26,14 @@ from networks.models import Allocation, Network, Port, Subnet  # noqa: E402
 PER_CLIENT = int(os.environ.get("BENCH_IPAM_PER_CLIENT", "1000"))
 
 
-def allocate_all(subnet_id: int, port_ids: list[int], results: multiprocessing.Queue) -> None:
-    """One client: allocate an address for each port in turn; put its latencies on the queue."""
+def allocate_all(subnet_id: int, port_ids: list[int], ready: multiprocessing.Queue, go: multiprocessing.Event,
+                 results: multiprocessing.Queue) -> None:
+    """One client: once every client is ready and told to go, allocate an address for each port in turn; put its
+    latencies on the queue."""
     subnet = Subnet.objects.get(pk=subnet_id)
     ports = list(Port.objects.filter(pk__in=port_ids))
+    ready.put(True)
+    go.wait()
     latencies = []
     for port in ports:
         start = time.perf_counter()
@@ -47,12 +51,15 @@ def network(ports: int) -> tuple[Subnet, list[int]]:
 
 def run(label: str, work: list[tuple[Subnet, list[int]]]) -> dict:
     """Start a process per (subnet, ports) pair at once; allocations per second over all of them."""
-    results: multiprocessing.Queue = multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=allocate_all, args=(subnet.pk, ports, results))
+    ready, go, results = multiprocessing.Queue(), multiprocessing.Event(), multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=allocate_all, args=(subnet.pk, ports, ready, go, results))
                  for subnet, ports in work]
-    start = time.perf_counter()
     for process in processes:
         process.start()
+    for _ in processes:  # timed from when every client has started and read its ports
+        ready.get()
+    start = time.perf_counter()
+    go.set()
     latencies = [latency for _ in processes for latency in results.get()]
     for process in processes:
         process.join()

@@ -8,4 +8,4 @@ class ImagesConfig(AppConfig):
         from images.models import Image
         from tenants.quotas import register_counter
 
-        register_counter(Image.objects.quota_usage)
+        register_counter(Image.objects.quota_usage, ("image_gib",))

@@ -9,4 +9,4 @@ class InstancesConfig(AppConfig):
         from instances.models import Instance
         from tenants.quotas import register_counter
 
-        register_counter(Instance.objects.quota_usage)
+        register_counter(Instance.objects.quota_usage, ("instances", "vcpus", "memory_mib", "disk_gib"))

@@ -8,4 +8,4 @@ class NetworksConfig(AppConfig):
         from networks.models import Network
         from tenants.quotas import register_counter
 
-        register_counter(Network.objects.quota_usage)
+        register_counter(Network.objects.quota_usage, ("networks", "public_addresses"))

@@ -129,13 +129,22 @@ def create_port(*, network: Network, mac: str | None = None) -> Port:
     raise AddressInUse(f"no free MAC found on {network} after {_MAC_TRIES} tries")
 
 
-def _taken(subnet: Subnet, low: int, high: int) -> set[int]:
-    taken = set(subnet.allocations.filter(offset__gte=low, offset__lte=high).values_list("offset", flat=True))
-    for first, last in subnet.reserved.filter(first__lte=high, last__gte=low).values_list("first", "last"):
-        taken.update(range(max(first, low), min(last, high) + 1))
+def _first_free(subnet: Subnet, low: int, high: int) -> int | None:
+    """The first offset from low to high that no address holds, no reserved range covers and is not the gateway:
+    one query (the window's offsets generated in SQL, each looked up in the unique index of allocations)."""
     gateway = int(ipaddress.ip_address(subnet.gateway)) - int(subnet.ip_network.network_address)
-    taken.add(gateway)
-    return taken
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH RECURSIVE window_offsets(n) AS (SELECT %s UNION ALL SELECT n + 1 FROM window_offsets WHERE n < %s)
+            SELECT n FROM window_offsets
+            WHERE n <> %s
+              AND NOT EXISTS (SELECT 1 FROM {Allocation._meta.db_table} a WHERE a.subnet_id = %s AND a."offset" = n)
+              AND NOT EXISTS (SELECT 1 FROM {ReservedRange._meta.db_table} r
+                              WHERE r.subnet_id = %s AND n BETWEEN r."first" AND r."last")
+            ORDER BY n LIMIT 1""",
+            [low, high, gateway, subnet.pk, subnet.pk])
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _next_free(subnet: Subnet) -> int:
@@ -144,10 +153,9 @@ def _next_free(subnet: Subnet) -> int:
         low = max(start, subnet.pool_first)
         while low <= stop:
             high = min(low + WINDOW - 1, stop)
-            taken = _taken(subnet, low, high)
-            for offset in range(low, high + 1):
-                if offset not in taken:
-                    return offset
+            offset = _first_free(subnet, low, high)
+            if offset is not None:
+                return offset
             low = high + 1
     raise SubnetFull(f"no free address is left in the pool of {subnet}")
 
@@ -166,7 +174,7 @@ def allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> Alloc
             usable_first, usable_last = _usable(parsed)
             if not usable_first <= offset <= usable_last:
                 raise InvalidNetwork(f"{address} is the network or broadcast address of {parsed}")
-            if offset in _taken(locked, offset, offset):
+            if _first_free(locked, offset, offset) is None:
                 raise AddressInUse(f"{address} is already in use or reserved on {locked.network}")
         try:
             with transaction.atomic():

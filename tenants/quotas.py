@@ -9,7 +9,7 @@ some of them registers a counter (register_counter, in its AppConfig.ready).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -96,21 +96,23 @@ def quotas_of(tenants: list[Tenant]) -> dict[int, Quota]:
 
 # A counter: (tenant ids, the image to leave out or None) → {tenant id: {resource key: use}}, in a query or two.
 Counter = Callable[[list[int], int | None], Mapping[int, Mapping[str, int]]]
-_counters: list[Counter] = []
+_counters: list[tuple[Counter, frozenset[str]]] = []
 
 
-def register_counter(counter: Counter) -> None:
-    """Count some of the resources (by their keys in RESOURCES) for the quota: called by the app owning them."""
-    _counters.append(counter)
+def register_counter(counter: Counter, keys: Collection[str]) -> None:
+    """Count some of the resources (their keys in RESOURCES) for the quota: called by the app owning them."""
+    _counters.append((counter, frozenset(keys)))
 
 
-def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None) -> dict[int, dict[str, int]]:
-    """Current use per tenant, from every registered counter (image storage in bytes, see Resource.per);
-    excluding_image leaves out an image whose final size is being checked."""
+def usage_of(tenant_ids: list[int], *, excluding_image: int | None = None,
+             keys: Collection[str] | None = None) -> dict[int, dict[str, int]]:
+    """Current use per tenant, from the registered counters (image storage in bytes, see Resource.per): those of
+    `keys` only, when given; excluding_image leaves out an image whose final size is being checked."""
     used = {tid: {r.key: 0 for r in RESOURCES} for tid in tenant_ids}
-    for counter in _counters:
-        for tenant_id, counted in counter(tenant_ids, excluding_image).items():
-            used[tenant_id].update(counted)
+    for counter, counts in _counters:
+        if keys is None or counts & set(keys):
+            for tenant_id, counted in counter(tenant_ids, excluding_image).items():
+                used[tenant_id].update(counted)
     return used
 
 
@@ -127,12 +129,16 @@ def check(*, tenant: Tenant, request: dict[str, int], excluding_image: int | Non
     """Refuse, with every limit it breaks, a request that would take the tenant over quota.
 
     Call inside the transaction that creates the resource: the tenant row stays locked
-    until it commits. Amounts are in the units usage is counted in (image storage: bytes);
-    excluding_image leaves out an image whose final size is being checked.
+    until it commits. Only what the request asks for, and is limited, is counted. Amounts
+    are in the units usage is counted in (image storage: bytes); excluding_image leaves out
+    an image whose final size is being checked.
     """
     lock_tenant(tenant.pk)
     quota = quota_of(tenant)
-    used = usage_of([tenant.pk], excluding_image=excluding_image)[tenant.pk]
+    limited = [key for key, wanted in request.items() if wanted and getattr(quota, key) is not None]
+    if not limited:
+        return  # nothing asked for is limited: nothing to count
+    used = usage_of([tenant.pk], excluding_image=excluding_image, keys=limited)[tenant.pk]
     broken = []
     for line in lines(quota, used):
         wanted, resource = request.get(line.resource.key, 0), line.resource

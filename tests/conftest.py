@@ -18,6 +18,29 @@ GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve()
 CONTAINER_IMAGE = Path(os.environ.get("CLOUDPANEL_CONTAINER_IMAGE", GUEST_DIR.parent / "container/rootfs.tar.gz"))
 
 
+# Modules whose tests share this machine's libvirtd (its test driver, QEMU guests, LXC), restart it, or run the
+# panel's own processes: under pytest-xdist (`make test` runs three workers) they run one after the other on one
+# worker, the rest of the suite spread over the others.
+MACHINE_MODULES = {"test_browser", "test_faults", "test_qemu", "test_services", "test_worker"}
+
+
+def pytest_configure(config):
+    """Each xdist worker has a database of its own (pytest-django) and, here, its own channel-layer groups."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        from django.conf import settings
+
+        layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+        if "prefix" in layer:  # (Redis)
+            layer["prefix"] = f"asgi-{worker}"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("qemu") or item.module.__name__.rsplit(".", 1)[-1] in MACHINE_MODULES:
+            item.add_marker(pytest.mark.xdist_group("machine"))
+
+
 @pytest.fixture(autouse=True)
 def image_dirs(settings, tmp_path):
     """Every test gets its own image store and worker scratch space."""

@@ -94,7 +94,7 @@ def test_sign_in_create_watch_running_and_use_the_console(server, tenant, guest)
         expect(page.locator("#live-indicator")).to_contain_text("live")
         # the listener probes the host; the overview shows it online without a reload
         expect(page.locator(f'[data-host-id="{host.pk}"] [data-field="host_state"]')).to_have_text(
-            "Online", timeout=15000)
+            "Online", timeout=60000)
         page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
 
         # And a second tab watches the instance list
@@ -152,9 +152,10 @@ def test_a_member_starts_a_container_from_the_library_and_is_root_only_inside_it
     host = make_host(uri="lxc:///", name="local-lxc", storage_pool="default", state=HostState.NEW, cpus=0,
                      memory_mib=0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + 30  # the listener's next sweep finds the new host
+    deadline = time.monotonic() + 90  # the listener's next sweep finds the new host and probes it
     while Host.objects.get(pk=host.pk).state != HostState.ONLINE and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert Host.objects.get(pk=host.pk).state == HostState.ONLINE, Host.objects.get(pk=host.pk).last_error
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)

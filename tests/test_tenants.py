@@ -5,7 +5,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -207,6 +207,28 @@ def test_quota_is_released_when_resources_go_away(member_api, tenant, host):
     services.set_quota(tenant=tenant, limits={"instances": 10})
     response = create(member_api, name="big", vcpus=4, memory_mib=128)
     assert response.status_code == 409 and "vCPUs: 1 of 2 in use, 4 more asked" in response.json()["detail"]
+
+
+def test_admission_counts_only_what_the_request_asks_and_is_limited(tenant, host):
+    from django.test.utils import CaptureQueriesContext
+
+    from tenants import quotas
+
+    make_instance(tenant=tenant, host=host, vcpus=3)
+    unlimited = {"instances": None, "vcpus": None, "memory_mib": None, "disk_gib": None, "image_gib": None,
+                 "networks": None, "public_addresses": None}
+    asked = {"instances": 1, "vcpus": 2, "memory_mib": 128, "disk_gib": 1}
+    # Given no limit on what an instance takes: the tenant is locked and its quota read, nothing counted
+    services.set_quota(tenant=tenant, limits=unlimited)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        quotas.check(tenant=tenant, request=asked)
+    assert len(queries) == 2
+    # Given a limit on vCPUs only: the instances are counted (one query), not the images, networks or addresses
+    services.set_quota(tenant=tenant, limits={**unlimited, "vcpus": 4})
+    with (transaction.atomic(), CaptureQueriesContext(connection) as queries,
+          pytest.raises(quotas.QuotaExceeded, match="vCPUs: 3 of 4 in use, 2 more asked")):
+        quotas.check(tenant=tenant, request=asked)
+    assert len(queries) == 3 and "instances_instance" in queries[2]["sql"]
 
 
 def test_quota_lowered_below_use_keeps_what_exists_and_refuses_more(client, admin_user, member_api, tenant, host):
