@@ -211,6 +211,22 @@ def test_every_domain_is_read_in_one_call_asking_sizes_only_of_domains_new_to_th
             dom.undefine()
 
 
+@pytest.mark.qemu
+def test_a_driver_without_the_bulk_call_is_read_one_domain_at_a_time():
+    # Given a container defined on the real LXC driver, which has no getAllDomainStats
+    s = spec(init="/bin/sh", vcpus=2, memory_mib=96, **LXC_ROOT)
+    conn = hypervisor.connection("lxc:///")
+    dom = conn.defineXML(domain_xml(Technology.LXC, s))
+    try:
+        with pytest.raises(libvirt.libvirtError, match="not supported"):
+            conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        # When every domain is read, then it is there, with its size and state
+        read = {d.uuid: d for d in hypervisor.all_domains("lxc:///")}
+        assert read[s.uuid] == hypervisor.DomainFacts(s.uuid, s.name, PowerState.STOPPED, 2, 96)
+    finally:
+        dom.undefine()
+
+
 @pytest.mark.parametrize("uri", [TEST_URI, pytest.param("qemu:///system", marks=pytest.mark.qemu)])
 def test_networks_are_provisioned_idempotently_and_dhcp_hosts_pinned_live(uri):
     # Given a NAT network spec (on the real libvirtd it gets a bridge and dnsmasq in the test namespace)

@@ -225,30 +225,47 @@ def all_domains(uri: str, sizes: Mapping[str, tuple[int, int]] | None = None) ->
 
     Sizes come from the same call where the driver reports them (vCPUs, the balloon's maximum); a driver that does
     not (the test driver) leaves them to `sizes` (uuid → (vCPUs, MiB): what is known already) or, for a domain new
-    to the caller, to one info call.
+    to the caller, to one info call. A driver without the call (LXC) is read one domain at a time.
     """
     conn = connections.connection(uri)
     sizes = sizes or {}
-    found = []
     flags = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)  # skip stats a busy domain holds up
     no_state = libvirt.VIR_DOMAIN_NOSTATE
+    found = []
     with connections.errors(uri):
-        for dom, stats in conn.getAllDomainStats(
+        try:
+            read = conn.getAllDomainStats(
                 libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
-                flags):
+                flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            return _each_domain(conn)
+        for dom, stats in read:
             domain_uuid = dom.UUIDString()
             if "vcpu.maximum" in stats and "balloon.maximum" in stats:
                 size = (stats["vcpu.maximum"], stats["balloon.maximum"] // 1024)
             elif domain_uuid in sizes:
                 size = sizes[domain_uuid]
             else:
-                try:
-                    facts = _facts(dom)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # else undefined meanwhile
-                        raise
+                facts = _facts_unless_gone(dom)
+                if facts is None:
                     continue
                 size = (facts.vcpus, facts.memory_mib)
             found.append(DomainFacts(domain_uuid, dom.name(), connections.state_of(stats.get("state.state", no_state)),
                                      *size))
     return found
+
+
+def _facts_unless_gone(dom: libvirt.virDomain) -> DomainFacts | None:
+    try:
+        return _facts(dom)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # else undefined meanwhile
+            raise
+        return None
+
+
+def _each_domain(conn: libvirt.virConnect) -> list[DomainFacts]:
+    """Every domain, read one at a time (inside the caller's error translation)."""
+    return [facts for facts in map(_facts_unless_gone, conn.listAllDomains(0)) if facts is not None]
