@@ -7,6 +7,7 @@ the PDF with thousands separators and no fewer than two decimals. Dates are UTC.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db.models import QuerySet
-from fpdf import FPDF, FontFace, XPos, YPos
 
 from billing.choices import InvoiceStatus
 from billing.models import Invoice, InvoiceLine
@@ -124,38 +124,47 @@ def _title(invoice: Invoice) -> str:
     return f"{kind} {invoice.display_number}" + (f" (credits {credits})" if credits else "")
 
 
-class _Document(FPDF):
-    """A4 pages in DejaVu Sans, "VOID" across each page of a void invoice, the page number in the footer."""
+@functools.cache
+def _document() -> type:
+    """The PDF document class; fpdf (some 30 MiB) is loaded with the first PDF, not by every process."""
+    from fpdf import FPDF
 
-    def __init__(self, invoice: Invoice, issuer: str) -> None:
-        super().__init__(format="A4")
-        self.invoice, self.issuer = invoice, issuer
-        self.add_font("DejaVu", "", FONTS / "DejaVuSans.ttf")
-        self.add_font("DejaVu", "B", FONTS / "DejaVuSans-Bold.ttf")
-        self.set_margins(15, 15, 15)
-        self.set_auto_page_break(True, margin=20)
+    class Document(FPDF):
+        """A4 pages in DejaVu Sans, "VOID" across each page of a void invoice, the page number in the footer."""
 
-    def header(self) -> None:
-        if self.invoice.status != InvoiceStatus.VOID:
-            return
-        with self.local_context(), self.rotation(45, x=self.w / 2, y=self.h / 2):
-            self.set_font("DejaVu", "B", 120)
-            self.set_text_color(248, 210, 210)
-            self.text(self.w / 2 - self.get_string_width("VOID") / 2, self.h / 2 + 15, "VOID")
+        def __init__(self, invoice: Invoice, issuer: str) -> None:
+            super().__init__(format="A4")
+            self.invoice, self.issuer = invoice, issuer
+            self.add_font("DejaVu", "", FONTS / "DejaVuSans.ttf")
+            self.add_font("DejaVu", "B", FONTS / "DejaVuSans-Bold.ttf")
+            self.set_margins(15, 15, 15)
+            self.set_auto_page_break(True, margin=20)
 
-    def footer(self) -> None:
-        self.set_y(-13)
-        self.set_font("DejaVu", "", 8)
-        self.set_text_color(*GREY)
-        self.cell(self.epw / 2, 5, f"{self.issuer} · {self.invoice.display_number}")
-        self.cell(self.epw / 2, 5, f"Page {self.page_no()} of {{nb}}", align="R")
+        def header(self) -> None:
+            if self.invoice.status != InvoiceStatus.VOID:
+                return
+            with self.local_context(), self.rotation(45, x=self.w / 2, y=self.h / 2):
+                self.set_font("DejaVu", "B", 120)
+                self.set_text_color(248, 210, 210)
+                self.text(self.w / 2 - self.get_string_width("VOID") / 2, self.h / 2 + 15, "VOID")
+
+        def footer(self) -> None:
+            self.set_y(-13)
+            self.set_font("DejaVu", "", 8)
+            self.set_text_color(*GREY)
+            self.cell(self.epw / 2, 5, f"{self.issuer} · {self.invoice.display_number}")
+            self.cell(self.epw / 2, 5, f"Page {self.page_no()} of {{nb}}", align="R")
+
+    return Document
 
 
 def invoice_pdf(invoice: Invoice) -> bytes:
     """The invoice (or credit note) as an A4 PDF: issuer, tenant, period, its lines on as many pages as they
     take (the table header repeated on each), subtotal, tax and total. The same invoice gives the same bytes."""
+    from fpdf import FontFace, XPos, YPos
+
     issuer, title, currency = settings.CLOUDPANEL_BILLING_ISSUER, _title(invoice), invoice.currency
-    pdf = _Document(invoice, issuer)
+    pdf = _document()(invoice, issuer)
     pdf.set_title(title)
     pdf.set_author(issuer)
     pdf.set_lang("en")

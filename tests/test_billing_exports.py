@@ -254,3 +254,17 @@ def test_the_month_archive_holds_a_pdf_each_and_a_csv_in_a_fixed_number_of_queri
         "plan": "standard", "subtotal": "-10.03", "tax_rate": "0.2000", "tax": "-2.01", "total": "-12.04",
         "issued_at": note.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "paid_at": "", "credits": "INV-000006"}
     assert (rows[0]["status"], rows[0]["issued_at"], rows[0]["credits"]) == ("draft", "", "")
+
+
+def test_a_web_process_loads_the_pdf_library_only_for_a_pdf():
+    # Given a fresh process set up as the web tier is (Django, the ASGI app, every route)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    program = ("import sys, django; django.setup(); import cloudpanel.asgi; from django.urls import get_resolver; "
+               "get_resolver().url_patterns; print('fpdf' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", program], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, check=True).stdout.split()[-1]
+    # Then fpdf (some 30 MiB) is not loaded until an invoice is rendered as a PDF
+    assert loaded == "False"
