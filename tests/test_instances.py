@@ -162,6 +162,15 @@ def test_a_create_without_starting_defines_it_stopped(member_api, host):
     assert InstanceAction.objects.get(pk=response.json()["id"]).start is False
 
 
+def test_the_create_page_can_leave_the_instance_stopped(client, member, tenant, host):
+    client.force_login(member)
+    response = client.post("/instances/new/", {
+        "name": "later", "tenant": tenant.pk, "vcpus": 1, "memory_mib": 64, "disk_gib": 0, "boot_source": "kernel",
+        "boot_kernel": library_kernel().pk, "leave_stopped": "on"})
+    assert response.status_code == 302, response.content
+    assert Instance.objects.get(name="later").status == Status.STOPPED
+
+
 def test_stopped_instances_hold_no_vcpus_or_ram_and_a_start_checks_the_host_again(member_api, settings):
     # Given a host of 1 GiB without overcommit, the "running" policy, and a stopped 600 MiB instance on it
     settings.CLOUDPANEL_RAM_ALLOCATION_RATIO, settings.CLOUDPANEL_CAPACITY_POLICY = 1.0, "running"
