@@ -22,7 +22,8 @@ def setup_django(database: str | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
     import django
 
-    if os.environ.get("CLOUDPANEL_BENCH_DATABASE"):  # a client process the benchmark started: its database is set
+    chosen = os.environ.get("CLOUDPANEL_BENCH_DATABASE")
+    if chosen and os.environ.get("DATABASE_URL", "").endswith(f"/{chosen}"):  # a client the benchmark started
         django.setup()
         return
     database = database or f"cloudpanel_bench_{Path(sys.argv[0]).stem}_{os.getpid()}"

@@ -255,7 +255,8 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     if current["status"] not in ALLOWED_FROM[operation]:
         raise InvalidOperation(f"cannot {operation.label.lower()} '{instance.name}' while it is "
                                f"{Status(current['status']).label.lower()}")
-    if operation in (Operation.START, Operation.CREATE):  # (a create again: a retry)
+    # A start, or a create again (the retry of one that was to start): the host must have room now.
+    if instance.host_id is not None and (operation == Operation.START or (operation == Operation.CREATE and start)):
         host_services.check_start(host_id=instance.host_id, instance_id=instance.pk, vcpus=instance.vcpus,
                                   memory_mib=instance.memory_mib)
     started = timezone.now()
@@ -340,7 +341,7 @@ def begin_action(action_id: int) -> InstanceAction | None:
         )
         if not claimed:
             return None
-        return InstanceAction.objects.select_related("instance__host").get(pk=action_id)
+        return InstanceAction.objects.select_related("instance__host", "port__network", "image").get(pk=action_id)
 
 
 def renew_lease(action_id: int) -> bool:

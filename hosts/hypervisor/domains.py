@@ -36,8 +36,9 @@ class DomainFacts(NamedTuple):
 
 def define(uri: str, spec: DomainSpec, *, technology: Technology, kvm_available: bool = False,
            start: bool = True) -> PowerState:
-    """Define the spec's domain on a host of the technology and (start) start it, through the handle defineXML
-    returns (no lookups). kvm_available: whether the host offers KVM (an accelerator on auto takes it then)."""
+    """Define the spec's domain on a host of the technology and, unless start is false, start it, through the
+    handle defineXML returns (no lookups). kvm_available: whether the host offers KVM (an accelerator on auto
+    takes it then)."""
     xml = domain_xml(technology, spec, kvm_available=kvm_available)
     conn = connections.connection(uri)
     with connections.errors(uri):
@@ -224,13 +225,13 @@ def all_domains(uri: str, sizes: Mapping[str, tuple[int, int]] | None = None) ->
     """Every domain on a host, with its name, state and size, in one call (getAllDomainStats), not one per domain.
 
     Sizes come from the same call where the driver reports them (vCPUs, the balloon's maximum); a driver that does
-    not (the test driver) leaves them to `sizes` (uuid → (vCPUs, MiB): what is known already) or, for a domain new
-    to the caller, to one info call. A driver without the call (LXC) is read one domain at a time.
+    not (the test driver) leaves them to `sizes` (uuid → (vCPUs, MiB): what is known already, so a resize there is
+    not seen) or, for a domain new to the caller, to one info call. A driver without the call (LXC) is read one
+    domain at a time.
     """
     conn = connections.connection(uri)
     sizes = sizes or {}
     flags = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)  # skip stats a busy domain holds up
-    no_state = libvirt.VIR_DOMAIN_NOSTATE
     found = []
     with connections.errors(uri):
         try:
@@ -243,8 +244,13 @@ def all_domains(uri: str, sizes: Mapping[str, tuple[int, int]] | None = None) ->
             return _each_domain(conn)
         for dom, stats in read:
             domain_uuid = dom.UUIDString()
-            if "vcpu.maximum" in stats and "balloon.maximum" in stats:
-                size = (stats["vcpu.maximum"], stats["balloon.maximum"] // 1024)
+            if "state.state" not in stats:  # (skipped, busy: NOWAIT) asked on its own rather than guessed
+                facts = _facts_unless_gone(dom)
+                if facts is not None:
+                    found.append(facts)
+                continue
+            if "vcpu.current" in stats and "balloon.maximum" in stats:  # what info() says too
+                size = (stats["vcpu.current"], stats["balloon.maximum"] // 1024)
             elif domain_uuid in sizes:
                 size = sizes[domain_uuid]
             else:
@@ -252,8 +258,7 @@ def all_domains(uri: str, sizes: Mapping[str, tuple[int, int]] | None = None) ->
                 if facts is None:
                     continue
                 size = (facts.vcpus, facts.memory_mib)
-            found.append(DomainFacts(domain_uuid, dom.name(), connections.state_of(stats.get("state.state", no_state)),
-                                     *size))
+            found.append(DomainFacts(domain_uuid, dom.name(), connections.state_of(stats["state.state"]), *size))
     return found
 
 

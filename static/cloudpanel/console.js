@@ -11,6 +11,7 @@
   fit.fit();
   window.addEventListener("resize", function () { fit.fit(); });
   let socket = null;
+  let auto = true;  // connect by itself while the guest runs, until the user or the server closes the console
 
   term.onData(function (data) {
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(data);
@@ -33,19 +34,23 @@
       stateLine.textContent = "Disconnected" + (reasons[close.code] ? " (" + reasons[close.code] + ")" : "") + ".";
       button.textContent = "Connect";
       socket = null;
+      if (reasons[close.code]) auto = false;  // refused or ended by the server: not again until the guest restarts
     };
   }
 
-  let closedByUser = false;
   button.addEventListener("click", function () {
-    closedByUser = Boolean(socket);
-    if (socket) socket.close(); else connect();
+    if (socket) {
+      auto = false;
+      socket.close();
+    } else connect();
   });
   // Connect by itself once the guest runs, however the page learns it: on load, from an event, or from a
   // refresh of the header (the live socket refreshes it when it opens, which may carry news an event never did).
   function connectIfRunning() {
     const status = document.getElementById("instance-status");
-    if (!socket && !closedByUser && status && status.dataset.value === "running") connect();
+    if (!status) return;
+    if (status.dataset.value !== "running") auto = true;  // the next boot connects again
+    else if (!socket && auto) connect();
   }
   connectIfRunning();
   document.addEventListener("panel:event", connectIfRunning);

@@ -27,6 +27,9 @@ def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant
                                 declared_format=declared_format, sha256=digest.hexdigest(),
                                 status=ImageStatus.AVAILABLE).first()
     if same is not None:
+        if min_memory_mib and same.min_memory_mib != min_memory_mib:
+            same.min_memory_mib = min_memory_mib
+            same.save(update_fields=["min_memory_mib"])
         return same
     size = path.stat().st_size
     image = services.create_upload(user=None, tenant=tenant, name=name, size=size, filename=path.name,
