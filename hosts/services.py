@@ -186,22 +186,23 @@ class Held(NamedTuple):
     disk_gib: int = 0
 
 
+_LIVE = ~Q(instances__status="deleted")  # (seen from Host) instances not deleted
+
+
 def holding() -> Q:
     """The instances (seen from Host) that hold their vCPUs and RAM, by settings.CLOUDPANEL_CAPACITY_POLICY:
     "running": those that run, are paused or suspended, are being created, or have an operation in flight;
     "defined": every instance not deleted. Every instance not deleted holds its disk either way."""
-    live = ~Q(instances__status="deleted")
     if settings.CLOUDPANEL_CAPACITY_POLICY == "defined":
-        return live
-    return live & (Q(instances__status__in=["pending", "running", "paused", "suspended"])
+        return _LIVE
+    return _LIVE & (Q(instances__status__in=["pending", "running", "paused", "suspended"])
                    | Q(instances__task_state__isnull=False))
 
 
 def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[int, Held]:
     """What each host's instances hold of it, in one query; excluding leaves one instance out (the one being
     started)."""
-    held = holding()
-    live = ~Q(instances__status="deleted")
+    held, live = holding(), _LIVE
     if excluding is not None:
         held, live = held & ~Q(instances__pk=excluding), live & ~Q(instances__pk=excluding)
     rows = Host.objects.filter(pk__in=host_ids).values_list("pk").annotate(
