@@ -49,7 +49,7 @@ test:
 		$(PY) -m pytest -n 3 --dist loadgroup --ignore=tests/test_faults.py $(PYTEST_ARGS)
 	@# The fault suite times recoveries in seconds: it runs alone, on a machine the rest of the suite no longer loads.
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)" \
-		$(PY) -m pytest tests/test_faults.py $(PYTEST_ARGS)
+		$(PY) -m pytest tests/test_faults.py $(PYTEST_ARGS) || [ $$? -eq 5 ]  # (5: PYTEST_ARGS left none of it)
 
 lint:
 	$(PY) -m ruff check .
