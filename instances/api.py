@@ -21,6 +21,8 @@ from instances.serializers import (
     InstanceSerializer,
     MediaSerializer,
     StateChangeSerializer,
+    instance_rows,
+    instance_values,
 )
 from networks.models import Network, SecurityGroup
 from networks.serializers import NicRequestSerializer
@@ -40,11 +42,16 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     ordering_fields = ["name", "created_at", "status"]
 
     def get_queryset(self):
-        queryset = (Instance.objects.in_scope(self.scope).select_related("host", "tenant", "image")
-                    .prefetch_related("ports__network", "ports__addresses", "ports__security_groups"))
-        if self.action == "list" and "status" not in self.request.query_params:
-            queryset = queryset.live()
-        return queryset
+        queryset = Instance.objects.in_scope(self.scope)
+        if self.action == "list":
+            return queryset if "status" in self.request.query_params else queryset.live()
+        return queryset.select_related("host", "tenant", "image", "boot_kernel").prefetch_related(
+            "ports__network", "ports__addresses", "ports__security_groups")
+
+    def list(self, request):
+        """A page of instances, written from rows (instance_rows), not model objects."""
+        page = self.paginate_queryset(instance_values(self.filter_queryset(self.get_queryset())))
+        return self.get_paginated_response(instance_rows(page, self.scope.admin))
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "scope": self.scope}

@@ -1,3 +1,4 @@
+from django.db.models import F, QuerySet
 from rest_framework import serializers
 
 from hosts.models import Host
@@ -5,7 +6,15 @@ from instances.boot import ENV_NAME, MAX_ENV
 from instances.choices import CREATABLE, BootSource
 from instances.lifecycle import allowed_operations
 from instances.models import Instance, InstanceAction, InstanceStateChange
-from networks.serializers import NicRequestSerializer, NicSerializer
+from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
+
+# The model fields InstanceSerializer writes as they are stored, and the related names it adds.
+_PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
+          "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "status", "task_state",
+          "status_reason")
+_NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
+          "boot_kernel_name": F("boot_kernel__name")}
+_HIDDEN = ("kernel", "initrd", "boot_disk")
 
 
 class ActionSerializer(serializers.ModelSerializer):
@@ -20,7 +29,7 @@ class ActionSerializer(serializers.ModelSerializer):
 
 
 class InstanceSerializer(serializers.ModelSerializer):
-    host_name = serializers.CharField(source="host.name", read_only=True)
+    host_name = serializers.CharField(source="host.name", default=None, allow_null=True, read_only=True)
     tenant_name = serializers.CharField(source="tenant.name", read_only=True)
     image_name = serializers.CharField(source="image.name", default=None, allow_null=True, read_only=True)
     boot_kernel_name = serializers.CharField(source="boot_kernel.name", default=None, allow_null=True, read_only=True)
@@ -46,9 +55,34 @@ class InstanceSerializer(serializers.ModelSerializer):
         data = super().to_representation(instance)
         scope = self.context.get("scope")
         if scope is None or not scope.admin:
-            for field in ("kernel", "initrd", "boot_disk"):
+            for field in _HIDDEN:
                 data[field] = "(on the host)" if data[field] else ""
         return data
+
+
+def instance_values(instances: QuerySet) -> QuerySet:
+    """The rows instance_rows writes: the instances' fields with the related names joined in."""
+    return instances.values(*_PLAIN, "uuid", "created_at", "deleted_at", **_NAMES)
+
+
+def instance_rows(rows: list[dict], admin: bool) -> list[dict]:
+    """InstanceSerializer's output for a page of instance_values rows, written without model objects (three more
+    queries for every NIC of the page)."""
+    nics = nic_rows([row["id"] for row in rows])
+    when = serializers.DateTimeField()
+    out = []
+    for row in rows:
+        data = {field: row[field] for field in InstanceSerializer.Meta.fields if field in row}
+        data["uuid"] = str(row["uuid"])
+        data["nics"] = nics[row["id"]]
+        data["operations"] = allowed_operations(row["status"], row["task_state"])
+        data["created_at"] = when.to_representation(row["created_at"])
+        data["deleted_at"] = when.to_representation(row["deleted_at"]) if row["deleted_at"] else None
+        if not admin:
+            for field in _HIDDEN:
+                data[field] = "(on the host)" if data[field] else ""
+        out.append({field: data[field] for field in InstanceSerializer.Meta.fields})
+    return out
 
 
 class StateChangeSerializer(serializers.ModelSerializer):

@@ -1,7 +1,8 @@
+from django.db.models import F
 from rest_framework import serializers
 
 from networks.choices import Direction, Ethertype, NetworkKind, Protocol
-from networks.models import Network, NetworkHost, Port, ReservedRange, SecurityGroup, SecurityRule, Subnet
+from networks.models import Allocation, Network, NetworkHost, Port, ReservedRange, SecurityGroup, SecurityRule, Subnet
 
 
 def group_id() -> serializers.IntegerField:
@@ -145,3 +146,26 @@ class SecurityGroupWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=63)
     description = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
     tenant = serializers.IntegerField(required=False, help_text="Defaults to the tenant you act in (create only).")
+
+
+def nic_rows(instance_ids: list[int]) -> dict[int, list[dict]]:
+    """The NICs of these instances as NicSerializer writes them, by instance id, from three row queries (no model
+    objects): the instance list's NICs cost the same for 500 instances as for one."""
+    ports = list(Port.objects.filter(instance_id__in=instance_ids).values(
+        "instance_id", "id", "network", "mac", "filter_status", "filter_error", network_name=F("network__name")))
+    port_ids = [port["id"] for port in ports]
+    addresses: dict[int, list[str]] = {port_id: [] for port_id in port_ids}
+    for port_id, address in Allocation.objects.filter(port_id__in=port_ids).values_list("port_id", "address"):
+        addresses[port_id].append(address)
+    groups: dict[int, list[int]] = {port_id: [] for port_id in port_ids}
+    through = Port.security_groups.through.objects.filter(port_id__in=port_ids)
+    for port_id, group in through.order_by("securitygroup__name", "securitygroup_id").values_list(
+            "port_id", "securitygroup_id"):
+        groups[port_id].append(group)
+    nics: dict[int, list[dict]] = {instance_id: [] for instance_id in instance_ids}
+    for port in ports:
+        nics[port["instance_id"]].append({
+            "id": port["id"], "network": port["network"], "network_name": port["network_name"], "mac": port["mac"],
+            "addresses": addresses[port["id"]], "security_groups": groups[port["id"]],
+            "filter_status": port["filter_status"], "filter_error": port["filter_error"]})
+    return nics

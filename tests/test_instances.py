@@ -372,6 +372,38 @@ def test_list_api_and_page_use_a_constant_number_of_queries_and_no_hypervisor(co
     assert len(page_queries) == 6, [q["sql"] for q in page_queries]
 
 
+def test_the_list_written_from_rows_says_what_the_detail_says(admin_user, member, tenant, host):
+    # Given instances with and without a host, an image, a boot kernel, NICs with addresses and groups, a deleted one
+    from networks import security
+    from networks.services import allocate, create_network, create_port
+
+    network = create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.61.0.0/24",
+                             ipv6_cidr="fd00:61::/64")
+    groups = [security.create_group(user=None, tenant=tenant, name=name) for name in ("web", "admin")]
+    web = make_instance(tenant=tenant, host=host, name="web", kernel="/boot/vmlinuz", init_env={"A": "1"},
+                        image=make_library_image(), boot_kernel=make_boot_kernel(host))
+    for position in (1, 0):
+        port = create_port(network=network)
+        port.instance, port.position = web, position
+        port.save(update_fields=["instance", "position"])
+        for subnet in network.subnets.all():
+            allocate(port=port, subnet=subnet)
+        port.security_groups.add(*groups[position:])
+    make_instance(tenant=tenant, host=None, name="nowhere", status=Status.PENDING, task_state="creating")
+    make_instance(tenant=tenant, host=host, name="gone", status=Status.DELETED, deleted_at="2026-01-02T03:04:05Z")
+    # When the admin and a member list them, then ask for each one
+    for api in (token_client(admin_user), token_client(member)):
+        for query in ("", "?status=deleted"):
+            listed = api.get(f"/api/v1/instances/{query}").json()["results"]
+            # Then every row of the list is the instance's detail, field for field
+            assert listed, query
+            for row in listed:
+                assert row == api.get(f"/api/v1/instances/{row['id']}/").json()
+    web_row = token_client(member).get("/api/v1/instances/?name=web").json()["results"][0]
+    assert web_row["kernel"] == "(on the host)" and len(web_row["nics"]) == 2
+    assert web_row["nics"][0]["security_groups"] == [groups[1].pk, groups[0].pk]  # by name: admin, web
+
+
 def test_per_host_queues_route_operations_to_the_hosts_worker(settings, member, tenant, host):
     from cloudpanel.celery import app
 
