@@ -49,13 +49,19 @@ def running(pid: int) -> bool:
         return False
 
 
+def web_workers(pid: int) -> list[int]:
+    """The worker processes a web process started (not multiprocessing's resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(child) for child in found if "--multiprocessing-fork" in Path(f"/proc/{child}/cmdline").read_text()]
+
+
 def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(tmp_path):
-    # Given the four services on the test database, with a queue and channel prefix of their own
+    # Given the four services on the test database, with a queue and channel prefix of their own, two web processes
     db = connection.settings_dict
     port, mark = free_port(), uuid.uuid4().hex[:8]
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "CLOUDPANEL_VAR_DIR": str(tmp_path), "CLOUDPANEL_TASK_QUEUE": f"services-{mark}",
-           "CLOUDPANEL_CHANNEL_PREFIX": f"services-{mark}"}
+           "CLOUDPANEL_CHANNEL_PREFIX": f"services-{mark}", "CLOUDPANEL_WEB_WORKERS": "2"}
     process = subprocess.Popen(["scripts/run-services.sh", str(port)], cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last: dict[str, tuple[str, int]] = {}
@@ -64,6 +70,8 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
             state == "RUNNING" for state, _ in status(env).values()) and len(status(env)) == 4, timeout=60)
         for name in ("worker", "listener", "beat", "web"):
             before = status(env)
+            workers = web_workers(before["web"][1])
+            assert len(workers) == 2
             # When one is killed outright
             os.kill(before[name][1], signal.SIGKILL)
             # Then it runs again within seconds, as a new process, and the others were never restarted
@@ -73,6 +81,9 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
             assert {other: after[other] for other in SERVICES if other != name} == {
                 other: before[other] for other in SERVICES if other != name}
             assert wait_for(lambda: answers(port), timeout=20)
+            if name == "web":  # its worker processes ended with it, and the new one serves with workers of its own
+                assert wait_for(lambda w=workers: not any(running(pid) for pid in w), timeout=15)
+                assert wait_for(lambda: len(web_workers(status(env)["web"][1])) == 2, timeout=20)
         last = status(env)
     finally:
         # And stopping the supervisor stops all four
@@ -84,15 +95,15 @@ def test_a_killed_service_comes_back_within_seconds_and_the_others_keep_serving(
     assert len(last) == 4 and not [name for name, (_, pid) in last.items() if running(pid)]
 
 
-def test_a_web_process_holds_no_more_database_connections_than_its_pool(tenant, member, host):
-    # Given the web process with a pool of 2 connections, and many instances to list
+def test_each_web_process_holds_no_more_database_connections_than_its_pool(tenant, member, host):
+    # Given two web processes with a pool of 2 connections each, and many instances to list
     for index in range(40):
         make_instance(tenant=tenant, host=host, name=f"load-{index}")
     _, key = create_api_token(user=member, name="load", tenant=tenant, expires_at=None)
     db = connection.settings_dict
     port, name = free_port(), f"pool-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "CLOUDPANEL_DB_POOL_SIZE": "2", "CLOUDPANEL_DB_APPLICATION_NAME": name,
+           "CLOUDPANEL_DB_POOL_SIZE": "2", "CLOUDPANEL_DB_APPLICATION_NAME": name, "CLOUDPANEL_WEB_WORKERS": "2",
            "CLOUDPANEL_CHANNEL_PREFIX": name, "CLOUDPANEL_TASK_QUEUE": name}
     process = subprocess.Popen([".venv/bin/python", "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,9 +123,11 @@ def test_a_web_process_holds_no_more_database_connections_than_its_pool(tenant, 
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name])
                     peak = max(peak, cursor.fetchone()[0])
-            # When 24 clients ask at once, then every request is answered and the process never held more than 2
+            # When 24 clients ask at once, then every request is answered and the processes never held more than 2
+            # each
             assert [f.result() for f in futures] == [200] * 240
-        assert 1 <= peak <= 2
+        assert len(web_workers(process.pid)) == 2
+        assert 1 <= peak <= 4
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -143,3 +156,11 @@ def test_the_systemd_units_run_what_the_supervisor_runs_and_systemd_accepts_them
             "/opt/cloudpanel", str(ROOT)))
         verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
         assert verified.returncode == 0 and "cloudpanel" not in verified.stderr, verified.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "two", "65", "²"])
+def test_a_bad_number_of_web_processes_stops_the_panel_with_the_reason(value):
+    result = subprocess.run([".venv/bin/python", "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "CLOUDPANEL_WEB_WORKERS": value})
+    assert result.returncode != 0
+    assert "CLOUDPANEL_WEB_WORKERS is a number of processes from 1 to 64" in result.stderr

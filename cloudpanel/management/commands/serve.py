@@ -3,7 +3,9 @@
 Without REDIS_URL the broker and channel layer live in memory, so the Celery worker, the
 periodic schedule and the event listener must run in this same process: they start as
 threads here. With REDIS_URL they are separate processes (celery worker, celery beat,
-manage.py listen_events).
+manage.py listen_events), and the web tier itself runs as CLOUDPANEL_WEB_WORKERS processes
+(default: one per CPU) on one port: Django runs a process's views one at a time, so one
+process uses at most one core.
 """
 
 import logging
@@ -50,6 +52,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, host: str, port: int, **options):
+        workers = 1 if settings.EMBEDDED else settings.CLOUDPANEL_WEB_WORKERS
         if settings.EMBEDDED:
             if "CLOUDPANEL_PANEL_URL" not in os.environ:  # the in-process worker fetches image bytes from here
                 local = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
@@ -59,14 +62,18 @@ class Command(BaseCommand):
             start_embedded_beat()
             mode = "embedded (worker, listener and periodic schedule in this process)"
         else:
-            mode = "web only (run the worker, beat and listener as their own processes)"
+            mode = f"web only, {workers} process{'es' if workers > 1 else ''} (run the worker, beat and listener " \
+                   "as their own processes)"
         self.stdout.write(f"CloudPanel on http://{host}:{port}/ — {mode}")
         # uvicorn rather than daphne: it reads a request body as the application consumes it, so a
         # multi-GiB image upload streams to disk instead of being queued in memory first.
         # Behind a proxy, the client's address (audit log, sign-in lock-out) comes from its header.
-        config = uvicorn.Config(
-            get_default_application(), host=host, port=port, http="httptools", ws="websockets", lifespan="off",
-            log_level="warning", proxy_headers=settings.CLOUDPANEL_BEHIND_PROXY,
-            forwarded_allow_ips="*" if settings.CLOUDPANEL_BEHIND_PROXY else None,
-        )
-        uvicorn.Server(config).run()
+        options = {"host": host, "port": port, "http": "httptools", "ws": "websockets", "lifespan": "off",
+                   "log_level": "warning", "proxy_headers": settings.CLOUDPANEL_BEHIND_PROXY,
+                   "forwarded_allow_ips": "*" if settings.CLOUDPANEL_BEHIND_PROXY else None}
+        if workers == 1:
+            uvicorn.Server(uvicorn.Config(get_default_application(), **options)).run()
+        else:  # uvicorn's supervisor: it binds the port, starts the workers and replaces one that dies
+            os.environ["CLOUDPANEL_WEB_PARENT"] = str(os.getpid())
+            uvicorn.run("cloudpanel.webworker:application", workers=workers, timeout_graceful_shutdown=10,
+                        **options)
