@@ -7,23 +7,33 @@ subscribed like the status websocket consumer receives the "running" message.
 Baseline, in the same run: a raw libvirt-python loop doing defineXML + create on the
 same driver. Latency is measured one instance at a time; throughput by queuing all
 200 at once and waiting for the last "running" message.
-Targets: p50 overhead <= 25 ms per instance, >= 50 creates/s.
+Targets: p50 overhead <= 25 ms per instance, >= 50 creates/s. The one-at-a-time creates are also split into their
+steps (bench/steps.py wraps the functions of each step, in this process and in the worker's), printed with each
+step's p50 and share of the whole.
 Run: DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/control_plane.py
 """
 
 import asyncio
+import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
+import steps
 from common import ROOT, print_table, record, setup_django, summary
 
 QUEUE = f"bench-{uuid.uuid4().hex[:6]}"
 os.environ["CLOUDPANEL_TASK_QUEUE"] = QUEUE
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+_fd, os.environ["BENCH_STEPS"] = tempfile.mkstemp(prefix="cloudpanel-steps-", suffix=".jsonl")
+os.close(_fd)
 setup_django()
+for _step in steps.API_STEPS:
+    steps.wrap(*_step)
 
 from channels.layers import get_channel_layer  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -58,11 +68,43 @@ def raw_libvirt() -> list[float]:
     return times
 
 
-async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
+def breakdown(windows: list[tuple[float, float, float]]) -> list[tuple[str, float]]:
+    """Each step's p50 (ms) over the one-at-a-time creates, from their windows (request sent, answered, "running"
+    received) and the steps recorded in this process and the worker's. Steps inside another are given without it."""
+    with open(os.environ["BENCH_STEPS"]) as recorded:
+        worker = [json.loads(line) for line in recorded]
+    times: dict[str, list[float]] = {}
+    for sent, answered, running in windows:
+        def within(step: str, records: list[dict], after: float, before: float) -> dict:
+            return next(r for r in records if r["step"] == step and after <= r["start"] <= before)
+
+        api = {name: within(name, steps.RECORDED, sent, answered) for name in ("quota", "placement", "broker check",
+                                                                            "publish")}
+        task = {name: within(name, worker, sent, running) for name in ("task", "claim", "prepare", "libvirt",
+                                                                          "finish")}
+        took = {name: (r["end"] - r["start"]) * 1000 for name, r in {**api, **task}.items()}
+        parts = {
+            "API: request handling (rest)": (answered - sent) * 1000 - sum(took[n] for n in api),
+            **{f"API: {name}": took[name] for name in api},
+            "queue: publish → task starts": (task["task"]["start"] - api["publish"]["end"]) * 1000,
+            "task: claim the action": took["claim"],
+            "task: prepare the domain (rest)": took["prepare"] - took["libvirt"],
+            "task: libvirt define + start": took["libvirt"],
+            "task: finish the action": took["finish"],
+            "task: other": took["task"] - took["claim"] - took["prepare"] - took["finish"],
+            "event: finish → 'running' received": (running - task["finish"]["end"]) * 1000,
+        }
+        for name, value in parts.items():
+            times.setdefault(name, []).append(value)
+    return [(name, statistics.median(values)) for name, values in times.items()]
+
+
+async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float, list[tuple[float, float, float]]]:
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add("admin", channel)
     running: dict[int, float] = {}
+    received: dict[int, float] = {}  # wall clock, to compare with the recorded steps
     arrived = asyncio.Event()
 
     async def listen() -> None:
@@ -71,6 +113,7 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
             payload = message["payload"]
             if payload.get("type") == "instance" and payload["status"] == "running":
                 running.setdefault(payload["id"], time.perf_counter())
+                received.setdefault(payload["id"], time.time())
                 arrived.set()
 
     listener = asyncio.create_task(listen())
@@ -92,19 +135,21 @@ async def panel(api: APIClient, tenant_id: int) -> tuple[list[float], float]:
             except TimeoutError:
                 raise RuntimeError(f"only {sum(i in running for i in ids)} of {len(ids)} reached running") from None
 
-    latencies = []
+    latencies, windows = [], []
     for i in range(COUNT):
-        start = time.perf_counter()
+        start, sent = time.perf_counter(), time.time()
         instance_id = await loop.run_in_executor(None, post, f"seq-{i}")
+        answered = time.time()
         await wait([instance_id])
         latencies.append(running[instance_id] - start)
+        windows.append((sent, answered, received[instance_id]))
     start = time.perf_counter()
     ids = [await loop.run_in_executor(None, post, f"burst-{i}") for i in range(COUNT)]
     await wait(ids)
     burst = time.perf_counter() - start
     listener.cancel()
     await layer.group_discard("admin", channel)
-    return latencies, burst
+    return latencies, burst, windows
 
 
 def main() -> None:
@@ -120,14 +165,14 @@ def main() -> None:
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "threads", "-c", "4", "-Q", QUEUE,
+        [sys.executable, "bench/steps.py", "worker", "--pool", "threads", "-c", "4", "-Q", QUEUE,
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=dict(os.environ), stdout=sys.stderr,  # its banner is not a measure
     )
     try:
         time.sleep(3)  # let the worker connect
         raw = raw_libvirt()
-        latencies, burst = asyncio.run(panel(api, tenant.pk))
+        latencies, burst, windows = asyncio.run(panel(api, tenant.pk))
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -140,6 +185,8 @@ def main() -> None:
                 dom.undefine()
         Instance.objects.all().delete()
         Host.objects.all().delete()
+    parts = breakdown(windows)
+    os.unlink(os.environ["BENCH_STEPS"])
     raw_p50, raw_p95, _ = summary(raw)
     p50, p95, _ = summary(latencies)
     print_table(
@@ -149,6 +196,12 @@ def main() -> None:
          ["CloudPanel: API → Redis → worker → libvirt → DB → channel layer", p50, p95],
          ["overhead (target p50 <= 25 ms)", p50 - raw_p50, p95 - raw_p95]],
     )
+    whole = sum(value for _, value in parts)
+    print_table(f"Where the time of a create goes: each step's p50 over the {COUNT} one-at-a-time creates",
+                ["step", "p50 ms", "share"], [[name, value, f"{value / whole:.0%}"] for name, value in parts])
+    for name, value in parts:
+        record(f"create step: {name} (ms)", value, f"{value / whole:.0%} of the steps' sum {whole:.1f} ms",
+               "none (reported)", True)
     print_table(f"Throughput: {COUNT} creates queued at once, until the last is running",
                 ["seconds", "creates/s", "target"], [[burst, COUNT / burst, ">= 50/s"]])
     record("create + start: overhead over raw libvirt, p50 (ms)", p50 - raw_p50,
