@@ -47,7 +47,8 @@ class DomainSpec:
     init: str = ""
     accelerator: Accelerator = Accelerator.AUTO
     title: str = ""
-    cdrom_path: str = ""  # an ISO in the CD-ROM drive (QEMU domains always have the drive)
+    cdrom_path: str = ""  # an ISO in the CD-ROM drive
+    cdrom_drive: bool = False  # a CD-ROM drive even without an ISO (QEMU: to insert one while the guest runs)
     seed_path: str = ""  # a cloud-init NoCloud seed, as a second CD-ROM
     boot_cdrom: bool = False  # an install: boot the CD-ROM, then the disk
     nics: tuple[Nic, ...] = ()

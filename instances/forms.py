@@ -60,6 +60,8 @@ class InstanceForm(forms.Form):
                                      "(a system container)")
     env = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Environment",
                           help_text="NAME=value, one per line")
+    cdrom_drive = forms.BooleanField(required=False, label="CD-ROM drive",
+                                     help_text="QEMU/KVM: to insert ISOs while it runs (an ISO boot has one anyway).")
     leave_stopped = forms.BooleanField(required=False, label="Leave it stopped",
                                        help_text="Define it on its host without starting it.")
 

@@ -61,6 +61,9 @@ class Instance(models.Model):
     # The ISO in the CD-ROM drive, inserted and ejected while the instance runs.
     cdrom = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
                               related_name="cdrom_instances")
+    # Whether it has a CD-ROM drive (QEMU/KVM): asked for, or given by an ISO boot or an ISO inserted while stopped.
+    # A guest without one boots without probing it; an IDE drive cannot be plugged into a running guest.
+    cdrom_drive = models.BooleanField(default=False)
     # cloud-init user-data for the NoCloud seed attached at creation (empty: no seed).
     # Whether its image was licensed when it was made: what the licence meter bills, whatever becomes of the image.
     licensed = models.BooleanField(default=False)

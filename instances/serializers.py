@@ -10,7 +10,8 @@ from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
 _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
-          "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "status", "task_state",
+          "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "cdrom_drive", "status",
+          "task_state",
           "status_reason")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
@@ -42,7 +43,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "id", "uuid", "name", "tenant", "tenant_name", "host", "host_name", "vcpus", "memory_mib", "disk_gib",
             "boot_source", "boot_kernel", "boot_kernel_name", "kernel", "initrd", "cmdline", "boot_disk", "init",
             "init_env", "image", "image_name", "template",
-            "cdrom", "nics", "status", "task_state",
+            "cdrom", "cdrom_drive", "nics", "status", "task_state",
             "status_reason", "operations", "created_at", "deleted_at",
         ]
         read_only_fields = fields
@@ -139,6 +140,8 @@ class InstanceCreateSerializer(serializers.Serializer):
                                 required=False, default=dict, help_text="A container's environment variables.")
     start = serializers.BooleanField(default=True, help_text="Start it once created; false: define it and leave it "
                                                              "stopped.")
+    cdrom_drive = serializers.BooleanField(default=False, help_text="QEMU/KVM: a CD-ROM drive, to insert ISOs "
+                                                                    "while it runs (an ISO boot has one anyway).")
 
     def validate_env(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_ENV or not all(ENV_NAME.fullmatch(name) for name in value):

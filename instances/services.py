@@ -22,6 +22,7 @@ from django.utils import timezone
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import is_platform_admin
 from hosts import services as host_services
+from hosts.hypervisor import NO_DRIVE
 from hosts.models import Host, HostDomain
 from images import cloudinit
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
@@ -144,9 +145,11 @@ def create_instance(
     password: str = "",
     nics: Sequence[NicRequest | tuple] = (),
     start: bool = True,
+    cdrom_drive: bool = False,
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation (start: and then start it;
-    else it is defined and left stopped).
+    else it is defined and left stopped). cdrom_drive: a CD-ROM drive to insert ISOs into while it runs (an ISO
+    boot has one anyway); without it the guest has only the devices its boot needs.
 
     Tenants boot library objects only (instances/boot.py): a boot kernel, an image, a template or a container
     image; kernel, initrd and boot disk paths on the host are platform admins', under the host's allowed
@@ -182,7 +185,8 @@ def create_instance(
         boot_source=boot_source, kernel=kernel, initrd=initrd, cmdline=cmdline, boot_disk=boot_disk,
         init=init, init_env=dict(init_env or {}), boot_kernel=boot_kernel, created_by=user,
         task_state=TaskState.CREATING, task_started_at=timezone.now(),
-        image=image, template=template, cdrom=image if iso else None, user_data=user_data,
+        image=image, template=template, cdrom=image if iso else None, cdrom_drive=cdrom_drive or iso,
+        user_data=user_data,
         licensed=image is not None and image.licensed,
     )
     try:
@@ -196,7 +200,7 @@ def create_instance(
                                                  "disk_gib": disk_gib})
             _hold_library(image=image, boot_kernel=boot_kernel)
             # An image boot needs a host that boots disks (and, for a seed or an ISO, has CD-ROM drives).
-            needs_cdrom = iso or bool(user_data)
+            needs_cdrom = iso or cdrom_drive or bool(user_data)
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host,
                                          technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
@@ -285,6 +289,8 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
             raise NotFound("no such image")
     elif instance.cdrom_id is None:
         raise InvalidOperation("the CD-ROM drive is already empty")
+    if not instance.cdrom_drive and instance.status in (Status.RUNNING, Status.PAUSED):
+        raise InvalidOperation(NO_DRIVE)
     return request_operation(instance=instance, operation=Operation.MEDIA, user=user, image=image)
 
 
@@ -315,8 +321,8 @@ def keep_alive(*, instance_id: int) -> bool:
 
 
 def record_media(*, instance_id: int, image_id: int | None) -> None:
-    """The drive now holds this ISO (None: empty)."""
-    Instance.objects.filter(pk=instance_id).update(cdrom_id=image_id)
+    """The drive (there is one now) holds this ISO (None: empty)."""
+    Instance.objects.filter(pk=instance_id).update(cdrom_id=image_id, cdrom_drive=True)
 
 
 @transaction.atomic

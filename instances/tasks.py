@@ -171,7 +171,7 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
             nics = tuple(hypervisor.Nic(networks[port.pk], port.mac, firewall.prepare(port, host)) for port in ports)
             spec = hypervisor.DomainSpec(
                 name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
-                memory_mib=instance.memory_mib, init=instance.init,
+                memory_mib=instance.memory_mib, init=instance.init, cdrom_drive=instance.cdrom_drive,
                 accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
             )
             state = hypervisor.define(host.uri, spec, technology=hypervisor.Technology(host.technology),

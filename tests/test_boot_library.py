@@ -155,7 +155,7 @@ def test_no_create_or_attach_path_lets_a_tenant_put_a_host_path_into_a_definitio
     hostile = dict.fromkeys(PATH_FIELDS, HOST_PATH)
     # When they try every way in: each boot source and a template over the API, the page, media and NICs
     bodies = [
-        {"boot_source": "kernel", "boot_kernel": boot_kernel.pk},
+        {"boot_source": "kernel", "boot_kernel": boot_kernel.pk, "cdrom_drive": True},  # (media goes into it)
         {"boot_source": "image", "image": disk.pk, "boot_kernel": boot_kernel.pk},
         {"boot_source": "image", "image": iso.pk, "disk_gib": 1},
         {"template": template.json()["id"]},

@@ -57,6 +57,19 @@ def test_every_builder_produces_schema_valid_xml(tmp_path, technology, fields):
     assert result.returncode == 0, result.stderr + xml
 
 
+@pytest.mark.parametrize(("fields", "drives"), [
+    ({"kernel": "/k"}, []),  # a kernel boot: no drive it did not ask for
+    ({"kernel": "/k", "cdrom_drive": True}, [("hdc", None)]),  # asked for: an empty one
+    ({"disk_path": "/var/d.qcow2", "cdrom_path": "/var/i.iso", "boot_cdrom": True}, [("hdc", "/var/i.iso")]),
+    ({"boot_disk": "/var/o.qcow2", "seed_path": "/var/s.iso", "kernel": "/k"}, [("hdd", "/var/s.iso")]),
+])
+def test_a_qemu_guest_has_a_cd_rom_drive_only_when_it_needs_or_asked_for_one(fields, drives):
+    root = ET.fromstring(domain_xml(Technology.QEMU, spec(**fields)))
+    found = [(disk.find("target").get("dev"), None if disk.find("source") is None else disk.find("source").get("file"))
+             for disk in root.findall("./devices/disk[@device='cdrom']")]
+    assert found == drives
+
+
 @pytest.mark.parametrize("xml", [
     volume_xml("overlay", 10, backing=Backing("/var/lib/libvirt/images/base", "qcow2")),
     raw_volume_xml("image", 196616),

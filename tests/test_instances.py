@@ -431,3 +431,19 @@ def test_control_characters_are_refused(admin_api, tenant, host, field):
     assert response.status_code == 400
     assert "control characters" in str(response.json()) or "Null characters are not allowed" in str(response.json())
     assert not Instance.objects.exists()
+
+
+def test_an_iso_goes_into_a_running_guest_only_through_a_drive_it_was_given(member_api, host):
+    # Given a running instance made without a CD-ROM drive and one made with one, and an ISO of the library
+    iso = make_library_image(disk_format=DiskFormat.ISO, hosts=(host,))
+    plain = create(member_api, name="plain").json()["instance"]
+    with_drive = create(member_api, name="drive", cdrom_drive=True).json()["instance"]
+    assert member_api.get(f"/api/v1/instances/{with_drive}/").json()["cdrom_drive"] is True
+    # When an ISO is inserted into each
+    refused = member_api.post(f"/api/v1/instances/{plain}/media/", {"image": iso.pk}, format="json")
+    taken = member_api.post(f"/api/v1/instances/{with_drive}/media/", {"image": iso.pk}, format="json")
+    # Then the one without a drive says why, and nothing was queued for it; the other takes it
+    assert refused.status_code == 409 and refused.json()["detail"] == hypervisor.NO_DRIVE
+    assert not InstanceAction.objects.filter(instance_id=plain, operation="media").exists()
+    assert taken.status_code == 202, taken.content
+    assert Instance.objects.get(pk=plain).cdrom_drive is False

@@ -296,23 +296,32 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
 
     text = console()
     assert re.search(r"^seeded\r?$", text, re.M) and re.search(r"^1\r?$", text, re.M), text
-    # And an ISO from the library goes into the running guest's CD-ROM drive, and comes out again
+    # And an ISO from the library goes into the guest's CD-ROM drive, and comes out again while it runs
     iso_file = tmp_path / "install.iso"
     iso_file.write_bytes(cloudinit.build_seed(meta="instance-id: x\n", user="#cloud-config\n"))
     iso = upload(member_api, iso_file)
     assert iso["disk_format"] == "iso", iso["status_reason"]
     drive = ".//devices/disk[@device='cdrom']/target[@dev='hdc']/../source"
-    for wanted in (iso["id"], None):
+    # (It was made without a CD-ROM drive: none while it runs; powered off, inserting one adds the drive)
+    domain = hypervisor.connection(qemu_host.uri).lookupByUUIDString(str(instance.uuid))
+    assert ET.fromstring(domain.XMLDesc()).find(drive.replace("/../source", "")) is None
+    refused = member_api.post(f"/api/v1/instances/{instance.pk}/media/", {"image": iso["id"]}, format="json")
+    assert refused.status_code == 409 and "no CD-ROM drive" in refused.json()["detail"]
+    services.request_operation(instance=instance, operation="poweroff", user=member)
+    for wanted, then in ((iso["id"], "start"), (None, None)):
         answer = member_api.post(f"/api/v1/instances/{instance.pk}/media/", {"image": wanted}, format="json")
         assert answer.status_code == 202, answer.content
         assert InstanceAction.objects.get(pk=answer.json()["id"]).status == ActionStatus.SUCCEEDED
-        live = ET.fromstring(hypervisor.connection(qemu_host.uri).lookupByUUIDString(str(instance.uuid)).XMLDesc())
+        if then:
+            services.request_operation(instance=instance, operation=then, user=member)
+        live = ET.fromstring(domain.XMLDesc())
         source = live.find(drive)
         if wanted:
             assert source is not None and source.get("file") == ImageCopy.objects.get(image_id=wanted).path
         else:  # live XML may keep an empty <source index=…/> for the ejected medium
             assert source is None or source.get("file") is None
         assert Instance.objects.get(pk=instance.pk).cdrom_id == wanted
+    assert domain.isActive() and Instance.objects.get(pk=instance.pk).cdrom_drive
     # When the instance and then the image are deleted, the overlay, the seed and the host's copy go too
     services.request_operation(instance=instance, operation="delete", user=member)
     for volume in (instance.volume_name, instance.seed_volume_name):

@@ -22,6 +22,7 @@ from hosts.hypervisor.connections import (
 from hosts.hypervisor.consoles import Console
 from hosts.hypervisor.domain_xml import UnsafeDefinition
 from hosts.hypervisor.domains import (
+    NO_DRIVE,
     DomainFacts,
     all_domains,
     attach_interface,
@@ -71,7 +72,8 @@ from hosts.specs import (
 )
 
 __all__ = [
-    "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
+    "NO_DRIVE", "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec",
+    "FilterRule",
     "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NetworkSpec", "Nic",
     "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains", "attach_interface",
     "change_media", "connection", "create_volume", "define", "define_filter", "describe", "delete_volume",

@@ -118,7 +118,8 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _disk(devices, spec.boot_disk, "vda", "virtio", "qemu")
     if spec.disk_path:
         _disk(devices, spec.disk_path, "vdb" if spec.boot_disk else "vda", "virtio", "qemu")
-    _cdrom(devices, spec.cdrom_path, CDROM_TARGET, "ide")
+    if spec.cdrom_path or spec.cdrom_drive:
+        _cdrom(devices, spec.cdrom_path, CDROM_TARGET, "ide")
     if spec.seed_path:
         _cdrom(devices, spec.seed_path, SEED_TARGET, "ide")
     _nics(devices, spec)

@@ -17,7 +17,7 @@ from hosts.hypervisor.connections import (
     libvirt,
     technology_of,
 )
-from hosts.hypervisor.domain_xml import cdrom_xml, domain_xml, interface_xml
+from hosts.hypervisor.domain_xml import CDROM_TARGET, cdrom_xml, domain_xml, interface_xml
 from hosts.specs import DomainSpec, Nic
 
 
@@ -198,10 +198,21 @@ def set_interface_filter(uri: str, domain_uuid: str, mac: str, filter_name: str)
             dom.updateDeviceFlags(ET.tostring(interface, encoding="unicode"), affect)
 
 
+NO_DRIVE = "the instance has no CD-ROM drive, and one cannot be plugged into a running guest: power it off first"
+
+
 def change_media(uri: str, domain_uuid: str, path: str) -> None:
-    """Insert an ISO into the CD-ROM drive (empty path: eject), live if the domain runs, and in its definition."""
+    """Insert an ISO into the CD-ROM drive (empty path: eject), live if the domain runs, and in its definition. A
+    domain without the drive gets one in its definition while it is shut off; running, it cannot."""
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
+        defined = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        has_drive = defined.find(f"./devices/disk[@device='cdrom']/target[@dev='{CDROM_TARGET}']") is not None
+        if not has_drive and dom.isActive():
+            raise HypervisorError(NO_DRIVE)
+        if not has_drive:
+            dom.attachDeviceFlags(cdrom_xml(path), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            return
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
         if dom.isActive():
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
