@@ -142,6 +142,27 @@ class Client(threading.Thread):
                 self.call("POST", f"/instances/{self.mine.pop(0)}/delete/")
 
 
+def resident_mib(env: dict) -> dict[str, float]:
+    """Each service process's resident memory (MiB); the web's per worker process, the largest of them."""
+    status = subprocess.run(["scripts/services-ctl.sh", "status"], cwd=ROOT, env=env, capture_output=True,
+                            text=True).stdout
+
+    def rss(pid: int) -> float:
+        with open(f"/proc/{pid}/status") as fields:
+            return next(int(line.split()[1]) for line in fields if line.startswith("VmRSS:")) / 1024
+
+    found = {}
+    for line in status.splitlines():
+        name, state, *rest = line.split()
+        if state != "RUNNING":
+            continue
+        pid = int(rest[1].rstrip(","))
+        children = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing-fork"], capture_output=True,
+                                  text=True).stdout.split()
+        found[name] = max((rss(int(child)) for child in children), default=rss(pid)) if name == "web" else rss(pid)
+    return found
+
+
 def connections_now(cursor) -> int:
     cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
     return cursor.fetchone()[0]
@@ -172,6 +193,10 @@ def main() -> None:
                     raise SystemExit("the services did not answer within 60 s") from None
                 time.sleep(0.5)
         time.sleep(3)  # worker, beat and listener up too
+        for path in ("/instances/?limit=50", "/actions/?limit=50", "/networks/"):  # warm-up: each process's imports
+            for _ in range(2 * WEB):
+                Client(port, token, kernel, 0, 0).call("GET", path)
+        warm = resident_mib(env)
         peak, done = 0, threading.Event()
 
         def sample() -> None:
@@ -192,6 +217,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         done.set()
         sampler.join()
+        loaded = resident_mib(env)
     finally:
         os.killpg(services.pid, signal.SIGTERM)
         services.wait(timeout=60)
@@ -204,6 +230,11 @@ def main() -> None:
     record("load: requests/s (mixed reads, creates, operations, deletes)", rate, mix, ">= 150", rate >= 150)
     record("load: p50 latency (ms)", p50, mix, "none (reported)", True)
     record("load: p95 latency (ms)", p95, mix, "<= 200", p95 <= 200)
+    for name in ("web", "worker", "beat", "listener"):
+        web = name == "web"
+        record(f"RSS of the {'largest web process' if web else name} after the load (MiB)", loaded[name],
+               f"{warm[name]:.1f} MiB after warm-up", "< 100" if web else "none (reported)",
+               loaded[name] < 100 if web else True)
     record("load: 5xx answers", errors, f"of {len(results)}", "0", errors == 0)
     record("load: peak PostgreSQL connections of the panel", peak, f"max_connections {max_connections}",
            f"<= {BUDGET} ({WEB + 3} processes x pool {POOL_SIZE})", peak <= BUDGET < max_connections)
