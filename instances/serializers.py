@@ -11,8 +11,7 @@ from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
 _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
           "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "cdrom_drive", "status",
-          "task_state",
-          "status_reason")
+          "task_state", "status_reason")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
 _HIDDEN = ("kernel", "initrd", "boot_disk")
@@ -67,8 +66,8 @@ def instance_values(instances: QuerySet) -> QuerySet:
 
 
 def instance_rows(rows: list[dict], admin: bool) -> list[dict]:
-    """InstanceSerializer's output for a page of instance_values rows, written without model objects (three more
-    queries for every NIC of the page)."""
+    """InstanceSerializer's output for a page of instance_values rows, written without model objects (and three
+    queries for the page's NICs, however many)."""
     nics = nic_rows([row["id"] for row in rows])
     when = serializers.DateTimeField()
     out = []
