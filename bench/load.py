@@ -31,7 +31,7 @@ from common import ROOT, percentile, record, setup_django
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "60"))
 POOL_SIZE = int(os.environ.get("CLOUDPANEL_DB_POOL_SIZE", "10"))
-WEB = int(os.environ.get("CLOUDPANEL_WEB_WORKERS") or len(os.sched_getaffinity(0)))
+WEB = int(os.environ.get("CLOUDPANEL_WEB_WORKERS") or min(len(os.sched_getaffinity(0)), 4))
 BUDGET = (WEB + 3) * POOL_SIZE  # web processes, worker, beat, listener: each at most its pool (README, operations)
 APP_NAME = f"cloudpanel-load-{uuid.uuid4().hex[:6]}"
 URI = "test+unix:///default"

@@ -196,7 +196,7 @@ class UsageViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     serializer_class = MonthToDateSerializer
 
     @extend_schema(responses={200: MonthToDateSerializer})
-    def list(self, request):
+    def list(self, request, *args, **kwargs):
         if self.scope.tenant is None:
             raise ValidationError({"tenant": ["Say which tenant (?tenant=)."]})
         billing = TenantBilling.objects.select_related("plan").filter(tenant=self.scope.tenant).first()
@@ -214,7 +214,7 @@ class RevenueViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
 
     @extend_schema(parameters=[OpenApiParameter("months", int, description="how many months back (1-36)")],
                    responses={200: RevenueSerializer(many=True)})
-    def list(self, request):
+    def list(self, request, *args, **kwargs):
         self.require(Need.ADMIN)
         try:
             months = int(request.query_params.get("months", 12))

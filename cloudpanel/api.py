@@ -10,7 +10,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from cloudpanel.exceptions import Conflict, DomainError, Forbidden, NotFound, Unavailable
 from cloudpanel.scoping import NoSuchTenant
 
-router = DefaultRouter()
+
+class Router(DefaultRouter):
+    include_format_suffixes = False  # one format, JSON: no .json routes for views to take a format argument
+
+
+router = Router()
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:

@@ -152,11 +152,12 @@ WHITENOISE_USE_FINDERS = True
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 EMBEDDED = not REDIS_URL
-# Web processes `manage.py serve` runs with REDIS_URL set (embedded: one, which runs everything).
+# Web processes `manage.py serve` runs with REDIS_URL set (embedded: one, which runs everything); by default one per
+# CPU, at most 4: each holds a database pool of its own.
 _workers = os.environ.get("CLOUDPANEL_WEB_WORKERS", "")
 if _workers and not (_workers.isascii() and _workers.isdigit() and 1 <= int(_workers) <= 64):
     raise ImproperlyConfigured("CLOUDPANEL_WEB_WORKERS is a number of processes from 1 to 64")
-CLOUDPANEL_WEB_WORKERS = int(_workers) if _workers else len(os.sched_getaffinity(0))
+CLOUDPANEL_WEB_WORKERS = int(_workers) if _workers else min(len(os.sched_getaffinity(0)), 4)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

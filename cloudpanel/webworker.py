@@ -10,9 +10,12 @@ import signal
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-if os.getppid() != int(os.environ["CLOUDPANEL_WEB_PARENT"]):  # it died before the line above took effect
-    os.kill(os.getpid(), signal.SIGTERM)
+_parent = os.environ.get("CLOUDPANEL_WEB_PARENT")  # set by `manage.py serve` for the workers it starts
+if _parent:
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(_parent):  # it died before the line above took effect: serve nothing
+        os._exit(1)
 
 from cloudpanel.asgi import application  # noqa: E402
 

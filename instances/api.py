@@ -48,7 +48,7 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         return queryset.select_related("host", "tenant", "image", "boot_kernel").prefetch_related(
             "ports__network", "ports__addresses", "ports__security_groups")
 
-    def list(self, request):
+    def list(self, request, *args, **kwargs):
         """A page of instances, written from rows (instance_rows), not model objects."""
         page = self.paginate_queryset(instance_values(self.filter_queryset(self.get_queryset())))
         return self.get_paginated_response(instance_rows(page, self.scope.admin))

@@ -204,7 +204,7 @@ def create_instance(
             placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host,
                                          technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
-            instance.host = placed
+            instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom
             instance.save()
             _attach_nics(instance, nics)
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user,
@@ -289,8 +289,8 @@ def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseU
             raise NotFound("no such image")
     elif instance.cdrom_id is None:
         raise InvalidOperation("the CD-ROM drive is already empty")
-    if not instance.cdrom_drive and instance.status in (Status.RUNNING, Status.PAUSED):
-        raise InvalidOperation(NO_DRIVE)
+    if not instance.cdrom_drive and instance.boot_source != BootSource.ADOPTED and instance.status != Status.STOPPED:
+        raise InvalidOperation(NO_DRIVE)  # (an adopted domain's drives are its own: its host says)
     return request_operation(instance=instance, operation=Operation.MEDIA, user=user, image=image)
 
 

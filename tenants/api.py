@@ -52,7 +52,7 @@ class TenantViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
                    "usage": {k: shown_usage(v) for k, v in usage_of([t.pk for t in tenants]).items()}}
         return TenantSerializer(tenants if kwargs.get("many") else tenants[0], context=context, **kwargs).data
 
-    def list(self, request):
+    def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(self._serialize(list(page), many=True))
 

@@ -71,6 +71,15 @@ def test_options_is_answered_on_every_route_of_the_schema(admin_api):
     assert admin_api.options("/api/v1/invoices/1/issue/").json()["name"] == "Issue"
 
 
+def test_a_format_suffix_on_any_route_of_the_schema_is_a_404_not_a_500(admin_api):
+    paths = admin_api.get("/api/schema/", {"format": "json"}).json()["paths"]
+    for path in paths:
+        suffixed = re.sub(r"\{[^}]+\}", "1", path).rstrip("/") + ".json"
+        for method in ("get", "post"):
+            response = getattr(admin_api, method)(suffixed)
+            assert response.status_code == 404, (method, suffixed, response.status_code)
+
+
 def test_a_non_object_body_on_an_object_is_refused_and_changes_nothing(admin_api, host):
     response = admin_api.patch(f"/api/v1/hosts/{host.pk}/", [{"enabled": False}], format="json")
     assert response.status_code == 400 and "must be a JSON object" in response.json()["detail"]

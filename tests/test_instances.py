@@ -446,4 +446,8 @@ def test_an_iso_goes_into_a_running_guest_only_through_a_drive_it_was_given(memb
     assert refused.status_code == 409 and refused.json()["detail"] == hypervisor.NO_DRIVE
     assert not InstanceAction.objects.filter(instance_id=plain, operation="media").exists()
     assert taken.status_code == 202, taken.content
-    assert Instance.objects.get(pk=plain).cdrom_drive is False
+    # And so, suspended, until it is powered off
+    assert member_api.post(f"/api/v1/instances/{plain}/suspend/").status_code == 202
+    assert Instance.objects.get(pk=plain).status == Status.PAUSED
+    refused = member_api.post(f"/api/v1/instances/{plain}/media/", {"image": iso.pk}, format="json")
+    assert refused.status_code == 409 and refused.json()["detail"] == hypervisor.NO_DRIVE

@@ -579,7 +579,8 @@ def build_world() -> dict:
         tenant = make_tenant(f"tenant-{side}-{tag}")
         users = {VIEWER: make_user(tenant=tenant, role=Role.VIEWER), MEMBER: make_user(tenant=tenant),
                  TADMIN: make_user(tenant=tenant, role=Role.ADMIN)}
-        instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name=f"inst-{side}-{tag}")
+        instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name=f"inst-{side}-{tag}",
+                                 cdrom_drive=True)
         action = InstanceAction.objects.create(instance=instance, operation=Operation.REBOOT,
                                                status=ActionStatus.FAILED, error="lost")
         token, key = create_api_token(user=users[MEMBER], name=f"tok-{side}-{tag}", tenant=tenant)

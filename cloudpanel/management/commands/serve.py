@@ -4,7 +4,7 @@ Without REDIS_URL the broker and channel layer live in memory, so the Celery wor
 periodic schedule and the event listener must run in this same process: they start as
 threads here. With REDIS_URL they are separate processes (celery worker, celery beat,
 manage.py listen_events), and the web tier itself runs as CLOUDPANEL_WEB_WORKERS processes
-(default: one per CPU) on one port: Django runs a process's views one at a time, so one
+(default: one per CPU, at most 4) on one port: Django runs a process's views one at a time, so one
 process uses at most one core.
 """
 
@@ -68,12 +68,12 @@ class Command(BaseCommand):
         # uvicorn rather than daphne: it reads a request body as the application consumes it, so a
         # multi-GiB image upload streams to disk instead of being queued in memory first.
         # Behind a proxy, the client's address (audit log, sign-in lock-out) comes from its header.
-        options = {"host": host, "port": port, "http": "httptools", "ws": "websockets", "lifespan": "off",
+        served = {"host": host, "port": port, "http": "httptools", "ws": "websockets", "lifespan": "off",
                    "log_level": "warning", "proxy_headers": settings.CLOUDPANEL_BEHIND_PROXY,
                    "forwarded_allow_ips": "*" if settings.CLOUDPANEL_BEHIND_PROXY else None}
         if workers == 1:
-            uvicorn.Server(uvicorn.Config(get_default_application(), **options)).run()
+            uvicorn.Server(uvicorn.Config(get_default_application(), **served)).run()
         else:  # uvicorn's supervisor: it binds the port, starts the workers and replaces one that dies
             os.environ["CLOUDPANEL_WEB_PARENT"] = str(os.getpid())
             uvicorn.run("cloudpanel.webworker:application", workers=workers, timeout_graceful_shutdown=10,
-                        **options)
+                        **served)
