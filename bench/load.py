@@ -26,7 +26,7 @@ import urllib.request
 import uuid
 from contextlib import suppress
 
-from common import ROOT, percentile, record, setup_django
+from common import ROOT, cpu_seconds, percentile, print_table, record, setup_django
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "60"))
@@ -142,15 +142,10 @@ class Client(threading.Thread):
                 self.call("POST", f"/instances/{self.mine.pop(0)}/delete/")
 
 
-def resident_mib(env: dict) -> dict[str, float]:
-    """Each service process's resident memory (MiB); the web's per worker process, the largest of them."""
+def service_pids(env: dict) -> dict[str, list[int]]:
+    """Each running service's processes: the web's worker processes (or its one process), the others' own."""
     status = subprocess.run(["scripts/services-ctl.sh", "status"], cwd=ROOT, env=env, capture_output=True,
                             text=True).stdout
-
-    def rss(pid: int) -> float:
-        with open(f"/proc/{pid}/status") as fields:
-            return next(int(line.split()[1]) for line in fields if line.startswith("VmRSS:")) / 1024
-
     found = {}
     for line in status.splitlines():
         name, state, *rest = line.split()
@@ -159,8 +154,31 @@ def resident_mib(env: dict) -> dict[str, float]:
         pid = int(rest[1].rstrip(","))
         children = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing-fork"], capture_output=True,
                                   text=True).stdout.split()
-        found[name] = max((rss(int(child)) for child in children), default=rss(pid)) if name == "web" else rss(pid)
+        found[name] = [int(child) for child in children] or [pid] if name == "web" else [pid]
     return found
+
+
+def resident_mib(pids: dict[str, list[int]]) -> dict[str, float]:
+    """Each service's resident memory (MiB); for the web, its largest worker process."""
+
+    def rss(pid: int) -> float:
+        with open(f"/proc/{pid}/status") as fields:
+            return next(int(line.split()[1]) for line in fields if line.startswith("VmRSS:")) / 1024
+
+    return {name: max(rss(pid) for pid in group) for name, group in pids.items()}
+
+
+def cpu_by_kind(pids: dict[str, list[int]], cursor) -> dict[str, float]:
+    """CPU seconds so far of every process the load runs on: the services, the panel's PostgreSQL backends, Redis,
+    libvirtd and the clients (this process)."""
+    cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
+    others = {"postgresql": [row[0] for row in cursor.fetchall()]}
+    for kind, name in (("redis", "redis-server"), ("libvirtd", "libvirtd")):
+        others[kind] = [int(pid) for pid in subprocess.run(["pgrep", "-x", name], capture_output=True,
+                                                           text=True).stdout.split()]
+    seconds = {kind: sum(cpu_seconds(pid) for pid in group) for kind, group in {**pids, **others}.items()}
+    seconds["clients (this process)"] = sum(os.times()[:2])
+    return seconds
 
 
 def connections_now(cursor) -> int:
@@ -196,7 +214,8 @@ def main() -> None:
         for path in ("/instances/?limit=50", "/actions/?limit=50", "/networks/"):  # warm-up: each process's imports
             for _ in range(2 * WEB):
                 Client(port, token, kernel, 0, 0).call("GET", path)
-        warm = resident_mib(env)
+        pids = service_pids(env)
+        warm = resident_mib(pids)
         peak, done = 0, threading.Event()
 
         def sample() -> None:
@@ -209,15 +228,19 @@ def main() -> None:
         sampler.start()
         end = time.monotonic() + SECONDS
         clients = [Client(port, token, kernel, end, index) for index in range(CLIENTS)]
+        with connection.cursor() as cursor:
+            cpu_before = cpu_by_kind(pids, cursor)
         started = time.perf_counter()
         for client in clients:
             client.start()
         for client in clients:
             client.join()
         elapsed = time.perf_counter() - started
+        with connection.cursor() as cursor:
+            cpu_after = cpu_by_kind(pids, cursor)  # (a PostgreSQL backend opened during the load counts in full)
         done.set()
         sampler.join()
-        loaded = resident_mib(env)
+        loaded = resident_mib(pids)
     finally:
         os.killpg(services.pid, signal.SIGTERM)
         services.wait(timeout=60)
@@ -227,6 +250,14 @@ def main() -> None:
     errors = sum(1 for code, _ in results if code >= 500)
     rate, p50, p95 = len(results) / elapsed, percentile(times, 50) * 1000, percentile(times, 95) * 1000
     mix = f"{len(results)} requests, {CLIENTS} clients, {SECONDS:.0f} s, {WEB} web processes"
+    spent = {kind: cpu_after[kind] - cpu_before.get(kind, 0.0) for kind in cpu_after}
+    total = sum(spent.values())
+    print_table(f"Where the CPU went during the load ({os.cpu_count()} CPUs x {elapsed:.0f} s = "
+                f"{os.cpu_count() * elapsed:.0f} CPU-seconds)", ["process", "CPU seconds", "share", "ms per request"],
+                [[kind, seconds, f"{seconds / total:.0%}", seconds / len(results) * 1000]
+                 for kind, seconds in sorted(spent.items(), key=lambda item: -item[1])])
+    record("load: CPU per request, every process (ms)", total / len(results) * 1000,
+           f"web {spent['web'] / len(results) * 1000:.1f} ms of it; {os.cpu_count()} CPUs", "none (reported)", True)
     record("load: requests/s (mixed reads, creates, operations, deletes)", rate, mix, ">= 150", rate >= 150)
     record("load: p50 latency (ms)", p50, mix, "none (reported)", True)
     record("load: p95 latency (ms)", p95, mix, "<= 200", p95 <= 200)

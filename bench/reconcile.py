@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 
-from common import ROOT, print_table, record, setup_django
+from common import ROOT, cpu_seconds, print_table, record, setup_django
 
 setup_django()
 
@@ -44,13 +44,6 @@ def best_of(runs: int, work) -> float:
 def per_domain_loop() -> int:
     conn = hypervisor.connection(URI)
     return len([(dom.UUIDString(), dom.name(), dom.info()) for dom in conn.listAllDomains(0)])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def listener_idle_share(host: Host) -> float:

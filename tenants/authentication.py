@@ -26,8 +26,11 @@ class APITokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed("This token has expired.")
         if token.tenant_id is None and not token.user.is_staff:
             raise exceptions.AuthenticationFailed("This platform-wide token's user is no longer a platform admin.")
+        # The user's memberships, read once here: the request's scope is made from them too (tenants.scoping).
+        token.user_memberships = list(Membership.objects.filter(user_id=token.user_id).select_related("tenant")
+                                 .order_by("tenant__name"))
         if (token.tenant_id is not None and not token.user.is_staff
-                and not Membership.objects.filter(user_id=token.user_id, tenant_id=token.tenant_id).exists()):
+                and all(membership.tenant_id != token.tenant_id for membership in token.user_memberships)):
             raise exceptions.AuthenticationFailed("This token's user is no longer a member of its tenant.")
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             APIToken.objects.filter(pk=token.pk).update(last_used_at=now)

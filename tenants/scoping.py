@@ -14,16 +14,19 @@ if TYPE_CHECKING:
 
 
 def resolve_scope(user: AbstractBaseUser | AnonymousUser, *, bound: int | None = None,
-                  requested: int | str | None = None, strict: bool = True) -> Scope:
+                  requested: int | str | None = None, strict: bool = True,
+                  memberships: list[Membership] | None = None) -> Scope:
     """The scope of a user acting through a token bound to `bound`, asking for `requested`.
 
     A tenant asked for that is not the user's raises NoSuchTenant when strict (the API);
-    otherwise (a stale choice kept in a session) the default tenant is used.
+    otherwise (a stale choice kept in a session) the default tenant is used. memberships: the user's, with their
+    tenants, by tenant name, when already read.
     """
     if not user.is_authenticated or not user.is_active:
         return Scope(user=user, admin=False, tenant=None)
     admin = is_platform_admin(user)
-    memberships = list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name"))
+    if memberships is None:
+        memberships = list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name"))
     roles = {m.tenant_id: m.role for m in memberships}
     mine = {m.tenant_id: m.tenant for m in memberships}
     wanted = _as_id(requested)
@@ -63,7 +66,8 @@ def scope_of(request: HttpRequest) -> Scope:
     bound = getattr(token, "tenant_id", None)
     param = request.query_params.get("tenant") if base is not request else None
     if token is not None or param is not None:  # the API: the token, else an explicit parameter
-        scope = resolve_scope(request.user, bound=bound, requested=param)
+        scope = resolve_scope(request.user, bound=bound, requested=param,
+                              memberships=getattr(token, "user_memberships", None))
     else:
         scope = resolve_scope(request.user, requested=request.session.get(SESSION_TENANT), strict=False)
     base.cloudpanel_scope = scope
