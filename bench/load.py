@@ -168,17 +168,28 @@ def resident_mib(pids: dict[str, list[int]]) -> dict[str, float]:
     return {name: max(rss(pid) for pid in group) for name, group in pids.items()}
 
 
-def cpu_by_kind(pids: dict[str, list[int]], cursor) -> dict[str, float]:
-    """CPU seconds so far of every process the load runs on: the services, the panel's PostgreSQL backends, Redis,
-    libvirtd and the clients (this process)."""
-    cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
-    others = {"postgresql": [row[0] for row in cursor.fetchall()]}
+def cpu_by_process(pids: dict[str, list[int]], cursor) -> dict[tuple[str, int], float]:
+    """CPU seconds so far of every process the load runs on, by (kind, pid): the services, the panel's PostgreSQL
+    backends (when PostgreSQL runs on this machine), Redis, libvirtd and the clients (this process)."""
+    others: dict[str, list[int]] = {}
+    if connection.settings_dict["HOST"] in ("", "127.0.0.1", "localhost", "::1"):
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
+        others["postgresql"] = [row[0] for row in cursor.fetchall()]
     for kind, name in (("redis", "redis-server"), ("libvirtd", "libvirtd")):
         others[kind] = [int(pid) for pid in subprocess.run(["pgrep", "-x", name], capture_output=True,
                                                            text=True).stdout.split()]
-    seconds = {kind: sum(cpu_seconds(pid) for pid in group) for kind, group in {**pids, **others}.items()}
-    seconds["clients (this process)"] = sum(os.times()[:2])
+    seconds = {(kind, pid): cpu_seconds(pid) for kind, group in {**pids, **others}.items() for pid in group}
+    seconds[("clients (this process)", os.getpid())] = sum(os.times()[:2])
     return seconds
+
+
+def cpu_spent(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]) -> dict[str, float]:
+    """CPU seconds by kind between two readings: a process that started meanwhile counts in full, one that ended
+    meanwhile not at all."""
+    spent: dict[str, float] = {}
+    for (kind, pid), seconds in after.items():
+        spent[kind] = spent.get(kind, 0.0) + max(0.0, seconds - before.get((kind, pid), 0.0))
+    return spent
 
 
 def connections_now(cursor) -> int:
@@ -229,7 +240,7 @@ def main() -> None:
         end = time.monotonic() + SECONDS
         clients = [Client(port, token, kernel, end, index) for index in range(CLIENTS)]
         with connection.cursor() as cursor:
-            cpu_before = cpu_by_kind(pids, cursor)
+            cpu_before = cpu_by_process(pids, cursor)
         started = time.perf_counter()
         for client in clients:
             client.start()
@@ -237,10 +248,10 @@ def main() -> None:
             client.join()
         elapsed = time.perf_counter() - started
         with connection.cursor() as cursor:
-            cpu_after = cpu_by_kind(pids, cursor)  # (a PostgreSQL backend opened during the load counts in full)
+            cpu_after = cpu_by_process(service_pids(env), cursor)
         done.set()
         sampler.join()
-        loaded = resident_mib(pids)
+        loaded = resident_mib(service_pids(env))  # (a service restarted during the load: its new process)
     finally:
         os.killpg(services.pid, signal.SIGTERM)
         services.wait(timeout=60)
@@ -250,7 +261,7 @@ def main() -> None:
     errors = sum(1 for code, _ in results if code >= 500)
     rate, p50, p95 = len(results) / elapsed, percentile(times, 50) * 1000, percentile(times, 95) * 1000
     mix = f"{len(results)} requests, {CLIENTS} clients, {SECONDS:.0f} s, {WEB} web processes"
-    spent = {kind: cpu_after[kind] - cpu_before.get(kind, 0.0) for kind in cpu_after}
+    spent = cpu_spent(cpu_before, cpu_after)
     total = sum(spent.values())
     print_table(f"Where the CPU went during the load ({os.cpu_count()} CPUs x {elapsed:.0f} s = "
                 f"{os.cpu_count() * elapsed:.0f} CPU-seconds)", ["process", "CPU seconds", "share", "ms per request"],

@@ -122,11 +122,6 @@ else:
         "pool": {"min_size": 1, "max_size": int(os.environ.get("CLOUDPANEL_DB_POOL_SIZE", "10")),
                  "timeout": float(os.environ.get("CLOUDPANEL_DB_POOL_TIMEOUT", "30")), "max_idle": 300},
         "application_name": os.environ.get("CLOUDPANEL_DB_APPLICATION_NAME", "cloudpanel"),
-        # Parameters bound by the server, and a statement run 3 times on a connection prepared there: the ORM's
-        # joins are planned once per pooled connection, not on every request (planning one costs more than
-        # running it).
-        "server_side_binding": True,
-        "prepare_threshold": 3,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

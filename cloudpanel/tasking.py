@@ -43,15 +43,6 @@ def task(fn: Callable) -> Task:
     return shared_task(autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=15, max_retries=None)(fn)
 
 
-def commit_without_waiting() -> None:
-    """Inside a transaction: its commit does not wait for the disk (PostgreSQL's asynchronous commit). Only for a
-    write that a database crash may undo without harm: the next durable commit flushes it too, and a task's claim
-    lost that way leaves its action pending, which the task's finish or a rerun settles."""
-    if transaction.get_connection().vendor == "postgresql":
-        with transaction.get_connection().cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-
-
 def persist(write: Callable[..., T], *args: object, within: float = 30.0, **kwargs: object) -> T:
     """Call write(*args, **kwargs), trying again while the database is away, for up to `within` seconds: what a
     task has done on a host is recorded once the database is back (beyond that, raised)."""

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -20,7 +19,6 @@ from django.db.models import F, Max, Q, Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from cloudpanel import tasking
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import is_platform_admin
 from hosts import services as host_services
@@ -342,30 +340,14 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
 def begin_action(action_id: int) -> InstanceAction | None:
     """Claim a pending action for this worker: mark it running, with its lease taken now. None if it is gone or
     another worker claimed it already (a redelivery, or a second copy of the task): running it twice is a no-op.
-    The claim and the read are one transaction: should the read fail, the claim is undone for the task's retry.
-    The claim restarts the instance's operation timeout, and its commit does not wait for the disk
-    (tasking.commit_without_waiting)."""
+    The claim and the read are one transaction: should the read fail, the claim is undone for the task's retry."""
     with transaction.atomic():
-        tasking.commit_without_waiting()
         claimed = InstanceAction.objects.filter(pk=action_id, status=ActionStatus.PENDING).update(
             status=ActionStatus.RUNNING, started_at=Now(), heartbeat_at=Now(), attempts=F("attempts") + 1
         )
         if not claimed:
             return None
-        action = InstanceAction.objects.select_related("instance__host", "port__network", "image").get(pk=action_id)
-        action.instance.task_started_at = timezone.now()
-        Instance.objects.filter(pk=action.instance_id, task_state__isnull=False).update(
-            task_started_at=action.instance.task_started_at)
-        return action
-
-
-def in_flight(instance: Instance) -> bool:
-    """Before a step an operation that timed out must not take (starting a guest): False if the operation is no
-    longer in flight. Within half the timeout of its claim it cannot have timed out; later its timeout restarts."""
-    fresh = timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS / 2)
-    if instance.task_started_at is not None and timezone.now() - instance.task_started_at < fresh:
-        return True
-    return keep_alive(instance_id=instance.pk)
+        return InstanceAction.objects.select_related("instance__host", "port__network", "image").get(pk=action_id)
 
 
 def renew_lease(action_id: int) -> bool:

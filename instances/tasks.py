@@ -157,7 +157,7 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
             image=instance.cdrom, host=host, heartbeat=_heartbeat(instance)).path
     if instance.user_data:
         disks["seed_path"] = _seed(instance, host)
-    if not services.in_flight(instance):
+    if not services.keep_alive(instance_id=instance.pk):
         # The create outlived its timeout meanwhile and was marked failed: do not start an untracked guest.
         raise hypervisor.HypervisorError("the create took longer than the operation timeout; retry it")
     networks = {port.pk: provisioning.ensure_on_host(network=port.network, host=host)

@@ -135,8 +135,7 @@ def _first_free(subnet: Subnet, low: int, high: int) -> int | None:
     gateway = int(ipaddress.ip_address(subnet.gateway)) - int(subnet.ip_network.network_address)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""WITH RECURSIVE window_offsets(n) AS (
-                SELECT %s::bigint UNION ALL SELECT n + 1 FROM window_offsets WHERE n < %s)
+            f"""WITH RECURSIVE window_offsets(n) AS (SELECT %s UNION ALL SELECT n + 1 FROM window_offsets WHERE n < %s)
             SELECT n FROM window_offsets
             WHERE n <> %s
               AND NOT EXISTS (SELECT 1 FROM {Allocation._meta.db_table} a WHERE a.subnet_id = %s AND a."offset" = n)

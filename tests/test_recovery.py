@@ -6,7 +6,6 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from hosts import hypervisor
@@ -152,41 +151,3 @@ def test_a_task_that_cannot_reach_the_database_is_retried_not_dropped(tenant, ho
             pytest.raises(RuntimeError, match="retried"):
         tasks.start_instance.delay(action.pk)
     assert isinstance(retry.call_args.kwargs["exc"], OperationalError)
-
-
-def test_the_claim_restarts_the_operation_timeout_and_does_not_wait_for_the_disk(tenant, host, member):
-    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
-    with mock.patch("instances.tasks.enqueue"):
-        action = services.request_operation(instance=instance, operation="start", user=member)
-    Instance.objects.filter(pk=instance.pk).update(task_started_at=timezone.now() - timedelta(minutes=4))
-    statements = []
-
-    def record(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
-        claimed = services.begin_action(action.pk)
-    assert statements[0] == "SET LOCAL synchronous_commit TO OFF" and statements[1].startswith("UPDATE")
-    stamped = Instance.objects.get(pk=instance.pk).task_started_at
-    assert timezone.now() - stamped < timedelta(seconds=5) and claimed.instance.task_started_at == stamped
-    with connection.cursor() as cursor:  # only that transaction: the next ones wait for the disk again
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
-
-
-def test_a_step_after_a_fresh_claim_needs_no_write_and_a_late_one_finds_a_timed_out_operation(
-        tenant, host, member, django_assert_num_queries, settings):
-    instance = make_instance(tenant=tenant, host=host, status=Status.STOPPED)
-    with mock.patch("instances.tasks.enqueue"):
-        action = services.request_operation(instance=instance, operation="start", user=member)
-    claimed = services.begin_action(action.pk)
-    with django_assert_num_queries(0):
-        assert services.in_flight(claimed.instance)
-    # Half the timeout later, the step asks the database: the operation is still in flight, its timeout restarted
-    claimed.instance.task_started_at -= timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS / 2 + 1)
-    assert services.in_flight(claimed.instance)
-    assert Instance.objects.get(pk=instance.pk).task_started_at > claimed.instance.task_started_at
-    # Once the sweep timed it out, it is no longer: the guest is not started
-    Instance.objects.filter(pk=instance.pk).update(task_state=None)
-    assert not services.in_flight(claimed.instance)
