@@ -151,3 +151,24 @@ def test_a_task_that_cannot_reach_the_database_is_retried_not_dropped(tenant, ho
             pytest.raises(RuntimeError, match="retried"):
         tasks.start_instance.delay(action.pk)
     assert isinstance(retry.call_args.kwargs["exc"], OperationalError)
+
+
+def test_a_create_timed_out_while_it_prepared_does_not_start_its_guest(member_api, host):
+    # Given a create whose preparation (a slow copy to the host) outlives its timeout: the sweep fails it meanwhile
+    with mock.patch("instances.tasks.enqueue"):
+        created = create(member_api, host)
+
+    def slow_copy(instance, on_host):
+        services.expire_stuck_tasks(host=on_host, older_than=timezone.now() + timedelta(hours=1))
+        return {}
+
+    # When the worker gets to the point of defining and starting the guest
+    with mock.patch("instances.tasks._boot_kernel", side_effect=slow_copy), \
+            mock.patch("hosts.hypervisor.define") as define:
+        tasks.create_instance(created["id"])
+    # Then it does not: the instance shows the timeout, and no guest runs untracked
+    define.assert_not_called()
+    instance = Instance.objects.get(pk=created["instance"])
+    assert (instance.status, instance.task_state) == (Status.ERROR, None)
+    assert "did not finish in time" in instance.status_reason
+    assert InstanceAction.objects.get(pk=created["id"]).status == ActionStatus.FAILED
