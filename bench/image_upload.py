@@ -163,7 +163,9 @@ def main() -> None:
     db = connection.settings_dict
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "CLOUDPANEL_IMAGE_DIR": str(work / "store"), "CLOUDPANEL_TASK_QUEUE": "bench-nobody-consumes",
-           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+           # One web process, the one measured: with several, this pid would be their supervisor, which serves none
+           "CLOUDPANEL_WEB_WORKERS": "1"}
     server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
                               stdout=sys.stderr)
     try:

@@ -63,7 +63,10 @@ def listener_idle_share(host: Host) -> float:
         time.sleep(2)
         before, start = cpu_seconds(listener.pid), time.monotonic()
         time.sleep(IDLE_SECONDS)
-        return (cpu_seconds(listener.pid) - before) / (time.monotonic() - start)
+        share = (cpu_seconds(listener.pid) - before) / (time.monotonic() - start)
+        if listener.poll() is not None:
+            raise SystemExit(f"the listener exited (status {listener.returncode}) while it was measured")
+        return share
     finally:
         listener.terminate()
         listener.wait(timeout=30)

@@ -1,4 +1,5 @@
-"""`make bench`'s one table: every measure the benchmarks recorded (bench/common.py record), a row each."""
+"""`make bench`'s one table: every measure the benchmarks recorded (bench/common.py record), a row each, between
+the machine's speed before and after them (`report.py speed` records the first)."""
 
 import json
 import os
@@ -18,23 +19,27 @@ def machine() -> dict[str, str]:
             "compared with": f"{model}, {kib / 1024 / 1024:.0f} GiB RAM", "target": "—", "met": "yes"}
 
 
-def speed() -> dict[str, str]:
-    """The second row: how fast this machine runs Python today (the same virtual machine's figures move between
-    days), so that runs on different days can be told apart from changes in the code."""
+def speed(when: str) -> dict[str, str]:
+    """How fast this machine runs Python now (the same virtual machine's figures move between runs), taken before
+    and after the benchmarks, so that a slow run can be told apart from a change in the code."""
     times = []
     for _ in range(5):
         start = time.perf_counter()
         sum(index * index for index in range(1_000_000))
         times.append(time.perf_counter() - start)
-    return {"measure": "machine speed: a fixed Python loop, best of 5 (ms; lower is faster)",
+    return {"measure": f"machine speed {when} the benchmarks: a fixed Python loop, best of 5 (ms; lower is faster)",
             "value": f"{min(times) * 1000:.1f}", "compared with": "sum of 10^6 squares", "target": "none (reported)",
             "met": "yes"}
 
 
 def main() -> None:
+    if sys.argv[1:] == ["speed"]:  # before the benchmarks: the row goes first in the results
+        with open(os.environ["BENCH_RESULTS"], "a") as results:
+            results.write(json.dumps(speed("before")) + "\n")
+        return
     with open(os.environ["BENCH_RESULTS"]) as results:
         rows = [json.loads(line) for line in results if line.strip()]
-    table = [machine(), speed(), *rows] if rows else []
+    table = [machine(), *rows, speed("after")] if rows else []
     cells = [COLUMNS, *([row[column] for column in COLUMNS] for row in table)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     for index, row in enumerate(cells):

@@ -308,6 +308,34 @@ def test_expired_and_revoked_tokens_are_401(member, tenant):
     assert api.get("/api/v1/instances/").status_code == 401
 
 
+def test_a_token_stops_with_its_users_membership_and_reads_the_memberships_once(tenant, django_assert_num_queries):
+    member, staff = make_user(tenant=tenant), make_user(staff=True, tenant=tenant)
+    clients = {user: APIClient() for user in (member, staff)}
+    for user, api in clients.items():
+        _, key = services.create_api_token(user=user, name="t", tenant=tenant, expires_at=None)
+        api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        assert api.get("/api/v1/networks/").status_code == 200
+    # A request reads the user's memberships once: for the token's check and for its scope
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert clients[member].get("/api/v1/networks/").status_code == 200
+    assert len([sql for sql in statements if 'FROM "tenants_membership"' in sql]) == 1, statements
+    # Once the member leaves the tenant other than through its page (which revokes their tokens too), the token
+    # answers 401 with the reason
+    Membership.objects.filter(tenant=tenant).delete()
+    response = clients[member].get("/api/v1/networks/")
+    assert response.status_code == 401
+    assert response.json()["detail"] == "This token's user is no longer a member of its tenant."
+    # A platform admin's token bound to the tenant still acts there (admins act for any tenant)
+    assert clients[staff].get("/api/v1/networks/").status_code == 200
+    assert clients[staff].get(f"/api/v1/tenants/{tenant.pk}/").status_code == 200
+
+
 def test_token_api_returns_the_key_once_and_binds_it_to_one_of_your_tenants(member, tenant):
     # A token cannot make tokens (they would outlive its expiry or revocation)
     response = token_client(member, tenant).post("/api/v1/tokens/", {"name": "child"}, format="json")
