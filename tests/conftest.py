@@ -35,6 +35,21 @@ def pytest_configure(config):
             layer["prefix"] = f"asgi-{worker}"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Each xdist worker numbers networks and NICs from a range of its own: their names on this machine's one
+    libvirtd (cp-net-<id>, cp-port-<id>: its network and filter drivers serve every host URI) must not meet
+    another worker's, whose database counts from 1 too."""
+    from django.db import connection
+
+    start = (int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) + 1) * 1_000_000
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                for table in ("networks_network", "networks_port"):
+                    cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", [table, start])
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("qemu") or item.module.__name__.rsplit(".", 1)[-1] in MACHINE_MODULES:
