@@ -14,7 +14,12 @@ _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "bo
           "task_state", "status_reason")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
-_HIDDEN = ("kernel", "initrd", "boot_disk")
+
+
+def _hide_host_paths(data: dict) -> None:
+    """What a platform admin's host paths are, for anyone else: only whether there is one."""
+    for field in ("kernel", "initrd", "boot_disk"):
+        data[field] = "(on the host)" if data[field] else ""
 
 
 class ActionSerializer(serializers.ModelSerializer):
@@ -55,8 +60,7 @@ class InstanceSerializer(serializers.ModelSerializer):
         data = super().to_representation(instance)
         scope = self.context.get("scope")
         if scope is None or not scope.admin:
-            for field in _HIDDEN:
-                data[field] = "(on the host)" if data[field] else ""
+            _hide_host_paths(data)
         return data
 
 
@@ -79,8 +83,7 @@ def instance_rows(rows: list[dict], admin: bool) -> list[dict]:
         data["created_at"] = when.to_representation(row["created_at"])
         data["deleted_at"] = when.to_representation(row["deleted_at"]) if row["deleted_at"] else None
         if not admin:
-            for field in _HIDDEN:
-                data[field] = "(on the host)" if data[field] else ""
+            _hide_host_paths(data)
         out.append({field: data[field] for field in InstanceSerializer.Meta.fields})
     return out
 

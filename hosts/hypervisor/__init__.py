@@ -73,12 +73,11 @@ from hosts.specs import (
 
 __all__ = [
     "NO_DRIVE", "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec",
-    "FilterRule",
-    "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NetworkSpec", "Nic",
-    "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains", "attach_interface",
-    "change_media", "connection", "create_volume", "define", "define_filter", "describe", "delete_volume",
-    "detach_interface", "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget", "is_connected", "power_off",
-    "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "set_dhcp_host",
-    "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
-    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "FilterRule", "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent",
+    "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
+    "attach_interface", "change_media", "connection", "create_volume", "define", "define_filter", "describe",
+    "delete_volume", "detach_interface", "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget",
+    "is_connected", "power_off", "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume",
+    "set_dhcp_host", "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend",
+    "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]
