@@ -143,7 +143,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # Only the built files of the npm packages are published (not their sources, icons' SVGs or docs):
 # fewer files to collect and for WhiteNoise to index at start-up.
 _VENDOR = ["bootstrap/dist", "bootstrap-icons/font", "@xterm/xterm/lib", "@xterm/xterm/css", "@xterm/addon-fit/lib",
-           "chart.js/dist", "swagger-ui-dist"]
+           "chart.js/dist", "swagger-ui-dist", "@novnc/novnc/core", "@novnc/novnc/vendor"]
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     *[(f"vendor/{path}", BASE_DIR / "node_modules" / path) for path in _VENDOR],

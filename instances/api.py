@@ -6,10 +6,10 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.exceptions import NotFound
+from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
-from instances import services
+from instances import services, tickets
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
 from instances.models import Instance, InstanceAction
@@ -17,6 +17,7 @@ from instances.serializers import (
     ActionSerializer,
     AdoptSerializer,
     DetachSerializer,
+    DisplayTicketSerializer,
     InstanceCreateSerializer,
     InstanceSerializer,
     MediaSerializer,
@@ -116,6 +117,21 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     @extend_schema(request=None, responses={202: ActionSerializer})
     def destroy(self, request, pk=None):
         return self._operate(request, Operation.DELETE)
+
+    @extend_schema(request=None, responses={201: DisplayTicketSerializer},
+                   summary="A single-use ticket to the graphical console (VNC) for this browser session")
+    @action(detail=True, methods=["post"], url_path="display-ticket", url_name="display-ticket")
+    def display_ticket(self, request, pk=None):
+        instance = self.get_object()
+        session_key = request.session.session_key if request.auth is None else None
+        if not session_key:
+            raise DomainError("A display ticket belongs to a signed-in browser session: sign in to the panel; an "
+                              "API token cannot open the display.")
+        tickets.check_display(instance)
+        raw, expires_at = tickets.issue(instance=instance, user=request.user, session_key=session_key)
+        data = {"ticket": raw, "expires_at": expires_at,
+                "url": f"/ws/instances/{instance.pk}/display/?ticket={raw}"}
+        return Response(DisplayTicketSerializer(data).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=MediaSerializer, responses={202: ActionSerializer}, summary="Insert or eject a CD-ROM")
     @action(detail=True, methods=["post"])

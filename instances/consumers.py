@@ -1,15 +1,18 @@
-"""Websockets: live status for the pages a user can see, and serial consoles.
+"""Websockets: live status for the pages a user can see, serial consoles and graphical displays.
 
-Both authorize in connect() before accept(): a login (else 4401) and, for a console,
+All authorize in connect() before accept(): a login (else 4401) and, for a console,
 an instance visible in the user's current tenant (else 4404) that their role lets them
-operate (else 4403). Console sessions, and refused attempts, go to the audit log. Origin is checked by the
-cloudpanel.origin around the router (scheme, host and port: cloudpanel/asgi.py).
+operate (else 4403); a display also needs a ticket issued to this user, instance and
+session, unused and unexpired (else 4419). Console and display sessions, and refused
+attempts, go to the audit log. Origin is checked by the cloudpanel.origin around the
+router (scheme, host and port: cloudpanel/asgi.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -19,7 +22,7 @@ from cloudpanel.events import instance_group, remember_server_loop, tenant_group
 from cloudpanel.scoping import SESSION_TENANT, Scope
 from hosts import hypervisor
 from images.events import PUBLIC_GROUP as PUBLIC_IMAGES
-from instances import console
+from instances import console, tickets
 from instances.choices import Status
 from instances.models import Instance
 from tenants import audit
@@ -30,6 +33,7 @@ FORBIDDEN = 4403
 NOT_FOUND = 4404
 CONSOLE_UNAVAILABLE = 4409
 CONSOLE_ENDED = 4410
+TICKET_REFUSED = 4419
 
 
 async def signed_in_user(consumer: AsyncWebsocketConsumer):
@@ -87,18 +91,19 @@ class StatusConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(message["payload"]))
 
 
-class ConsoleConsumer(AsyncWebsocketConsumer):
-    """Bridges xterm.js to the guest's serial console: text frames both ways."""
+class _InstanceSocket(AsyncWebsocketConsumer):
+    """A socket to one instance the user may operate; refusals are audited and close before accept()."""
 
-    viewer: console.Viewer | None = None
+    audit_action = "console.open"
     audit_id: int | None = None
 
-    async def connect(self) -> None:
+    async def operable_instance(self) -> dict | None:
+        """The instance's row (pk, name, uuid, host URI, tenant), or None once the socket is closed with why."""
         instance_id = self.scope["url_route"]["kwargs"]["instance_id"]
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self._refused(None, instance_id, UNAUTHENTICATED)
-            return
+            await self.refuse(None, instance_id, UNAUTHENTICATED)
+            return None
         remember_server_loop()
         scope = await scope_for(self, user)
         row = await database_sync_to_async(
@@ -106,16 +111,45 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             .values("pk", "name", "uuid", "host__uri", "tenant_id", "tenant__name").first()
         )()
         if row is None:
-            await self._refused(user, instance_id, NOT_FOUND)
-            return
+            await self.refuse(user, instance_id, NOT_FOUND)
+            return None
         if not scope.can_operate(row["tenant_id"]):
-            await self._refused(user, instance_id, FORBIDDEN, tenant=(row["tenant_id"], row["tenant__name"]),
-                                name=row["name"])
+            await self.refuse(user, instance_id, FORBIDDEN, tenant=(row["tenant_id"], row["tenant__name"]),
+                              name=row["name"])
+            return None
+        return row
+
+    async def refuse(self, user, instance_id: int, code: int, tenant: tuple[int, str] | None = None,
+                     name: str = "", detail: str = "") -> None:
+        """Record the refusal, then close before anything opens."""
+        await database_sync_to_async(audit.console_refused)(
+            user=user, instance_id=instance_id, address=address_of(self), code=code, path=self.scope["path"],
+            tenant=tenant, name=name, action=self.audit_action, detail=detail,
+        )
+        await self.close(code=code)
+
+    async def audit_opened(self, row: dict) -> None:
+        self.audit_id = await database_sync_to_async(audit.console_opened)(
+            user=self.scope["user"], instance=row, address=address_of(self), action=self.audit_action
+        )
+
+    async def audit_closed(self, code: int) -> None:
+        if self.audit_id is not None:
+            audit_id, self.audit_id = self.audit_id, None
+            await database_sync_to_async(audit.console_closed)(audit_id, detail=f"closed with code {code}")
+
+
+class ConsoleConsumer(_InstanceSocket):
+    """Bridges xterm.js to the guest's serial console: text frames both ways."""
+
+    viewer: console.Viewer | None = None
+
+    async def connect(self) -> None:
+        row = await self.operable_instance()
+        if row is None:
             return
         self.uri, self.domain_uuid = row["host__uri"], str(row["uuid"])
-        self.audit_id = await database_sync_to_async(audit.console_opened)(
-            user=user, instance=row, address=address_of(self)
-        )
+        await self.audit_opened(row)
         await self.accept()
         self.viewer = console.Viewer(
             loop=asyncio.get_running_loop(), on_output=self._output, on_close=self._closed
@@ -126,15 +160,6 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             self.viewer = None
             await self.send(text_data=f"\r\n[console unavailable: {exc}]\r\n")
             await self.close(code=CONSOLE_UNAVAILABLE)
-
-    async def _refused(self, user, instance_id: int, code: int, tenant: tuple[int, str] | None = None,
-                       name: str = "") -> None:
-        """Record the refusal, then close before anything opens."""
-        await database_sync_to_async(audit.console_refused)(
-            user=user, instance_id=instance_id, address=address_of(self), code=code, path=self.scope["path"],
-            tenant=tenant, name=name,
-        )
-        await self.close(code=code)
 
     def _output(self, text: str) -> None:
         asyncio.ensure_future(self.send(text_data=text))
@@ -158,6 +183,69 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if self.viewer is not None:
             viewer, self.viewer = self.viewer, None
             await sync_to_async(console.detach, thread_sensitive=False)(self.uri, self.domain_uuid, viewer)
-        if self.audit_id is not None:
-            audit_id, self.audit_id = self.audit_id, None
-            await database_sync_to_async(audit.console_closed)(audit_id, detail=f"closed with code {code}")
+        await self.audit_closed(code)
+
+
+class DisplayConsumer(_InstanceSocket):
+    """Bridges noVNC to the guest's VNC display: binary frames both ways, through a socket libvirt hands over.
+
+    Each viewer gets a display connection of its own from QEMU (shared mode), so viewers in any web process see
+    the same screen without taking it from each other.
+    """
+
+    audit_action = "display.open"
+    writer: asyncio.StreamWriter | None = None
+    pump: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        row = await self.operable_instance()
+        if row is None:
+            return
+        user = self.scope["user"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        session = self.scope.get("session")
+        refusal = await database_sync_to_async(tickets.redeem)(
+            (query.get("ticket") or [""])[0], instance_id=row["pk"], user=user,
+            session_key=session.session_key if session else None,
+        )
+        if refusal:
+            await self.refuse(user, row["pk"], TICKET_REFUSED, tenant=(row["tenant_id"], row["tenant__name"]),
+                              name=row["name"], detail=refusal)
+            return
+        try:
+            sock = await sync_to_async(hypervisor.open_display, thread_sensitive=False)(
+                row["host__uri"], str(row["uuid"]))
+        except hypervisor.HypervisorError as exc:
+            await self.refuse(user, row["pk"], CONSOLE_UNAVAILABLE, tenant=(row["tenant_id"], row["tenant__name"]),
+                              name=row["name"], detail=f"display unavailable: {exc}"[:2000])
+            return
+        reader, self.writer = await asyncio.open_connection(sock=sock)
+        await self.audit_opened(row)
+        await self.accept("binary" if "binary" in self.scope.get("subprotocols", []) else None)
+        self.pump = asyncio.ensure_future(self._pump(reader))
+
+    async def _pump(self, reader: asyncio.StreamReader) -> None:
+        """The display's bytes to the browser, until the guest's side closes."""
+        try:
+            while data := await reader.read(1 << 16):
+                await self.send(bytes_data=data)
+        except (ConnectionError, OSError):
+            pass
+        await self.close(code=CONSOLE_ENDED)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.writer is None or bytes_data is None:
+            return
+        try:
+            self.writer.write(bytes_data)
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            await self.close(code=CONSOLE_ENDED)
+
+    async def disconnect(self, code: int) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
+        await self.audit_closed(code)

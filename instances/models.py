@@ -179,3 +179,21 @@ class InstanceStateChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id}: {self.from_status} → {self.to_status} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class DisplayTicket(models.Model):
+    """A single-use pass to an instance's graphical console, for one user in one browser session.
+
+    Only SHA-256 digests are stored: of the ticket, and of the session it was issued to.
+    """
+
+    digest = models.CharField(max_length=64, unique=True)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"display ticket for {self.instance_id} ({'used' if self.used_at else 'unused'})"

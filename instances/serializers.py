@@ -99,6 +99,12 @@ class DetachSerializer(serializers.Serializer):
     port = serializers.IntegerField(help_text="The id of one of the instance's NICs.")
 
 
+class DisplayTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField(help_text="Single use, for this browser session; shown once.")
+    expires_at = serializers.DateTimeField()
+    url = serializers.CharField(help_text="The websocket to open with it (noVNC speaks RFB over it).")
+
+
 class MediaSerializer(serializers.Serializer):
     image = serializers.IntegerField(allow_null=True, help_text="An ISO image to insert; null ejects.")
 

@@ -116,6 +116,7 @@ def instance_detail(request, pk: int):
         "operations": allowed_operations(instance.status, instance.task_state),
         "all_operations": [op for op in Operation if op not in SPECIAL],
         "can_operate": scope.can_operate(instance.tenant_id),
+        "display": instance.host is not None and instance.host.can.graphics,
         "actions": instance.actions.select_related("user")[:20],
         "history": instance.state_changes.order_by("-at", "-id")[:50],
     })

@@ -14,7 +14,8 @@
 #   cloudpanel-guest hostname=X    if a filesystem labelled "cidata" (CD-ROM or
 #                                  disk, iso9660/vfat) has "local-hostname: X"
 #                                  in meta-data; it stays mounted at /mnt/seed
-#   cloudpanel-guest ready         then a root shell on ttyS0 (respawned)
+#   cloudpanel-guest ready         then a root shell on ttyS0 (respawned), and
+#                                  another on tty1 (the VGA display, for VNC)
 #   cloudpanel-guest ip=A.B.C.D    (asynchronously) if eth0 got a DHCP lease
 # The ACPI power button (`virsh shutdown`) powers the guest off at once.
 set -euo pipefail
@@ -146,6 +147,8 @@ if [ -e /sys/class/net/eth0 ]; then
     udhcpc -i eth0 -n -q -t 5 -s /etc/udhcpc.script >/dev/null 2>&1 &
 fi
 dmesg -n 1
+# a second root shell on the first virtual terminal: the VGA display a VNC viewer sees
+( while :; do setsid -c sh -l <>/dev/tty1 >&0 2>&0; sleep 0.2; done ) &
 echo "cloudpanel-guest ready"
 while :; do
     setsid cttyhack sh -l

@@ -155,12 +155,12 @@ class AuditMiddleware:
         return response
 
 
-def console_opened(*, user: Any, instance: Any, address: str | None) -> int:
-    """A console socket was accepted; returns the row to close when it ends."""
+def console_opened(*, user: Any, instance: Any, address: str | None, action: str = "console.open") -> int:
+    """A console socket (serial, or display.open: graphical) was accepted; returns the row to close when it ends."""
     return AuditEvent.objects.create(
         user=user, username=user.get_username(), tenant_id=instance["tenant_id"],
         tenant_name=instance["tenant__name"], on_behalf=_on_behalf(user, instance["tenant_id"]),
-        channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance["pk"]),
+        channel=Channel.CONSOLE, action=action, target_type="instance", target_id=str(instance["pk"]),
         target_name=instance["name"], address=address, result=AuditResult.OK,
     ).pk
 
@@ -173,15 +173,16 @@ _CONSOLE_REFUSALS = {4401: "not signed in", 4403: "the user's role only allows r
 
 
 def console_refused(*, user: Any, instance_id: int, address: str | None, code: int, path: str,
-                    tenant: tuple[int, str] | None = None, name: str = "") -> None:
+                    tenant: tuple[int, str] | None = None, name: str = "", action: str = "console.open",
+                    detail: str = "") -> None:
     """A console socket closed before opening; tenant (id, name) and name only when the user may see the instance."""
     signed_in = user is not None and user.is_authenticated
     AuditEvent.objects.create(
         user=user if signed_in else None, username=user.get_username() if signed_in else "",
         tenant_id=tenant[0] if tenant else None, tenant_name=tenant[1] if tenant else "",
-        channel=Channel.CONSOLE, action="console.open", target_type="instance", target_id=str(instance_id),
+        channel=Channel.CONSOLE, action=action, target_type="instance", target_id=str(instance_id),
         target_name=name, address=address, result=AuditResult.REFUSED, status_code=code, path=path[:500],
-        detail=_CONSOLE_REFUSALS.get(code, ""),
+        detail=detail or _CONSOLE_REFUSALS.get(code, ""),
     )
 
 

@@ -172,3 +172,29 @@ def reap_qemu_guests(transactional_db, settings):
     for copy in ImageCopy.objects.filter(real).select_related("host"):
         with suppress(hypervisor.HypervisorError):
             hypervisor.delete_volume(copy.host.uri, copy.pool, copy.volume)
+
+
+@pytest.fixture
+def qemu_host(reap_qemu_guests):
+    """The machine's libvirtd with QEMU (TCG), registered as a host."""
+    from hosts import services as host_services
+    from hosts.choices import HostState
+
+    host = host_services.register_host(name="local-qemu", uri="qemu:///system", accelerator="tcg",
+                                       storage_pool="default")
+    host.refresh_from_db()
+    assert host.state == HostState.ONLINE, host.last_error
+    return host
+
+
+@pytest.fixture
+def guest_kernel(panel, guest):
+    """The tiny guest as a public boot kernel of the library, as the demo registers it (workers fetch its files
+    from the panel and copy them to the host)."""
+    from images import services as image_services
+    from images.management.commands.add_image import add_file
+
+    kernel = add_file(Path(guest["kernel"]), name="guest kernel", declared_format="kernel")
+    initrd = add_file(Path(guest["initrd"]), name="guest initrd", declared_format="initrd")
+    return image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="tiny guest",
+                                             kernel=kernel, initrd=initrd, cmdline="console=ttyS0")

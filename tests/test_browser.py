@@ -70,6 +70,28 @@ def force_off_and_delete(page) -> None:
     expect(page.locator("#instance-status")).to_have_text("Deleted", timeout=30000)
 
 
+LIT_PIXELS = """() => {
+  const canvas = document.querySelector("#display canvas");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) lit++;
+  return lit;
+}"""
+
+
+def screen_until(page, settled, typed: str, timeout: float = 60.0) -> int:
+    """Type into the display (again every few seconds) until the count of lit pixels on its canvas settles."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page.keyboard.type(typed)
+        for _ in range(10):
+            time.sleep(0.3)
+            lit = page.evaluate(LIT_PIXELS)
+            if settled(lit):
+                return lit
+    raise AssertionError(f"the display never settled after typing {typed!r}: {lit} pixels lit")
+
+
 def test_sign_in_create_watch_running_and_use_the_console(server, tenant, guest):
     # Given an admin, the local QEMU host (software emulation) and the tiny guest as the library's boot kernel
     image_services.create_boot_kernel(
@@ -126,6 +148,17 @@ def test_sign_in_create_watch_running_and_use_the_console(server, tenant, guest)
         page.keyboard.type("echo cp-$((6*7))\n")
         expect(page.locator("#terminal .xterm-rows")).to_contain_text("cp-42", timeout=60000)
         page.screenshot(path=SCREENSHOTS / "instance-detail.png", full_page=True)
+
+        # And its graphical console (noVNC through a single-use ticket) shows the guest's screen and takes keys
+        page.get_by_role("button", name="Connect", exact=True).last.click()
+        expect(page.locator("#display-state")).to_contain_text("Connected", timeout=15000)
+        expect(page.get_by_role("button", name="Send Ctrl+Alt+Del")).to_be_enabled()
+        page.locator("#display canvas").click()
+        cleared = screen_until(page, lambda lit: lit < 3000, "clear\n")
+        screen_until(page, lambda lit: lit > cleared + 10000, "dmesg\n")
+        page.screenshot(path=SCREENSHOTS / "instance-display.png", full_page=True)
+        page.locator("#display-connect").click()
+        expect(page.locator("#display-state")).to_contain_text("Disconnected")
 
         # When forced off from the page, the status follows
         force_off_and_delete(page)

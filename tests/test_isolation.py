@@ -399,6 +399,8 @@ MATRIX: dict[str, list[Case]] = {
                                      body=lambda w, x: {"network": w[x]["network"].pk})],
     "api-instance-detach-nic": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"port": w[x]["port"].pk})],
     "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
+    # Tokens are no browser session: a display ticket is refused them with the reason (tests/test_display.py).
+    "api-instance-display-ticket": [Case("POST", "instance", operate(A, 400))],
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
        for op in Operation if op not in SPECIAL},
     "api-action-list": [Case("GET", None, listing(A), marker="action")],
@@ -537,6 +539,9 @@ WEBSOCKETS: dict[str, tuple[str | None, Callable[[str, str], int | str]]] = {
     "ws/instances/<int:instance_id>/console/": ("instance", lambda role, which: (
         4401 if role == ANON else 4404 if which == OTHER and role != ADMIN else 4403 if role == VIEWER
         else "open")),
+    "ws/instances/<int:instance_id>/display/": ("instance", lambda role, which: (
+        4401 if role == ANON else 4404 if which == OTHER and role != ADMIN else 4403 if role == VIEWER
+        else 4419)),  # no ticket
 }
 
 

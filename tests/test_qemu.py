@@ -28,7 +28,6 @@ from hosts import hypervisor
 from hosts import services as host_services
 from hosts.choices import HostState
 from images import cloudinit, rootfs
-from images import services as image_services
 from images.management.commands.add_image import add_file
 from images.models import Image, ImageCopy
 from instances import boot, services
@@ -47,25 +46,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.qemu]
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 HOST = (b"host", b"127.0.0.1:8000")  # the address the socket was opened to, as a browser sends it
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def qemu_host(reap_qemu_guests):
-    host = host_services.register_host(name="local-qemu", uri="qemu:///system", accelerator="tcg",
-                                       storage_pool="default")
-    host.refresh_from_db()
-    assert host.state == HostState.ONLINE, host.last_error
-    return host
-
-
-@pytest.fixture
-def guest_kernel(panel, guest):
-    """The tiny guest as a public boot kernel of the library, as the demo registers it (workers fetch its files
-    from the panel and copy them to the host)."""
-    kernel = add_file(Path(guest["kernel"]), name="guest kernel", declared_format="kernel")
-    initrd = add_file(Path(guest["initrd"]), name="guest initrd", declared_format="initrd")
-    return image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="tiny guest",
-                                             kernel=kernel, initrd=initrd, cmdline="console=ttyS0")
 
 
 async def read_until(communicator, pattern, timeout=30.0):

@@ -19,7 +19,7 @@ from hosts.hypervisor.connections import (
     is_connected,
     technology_of,
 )
-from hosts.hypervisor.consoles import Console
+from hosts.hypervisor.consoles import Console, open_display
 from hosts.hypervisor.domain_xml import UnsafeDefinition
 from hosts.hypervisor.domains import (
     NO_DRIVE,
@@ -77,7 +77,8 @@ __all__ = [
     "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
     "attach_interface", "change_media", "connection", "create_volume", "define", "define_filter", "describe",
     "delete_volume", "detach_interface", "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget",
-    "is_connected", "power_off", "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume",
-    "set_dhcp_host", "set_interface_filter", "shutdown", "start", "state", "stores_data", "suspend",
-    "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "is_connected", "open_display", "power_off", "probe", "reading_volume", "reboot", "remove_filter",
+    "remove_network", "resume", "set_dhcp_host", "set_interface_filter", "shutdown", "start", "state", "stores_data",
+    "suspend", "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256",
+    "watch_lifecycle",
 ]

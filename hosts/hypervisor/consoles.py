@@ -1,7 +1,8 @@
-"""A domain's serial console stream."""
+"""A domain's serial console stream, and its graphical display as a socket."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -84,3 +85,21 @@ class Console:
         with suppress(libvirt.libvirtError):
             self._stream.abort()
         self._on_close(reason)
+
+
+def open_display(uri: str, domain_uuid: str) -> socket.socket:
+    """A connected socket to the running domain's VNC display, handed over by libvirt (no port is opened).
+
+    libvirt passes the descriptor over its own socket, so the host must be reached through a local unix socket
+    (qemu:///system, qemu:///session); a remote transport is refused with libvirt's reason.
+    """
+    if not capabilities.of(technology_of(uri)).graphics:
+        raise HypervisorError("this technology has no graphical console in CloudPanel")
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if not dom.isActive():
+            raise HypervisorError("the instance is not running")
+        fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock

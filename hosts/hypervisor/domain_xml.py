@@ -91,6 +91,16 @@ def _serial_console(devices: ET.Element, target_type: str = "serial") -> None:
     _sub(console, "target", type=target_type, port="0")
 
 
+def _display(devices: ET.Element) -> None:
+    """A VNC display with no listener at all (reached only through libvirt), a VGA card and a tablet for the
+    pointer (absolute coordinates, so a browser's mouse lands where it points)."""
+    _sub(devices, "input", type="tablet", bus="usb")
+    graphics = _sub(devices, "graphics", type="vnc")
+    _sub(graphics, "listen", type="none")
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga")
+
+
 def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
     """QEMU/KVM: KVM when asked (or on auto when the host offers it), else TCG."""
     use_kvm = spec.accelerator == Accelerator.KVM or (
@@ -103,7 +113,7 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _sub(os_el, "kernel", spec.kernel)
         if spec.initrd:
             _sub(os_el, "initrd", spec.initrd)
-        _sub(os_el, "cmdline", spec.cmdline or "console=ttyS0")
+        _sub(os_el, "cmdline", spec.cmdline or "console=tty0 console=ttyS0")
     else:
         if spec.boot_cdrom:
             _sub(os_el, "boot", dev="cdrom")
@@ -124,6 +134,7 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _cdrom(devices, spec.seed_path, SEED_TARGET, "ide")
     _nics(devices, spec)
     _serial_console(devices)
+    _display(devices)
     return root
 
 

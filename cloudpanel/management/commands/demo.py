@@ -78,7 +78,7 @@ class Command(BaseCommand):
             if not BootKernel.objects.filter(kernel=kernel, initrd=initrd).exists():
                 image_services.create_boot_kernel(user=admin, tenant=None, visibility=Visibility.PUBLIC,
                                                   name="Tiny guest (busybox shell on ttyS0)", kernel=kernel,
-                                                  initrd=initrd, cmdline="console=ttyS0")
+                                                  initrd=initrd, cmdline="console=tty0 console=ttyS0")
         if container_image is not None:
             add_file(container_image, name="busybox system container", declared_format=SourceFormat.TAR)
         shown = password if created else "(unchanged password)"
