@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import suppress
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from cloudpanel.events import instance_group, remember_server_loop, tenant_group
 from cloudpanel.scoping import SESSION_TENANT, Scope
-from hosts import hypervisor
+from hosts import console_service, hypervisor
 from images.events import PUBLIC_GROUP as PUBLIC_IMAGES
-from instances import console, tickets
+from instances import tickets
 from instances.choices import Status
 from instances.models import Instance
 from tenants import audit
@@ -34,6 +37,7 @@ NOT_FOUND = 4404
 CONSOLE_UNAVAILABLE = 4409
 CONSOLE_ENDED = 4410
 TICKET_REFUSED = 4419
+ANSWER_SECONDS = 10.0  # how long a console socket waits for the console service to answer an attach
 
 
 async def signed_in_user(consumer: AsyncWebsocketConsumer):
@@ -140,49 +144,78 @@ class _InstanceSocket(AsyncWebsocketConsumer):
 
 
 class ConsoleConsumer(_InstanceSocket):
-    """Bridges xterm.js to the guest's serial console: text frames both ways."""
+    """Bridges xterm.js to the guest's serial console through the console service: text frames both ways.
 
-    viewer: console.Viewer | None = None
+    The stream itself is the console service's (hosts.console_service), so viewers in every web process share it.
+    The socket repeats its attach as a heartbeat; when the service does not answer one in time, it closes (4409).
+    """
+
+    heartbeat: asyncio.Task | None = None
+    attached = False
 
     async def connect(self) -> None:
         row = await self.operable_instance()
         if row is None:
             return
-        self.uri, self.domain_uuid = row["host__uri"], str(row["uuid"])
+        if settings.EMBEDDED:
+            console_service.ensure_running_here()
+        self.hello = {"uri": row["host__uri"], "uuid": str(row["uuid"]), "viewer": self.channel_name}
         await self.audit_opened(row)
         await self.accept()
-        self.viewer = console.Viewer(
-            loop=asyncio.get_running_loop(), on_output=self._output, on_close=self._closed
-        )
+        await self.channel_layer.group_add(console_service.console_group(self.hello["uuid"]), self.channel_name)
+        self.heartbeat = asyncio.ensure_future(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        """Attach, and again every HEARTBEAT; close if an attach goes unanswered."""
+        while True:
+            self.answered = asyncio.Event()
+            if not await self._tell("console.attach"):
+                return
+            try:
+                await asyncio.wait_for(self.answered.wait(), timeout=ANSWER_SECONDS)
+            except TimeoutError:
+                await self._unavailable("the console service does not answer")
+                return
+            await asyncio.sleep(console_service.HEARTBEAT)
+
+    async def _tell(self, kind: str, **fields) -> bool:
         try:
-            await sync_to_async(console.attach, thread_sensitive=False)(self.uri, self.domain_uuid, self.viewer)
-        except hypervisor.HypervisorError as exc:
-            self.viewer = None
-            await self.send(text_data=f"\r\n[console unavailable: {exc}]\r\n")
-            await self.close(code=CONSOLE_UNAVAILABLE)
+            await self.channel_layer.send(console_service.CHANNEL, {"type": kind, **self.hello, **fields})
+        except ChannelFull:
+            await self._unavailable("the console service is not keeping up")
+            return False
+        return True
 
-    def _output(self, text: str) -> None:
-        asyncio.ensure_future(self.send(text_data=text))
+    async def _unavailable(self, reason: str) -> None:
+        await self.send(text_data=f"\r\n[console unavailable: {reason}]\r\n")
+        await self.close(code=CONSOLE_UNAVAILABLE)
 
-    def _closed(self, reason: str) -> None:
-        self.viewer = None
+    async def console_attached(self, message: dict) -> None:
+        self.attached = True
+        self.answered.set()
 
-        async def close() -> None:
-            await self.send(text_data=f"\r\n[console closed: {reason}]\r\n")
+    async def console_output(self, message: dict) -> None:
+        await self.send(text_data=message["text"])
+
+    async def console_closed(self, message: dict) -> None:
+        if message.get("opened") or self.attached:
+            await self.send(text_data=f"\r\n[console closed: {message['reason']}]\r\n")
             await self.close(code=CONSOLE_ENDED)
-
-        asyncio.ensure_future(close())
+        else:
+            await self._unavailable(message["reason"])
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.viewer is None:
-            return
         data = bytes_data if bytes_data is not None else (text_data or "").encode()
-        await sync_to_async(console.send, thread_sensitive=False)(self.uri, self.domain_uuid, data)
+        if data:
+            await self._tell("console.input", data=data)
 
     async def disconnect(self, code: int) -> None:
-        if self.viewer is not None:
-            viewer, self.viewer = self.viewer, None
-            await sync_to_async(console.detach, thread_sensitive=False)(self.uri, self.domain_uuid, viewer)
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            await self.channel_layer.group_discard(console_service.console_group(self.hello["uuid"]),
+                                                   self.channel_name)
+            with suppress(ChannelFull):
+                await self.channel_layer.send(console_service.CHANNEL, {"type": "console.detach", **self.hello})
         await self.audit_closed(code)
 
 

@@ -35,6 +35,17 @@ def pytest_configure(config):
             layer["prefix"] = f"asgi-{worker}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def console_service():
+    """The console service, as the listener process runs it (with Redis; embedded, a console starts its own)."""
+    from django.conf import settings
+
+    from hosts import console_service
+
+    if not settings.EMBEDDED:
+        console_service.run_in_thread()
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Each xdist worker numbers networks and NICs from a range of its own: their names on this machine's one

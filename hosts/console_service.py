@@ -1,0 +1,212 @@
+"""The console service: the one owner of each domain's serial console stream, whichever web process its viewers
+reach.
+
+libvirt lets one client hold a console at a time, so web processes do not open streams themselves: a viewer
+(instances.consumers.ConsoleConsumer) joins the channel-layer group of the domain's console and asks this service,
+on the channel CHANNEL, to attach it. The service opens the stream once, publishes its output to the group in
+order, and writes every viewer's keys to it. Viewers repeat their attach as a heartbeat and expect an answer; a
+viewer not heard from for VIEWER_TIMEOUT is dropped (its web process died), and a stream with no viewer left is
+closed. With Redis the service runs in the listener process (manage.py listen_events); embedded, as a task on the
+web server's loop. It keeps no state elsewhere: restarted, it opens a stream again at its viewers' next
+heartbeat. Messages come only from the panel's processes, with a host URI and domain UUID read from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+
+from hosts import hypervisor
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "consoles"
+HEARTBEAT = 20.0  # seconds between a viewer's attaches
+VIEWER_TIMEOUT = 3 * HEARTBEAT
+
+
+def console_group(domain_uuid: str) -> str:
+    """The group of every viewer of a domain's console."""
+    return f"console.{domain_uuid}"
+
+
+@dataclass(eq=False)
+class _Stream:
+    uri: str
+    domain_uuid: str
+    console: hypervisor.Console | None = None
+    viewers: dict[str, float] = field(default_factory=dict)  # channel name → when last heard (monotonic)
+    typed: list[bytes] = field(default_factory=list)  # keys that came while the stream was opening
+    output: list[str] = field(default_factory=list)  # text not yet published
+    ended: str | None = None  # why the stream ended
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+    opening: asyncio.Task | None = None
+
+    @property
+    def group(self) -> str:
+        return console_group(self.domain_uuid)
+
+
+class ConsoleService:
+    """Receives attach, input and detach messages on CHANNEL; one stream per domain."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel = CHANNEL
+        self.streams: dict[tuple[str, str], _Stream] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> None:
+        """Serve until cancelled; every stream is closed on the way out."""
+        self.loop = asyncio.get_running_loop()
+        sweeper = asyncio.ensure_future(self._sweep())
+        try:
+            while True:
+                message = await self.layer.receive(self.channel)
+                try:
+                    self._handle(message)
+                except (KeyError, TypeError, ValueError):
+                    log.warning("console service: malformed %r message", message.get("type"))
+        finally:
+            sweeper.cancel()
+            for stream in list(self.streams.values()):
+                self._close(stream, "the console service stopped")
+
+    def _handle(self, message: dict) -> None:
+        kind, key, viewer = message["type"], (str(message["uri"]), str(message["uuid"])), str(message["viewer"])
+        stream = self.streams.get(key)
+        if kind == "console.detach":
+            if stream is not None and stream.viewers.pop(viewer, None) is not None and not stream.viewers:
+                self._close(stream, "the last viewer left")
+            return
+        if stream is None:
+            stream = self.streams[key] = _Stream(*key)
+            stream.opening = asyncio.ensure_future(self._open(stream))
+        stream.viewers[viewer] = time.monotonic()
+        if kind == "console.attach":
+            asyncio.ensure_future(self._answer(stream, viewer))
+        elif kind == "console.input":
+            data = message["data"]
+            data = data if isinstance(data, bytes) else str(data).encode()
+            if stream.console is not None:
+                stream.console.write(data)  # a non-blocking stream: written in order, here
+            else:
+                stream.typed.append(data)
+
+    async def _open(self, stream: _Stream) -> None:
+        loop = self.loop
+        stream.console = await asyncio.to_thread(
+            hypervisor.Console, stream.uri, stream.domain_uuid,
+            on_output=lambda data: loop.call_soon_threadsafe(self._output, stream, data),
+            on_close=lambda reason: loop.call_soon_threadsafe(self._ended, stream, reason))
+        if stream.ended is not None:  # every viewer left while it opened
+            stream.console.close(stream.ended)
+            return
+        asyncio.ensure_future(self._publish(stream))
+        for data in stream.typed:
+            stream.console.write(data)
+        stream.typed.clear()
+
+    async def _answer(self, stream: _Stream, viewer: str) -> None:
+        """Tell a viewer it is attached once the stream is open, or why it could not be opened."""
+        try:
+            await asyncio.shield(stream.opening)
+        except hypervisor.HypervisorError as exc:
+            self._ended(stream, str(exc))
+            await self._send(viewer, {"type": "console.closed", "reason": str(exc), "opened": False})
+            return
+        except Exception as exc:  # noqa: BLE001 - a viewer must hear why, whatever libvirt raised
+            log.exception("console service: opening %s failed", stream.domain_uuid)
+            self._ended(stream, "the console could not be opened")
+            await self._send(viewer, {"type": "console.closed", "reason": f"the console could not be opened: {exc}",
+                                      "opened": False})
+            return
+        await self._send(viewer, {"type": "console.attached"})
+
+    def _output(self, stream: _Stream, data: bytes) -> None:
+        text = stream.decoder.decode(data)
+        if text:
+            stream.output.append(text)
+            stream.wake.set()
+
+    def _ended(self, stream: _Stream, reason: str) -> None:
+        if stream.ended is not None:
+            return
+        if self.streams.get((stream.uri, stream.domain_uuid)) is stream:
+            del self.streams[(stream.uri, stream.domain_uuid)]
+        stream.ended = reason
+        stream.wake.set()
+
+    def _close(self, stream: _Stream, reason: str) -> None:
+        if stream.console is not None:
+            stream.console.close(reason)  # its on_close ends the stream
+        else:
+            self._ended(stream, reason)
+
+    async def _publish(self, stream: _Stream) -> None:
+        """The stream's output to its group in order, what queued up meanwhile in one message; then its end."""
+        while True:
+            await stream.wake.wait()
+            stream.wake.clear()
+            if stream.output:
+                text = "".join(stream.output)
+                stream.output.clear()
+                await self._group_send(stream, {"type": "console.output", "text": text})
+            if stream.ended is not None and not stream.output:
+                await self._group_send(stream, {"type": "console.closed", "reason": stream.ended, "opened": True})
+                return
+
+    async def _group_send(self, stream: _Stream, message: dict) -> None:
+        try:
+            await self.layer.group_send(stream.group, message)
+        except Exception:  # noqa: BLE001 - the broker is away: this chunk is lost, the stream goes on
+            log.warning("console service: could not publish to %s", stream.group, exc_info=True)
+
+    async def _send(self, viewer: str, message: dict) -> None:
+        try:
+            await self.layer.send(viewer, message)
+        except (ChannelFull, OSError):
+            log.warning("console service: could not answer %s", viewer)
+
+    async def _sweep(self) -> None:
+        """Drop viewers whose web process stopped sending heartbeats; close streams nobody watches."""
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            cutoff = time.monotonic() - VIEWER_TIMEOUT
+            for stream in list(self.streams.values()):
+                for viewer in [v for v, seen in stream.viewers.items() if seen < cutoff]:
+                    del stream.viewers[viewer]
+                if not stream.viewers:
+                    self._close(stream, "no viewer left")
+
+
+_local: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+_local_lock = threading.Lock()
+
+
+def ensure_running_here() -> None:
+    """Embedded mode: run the service on the current (web server's) loop, once; the in-memory channel layer
+    reaches nothing outside this loop."""
+    global _local
+    loop = asyncio.get_running_loop()
+    with _local_lock:
+        if _local is not None and _local[0] is loop and not _local[1].done():
+            return
+        _local = (loop, loop.create_task(ConsoleService().run(), name="console-service"))
+
+
+def run_in_thread() -> threading.Thread:
+    """A thread serving consoles on a loop of its own (the listener process, with the Redis channel layer)."""
+    thread = threading.Thread(target=lambda: asyncio.run(ConsoleService().run()), name="console-service",
+                              daemon=True)
+    thread.start()
+    return thread
