@@ -5,11 +5,13 @@ from django.db import models
 
 class Meter(models.TextChoices):
     """What is counted, in units of size × seconds: vCPUs and GiB of RAM while an instance runs, GiB of disk
-    while it exists, a licensed image while its instance runs, a public address while it is held."""
+    while it exists, GiB of snapshot while it is kept, a licensed image while its instance runs, a public address
+    while it is held."""
 
     VCPU = "vcpu", "vCPU-hours"
     RAM = "ram", "GiB-of-RAM-hours"
     DISK = "disk", "GiB-of-disk-months"
+    SNAPSHOT = "snapshot", "GiB-of-snapshot-months"
     LICENCE = "licence", "Image licence hours"
     ADDRESS = "address", "Public address hours"
 

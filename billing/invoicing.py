@@ -36,7 +36,8 @@ AMOUNT_LIMIT = Decimal(10) ** 16  # amounts have 18 digits, 2 of them decimals
 MICROS = 10**6  # quantities are kept to the millionth, prices have 6 decimals
 EXACT = Context(prec=60, rounding=ROUND_HALF_UP)  # wide enough that products of prices and quantities are exact
 METER_LABELS = dict(Meter.choices)
-UNIT_NAMES = {Meter.VCPU: "vCPU-hours", Meter.RAM: "GiB-hours", Meter.DISK: "GiB-months", Meter.LICENCE: "hours",
+UNIT_NAMES = {Meter.VCPU: "vCPU-hours", Meter.RAM: "GiB-hours", Meter.DISK: "GiB-months", Meter.SNAPSHOT: "GiB-months",
+              Meter.LICENCE: "hours",
               Meter.ADDRESS: "hours"}
 
 
@@ -58,7 +59,7 @@ def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
 def divisor(meter: str, month: datetime) -> int:
     """Ledger units per unit billed: seconds per hour (times 1024 MiB per GiB of RAM), or for disk the
     seconds of that month, so a GiB kept for a whole month is one GiB-month in February as in March."""
-    if meter == Meter.DISK:
+    if meter in (Meter.DISK, Meter.SNAPSHOT):
         start, end = month_bounds(month.year, month.month)
         return int((end - start).total_seconds())
     return 3600 * (1024 if meter == Meter.RAM else 1)

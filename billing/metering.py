@@ -3,7 +3,8 @@
 Each meter source turns a resource's history into spans (a size used from one second to
 another): an instance's vCPUs, RAM and licence while it runs (or is paused: it holds them),
 and its disk from its first start to its deletion, all from the instance state history; a
-public address while a NIC holds it. A new billable item plugs in as another source.
+snapshot from when it was taken until it is deleted; a public address while a NIC holds it.
+A new billable item plugs in as another source.
 
 Spans are cut into hours, in whole seconds. For each resource, meter and hour the ledger
 gets a new revision only when the count differs from the sum of what it already holds (and
@@ -29,7 +30,7 @@ from billing.choices import Meter
 from billing.invoicing import lock_ledger, plan_versions, rate_at
 from billing.models import AddressHold, RateVersion, TenantBilling, UsageMonth, UsageRecord
 from instances.choices import Status
-from instances.models import Instance
+from instances.models import Instance, Snapshot
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -104,6 +105,17 @@ def instance_resources(tenant_ids: set[int], since: datetime, until: datetime) -
         yield _instance(instance, until)
 
 
+def snapshot_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
+    """Every snapshot the tenants kept in the window: its size from when it was taken until it was deleted."""
+    snapshots = (Snapshot.objects.filter(instance__tenant_id__in=tenant_ids, taken_at__lt=until)
+                 .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since))
+                 .values("pk", "name", "size_gib", "taken_at", "deleted_at", "instance__tenant_id", "instance__name"))
+    for row in snapshots.iterator():
+        span = Span(Meter.SNAPSHOT, row["size_gib"], row["taken_at"], min(row["deleted_at"] or until, until))
+        yield Resource(row["instance__tenant_id"], "snapshot", row["pk"],
+                       f"{row['instance__name']}: snapshot {row['name']}", (span,))
+
+
 def address_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
     """Every public address the tenants held in the window."""
     holds = AddressHold.objects.filter(tenant_id__in=tenant_ids, started_at__lt=until).filter(
@@ -115,7 +127,7 @@ def address_resources(tenant_ids: set[int], since: datetime, until: datetime) ->
 
 
 SOURCES: tuple[Callable[[set[int], datetime, datetime], Iterable[Resource]], ...] = (
-    instance_resources, address_resources)
+    instance_resources, snapshot_resources, address_resources)
 
 
 def _record(resource: Resource, since: datetime, until: datetime, versions: list[RateVersion]) -> int:

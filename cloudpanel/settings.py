@@ -286,6 +286,7 @@ CLOUDPANEL_DEFAULT_QUOTA = {
     "vcpus": int(os.environ.get("CLOUDPANEL_QUOTA_VCPUS", "40")),
     "memory_mib": int(os.environ.get("CLOUDPANEL_QUOTA_MEMORY_MIB", str(64 * 1024))),
     "disk_gib": int(os.environ.get("CLOUDPANEL_QUOTA_DISK_GIB", "1000")),
+    "snapshots": int(os.environ.get("CLOUDPANEL_QUOTA_SNAPSHOTS", "50")),
     "image_gib": int(os.environ.get("CLOUDPANEL_QUOTA_IMAGE_GIB", "200")),
     "networks": int(os.environ.get("CLOUDPANEL_QUOTA_NETWORKS", "10")),
     "public_addresses": int(os.environ.get("CLOUDPANEL_QUOTA_PUBLIC_ADDRESSES", "5")),

@@ -27,25 +27,27 @@ class Capabilities:
     signal_shutdown: bool  # a graceful shutdown signals init (there is no ACPI to press)
     console_flags: bool  # the console takes libvirt's safe/force flags (the LXC driver takes none)
     graphics: bool  # a VNC display with no network listener, reached through libvirt (virDomainOpenGraphicsFD)
+    snapshots: bool  # snapshots inside the instance's qcow2 disk: with memory while it runs, disks alone when stopped
 
 
 _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=True, host_template=False,
                    container_image=False, container_command=False, networks=True, stores_data=True,
-                   signal_shutdown=False, console_flags=True, graphics=False)
+                   signal_shutdown=False, console_flags=True, graphics=False,
+                   snapshots=False)
 
 TABLE: dict[Technology, Capabilities] = {
-    Technology.QEMU: replace(_VM, cdrom=True, graphics=True),
+    Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True),
     Technology.XEN: _VM,
     Technology.VBOX: replace(_VM, kernel_boot=False),
-    Technology.TEST: replace(_VM, cdrom=True, stores_data=False),
+    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True),
     Technology.LXC: Capabilities(
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=False,
         container_image=True, container_command=True, networks=True, stores_data=True, signal_shutdown=True,
-        console_flags=False, graphics=False),
+        console_flags=False, graphics=False, snapshots=False),
     Technology.OPENVZ: Capabilities(
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=True,
         container_image=False, container_command=True, networks=False, stores_data=True, signal_shutdown=False,
-        console_flags=True, graphics=False),
+        console_flags=True, graphics=False, snapshots=False),
 }
 
 

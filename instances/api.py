@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
-from instances import services, tickets
+from instances import services, snapshots, tickets
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
 from instances.models import Instance, InstanceAction
@@ -21,6 +21,8 @@ from instances.serializers import (
     InstanceCreateSerializer,
     InstanceSerializer,
     MediaSerializer,
+    SnapshotRequestSerializer,
+    SnapshotSerializer,
     StateChangeSerializer,
     instance_rows,
     instance_values,
@@ -132,6 +134,45 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data = {"ticket": raw, "expires_at": expires_at,
                 "url": f"/ws/instances/{instance.pk}/display/?ticket={raw}"}
         return Response(DisplayTicketSerializer(data).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(methods=["GET"], request=None, responses={200: SnapshotSerializer(many=True)},
+                   summary="The instance's snapshots")
+    @extend_schema(methods=["POST"], request=SnapshotRequestSerializer, responses={202: ActionSerializer},
+                   summary="Take a snapshot (with the memory while it runs, of the disks alone when stopped)")
+    @action(detail=True, methods=["get", "post"], url_path="snapshots", url_name="snapshots")
+    def snapshot_list(self, request, pk=None):
+        instance = self.get_object()
+        if request.method == "GET":
+            return Response(SnapshotSerializer(instance.snapshots.live(), many=True).data)
+        data = SnapshotRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        act = snapshots.take(instance=instance, user=request.user, **data.validated_data)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    def _snapshot(self, instance: Instance, snapshot_id: str):
+        snapshot = instance.snapshots.live().filter(pk=int(snapshot_id)).first()
+        if snapshot is None:
+            raise NotFound("No such snapshot of this instance.")
+        return snapshot
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Revert to a snapshot")
+    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<snapshot_id>[0-9]{1,18})/revert",
+            url_name="revert-snapshot")
+    def revert_snapshot(self, request, pk=None, snapshot_id=None):
+        instance = self.get_object()
+        act = snapshots.revert(instance=instance, snapshot=self._snapshot(instance, snapshot_id), user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: ActionSerializer, 204: None},
+                   summary="Delete a snapshot (204: a failed one, never taken, is gone at once)")
+    @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<snapshot_id>[0-9]{1,18})",
+            url_name="delete-snapshot")
+    def delete_snapshot(self, request, pk=None, snapshot_id=None):
+        instance = self.get_object()
+        act = snapshots.delete(instance=instance, snapshot=self._snapshot(instance, snapshot_id), user=request.user)
+        if act is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=MediaSerializer, responses={202: ActionSerializer}, summary="Insert or eject a CD-ROM")
     @action(detail=True, methods=["post"])

@@ -6,7 +6,8 @@ class InstancesConfig(AppConfig):
 
     def ready(self) -> None:
         from instances import receivers  # noqa: F401  (connects to what hosts report)
-        from instances.models import Instance
+        from instances.models import Instance, Snapshot
         from tenants.quotas import register_counter
 
         register_counter(Instance.objects.quota_usage, ("instances", "vcpus", "memory_mib", "disk_gib"))
+        register_counter(Snapshot.objects.quota_usage, ("snapshots",))

@@ -28,6 +28,9 @@ class TaskState(models.TextChoices):
     CHANGING_MEDIA = "changing_media", "Changing CD-ROM"
     PLUGGING = "plugging", "Plugging a NIC"
     UNPLUGGING = "unplugging", "Unplugging a NIC"
+    SNAPSHOTTING = "snapshotting", "Taking a snapshot"
+    REVERTING = "reverting", "Reverting to a snapshot"
+    UNSNAPSHOTTING = "unsnapshotting", "Deleting a snapshot"
     DELETING = "deleting", "Deleting"
 
 
@@ -42,6 +45,9 @@ class Operation(models.TextChoices):
     MEDIA = "media", "Change CD-ROM"
     ATTACH_NIC = "attach_nic", "Plug a NIC"
     DETACH_NIC = "detach_nic", "Unplug a NIC"
+    SNAPSHOT = "snapshot", "Take a snapshot"
+    REVERT = "revert", "Revert to a snapshot"
+    UNSNAPSHOT = "unsnapshot", "Delete a snapshot"
     DELETE = "delete", "Delete"
 
 
@@ -74,3 +80,10 @@ class BootSource(models.TextChoices):
 
 # What a create may ask for: an adopted instance was made outside the panel (instances.services.adopt_domain).
 CREATABLE = [choice for choice in BootSource.choices if choice[0] != BootSource.ADOPTED]
+
+
+class SnapshotStatus(models.TextChoices):
+    CREATING = "creating", "Being taken"
+    AVAILABLE = "available", "Available"
+    ERROR = "error", "Failed"
+    DELETED = "deleted", "Deleted"

@@ -3,7 +3,8 @@
 from instances.choices import Operation, Status, TaskState
 
 # Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
-SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC)
+SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC, Operation.SNAPSHOT,
+           Operation.REVERT, Operation.UNSNAPSHOT)
 
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
@@ -16,6 +17,9 @@ TASK_STATE_OF = {
     Operation.MEDIA: TaskState.CHANGING_MEDIA,
     Operation.ATTACH_NIC: TaskState.PLUGGING,
     Operation.DETACH_NIC: TaskState.UNPLUGGING,
+    Operation.SNAPSHOT: TaskState.SNAPSHOTTING,
+    Operation.REVERT: TaskState.REVERTING,
+    Operation.UNSNAPSHOT: TaskState.UNSNAPSHOTTING,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -30,6 +34,9 @@ ALLOWED_FROM = {
     Operation.MEDIA: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.ATTACH_NIC: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.DETACH_NIC: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
+    Operation.SNAPSHOT: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
+    Operation.REVERT: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED},
+    Operation.UNSNAPSHOT: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 

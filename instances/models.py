@@ -9,7 +9,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from cloudpanel.scoping import TenantScopedQuerySet
-from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
+from instances.choices import ActionStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
 
 NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -150,6 +150,8 @@ class InstanceAction(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)  # how many times a worker began it
     start = models.BooleanField(default=True)  # a create: start the instance once defined (else it stays stopped)
+    # A snapshot taken, reverted to or deleted.
+    snapshot = models.ForeignKey("Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
     objects = InstanceActionQuerySet.as_manager()
 
@@ -179,6 +181,57 @@ class InstanceStateChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id}: {self.from_status} → {self.to_status} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class SnapshotQuerySet(InstanceChildQuerySet):
+    def live(self) -> "SnapshotQuerySet":
+        return self.exclude(status=SnapshotStatus.DELETED)
+
+    def quota_usage(self, tenant_ids: list[int], _excluding_image: int | None = None) -> dict[int, dict[str, int]]:
+        """Snapshots the tenants hold (every one not deleted), for their quotas."""
+        rows = (self.filter(instance__tenant_id__in=tenant_ids).live().values("instance__tenant_id")
+                .annotate(snapshots=Count("id")))
+        return {row["instance__tenant_id"]: {"snapshots": row["snapshots"]} for row in rows}
+
+
+class Snapshot(models.Model):
+    """A snapshot of an instance: its disks, and its memory if it ran, kept inside its qcow2 disk on the host.
+
+    Billed per GiB-month of size_gib (its disk's size, plus its memory rounded up to GiB) from when it was
+    taken until it is deleted. What the guest had plugged in is kept, so that a revert never brings back NICs or
+    media the panel no longer knows.
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=63, validators=[NAME_VALIDATOR])
+    description = models.CharField(max_length=500, blank=True)
+    memory = models.BooleanField(default=False)
+    size_gib = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.CREATING)
+    error = models.TextField(blank=True)
+    macs = models.JSONField(default=list, blank=True)  # its NICs when taken
+    cdrom = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "name"], condition=~models.Q(status="deleted"),
+                                    name="snapshot_name_unique_live")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.instance_id}"
+
+    @property
+    def libvirt_name(self) -> str:
+        """Its name on the host: unique, whatever tenants call it."""
+        return f"cp-snapshot-{self.pk}"
 
 
 class DisplayTicket(models.Model):

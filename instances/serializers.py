@@ -5,7 +5,7 @@ from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
 from instances.choices import CREATABLE, BootSource
 from instances.lifecycle import allowed_operations
-from instances.models import Instance, InstanceAction, InstanceStateChange
+from instances.models import Instance, InstanceAction, InstanceStateChange, Snapshot
 from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
@@ -97,6 +97,26 @@ class StateChangeSerializer(serializers.ModelSerializer):
 
 class DetachSerializer(serializers.Serializer):
     port = serializers.IntegerField(help_text="The id of one of the instance's NICs.")
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    kind = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Snapshot
+        fields = ["id", "name", "description", "memory", "kind", "size_gib", "status", "error", "created_at",
+                  "taken_at"]
+
+    def get_kind(self, obj: Snapshot) -> str:
+        return "disks and memory" if obj.memory else "disks"
+
+
+class SnapshotRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    memory = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                      help_text="Keep the memory too: by default while it runs (then it must), "
+                                                "never while it is stopped.")
 
 
 class DisplayTicketSerializer(serializers.Serializer):

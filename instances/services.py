@@ -28,11 +28,11 @@ from images import cloudinit
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
 from instances import boot, tasks
-from instances.choices import ActionStatus, BootSource, Cause, Operation, Status, TaskState
+from instances.choices import ActionStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
-from instances.models import Instance, InstanceAction, InstanceStateChange
+from instances.models import Instance, InstanceAction, InstanceStateChange, Snapshot
 from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
@@ -246,7 +246,8 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 
 @transaction.atomic
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
-                      image: Image | None = None, port: Port | None = None, start: bool = True) -> InstanceAction:
+                      image: Image | None = None, port: Port | None = None, start: bool = True,
+                      snapshot: Snapshot | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance)."""
     operation = Operation(operation)
@@ -272,7 +273,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.status, instance.status_reason = current["status"], current["status_reason"]
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
-                                           port=port, start=start)
+                                           port=port, start=start, snapshot=snapshot)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -330,8 +331,13 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     """Request a failed action's operation again."""
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
+    if action.operation == Operation.SNAPSHOT:
+        raise InvalidOperation("a failed snapshot is not taken again: delete it and take a new one")
+    if action.operation in (Operation.REVERT, Operation.UNSNAPSHOT) and (
+            action.snapshot is None or action.snapshot.status != SnapshotStatus.AVAILABLE):
+        raise InvalidOperation("the snapshot is no longer there")
     return request_operation(instance=action.instance, operation=action.operation, user=user, image=action.image,
-                             start=action.start)
+                             start=action.start, snapshot=action.snapshot)
 
 
 # --- reports from tasks ------------------------------------------------------
@@ -347,7 +353,8 @@ def begin_action(action_id: int) -> InstanceAction | None:
         )
         if not claimed:
             return None
-        return InstanceAction.objects.select_related("instance__host", "port__network", "image").get(pk=action_id)
+        return InstanceAction.objects.select_related("instance__host", "port__network", "image", "snapshot").get(
+            pk=action_id)
 
 
 def renew_lease(action_id: int) -> bool:
@@ -416,6 +423,14 @@ def finish_action(action_id: int, *, observed: str) -> None:
         if observed == Status.DELETED:
             instance.deleted_at = timezone.now()
             fields.append("deleted_at")
+            Snapshot.objects.filter(instance=instance).exclude(status=SnapshotStatus.DELETED).update(
+                status=SnapshotStatus.DELETED, deleted_at=instance.deleted_at)
+        elif action.operation == Operation.SNAPSHOT:
+            Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
+                status=SnapshotStatus.AVAILABLE, taken_at=timezone.now())
+        elif action.operation == Operation.UNSNAPSHOT:
+            Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
+                status=SnapshotStatus.DELETED, deleted_at=timezone.now())
         instance.task_state, instance.task_started_at, instance.status_reason = None, None, ""
         instance.save(update_fields=fields)
         action.status, action.finished_at = ActionStatus.SUCCEEDED, timezone.now()
@@ -440,6 +455,9 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         instance = action.instance
         if observed is None and action.operation == Operation.CREATE:
             observed = Status.ERROR
+        if action.operation == Operation.SNAPSHOT:  # never taken: not billed, kept to show why until deleted
+            Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
+                status=SnapshotStatus.ERROR, error=error[:2000])
         if observed is not None:
             _set_status(instance, observed, Cause.ACTION, action=action, detail=error)
         instance.task_state, instance.task_started_at = None, None

@@ -339,6 +339,41 @@ def detach_nic(action_id: int) -> None:
     _run(action_id, work)
 
 
+def _snapshot_of(action: InstanceAction):
+    if action.snapshot is None:
+        raise hypervisor.HypervisorError("the snapshot's record was removed")
+    return action.snapshot
+
+
+@tasking.task
+def take_snapshot(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, snapshot = action.instance, action.instance.host, _snapshot_of(action)
+        hypervisor.create_snapshot(host.uri, str(instance.uuid), snapshot.libvirt_name, snapshot.description)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
+def revert_snapshot(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host = action.instance, action.instance.host
+        return hypervisor.revert_snapshot(host.uri, str(instance.uuid), _snapshot_of(action).libvirt_name)
+
+    _run(action_id, work)
+
+
+@tasking.task
+def delete_snapshot(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host = action.instance, action.instance.host
+        hypervisor.delete_snapshot(host.uri, str(instance.uuid), _snapshot_of(action).libvirt_name)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
 @shared_task
 def recover_lost_actions() -> None:
     """The sweep (beat, every third of the lease): operations whose worker died are run again or failed; their hosts
@@ -352,6 +387,9 @@ TASKS = {
     Operation.MEDIA: change_media,
     Operation.ATTACH_NIC: attach_nic,
     Operation.DETACH_NIC: detach_nic,
+    Operation.SNAPSHOT: take_snapshot,
+    Operation.REVERT: revert_snapshot,
+    Operation.UNSNAPSHOT: delete_snapshot,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

@@ -16,7 +16,7 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import services
+from instances import services, snapshots
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
@@ -117,6 +117,8 @@ def instance_detail(request, pk: int):
         "all_operations": [op for op in Operation if op not in SPECIAL],
         "can_operate": scope.can_operate(instance.tenant_id),
         "display": instance.host is not None and instance.host.can.graphics,
+        "snapshots": instance.snapshots.live()[:50] if instance.host is not None and instance.host.can.snapshots
+        else None,
         "actions": instance.actions.select_related("user")[:20],
         "history": instance.state_changes.order_by("-at", "-id")[:50],
     })
@@ -177,6 +179,30 @@ def instance_nic(request, instance: Instance, change: str):
         messages.success(request, "Security groups changed; the host applies them now.")
     else:
         services.detach_nic(instance=instance, port=port, user=request.user)
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.snapshot", back=_instance_page)
+def instance_snapshot(request, instance: Instance):
+    """Take a snapshot (name, description): with the memory of a guest that runs, of the disks of a stopped one."""
+    snapshots.take(instance=instance, name=request.POST.get("name", "").strip(),
+                   description=request.POST.get("description", "").strip(), user=request.user)
+    messages.success(request, "Taking the snapshot.")
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host"),
+              action="instance.snapshot_{change}", back=_instance_page, choices={"change": ("revert", "delete")})
+def instance_snapshot_change(request, instance: Instance, change: str):
+    """Revert to one of the instance's snapshots, or delete one."""
+    snapshot = instance.snapshots.live().filter(pk=_digits(request.POST.get("snapshot", ""))).first()
+    if snapshot is None:
+        raise InvalidOperation("No such snapshot of this instance.")
+    if change == "revert":
+        snapshots.revert(instance=instance, snapshot=snapshot, user=request.user)
+    else:
+        snapshots.delete(instance=instance, snapshot=snapshot, user=request.user)
     return redirect(_instance_page(instance))
 
 

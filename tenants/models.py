@@ -54,6 +54,7 @@ class Quota(models.Model):
     vcpus = models.PositiveIntegerField(null=True, blank=True)
     memory_mib = models.PositiveIntegerField(null=True, blank=True)
     disk_gib = models.PositiveIntegerField(null=True, blank=True)
+    snapshots = models.PositiveIntegerField(null=True, blank=True)
     image_gib = models.PositiveIntegerField(null=True, blank=True)
     networks = models.PositiveIntegerField(null=True, blank=True)
     public_addresses = models.PositiveIntegerField(null=True, blank=True)

@@ -34,9 +34,9 @@ from cloudpanel.asgi import application
 from hosts.models import HostDomain
 from images.choices import ImageStatus
 from images.models import Image, Template
-from instances.choices import ActionStatus, Operation, Status
+from instances.choices import ActionStatus, Operation, SnapshotStatus, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
-from instances.models import InstanceAction
+from instances.models import InstanceAction, Snapshot
 from instances.routing import websocket_urlpatterns
 from networks.security import add_rule, create_group
 from networks.services import create_network, create_port, reserve
@@ -250,6 +250,10 @@ MATRIX: dict[str, list[Case]] = {
     "instance-detail": [Case("GET", "instance", read(P))],
     "instance-operation": [Case("POST", "instance", operate(P, 302), url_kwargs={"operation": "reboot"})],
     "instance-media": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"image": w[x]["iso"].pk})],
+    "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
+    "instance-snapshot-change": [
+        Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
+             body=lambda w, x: {"snapshot": w[x]["snapshot"].pk}) for change in ("revert", "delete")],
     "instance-nic": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": "attach"},
              body=lambda w, x: {"network": w[x]["network"].pk}),
@@ -399,6 +403,12 @@ MATRIX: dict[str, list[Case]] = {
                                      body=lambda w, x: {"network": w[x]["network"].pk})],
     "api-instance-detach-nic": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"port": w[x]["port"].pk})],
     "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
+    "api-instance-snapshots": [Case("GET", "instance", read(A)),
+                               Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],
+    "api-instance-revert-snapshot": [Case("POST", "instance", operate(A, 202),
+                                          url_objects={"snapshot_id": "snapshot"})],
+    "api-instance-delete-snapshot": [Case("DELETE", "instance", operate(A, 202),
+                                          url_objects={"snapshot_id": "snapshot"})],
     # Tokens are no browser session: a display ticket is refused them with the reason (tests/test_display.py).
     "api-instance-display-ticket": [Case("POST", "instance", operate(A, 400))],
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
@@ -585,7 +595,7 @@ def build_world() -> dict:
         users = {VIEWER: make_user(tenant=tenant, role=Role.VIEWER), MEMBER: make_user(tenant=tenant),
                  TADMIN: make_user(tenant=tenant, role=Role.ADMIN)}
         instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name=f"inst-{side}-{tag}",
-                                 cdrom_drive=True)
+                                 cdrom_drive=True, disk_gib=1)
         action = InstanceAction.objects.create(instance=instance, operation=Operation.REBOOT,
                                                status=ActionStatus.FAILED, error="lost")
         token, key = create_api_token(user=users[MEMBER], name=f"tok-{side}-{tag}", tenant=tenant)
@@ -605,6 +615,8 @@ def build_world() -> dict:
         port = create_port(network=network)
         port.instance = instance
         port.save(update_fields=["instance"])
+        snapshot = Snapshot.objects.create(instance=instance, name=f"snap-{side}-{tag}", macs=[port.mac],
+                                           status=SnapshotStatus.AVAILABLE, taken_at=timezone.now())
         subnet = network.subnets.get()
         reserved = reserve(subnet=subnet, first="10.200.0.250", last="10.200.0.251", reason=f"res-{side}-{tag}")
         group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")
@@ -625,7 +637,7 @@ def build_world() -> dict:
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
             "image": image, "disk": disk, "template": template, "boot_kernel": boot_kernel, "iso": iso,
-            "network": network, "port": port,
+            "network": network, "port": port, "snapshot": snapshot,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,

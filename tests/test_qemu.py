@@ -291,7 +291,8 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
     for wanted, then in ((iso["id"], "start"), (None, None)):
         answer = member_api.post(f"/api/v1/instances/{instance.pk}/media/", {"image": wanted}, format="json")
         assert answer.status_code == 202, answer.content
-        assert InstanceAction.objects.get(pk=answer.json()["id"]).status == ActionStatus.SUCCEEDED
+        done = InstanceAction.objects.get(pk=answer.json()["id"])
+        assert done.status == ActionStatus.SUCCEEDED, done.error
         if then:
             services.request_operation(instance=instance, operation=then, user=member)
         live = ET.fromstring(domain.XMLDesc())

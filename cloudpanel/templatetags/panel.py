@@ -8,7 +8,7 @@ _BADGES = {
     "paused": "warning", "suspended": "warning", "offline": "warning", "running_action": "primary",
     "crashed": "danger", "error": "danger", "missing": "danger", "failed": "danger", "deleted": "dark",
     "available": "success", "uploading": "info", "importing": "info", "inspecting": "primary",
-    "active": "success", "none": "light",
+    "active": "success", "none": "light", "creating": "info",
 }
 
 

@@ -50,6 +50,7 @@ from hosts.hypervisor.networks import (
     remove_network,
     set_dhcp_host,
 )
+from hosts.hypervisor.snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from hosts.hypervisor.storage import (
     create_volume,
     delete_volume,
@@ -72,13 +73,13 @@ from hosts.specs import (
 )
 
 __all__ = [
-    "NO_DRIVE", "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec",
-    "FilterRule", "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent",
+    "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
+    "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NO_DRIVE",
     "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
-    "attach_interface", "change_media", "connection", "create_volume", "define", "define_filter", "describe",
-    "delete_volume", "detach_interface", "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget",
-    "is_connected", "open_display", "power_off", "probe", "reading_volume", "reboot", "remove_filter",
-    "remove_network", "resume", "set_dhcp_host", "set_interface_filter", "shutdown", "start", "state", "stores_data",
-    "suspend", "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256",
-    "watch_lifecycle",
+    "attach_interface", "change_media", "connection", "create_snapshot", "create_volume", "define", "define_filter",
+    "delete_snapshot", "delete_volume", "describe", "detach_interface", "dhcp_hosts", "ensure_event_loop",
+    "ensure_network", "forget", "is_connected", "open_display", "power_off", "probe", "reading_volume", "reboot",
+    "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter",
+    "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch", "upload_volume",
+    "volume_path", "volume_sha256", "watch_lifecycle",
 ]

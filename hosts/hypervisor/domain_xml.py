@@ -259,6 +259,16 @@ def domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool 
     return ET.tostring(builders[Technology(technology)](spec), encoding="unicode")
 
 
+def snapshot_xml(name: str, description: str) -> str:
+    """A snapshot of the domain as it is: its disks, and its memory if it runs (libvirt's default, internal to the
+    qcow2 disks)."""
+    root = ET.Element("domainsnapshot")
+    _sub(root, "name", name)
+    if description:
+        _sub(root, "description", description)
+    return ET.tostring(root, encoding="unicode")
+
+
 def _volume(name: str, capacity: str, unit: str, fmt: str) -> ET.Element:
     vol = ET.Element("volume")
     _sub(vol, "name", name)

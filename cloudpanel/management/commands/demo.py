@@ -57,7 +57,8 @@ class Command(BaseCommand):
         plan = RatePlan.objects.filter(name="Standard").first() or billing_services.create_plan(
             name="Standard", currency="EUR", description="Demo prices", effective_from=timezone.now().replace(
                 minute=0, second=0, microsecond=0), vcpu_hour="0.012", ram_gib_hour="0.004",
-            disk_gib_month="0.05", licence_hour="0.02", address_hour="0.005", monthly_fee="5.00")
+            disk_gib_month="0.05", snapshot_gib_month="0.03", licence_hour="0.02", address_hour="0.005",
+            monthly_fee="5.00")
         if not TenantBilling.objects.filter(tenant=tenant).exists():
             billing_services.set_tenant_billing(tenant=tenant, plan=plan, tax_rate="0.2")
         hosts = [("test-driver", test_uri, "default-pool", "auto")]

@@ -1,0 +1,97 @@
+"""Snapshots of an instance: taken, reverted to and deleted as operations of the instance (one at a time, in the
+worker), within the tenant's quota."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from cloudpanel.exceptions import NotFound
+from instances.choices import BootSource, Operation, SnapshotStatus, Status
+from instances.exceptions import InvalidInstance, InvalidOperation
+from instances.models import Instance, InstanceAction, Snapshot
+from instances.services import request_operation
+from tenants import quotas
+
+MIB_PER_GIB = 1024
+RUNNING = (Status.RUNNING, Status.PAUSED)
+
+
+def _check_snapshots(instance: Instance) -> None:
+    """Refuse, with the reason, an instance whose technology or disks cannot hold snapshots."""
+    if instance.host is None or not instance.host.can.snapshots:
+        raise InvalidOperation("snapshots are for QEMU/KVM instances: this technology cannot take them here")
+    if instance.boot_source in (BootSource.DISK, BootSource.ADOPTED):
+        raise InvalidOperation("this instance's disks are not the panel's (a disk on the host, or an adopted "
+                               "domain): their format may not hold snapshots")
+    if instance.boot_source not in (BootSource.IMAGE,) and not instance.disk_gib:
+        raise InvalidOperation("this instance has no disk to hold a snapshot: give it a disk when you create it")
+
+
+def _plugged(instance: Instance) -> list[str]:
+    return sorted(instance.ports.values_list("mac", flat=True))
+
+
+def take(*, instance: Instance, name: str, description: str = "", memory: bool | None = None,
+         user: AbstractBaseUser | None) -> InstanceAction:
+    """Take a snapshot of the instance: with its memory while it runs (a guest that runs cannot have its disks
+    alone taken here), of its disks alone while it is stopped."""
+    _check_snapshots(instance)
+    runs = instance.status in RUNNING
+    if memory is None:
+        memory = runs
+    if memory and not runs:
+        raise InvalidOperation(f"'{instance.name}' is {instance.get_status_display().lower()}: there is no memory "
+                               "to keep; take a disk-only snapshot")
+    if not memory and runs:
+        raise InvalidOperation(f"'{instance.name}' runs: its snapshot keeps its memory too (a disk-only snapshot "
+                               "of a running guest could not be reverted to here); stop it first for disks alone")
+    snapshot = Snapshot(instance=instance, name=name, description=description, memory=memory, created_by=user,
+                        size_gib=instance.disk_gib + (-(-instance.memory_mib // MIB_PER_GIB) if memory else 0),
+                        macs=_plugged(instance), cdrom_id=instance.cdrom_id)
+    try:
+        snapshot.clean_fields(exclude=["instance", "created_by", "cdrom"])
+    except ValidationError as exc:
+        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    try:
+        with transaction.atomic():
+            quotas.check(tenant=instance.tenant, request={"snapshots": 1})
+            snapshot.save()
+            return request_operation(instance=instance, operation=Operation.SNAPSHOT, user=user, snapshot=snapshot)
+    except IntegrityError:
+        raise InvalidInstance(f"'{instance.name}' already has a snapshot named '{name}'") from None
+
+
+def _of(instance: Instance, snapshot: Snapshot) -> None:
+    if snapshot.instance_id != instance.pk or snapshot.status == SnapshotStatus.DELETED:
+        raise NotFound("No such snapshot of this instance.")
+
+
+def revert(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | None) -> InstanceAction:
+    """Bring the instance back to the snapshot (running from that moment if its memory was kept, else stopped).
+
+    Refused when the NICs or the CD-ROM changed since: a revert would bring back devices the panel no longer
+    has (their addresses, their firewall) or take away ones it has.
+    """
+    _of(instance, snapshot)
+    if snapshot.status != SnapshotStatus.AVAILABLE:
+        raise InvalidOperation(f"the snapshot '{snapshot.name}' is {snapshot.get_status_display().lower()}")
+    if _plugged(instance) != sorted(snapshot.macs):
+        raise InvalidOperation(f"the NICs of '{instance.name}' changed since the snapshot '{snapshot.name}' was "
+                               "taken: plug or unplug them to match it, or take a new snapshot")
+    if instance.cdrom_id != snapshot.cdrom_id:
+        raise InvalidOperation(f"the CD-ROM of '{instance.name}' changed since the snapshot '{snapshot.name}' was "
+                               "taken: put back what it held, or take a new snapshot")
+    return request_operation(instance=instance, operation=Operation.REVERT, user=user, snapshot=snapshot)
+
+
+def delete(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | None) -> InstanceAction | None:
+    """Delete a snapshot from the host (a failed one, never taken, just goes: None)."""
+    _of(instance, snapshot)
+    if snapshot.status == SnapshotStatus.ERROR:
+        Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.ERROR).update(status=SnapshotStatus.DELETED)
+        return None
+    if snapshot.status != SnapshotStatus.AVAILABLE:
+        raise InvalidOperation(f"the snapshot '{snapshot.name}' is {snapshot.get_status_display().lower()}")
+    return request_operation(instance=instance, operation=Operation.UNSNAPSHOT, user=user, snapshot=snapshot)
