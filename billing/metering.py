@@ -71,9 +71,23 @@ def hours(start: datetime, end: datetime) -> Iterator[tuple[datetime, int]]:
         moment = upto
 
 
+def _sized(instance: Instance, start: datetime, stop: datetime) -> Iterator[tuple[datetime, datetime, int, int, int]]:
+    """(from, to, vCPUs, MiB of RAM, GiB of disk) for each part of start..stop at one size: from its size history
+    (written by resizes; its first row covers everything before it), else its size now."""
+    sizes = list(instance.sizes.all())
+    if not sizes:
+        yield start, stop, instance.vcpus, instance.memory_mib, instance.disk_gib
+        return
+    for index, size in enumerate(sizes):
+        begin = max(start, size.at) if index else start
+        end = min(stop, sizes[index + 1].at) if index + 1 < len(sizes) else stop
+        if begin < end:
+            yield begin, end, size.vcpus, size.memory_mib, size.disk_gib
+
+
 def _instance(instance: Instance, until: datetime) -> Resource:
     """Running spans from the state history (vCPUs, RAM, licence), and the disk from its first start to its
-    deletion."""
+    deletion, each part at the size it had."""
     running: list[tuple[datetime, datetime]] = []
     since = None
     first_start = None
@@ -89,11 +103,13 @@ def _instance(instance: Instance, until: datetime) -> Resource:
         running.append((since, end))
     spans = []
     for start, stop in running:
-        spans += [Span(Meter.VCPU, instance.vcpus, start, stop), Span(Meter.RAM, instance.memory_mib, start, stop)]
+        for begin, finish, vcpus, memory_mib, _disk in _sized(instance, start, stop):
+            spans += [Span(Meter.VCPU, vcpus, begin, finish), Span(Meter.RAM, memory_mib, begin, finish)]
         if instance.licensed:
             spans.append(Span(Meter.LICENCE, 1, start, stop))
-    if instance.disk_gib and first_start is not None:
-        spans.append(Span(Meter.DISK, instance.disk_gib, first_start, end))
+    if first_start is not None:
+        spans += [Span(Meter.DISK, disk_gib, begin, finish)
+                  for begin, finish, _vcpus, _memory, disk_gib in _sized(instance, first_start, end) if disk_gib]
     return Resource(instance.tenant_id, "instance", instance.pk, instance.name, tuple(spans))
 
 
@@ -101,7 +117,7 @@ def instance_resources(tenant_ids: set[int], since: datetime, until: datetime) -
     """Every instance of the tenants that existed in the window."""
     instances = (Instance.objects.filter(tenant_id__in=tenant_ids, created_at__lt=until)
                  .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since)))
-    for instance in instances.iterator():
+    for instance in instances.prefetch_related("sizes").iterator(chunk_size=500):
         yield _instance(instance, until)
 
 

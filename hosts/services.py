@@ -263,6 +263,17 @@ def check_start(*, host_id: int, instance_id: int, vcpus: int, memory_mib: int) 
         raise HostFull(reason)
 
 
+def check_resize(*, host_id: int, instance_id: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+    """Inside the caller's transaction: refuse (HostFull) a new size that the instance's host could not give it
+    next to what its other instances hold (whichever capacity policy: it is asked for to be used). The host's row
+    stays locked, as for a placement."""
+    host = Host.objects.select_for_update().get(pk=host_id)
+    used = allocations([host_id], excluding=instance_id)[host_id]
+    reason = capacity_error(host, Held(vcpus, memory_mib, disk_gib), used, new=False)
+    if reason:
+        raise HostFull(reason)
+
+
 def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
           technologies: Collection[str] | None = None) -> Host:
     """Lock and return a host for a new instance: the chosen one, or the one with most free RAM

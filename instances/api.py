@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
-from instances import services, snapshots, tickets
+from instances import resizing, services, snapshots, tickets
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
 from instances.models import Instance, InstanceAction
@@ -21,6 +21,7 @@ from instances.serializers import (
     InstanceCreateSerializer,
     InstanceSerializer,
     MediaSerializer,
+    ResizeSerializer,
     SnapshotRequestSerializer,
     SnapshotSerializer,
     StateChangeSerializer,
@@ -134,6 +135,16 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data = {"ticket": raw, "expires_at": expires_at,
                 "url": f"/ws/instances/{instance.pk}/display/?ticket={raw}"}
         return Response(DisplayTicketSerializer(data).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ResizeSerializer, responses={202: ActionSerializer},
+                   summary="Resize: vCPUs and RAM while stopped, the disk grown whether it runs or not")
+    @action(detail=True, methods=["post"])
+    def resize(self, request, pk=None):
+        instance = self.get_object()
+        data = ResizeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        act = resizing.resize(instance=instance, user=request.user, **data.validated_data)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(methods=["GET"], request=None, responses={200: SnapshotSerializer(many=True)},
                    summary="The instance's snapshots")

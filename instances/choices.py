@@ -31,6 +31,7 @@ class TaskState(models.TextChoices):
     SNAPSHOTTING = "snapshotting", "Taking a snapshot"
     REVERTING = "reverting", "Reverting to a snapshot"
     UNSNAPSHOTTING = "unsnapshotting", "Deleting a snapshot"
+    RESIZING = "resizing", "Resizing"
     DELETING = "deleting", "Deleting"
 
 
@@ -48,6 +49,7 @@ class Operation(models.TextChoices):
     SNAPSHOT = "snapshot", "Take a snapshot"
     REVERT = "revert", "Revert to a snapshot"
     UNSNAPSHOT = "unsnapshot", "Delete a snapshot"
+    RESIZE = "resize", "Resize"
     DELETE = "delete", "Delete"
 
 

@@ -150,6 +150,8 @@ class InstanceAction(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)  # how many times a worker began it
     start = models.BooleanField(default=True)  # a create: start the instance once defined (else it stays stopped)
+    # A resize: the sizes before and after, {"from": {...}, "to": {...}} (vcpus, memory_mib, disk_gib).
+    resize = models.JSONField(null=True, blank=True)
     # A snapshot taken, reverted to or deleted.
     snapshot = models.ForeignKey("Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
@@ -181,6 +183,25 @@ class InstanceStateChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id}: {self.from_status} → {self.to_status} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class InstanceSize(models.Model):
+    """The instance's size from `at` on, written when a resize takes effect (with its size before, the first
+    time): what billing prices each part of a month at."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="sizes")
+    at = models.DateTimeField()
+    vcpus = models.PositiveSmallIntegerField()
+    memory_mib = models.PositiveIntegerField()
+    disk_gib = models.PositiveIntegerField()
+
+    objects = InstanceChildQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.vcpus} vCPU, {self.memory_mib} MiB, {self.disk_gib} GiB from {self.at}"
 
 
 class SnapshotQuerySet(InstanceChildQuerySet):

@@ -99,6 +99,15 @@ class DetachSerializer(serializers.Serializer):
     port = serializers.IntegerField(help_text="The id of one of the instance's NICs.")
 
 
+class ResizeSerializer(serializers.Serializer):
+    """The new size: only what is given changes."""
+
+    vcpus = serializers.IntegerField(min_value=1, max_value=256, required=False)
+    memory_mib = serializers.IntegerField(min_value=16, max_value=4 * 1024 * 1024, required=False)
+    disk_gib = serializers.IntegerField(min_value=0, max_value=64 * 1024, required=False,
+                                        help_text="Grow only: a disk never shrinks.")
+
+
 class SnapshotSerializer(serializers.ModelSerializer):
     kind = serializers.SerializerMethodField()
 

@@ -32,7 +32,7 @@ from instances.choices import ActionStatus, BootSource, Cause, Operation, Snapsh
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
-from instances.models import Instance, InstanceAction, InstanceStateChange, Snapshot
+from instances.models import Instance, InstanceAction, InstanceSize, InstanceStateChange, Snapshot
 from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
@@ -71,7 +71,7 @@ def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | Non
     return max(disk_gib, needed), user_data
 
 
-def _check_memory(memory_mib: int, *, image: Image | None, boot_kernel: BootKernel | None) -> None:
+def check_memory(memory_mib: int, *, image: Image | None, boot_kernel: BootKernel | None) -> None:
     """Refuse less RAM than the boot source needs: its image's minimum, or its boot kernel's (the kernel image's)."""
     for needs in (image, boot_kernel.kernel if boot_kernel is not None else None):
         if needs is not None and memory_mib < needs.min_memory_mib:
@@ -170,7 +170,7 @@ def create_instance(
     boot.check_request(wanted, tenant_id=tenant.pk, admin=user is not None and is_platform_admin(user))
     if boot_source == BootSource.CONTAINER:
         boot.container_owner(tenant.pk)  # refused now if the tenant has no uid range left
-    _check_memory(memory_mib, image=image, boot_kernel=boot_kernel)
+    check_memory(memory_mib, image=image, boot_kernel=boot_kernel)
     disk_gib, user_data = disk_gib or 0, ""
     if boot_source == BootSource.IMAGE:
         disk_gib, user_data = _image_boot(tenant=tenant, image=image, template=template, name=name,
@@ -247,7 +247,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 @transaction.atomic
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
                       image: Image | None = None, port: Port | None = None, start: bool = True,
-                      snapshot: Snapshot | None = None) -> InstanceAction:
+                      snapshot: Snapshot | None = None, resize: dict | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance)."""
     operation = Operation(operation)
@@ -273,7 +273,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.status, instance.status_reason = current["status"], current["status_reason"]
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
-                                           port=port, start=start, snapshot=snapshot)
+                                           port=port, start=start, snapshot=snapshot, resize=resize)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -333,6 +333,8 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation == Operation.SNAPSHOT:
         raise InvalidOperation("a failed snapshot is not taken again: delete it and take a new one")
+    if action.operation == Operation.RESIZE:
+        raise InvalidOperation("a failed resize is not run again: ask for the size again")
     if action.operation in (Operation.REVERT, Operation.UNSNAPSHOT) and (
             action.snapshot is None or action.snapshot.status != SnapshotStatus.AVAILABLE):
         raise InvalidOperation("the snapshot is no longer there")
@@ -431,6 +433,8 @@ def finish_action(action_id: int, *, observed: str) -> None:
         elif action.operation == Operation.UNSNAPSHOT:
             Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
+        elif action.operation == Operation.RESIZE and action.resize:
+            InstanceSize.objects.create(instance=instance, at=timezone.now(), **action.resize["to"])
         instance.task_state, instance.task_started_at, instance.status_reason = None, None, ""
         instance.save(update_fields=fields)
         action.status, action.finished_at = ActionStatus.SUCCEEDED, timezone.now()
@@ -455,6 +459,8 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         instance = action.instance
         if observed is None and action.operation == Operation.CREATE:
             observed = Status.ERROR
+        if action.operation == Operation.RESIZE and action.resize:  # the size it still has
+            Instance.objects.filter(pk=instance.pk).update(**action.resize["from"])
         if action.operation == Operation.SNAPSHOT:  # never taken: not billed, kept to show why until deleted
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.ERROR, error=error[:2000])

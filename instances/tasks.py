@@ -346,6 +346,21 @@ def _snapshot_of(action: InstanceAction):
 
 
 @tasking.task
+def resize_instance(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host = action.instance, action.instance.host
+        before, after = action.resize["from"], action.resize["to"]
+        if after["disk_gib"] > before["disk_gib"]:
+            hypervisor.grow_disk(host.uri, str(instance.uuid), pool=host.storage_pool, volume=instance.volume_name,
+                                 size_gib=after["disk_gib"])
+        if (after["vcpus"], after["memory_mib"]) != (before["vcpus"], before["memory_mib"]):
+            hypervisor.set_size(host.uri, str(instance.uuid), vcpus=after["vcpus"], memory_mib=after["memory_mib"])
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
 def take_snapshot(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host, snapshot = action.instance, action.instance.host, _snapshot_of(action)
@@ -390,6 +405,7 @@ TASKS = {
     Operation.SNAPSHOT: take_snapshot,
     Operation.REVERT: revert_snapshot,
     Operation.UNSNAPSHOT: delete_snapshot,
+    Operation.RESIZE: resize_instance,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

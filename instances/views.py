@@ -16,7 +16,7 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import services, snapshots
+from instances import resizing, services, snapshots
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
@@ -179,6 +179,18 @@ def instance_nic(request, instance: Instance, change: str):
         messages.success(request, "Security groups changed; the host applies them now.")
     else:
         services.detach_nic(instance=instance, port=port, user=request.user)
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant", "image"),
+              action="instance.resize", back=_instance_page)
+def instance_resize(request, instance: Instance):
+    """Resize to the vCPUs, RAM and disk given in the form."""
+    wanted = {size: _digits(request.POST.get(size, "").strip()) for size in ("vcpus", "memory_mib", "disk_gib")}
+    if any(value is None for value in wanted.values()):
+        raise InvalidOperation("Give the vCPUs, the RAM in MiB and the disk in GiB as whole numbers.")
+    resizing.resize(instance=instance, user=request.user, **wanted)
+    messages.success(request, "Resizing.")
     return redirect(_instance_page(instance))
 
 

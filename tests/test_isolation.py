@@ -250,6 +250,8 @@ MATRIX: dict[str, list[Case]] = {
     "instance-detail": [Case("GET", "instance", read(P))],
     "instance-operation": [Case("POST", "instance", operate(P, 302), url_kwargs={"operation": "reboot"})],
     "instance-media": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"image": w[x]["iso"].pk})],
+    "instance-resize": [Case("POST", "instance", operate(P, 302),
+                             body=lambda w, x: {"vcpus": 1, "memory_mib": 128, "disk_gib": 2})],
     "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
     "instance-snapshot-change": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
@@ -403,6 +405,7 @@ MATRIX: dict[str, list[Case]] = {
                                      body=lambda w, x: {"network": w[x]["network"].pk})],
     "api-instance-detach-nic": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"port": w[x]["port"].pk})],
     "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
+    "api-instance-resize": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"disk_gib": 2})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],
     "api-instance-revert-snapshot": [Case("POST", "instance", operate(A, 202),

@@ -50,10 +50,12 @@ from hosts.hypervisor.networks import (
     remove_network,
     set_dhcp_host,
 )
+from hosts.hypervisor.resize import set_size
 from hosts.hypervisor.snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from hosts.hypervisor.storage import (
     create_volume,
     delete_volume,
+    grow_disk,
     reading_volume,
     stores_data,
     upload_volume,
@@ -78,8 +80,8 @@ __all__ = [
     "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
     "attach_interface", "change_media", "connection", "create_snapshot", "create_volume", "define", "define_filter",
     "delete_snapshot", "delete_volume", "describe", "detach_interface", "dhcp_hosts", "ensure_event_loop",
-    "ensure_network", "forget", "is_connected", "open_display", "power_off", "probe", "reading_volume", "reboot",
-    "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter",
-    "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch", "upload_volume",
-    "volume_path", "volume_sha256", "watch_lifecycle",
+    "ensure_network", "forget", "grow_disk", "is_connected", "open_display", "power_off", "probe", "reading_volume",
+    "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter",
+    "set_size", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch",
+    "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

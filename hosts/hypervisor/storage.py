@@ -155,3 +155,22 @@ def delete_volume(uri: str, pool: str, name: str) -> None:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL):
                 raise
+
+
+def grow_disk(uri: str, domain_uuid: str, *, pool: str, volume: str, size_gib: int) -> None:
+    """Grow the domain's disk (a volume of the pool) to size_gib: through the running guest's block device when it
+    runs (the guest sees the new size at once), else the volume itself. Never shrinks; already so counts as done."""
+    dom = connections.domain(uri, domain_uuid)
+    conn = connections.connection(uri)
+    wanted = size_gib << 30
+    with connections.errors(uri):
+        found = _volume(_pool(conn, uri, pool), volume)
+        if found is None:
+            raise HypervisorError(f"the instance's disk {volume} is not in the pool {pool}")
+        current = found.info()[1]
+        if current >= wanted:
+            return
+        if dom.isActive():
+            dom.blockResize(found.path(), wanted, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        else:
+            found.resize(wanted, 0)
