@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
-from instances import resizing, services, snapshots, tickets
+from instances import rebuild, resizing, services, snapshots, tickets
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, InstanceFilterSet
 from instances.models import Instance, InstanceAction
@@ -21,6 +21,7 @@ from instances.serializers import (
     InstanceCreateSerializer,
     InstanceSerializer,
     MediaSerializer,
+    RebuildSerializer,
     ResizeSerializer,
     SnapshotRequestSerializer,
     SnapshotSerializer,
@@ -144,6 +145,27 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data = ResizeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         act = resizing.resize(instance=instance, user=request.user, **data.validated_data)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=RebuildSerializer, responses={202: ActionSerializer},
+                   summary="Reinstall from an image or template, keeping the name, NICs and addresses")
+    @action(detail=True, methods=["post"], url_path="rebuild", url_name="rebuild")
+    def rebuild_instance(self, request, pk=None):
+        instance = self.get_object()
+        data = RebuildSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        wanted = data.validated_data
+        image = template = None
+        if wanted.get("template") is not None:
+            template = Template.objects.visible_to(self.scope).filter(pk=wanted["template"]).first()
+            if template is None:
+                raise NotFound("No such template.")
+        elif wanted.get("image") is not None:
+            image = Image.objects.visible_to(self.scope).filter(pk=wanted["image"]).first()
+            if image is None:
+                raise NotFound("No such image.")
+        act = rebuild.rebuild(instance=instance, user=request.user, image=image, template=template,
+                              ssh_keys=wanted["ssh_keys"], password=wanted["password"])
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(methods=["GET"], request=None, responses={200: SnapshotSerializer(many=True)},

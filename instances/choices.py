@@ -32,6 +32,7 @@ class TaskState(models.TextChoices):
     REVERTING = "reverting", "Reverting to a snapshot"
     UNSNAPSHOTTING = "unsnapshotting", "Deleting a snapshot"
     RESIZING = "resizing", "Resizing"
+    REBUILDING = "rebuilding", "Rebuilding"
     DELETING = "deleting", "Deleting"
 
 
@@ -50,6 +51,7 @@ class Operation(models.TextChoices):
     REVERT = "revert", "Revert to a snapshot"
     UNSNAPSHOT = "unsnapshot", "Delete a snapshot"
     RESIZE = "resize", "Resize"
+    REBUILD = "rebuild", "Rebuild"
     DELETE = "delete", "Delete"
 
 

@@ -4,7 +4,7 @@ from instances.choices import Operation, Status, TaskState
 
 # Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
 SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC, Operation.SNAPSHOT,
-           Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE)
+           Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE, Operation.REBUILD)
 
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
@@ -21,6 +21,7 @@ TASK_STATE_OF = {
     Operation.REVERT: TaskState.REVERTING,
     Operation.UNSNAPSHOT: TaskState.UNSNAPSHOTTING,
     Operation.RESIZE: TaskState.RESIZING,
+    Operation.REBUILD: TaskState.REBUILDING,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -39,6 +40,7 @@ ALLOWED_FROM = {
     Operation.REVERT: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED},
     Operation.UNSNAPSHOT: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
     Operation.RESIZE: {Status.RUNNING, Status.STOPPED, Status.PAUSED},  # vCPUs and RAM: stopped only (services)
+    Operation.REBUILD: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 

@@ -108,6 +108,15 @@ class ResizeSerializer(serializers.Serializer):
                                         help_text="Grow only: a disk never shrinks.")
 
 
+class RebuildSerializer(serializers.Serializer):
+    """What to reinstall from: an image, or a template (its image and cloud-init)."""
+
+    image = serializers.IntegerField(required=False, allow_null=True)
+    template = serializers.IntegerField(required=False, allow_null=True)
+    ssh_keys = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    password = serializers.CharField(required=False, allow_blank=True, default="", max_length=200, write_only=True)
+
+
 class SnapshotSerializer(serializers.ModelSerializer):
     kind = serializers.SerializerMethodField()
 

@@ -42,7 +42,7 @@ from tenants.models import Tenant
 GIB = 1 << 30
 
 
-def _image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str,
+def image_boot(*, tenant: Tenant, image: Image | None, template: Template | None, name: str,
                 disk_gib: int, ssh_keys: str, password: str) -> tuple[int, str]:
     """Check a boot from a library image (one the tenant may use: boot.check_request saw to it); returns the disk
     size to give it and the cloud-init user-data."""
@@ -173,7 +173,7 @@ def create_instance(
     check_memory(memory_mib, image=image, boot_kernel=boot_kernel)
     disk_gib, user_data = disk_gib or 0, ""
     if boot_source == BootSource.IMAGE:
-        disk_gib, user_data = _image_boot(tenant=tenant, image=image, template=template, name=name,
+        disk_gib, user_data = image_boot(tenant=tenant, image=image, template=template, name=name,
                                           disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
     elif (image is not None and boot_source != BootSource.CONTAINER) or ssh_keys or password:
         raise InvalidInstance("an image, SSH keys and a password go with the image boot source")
@@ -433,7 +433,7 @@ def finish_action(action_id: int, *, observed: str) -> None:
         elif action.operation == Operation.UNSNAPSHOT:
             Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
-        elif action.operation == Operation.RESIZE and action.resize:
+        if action.resize and action.resize["to"] != action.resize["from"]:  # a resize, or a rebuild on a larger disk
             InstanceSize.objects.create(instance=instance, at=timezone.now(), **action.resize["to"])
         instance.task_state, instance.task_started_at, instance.status_reason = None, None, ""
         instance.save(update_fields=fields)

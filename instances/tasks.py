@@ -184,6 +184,21 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
     return state
 
 
+def _do_rebuild(action: InstanceAction) -> str:
+    """Replace the domain and its disks (its NICs and their addresses stay the instance's), then define it again
+    from the instance's image: started if it ran."""
+    instance, host = action.instance, action.instance.host
+    try:
+        ran = hypervisor.state(host.uri, str(instance.uuid)) in (hypervisor.PowerState.RUNNING,
+                                                                 hypervisor.PowerState.PAUSED)
+    except hypervisor.DomainNotFound:
+        ran = True  # a retry after the domain went: it is built again, and runs as it did
+    hypervisor.undefine(host.uri, str(instance.uuid))
+    hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
+    hypervisor.delete_volume(host.uri, host.storage_pool, instance.seed_volume_name)
+    return _create(instance, host, start=ran)
+
+
 def _do_shutdown(action: InstanceAction) -> str:
     instance, host = action.instance, action.instance.host
     hypervisor.shutdown(host.uri, str(instance.uuid))
@@ -346,6 +361,11 @@ def _snapshot_of(action: InstanceAction):
 
 
 @tasking.task
+def rebuild_instance(action_id: int) -> None:
+    _run(action_id, _do_rebuild)
+
+
+@tasking.task
 def resize_instance(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
@@ -406,6 +426,7 @@ TASKS = {
     Operation.REVERT: revert_snapshot,
     Operation.UNSNAPSHOT: delete_snapshot,
     Operation.RESIZE: resize_instance,
+    Operation.REBUILD: rebuild_instance,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

@@ -16,7 +16,7 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import resizing, services, snapshots
+from instances import rebuild, resizing, services, snapshots
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
@@ -117,6 +117,9 @@ def instance_detail(request, pk: int):
         "all_operations": [op for op in Operation if op not in SPECIAL],
         "can_operate": scope.can_operate(instance.tenant_id),
         "display": instance.host is not None and instance.host.can.graphics,
+        "rebuild_images": Image.objects.visible_to(scope).filter(
+            status=ImageStatus.AVAILABLE, disk_format__in=[f for f in DISK_FORMATS if f != DiskFormat.ISO])
+        if instance.boot_source == BootSource.IMAGE and scope.can_operate(instance.tenant_id) else None,
         "snapshots": instance.snapshots.live()[:50] if instance.host is not None and instance.host.can.snapshots
         else None,
         "actions": instance.actions.select_related("user")[:20],
@@ -191,6 +194,19 @@ def instance_resize(request, instance: Instance):
         raise InvalidOperation("Give the vCPUs, the RAM in MiB and the disk in GiB as whole numbers.")
     resizing.resize(instance=instance, user=request.user, **wanted)
     messages.success(request, "Resizing.")
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.rebuild", back=_instance_page)
+def instance_rebuild(request, instance: Instance):
+    """Reinstall from the chosen image of the library."""
+    image = Image.objects.visible_to(scope_of(request)).filter(pk=_digits(request.POST.get("image", ""))).first()
+    if image is None:
+        raise InvalidOperation("Choose an image to rebuild from.")
+    rebuild.rebuild(instance=instance, user=request.user, image=image,
+                    ssh_keys=request.POST.get("ssh_keys", "")[:20000])
+    messages.success(request, f"Rebuilding {instance.name} from {image.name}.")
     return redirect(_instance_page(instance))
 
 

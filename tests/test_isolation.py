@@ -252,6 +252,10 @@ MATRIX: dict[str, list[Case]] = {
     "instance-media": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"image": w[x]["iso"].pk})],
     "instance-resize": [Case("POST", "instance", operate(P, 302),
                              body=lambda w, x: {"vcpus": 1, "memory_mib": 128, "disk_gib": 2})],
+    # The world's instance boots a kernel: a rebuild from an image is refused (409, or back to the page).
+    "instance-rebuild": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
+                                                                               effect=False),
+                              body=lambda w, x: {"image": w[x]["disk"].pk})],
     "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
     "instance-snapshot-change": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
@@ -406,6 +410,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-detach-nic": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"port": w[x]["port"].pk})],
     "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
     "api-instance-resize": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"disk_gib": 2})],
+    "api-instance-rebuild": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"image": w[x]["disk"].pk})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],
     "api-instance-revert-snapshot": [Case("POST", "instance", operate(A, 202),

@@ -1,0 +1,50 @@
+"""Rebuild: reinstall an instance from a library image or template, keeping its name, UUID, NICs and addresses."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from images.choices import DiskFormat
+from images.models import Image, Template, usable_by
+from instances.choices import BootSource, Operation
+from instances.exceptions import InvalidOperation
+from instances.models import Instance, InstanceAction, InstanceSize
+from instances.resizing import SIZES
+from instances.services import image_boot, request_operation
+from tenants import quotas
+
+
+def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image | None = None,
+            template: Template | None = None, ssh_keys: str = "", password: str = "") -> InstanceAction:
+    """Accept a rebuild: the guest's disk is replaced by a new overlay of the image (the template's, with its
+    cloud-init), and it is started again if it ran. Its disk grows if the image needs more, never shrinks."""
+    if instance.boot_source != BootSource.IMAGE or instance.host is None or not instance.host.can.disk_volume:
+        raise InvalidOperation("only an instance booted from a library image is rebuilt from one")
+    if template is not None:
+        image = template.image
+    if image is None:
+        raise InvalidOperation("choose an image or a template to rebuild from")
+    if not usable_by(image, instance.tenant_id) or (template is not None and not usable_by(template,
+                                                                                           instance.tenant_id)):
+        raise InvalidOperation("no such image")
+    if image.disk_format == DiskFormat.ISO:
+        raise InvalidOperation("an ISO installs through the CD-ROM: insert it and install, or create a new instance")
+    if image.licensed != instance.licensed:
+        raise InvalidOperation("an instance's licence is fixed when it is made: this image's differs, so create a "
+                               "new instance from it")
+    if instance.snapshots.live().exists():
+        raise InvalidOperation(f"'{instance.name}' has snapshots of the disk a rebuild replaces: delete them first")
+    disk_gib, user_data = image_boot(tenant=instance.tenant, image=image, template=template, name=instance.name,
+                                     disk_gib=0, ssh_keys=ssh_keys, password=password)
+    before = {size: getattr(instance, size) for size in SIZES}
+    after = {**before, "disk_gib": max(disk_gib, before["disk_gib"])}
+    with transaction.atomic():
+        quotas.check(tenant=instance.tenant, request={"disk_gib": after["disk_gib"] - before["disk_gib"]})
+        action = request_operation(instance=instance, operation=Operation.REBUILD, user=user, image=image,
+                                   resize={"from": before, "to": after})
+        Instance.objects.filter(pk=instance.pk).update(image=image, template=template, user_data=user_data,
+                                                       disk_gib=after["disk_gib"])
+        if after != before and not instance.sizes.exists():
+            InstanceSize.objects.create(instance=instance, at=instance.created_at, **before)
+        return action

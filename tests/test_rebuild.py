@@ -1,0 +1,82 @@
+"""Rebuild: an instance reinstalled from another image keeps its name, UUID, NICs and addresses."""
+
+import pytest
+
+from hosts import hypervisor
+from images.choices import DiskFormat
+from images.models import ImageCopy
+from instances import services
+from instances.choices import ActionStatus, Status
+from instances.models import Instance, InstanceAction, Snapshot
+from networks import services as network_services
+from tests.conftest import token_client
+from tests.factories import make_library_image, make_tenant, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_rebuild_replaces_the_disk_and_keeps_the_nics(member, member_api, tenant, host):
+    first = make_library_image(hosts=(host,), name="debian")
+    second = make_library_image(hosts=(host,), name="alpine", virtual_size=3 << 30)
+    network = network_services.create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.77.0.0/24")
+    response = member_api.post("/api/v1/instances/", {
+        "name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1, "boot_source": "image", "image": first.pk,
+        "networks": [{"network": network.pk, "address": "10.77.0.9"}]}, format="json")
+    assert response.status_code == 202, response.content
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    assert instance.status == Status.RUNNING, instance.status_reason
+    port = instance.ports.get()
+
+    rebuilt = member_api.post(f"/api/v1/instances/{instance.pk}/rebuild/", {"image": second.pk}, format="json")
+    assert rebuilt.status_code == 202, rebuilt.content
+    action = InstanceAction.objects.get(pk=rebuilt.json()["id"])
+    assert action.status == ActionStatus.SUCCEEDED, action.error
+    instance.refresh_from_db()
+    # The same instance, running again on an overlay of the new image, grown to what the image needs
+    assert (instance.image, instance.status, instance.disk_gib) == (second, Status.RUNNING, 3)
+    dom = hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid))
+    assert dom.UUIDString() == str(instance.uuid)
+    disk = hypervisor.connection(host.uri).storagePoolLookupByName(host.storage_pool).storageVolLookupByName(
+        instance.volume_name)
+    assert ImageCopy.volume_name(second) in disk.XMLDesc() and ImageCopy.volume_name(first) not in disk.XMLDesc()
+    # with its NIC and address kept
+    assert list(instance.ports.values_list("pk", "mac")) == [(port.pk, port.mac)]
+    assert [a.address for a in port.addresses.all()] == ["10.77.0.9"]
+    assert port.mac in dom.XMLDesc()
+    # and billed at the larger disk from now on
+    assert list(instance.sizes.values_list("disk_gib", flat=True)) == [1, 3]
+
+
+def test_rebuilds_are_refused_with_the_reason(member, member_api, tenant, host):
+    image = make_library_image(hosts=(host,), name="base")
+    response = member_api.post("/api/v1/instances/", {"name": "web", "vcpus": 1, "memory_mib": 128, "disk_gib": 1,
+                                                      "boot_source": "image", "image": image.pk}, format="json")
+    instance = Instance.objects.get(pk=response.json()["instance"])
+    url = f"/api/v1/instances/{instance.pk}/rebuild/"
+    # another tenant's image, instance or nothing to rebuild from
+    foreign = make_library_image(tenant=make_tenant(), hosts=(host,), name="theirs")
+    assert member_api.post(url, {"image": foreign.pk}, format="json").status_code == 404
+    assert token_client(make_user(tenant=make_tenant())).post(url, {"image": image.pk},
+                                                              format="json").status_code == 404
+    assert "choose an image" in member_api.post(url, {}, format="json").json()["detail"]
+    # an ISO, a licensed image for an unlicensed instance
+    iso = make_library_image(hosts=(host,), name="installer", disk_format=DiskFormat.ISO)
+    assert "CD-ROM" in member_api.post(url, {"image": iso.pk}, format="json").json()["detail"]
+    licensed = make_library_image(hosts=(host,), name="licensed", licensed=True)
+    assert "licence" in member_api.post(url, {"image": licensed.pk}, format="json").json()["detail"]
+    # an instance with snapshots of the disk it would replace
+    Snapshot.objects.create(instance=instance, name="keep", status="available")
+    assert "snapshots" in member_api.post(url, {"image": image.pk}, format="json").json()["detail"]
+    Snapshot.objects.all().delete()
+    # an instance not booted from an image
+    kernel_booted = Instance.objects.create(tenant=tenant, host=host, name="k", vcpus=1, memory_mib=64,
+                                            status=Status.STOPPED)
+    refused = member_api.post(f"/api/v1/instances/{kernel_booted.pk}/rebuild/", {"image": image.pk}, format="json")
+    assert refused.status_code == 409 and "booted from a library image" in refused.json()["detail"]
+    # a busy one
+    Instance.objects.filter(pk=instance.pk).update(task_state="rebooting")
+    assert member_api.post(url, {"image": image.pk}, format="json").status_code == 409
+    Instance.objects.filter(pk=instance.pk).update(task_state=None)
+    instance.refresh_from_db()
+    assert instance.image == image and not instance.actions.filter(operation="rebuild").exists()
+    services.request_operation(instance=instance, operation="delete", user=member)
