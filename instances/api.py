@@ -22,6 +22,7 @@ from instances.serializers import (
     InstanceSerializer,
     MediaSerializer,
     RebuildSerializer,
+    RenameSerializer,
     ResizeSerializer,
     SnapshotRequestSerializer,
     SnapshotSerializer,
@@ -145,6 +146,15 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data = ResizeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         act = resizing.resize(instance=instance, user=request.user, **data.validated_data)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=RenameSerializer, responses={202: ActionSerializer}, summary="Rename the instance")
+    @action(detail=True, methods=["post"], url_path="rename", url_name="rename")
+    def rename_instance(self, request, pk=None):
+        instance = self.get_object()
+        data = RenameSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        act = rebuild.rename(instance=instance, name=data.validated_data["name"], user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=RebuildSerializer, responses={202: ActionSerializer},

@@ -33,6 +33,7 @@ class TaskState(models.TextChoices):
     UNSNAPSHOTTING = "unsnapshotting", "Deleting a snapshot"
     RESIZING = "resizing", "Resizing"
     REBUILDING = "rebuilding", "Rebuilding"
+    RENAMING = "renaming", "Renaming"
     DELETING = "deleting", "Deleting"
 
 
@@ -52,6 +53,7 @@ class Operation(models.TextChoices):
     UNSNAPSHOT = "unsnapshot", "Delete a snapshot"
     RESIZE = "resize", "Resize"
     REBUILD = "rebuild", "Rebuild"
+    RENAME = "rename", "Rename"
     DELETE = "delete", "Delete"
 
 

@@ -4,7 +4,8 @@ from instances.choices import Operation, Status, TaskState
 
 # Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
 SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC, Operation.SNAPSHOT,
-           Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE, Operation.REBUILD)
+           Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE, Operation.REBUILD,
+           Operation.RENAME)
 
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
@@ -22,6 +23,7 @@ TASK_STATE_OF = {
     Operation.UNSNAPSHOT: TaskState.UNSNAPSHOTTING,
     Operation.RESIZE: TaskState.RESIZING,
     Operation.REBUILD: TaskState.REBUILDING,
+    Operation.RENAME: TaskState.RENAMING,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -41,6 +43,7 @@ ALLOWED_FROM = {
     Operation.UNSNAPSHOT: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
     Operation.RESIZE: {Status.RUNNING, Status.STOPPED, Status.PAUSED},  # vCPUs and RAM: stopped only (services)
     Operation.REBUILD: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
+    Operation.RENAME: set(Status) - {Status.DELETED, Status.PENDING},
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 

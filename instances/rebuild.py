@@ -1,15 +1,17 @@
-"""Rebuild: reinstall an instance from a library image or template, keeping its name, UUID, NICs and addresses."""
+"""Rebuild (reinstall an instance from a library image or template, keeping its name, UUID, NICs and addresses) and
+rename."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from images.choices import DiskFormat
 from images.models import Image, Template, usable_by
 from instances.choices import BootSource, Operation
-from instances.exceptions import InvalidOperation
-from instances.models import Instance, InstanceAction, InstanceSize
+from instances.exceptions import InvalidInstance, InvalidOperation
+from instances.models import NAME_VALIDATOR, Instance, InstanceAction, InstanceSize
 from instances.resizing import SIZES
 from instances.services import image_boot, request_operation
 from tenants import quotas
@@ -48,3 +50,24 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
         if after != before and not instance.sizes.exists():
             InstanceSize.objects.create(instance=instance, at=instance.created_at, **before)
         return action
+
+
+def rename(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> InstanceAction:
+    """Give the instance a new name, unique among the tenant's instances (its domain's name on the host is its UUID's
+    and does not change; the worker sets the domain's title)."""
+    name = name.strip()
+    if name == instance.name:
+        raise InvalidOperation(f"'{instance.name}' already has that name")
+    try:
+        if len(name) > 63:
+            raise ValidationError("Use at most 63 characters.")
+        NAME_VALIDATOR(name)
+    except ValidationError as exc:
+        raise InvalidInstance(f"name: {' '.join(exc.messages)}") from None
+    try:
+        with transaction.atomic():
+            action = request_operation(instance=instance, operation=Operation.RENAME, user=user)
+            Instance.objects.filter(pk=instance.pk).update(name=name)
+            return action
+    except IntegrityError:
+        raise InvalidInstance(f"an instance named '{name}' already exists in {instance.tenant}") from None

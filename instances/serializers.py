@@ -108,6 +108,10 @@ class ResizeSerializer(serializers.Serializer):
                                         help_text="Grow only: a disk never shrinks.")
 
 
+class RenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=300)
+
+
 class RebuildSerializer(serializers.Serializer):
     """What to reinstall from: an image, or a template (its image and cloud-init)."""
 

@@ -361,6 +361,19 @@ def _snapshot_of(action: InstanceAction):
 
 
 @tasking.task
+def rename_instance(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host = action.instance, action.instance.host
+        try:
+            hypervisor.set_title(host.uri, str(instance.uuid), instance.name)
+        except hypervisor.DomainNotFound:  # never defined (a failed create): its retry takes the name
+            return instance.status
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
 def rebuild_instance(action_id: int) -> None:
     _run(action_id, _do_rebuild)
 
@@ -427,6 +440,7 @@ TASKS = {
     Operation.UNSNAPSHOT: delete_snapshot,
     Operation.RESIZE: resize_instance,
     Operation.REBUILD: rebuild_instance,
+    Operation.RENAME: rename_instance,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

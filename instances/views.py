@@ -198,6 +198,13 @@ def instance_resize(request, instance: Instance):
 
 
 @object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.rename", back=_instance_page)
+def instance_rename(request, instance: Instance):
+    rebuild.rename(instance=instance, name=request.POST.get("name", "")[:300], user=request.user)
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
               action="instance.rebuild", back=_instance_page)
 def instance_rebuild(request, instance: Instance):
     """Reinstall from the chosen image of the library."""

@@ -46,6 +46,16 @@ def console_service():
         console_service.run_in_thread()
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test gets a channel layer object of its own: channels_redis binds its receive lock to the event loop
+    that first waited on it, and a test's scenarios (async_to_sync) run on loops of their own, so a consumer a test
+    left waiting would otherwise hold that lock for the next test's loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Each xdist worker numbers networks and NICs from a range of its own: their names on this machine's one

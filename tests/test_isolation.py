@@ -256,6 +256,7 @@ MATRIX: dict[str, list[Case]] = {
     "instance-rebuild": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
                                                                                effect=False),
                               body=lambda w, x: {"image": w[x]["disk"].pk})],
+    "instance-rename": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "renamed"})],
     "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
     "instance-snapshot-change": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
@@ -411,6 +412,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-media": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"image": w[x]["iso"].pk})],
     "api-instance-resize": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"disk_gib": 2})],
     "api-instance-rebuild": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"image": w[x]["disk"].pk})],
+    "api-instance-rename": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "renamed"})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],
     "api-instance-revert-snapshot": [Case("POST", "instance", operate(A, 202),

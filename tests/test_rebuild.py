@@ -80,3 +80,33 @@ def test_rebuilds_are_refused_with_the_reason(member, member_api, tenant, host):
     instance.refresh_from_db()
     assert instance.image == image and not instance.actions.filter(operation="rebuild").exists()
     services.request_operation(instance=instance, operation="delete", user=member)
+
+
+def test_a_rename_changes_the_name_and_the_domains_title_and_keeps_names_unique(member, member_api, tenant, host):
+    image = make_library_image(hosts=(host,), name="base")
+    ids = []
+    for name in ("web", "db"):
+        response = member_api.post("/api/v1/instances/", {"name": name, "vcpus": 1, "memory_mib": 128,
+                                                          "disk_gib": 1, "boot_source": "image", "image": image.pk},
+                                   format="json")
+        ids.append(response.json()["instance"])
+    web = Instance.objects.get(pk=ids[0])
+    renamed = member_api.post(f"/api/v1/instances/{web.pk}/rename/", {"name": "frontend"}, format="json")
+    assert renamed.status_code == 202, renamed.content
+    assert InstanceAction.objects.get(pk=renamed.json()["id"]).status == ActionStatus.SUCCEEDED
+    web.refresh_from_db()
+    assert web.name == "frontend" and web.domain_name == f"cp-{web.uuid}"
+    dom = hypervisor.connection(host.uri).lookupByUUIDString(str(web.uuid))
+    assert dom.metadata(hypervisor.connections.libvirt.VIR_DOMAIN_METADATA_TITLE, None, 0) == "frontend"
+    # Another of the tenant's names, a bad one, or the same one are refused with the reason; nothing changes
+    taken = member_api.post(f"/api/v1/instances/{web.pk}/rename/", {"name": "db"}, format="json")
+    assert taken.status_code == 400 and "already exists" in taken.json()["detail"]
+    assert member_api.post(f"/api/v1/instances/{web.pk}/rename/", {"name": "../x"}, format="json").status_code == 400
+    assert member_api.post(f"/api/v1/instances/{web.pk}/rename/", {"name": "x" * 64},
+                           format="json").status_code == 400
+    assert member_api.post(f"/api/v1/instances/{web.pk}/rename/", {"name": "frontend"},
+                           format="json").status_code == 409
+    web.refresh_from_db()
+    assert (web.name, web.task_state) == ("frontend", None)
+    assert token_client(make_user(tenant=make_tenant())).post(f"/api/v1/instances/{web.pk}/rename/", {
+        "name": "mine"}, format="json").status_code == 404

@@ -50,7 +50,7 @@ from hosts.hypervisor.networks import (
     remove_network,
     set_dhcp_host,
 )
-from hosts.hypervisor.resize import set_size
+from hosts.hypervisor.resize import set_size, set_title
 from hosts.hypervisor.snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from hosts.hypervisor.storage import (
     create_volume,
@@ -82,6 +82,6 @@ __all__ = [
     "delete_snapshot", "delete_volume", "describe", "detach_interface", "dhcp_hosts", "ensure_event_loop",
     "ensure_network", "forget", "grow_disk", "is_connected", "open_display", "power_off", "probe", "reading_volume",
     "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter",
-    "set_size", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch",
-    "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
+    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

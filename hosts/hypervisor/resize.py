@@ -1,4 +1,5 @@
-"""Resizing a domain: vCPUs and RAM in its (stopped) definition (disks grow through storage.grow_disk)."""
+"""Changing a domain in place: vCPUs and RAM in its (stopped) definition (disks grow through storage.grow_disk),
+and its title."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import xml.etree.ElementTree as ET
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import HypervisorError, libvirt
 from hosts.hypervisor.domain_xml import CPU_PERIOD_US
+
+
+def set_title(uri: str, domain_uuid: str, title: str) -> None:
+    """The domain's title (what `virsh list --title` shows), live too if it runs."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_TITLE, title, None, None, flags)
 
 
 def set_size(uri: str, domain_uuid: str, *, vcpus: int, memory_mib: int) -> None:
