@@ -18,6 +18,7 @@ import codecs
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from channels.exceptions import ChannelFull
@@ -43,7 +44,9 @@ class _Stream:
     domain_uuid: str
     console: hypervisor.Console | None = None
     viewers: dict[str, float] = field(default_factory=dict)  # channel name → when last heard (monotonic)
-    typed: list[bytes] = field(default_factory=list)  # keys that came while the stream was opening
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # this stream, not an earlier or later one
+    typed: list[bytes] = field(default_factory=list)  # keys not yet written
+    typing: asyncio.Event = field(default_factory=asyncio.Event)
     output: list[str] = field(default_factory=list)  # text not yet published
     ended: str | None = None  # why the stream ended
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,9 +72,17 @@ class ConsoleService:
         """Serve until cancelled; every stream is closed on the way out."""
         self.loop = asyncio.get_running_loop()
         sweeper = asyncio.ensure_future(self._sweep())
+        backoff = 0.5
         try:
             while True:
-                message = await self.layer.receive(self.channel)
+                try:
+                    message = await self.layer.receive(self.channel)
+                except Exception:  # noqa: BLE001 - the broker went away: wait for it, never stop serving
+                    log.warning("console service: cannot receive; again in %.1f s", backoff, exc_info=True)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                backoff = 0.5
                 try:
                     self._handle(message)
                 except (KeyError, TypeError, ValueError):
@@ -79,7 +90,8 @@ class ConsoleService:
         finally:
             sweeper.cancel()
             for stream in list(self.streams.values()):
-                self._close(stream, "the console service stopped")
+                if stream.console is not None:
+                    stream.console.close("the console service stopped")
 
     def _handle(self, message: dict) -> None:
         kind, key, viewer = message["type"], (str(message["uri"]), str(message["uuid"])), str(message["viewer"])
@@ -96,11 +108,8 @@ class ConsoleService:
             asyncio.ensure_future(self._answer(stream, viewer))
         elif kind == "console.input":
             data = message["data"]
-            data = data if isinstance(data, bytes) else str(data).encode()
-            if stream.console is not None:
-                stream.console.write(data)  # a non-blocking stream: written in order, here
-            else:
-                stream.typed.append(data)
+            stream.typed.append(data if isinstance(data, bytes) else str(data).encode())
+            stream.typing.set()
 
     async def _open(self, stream: _Stream) -> None:
         loop = self.loop
@@ -109,12 +118,20 @@ class ConsoleService:
             on_output=lambda data: loop.call_soon_threadsafe(self._output, stream, data),
             on_close=lambda reason: loop.call_soon_threadsafe(self._ended, stream, reason))
         if stream.ended is not None:  # every viewer left while it opened
-            stream.console.close(stream.ended)
+            await asyncio.to_thread(stream.console.close, stream.ended)
             return
         asyncio.ensure_future(self._publish(stream))
-        for data in stream.typed:
-            stream.console.write(data)
-        stream.typed.clear()
+        asyncio.ensure_future(self._type(stream))
+
+    async def _type(self, stream: _Stream) -> None:
+        """Write viewers' keys to the guest in order, in a thread (libvirt's send may wait on a slow host)."""
+        while stream.ended is None:
+            await stream.typing.wait()
+            stream.typing.clear()
+            while stream.typed and stream.ended is None:
+                data = b"".join(stream.typed)
+                stream.typed.clear()
+                await asyncio.to_thread(stream.console.write, data)
 
     async def _answer(self, stream: _Stream, viewer: str) -> None:
         """Tell a viewer it is attached once the stream is open, or why it could not be opened."""
@@ -130,7 +147,10 @@ class ConsoleService:
             await self._send(viewer, {"type": "console.closed", "reason": f"the console could not be opened: {exc}",
                                       "opened": False})
             return
-        await self._send(viewer, {"type": "console.attached"})
+        if stream.ended is not None:  # it ended while it opened (every viewer had left)
+            await self._send(viewer, {"type": "console.closed", "reason": stream.ended, "opened": False})
+            return
+        await self._send(viewer, {"type": "console.attached", "stream": stream.id})
 
     def _output(self, stream: _Stream, data: bytes) -> None:
         text = stream.decoder.decode(data)
@@ -145,10 +165,11 @@ class ConsoleService:
             del self.streams[(stream.uri, stream.domain_uuid)]
         stream.ended = reason
         stream.wake.set()
+        stream.typing.set()
 
     def _close(self, stream: _Stream, reason: str) -> None:
-        if stream.console is not None:
-            stream.console.close(reason)  # its on_close ends the stream
+        if stream.console is not None:  # its on_close ends the stream; libvirt's abort may wait on the host
+            asyncio.ensure_future(asyncio.to_thread(stream.console.close, reason))
         else:
             self._ended(stream, reason)
 
@@ -160,9 +181,10 @@ class ConsoleService:
             if stream.output:
                 text = "".join(stream.output)
                 stream.output.clear()
-                await self._group_send(stream, {"type": "console.output", "text": text})
+                await self._group_send(stream, {"type": "console.output", "text": text, "stream": stream.id})
             if stream.ended is not None and not stream.output:
-                await self._group_send(stream, {"type": "console.closed", "reason": stream.ended, "opened": True})
+                await self._group_send(stream, {"type": "console.closed", "reason": stream.ended, "opened": True,
+                                                "stream": stream.id})
                 return
 
     async def _group_send(self, stream: _Stream, message: dict) -> None:

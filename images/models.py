@@ -54,6 +54,9 @@ class Image(models.Model):
     # Where the bytes came from: an upload's file name (shown, never used as a path) or a URL.
     filename = models.CharField(max_length=255, blank=True)
     source_url = models.URLField(max_length=2000, blank=True)
+    # An instance's disk saved as an image: its standalone copy in the host's pool, read (then removed) by a worker.
+    capture_host = models.ForeignKey("hosts.Host", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    capture_volume = models.CharField(max_length=255, blank=True)
     declared_format = models.CharField(max_length=10, choices=SourceFormat.choices, blank=True)
     expected_checksum = models.CharField(max_length=140, blank=True)  # "sha256:<hex>" or "sha512:<hex>"
     source_format = models.CharField(max_length=10, choices=SourceFormat.choices, blank=True)

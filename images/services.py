@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -91,6 +92,24 @@ def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
     image.save()
     events.publish_on_commit(image)
     enqueue(tasks.import_image, image.pk)
+    return image
+
+
+@transaction.atomic
+def create_capture(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, host: Host, volume: str,
+                   size_gib: int, os_type: str = "linux", min_memory_mib: int = 0) -> Image:
+    """Accept an instance's disk as a new private image of its tenant: the worker that copied it to `volume` on the
+    host has it read, inspected like any upload, and stored (images.tasks.capture_image)."""
+    image = _new_image(user=user, tenant=tenant, visibility=Visibility.PRIVATE, name=name,
+                       status=ImageStatus.IMPORTING, capture_host=host, capture_volume=volume, os_type=os_type,
+                       min_disk_gib=size_gib, min_memory_mib=min_memory_mib, expected_bytes=size_gib << 30)
+    try:
+        image.clean_fields(exclude=[f.name for f in Image._meta.fields if f.name != "name"])
+    except ValidationError as exc:
+        raise UnsafeImage("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    quotas.check(tenant=tenant, request={"image_gib": size_gib << 30})  # at most the disk's size; checked again
+    image.save()
+    events.publish_on_commit(image)
     return image
 
 

@@ -93,6 +93,43 @@ def import_image(self, image_id: int) -> None:
     _attempt(self, image, work)
 
 
+class _VolumeReader:
+    """A volume's read(n) where hashing_copy expects a response."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.read = read
+
+    def getheader(self, _name: str) -> None:
+        return None
+
+
+@shared_task(bind=True, max_retries=5)
+def capture_image(self, image_id: int) -> None:
+    """An instance's disk saved as an image: read its copy from the host, inspect and store it like an upload, then
+    remove the copy."""
+    image = Image.objects.filter(pk=image_id, status=ImageStatus.IMPORTING).exclude(capture_volume="").first()
+    if image is None:
+        return
+    host = image.capture_host
+
+    def work(workdir: Path) -> None:
+        if host is None:
+            raise UploadIncomplete("the host holding the disk's copy was removed")
+        received = workdir / "received"
+        with hypervisor.reading_volume(host.uri, host.storage_pool, image.capture_volume) as read:
+            digests, _size = transfer.hashing_copy(_VolumeReader(read), received,
+                                                   algorithms=processing.algorithms_for(image),
+                                                   limit=settings.CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB << 30)
+        _finish(image, received, digests, workdir, stored=False)
+
+    _attempt(self, image, work)
+    if host is not None:  # published or failed: the copy has served
+        try:
+            hypervisor.delete_volume(host.uri, host.storage_pool, image.capture_volume)
+        except hypervisor.HypervisorError as exc:
+            log.warning("could not remove %s from host %s: %s", image.capture_volume, host.pk, exc)
+
+
 @shared_task
 def expire_stale_images() -> None:
     """Uploads left idle, and imports or inspections whose worker went away, end in error and free their bytes."""
@@ -109,7 +146,8 @@ def expire_stale_images() -> None:
             # Its worker went away: the bytes (or the URL) are still there, so the work starts over, once.
             if Image.objects.filter(pk=image.pk, status=image.status).update(status_reason=RESTARTED,
                                                                               updated_at=now):
-                task = inspect_image if image.status == ImageStatus.INSPECTING else import_image
+                task = inspect_image if image.status == ImageStatus.INSPECTING else \
+                    capture_image if image.capture_volume else import_image
                 enqueue(task, image.pk)
             continue
         else:

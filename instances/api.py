@@ -24,6 +24,7 @@ from instances.serializers import (
     RebuildSerializer,
     RenameSerializer,
     ResizeSerializer,
+    SaveImageSerializer,
     SnapshotRequestSerializer,
     SnapshotSerializer,
     StateChangeSerializer,
@@ -148,6 +149,16 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = resizing.resize(instance=instance, user=request.user, **data.validated_data)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=SaveImageSerializer, responses={202: ActionSerializer},
+                   summary="Save the stopped instance's disk as a new private image (the action's image)")
+    @action(detail=True, methods=["post"], url_path="save-image", url_name="save-image")
+    def save_image(self, request, pk=None):
+        instance = self.get_object()
+        data = SaveImageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        act = rebuild.save_as_image(instance=instance, name=data.validated_data["name"], user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=RenameSerializer, responses={202: ActionSerializer}, summary="Rename the instance")
     @action(detail=True, methods=["post"], url_path="rename", url_name="rename")
     def rename_instance(self, request, pk=None):
@@ -206,15 +217,12 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = snapshots.revert(instance=instance, snapshot=self._snapshot(instance, snapshot_id), user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={202: ActionSerializer, 204: None},
-                   summary="Delete a snapshot (204: a failed one, never taken, is gone at once)")
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Delete a snapshot")
     @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<snapshot_id>[0-9]{1,18})",
             url_name="delete-snapshot")
     def delete_snapshot(self, request, pk=None, snapshot_id=None):
         instance = self.get_object()
         act = snapshots.delete(instance=instance, snapshot=self._snapshot(instance, snapshot_id), user=request.user)
-        if act is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=MediaSerializer, responses={202: ActionSerializer}, summary="Insert or eject a CD-ROM")

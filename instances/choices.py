@@ -34,6 +34,7 @@ class TaskState(models.TextChoices):
     RESIZING = "resizing", "Resizing"
     REBUILDING = "rebuilding", "Rebuilding"
     RENAMING = "renaming", "Renaming"
+    CAPTURING = "capturing", "Saving as an image"
     DELETING = "deleting", "Deleting"
 
 
@@ -54,6 +55,7 @@ class Operation(models.TextChoices):
     RESIZE = "resize", "Resize"
     REBUILD = "rebuild", "Rebuild"
     RENAME = "rename", "Rename"
+    CAPTURE = "capture", "Save as image"
     DELETE = "delete", "Delete"
 
 

@@ -152,6 +152,7 @@ class ConsoleConsumer(_InstanceSocket):
 
     heartbeat: asyncio.Task | None = None
     attached = False
+    stream: str | None = None  # the console service's stream this socket is attached to
 
     async def connect(self) -> None:
         row = await self.operable_instance()
@@ -191,13 +192,15 @@ class ConsoleConsumer(_InstanceSocket):
         await self.close(code=CONSOLE_UNAVAILABLE)
 
     async def console_attached(self, message: dict) -> None:
-        self.attached = True
+        self.attached, self.stream = True, message.get("stream")
         self.answered.set()
 
     async def console_output(self, message: dict) -> None:
         await self.send(text_data=message["text"])
 
     async def console_closed(self, message: dict) -> None:
+        if message.get("stream") and self.stream and message["stream"] != self.stream:
+            return  # an earlier stream of this console ending: this socket is on the one opened since
         if message.get("opened") or self.attached:
             await self.send(text_data=f"\r\n[console closed: {message['reason']}]\r\n")
             await self.close(code=CONSOLE_ENDED)

@@ -5,7 +5,7 @@ from instances.choices import Operation, Status, TaskState
 # Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
 SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC, Operation.SNAPSHOT,
            Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE, Operation.REBUILD,
-           Operation.RENAME)
+           Operation.RENAME, Operation.CAPTURE)
 
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
@@ -24,6 +24,7 @@ TASK_STATE_OF = {
     Operation.RESIZE: TaskState.RESIZING,
     Operation.REBUILD: TaskState.REBUILDING,
     Operation.RENAME: TaskState.RENAMING,
+    Operation.CAPTURE: TaskState.CAPTURING,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -44,6 +45,7 @@ ALLOWED_FROM = {
     Operation.RESIZE: {Status.RUNNING, Status.STOPPED, Status.PAUSED},  # vCPUs and RAM: stopped only (services)
     Operation.REBUILD: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
     Operation.RENAME: set(Status) - {Status.DELETED, Status.PENDING},
+    Operation.CAPTURE: {Status.STOPPED},  # a consistent disk: nothing writes to it meanwhile
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 

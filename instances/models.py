@@ -231,6 +231,10 @@ class Snapshot(models.Model):
     status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.CREATING)
     error = models.TextField(blank=True)
     macs = models.JSONField(default=list, blank=True)  # its NICs when taken
+    # Its instance's size when taken: a revert brings that definition back, so it must still be the size.
+    vcpus = models.PositiveSmallIntegerField(default=0)
+    memory_mib = models.PositiveIntegerField(default=0)
+    disk_gib = models.PositiveIntegerField(default=0)
     cdrom = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,5 +1,5 @@
-"""Rebuild (reinstall an instance from a library image or template, keeping its name, UUID, NICs and addresses) and
-rename."""
+"""Rebuild (reinstall an instance from a library image or template, keeping its name, UUID, NICs and addresses),
+rename, and save as image (a golden image made from an instance's disk)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from hosts import services as host_services
+from images import services as image_services
 from images.choices import DiskFormat
 from images.models import Image, Template, usable_by
 from instances.choices import BootSource, Operation
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import NAME_VALIDATOR, Instance, InstanceAction, InstanceSize
 from instances.resizing import SIZES
-from instances.services import image_boot, request_operation
+from instances.services import check_memory, image_boot, request_operation
 from tenants import quotas
 
 
@@ -37,12 +39,16 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
                                "new instance from it")
     if instance.snapshots.live().exists():
         raise InvalidOperation(f"'{instance.name}' has snapshots of the disk a rebuild replaces: delete them first")
+    check_memory(instance.memory_mib, image=image, boot_kernel=instance.boot_kernel)
     disk_gib, user_data = image_boot(tenant=instance.tenant, image=image, template=template, name=instance.name,
                                      disk_gib=0, ssh_keys=ssh_keys, password=password)
     before = {size: getattr(instance, size) for size in SIZES}
     after = {**before, "disk_gib": max(disk_gib, before["disk_gib"])}
     with transaction.atomic():
         quotas.check(tenant=instance.tenant, request={"disk_gib": after["disk_gib"] - before["disk_gib"]})
+        if after != before:
+            host_services.check_resize(host_id=instance.host_id, instance_id=instance.pk, vcpus=after["vcpus"],
+                                       memory_mib=after["memory_mib"], disk_gib=after["disk_gib"])
         action = request_operation(instance=instance, operation=Operation.REBUILD, user=user, image=image,
                                    resize={"from": before, "to": after})
         Instance.objects.filter(pk=instance.pk).update(image=image, template=template, user_data=user_data,
@@ -71,3 +77,20 @@ def rename(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> I
             return action
     except IntegrityError:
         raise InvalidInstance(f"an instance named '{name}' already exists in {instance.tenant}") from None
+
+
+def save_as_image(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> InstanceAction:
+    """Save the stopped instance's disk as a new private image of its tenant: the worker copies it whole (its
+    image's layers flattened in), and the copy goes through the same inspection as an upload."""
+    if instance.host is None or not instance.host.can.disk_volume or not instance.host.can.stores_data:
+        raise InvalidOperation("this technology has no disk the panel can copy")
+    if instance.boot_source in (BootSource.DISK, BootSource.ADOPTED, BootSource.CONTAINER) or not instance.disk_gib:
+        raise InvalidOperation(f"'{instance.name}' has no disk of the panel's to save")
+    with transaction.atomic():
+        image = image_services.create_capture(
+            user=user, tenant=instance.tenant, name=name.strip(), host=instance.host, volume="",
+            size_gib=instance.disk_gib, os_type=instance.image.os_type if instance.image else "linux",
+            min_memory_mib=instance.image.min_memory_mib if instance.image else 0)
+        image.capture_volume = f"cp-capture-{image.uuid}.qcow2"
+        image.save(update_fields=["capture_volume"])
+        return request_operation(instance=instance, operation=Operation.CAPTURE, user=user, image=image)

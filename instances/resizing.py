@@ -40,8 +40,8 @@ def resize(*, instance: Instance, user: AbstractBaseUser | None, vcpus: int | No
             raise InvalidOperation("this instance's disk is not a volume of the panel's: it cannot be grown here")
         if not before["disk_gib"] and instance.boot_source != BootSource.IMAGE:
             raise InvalidOperation(f"'{instance.name}' has no disk to grow")
-    if (after["vcpus"], after["memory_mib"]) != (before["vcpus"], before["memory_mib"]) and \
-            instance.status != Status.STOPPED:
+    cpu_or_ram = (after["vcpus"], after["memory_mib"]) != (before["vcpus"], before["memory_mib"])
+    if cpu_or_ram and instance.status != Status.STOPPED:
         raise InvalidOperation(f"'{instance.name}' is {instance.get_status_display().lower()}: its vCPUs and RAM "
                                "change while it is stopped (its definition leaves no room to add them live); a "
                                "disk grows either way")
@@ -55,8 +55,10 @@ def resize(*, instance: Instance, user: AbstractBaseUser | None, vcpus: int | No
         quotas.check(tenant=instance.tenant, request={size: max(0, after[size] - before[size]) for size in SIZES})
         host_services.check_resize(host_id=instance.host_id, instance_id=instance.pk, vcpus=after["vcpus"],
                                    memory_mib=after["memory_mib"], disk_gib=after["disk_gib"])
+        # (claimed only if it is still stopped then, for vCPUs and RAM: a start may have finished meanwhile)
         action = request_operation(instance=instance, operation=Operation.RESIZE, user=user,
-                                   resize={"from": before, "to": after})
+                                   resize={"from": before, "to": after},
+                                   allowed_from=frozenset({Status.STOPPED}) if cpu_or_ram else None)
         Instance.objects.filter(pk=instance.pk).update(**after)  # held from now: the quota and the host see it
         if not instance.sizes.exists():  # billing's history starts with the size it had so far
             InstanceSize.objects.create(instance=instance, at=instance.created_at, **before)

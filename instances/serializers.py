@@ -108,6 +108,10 @@ class ResizeSerializer(serializers.Serializer):
                                         help_text="Grow only: a disk never shrinks.")
 
 
+class SaveImageSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255, help_text="The new private image's name.")
+
+
 class RenameSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=300)
 

@@ -25,6 +25,7 @@ from hosts import services as host_services
 from hosts.hypervisor import NO_DRIVE
 from hosts.models import Host, HostDomain
 from images import cloudinit
+from images import services as image_services
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
 from instances import boot, tasks
@@ -247,17 +248,19 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 @transaction.atomic
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
                       image: Image | None = None, port: Port | None = None, start: bool = True,
-                      snapshot: Snapshot | None = None, resize: dict | None = None) -> InstanceAction:
+                      snapshot: Snapshot | None = None, resize: dict | None = None,
+                      allowed_from: frozenset[str] | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
-    see create_instance)."""
+    see create_instance; allowed_from: narrower statuses than the operation's own, checked in the same claim)."""
     operation = Operation(operation)
+    allowed = allowed_from or ALLOWED_FROM[operation]
     current = Instance.objects.filter(pk=instance.pk).values("status", "task_state", "status_reason").first()
     if current is None:
         raise InvalidOperation("the instance no longer exists")
     if current["task_state"]:
         raise InstanceBusy(f"'{instance.name}' is busy: {TaskState(current['task_state']).label.lower()} "
                            "is in progress; wait for it to finish")
-    if current["status"] not in ALLOWED_FROM[operation]:
+    if current["status"] not in allowed:
         raise InvalidOperation(f"cannot {operation.label.lower()} '{instance.name}' while it is "
                                f"{Status(current['status']).label.lower()}")
     # A start, or a create again (the retry of one that was to start): the host must have room now.
@@ -266,7 +269,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
                                   memory_mib=instance.memory_mib)
     started = timezone.now()
     claimed = Instance.objects.filter(
-        pk=instance.pk, task_state__isnull=True, status__in=ALLOWED_FROM[operation]
+        pk=instance.pk, task_state__isnull=True, status__in=allowed
     ).update(task_state=TASK_STATE_OF[operation], task_started_at=started)
     if not claimed:
         raise InstanceBusy(f"'{instance.name}' is busy with another operation; try again")
@@ -331,12 +334,12 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     """Request a failed action's operation again."""
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
-    if action.operation == Operation.SNAPSHOT:
-        raise InvalidOperation("a failed snapshot is not taken again: delete it and take a new one")
-    if action.operation == Operation.RESIZE:
-        raise InvalidOperation("a failed resize is not run again: ask for the size again")
-    if action.operation in (Operation.REVERT, Operation.UNSNAPSHOT) and (
-            action.snapshot is None or action.snapshot.status != SnapshotStatus.AVAILABLE):
+    if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
+                            Operation.CAPTURE):
+        raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
+                               "have changed since): ask for it again")
+    if action.operation == Operation.UNSNAPSHOT and (
+            action.snapshot is None or action.snapshot.status == SnapshotStatus.DELETED):
         raise InvalidOperation("the snapshot is no longer there")
     return request_operation(instance=action.instance, operation=action.operation, user=user, image=action.image,
                              start=action.start, snapshot=action.snapshot)
@@ -368,7 +371,10 @@ def renew_lease(action_id: int) -> bool:
 
 WORKER_LOST = "worker lost: the worker running it stopped"
 # Run again when their worker dies: doing them twice is the same as once.
-RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF})
+# Run again when their worker died: doing them twice is the same as once, and stopping halfway would leave the host
+# and the panel disagreeing (a resize's definition written, a snapshot deleted or taken on the host).
+RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF, Operation.RESIZE, Operation.UNSNAPSHOT,
+                       Operation.SNAPSHOT})
 MAX_ATTEMPTS = 3
 
 
@@ -430,7 +436,7 @@ def finish_action(action_id: int, *, observed: str) -> None:
         elif action.operation == Operation.SNAPSHOT:
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.AVAILABLE, taken_at=timezone.now())
-        elif action.operation == Operation.UNSNAPSHOT:
+        elif action.operation == Operation.UNSNAPSHOT:  # (one never taken was never billed: taken_at stays empty)
             Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
         if action.resize and action.resize["to"] != action.resize["from"]:  # a resize, or a rebuild on a larger disk
@@ -461,6 +467,8 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
             observed = Status.ERROR
         if action.operation == Operation.RESIZE and action.resize:  # the size it still has
             Instance.objects.filter(pk=instance.pk).update(**action.resize["from"])
+        if action.operation == Operation.CAPTURE and action.image_id:  # the image will not come
+            image_services.fail_image(image_id=action.image_id, reason=f"the disk could not be copied: {error}")
         if action.operation == Operation.SNAPSHOT:  # never taken: not billed, kept to show why until deleted
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.ERROR, error=error[:2000])
@@ -490,8 +498,9 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
         instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
         if instance is None or instance.status in (Status.DELETED, Status.PENDING):
             return False  # gone, or its create task owns the first status
-        if instance.task_state in (TaskState.DELETING, TaskState.CREATING):
-            return False
+        if instance.task_state in (TaskState.DELETING, TaskState.CREATING, TaskState.REBUILDING,
+                                   TaskState.REVERTING):
+            return False  # the operation undefines or replaces the domain on purpose: its end says how it is
         if instance.status_changed_at and instance.status_changed_at > observed_at:
             return False
         if not _set_status(instance, status, cause, detail=detail, at=observed_at):

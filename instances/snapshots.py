@@ -49,7 +49,8 @@ def take(*, instance: Instance, name: str, description: str = "", memory: bool |
                                "of a running guest could not be reverted to here); stop it first for disks alone")
     snapshot = Snapshot(instance=instance, name=name, description=description, memory=memory, created_by=user,
                         size_gib=instance.disk_gib + (-(-instance.memory_mib // MIB_PER_GIB) if memory else 0),
-                        macs=_plugged(instance), cdrom_id=instance.cdrom_id)
+                        macs=_plugged(instance), cdrom_id=instance.cdrom_id, vcpus=instance.vcpus,
+                        memory_mib=instance.memory_mib, disk_gib=instance.disk_gib)
     try:
         snapshot.clean_fields(exclude=["instance", "created_by", "cdrom"])
     except ValidationError as exc:
@@ -80,18 +81,20 @@ def revert(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | N
     if _plugged(instance) != sorted(snapshot.macs):
         raise InvalidOperation(f"the NICs of '{instance.name}' changed since the snapshot '{snapshot.name}' was "
                                "taken: plug or unplug them to match it, or take a new snapshot")
+    then = (snapshot.vcpus, snapshot.memory_mib, snapshot.disk_gib)
+    if (instance.vcpus, instance.memory_mib, instance.disk_gib) != then:
+        raise InvalidOperation(f"'{instance.name}' was resized since the snapshot '{snapshot.name}' was taken "
+                               f"({then[0]} vCPU, {then[1]} MiB, {then[2]} GiB then): a revert would bring that size "
+                               "back; resize it to match, or take a new snapshot")
     if instance.cdrom_id != snapshot.cdrom_id:
         raise InvalidOperation(f"the CD-ROM of '{instance.name}' changed since the snapshot '{snapshot.name}' was "
                                "taken: put back what it held, or take a new snapshot")
     return request_operation(instance=instance, operation=Operation.REVERT, user=user, snapshot=snapshot)
 
 
-def delete(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | None) -> InstanceAction | None:
-    """Delete a snapshot from the host (a failed one, never taken, just goes: None)."""
+def delete(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | None) -> InstanceAction:
+    """Delete a snapshot from the host (a failed one too: it may have been taken before its worker went)."""
     _of(instance, snapshot)
-    if snapshot.status == SnapshotStatus.ERROR:
-        Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.ERROR).update(status=SnapshotStatus.DELETED)
-        return None
-    if snapshot.status != SnapshotStatus.AVAILABLE:
+    if snapshot.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR):
         raise InvalidOperation(f"the snapshot '{snapshot.name}' is {snapshot.get_status_display().lower()}")
     return request_operation(instance=instance, operation=Operation.UNSNAPSHOT, user=user, snapshot=snapshot)

@@ -21,10 +21,11 @@ from hosts import hypervisor
 from hosts.models import Host
 from hosts.tasks import reconcile_host
 from images import cloudinit, distribution, rootfs
+from images import tasks as image_tasks
 from images.choices import DiskFormat
 from instances import boot, services
 from instances.choices import BootSource, Operation, Status
-from instances.models import Instance, InstanceAction
+from instances.models import Instance, InstanceAction, Snapshot
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
 from networks.models import Port
@@ -361,6 +362,20 @@ def _snapshot_of(action: InstanceAction):
 
 
 @tasking.task
+def capture_disk(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, image = action.instance, action.instance.host, action.image
+        if image is None:
+            raise hypervisor.HypervisorError("the image was deleted before the disk was copied")
+        hypervisor.clone_volume(host.uri, host.storage_pool, instance.volume_name, image.capture_volume,
+                                instance.disk_gib)
+        tasking.enqueue(image_tasks.capture_image, image.pk, host_id=host.pk)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
 def rename_instance(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
@@ -383,12 +398,19 @@ def resize_instance(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
         before, after = action.resize["from"], action.resize["to"]
+        uuid = str(instance.uuid)
+        cpu_or_ram = (after["vcpus"], after["memory_mib"]) != (before["vcpus"], before["memory_mib"])
+        if cpu_or_ram:
+            hypervisor.set_size(host.uri, uuid, vcpus=after["vcpus"], memory_mib=after["memory_mib"])
         if after["disk_gib"] > before["disk_gib"]:
-            hypervisor.grow_disk(host.uri, str(instance.uuid), pool=host.storage_pool, volume=instance.volume_name,
-                                 size_gib=after["disk_gib"])
-        if (after["vcpus"], after["memory_mib"]) != (before["vcpus"], before["memory_mib"]):
-            hypervisor.set_size(host.uri, str(instance.uuid), vcpus=after["vcpus"], memory_mib=after["memory_mib"])
-        return hypervisor.state(host.uri, str(instance.uuid))
+            try:
+                hypervisor.grow_disk(host.uri, uuid, pool=host.storage_pool, volume=instance.volume_name,
+                                     size_gib=after["disk_gib"])
+            except hypervisor.HypervisorError:
+                if cpu_or_ram:  # all or nothing: the old size is what the panel keeps on failure
+                    hypervisor.set_size(host.uri, uuid, vcpus=before["vcpus"], memory_mib=before["memory_mib"])
+                raise
+        return hypervisor.state(host.uri, uuid)
 
     _run(action_id, work)
 
@@ -397,7 +419,11 @@ def resize_instance(action_id: int) -> None:
 def take_snapshot(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host, snapshot = action.instance, action.instance.host, _snapshot_of(action)
-        hypervisor.create_snapshot(host.uri, str(instance.uuid), snapshot.libvirt_name, snapshot.description)
+        memory = hypervisor.create_snapshot(host.uri, str(instance.uuid), snapshot.libvirt_name,
+                                            snapshot.description)
+        if memory != snapshot.memory:  # the guest stopped or started meanwhile: bill what was taken
+            Snapshot.objects.filter(pk=snapshot.pk).update(
+                memory=memory, size_gib=snapshot.disk_gib + (-(-snapshot.memory_mib // 1024) if memory else 0))
         return hypervisor.state(host.uri, str(instance.uuid))
 
     _run(action_id, work)
@@ -441,6 +467,7 @@ TASKS = {
     Operation.RESIZE: resize_instance,
     Operation.REBUILD: rebuild_instance,
     Operation.RENAME: rename_instance,
+    Operation.CAPTURE: capture_disk,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

@@ -12,6 +12,7 @@ urlpatterns = [
     path("<int:pk>/resize/", views.instance_resize, name="instance-resize"),
     path("<int:pk>/rebuild/", views.instance_rebuild, name="instance-rebuild"),
     path("<int:pk>/rename/", views.instance_rename, name="instance-rename"),
+    path("<int:pk>/save-image/", views.instance_save_image, name="instance-save-image"),
     path("<int:pk>/snapshots/", views.instance_snapshot, name="instance-snapshot"),
     path("<int:pk>/snapshots/<str:change>/", views.instance_snapshot_change, name="instance-snapshot-change"),
     path("topology/", views.topology, name="network-topology"),

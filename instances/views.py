@@ -197,6 +197,15 @@ def instance_resize(request, instance: Instance):
     return redirect(_instance_page(instance))
 
 
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant", "image"),
+              action="instance.save_image", back=_instance_page)
+def instance_save_image(request, instance: Instance):
+    action = rebuild.save_as_image(instance=instance, name=request.POST.get("name", "")[:255], user=request.user)
+    messages.success(request, f"Saving the disk as the image {action.image.name}: it shows in the library once "
+                              "inspected.")
+    return redirect(_instance_page(instance))
+
+
 @object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
               action="instance.rename", back=_instance_page)
 def instance_rename(request, instance: Instance):

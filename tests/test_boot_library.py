@@ -672,4 +672,5 @@ def test_a_container_definition_maps_root_away_and_has_its_own_tree_and_network(
     # and a QEMU guest's display listens on no address or port at all: libvirt hands the panel a socket to it
     qemu = ET.fromstring(domain_xml(Technology.QEMU, lxc_spec(kernel="/srv/boot/vmlinuz")))
     [graphics] = qemu.iter("graphics")
-    assert graphics.attrib == {"type": "vnc"} and [listen.attrib for listen in graphics] == [{"type": "none"}]
+    assert graphics.attrib == {"type": "vnc", "sharePolicy": "force-shared"}
+    assert [listen.attrib for listen in graphics] == [{"type": "none"}]

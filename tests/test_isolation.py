@@ -257,6 +257,10 @@ MATRIX: dict[str, list[Case]] = {
                                                                                effect=False),
                               body=lambda w, x: {"image": w[x]["disk"].pk})],
     "instance-rename": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "renamed"})],
+    # The world's instance runs: saving its disk is refused (409, or back to the page).
+    "instance-save-image": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
+                                                                                  effect=False),
+                                 body=lambda w, x: {"name": "golden"})],
     "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
     "instance-snapshot-change": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
@@ -413,6 +417,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-resize": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"disk_gib": 2})],
     "api-instance-rebuild": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"image": w[x]["disk"].pk})],
     "api-instance-rename": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "renamed"})],
+    "api-instance-save-image": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"name": "golden"})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],
     "api-instance-revert-snapshot": [Case("POST", "instance", operate(A, 202),
@@ -626,7 +631,8 @@ def build_world() -> dict:
         port.instance = instance
         port.save(update_fields=["instance"])
         snapshot = Snapshot.objects.create(instance=instance, name=f"snap-{side}-{tag}", macs=[port.mac],
-                                           status=SnapshotStatus.AVAILABLE, taken_at=timezone.now())
+                                           status=SnapshotStatus.AVAILABLE, taken_at=timezone.now(),
+                                           vcpus=instance.vcpus, memory_mib=instance.memory_mib, disk_gib=1)
         subnet = network.subnets.get()
         reserved = reserve(subnet=subnet, first="10.200.0.250", last="10.200.0.251", reason=f"res-{side}-{tag}")
         group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")

@@ -4,13 +4,14 @@ import pytest
 
 from hosts import hypervisor
 from images.choices import DiskFormat
-from images.models import ImageCopy
+from images.models import Image, ImageCopy
 from instances import services
 from instances.choices import ActionStatus, Status
 from instances.models import Instance, InstanceAction, Snapshot
 from networks import services as network_services
 from tests.conftest import token_client
 from tests.factories import make_library_image, make_tenant, make_user
+from tests.test_qemu import console_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,3 +111,37 @@ def test_a_rename_changes_the_name_and_the_domains_title_and_keeps_names_unique(
     assert (web.name, web.task_state) == ("frontend", None)
     assert token_client(make_user(tenant=make_tenant())).post(f"/api/v1/instances/{web.pk}/rename/", {
         "name": "mine"}, format="json").status_code == 404
+
+
+@pytest.mark.qemu
+def test_a_real_guests_disk_saved_as_an_image_boots_a_new_instance(qemu_host, member, member_api, tenant,
+                                                                   guest_kernel):
+    action = services.create_instance(user=member, tenant=tenant, name="golden", vcpus=1, memory_mib=128,
+                                      disk_gib=1, boot_kernel=guest_kernel, host=qemu_host)
+    source = Instance.objects.get(pk=action.instance_id)
+    assert source.status == Status.RUNNING, source.status_reason
+    console_session(source, member, "echo golden-disk | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null; "
+                    "sync; echo synced-$((3*3))", r"synced-9")
+    # Running, it is refused (its disk is being written); stopped, its disk becomes a private image
+    refused = member_api.post(f"/api/v1/instances/{source.pk}/save-image/", {"name": "golden"}, format="json")
+    assert refused.status_code == 409
+    services.request_operation(instance=source, operation="poweroff", user=member)
+    saved = member_api.post(f"/api/v1/instances/{source.pk}/save-image/", {"name": "golden"}, format="json")
+    assert saved.status_code == 202, saved.content
+    act = InstanceAction.objects.get(pk=saved.json()["id"])
+    assert act.status == ActionStatus.SUCCEEDED, act.error
+    image = Image.objects.get(pk=act.image_id)
+    assert (image.status, image.disk_format, image.tenant, image.visibility) == ("available", "qcow2", tenant,
+                                                                                 "private"), image.status_reason
+    assert image.virtual_size == 1 << 30 and image.min_disk_gib == 1
+    # its copy on the host is gone once stored
+    assert image.capture_volume not in hypervisor.connection(qemu_host.uri).storagePoolLookupByName(
+        qemu_host.storage_pool).listVolumes()
+    # and a new instance booted from it reads what the first one wrote
+    created = member_api.post("/api/v1/instances/", {
+        "name": "from-golden", "vcpus": 1, "memory_mib": 128, "boot_source": "image", "image": image.pk,
+        "boot_kernel": guest_kernel.pk}, format="json")
+    assert created.status_code == 202, created.content
+    clone = Instance.objects.get(pk=created.json()["instance"])
+    assert clone.status == Status.RUNNING, clone.status_reason
+    assert "golden-disk" in console_session(clone, member, "head -c 11 /dev/vda; echo", r"golden-\w+\s")

@@ -53,6 +53,7 @@ from hosts.hypervisor.networks import (
 from hosts.hypervisor.resize import set_size, set_title
 from hosts.hypervisor.snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from hosts.hypervisor.storage import (
+    clone_volume,
     create_volume,
     delete_volume,
     grow_disk,
@@ -78,10 +79,11 @@ __all__ = [
     "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
     "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NO_DRIVE",
     "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
-    "attach_interface", "change_media", "connection", "create_snapshot", "create_volume", "define", "define_filter",
-    "delete_snapshot", "delete_volume", "describe", "detach_interface", "dhcp_hosts", "ensure_event_loop",
-    "ensure_network", "forget", "grow_disk", "is_connected", "open_display", "power_off", "probe", "reading_volume",
-    "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter",
-    "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
-    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "attach_interface", "change_media", "clone_volume", "connection", "create_snapshot", "create_volume", "define",
+    "define_filter", "delete_snapshot", "delete_volume", "describe", "detach_interface", "dhcp_hosts",
+    "ensure_event_loop", "ensure_network", "forget", "grow_disk", "is_connected", "open_display", "power_off",
+    "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot",
+    "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shutdown", "start", "state", "stores_data",
+    "suspend", "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256",
+    "watch_lifecycle",
 ]

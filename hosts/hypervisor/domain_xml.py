@@ -92,10 +92,10 @@ def _serial_console(devices: ET.Element, target_type: str = "serial") -> None:
 
 
 def _display(devices: ET.Element) -> None:
-    """A VNC display with no listener at all (reached only through libvirt), a VGA card and a tablet for the
-    pointer (absolute coordinates, so a browser's mouse lands where it points)."""
+    """A VNC display with no listener at all (reached only through libvirt) that every viewer shares, a VGA card and
+    a tablet for the pointer (absolute coordinates, so a browser's mouse lands where it points)."""
     _sub(devices, "input", type="tablet", bus="usb")
-    graphics = _sub(devices, "graphics", type="vnc")
+    graphics = _sub(devices, "graphics", type="vnc", sharePolicy="force-shared")  # no viewer shuts the others out
     _sub(graphics, "listen", type="none")
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")

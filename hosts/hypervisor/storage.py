@@ -174,3 +174,18 @@ def grow_disk(uri: str, domain_uuid: str, *, pool: str, volume: str, size_gib: i
             dom.blockResize(found.path(), wanted, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
         else:
             found.resize(wanted, 0)
+
+
+def clone_volume(uri: str, pool: str, source: str, name: str, size_gib: int) -> str:
+    """A full, standalone qcow2 copy of a volume of the pool (its backing chain flattened into it); returns its path.
+    One of that name already there counts as done."""
+    conn = connections.connection(uri)
+    with connections.errors(uri):
+        storage = _pool(conn, uri, pool)
+        existing = _volume(storage, name)
+        if existing is not None:
+            return existing.path()
+        original = _volume(storage, source)
+        if original is None:
+            raise HypervisorError(f"the disk {source} is not in the pool {pool}")
+        return storage.createXMLFrom(volume_xml(name, size_gib), original, 0).path()
