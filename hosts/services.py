@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import NamedTuple
@@ -199,9 +199,20 @@ def holding() -> Q:
                    | Q(instances__task_state__isnull=False))
 
 
+# Disk space held in hosts' pools besides instances' disks (snapshots, say): each registered by the app owning them,
+# as host ids → {host id: GiB}.
+DiskHolder = Callable[[list[int]], Mapping[int, int]]
+_disk_holders: list[DiskHolder] = []
+
+
+def register_disk_holder(holder: DiskHolder) -> None:
+    """Count more of the hosts' pool space as allocated (called by the app owning it, in its AppConfig.ready)."""
+    _disk_holders.append(holder)
+
+
 def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[int, Held]:
-    """What each host's instances hold of it, in one query; excluding leaves one instance out (the one being
-    started)."""
+    """What each host's instances (and the registered disk holders) hold of it, in one query each; excluding
+    leaves one instance's own vCPUs, RAM and disk out (the one being started or resized)."""
     held, live = holding(), _LIVE
     if excluding is not None:
         held, live = held & ~Q(instances__pk=excluding), live & ~Q(instances__pk=excluding)
@@ -209,6 +220,10 @@ def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[in
         cpu=Sum("instances__vcpus", filter=held), mem=Sum("instances__memory_mib", filter=held),
         disk=Sum("instances__disk_gib", filter=live))
     totals = {pk: Held(cpu or 0, mem or 0, disk or 0) for pk, cpu, mem, disk in rows}
+    for holder in _disk_holders:
+        for host_id, gib in holder(host_ids).items():
+            held_now = totals.get(host_id, Held())
+            totals[host_id] = held_now._replace(disk_gib=held_now.disk_gib + gib)
     return {host_id: totals.get(host_id, Held()) for host_id in host_ids}
 
 
@@ -270,6 +285,16 @@ def check_resize(*, host_id: int, instance_id: int, vcpus: int, memory_mib: int,
     host = Host.objects.select_for_update().get(pk=host_id)
     used = allocations([host_id], excluding=instance_id)[host_id]
     reason = capacity_error(host, Held(vcpus, memory_mib, disk_gib), used, new=False)
+    if reason:
+        raise HostFull(reason)
+
+
+def check_pool(*, host_id: int, disk_gib: int) -> None:
+    """Inside the caller's transaction: refuse (HostFull) more disk than the host's pool has left, next to what its
+    instances and snapshots hold. The host's row stays locked, as for a placement."""
+    host = Host.objects.select_for_update().get(pk=host_id)
+    used = allocations([host_id])[host_id]
+    reason = capacity_error(host, Held(0, 0, disk_gib), Held(0, 0, used.disk_gib), new=False)
     if reason:
         raise HostFull(reason)
 

@@ -5,9 +5,11 @@ class InstancesConfig(AppConfig):
     name = "instances"
 
     def ready(self) -> None:
+        from hosts.services import register_disk_holder
         from instances import receivers  # noqa: F401  (connects to what hosts report)
         from instances.models import Instance, Snapshot
         from tenants.quotas import register_counter
 
         register_counter(Instance.objects.quota_usage, ("instances", "vcpus", "memory_mib", "disk_gib"))
         register_counter(Snapshot.objects.quota_usage, ("snapshots",))
+        register_disk_holder(Snapshot.objects.pool_usage)

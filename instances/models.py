@@ -208,6 +208,12 @@ class SnapshotQuerySet(InstanceChildQuerySet):
     def live(self) -> "SnapshotQuerySet":
         return self.exclude(status=SnapshotStatus.DELETED)
 
+    def pool_usage(self, host_ids: list[int]) -> dict[int, int]:
+        """GiB the hosts' pools hold for snapshots (every one not deleted, at its billed size), for capacity."""
+        rows = (self.filter(instance__host_id__in=host_ids).live().values("instance__host_id")
+                .annotate(gib=Sum("size_gib")))
+        return {row["instance__host_id"]: row["gib"] or 0 for row in rows}
+
     def quota_usage(self, tenant_ids: list[int], _excluding_image: int | None = None) -> dict[int, dict[str, int]]:
         """Snapshots the tenants hold (every one not deleted), for their quotas."""
         rows = (self.filter(instance__tenant_id__in=tenant_ids).live().values("instance__tenant_id")

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from cloudpanel.exceptions import NotFound
+from hosts import services as host_services
 from instances.choices import BootSource, Operation, SnapshotStatus, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import Instance, InstanceAction, Snapshot
@@ -58,6 +59,7 @@ def take(*, instance: Instance, name: str, description: str = "", memory: bool |
     try:
         with transaction.atomic():
             quotas.check(tenant=instance.tenant, request={"snapshots": 1})
+            host_services.check_pool(host_id=instance.host_id, disk_gib=snapshot.size_gib)
             snapshot.save()
             return request_operation(instance=instance, operation=Operation.SNAPSHOT, user=user, snapshot=snapshot)
     except IntegrityError:

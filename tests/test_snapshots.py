@@ -109,6 +109,12 @@ def test_snapshot_requests_are_refused_with_the_reason(member_api, tenant, host)
     over = take(member_api, instance, name="s2")
     assert over.status_code == 409 and "Snapshots: 1 of 1" in over.json()["detail"]
     assert not Snapshot.objects.filter(name="s2").exists()
+    # more than the host's pool has left (the instance's 2 GiB disk, then 2 GiB of disk and 2 of memory)
+    set_quota(tenant=tenant, limits={"snapshots": None})
+    Host.objects.filter(pk=host.pk).update(pools=[{"name": host.storage_pool, "capacity_bytes": 7 << 30}])
+    full = take(member_api, instance, name="s3")
+    assert full.status_code == 409 and "GiB of disk left in its pool" in full.json()["detail"], full.content
+    assert not Snapshot.objects.filter(name="s3").exists()
     # a technology without snapshots, or an instance without a disk
     lxc = make_instance(tenant=tenant, host=make_host(uri="lxc:///", name="lxc"), status=Status.RUNNING)
     assert "QEMU/KVM" in take(member_api, lxc).json()["detail"]
