@@ -11,7 +11,7 @@ from hosts import services as host_services
 from images import services as image_services
 from images.choices import DiskFormat
 from images.models import Image, Template, usable_by
-from instances.choices import BootSource, Operation
+from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import NAME_VALIDATOR, Instance, InstanceAction, InstanceSize
 from instances.resizing import SIZES
@@ -49,8 +49,10 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
         if after != before:
             host_services.check_resize(host_id=instance.host_id, instance_id=instance.pk, vcpus=after["vcpus"],
                                        memory_mib=after["memory_mib"], disk_gib=after["disk_gib"])
+        # (start: whether it runs again afterwards: only if it ran, so it holds its host's capacity already)
         action = request_operation(instance=instance, operation=Operation.REBUILD, user=user, image=image,
-                                   resize={"from": before, "to": after})
+                                   resize={"from": before, "to": after},
+                                   start=instance.status in (Status.RUNNING, Status.PAUSED))
         Instance.objects.filter(pk=instance.pk).update(image=image, template=template, user_data=user_data,
                                                        disk_gib=after["disk_gib"])
         if after != before and not instance.sizes.exists():

@@ -91,7 +91,11 @@ def revert(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | N
     if instance.cdrom_id != snapshot.cdrom_id:
         raise InvalidOperation(f"the CD-ROM of '{instance.name}' changed since the snapshot '{snapshot.name}' was "
                                "taken: put back what it held, or take a new snapshot")
-    return request_operation(instance=instance, operation=Operation.REVERT, user=user, snapshot=snapshot)
+    with transaction.atomic():
+        if snapshot.memory and instance.status not in RUNNING:  # the revert starts it: its host must have room now
+            host_services.check_start(host_id=instance.host_id, instance_id=instance.pk, vcpus=instance.vcpus,
+                                      memory_mib=instance.memory_mib)
+        return request_operation(instance=instance, operation=Operation.REVERT, user=user, snapshot=snapshot)
 
 
 def delete(*, instance: Instance, snapshot: Snapshot, user: AbstractBaseUser | None) -> InstanceAction:

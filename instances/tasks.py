@@ -189,15 +189,10 @@ def _do_rebuild(action: InstanceAction) -> str:
     """Replace the domain and its disks (its NICs and their addresses stay the instance's), then define it again
     from the instance's image: started if it ran."""
     instance, host = action.instance, action.instance.host
-    try:
-        ran = hypervisor.state(host.uri, str(instance.uuid)) in (hypervisor.PowerState.RUNNING,
-                                                                 hypervisor.PowerState.PAUSED)
-    except hypervisor.DomainNotFound:
-        ran = True  # a retry after the domain went: it is built again, and runs as it did
     hypervisor.undefine(host.uri, str(instance.uuid))
     hypervisor.delete_volume(host.uri, host.storage_pool, instance.volume_name)
     hypervisor.delete_volume(host.uri, host.storage_pool, instance.seed_volume_name)
-    return _create(instance, host, start=ran)
+    return _create(instance, host, start=action.start)  # (whether it ran when the rebuild was asked for)
 
 
 def _do_shutdown(action: InstanceAction) -> str:

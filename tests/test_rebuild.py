@@ -46,6 +46,12 @@ def test_a_rebuild_replaces_the_disk_and_keeps_the_nics(member, member_api, tena
     assert port.mac in dom.XMLDesc()
     # and billed at the larger disk from now on
     assert list(instance.sizes.values_list("disk_gib", flat=True)) == [1, 3]
+    # A stopped instance is rebuilt stopped
+    services.request_operation(instance=instance, operation="poweroff", user=member)
+    again = member_api.post(f"/api/v1/instances/{instance.pk}/rebuild/", {"image": first.pk}, format="json")
+    assert InstanceAction.objects.get(pk=again.json()["id"]).status == ActionStatus.SUCCEEDED
+    instance.refresh_from_db()
+    assert (instance.image, instance.status, instance.disk_gib) == (first, Status.STOPPED, 3)
 
 
 def test_rebuilds_are_refused_with_the_reason(member, member_api, tenant, host):
