@@ -67,11 +67,18 @@ class ConsoleService:
         self.channel = CHANNEL
         self.streams: dict[tuple[str, str], _Stream] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.tasks: set[asyncio.Future] = set()  # held until done: the loop keeps only weak references
+
+    def _spawn(self, work) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def run(self) -> None:
         """Serve until cancelled; every stream is closed on the way out."""
         self.loop = asyncio.get_running_loop()
         sweeper = asyncio.ensure_future(self._sweep())
+        self.tasks.add(sweeper)
         backoff = 0.5
         try:
             while True:
@@ -103,9 +110,11 @@ class ConsoleService:
         if stream is None:
             stream = self.streams[key] = _Stream(*key)
             stream.opening = asyncio.ensure_future(self._open(stream))
+            self.tasks.add(stream.opening)
+            stream.opening.add_done_callback(self.tasks.discard)
         stream.viewers[viewer] = time.monotonic()
         if kind == "console.attach":
-            asyncio.ensure_future(self._answer(stream, viewer))
+            self._spawn(self._answer(stream, viewer))
         elif kind == "console.input":
             data = message["data"]
             stream.typed.append(data if isinstance(data, bytes) else str(data).encode())
@@ -120,8 +129,8 @@ class ConsoleService:
         if stream.ended is not None:  # every viewer left while it opened
             await asyncio.to_thread(stream.console.close, stream.ended)
             return
-        asyncio.ensure_future(self._publish(stream))
-        asyncio.ensure_future(self._type(stream))
+        self._spawn(self._publish(stream))
+        self._spawn(self._type(stream))
 
     async def _type(self, stream: _Stream) -> None:
         """Write viewers' keys to the guest in order, in a thread (libvirt's send may wait on a slow host)."""
@@ -169,7 +178,9 @@ class ConsoleService:
 
     def _close(self, stream: _Stream, reason: str) -> None:
         if stream.console is not None:  # its on_close ends the stream; libvirt's abort may wait on the host
-            asyncio.ensure_future(asyncio.to_thread(stream.console.close, reason))
+            if self.streams.get((stream.uri, stream.domain_uuid)) is stream:
+                del self.streams[(stream.uri, stream.domain_uuid)]  # a viewer arriving now gets a stream of its own
+            self._spawn(asyncio.to_thread(stream.console.close, reason))
         else:
             self._ended(stream, reason)
 

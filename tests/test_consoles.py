@@ -140,3 +140,38 @@ def test_a_console_closes_with_the_reason_when_the_console_service_stops_answeri
             console.return_value.close.assert_called_once()  # it closed its stream on the way out
 
     scenario()
+
+
+def test_a_viewer_arriving_as_the_last_one_leaves_gets_a_stream_of_its_own(member, tenant, host, monkeypatch):
+    monkeypatch.setattr(console_service, "CHANNEL", f"consoles-{uuid.uuid4().hex[:8]}")
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+
+    def viewer():
+        communicator = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/",
+                                             headers=[ORIGIN, HOST])
+        communicator.scope["user"] = member
+        return communicator
+
+    @async_to_sync
+    async def scenario():
+        service = asyncio.ensure_future(console_service.ConsoleService().run())
+        with mock.patch("hosts.hypervisor.Console") as console:
+            first = viewer()
+            assert (await first.connect())[0]
+            await asyncio.sleep(0.3)
+            await first.disconnect()  # the last viewer leaves: its stream closes
+            second = viewer()
+            assert (await second.connect())[0]
+            await second.send_to(text_data="uptime\n")
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if console.call_count == 2 and console.return_value.write.called:
+                    break
+            # the second viewer got a stream of its own and was not closed with the first one's end
+            assert console.call_count == 2
+            assert console.return_value.write.call_args.args == (b"uptime\n",)
+            assert await second.receive_nothing(timeout=0.5)
+            await second.disconnect()
+        service.cancel()
+
+    scenario()
