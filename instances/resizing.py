@@ -30,6 +30,8 @@ def resize(*, instance: Instance, user: AbstractBaseUser | None, vcpus: int | No
              for size, value in zip(SIZES, (vcpus, memory_mib, disk_gib), strict=True)}
     if after == before:
         raise InvalidOperation(f"'{instance.name}' already has that size")
+    if instance.host_id is None or instance.status == Status.DELETED:
+        raise InvalidOperation(f"'{instance.name}' is deleted")
     if instance.boot_source == BootSource.ADOPTED:
         raise InvalidOperation("an adopted domain's definition and disks are its own: resize it on its host")
     if after["disk_gib"] < before["disk_gib"]:

@@ -50,10 +50,9 @@ class RfbClient:
         self.framebuffer = bytearray(self.width * self.height * self.bytes_per_pixel)
         await self.write(struct.pack(">BxHi", 2, 1, RAW))
 
-    async def request(self, incremental: bool = False, area: tuple[int, int, int, int] | None = None) -> None:
-        """Ask for an update of the whole screen, or of the area (x, y, width, height)."""
-        x, y, w, h = area or (0, 0, self.width, self.height)
-        await self.write(struct.pack(">BBHHHH", 3, int(incremental), x, y, w, h))
+    async def request(self) -> None:
+        """Ask for the whole screen (not only what changed)."""
+        await self.write(struct.pack(">BBHHHH", 3, 0, 0, 0, self.width, self.height))
 
     async def update(self) -> int:
         """Read server messages up to and including one framebuffer update; the rectangles it had."""
