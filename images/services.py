@@ -216,11 +216,16 @@ def delete_image(*, image: Image) -> None:
         users += [f"template {name}" for name in image.templates.values_list("name", flat=True)[:20]]
         users += [f"boot kernel {name}" for name in BootKernel.objects.filter(
             Q(kernel=image) | Q(initrd=image)).values_list("name", flat=True)[:20]]
+        pending = image.media_actions.in_flight()
         users += [f"a pending CD-ROM change of {name}" for name in
-                  image.media_actions.in_flight().values_list("instance__name", flat=True)[:20]]
+                  pending.filter(operation="media").values_list("instance__name", flat=True)[:20]]
+        users += [f"the copy of {name}'s disk it is made from" for name in
+                  pending.filter(operation="capture").values_list("instance__name", flat=True)[:20]]
         if users:
             raise ImageInUse(f"{image.name} is in use by {', '.join(users)}; delete those first.")
         copies = list(image.copies.values_list("host_id", "pool", "volume"))
+        if image.capture_volume and image.capture_host is not None:  # a disk's copy being read (gone once stored)
+            copies.append((image.capture_host_id, image.capture_host.storage_pool, image.capture_volume))
         image.delete()
         events.publish_deleted_on_commit(image)
         for host_id, pool, volume in copies:

@@ -3,6 +3,7 @@
 import pytest
 
 from hosts import hypervisor
+from images import services as image_services
 from images.choices import DiskFormat
 from images.models import Image, ImageCopy
 from instances import services
@@ -151,3 +152,13 @@ def test_a_real_guests_disk_saved_as_an_image_boots_a_new_instance(qemu_host, me
     clone = Instance.objects.get(pk=created.json()["instance"])
     assert clone.status == Status.RUNNING, clone.status_reason
     assert "golden-disk" in console_session(clone, member, "head -c 11 /dev/vda; echo", r"golden-\w+\s")
+
+
+def test_deleting_an_image_saved_from_a_disk_removes_the_copy_still_on_the_host(member, tenant, host):
+    image = image_services.create_capture(user=member, tenant=tenant, name="half-read", host=host,
+                                          volume="cp-capture-test.qcow2", size_gib=1)
+    hypervisor.create_volume(host.uri, host.storage_pool, image.capture_volume, 1)
+    pool = hypervisor.connection(host.uri).storagePoolLookupByName(host.storage_pool)
+    assert image.capture_volume in pool.listVolumes()
+    image_services.delete_image(image=image)
+    assert image.capture_volume not in pool.listVolumes()
