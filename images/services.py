@@ -96,13 +96,15 @@ def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
 
 
 @transaction.atomic
-def create_capture(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, host: Host, volume: str,
-                   size_gib: int, os_type: str = "linux", min_memory_mib: int = 0) -> Image:
-    """Accept an instance's disk as a new private image of its tenant: the worker that copied it to `volume` on the
-    host has it read, inspected like any upload, and stored (images.tasks.capture_image)."""
+def create_capture(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, host: Host, size_gib: int,
+                   os_type: str = "linux", min_memory_mib: int = 0) -> Image:
+    """Accept an instance's disk as a new private image of its tenant: the worker copies it to the image's
+    capture_volume on the host, then has it read, inspected like any upload, and stored
+    (images.tasks.capture_image)."""
     image = _new_image(user=user, tenant=tenant, visibility=Visibility.PRIVATE, name=name,
-                       status=ImageStatus.IMPORTING, capture_host=host, capture_volume=volume, os_type=os_type,
+                       status=ImageStatus.IMPORTING, capture_host=host, os_type=os_type,
                        min_disk_gib=size_gib, min_memory_mib=min_memory_mib, expected_bytes=size_gib << 30)
+    image.capture_volume = f"cp-capture-{image.uuid}.qcow2"
     try:
         image.clean_fields(exclude=[f.name for f in Image._meta.fields if f.name != "name"])
     except ValidationError as exc:

@@ -80,15 +80,19 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         audit.note(request, tenant=tenant)
         # Another tenant's image, template or network reads as no such thing.
         values["init_env"] = values.pop("env", {})
-        for key, model in (("image", Image), ("template", Template), ("boot_kernel", BootKernel)):
-            if key in values:
-                values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
-                if values[key] is None:
-                    raise NotFound(f"No such {key.replace('_', ' ')}.")
+        self._from_library(values)
         values["nics"] = [self._nic(wanted, tenant.pk) for wanted in values.pop("networks", [])]
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    def _from_library(self, values: dict) -> None:
+        """Replace the ids of library objects in values by the objects: another tenant's is no such thing (404)."""
+        for key, model in (("image", Image), ("template", Template), ("boot_kernel", BootKernel)):
+            if values.get(key) is not None:
+                values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
+                if values[key] is None:
+                    raise NotFound(f"No such {key.replace('_', ' ')}.")
 
     def _nic(self, wanted: dict, tenant_id: int) -> services.NicRequest:
         """A NIC asked for in a body: another tenant's network or security group reads as no such thing."""
@@ -175,18 +179,9 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         instance = self.get_object()
         data = RebuildSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        wanted = data.validated_data
-        image = template = None
-        if wanted.get("template") is not None:
-            template = Template.objects.visible_to(self.scope).filter(pk=wanted["template"]).first()
-            if template is None:
-                raise NotFound("No such template.")
-        elif wanted.get("image") is not None:
-            image = Image.objects.visible_to(self.scope).filter(pk=wanted["image"]).first()
-            if image is None:
-                raise NotFound("No such image.")
-        act = rebuild.rebuild(instance=instance, user=request.user, image=image, template=template,
-                              ssh_keys=wanted["ssh_keys"], password=wanted["password"])
+        wanted = dict(data.validated_data)
+        self._from_library(wanted)
+        act = rebuild.rebuild(instance=instance, user=request.user, **wanted)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(methods=["GET"], request=None, responses={200: SnapshotSerializer(many=True)},

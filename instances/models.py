@@ -264,6 +264,11 @@ class Snapshot(models.Model):
         """Its name on the host: unique, whatever tenants call it."""
         return f"cp-snapshot-{self.pk}"
 
+    @staticmethod
+    def billed_gib(*, disk_gib: int, memory_mib: int, memory: bool) -> int:
+        """What a snapshot is billed at: its disk's size, plus its memory rounded up to a GiB if it holds it."""
+        return disk_gib + (-(-memory_mib // 1024) if memory else 0)
+
 
 class DisplayTicket(models.Model):
     """A single-use pass to an instance's graphical console, for one user in one browser session.

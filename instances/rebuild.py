@@ -90,9 +90,7 @@ def save_as_image(*, instance: Instance, name: str, user: AbstractBaseUser | Non
         raise InvalidOperation(f"'{instance.name}' has no disk of the panel's to save")
     with transaction.atomic():
         image = image_services.create_capture(
-            user=user, tenant=instance.tenant, name=name.strip(), host=instance.host, volume="",
+            user=user, tenant=instance.tenant, name=name.strip(), host=instance.host,
             size_gib=instance.disk_gib, os_type=instance.image.os_type if instance.image else "linux",
             min_memory_mib=instance.image.min_memory_mib if instance.image else 0)
-        image.capture_volume = f"cp-capture-{image.uuid}.qcow2"
-        image.save(update_fields=["capture_volume"])
         return request_operation(instance=instance, operation=Operation.CAPTURE, user=user, image=image)

@@ -15,7 +15,6 @@ from instances.models import Instance, InstanceAction, Snapshot
 from instances.services import request_operation
 from tenants import quotas
 
-MIB_PER_GIB = 1024
 RUNNING = (Status.RUNNING, Status.PAUSED)
 
 
@@ -49,7 +48,8 @@ def take(*, instance: Instance, name: str, description: str = "", memory: bool |
         raise InvalidOperation(f"'{instance.name}' runs: its snapshot keeps its memory too (a disk-only snapshot "
                                "of a running guest could not be reverted to here); stop it first for disks alone")
     snapshot = Snapshot(instance=instance, name=name, description=description, memory=memory, created_by=user,
-                        size_gib=instance.disk_gib + (-(-instance.memory_mib // MIB_PER_GIB) if memory else 0),
+                        size_gib=Snapshot.billed_gib(disk_gib=instance.disk_gib, memory_mib=instance.memory_mib,
+                                                     memory=memory),
                         macs=_plugged(instance), cdrom_id=instance.cdrom_id, vcpus=instance.vcpus,
                         memory_mib=instance.memory_mib, disk_gib=instance.disk_gib)
     try:

@@ -417,8 +417,8 @@ def take_snapshot(action_id: int) -> None:
         memory = hypervisor.create_snapshot(host.uri, str(instance.uuid), snapshot.libvirt_name,
                                             snapshot.description)
         if memory != snapshot.memory:  # the guest stopped or started meanwhile: bill what was taken
-            Snapshot.objects.filter(pk=snapshot.pk).update(
-                memory=memory, size_gib=snapshot.disk_gib + (-(-snapshot.memory_mib // 1024) if memory else 0))
+            Snapshot.objects.filter(pk=snapshot.pk).update(memory=memory, size_gib=Snapshot.billed_gib(
+                disk_gib=snapshot.disk_gib, memory_mib=snapshot.memory_mib, memory=memory))
         return hypervisor.state(host.uri, str(instance.uuid))
 
     _run(action_id, work)

@@ -175,3 +175,38 @@ def test_a_viewer_arriving_as_the_last_one_leaves_gets_a_stream_of_its_own(membe
         service.cancel()
 
     scenario()
+
+
+def test_the_console_service_waits_out_a_broker_error_and_serves_on(member, tenant, host, monkeypatch):
+    monkeypatch.setattr(console_service, "CHANNEL", f"consoles-{uuid.uuid4().hex[:8]}")
+    instance = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+
+    @async_to_sync
+    async def scenario():
+        service = console_service.ConsoleService()
+        receive, failures = service.layer.receive, []
+
+        async def flaky_receive(channel):
+            if not failures:  # the broker drops the first receive
+                failures.append(channel)
+                raise ConnectionError("Redis went away")
+            return await receive(channel)
+
+        service.layer = mock.Mock(wraps=service.layer, receive=flaky_receive)
+        running = asyncio.ensure_future(service.run())
+        with mock.patch("hosts.hypervisor.Console") as console:
+            viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/",
+                                           headers=[ORIGIN, HOST])
+            viewer.scope["user"] = member
+            assert (await viewer.connect())[0]
+            await viewer.send_to(text_data="ls\n")
+            for _ in range(60):
+                await asyncio.sleep(0.05)
+                if console.return_value.write.called:
+                    break
+            assert failures and not running.done()
+            assert console.return_value.write.call_args.args == (b"ls\n",)
+            await viewer.disconnect()
+        running.cancel()
+
+    scenario()

@@ -155,8 +155,7 @@ def test_a_real_guests_disk_saved_as_an_image_boots_a_new_instance(qemu_host, me
 
 
 def test_deleting_an_image_saved_from_a_disk_removes_the_copy_still_on_the_host(member, tenant, host):
-    image = image_services.create_capture(user=member, tenant=tenant, name="half-read", host=host,
-                                          volume="cp-capture-test.qcow2", size_gib=1)
+    image = image_services.create_capture(user=member, tenant=tenant, name="half-read", host=host, size_gib=1)
     hypervisor.create_volume(host.uri, host.storage_pool, image.capture_volume, 1)
     pool = hypervisor.connection(host.uri).storagePoolLookupByName(host.storage_pool)
     assert image.capture_volume in pool.listVolumes()
