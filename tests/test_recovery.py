@@ -172,3 +172,29 @@ def test_a_create_timed_out_while_it_prepared_does_not_start_its_guest(member_ap
     assert (instance.status, instance.task_state) == (Status.ERROR, None)
     assert "did not finish in time" in instance.status_reason
     assert InstanceAction.objects.get(pk=created["id"]).status == ActionStatus.FAILED
+
+
+def test_a_resize_and_a_snapshot_whose_worker_died_are_run_again_and_finish(member_api, host, member):
+    instance = Instance.objects.get(pk=create(member_api, host)["instance"])
+    # A snapshot whose worker took it on the host, then died before it could say so
+    with mock.patch("instances.services.finish_action"):
+        member_api.post(f"/api/v1/instances/{instance.pk}/snapshots/", {"name": "s"}, format="json")
+    snapshot_action = InstanceAction.objects.get(operation="snapshot")
+    lease_expires(snapshot_action.pk)
+    tasks.recover_lost_actions()
+    snapshot_action.refresh_from_db()
+    assert (snapshot_action.status, snapshot_action.attempts) == (ActionStatus.SUCCEEDED, 2)
+    assert snapshot_action.snapshot.status == "available"
+    # A resize of the stopped guest whose worker died in the middle
+    services.request_operation(instance=instance, operation="poweroff", user=member)
+    with mock.patch("instances.tasks.enqueue"):
+        response = member_api.post(f"/api/v1/instances/{instance.pk}/resize/", {"vcpus": 2}, format="json")
+    resize = InstanceAction.objects.get(pk=response.json()["id"])
+    assert services.begin_action(resize.pk) is not None
+    lease_expires(resize.pk)
+    tasks.recover_lost_actions()
+    resize.refresh_from_db()
+    assert (resize.status, resize.attempts) == (ActionStatus.SUCCEEDED, 2), resize.error
+    assert Instance.objects.get(pk=instance.pk).vcpus == 2
+    assert list(instance.sizes.values_list("vcpus", flat=True)) == [1, 2]
+    assert hypervisor.connection(host.uri).lookupByUUIDString(str(instance.uuid)).info()[3] == 2
