@@ -12,6 +12,7 @@ class Meter(models.TextChoices):
     RAM = "ram", "GiB-of-RAM-hours"
     DISK = "disk", "GiB-of-disk-months"
     SNAPSHOT = "snapshot", "GiB-of-snapshot-months"
+    VOLUME = "volume", "GiB-of-volume-months"
     LICENCE = "licence", "Image licence hours"
     ADDRESS = "address", "Public address hours"
 

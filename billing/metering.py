@@ -3,7 +3,8 @@
 Each meter source turns a resource's history into spans (a size used from one second to
 another): an instance's vCPUs, RAM and licence while it runs (or is paused: it holds them),
 and its disk from its first start to its deletion, all from the instance state history; a
-snapshot from when it was taken until it is deleted; a public address while a NIC holds it.
+snapshot from when it was taken until it is deleted; a volume at each size it had, from when it was made on its
+host until it is deleted; a public address while a NIC holds it.
 A new billable item plugs in as another source.
 
 Spans are cut into hours, in whole seconds. For each resource, meter and hour the ledger
@@ -30,7 +31,7 @@ from billing.choices import Meter
 from billing.invoicing import lock_ledger, plan_versions, rate_at
 from billing.models import AddressHold, RateVersion, TenantBilling, UsageMonth, UsageRecord
 from instances.choices import Status
-from instances.models import Instance, Snapshot
+from instances.models import Instance, Snapshot, Volume
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -132,6 +133,20 @@ def snapshot_resources(tenant_ids: set[int], since: datetime, until: datetime) -
                        f"{row['instance__name']}: snapshot {row['name']}", (span,))
 
 
+def volume_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
+    """Every volume the tenants kept in the window: each size it had, from when it had it until it was deleted."""
+    volumes = (Volume.objects.filter(tenant_id__in=tenant_ids, ready_at__lt=until)
+               .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since))
+               .values("pk", "name", "sizes", "deleted_at", "tenant_id"))
+    for row in volumes.iterator():
+        end = min(row["deleted_at"] or until, until)
+        sizes = [(datetime.fromisoformat(at), gib) for at, gib in row["sizes"]]
+        spans = tuple(Span(Meter.VOLUME, gib, begin, min(finish, end))
+                      for (begin, gib), (finish, _next) in zip(sizes, [*sizes[1:], (end, 0)], strict=True)
+                      if begin < end)
+        yield Resource(row["tenant_id"], "volume", row["pk"], f"volume {row['name']}", spans)
+
+
 def address_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
     """Every public address the tenants held in the window."""
     holds = AddressHold.objects.filter(tenant_id__in=tenant_ids, started_at__lt=until).filter(
@@ -143,7 +158,7 @@ def address_resources(tenant_ids: set[int], since: datetime, until: datetime) ->
 
 
 SOURCES: tuple[Callable[[set[int], datetime, datetime], Iterable[Resource]], ...] = (
-    instance_resources, snapshot_resources, address_resources)
+    instance_resources, snapshot_resources, volume_resources, address_resources)
 
 
 def _record(resource: Resource, since: datetime, until: datetime, versions: list[RateVersion]) -> int:

@@ -287,6 +287,8 @@ CLOUDPANEL_DEFAULT_QUOTA = {
     "memory_mib": int(os.environ.get("CLOUDPANEL_QUOTA_MEMORY_MIB", str(64 * 1024))),
     "disk_gib": int(os.environ.get("CLOUDPANEL_QUOTA_DISK_GIB", "1000")),
     "snapshots": int(os.environ.get("CLOUDPANEL_QUOTA_SNAPSHOTS", "50")),
+    "volumes": int(os.environ.get("CLOUDPANEL_QUOTA_VOLUMES", "20")),
+    "volume_gib": int(os.environ.get("CLOUDPANEL_QUOTA_VOLUME_GIB", "1000")),
     "image_gib": int(os.environ.get("CLOUDPANEL_QUOTA_IMAGE_GIB", "200")),
     "networks": int(os.environ.get("CLOUDPANEL_QUOTA_NETWORKS", "10")),
     "public_addresses": int(os.environ.get("CLOUDPANEL_QUOTA_PUBLIC_ADDRESSES", "5")),

@@ -7,14 +7,15 @@ from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, TenantB
 from cloudpanel.api import router
 from hosts.api import HostViewSet
 from images.api import BootKernelViewSet, ImageViewSet, TemplateViewSet
-from instances.api import ActionViewSet, InstanceViewSet
-from instances.views import overview
+from instances.api import ActionViewSet, InstanceViewSet, VolumeViewSet
+from instances.views import overview, volume_change, volume_list
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
 router.register("hosts", HostViewSet, basename="api-host")
 router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
+router.register("volumes", VolumeViewSet, basename="api-volume")
 router.register("images", ImageViewSet, basename="api-image")
 router.register("templates", TemplateViewSet, basename="api-template")
 router.register("boot-kernels", BootKernelViewSet, basename="api-boot-kernel")
@@ -38,6 +39,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
     path("instances/", include("instances.urls")),
+    path("volumes/", volume_list, name="volume-list"),
+    path("volumes/<int:pk>/<str:change>/", volume_change, name="volume-change"),
     path("images/", include("images.urls")),
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),

@@ -28,6 +28,8 @@ class Capabilities:
     console_flags: bool  # the console takes libvirt's safe/force flags (the LXC driver takes none)
     graphics: bool  # a VNC display with no network listener, reached through libvirt (virDomainOpenGraphicsFD)
     snapshots: bool  # snapshots inside the instance's qcow2 disk: with memory while it runs, disks alone when stopped
+    volumes: bool = False  # volumes of the host's pool attached to its instances, or booted from
+    disk_hotplug: bool = False  # volumes attached to and detached from a running guest (else while it is stopped)
 
 
 _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=True, host_template=False,
@@ -36,10 +38,10 @@ _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=Tr
                    snapshots=False)
 
 TABLE: dict[Technology, Capabilities] = {
-    Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True),
+    Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True),
     Technology.XEN: _VM,
     Technology.VBOX: replace(_VM, kernel_boot=False),
-    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True),
+    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True),
     Technology.LXC: Capabilities(
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=False,
         container_image=True, container_command=True, networks=True, stores_data=True, signal_shutdown=True,

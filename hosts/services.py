@@ -106,7 +106,11 @@ def delete_host(*, host: Host) -> None:
     names = list(host.instances.live().values_list("name", flat=True)[:20])
     if names:
         raise HostInUse(f"host '{host.name}' still has instances: {', '.join(names)}")
+    names = list(host.volumes.exclude(status="deleted").values_list("name", flat=True)[:20])
+    if names:
+        raise HostInUse(f"host '{host.name}' still has volumes: {', '.join(names)}")
     host.instances.update(host=None)  # deleted ones: keep their history
+    host.volumes.update(host=None)
     host.delete()
 
 

@@ -55,6 +55,7 @@ class DomainSpec:
     root_dir: str = ""  # a container's own root filesystem on the host
     idmap: IdMap | None = None  # where container root lands among the host's uids and gids
     init_env: tuple[tuple[str, str], ...] = ()  # a container's environment
+    volumes: tuple[tuple[str, str], ...] = ()  # volumes attached: (path on the host, target such as vdc)
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,8 @@ def delete_image(*, image: Image) -> None:
         users += [f"instance {name} (CD-ROM)" for name in
                   image.cdrom_instances.live().values_list("name", flat=True)[:20]]
         users += [f"template {name}" for name in image.templates.values_list("name", flat=True)[:20]]
+        users += [f"volume {name}" for name in
+                  image.volumes.exclude(status="deleted").values_list("name", flat=True)[:20]]
         users += [f"boot kernel {name}" for name in BootKernel.objects.filter(
             Q(kernel=image) | Q(initrd=image)).values_list("name", flat=True)[:20]]
         pending = image.media_actions.in_flight()

@@ -9,10 +9,10 @@ from rest_framework.response import Response
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
-from instances import rebuild, resizing, services, snapshots, tickets
+from instances import rebuild, resizing, services, snapshots, tickets, volumes
 from instances.choices import Operation
-from instances.filtersets import ActionFilterSet, InstanceFilterSet
-from instances.models import Instance, InstanceAction
+from instances.filtersets import ActionFilterSet, InstanceFilterSet, VolumeFilterSet
+from instances.models import Instance, InstanceAction, Volume
 from instances.serializers import (
     ActionSerializer,
     AdoptSerializer,
@@ -28,6 +28,10 @@ from instances.serializers import (
     SnapshotRequestSerializer,
     SnapshotSerializer,
     StateChangeSerializer,
+    VolumeAttachSerializer,
+    VolumeCreateSerializer,
+    VolumeExtendSerializer,
+    VolumeSerializer,
     instance_rows,
     instance_values,
 )
@@ -93,6 +97,10 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
                 values[key] = model.objects.visible_to(self.scope).filter(pk=values[key]).first()
                 if values[key] is None:
                     raise NotFound(f"No such {key.replace('_', ' ')}.")
+        if values.get("volume") is not None:
+            values["volume"] = Volume.objects.in_scope(self.scope).live().filter(pk=values["volume"]).first()
+            if values["volume"] is None:
+                raise NotFound("No such volume.")
 
     def _nic(self, wanted: dict, tenant_id: int) -> services.NicRequest:
         """A NIC asked for in a body: another tenant's network or security group reads as no such thing."""
@@ -323,3 +331,82 @@ class ActionViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         act = self.get_object()
         new = services.retry_action(action=act, user=request.user)
         return Response(ActionSerializer(new).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VolumeViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Volumes with their attachments. A create, extend or delete answers 202 with the volume (its task_state says
+    what is in flight); an attach or detach with its instance's action."""
+
+    queryset = Volume.objects.none()
+    serializer_class = VolumeSerializer
+    permission_classes = OPERATORS
+    audit_name = "volume"
+    filterset_class = VolumeFilterSet
+    ordering_fields = ["name", "created_at", "size_gib"]
+
+    def get_queryset(self):
+        queryset = Volume.objects.in_scope(self.scope).select_related("host", "instance", "tenant")
+        if self.action == "list" and "status" not in self.request.query_params:
+            return queryset.live()
+        return queryset
+
+    def _accepted(self, volume: Volume) -> Response:
+        return Response(VolumeSerializer(self.get_queryset().get(pk=volume.pk)).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=VolumeCreateSerializer, responses={202: VolumeSerializer})
+    def create(self, request):
+        if hasattr(request.data, "get") and request.data.get("host") not in (None, "") and not self.scope.admin:
+            raise ValidationError({"host": ["Only platform admins choose a host; leave it out for placement."]})
+        data = VolumeCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        tenant = resolve_tenant(self.scope, values.pop("tenant", None))
+        audit.note(request, tenant=tenant)
+        if values.get("image") is not None:
+            values["image"] = Image.objects.visible_to(self.scope).filter(pk=values["image"]).first()
+            if values["image"] is None:
+                raise NotFound("No such image.")
+        if values.get("instance") is not None:
+            values["instance"] = Instance.objects.in_scope(self.scope).filter(pk=values["instance"],
+                                                                              tenant=tenant).first()
+            if values["instance"] is None:
+                raise NotFound("No such instance.")
+        volume = volumes.create(user=request.user, tenant=tenant, **values)
+        audit.note(request, target=volume)
+        return self._accepted(volume)
+
+    @extend_schema(request=None, responses={202: VolumeSerializer}, summary="Delete a detached volume")
+    def destroy(self, request, pk=None):
+        volume = self.get_object()
+        volumes.delete(volume=volume, user=request.user)
+        return self._accepted(volume)
+
+    @extend_schema(request=VolumeExtendSerializer, responses={202: VolumeSerializer},
+                   summary="Grow the volume (online while its instance runs)")
+    @action(detail=True, methods=["post"])
+    def extend(self, request, pk=None):
+        volume = self.get_object()
+        data = VolumeExtendSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        volumes.extend(volume=volume, size_gib=data.validated_data["size_gib"], user=request.user)
+        return self._accepted(volume)
+
+    @extend_schema(request=VolumeAttachSerializer, responses={202: ActionSerializer},
+                   summary="Attach to an instance of its host (hot-plugged while it runs)")
+    @action(detail=True, methods=["post"])
+    def attach(self, request, pk=None):
+        volume = self.get_object()
+        data = VolumeAttachSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        instance = Instance.objects.in_scope(self.scope).select_related("host").filter(
+            pk=data.validated_data["instance"]).first()
+        if instance is None:
+            raise NotFound("No such instance.")
+        act = volumes.attach(volume=volume, instance=instance, user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: ActionSerializer}, summary="Detach from its instance")
+    @action(detail=True, methods=["post"])
+    def detach(self, request, pk=None):
+        act = volumes.detach(volume=self.get_object(), user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)

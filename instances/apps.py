@@ -7,9 +7,11 @@ class InstancesConfig(AppConfig):
     def ready(self) -> None:
         from hosts.services import register_disk_holder
         from instances import receivers  # noqa: F401  (connects to what hosts report)
-        from instances.models import Instance, Snapshot
+        from instances.models import Instance, Snapshot, Volume
         from tenants.quotas import register_counter
 
         register_counter(Instance.objects.quota_usage, ("instances", "vcpus", "memory_mib", "disk_gib"))
         register_counter(Snapshot.objects.quota_usage, ("snapshots",))
+        register_counter(Volume.objects.quota_usage, ("volumes", "volume_gib"))
         register_disk_holder(Snapshot.objects.pool_usage)
+        register_disk_holder(Volume.objects.pool_usage)

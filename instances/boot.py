@@ -44,6 +44,7 @@ def runs(source: str, can: Capabilities, *, needs_cdrom: bool = False) -> bool:
         BootSource.IMAGE: can.disk_volume and (can.cdrom or not needs_cdrom),
         BootSource.KERNEL: can.kernel_boot,
         BootSource.CONTAINER: can.container_image,
+        BootSource.VOLUME: can.volumes and (can.cdrom or not needs_cdrom),
         BootSource.DISK: can.host_disk or can.host_template,
     }[BootSource(source)]
 
@@ -175,7 +176,7 @@ def check_on_host(boot: Boot, host: Host, *, needs_cdrom: bool = False) -> None:
             raise InvalidInstance("ISO installs and cloud-init seeds need a QEMU/KVM host")
         if (boot.kernel or boot.boot_kernel) and not can.kernel_boot:
             raise InvalidInstance(f"{technology.label} instances boot their disk, not a kernel")
-    elif not runs(source, can):
+    elif not runs(source, can, needs_cdrom=needs_cdrom):
         raise InvalidInstance(_CANNOT.get(technology, f"{technology.label} hosts cannot boot a {source.label.lower()}"))
     if can.host_template and not _TEMPLATE_NAME.fullmatch(boot.boot_disk):
         raise InvalidInstance(f"on {technology.label} hosts the boot disk is the name of a template in the "

@@ -35,6 +35,9 @@ class TaskState(models.TextChoices):
     REBUILDING = "rebuilding", "Rebuilding"
     RENAMING = "renaming", "Renaming"
     CAPTURING = "capturing", "Saving as an image"
+    ATTACHING_VOLUME = "attaching_vol", "Attaching a volume"
+    DETACHING_VOLUME = "detaching_vol", "Detaching a volume"
+    EXTENDING_VOLUME = "extending_vol", "Extending a volume"
     DELETING = "deleting", "Deleting"
 
 
@@ -56,6 +59,9 @@ class Operation(models.TextChoices):
     REBUILD = "rebuild", "Rebuild"
     RENAME = "rename", "Rename"
     CAPTURE = "capture", "Save as image"
+    ATTACH_VOLUME = "attach_vol", "Attach a volume"
+    DETACH_VOLUME = "detach_vol", "Detach a volume"
+    EXTEND_VOLUME = "extend_vol", "Extend a volume"
     DELETE = "delete", "Delete"
 
 
@@ -82,6 +88,7 @@ class BootSource(models.TextChoices):
     KERNEL = "kernel", "Boot kernel"
     IMAGE = "image", "Image from the library"
     CONTAINER = "container", "Container image"
+    VOLUME = "volume", "Volume"
     DISK = "disk", "Disk on the host (platform admins)"
     ADOPTED = "adopted", "Adopted (made outside CloudPanel)"
 
@@ -95,3 +102,20 @@ class SnapshotStatus(models.TextChoices):
     AVAILABLE = "available", "Available"
     ERROR = "error", "Failed"
     DELETED = "deleted", "Deleted"
+
+
+class VolumeStatus(models.TextChoices):
+    CREATING = "creating", "Being created"
+    AVAILABLE = "available", "Available"
+    ERROR = "error", "Failed"
+    DELETED = "deleted", "Deleted"
+
+
+class VolumeTask(models.TextChoices):
+    """A volume's own operation in flight (one not of an instance: those are the instance's actions)."""
+
+    CREATING = "creating", "Creating"
+    EXTENDING = "extending", "Extending"
+    DELETING = "deleting", "Deleting"
+    ATTACHING = "attaching", "Attaching"
+    DETACHING = "detaching", "Detaching"

@@ -1,6 +1,6 @@
 import django_filters
 
-from instances.models import Instance, InstanceAction
+from instances.models import Instance, InstanceAction, Volume
 
 
 class InstanceFilterSet(django_filters.FilterSet):
@@ -22,3 +22,14 @@ class ActionFilterSet(django_filters.FilterSet):
     class Meta:
         model = InstanceAction
         fields = ["instance", "operation", "status", "user"]
+
+
+class VolumeFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    host = django_filters.NumberFilter(field_name="host_id")
+    tenant = django_filters.NumberFilter(field_name="tenant_id")
+    instance = django_filters.NumberFilter(field_name="instance_id")
+
+    class Meta:
+        model = Volume
+        fields = ["name", "status", "host", "tenant", "instance"]

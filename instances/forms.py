@@ -5,6 +5,7 @@ from django import forms
 from hosts.models import Host
 from images.models import BootKernel, Image, Template
 from instances.choices import CREATABLE, BootSource
+from instances.models import Instance
 from networks.models import Network, SecurityGroup
 from tenants.models import Tenant
 
@@ -126,3 +127,26 @@ class AdoptForm(forms.Form):
 
     tenant = forms.ModelChoiceField(queryset=Tenant.objects.order_by("name"), empty_label="Choose a tenant")
     name = forms.CharField(max_length=63, help_text="Its name in the tenant.")
+
+
+class VolumeForm(forms.Form):
+    """A new volume: empty, or a copy of a library disk image; beside an instance (on its host) or placed."""
+
+    name = forms.CharField(max_length=63)
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.none(), required=False)
+    size_gib = forms.IntegerField(min_value=1, max_value=64 * 1024, required=False, label="Size (GiB)",
+                                  help_text="From an image: at least its size (the default).")
+    image = forms.ModelChoiceField(queryset=Image.objects.none(), required=False, empty_label="Empty",
+                                   help_text="A library disk image: the volume starts as its copy.")
+    instance = forms.ModelChoiceField(queryset=Instance.objects.none(), required=False,
+                                      empty_label="Any host (placement)", label="Beside instance",
+                                      help_text="Make it on this instance's host, to attach it there.")
+    description = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args, tenants, images, instances, admin: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        if not admin:  # a tenant's members make volumes in the tenant they act in
+            del self.fields["tenant"]
+        self.fields["image"].queryset = images
+        self.fields["instance"].queryset = instances

@@ -9,7 +9,17 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from cloudpanel.scoping import TenantScopedQuerySet
-from instances.choices import ActionStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
+from instances.choices import (
+    ActionStatus,
+    BootSource,
+    Cause,
+    Operation,
+    SnapshotStatus,
+    Status,
+    TaskState,
+    VolumeStatus,
+    VolumeTask,
+)
 
 NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -154,6 +164,8 @@ class InstanceAction(models.Model):
     resize = models.JSONField(null=True, blank=True)
     # A snapshot taken, reverted to or deleted.
     snapshot = models.ForeignKey("Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # A volume attached, detached or extended.
+    volume = models.ForeignKey("Volume", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
     objects = InstanceActionQuerySet.as_manager()
 
@@ -268,6 +280,81 @@ class Snapshot(models.Model):
     def billed_gib(*, disk_gib: int, memory_mib: int, memory: bool) -> int:
         """What a snapshot is billed at: its disk's size, plus its memory rounded up to a GiB if it holds it."""
         return disk_gib + (-(-memory_mib // 1024) if memory else 0)
+
+
+class VolumeQuerySet(TenantScopedQuerySet):
+    def live(self) -> "VolumeQuerySet":
+        return self.exclude(status=VolumeStatus.DELETED)
+
+    def pool_usage(self, host_ids: list[int]) -> dict[int, int]:
+        """GiB the hosts' pools hold for volumes (every one not deleted), for capacity."""
+        rows = self.filter(host_id__in=host_ids).live().values("host_id").annotate(gib=Sum("size_gib"))
+        return {row["host_id"]: row["gib"] or 0 for row in rows}
+
+    def quota_usage(self, tenant_ids: list[int], _excluding_image: int | None = None) -> dict[int, dict[str, int]]:
+        """Volumes the tenants hold and their GiB (every one not deleted), for their quotas."""
+        rows = (self.filter(tenant_id__in=tenant_ids).live().values("tenant_id")
+                .annotate(volumes=Count("id"), volume_gib=Coalesce(Sum("size_gib"), 0)))
+        return {row.pop("tenant_id"): row for row in rows}
+
+
+MAX_VOLUME_GIB = 64 * 1024
+
+
+class Volume(models.Model):
+    """A disk of a tenant's own in its host's storage pool, made empty or from a library image: attached to one
+    instance of that host at a time (hot-plugged where the technology can), extended, or booted from.
+
+    Billed per GiB-month from when it is made on its host until it is deleted, at each size it had (sizes).
+    """
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=63, validators=[NAME_VALIDATOR])
+    description = models.CharField(max_length=500, blank=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="volumes")
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="volumes", null=True, blank=True)
+    pool = models.CharField(max_length=100, blank=True)  # the host's storage pool it was made in
+    size_gib = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(MAX_VOLUME_GIB)])
+    # Made from a library image: a copy-on-write overlay of its copy on the host (so the image stays while it does).
+    image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="volumes")
+    image_name = models.CharField(max_length=255, blank=True)  # the image it was made from, as it was called
+    status = models.CharField(max_length=10, choices=VolumeStatus.choices, default=VolumeStatus.CREATING)
+    # Its own operation in flight (NULL: idle); claimed by its worker with a lease, like an instance's action.
+    task_state = models.CharField(max_length=10, choices=VolumeTask.choices, null=True, blank=True)  # noqa: DJ001
+    task_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    size_before = models.PositiveIntegerField(null=True, blank=True)  # an extend in flight: the size to go back to
+    instance = models.ForeignKey(Instance, on_delete=models.SET_NULL, null=True, blank=True, related_name="volumes")
+    device = models.CharField(max_length=8, blank=True)  # its target on the instance (vda when booted from)
+    boot = models.BooleanField(default=False)  # the instance boots from it: it stays until the instance goes
+    error = models.TextField(blank=True)
+    # [[ISO time, GiB], ...]: each size it had from when it had it, for billing.
+    sizes = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VolumeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], condition=~models.Q(status="deleted"),
+                                    name="volume_name_unique_live"),
+            models.UniqueConstraint(fields=["instance", "device"], condition=models.Q(instance__isnull=False),
+                                    name="volume_device_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def volume_name(self) -> str:
+        """Its name in the host's pool: unique, whatever tenants call it."""
+        return f"cp-volume-{self.uuid}.qcow2"
 
 
 class DisplayTicket(models.Model):

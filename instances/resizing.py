@@ -38,6 +38,8 @@ def resize(*, instance: Instance, user: AbstractBaseUser | None, vcpus: int | No
         raise InvalidOperation(f"a disk never shrinks: '{instance.name}' has {before['disk_gib']} GiB, "
                                f"{after['disk_gib']} GiB asked (the file system on it would be cut)")
     if after["disk_gib"] != before["disk_gib"]:
+        if instance.boot_source == BootSource.VOLUME:
+            raise InvalidOperation(f"'{instance.name}' boots from a volume: extend the volume instead")
         if instance.host is None or not instance.host.can.disk_volume or instance.boot_source == BootSource.DISK:
             raise InvalidOperation("this instance's disk is not a volume of the panel's: it cannot be grown here")
         if not before["disk_gib"] and instance.boot_source != BootSource.IMAGE:

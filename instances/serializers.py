@@ -5,7 +5,7 @@ from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
 from instances.choices import CREATABLE, BootSource
 from instances.lifecycle import allowed_operations
-from instances.models import Instance, InstanceAction, InstanceStateChange, Snapshot
+from instances.models import MAX_VOLUME_GIB, Instance, InstanceAction, InstanceStateChange, Snapshot, Volume
 from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
@@ -29,7 +29,7 @@ class ActionSerializer(serializers.ModelSerializer):
     class Meta:
         model = InstanceAction
         fields = ["id", "instance", "instance_name", "operation", "status", "error", "user", "created_at",
-                  "started_at", "finished_at"]
+                  "started_at", "finished_at", "volume"]
         read_only_fields = fields
 
 
@@ -196,6 +196,9 @@ class InstanceCreateSerializer(serializers.Serializer):
                                                              "stopped.")
     cdrom_drive = serializers.BooleanField(default=False, help_text="QEMU/KVM: a CD-ROM drive, to insert ISOs "
                                                                     "while it runs (an ISO boot has one anyway).")
+    volume = serializers.IntegerField(required=False, help_text="Boot from this volume of the tenant's "
+                                                                "(boot_source volume): the instance is made on its "
+                                                                "host.")
 
     def validate_env(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_ENV or not all(ENV_NAME.fullmatch(name) for name in value):
@@ -210,3 +213,37 @@ class AdoptSerializer(serializers.Serializer):
     domain = serializers.IntegerField(help_text="The host domain's id.")
     tenant = serializers.IntegerField()
     name = serializers.CharField(max_length=63, help_text="The instance's name in the tenant.")
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    host_name = serializers.CharField(source="host.name", default=None, allow_null=True, read_only=True)
+    instance_name = serializers.CharField(source="instance.name", default=None, allow_null=True, read_only=True)
+
+    class Meta:
+        model = Volume
+        fields = ["id", "uuid", "name", "description", "tenant", "host", "host_name", "size_gib", "image",
+                  "image_name", "status", "task_state", "error", "instance", "instance_name", "device", "boot",
+                  "created_at", "ready_at"]
+        read_only_fields = fields
+
+
+class VolumeCreateSerializer(serializers.Serializer):
+    """A new volume: empty (give its size) or from a library disk image (at least the image's size)."""
+
+    name = serializers.CharField(max_length=300)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    size_gib = serializers.IntegerField(min_value=1, max_value=MAX_VOLUME_GIB, required=False, allow_null=True)
+    image = serializers.IntegerField(required=False, allow_null=True, help_text="Copy this library disk image.")
+    instance = serializers.IntegerField(required=False, allow_null=True,
+                                        help_text="Make it on this instance's host, to attach it there.")
+    tenant = serializers.IntegerField(required=False)
+    host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all(), required=False, allow_null=True,
+                                              help_text="Platform admins: the host to make it on.")
+
+
+class VolumeExtendSerializer(serializers.Serializer):
+    size_gib = serializers.IntegerField(min_value=1, max_value=MAX_VOLUME_GIB, help_text="Grow only: never shrinks.")
+
+
+class VolumeAttachSerializer(serializers.Serializer):
+    instance = serializers.IntegerField(help_text="An instance of the volume's tenant on its host.")

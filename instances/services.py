@@ -28,12 +28,12 @@ from images import cloudinit
 from images import services as image_services
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
-from instances import boot, tasks
+from instances import boot, tasks, volumes
 from instances.choices import ActionStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
-from instances.models import Instance, InstanceAction, InstanceSize, InstanceStateChange, Snapshot
+from instances.models import Instance, InstanceAction, InstanceSize, InstanceStateChange, Snapshot, Volume
 from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
@@ -147,6 +147,7 @@ def create_instance(
     nics: Sequence[NicRequest | tuple] = (),
     start: bool = True,
     cdrom_drive: bool = False,
+    volume: Volume | None = None,
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation (start: and then start it;
     else it is defined and left stopped). cdrom_drive: a CD-ROM drive to insert ISOs into while it runs (an ISO
@@ -159,6 +160,8 @@ def create_instance(
     and script. From an image: a copy-on-write overlay of it (an ISO: a CD-ROM to install
     from onto an empty disk), with a NoCloud seed giving the hostname, SSH keys and password.
     nics: a NIC on each network, with the address asked for or the next free one, and its security groups.
+    From a volume (the tenant's, detached): on the volume's host, its disk the volume, held until it is deleted
+    (SSH keys and a password come with a NoCloud seed).
     """
     if template is not None:
         image, boot_source = template.image, BootSource.IMAGE
@@ -176,10 +179,15 @@ def create_instance(
     if boot_source == BootSource.IMAGE:
         disk_gib, user_data = image_boot(tenant=tenant, image=image, template=template, name=name,
                                           disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
+    elif boot_source == BootSource.VOLUME:
+        host, user_data = volumes.volume_boot(tenant=tenant, volume=volume, host=host, image=image, name=name,
+                                      disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
     elif (image is not None and boot_source != BootSource.CONTAINER) or ssh_keys or password:
         raise InvalidInstance("an image, SSH keys and a password go with the image boot source")
     elif boot_source == BootSource.CONTAINER and disk_gib:
         raise InvalidInstance("a container's disk is its own root filesystem: give no disk size")
+    if volume is not None and boot_source != BootSource.VOLUME:
+        raise InvalidInstance("a volume goes with the volume boot source")
     iso = image is not None and image.disk_format == DiskFormat.ISO
     instance = Instance(
         name=name, tenant=tenant, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
@@ -207,6 +215,8 @@ def create_instance(
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom
             instance.save()
+            if volume is not None:
+                volumes.hold_for_boot(volume=volume, instance=instance)
             _attach_nics(instance, nics)
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user,
                                                    start=start)
@@ -248,7 +258,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 @transaction.atomic
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
                       image: Image | None = None, port: Port | None = None, start: bool = True,
-                      snapshot: Snapshot | None = None, resize: dict | None = None,
+                      snapshot: Snapshot | None = None, resize: dict | None = None, volume: Volume | None = None,
                       allowed_from: frozenset[str] | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance; allowed_from: narrower statuses than the operation's own, checked in the same claim)."""
@@ -276,7 +286,8 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.status, instance.status_reason = current["status"], current["status_reason"]
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
-                                           port=port, start=start, snapshot=snapshot, resize=resize)
+                                           port=port, start=start, snapshot=snapshot, resize=resize,
+                                           volume=volume)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -335,7 +346,8 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
-                            Operation.CAPTURE):
+                            Operation.CAPTURE, Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
+                            Operation.EXTEND_VOLUME):
         raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
                                "have changed since): ask for it again")
     if action.operation == Operation.UNSNAPSHOT and (
@@ -433,12 +445,14 @@ def finish_action(action_id: int, *, observed: str) -> None:
             fields.append("deleted_at")
             Snapshot.objects.filter(instance=instance).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=instance.deleted_at)
+            volumes.release_all(instance)
         elif action.operation == Operation.SNAPSHOT:
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.AVAILABLE, taken_at=timezone.now())
         elif action.operation == Operation.UNSNAPSHOT:  # (one never taken was never billed: taken_at stays empty)
             Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
+        volumes.settle(action.volume_id)
         if action.resize and action.resize["to"] != action.resize["from"]:  # a resize, or a rebuild on a larger disk
             InstanceSize.objects.create(instance=instance, at=timezone.now(), **action.resize["to"])
         instance.task_state, instance.task_started_at, instance.status_reason = None, None, ""
@@ -472,6 +486,7 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         if action.operation == Operation.SNAPSHOT:  # never taken: not billed, kept to show why until deleted
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.ERROR, error=error[:2000])
+        volumes.settle(action.volume_id, error=error)
         if observed is not None:
             _set_status(instance, observed, Cause.ACTION, action=action, detail=error)
         instance.task_state, instance.task_started_at = None, None
@@ -579,6 +594,7 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             ).select_related("user")
             for stuck_action in stuck_actions:
                 audit.operation_finished(action=stuck_action, instance=instance, error=reason)
+                volumes.settle(stuck_action.volume_id, error=reason)
             stuck_actions.update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
             publish_on_commit(instance)
             expired += 1

@@ -25,6 +25,9 @@ def _check_snapshots(instance: Instance) -> None:
     if instance.boot_source in (BootSource.DISK, BootSource.ADOPTED):
         raise InvalidOperation("this instance's disks are not the panel's (a disk on the host, or an adopted "
                                "domain): their format may not hold snapshots")
+    if instance.volumes.exists():
+        raise InvalidOperation("this instance has volumes (or boots from one), which its snapshots would not hold: "
+                               "detach them first")
     if instance.boot_source not in (BootSource.IMAGE,) and not instance.disk_gib:
         raise InvalidOperation("this instance has no disk to hold a snapshot: give it a disk when you create it")
 

@@ -23,9 +23,9 @@ from hosts.tasks import reconcile_host
 from images import cloudinit, distribution, rootfs
 from images import tasks as image_tasks
 from images.choices import DiskFormat
-from instances import boot, services
-from instances.choices import BootSource, Operation, Status
-from instances.models import Instance, InstanceAction, Snapshot
+from instances import boot, services, volumes
+from instances.choices import BootSource, Operation, Status, VolumeTask
+from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
 from networks.models import Port
@@ -38,6 +38,31 @@ def enqueue(action: InstanceAction) -> None:
     queue not take it then, the action fails with the reason (its instance is not left busy)."""
     tasking.enqueue(TASKS[Operation(action.operation)], action.pk, host_id=action.instance.host_id,
                     on_lost=lambda reason: services.fail_action(action.pk, error=reason))
+
+
+def enqueue_volume(volume: Volume) -> None:
+    """Queue the volume's own operation on its host's worker once the transaction commits; should the queue not take
+    it then, the operation fails with the reason (the volume is not left busy)."""
+    tasking.enqueue(run_volume_task, volume.pk, host_id=volume.host_id,
+                    on_lost=lambda reason: volumes.fail(volume.pk, reason))
+
+
+def _volume_path(volume: Volume, host: Host) -> str:
+    path = hypervisor.volume_path(host.uri, volume.pool, volume.volume_name)
+    if path is None:
+        raise hypervisor.HypervisorError(f"the volume '{volume.name}' is not in the pool {volume.pool} of {host.name}")
+    return path
+
+
+def _volume_disks(instance: Instance, host: Host) -> dict[str, object]:
+    """The instance's volumes as disks: the one it boots from, and those attached."""
+    disks: dict[str, object] = {"volumes": ()}
+    for volume in Volume.objects.filter(instance=instance).order_by("device"):
+        if volume.boot:
+            disks["boot_disk"] = _volume_path(volume, host)
+        else:
+            disks["volumes"] += ((_volume_path(volume, host), volume.device),)
+    return disks
 
 
 def _heartbeat(instance: Instance) -> Callable[[], bool]:
@@ -146,6 +171,8 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
     disks: dict[str, object] = {"boot_disk": instance.boot_disk}
     if instance.boot_source == BootSource.IMAGE:
         disks = _image_disks(instance, host)
+    if host.can.volumes:
+        disks.update(_volume_disks(instance, host))
     if instance.boot_source == BootSource.CONTAINER:
         disks.update(_container_root(instance, host), boot_disk="")
     elif instance.boot_kernel_id or instance.kernel or instance.boot_source == BootSource.KERNEL:
@@ -443,12 +470,94 @@ def delete_snapshot(action_id: int) -> None:
     _run(action_id, work)
 
 
+def _volume_disk(action: InstanceAction) -> tuple[Instance, Host, Volume, str]:
+    """An instance action's volume, and its path on the instance's host."""
+    instance, host, volume = action.instance, action.instance.host, action.volume
+    if volume is None:
+        raise hypervisor.HypervisorError("the volume's record was removed")
+    return instance, host, volume, _volume_path(volume, host)
+
+
+@tasking.task
+def attach_volume(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, volume, path = _volume_disk(action)
+        hypervisor.attach_disk(host.uri, str(instance.uuid), path, volume.device)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
+def detach_volume(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, _volume, path = _volume_disk(action)
+        hypervisor.detach_disk(host.uri, str(instance.uuid), path)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
+def extend_volume(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, volume, _path = _volume_disk(action)
+        try:
+            hypervisor.grow_disk(host.uri, str(instance.uuid), pool=volume.pool, volume=volume.volume_name,
+                                 size_gib=volume.size_gib)
+        except hypervisor.DomainNotFound:  # (never defined: a failed create) the volume alone
+            hypervisor.grow_disk(host.uri, None, pool=volume.pool, volume=volume.volume_name, size_gib=volume.size_gib)
+            return instance.status
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+def _volume_work(volume: Volume) -> None:
+    """A volume's own operation on its host: made (empty, or over its image's copy there), grown, or deleted."""
+    host = volume.host
+    if volume.task_state == VolumeTask.CREATING:
+        backing = None
+        if volume.image_name:
+            if volume.image is None:
+                raise hypervisor.HypervisorError(f"the image {volume.image_name} was deleted before the volume was "
+                                                 "made")
+            base = distribution.ensure_copy(image=volume.image, host=host)
+            backing = hypervisor.Backing(base.path, volume.image.disk_format)
+        hypervisor.create_volume(host.uri, volume.pool, volume.volume_name, volume.size_gib, backing=backing)
+    elif volume.task_state == VolumeTask.EXTENDING:
+        hypervisor.grow_disk(host.uri, None, pool=volume.pool, volume=volume.volume_name, size_gib=volume.size_gib)
+    elif volume.task_state == VolumeTask.DELETING:
+        hypervisor.delete_volume(host.uri, volume.pool, volume.volume_name)
+
+
+@tasking.task
+def run_volume_task(volume_id: int) -> None:
+    """Claim the volume's own operation and do it under a lease renewed by this worker, then report how it went."""
+    volume = volumes.begin(volume_id)
+    if volume is None:
+        return
+    try:
+        with tasking.lease(functools.partial(volumes.renew, volume_id), every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
+            _volume_work(volume)
+    except (hypervisor.HypervisorError, DomainError) as exc:
+        tasking.persist(volumes.fail, volume_id, str(exc))
+        return
+    except Exception as exc:
+        log.exception("volume %s: unexpected failure", volume_id)
+        tasking.persist(volumes.fail, volume_id, f"an unexpected error stopped the operation: {exc}")
+        return
+    tasking.persist(volumes.finish, volume_id)
+
+
 @shared_task
 def recover_lost_actions() -> None:
     """The sweep (beat, every third of the lease): operations whose worker died are run again or failed; their hosts
     read at once. Not retried: the next tick is the retry."""
-    for host_id in services.recover_lost_actions(lease=timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS)):
+    lease = timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS)
+    for host_id in services.recover_lost_actions(lease=lease):
         tasking.enqueue(reconcile_host, host_id, host_id=host_id)
+    volumes.recover_lost(lease=lease, timeout=timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS))
 
 
 TASKS = {
@@ -463,6 +572,9 @@ TASKS = {
     Operation.REBUILD: rebuild_instance,
     Operation.RENAME: rename_instance,
     Operation.CAPTURE: capture_disk,
+    Operation.ATTACH_VOLUME: attach_volume,
+    Operation.DETACH_VOLUME: detach_volume,
+    Operation.EXTEND_VOLUME: extend_volume,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

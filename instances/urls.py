@@ -14,6 +14,7 @@ urlpatterns = [
     path("<int:pk>/rename/", views.instance_rename, name="instance-rename"),
     path("<int:pk>/save-image/", views.instance_save_image, name="instance-save-image"),
     path("<int:pk>/snapshots/", views.instance_snapshot, name="instance-snapshot"),
+    path("<int:pk>/attach-volume/", views.instance_attach_volume, name="instance-attach-volume"),
     path("<int:pk>/snapshots/<str:change>/", views.instance_snapshot_change, name="instance-snapshot-change"),
     path("topology/", views.topology, name="network-topology"),
     path("actions/", views.action_list, name="action-list"),

@@ -16,17 +16,17 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import rebuild, resizing, services, snapshots
+from instances import rebuild, resizing, services, snapshots, volumes
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
-from instances.forms import AdoptForm, InstanceForm
+from instances.forms import AdoptForm, InstanceForm, VolumeForm
 from instances.lifecycle import SPECIAL, allowed_operations
-from instances.models import Instance, InstanceAction
+from instances.models import Instance, InstanceAction, Volume
 from networks import security
 from networks.models import Network, Port, SecurityGroup
 from tenants import audit
-from tenants.pages import object_write, operated_tenants
+from tenants.pages import object_write, operated_tenants, require_create
 from tenants.scoping import scope_of
 
 
@@ -122,6 +122,10 @@ def instance_detail(request, pk: int):
         if instance.boot_source == BootSource.IMAGE and scope.can_operate(instance.tenant_id) else None,
         "snapshots": instance.snapshots.live()[:50] if instance.host is not None and instance.host.can.snapshots
         else None,
+        "volumes": instance.volumes.all() if instance.host is not None and instance.host.can.volumes else None,
+        "free_volumes": Volume.objects.in_scope(scope).filter(
+            tenant_id=instance.tenant_id, host_id=instance.host_id, instance__isnull=True,
+            status="available") if instance.host is not None and instance.host.can.volumes else None,
         "actions": instance.actions.select_related("user")[:20],
         "history": instance.state_changes.order_by("-at", "-id")[:50],
     })
@@ -250,6 +254,18 @@ def instance_snapshot_change(request, instance: Instance, change: str):
     return redirect(_instance_page(instance))
 
 
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host"),
+              action="instance.attach_volume", back=_instance_page)
+def instance_attach_volume(request, instance: Instance):
+    """Attach one of the tenant's volumes on the instance's host."""
+    volume = Volume.objects.in_scope(scope_of(request)).live().filter(
+        pk=_digits(request.POST.get("volume", ""))).select_related("host", "instance").first()
+    if volume is None:
+        raise InvalidOperation("No such volume.")
+    volumes.attach(volume=volume, instance=instance, user=request.user)
+    return redirect(_instance_page(instance))
+
+
 @staff_member_required
 @require_POST
 def instance_adopt(request, pk: int):
@@ -308,3 +324,68 @@ def topology(request):
         "nodes": nodes, "edges": [{"x1": a[0], "y1": a[1], "x2": b[0], "y2": b[1]} for a, b in edges],
         "width": WIDTH, "height": height, "columns": COLUMNS, "empty": not (networks or instances),
     })
+
+
+DISK_IMAGES = [f for f in DISK_FORMATS if f != DiskFormat.ISO]
+
+
+@login_required
+def volume_list(request):
+    """The tenant's volumes with their attachments; a POST makes one."""
+    scope = scope_of(request)
+    instances = Instance.objects.in_scope(scope).live().filter(host__technology__in=volumes.TECHNOLOGIES)
+    form = VolumeForm(request.POST or None, tenants=operated_tenants(scope), instances=instances, admin=scope.admin,
+                      images=Image.objects.visible_to(scope).filter(status=ImageStatus.AVAILABLE,
+                                                                    disk_format__in=DISK_IMAGES),
+                      initial={"tenant": scope.tenant})
+    if request.method == "POST":
+        audit.note(request, action="volume.create")
+        require_create(request, scope)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        data["tenant"] = data.get("tenant") or scope.tenant
+        try:
+            if data["tenant"] is None:
+                raise InvalidOperation("Choose the tenant the volume belongs to.")
+            audit.note(request, tenant=data["tenant"])
+            volume = volumes.create(user=request.user, **data)
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+            audit.refused(request, str(exc), show=False)
+        else:
+            audit.note(request, target=volume)
+            messages.success(request, f"Making the volume {volume.name}.")
+            return redirect("volume-list")
+    shown = list(Volume.objects.in_scope(scope).live().select_related("host", "instance", "tenant")[:500])
+    for volume in shown:
+        volume.can_operate = scope.can_operate(volume.tenant_id)
+    return render(request, "instances/volumes.html", {
+        "volumes": shown, "form": form, "can_add": scope.may_create, "instances": instances.select_related("host"),
+    })
+
+
+@object_write(lambda scope: Volume.objects.in_scope(scope).live().select_related("host", "instance", "tenant"),
+              action="volume.{change}", back=lambda volume: reverse("volume-list"),
+              choices={"change": ("attach", "detach", "extend", "delete")})
+def volume_change(request, volume: Volume, change: str):
+    """Attach the volume to an instance, detach it, extend it or delete it (back to the instance's page when asked
+    from there)."""
+    instance = volume.instance
+    if change == "attach":
+        instance = Instance.objects.in_scope(scope_of(request)).filter(
+            pk=_digits(request.POST.get("instance", ""))).select_related("host").first()
+        if instance is None:
+            raise InvalidOperation("No such instance.")
+        volumes.attach(volume=volume, instance=instance, user=request.user)
+    elif change == "detach":
+        volumes.detach(volume=volume, user=request.user)
+    elif change == "extend":
+        size = _digits(request.POST.get("size_gib", ""))
+        if not size:
+            raise InvalidOperation("Give the new size in GiB (a whole number, larger than now).")
+        volumes.extend(volume=volume, size_gib=size, user=request.user)
+    else:
+        volumes.delete(volume=volume, user=request.user)
+    if request.POST.get("next") == "instance" and instance is not None:
+        return redirect(_instance_page(instance))
+    return redirect("volume-list")

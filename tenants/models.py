@@ -55,6 +55,8 @@ class Quota(models.Model):
     memory_mib = models.PositiveIntegerField(null=True, blank=True)
     disk_gib = models.PositiveIntegerField(null=True, blank=True)
     snapshots = models.PositiveIntegerField(null=True, blank=True)
+    volumes = models.PositiveIntegerField(null=True, blank=True)
+    volume_gib = models.PositiveIntegerField(null=True, blank=True)
     image_gib = models.PositiveIntegerField(null=True, blank=True)
     networks = models.PositiveIntegerField(null=True, blank=True)
     public_addresses = models.PositiveIntegerField(null=True, blank=True)

@@ -37,6 +37,8 @@ RESOURCES = (
     Resource("memory_mib", "RAM", "MiB"),
     Resource("disk_gib", "Disk", "GiB"),
     Resource("snapshots", "Snapshots"),
+    Resource("volumes", "Volumes"),
+    Resource("volume_gib", "Volume storage", "GiB"),
     Resource("image_gib", "Image storage", "GiB", per=1 << 30),
     Resource("networks", "Networks"),
     # Addresses the tenant's instances hold on shared networks (the platform's, say a provider network).

@@ -36,7 +36,7 @@ from images.choices import ImageStatus
 from images.models import Image, Template
 from instances.choices import ActionStatus, Operation, SnapshotStatus, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
-from instances.models import InstanceAction, Snapshot
+from instances.models import InstanceAction, Snapshot, Volume
 from instances.routing import websocket_urlpatterns
 from networks.security import add_rule, create_group
 from networks.services import create_network, create_port, reserve
@@ -276,6 +276,24 @@ MATRIX: dict[str, list[Case]] = {
              body=lambda w, x: {"port": w[x]["port"].pk, "security_groups": [w[x]["group"].pk]}),
     ],
     "action-list": [Case("GET", None, listing(P), marker="action")],
+    # The world's instance runs on the test driver, which plugs no disk into a running guest: an attach or detach
+    # is refused (409, or back to the page) for those who may ask.
+    "instance-attach-volume": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
+                                                                                     effect=False),
+                                    body=lambda w, x: {"volume": w[x]["volume"].pk})],
+    "volume-list": [
+        Case("GET", None, listing(P), marker="volume"),
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(403) if role == VIEWER else Cell(302)), body=lambda w, x: {
+                "name": "matrix", "size_gib": 1, "tenant": w[x]["tenant"].pk}),
+    ],
+    "volume-change": [
+        Case("POST", "volume", operate(P, 302), url_kwargs={"change": "attach"},
+             body=lambda w, x: {"instance": w[x]["instance"].pk}),
+        Case("POST", "attached", operate(P, 302), url_kwargs={"change": "detach"}),
+        Case("POST", "volume", operate(P, 302), url_kwargs={"change": "extend"}, body=lambda w, x: {"size_gib": 5}),
+        Case("POST", "volume", operate(P, 302), url_kwargs={"change": "delete"}),
+    ],
     "image-list": [Case("GET", None, listing(P), marker="image")],
     "image-upload": [Case("GET", None, adder_page)],
     # The page's import goes to the acting tenant whatever the body says (only admins choose).
@@ -429,6 +447,15 @@ MATRIX: dict[str, list[Case]] = {
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
        for op in Operation if op not in SPECIAL},
     "api-action-list": [Case("GET", None, listing(A), marker="action")],
+    "api-volume-list": [
+        Case("GET", None, listing(A), marker="volume"),
+        Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=404),
+             body=lambda w, x: {"name": "matrix", "size_gib": 1, "tenant": w[x]["tenant"].pk}),
+    ],
+    "api-volume-detail": [Case("GET", "volume", read(A)), Case("DELETE", "volume", operate(A, 202))],
+    "api-volume-attach": [Case("POST", "volume", operate(A, 409), body=lambda w, x: {"instance": w[x]["instance"].pk})],
+    "api-volume-detach": [Case("POST", "attached", operate(A, 409))],
+    "api-volume-extend": [Case("POST", "volume", operate(A, 202), body=lambda w, x: {"size_gib": 5})],
     "api-image-list": [
         Case("GET", None, listing(A), marker="image"),
         Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
@@ -633,6 +660,11 @@ def build_world() -> dict:
         snapshot = Snapshot.objects.create(instance=instance, name=f"snap-{side}-{tag}", macs=[port.mac],
                                            status=SnapshotStatus.AVAILABLE, taken_at=timezone.now(),
                                            vcpus=instance.vcpus, memory_mib=instance.memory_mib, disk_gib=1)
+        volume = Volume.objects.create(name=f"vol-{side}-{tag}", tenant=tenant, host=host, pool=host.storage_pool,
+                                       size_gib=1, status="available")
+        plugged = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name=f"plugged-{side}-{tag}")
+        attached = Volume.objects.create(name=f"att-{side}-{tag}", tenant=tenant, host=host, pool=host.storage_pool,
+                                         size_gib=1, status="available", instance=plugged, device="vdc")
         subnet = network.subnets.get()
         reserved = reserve(subnet=subnet, first="10.200.0.250", last="10.200.0.251", reason=f"res-{side}-{tag}")
         group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")
@@ -653,11 +685,11 @@ def build_world() -> dict:
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
             "image": image, "disk": disk, "template": template, "boot_kernel": boot_kernel, "iso": iso,
-            "network": network, "port": port, "snapshot": snapshot,
+            "network": network, "port": port, "snapshot": snapshot, "volume": volume, "attached": attached,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,
-                        "network": network.name,
+                        "network": network.name, "volume": volume.name,
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "plan": plan.name, "invoice": invoice.display_number,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},

@@ -20,6 +20,7 @@ from hosts.hypervisor.connections import (
     technology_of,
 )
 from hosts.hypervisor.consoles import Console, open_display
+from hosts.hypervisor.disks import attach_disk, detach_disk
 from hosts.hypervisor.domain_xml import UnsafeDefinition
 from hosts.hypervisor.domains import (
     NO_DRIVE,
@@ -79,10 +80,10 @@ __all__ = [
     "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
     "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NO_DRIVE",
     "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
-    "attach_interface", "change_media", "clone_volume", "connection", "create_snapshot", "create_volume", "define",
-    "define_filter", "delete_snapshot", "delete_volume", "describe", "detach_interface", "dhcp_hosts",
-    "ensure_event_loop", "ensure_network", "forget", "grow_disk", "is_connected", "open_display", "power_off",
-    "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot",
+    "attach_disk", "attach_interface", "change_media", "clone_volume", "connection", "create_snapshot", "create_volume",
+    "define", "define_filter", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface",
+    "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "is_connected", "open_display",
+    "power_off", "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot",
     "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shutdown", "start", "state", "stores_data",
     "suspend", "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256",
     "watch_lifecycle",

@@ -46,6 +46,13 @@ def _disk(devices: ET.Element, path: str, target: str, bus: str, driver: str | N
     _sub(disk, "target", dev=target, bus=bus)
 
 
+def disk_xml(path: str, target: str) -> str:
+    """A volume's qcow2 disk on the virtio bus at target (also the device of a hot-plug)."""
+    holder = ET.Element("devices")
+    _disk(holder, path, target, "virtio", "qemu")
+    return ET.tostring(holder[0], encoding="unicode")
+
+
 def interface_xml(nic: Nic, model: str | None = "virtio") -> ET.Element:
     """A NIC on a libvirt network (also the device of a hot-plug)."""
     interface = ET.Element("interface", type="network")
@@ -128,6 +135,8 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _disk(devices, spec.boot_disk, "vda", "virtio", "qemu")
     if spec.disk_path:
         _disk(devices, spec.disk_path, "vdb" if spec.boot_disk else "vda", "virtio", "qemu")
+    for path, target in spec.volumes:
+        _disk(devices, path, target, "virtio", "qemu")
     if spec.cdrom_path or spec.cdrom_drive:
         _cdrom(devices, spec.cdrom_path, CDROM_TARGET, "ide")
     if spec.seed_path:
@@ -239,6 +248,8 @@ def build_test(spec: DomainSpec) -> ET.Element:
     for path in (spec.boot_disk, spec.disk_path):
         if path:
             _disk(devices, path, "vdb" if devices.find("disk") is not None else "vda", "virtio", None)
+    for path, target in spec.volumes:
+        _disk(devices, path, target, "virtio", None)
     for path, target in ((spec.cdrom_path, CDROM_TARGET), (spec.seed_path, SEED_TARGET)):
         if path:
             _cdrom(devices, path, target, "ide")

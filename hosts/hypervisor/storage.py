@@ -157,10 +157,11 @@ def delete_volume(uri: str, pool: str, name: str) -> None:
                 raise
 
 
-def grow_disk(uri: str, domain_uuid: str, *, pool: str, volume: str, size_gib: int) -> None:
-    """Grow the domain's disk (a volume of the pool) to size_gib: through the running guest's block device when it
-    runs (the guest sees the new size at once), else the volume itself. Never shrinks; already so counts as done."""
-    dom = connections.domain(uri, domain_uuid)
+def grow_disk(uri: str, domain_uuid: str | None, *, pool: str, volume: str, size_gib: int) -> None:
+    """Grow a volume of the pool to size_gib: through the block device of the running guest it is a disk of (the
+    guest sees the new size at once), else the volume itself (a domain that is stopped, or none). Never shrinks;
+    already so counts as done."""
+    dom = connections.domain(uri, domain_uuid) if domain_uuid else None
     conn = connections.connection(uri)
     wanted = size_gib << 30
     with connections.errors(uri):
@@ -170,7 +171,7 @@ def grow_disk(uri: str, domain_uuid: str, *, pool: str, volume: str, size_gib: i
         current = found.info()[1]
         if current >= wanted:
             return
-        if dom.isActive():
+        if dom is not None and dom.isActive():
             dom.blockResize(found.path(), wanted, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
         else:
             found.resize(wanted, 0)
