@@ -4,7 +4,7 @@ from django.db import transaction
 
 from cloudpanel.events import instance_group, publish, tenant_group
 from instances.lifecycle import allowed_operations
-from instances.models import Instance
+from instances.models import Instance, Volume
 
 
 def instance_payload(instance: Instance) -> dict:
@@ -25,4 +25,13 @@ def publish_on_commit(instance: Instance) -> None:
     """Send the instance, as saved in this transaction, to its page, its tenant's and the admins' once it commits."""
     groups = [instance_group(instance.pk), tenant_group(instance.tenant_id), "admin"]
     payload = instance_payload(instance)
+    transaction.on_commit(lambda: publish(groups, payload))
+
+
+def publish_volume_on_commit(volume: Volume) -> None:
+    """Tell its tenant's pages, the admins' and its instance's that the volume changed, once this commits."""
+    groups = [tenant_group(volume.tenant_id), "admin"]
+    if volume.instance_id:
+        groups.append(instance_group(volume.instance_id))
+    payload = {"type": "volume", "id": volume.pk}
     transaction.on_commit(lambda: publish(groups, payload))

@@ -26,6 +26,7 @@ from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import Image, usable_by
 from instances import services, tasks
 from instances.choices import Operation, Status, VolumeStatus, VolumeTask
+from instances.events import publish_volume_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.models import MAX_VOLUME_GIB, Instance, InstanceAction, Volume
 from tenants import quotas
@@ -96,6 +97,7 @@ def create(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, size_gib
             volume.pool = volume.host.storage_pool
             volume.save()
             tasks.enqueue_volume(volume)
+            publish_volume_on_commit(volume)
     except IntegrityError:
         raise InvalidInstance(f"a volume named '{volume.name}' already exists in {tenant}") from None
     return volume
@@ -113,6 +115,7 @@ def _claim(volume: Volume, task: str, **fields: object) -> None:
         raise InvalidOperation(f"the volume '{current.name}' is {current.get_status_display().lower()}")
     Volume.objects.filter(pk=volume.pk).update(task_state=task, task_started_at=Now(), heartbeat_at=None,
                                                attempts=0, error="", **fields)
+    publish_volume_on_commit(current)
 
 
 def _check_plugging(volume: Volume, instance: Instance, verb: str) -> None:
@@ -279,6 +282,7 @@ def settle(volume_id: int | None, *, error: str | None = None) -> None:
     changes = _done(volume, timezone.now()) if error is None else _failed(volume, error)
     Volume.objects.filter(pk=volume.pk).update(task_state=None, task_started_at=None, heartbeat_at=None,
                                                **({"error": ""} if error is None else {}), **changes)
+    publish_volume_on_commit(volume)
 
 
 def finish(volume_id: int) -> None:

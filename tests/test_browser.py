@@ -620,3 +620,64 @@ def test_a_platform_admin_adopts_a_domain_made_by_hand_from_the_host_page(server
     finally:
         with suppress(hypervisor.HypervisorError):
             hypervisor.undefine(host.uri, hand_made)
+
+
+def test_volume_and_snapshot_pages_make_attach_detach_and_snapshot(server):
+    from instances import services as instance_services
+    from instances import volumes as volume_services
+    from instances.models import Volume
+
+    tenant = make_tenant("diskco")
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    rack = make_host(name="rack-2", uri="test+unix:///default")  # shared with the server process, unlike test:///
+    action = instance_services.create_instance(user=member, tenant=tenant, name="db-1", vcpus=1, memory_mib=64,
+                                               disk_gib=1, boot_kernel=make_boot_kernel(rack), start=False)
+    instance = action.instance
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+            # A member makes a volume beside the instance on the Volumes page: it shows up as available
+            page.get_by_role("link", name="Volumes").click()
+            page.fill("#id_name", "data")
+            page.fill("#id_size_gib", "2")
+            page.select_option("#id_instance", str(instance.pk))
+            page.click("#volume-form button[type=submit]")
+            row = page.locator('tr[data-volume="data"]')
+            expect(row).to_contain_text("Available", timeout=15000)
+            expect(row).to_contain_text("2 GiB")
+            # and attaches it: the row names the instance and its disk
+            row.get_by_role("button", name="Attach").click()
+            expect(page.locator('tr[data-volume="data"]')).to_contain_text("db-1 vdc", timeout=15000)
+            expect(page.locator('tr[data-volume="data"]')).to_contain_text("In use", timeout=15000)
+            expect(page.locator('tr[data-volume="data"]').get_by_role("button", name="Detach")).to_be_visible()
+            page.screenshot(path=SCREENSHOTS / "volumes.png", full_page=True)
+            # The instance page lists it, and detaches it
+            page.goto(f"{server}/instances/{instance.pk}/")
+            card = page.locator("#volumes")
+            expect(card.locator('tr[data-attached-volume="data"]')).to_contain_text("vdc")
+            page.screenshot(path=SCREENSHOTS / "instance-volumes.png", full_page=True)
+            card.get_by_role("button", name="Detach").click()
+            expect(page.locator("#volumes")).to_contain_text("No volumes attached", timeout=15000)
+            # then takes a snapshot of its disk (stopped: the disks alone), reverts to it and deletes it
+            page.fill("#snapshot-form input[name=name]", "before")
+            page.fill("#snapshot-form input[name=description]", "before the upgrade")
+            page.click("#snapshot-form button")
+            snap = page.locator('tr[data-snapshot="before"]')
+            expect(snap).to_contain_text("Available", timeout=15000)
+            expect(snap).to_contain_text("disks")
+            page.screenshot(path=SCREENSHOTS / "instance-snapshots.png", full_page=True)
+            page.once("dialog", lambda dialog: dialog.accept())
+            snap.get_by_role("button", name="Revert").click()
+            expect(page.locator("#instance-status")).to_have_text("Stopped", timeout=15000)
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.locator('tr[data-snapshot="before"]').get_by_role("button", name="Delete the snapshot before").click()
+            expect(page.locator("#snapshots")).to_contain_text("No snapshots.", timeout=15000)
+            browser.close()
+        assert Instance.objects.get(pk=instance.pk).actions.filter(operation="revert", status="succeeded").exists()
+    finally:  # the shared test driver outlives the test
+        instance_services.request_operation(instance=Instance.objects.get(pk=instance.pk), operation="delete",
+                                            user=member)
+        for volume in Volume.objects.filter(tenant=tenant).exclude(status="deleted"):
+            volume_services.delete(volume=volume, user=member)

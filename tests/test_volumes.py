@@ -21,7 +21,7 @@ from instances.models import Instance, InstanceAction, Volume
 from tenants.choices import Role
 from tenants.services import set_quota
 from tests.conftest import token_client
-from tests.factories import make_boot_kernel, make_host, make_tenant, make_user
+from tests.factories import make_boot_kernel, make_host, make_library_image, make_tenant, make_user
 from tests.test_qemu import console_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,6 +100,28 @@ def test_a_volume_is_made_attached_detached_and_deleted(member_api, tenant, host
     services.request_operation(instance=instance, operation="delete", user=None)
     second.refresh_from_db()
     assert (second.instance, second.status) == (None, VolumeStatus.AVAILABLE)
+
+
+def test_a_volume_from_an_image_is_an_overlay_of_its_copy_which_stays_while_the_volume_does(member_api, tenant,
+                                                                                         host):
+    image = make_library_image(tenant=tenant, hosts=(host,), virtual_size=3 << 30, name="golden")
+    # at least the image's size: 3 GiB by default, less is refused
+    small = new_volume(member_api, image=image.pk, size_gib=2)
+    assert small.status_code == 400 and "at least 3 GiB" in small.json()["detail"]
+    volume = made(member_api, image=image.pk, size_gib=None)
+    assert (volume.size_gib, volume.image_name, volume.status) == (3, "golden", VolumeStatus.AVAILABLE)
+    backing = ET.fromstring(hypervisor.connection(host.uri).storagePoolLookupByName(host.storage_pool)
+                            .storageVolLookupByName(volume.volume_name).XMLDesc(0)).find("backingStore/path")
+    assert backing is not None and backing.text == image.copies.get().path
+    # the image is not deleted under it; once the volume is, it may be
+    refused = member_api.delete(f"/api/v1/images/{image.pk}/")
+    assert refused.status_code == 409 and "volume data" in refused.json()["detail"], refused.content
+    member_api.delete(f"/api/v1/volumes/{volume.pk}/")
+    # (an ISO, or another tenant's image, is no disk to copy)
+    iso = make_library_image(disk_format="iso", hosts=(host,))
+    assert new_volume(member_api, name="iso", image=iso.pk).status_code == 400
+    theirs = make_library_image(tenant=make_tenant(), hosts=(host,))
+    assert new_volume(member_api, name="theirs", image=theirs.pk).status_code == 404
 
 
 def test_volume_requests_are_refused_with_the_reason(member_api, tenant, host):
