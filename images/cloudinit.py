@@ -6,6 +6,7 @@ once); the seed volume is built by the worker, which sends it to the host like a
 
 from __future__ import annotations
 
+import email
 import io
 import re
 import subprocess
@@ -86,6 +87,22 @@ def compose_user_data(*, hostname: str, ssh_keys: list[str], password_hash: str 
     message = MIMEMultipart()
     message.attach(MIMEText(document, "cloud-config"))
     message.attach(MIMEText(script if script.startswith("#!") else "#!/bin/sh\n" + script, "x-shellscript"))
+    return message.as_string()
+
+
+def with_hostname(user_data: str, hostname: str) -> str:
+    """The user-data with another hostname (a clone's): in its cloud-config, alone or the first part of a MIME
+    message (its script left as it is)."""
+    if not user_data.startswith("Content-Type"):
+        config = parse_cloud_config(user_data)
+        config["hostname"] = hostname
+        return CLOUD_CONFIG + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+    message = email.message_from_string(user_data)
+    for part in message.walk():
+        if part.get_content_type() == "text/cloud-config":
+            changed = with_hostname(part.get_payload(decode=True).decode(), hostname)
+            del part["Content-Transfer-Encoding"]
+            part.set_payload(changed, charset="utf-8")
     return message.as_string()
 
 

@@ -171,6 +171,16 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = rebuild.save_as_image(instance=instance, name=data.validated_data["name"], user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=RenameSerializer, responses={202: ActionSerializer},
+                   summary="Clone the stopped instance: a new one (the action's instance) with a copy of its disk")
+    @action(detail=True, methods=["post"], url_path="clone", url_name="clone")
+    def clone_instance(self, request, pk=None):
+        instance = self.get_object()
+        data = RenameSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        act = rebuild.clone(instance=instance, name=data.validated_data["name"], user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=RenameSerializer, responses={202: ActionSerializer}, summary="Rename the instance")
     @action(detail=True, methods=["post"], url_path="rename", url_name="rename")
     def rename_instance(self, request, pk=None):

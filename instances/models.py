@@ -78,6 +78,8 @@ class Instance(models.Model):
     # Whether its image was licensed when it was made: what the licence meter bills, whatever becomes of the image.
     licensed = models.BooleanField(default=False)
     user_data = models.TextField(blank=True)
+    # A clone: the instance whose disk its own was copied from (its create waits for the copy).
+    cloned_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="clones")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     # NULL means idle: compare-and-set claims filter on task_state IS NULL.
     task_state = models.CharField(max_length=15, choices=TaskState.choices, null=True, blank=True)  # noqa: DJ001
@@ -164,6 +166,8 @@ class InstanceAction(models.Model):
     resize = models.JSONField(null=True, blank=True)
     # A snapshot taken, reverted to or deleted.
     snapshot = models.ForeignKey("Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # A clone of the instance: the new instance its disk is copied to.
+    target = models.ForeignKey(Instance, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # A volume attached, detached or extended.
     volume = models.ForeignKey("Volume", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 

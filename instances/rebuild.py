@@ -1,21 +1,24 @@
 """Rebuild (reinstall an instance from a library image or template, keeping its name, UUID, NICs and addresses),
-rename, and save as image (a golden image made from an instance's disk)."""
+rename, save as image (a golden image made from an instance's disk) and clone (a new instance with a copy of it)."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from hosts import services as host_services
+from images import cloudinit
 from images import services as image_services
 from images.choices import DiskFormat
 from images.models import Image, Template, usable_by
-from instances.choices import BootSource, Operation, Status
+from instances.choices import BootSource, Operation, Status, TaskState
+from instances.events import publish_on_commit
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import NAME_VALIDATOR, Instance, InstanceAction, InstanceSize
 from instances.resizing import SIZES
-from instances.services import check_memory, image_boot, request_operation
+from instances.services import NicRequest, attach_nics, check_memory, image_boot, request_operation
 from tenants import quotas
 
 
@@ -94,3 +97,41 @@ def save_as_image(*, instance: Instance, name: str, user: AbstractBaseUser | Non
             size_gib=instance.disk_gib, os_type=instance.image.os_type if instance.image else "linux",
             min_memory_mib=instance.image.min_memory_mib if instance.image else 0)
         return request_operation(instance=instance, operation=Operation.CAPTURE, user=user, image=image)
+
+
+def clone(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> InstanceAction:
+    """Accept a clone of the stopped instance: a new instance of its tenant on its host, of its size and boot, with
+    a full copy of its disk (its image's layers flattened in) and a NIC on each of its networks (new addresses, the
+    same security groups), left stopped. The source's worker copies the disk, then the clone is created; returns
+    the clone's create, which waits for the copy. Its volumes and snapshots are not copied."""
+    if instance.host is None or not instance.host.can.disk_volume:
+        raise InvalidOperation("this technology has no disk the panel can copy")
+    if instance.boot_source not in (BootSource.IMAGE, BootSource.KERNEL) or not instance.disk_gib:
+        raise InvalidOperation(f"'{instance.name}' has no disk of the panel's to copy (a clone copies the disk the "
+                               "panel made for it)")
+    new = Instance(name=name.strip(), tenant=instance.tenant, vcpus=instance.vcpus, memory_mib=instance.memory_mib,
+                   disk_gib=instance.disk_gib, boot_source=instance.boot_source, boot_kernel=instance.boot_kernel,
+                   kernel=instance.kernel, initrd=instance.initrd, cmdline=instance.cmdline, image=instance.image,
+                   template=instance.template, cdrom=instance.cdrom, cdrom_drive=instance.cdrom_drive,
+                   licensed=instance.licensed, cloned_from=instance, created_by=user,
+                   user_data=cloudinit.with_hostname(instance.user_data, name.strip()) if instance.user_data else "",
+                   task_state=TaskState.CREATING, task_started_at=timezone.now())
+    try:
+        new.clean_fields(exclude=["host", "tenant", "created_by", "cloned_from"])
+    except ValidationError as exc:
+        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    ports = list(instance.ports.select_related("network").prefetch_related("security_groups"))
+    try:
+        with transaction.atomic():
+            quotas.check(tenant=instance.tenant, request={"instances": 1, "vcpus": new.vcpus,
+                                                          "memory_mib": new.memory_mib, "disk_gib": new.disk_gib})
+            host_services.check_pool(host_id=instance.host_id, disk_gib=new.disk_gib)  # (it stays stopped)
+            new.host = instance.host
+            new.save()
+            attach_nics(new, [NicRequest(port.network, None, list(port.security_groups.all())) for port in ports])
+            create = InstanceAction.objects.create(instance=new, operation=Operation.CREATE, user=user, start=False)
+            request_operation(instance=instance, operation=Operation.CLONE, user=user, target=new)
+            publish_on_commit(new)
+            return create
+    except IntegrityError:
+        raise InvalidInstance(f"an instance named '{new.name}' already exists in {instance.tenant}") from None

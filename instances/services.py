@@ -96,7 +96,7 @@ class NicRequest(NamedTuple):
     security_groups: Sequence[SecurityGroup] = ()
 
 
-def _attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_position: int = 0) -> list[Port]:
+def attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_position: int = 0) -> list[Port]:
     """Ports on the networks, in order, each with an IPv4 address (asked for or the next free one), an IPv6
     one where the network has IPv6, and its security groups; within the create's transaction, so a refusal
     keeps nothing."""
@@ -217,7 +217,7 @@ def create_instance(
             instance.save()
             if volume is not None:
                 volumes.hold_for_boot(volume=volume, instance=instance)
-            _attach_nics(instance, nics)
+            attach_nics(instance, nics)
             action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user,
                                                    start=start)
             tasks.enqueue(action)
@@ -259,6 +259,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
                       image: Image | None = None, port: Port | None = None, start: bool = True,
                       snapshot: Snapshot | None = None, resize: dict | None = None, volume: Volume | None = None,
+                      target: Instance | None = None,
                       allowed_from: frozenset[str] | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance; allowed_from: narrower statuses than the operation's own, checked in the same claim)."""
@@ -287,7 +288,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
                                            port=port, start=start, snapshot=snapshot, resize=resize,
-                                           volume=volume)
+                                           volume=volume, target=target)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -317,7 +318,7 @@ def attach_nic(*, instance: Instance, network: Network, address: str | None, use
         raise InvalidOperation("the instance is deleted")
     last = instance.ports.aggregate(last=Max("position"))["last"]
     position = 0 if last is None else last + 1
-    [port] = _attach_nics(instance, [NicRequest(network, address, security_groups)], first_position=position)
+    [port] = attach_nics(instance, [NicRequest(network, address, security_groups)], first_position=position)
     return request_operation(instance=instance, operation=Operation.ATTACH_NIC, user=user, port=port)
 
 
@@ -346,10 +347,12 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
-                            Operation.CAPTURE, Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
+                            Operation.CAPTURE, Operation.CLONE, Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
                             Operation.EXTEND_VOLUME):
         raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
                                "have changed since): ask for it again")
+    if action.operation == Operation.CREATE and action.instance.cloned_from_id is not None:
+        raise InvalidOperation("a clone's disk is a copy made once: delete this one and clone again")
     if action.operation == Operation.UNSNAPSHOT and (
             action.snapshot is None or action.snapshot.status == SnapshotStatus.DELETED):
         raise InvalidOperation("the snapshot is no longer there")
@@ -483,6 +486,11 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
             Instance.objects.filter(pk=instance.pk).update(**action.resize["from"])
         if action.operation == Operation.CAPTURE and action.image_id:  # the image will not come
             image_services.fail_image(image_id=action.image_id, reason=f"the disk could not be copied: {error}")
+        if action.operation == Operation.CLONE and action.target_id:  # the clone's create waited for the copy
+            waiting = InstanceAction.objects.filter(instance_id=action.target_id, operation=Operation.CREATE,
+                                                    status=ActionStatus.PENDING).values_list("pk", flat=True).first()
+            if waiting is not None:
+                fail_action(waiting, error=f"its disk could not be copied from '{instance.name}': {error}")
         if action.operation == Operation.SNAPSHOT:  # never taken: not billed, kept to show why until deleted
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.ERROR, error=error[:2000])

@@ -24,7 +24,7 @@ from images import cloudinit, distribution, rootfs
 from images import tasks as image_tasks
 from images.choices import DiskFormat
 from instances import boot, services, volumes
-from instances.choices import BootSource, Operation, Status, VolumeTask
+from instances.choices import ActionStatus, BootSource, Operation, Status, VolumeTask
 from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
@@ -398,6 +398,27 @@ def capture_disk(action_id: int) -> None:
 
 
 @tasking.task
+def clone_instance(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, clone = action.instance, action.instance.host, action.target
+        if clone is None or clone.status == Status.DELETED:
+            raise hypervisor.HypervisorError("the clone was deleted before its disk was copied")
+        # The clone's create waits meanwhile: its timeout restarts while the copy goes on.
+        with tasking.lease(functools.partial(services.keep_alive, instance_id=clone.pk),
+                           every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
+            hypervisor.delete_volume(host.uri, host.storage_pool, clone.volume_name)  # (a copy an attempt left)
+            hypervisor.clone_volume(host.uri, host.storage_pool, instance.volume_name, clone.volume_name,
+                                    clone.disk_gib)
+        waiting = InstanceAction.objects.filter(instance=clone, operation=Operation.CREATE,
+                                                status=ActionStatus.PENDING).select_related("instance").first()
+        if waiting is not None:
+            enqueue(waiting)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@tasking.task
 def rename_instance(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
@@ -572,6 +593,7 @@ TASKS = {
     Operation.REBUILD: rebuild_instance,
     Operation.RENAME: rename_instance,
     Operation.CAPTURE: capture_disk,
+    Operation.CLONE: clone_instance,
     Operation.ATTACH_VOLUME: attach_volume,
     Operation.DETACH_VOLUME: detach_volume,
     Operation.EXTEND_VOLUME: extend_volume,

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:pk>/rebuild/", views.instance_rebuild, name="instance-rebuild"),
     path("<int:pk>/rename/", views.instance_rename, name="instance-rename"),
     path("<int:pk>/save-image/", views.instance_save_image, name="instance-save-image"),
+    path("<int:pk>/clone/", views.instance_clone, name="instance-clone"),
     path("<int:pk>/snapshots/", views.instance_snapshot, name="instance-snapshot"),
     path("<int:pk>/attach-volume/", views.instance_attach_volume, name="instance-attach-volume"),
     path("<int:pk>/snapshots/<str:change>/", views.instance_snapshot_change, name="instance-snapshot-change"),

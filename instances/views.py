@@ -210,6 +210,14 @@ def instance_save_image(request, instance: Instance):
     return redirect(_instance_page(instance))
 
 
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant", "image"),
+              action="instance.clone", back=_instance_page)
+def instance_clone(request, instance: Instance):
+    action = rebuild.clone(instance=instance, name=request.POST.get("name", "")[:63], user=request.user)
+    messages.success(request, f"Cloning into {action.instance.name}: its disk is copied first.")
+    return redirect(_instance_page(action.instance))
+
+
 @object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
               action="instance.rename", back=_instance_page)
 def instance_rename(request, instance: Instance):

@@ -261,6 +261,10 @@ MATRIX: dict[str, list[Case]] = {
     "instance-save-image": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
                                                                                   effect=False),
                                  body=lambda w, x: {"name": "golden"})],
+    # The world's instance runs: a clone is refused (409, or back to the page).
+    "instance-clone": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
+                                                                             effect=False),
+                            body=lambda w, x: {"name": "twin"})],
     "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
     "instance-snapshot-change": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
@@ -435,6 +439,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-resize": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"disk_gib": 2})],
     "api-instance-rebuild": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"image": w[x]["disk"].pk})],
     "api-instance-rename": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "renamed"})],
+    "api-instance-clone": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"name": "twin"})],
     "api-instance-save-image": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"name": "golden"})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],
