@@ -97,7 +97,7 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest_kernel, listener
         for _ in range(2):
             viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
             viewer.scope["user"] = member
-            assert (await viewer.connect())[0]
+            assert (await viewer.connect(timeout=10))[0]
             viewers.append(viewer)
         await viewers[0].send_to(text_data="\n")
         await read_until(viewers[0], r"# ", timeout=60)
@@ -170,7 +170,7 @@ async def console_session(instance, user, command, pattern, prompt=r"# "):
     """Type a command on the instance's console through the panel's websocket; the text up to the pattern."""
     viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
     viewer.scope["user"] = user
-    assert (await viewer.connect())[0]
+    assert (await viewer.connect(timeout=10))[0]
     if prompt:
         await viewer.send_to(text_data="\n")
         await read_until(viewer, prompt, timeout=30)
@@ -266,7 +266,7 @@ def test_image_uploaded_copied_to_the_host_booted_as_an_overlay_reads_its_seed(
     async def console():
         viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
         viewer.scope["user"] = member
-        assert (await viewer.connect())[0]
+        assert (await viewer.connect(timeout=10))[0]
         await viewer.send_to(text_data="\n")
         await read_until(viewer, r"# ", timeout=60)
         await viewer.send_to(text_data="hostname; grep -c cpseed /mnt/seed/user-data; head -c 22 /dev/vda; echo\n")
@@ -329,7 +329,7 @@ def test_a_guest_gets_by_dhcp_the_address_cloudpanel_allocated(qemu_host, member
     async def console():
         viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
         viewer.scope["user"] = member
-        assert (await viewer.connect())[0]
+        assert (await viewer.connect(timeout=10))[0]
         await viewer.send_to(text_data="\n")
         await read_until(viewer, r"# ", timeout=60)
         await viewer.send_to(text_data="udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.script >/dev/null 2>&1; "
@@ -374,7 +374,7 @@ def test_a_nic_is_plugged_into_a_running_guest_and_unplugged_again(qemu_host, me
     async def console(command, pattern):
         viewer = WebsocketCommunicator(application, f"/ws/instances/{instance.pk}/console/", headers=[ORIGIN, HOST])
         viewer.scope["user"] = member
-        assert (await viewer.connect())[0]
+        assert (await viewer.connect(timeout=10))[0]
         await viewer.send_to(text_data="\n")
         await read_until(viewer, r"# ", timeout=60)
         await viewer.send_to(text_data=command + "\n")
