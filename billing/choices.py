@@ -13,6 +13,7 @@ class Meter(models.TextChoices):
     DISK = "disk", "GiB-of-disk-months"
     SNAPSHOT = "snapshot", "GiB-of-snapshot-months"
     VOLUME = "volume", "GiB-of-volume-months"
+    BACKUP = "backup", "GiB-of-backup-months"
     LICENCE = "licence", "Image licence hours"
     ADDRESS = "address", "Public address hours"
 

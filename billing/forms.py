@@ -20,6 +20,7 @@ class PricesForm(forms.Form):
     disk_gib_month = forms.DecimalField(label="Per GiB-of-disk-month", **PRICE)
     snapshot_gib_month = forms.DecimalField(label="Per GiB-of-snapshot-month", **PRICE)
     volume_gib_month = forms.DecimalField(label="Per GiB-of-volume-month", **PRICE)
+    backup_gib_month = forms.DecimalField(label="Per GiB-of-backup-month", **PRICE)
     licence_hour = forms.DecimalField(label="Per licensed-image hour", **PRICE)
     address_hour = forms.DecimalField(label="Per public-address hour", **PRICE)
     monthly_fee = forms.DecimalField(label="Monthly fee", max_digits=18, decimal_places=2, min_value=0,

@@ -37,7 +37,7 @@ MICROS = 10**6  # quantities are kept to the millionth, prices have 6 decimals
 EXACT = Context(prec=60, rounding=ROUND_HALF_UP)  # wide enough that products of prices and quantities are exact
 METER_LABELS = dict(Meter.choices)
 UNIT_NAMES = {Meter.VCPU: "vCPU-hours", Meter.RAM: "GiB-hours", Meter.DISK: "GiB-months", Meter.SNAPSHOT: "GiB-months",
-              Meter.VOLUME: "GiB-months", Meter.LICENCE: "hours",
+              Meter.VOLUME: "GiB-months", Meter.BACKUP: "GiB-months", Meter.LICENCE: "hours",
               Meter.ADDRESS: "hours"}
 
 
@@ -59,7 +59,7 @@ def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
 def divisor(meter: str, month: datetime) -> int:
     """Ledger units per unit billed: seconds per hour (times 1024 MiB per GiB of RAM), or for disk the
     seconds of that month, so a GiB kept for a whole month is one GiB-month in February as in March."""
-    if meter in (Meter.DISK, Meter.SNAPSHOT, Meter.VOLUME):
+    if meter in (Meter.DISK, Meter.SNAPSHOT, Meter.VOLUME, Meter.BACKUP):
         start, end = month_bounds(month.year, month.month)
         return int((end - start).total_seconds())
     return 3600 * (1024 if meter == Meter.RAM else 1)

@@ -4,7 +4,8 @@ Each meter source turns a resource's history into spans (a size used from one se
 another): an instance's vCPUs, RAM and licence while it runs (or is paused: it holds them),
 and its disk from its first start to its deletion, all from the instance state history; a
 snapshot from when it was taken until it is deleted; a volume at each size it had, from when it was made on its
-host until it is deleted; a public address while a NIC holds it.
+host until it is deleted; a backup at what it stores from when it was taken until it is deleted; a public address
+while a NIC holds it.
 A new billable item plugs in as another source.
 
 Spans are cut into hours, in whole seconds. For each resource, meter and hour the ledger
@@ -31,7 +32,7 @@ from billing.choices import Meter
 from billing.invoicing import lock_ledger, plan_versions, rate_at
 from billing.models import AddressHold, RateVersion, TenantBilling, UsageMonth, UsageRecord
 from instances.choices import Status
-from instances.models import Instance, Snapshot, Volume
+from instances.models import Backup, Instance, Snapshot, Volume
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -147,6 +148,15 @@ def volume_resources(tenant_ids: set[int], since: datetime, until: datetime) -> 
         yield Resource(row["tenant_id"], "volume", row["pk"], f"volume {row['name']}", spans)
 
 
+def backup_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
+    """Every backup the tenants kept in the window: what it stores, in whole GiB, from taken until deleted."""
+    kept = (Backup.objects.filter(tenant_id__in=tenant_ids, taken_at__lt=until)
+            .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=since)))
+    for backup in kept.iterator():
+        span = Span(Meter.BACKUP, backup.billed_gib, backup.taken_at, min(backup.deleted_at or until, until))
+        yield Resource(backup.tenant_id, "backup", backup.pk, f"{backup.instance_name}: backup {backup.pk}", (span,))
+
+
 def address_resources(tenant_ids: set[int], since: datetime, until: datetime) -> Iterator[Resource]:
     """Every public address the tenants held in the window."""
     holds = AddressHold.objects.filter(tenant_id__in=tenant_ids, started_at__lt=until).filter(
@@ -158,7 +168,7 @@ def address_resources(tenant_ids: set[int], since: datetime, until: datetime) ->
 
 
 SOURCES: tuple[Callable[[set[int], datetime, datetime], Iterable[Resource]], ...] = (
-    instance_resources, snapshot_resources, volume_resources, address_resources)
+    instance_resources, snapshot_resources, volume_resources, backup_resources, address_resources)
 
 
 def _record(resource: Resource, since: datetime, until: datetime, versions: list[RateVersion]) -> int:

@@ -47,6 +47,7 @@ class RateVersion(models.Model):
     disk_gib_month = models.DecimalField(**PRICE)
     snapshot_gib_month = models.DecimalField(**PRICE)
     volume_gib_month = models.DecimalField(**PRICE)
+    backup_gib_month = models.DecimalField(**PRICE)
     licence_hour = models.DecimalField(**PRICE)
     address_hour = models.DecimalField(**PRICE)
     monthly_fee = models.DecimalField(max_digits=18, decimal_places=2, default=Decimal(0),
@@ -61,7 +62,8 @@ class RateVersion(models.Model):
         return f"{self.plan.name} from {self.effective_from:%Y-%m-%d %H:%M}"
 
     PRICE_OF = {Meter.VCPU: "vcpu_hour", Meter.RAM: "ram_gib_hour", Meter.DISK: "disk_gib_month",
-                Meter.SNAPSHOT: "snapshot_gib_month", Meter.VOLUME: "volume_gib_month", Meter.LICENCE: "licence_hour",
+                Meter.SNAPSHOT: "snapshot_gib_month", Meter.VOLUME: "volume_gib_month",
+                Meter.BACKUP: "backup_gib_month", Meter.LICENCE: "licence_hour",
                 Meter.ADDRESS: "address_hour"}  # each meter's price field
 
     def price(self, meter: str) -> Decimal:

@@ -25,7 +25,8 @@ class RatePlanSerializer(serializers.ModelSerializer):
 
 class PricesSerializer(serializers.Serializer):
     """Prices per vCPU-hour, GiB-of-RAM-hour, GiB-of-disk-month, GiB-of-snapshot-month, GiB-of-volume-month,
-    licence hour and address hour, and the monthly fee; effective from a whole hour (by default the current one)."""
+    GiB-of-backup-month, licence hour and address hour, and the monthly fee; effective from a whole hour (by default
+    the current one)."""
 
     effective_from = serializers.DateTimeField(required=False)
     vcpu_hour = serializers.DecimalField(required=False, **PRICE)
@@ -33,6 +34,7 @@ class PricesSerializer(serializers.Serializer):
     disk_gib_month = serializers.DecimalField(required=False, **PRICE)
     snapshot_gib_month = serializers.DecimalField(required=False, **PRICE)
     volume_gib_month = serializers.DecimalField(required=False, **PRICE)
+    backup_gib_month = serializers.DecimalField(required=False, **PRICE)
     licence_hour = serializers.DecimalField(required=False, **PRICE)
     address_hour = serializers.DecimalField(required=False, **PRICE)
     monthly_fee = serializers.DecimalField(required=False, max_digits=18, decimal_places=2, min_value=0)

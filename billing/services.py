@@ -13,8 +13,8 @@ from billing.exceptions import InvalidBilling
 from billing.models import RatePlan, RateVersion, TenantBilling
 from tenants.models import Tenant
 
-PRICES = ("vcpu_hour", "ram_gib_hour", "disk_gib_month", "snapshot_gib_month", "volume_gib_month", "licence_hour",
-          "address_hour", "monthly_fee")
+PRICES = ("vcpu_hour", "ram_gib_hour", "disk_gib_month", "snapshot_gib_month", "volume_gib_month", "backup_gib_month",
+          "licence_hour", "address_hour", "monthly_fee")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LIMIT = Decimal("1000000000000")
 

@@ -11,7 +11,7 @@ from django.conf import settings
 
 def beat_schedule() -> dict[str, dict]:
     """Every periodic task: lost operations, reconcile sweeps (the safety net under libvirt's events), stale images,
-    billing."""
+    scheduled backups, billing."""
     sweep = timedelta(seconds=settings.CLOUDPANEL_RECONCILE_SECONDS)
     return {
         # operations whose worker died: run again or failed, within the lease and a third of it
@@ -19,6 +19,8 @@ def beat_schedule() -> dict[str, dict]:
                                  "schedule": timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS / 3)},
         "reconcile-hosts": {"task": "hosts.tasks.reconcile_hosts", "schedule": sweep},
         "expire-stale-images": {"task": "images.tasks.expire_stale_images", "schedule": sweep},
+        # instances' backup schedules: those due are backed up (a busy one at the next tick)
+        "scheduled-backups": {"task": "instances.tasks.run_scheduled_backups", "schedule": timedelta(minutes=1)},
         # meter usage up to the last full hour, invoice closed months
         "close-books": {"task": "billing.tasks.close_books",
                         "schedule": timedelta(seconds=settings.CLOUDPANEL_BILLING_SECONDS)},

@@ -301,6 +301,10 @@ CLOUDPANEL_PANEL_URL = os.environ.get("CLOUDPANEL_PANEL_URL", "http://127.0.0.1:
 CLOUDPANEL_TRANSFER_MAX_AGE = int(os.environ.get("CLOUDPANEL_TRANSFER_MAX_AGE", str(12 * 3600)))
 # Workers' scratch space for inspection, conversion and imports (the system's temporary directory if empty).
 CLOUDPANEL_SCRATCH_DIR = os.environ.get("CLOUDPANEL_SCRATCH_DIR", "")
+# The backup store: a directory the web tier and every host's worker share (one machine's disk, or a mount).
+CLOUDPANEL_BACKUP_DIR = Path(os.environ.get("CLOUDPANEL_BACKUP_DIR", VAR_DIR / "backups"))
+# Incremental backups in a row before the next one is full again.
+CLOUDPANEL_BACKUP_CHAIN = int(os.environ.get("CLOUDPANEL_BACKUP_CHAIN", "6"))
 # Refused: images whose virtual disk is larger, and downloads larger than this.
 CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB", "2048"))
 CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB", "64"))

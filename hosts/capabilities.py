@@ -30,6 +30,7 @@ class Capabilities:
     snapshots: bool  # snapshots inside the instance's qcow2 disk: with memory while it runs, disks alone when stopped
     volumes: bool = False  # volumes of the host's pool attached to its instances, or booted from
     disk_hotplug: bool = False  # volumes attached to and detached from a running guest (else while it is stopped)
+    backups: bool = False  # backups of its disk: incremental (dirty bitmaps) while it runs, a full copy when stopped
 
 
 _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=True, host_template=False,
@@ -38,7 +39,8 @@ _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=Tr
                    snapshots=False)
 
 TABLE: dict[Technology, Capabilities] = {
-    Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True),
+    Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True,
+                               backups=True),
     Technology.XEN: _VM,
     Technology.VBOX: replace(_VM, kernel_boot=False),
     Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True),

@@ -9,13 +9,16 @@ from rest_framework.response import Response
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import HostDomain
 from images.models import BootKernel, Image, Template
-from instances import rebuild, resizing, services, snapshots, tickets, volumes
+from instances import backups, rebuild, resizing, services, snapshots, tickets, volumes
 from instances.choices import Operation
-from instances.filtersets import ActionFilterSet, InstanceFilterSet, VolumeFilterSet
-from instances.models import Instance, InstanceAction, Volume
+from instances.filtersets import ActionFilterSet, BackupFilterSet, InstanceFilterSet, VolumeFilterSet
+from instances.models import Backup, Instance, InstanceAction, Volume
 from instances.serializers import (
     ActionSerializer,
     AdoptSerializer,
+    BackupRequestSerializer,
+    BackupScheduleSerializer,
+    BackupSerializer,
     DetachSerializer,
     DisplayTicketSerializer,
     InstanceCreateSerializer,
@@ -24,6 +27,7 @@ from instances.serializers import (
     RebuildSerializer,
     RenameSerializer,
     ResizeSerializer,
+    RestoreSerializer,
     SaveImageSerializer,
     SnapshotRequestSerializer,
     SnapshotSerializer,
@@ -238,6 +242,34 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = snapshots.delete(instance=instance, snapshot=self._snapshot(instance, snapshot_id), user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(methods=["GET"], request=None, responses={200: BackupSerializer(many=True)},
+                   summary="The instance's backups")
+    @extend_schema(methods=["POST"], request=BackupRequestSerializer, responses={202: ActionSerializer},
+                   summary="Back up its disk now (incremental while it runs, after a full one)")
+    @action(detail=True, methods=["get", "post"], url_path="backups", url_name="backups")
+    def backup_list(self, request, pk=None):
+        instance = self.get_object()
+        if request.method == "GET":
+            return Response(BackupSerializer(instance.backups.live(), many=True).data)
+        data = BackupRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        act = backups.take(instance=instance, user=request.user, name=data.validated_data["name"])
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(methods=["PUT"], request=BackupScheduleSerializer, responses={200: BackupScheduleSerializer},
+                   summary="Back it up every so many hours, keeping the newest few")
+    @extend_schema(methods=["GET"], request=None, responses={200: BackupScheduleSerializer})
+    @action(detail=True, methods=["get", "put"], url_path="backup-schedule", url_name="backup-schedule")
+    def backup_schedule(self, request, pk=None):
+        instance = self.get_object()
+        if request.method == "PUT":
+            data = BackupScheduleSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            instance = backups.set_schedule(instance=instance, every_hours=data.validated_data["every_hours"],
+                                            keep=data.validated_data["keep"])
+        return Response({"every_hours": instance.backup_every_hours, "keep": instance.backup_keep,
+                         "next_at": instance.backup_next_at})
+
     @extend_schema(request=MediaSerializer, responses={202: ActionSerializer}, summary="Insert or eject a CD-ROM")
     @action(detail=True, methods=["post"])
     def media(self, request, pk=None):
@@ -419,4 +451,37 @@ class VolumeViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
     @action(detail=True, methods=["post"])
     def detach(self, request, pk=None):
         act = volumes.detach(volume=self.get_object(), user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+
+class BackupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Backups of the tenant's instances (those of deleted instances too, to restore into new ones)."""
+
+    queryset = Backup.objects.none()
+    serializer_class = BackupSerializer
+    permission_classes = OPERATORS
+    audit_name = "backup"
+    filterset_class = BackupFilterSet
+    ordering_fields = ["created_at", "taken_at"]
+
+    def get_queryset(self):
+        queryset = Backup.objects.in_scope(self.scope).select_related("instance__host", "tenant")
+        return queryset if self.action != "list" or "status" in self.request.query_params else queryset.live()
+
+    @extend_schema(request=None, responses={204: None}, summary="Delete a backup from the store")
+    def destroy(self, request, pk=None):
+        backups.delete(backup=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=RestoreSerializer, responses={202: ActionSerializer},
+                   summary="Restore: over its (stopped) instance, or into a new instance of the given name")
+    @action(detail=True, methods=["post"])
+    def restore(self, request, pk=None):
+        backup = self.get_object()
+        data = RestoreSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["name"]:
+            act = backups.restore_new(backup=backup, name=data.validated_data["name"], user=request.user)
+        else:
+            act = backups.restore_over(backup=backup, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)

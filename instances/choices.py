@@ -36,6 +36,8 @@ class TaskState(models.TextChoices):
     RENAMING = "renaming", "Renaming"
     CAPTURING = "capturing", "Saving as an image"
     CLONING = "cloning", "Cloning"
+    BACKING_UP = "backing_up", "Backing up"
+    RESTORING = "restoring", "Restoring a backup"
     ATTACHING_VOLUME = "attaching_vol", "Attaching a volume"
     DETACHING_VOLUME = "detaching_vol", "Detaching a volume"
     EXTENDING_VOLUME = "extending_vol", "Extending a volume"
@@ -61,6 +63,8 @@ class Operation(models.TextChoices):
     RENAME = "rename", "Rename"
     CAPTURE = "capture", "Save as image"
     CLONE = "clone", "Clone"
+    BACKUP = "backup", "Back up"
+    RESTORE = "restore", "Restore a backup"
     ATTACH_VOLUME = "attach_vol", "Attach a volume"
     DETACH_VOLUME = "detach_vol", "Detach a volume"
     EXTEND_VOLUME = "extend_vol", "Extend a volume"
@@ -121,3 +125,10 @@ class VolumeTask(models.TextChoices):
     DELETING = "deleting", "Deleting"
     ATTACHING = "attaching", "Attaching"
     DETACHING = "detaching", "Detaching"
+
+
+class BackupStatus(models.TextChoices):
+    CREATING = "creating", "Being made"
+    AVAILABLE = "available", "Available"
+    ERROR = "error", "Failed"
+    DELETED = "deleted", "Deleted"

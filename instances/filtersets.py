@@ -1,6 +1,6 @@
 import django_filters
 
-from instances.models import Instance, InstanceAction, Volume
+from instances.models import Backup, Instance, InstanceAction, Volume
 
 
 class InstanceFilterSet(django_filters.FilterSet):
@@ -33,3 +33,11 @@ class VolumeFilterSet(django_filters.FilterSet):
     class Meta:
         model = Volume
         fields = ["name", "status", "host", "tenant", "instance"]
+
+
+class BackupFilterSet(django_filters.FilterSet):
+    instance = django_filters.NumberFilter(field_name="instance_id")
+
+    class Meta:
+        model = Backup
+        fields = ["instance", "status"]

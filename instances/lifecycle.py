@@ -5,7 +5,8 @@ from instances.choices import Operation, Status, TaskState
 # Operations with their own request (a create's spec, a media change's ISO), not a bare button or route.
 SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DETACH_NIC, Operation.SNAPSHOT,
            Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE, Operation.REBUILD,
-           Operation.RENAME, Operation.CAPTURE, Operation.CLONE, Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
+           Operation.RENAME, Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.RESTORE,
+           Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
            Operation.EXTEND_VOLUME)
 
 TASK_STATE_OF = {
@@ -27,6 +28,8 @@ TASK_STATE_OF = {
     Operation.RENAME: TaskState.RENAMING,
     Operation.CAPTURE: TaskState.CAPTURING,
     Operation.CLONE: TaskState.CLONING,
+    Operation.BACKUP: TaskState.BACKING_UP,
+    Operation.RESTORE: TaskState.RESTORING,
     Operation.ATTACH_VOLUME: TaskState.ATTACHING_VOLUME,
     Operation.DETACH_VOLUME: TaskState.DETACHING_VOLUME,
     Operation.EXTEND_VOLUME: TaskState.EXTENDING_VOLUME,
@@ -52,6 +55,8 @@ ALLOWED_FROM = {
     Operation.RENAME: set(Status) - {Status.DELETED, Status.PENDING},
     Operation.CAPTURE: {Status.STOPPED},  # a consistent disk: nothing writes to it meanwhile
     Operation.CLONE: {Status.STOPPED},
+    Operation.BACKUP: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
+    Operation.RESTORE: {Status.STOPPED, Status.ERROR, Status.CRASHED},  # over its disk: nothing may run on it
     Operation.ATTACH_VOLUME: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.DETACH_VOLUME: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED},
     Operation.EXTEND_VOLUME: set(Status) - {Status.DELETED, Status.PENDING},

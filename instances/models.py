@@ -11,6 +11,7 @@ from django.db.models.functions import Coalesce
 from cloudpanel.scoping import TenantScopedQuerySet
 from instances.choices import (
     ActionStatus,
+    BackupStatus,
     BootSource,
     Cause,
     Operation,
@@ -78,6 +79,14 @@ class Instance(models.Model):
     # Whether its image was licensed when it was made: what the licence meter bills, whatever becomes of the image.
     licensed = models.BooleanField(default=False)
     user_data = models.TextField(blank=True)
+    # Made from a backup: its disk is the backup's, restored by its create.
+    restored_from = models.ForeignKey("Backup", on_delete=models.SET_NULL, null=True, blank=True,
+                                      related_name="restores")
+    # Backed up every so many hours (0: not on a schedule), keeping the newest backup_keep of those.
+    backup_every_hours = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(24 * 366)])
+    backup_keep = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1),
+                                                                          MaxValueValidator(1000)])
+    backup_next_at = models.DateTimeField(null=True, blank=True)
     # A clone: the instance whose disk its own was copied from (its create waits for the copy).
     cloned_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="clones")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -168,6 +177,8 @@ class InstanceAction(models.Model):
     snapshot = models.ForeignKey("Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # A clone of the instance: the new instance its disk is copied to.
     target = models.ForeignKey(Instance, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # A backup taken, or restored over the instance.
+    backup = models.ForeignKey("Backup", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # A volume attached, detached or extended.
     volume = models.ForeignKey("Volume", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
@@ -359,6 +370,65 @@ class Volume(models.Model):
     def volume_name(self) -> str:
         """Its name in the host's pool: unique, whatever tenants call it."""
         return f"cp-volume-{self.uuid}.qcow2"
+
+
+class BackupQuerySet(TenantScopedQuerySet):
+    def live(self) -> "BackupQuerySet":
+        return self.exclude(status=BackupStatus.DELETED)
+
+
+class Backup(models.Model):
+    """A copy of an instance's disk in the panel's backup store: full, or incremental over its parent (the blocks
+    that changed since). It outlives its instance (restored into a new one), and is billed per GiB-month of what
+    it stores, from when it was taken until it is deleted."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="backups")
+    instance = models.ForeignKey(Instance, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="backups")
+    instance_name = models.CharField(max_length=63)
+    name = models.CharField(max_length=63, blank=True)
+    scheduled = models.BooleanField(default=False)  # taken by the instance's schedule (its retention applies)
+    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="children")
+    status = models.CharField(max_length=10, choices=BackupStatus.choices, default=BackupStatus.CREATING)
+    error = models.TextField(blank=True)
+    stored_bytes = models.PositiveBigIntegerField(default=0)
+    # What a restore makes: the instance's size and boot when it was taken.
+    vcpus = models.PositiveSmallIntegerField(default=1)
+    memory_mib = models.PositiveIntegerField(default=0)
+    disk_gib = models.PositiveIntegerField(default=0)
+    boot_source = models.CharField(max_length=10, choices=BootSource.choices, default=BootSource.IMAGE)
+    boot_kernel = models.ForeignKey("images.BootKernel", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    cmdline = models.CharField(max_length=500, blank=True)
+    quiesced = models.BooleanField(default=False)  # its guest's file systems were frozen for it (an agent)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BackupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backup {self.pk} of {self.instance_name}"
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint on its instance's domain that the next backup is incremental from."""
+        return f"cp-backup-{self.pk}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.uuid}.qcow2"
+
+    @property
+    def billed_gib(self) -> int:
+        """What it stores, rounded up to a GiB (at least one)."""
+        return max(1, -(-self.stored_bytes // (1 << 30)))
 
 
 class DisplayTicket(models.Model):

@@ -57,7 +57,7 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
                                    resize={"from": before, "to": after},
                                    start=instance.status in (Status.RUNNING, Status.PAUSED))
         Instance.objects.filter(pk=instance.pk).update(image=image, template=template, user_data=user_data,
-                                                       disk_gib=after["disk_gib"])
+                                                       disk_gib=after["disk_gib"], restored_from=None)
         if after != before and not instance.sizes.exists():
             InstanceSize.objects.create(instance=instance, at=instance.created_at, **before)
         return action

@@ -5,7 +5,15 @@ from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
 from instances.choices import CREATABLE, BootSource
 from instances.lifecycle import allowed_operations
-from instances.models import MAX_VOLUME_GIB, Instance, InstanceAction, InstanceStateChange, Snapshot, Volume
+from instances.models import (
+    MAX_VOLUME_GIB,
+    Backup,
+    Instance,
+    InstanceAction,
+    InstanceStateChange,
+    Snapshot,
+    Volume,
+)
 from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
@@ -247,3 +255,31 @@ class VolumeExtendSerializer(serializers.Serializer):
 
 class VolumeAttachSerializer(serializers.Serializer):
     instance = serializers.IntegerField(help_text="An instance of the volume's tenant on its host.")
+
+
+class BackupSerializer(serializers.ModelSerializer):
+    kind = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Backup
+        fields = ["id", "uuid", "tenant", "instance", "instance_name", "name", "scheduled", "kind", "parent", "status",
+                  "error", "stored_bytes", "billed_gib", "disk_gib", "quiesced", "created_at", "taken_at"]
+        read_only_fields = fields
+
+    def get_kind(self, obj: Backup) -> str:
+        return "incremental" if obj.parent_id else "full"
+
+
+class BackupRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
+
+
+class BackupScheduleSerializer(serializers.Serializer):
+    every_hours = serializers.IntegerField(min_value=0, max_value=24 * 366, help_text="0: no schedule.")
+    keep = serializers.IntegerField(min_value=1, max_value=1000, default=7,
+                                    help_text="How many of its scheduled backups to keep (the newest).")
+
+
+class RestoreSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=300, required=False, allow_blank=True, default="",
+                                 help_text="Into a new instance of this name; empty: over the backup's instance.")

@@ -28,12 +28,21 @@ from images import cloudinit
 from images import services as image_services
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
-from instances import boot, tasks, volumes
-from instances.choices import ActionStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
+from instances import backups, boot, tasks, volumes
+from instances.choices import (
+    ActionStatus,
+    BackupStatus,
+    BootSource,
+    Cause,
+    Operation,
+    SnapshotStatus,
+    Status,
+    TaskState,
+)
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
-from instances.models import Instance, InstanceAction, InstanceSize, InstanceStateChange, Snapshot, Volume
+from instances.models import Backup, Instance, InstanceAction, InstanceSize, InstanceStateChange, Snapshot, Volume
 from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
@@ -259,7 +268,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
                       image: Image | None = None, port: Port | None = None, start: bool = True,
                       snapshot: Snapshot | None = None, resize: dict | None = None, volume: Volume | None = None,
-                      target: Instance | None = None,
+                      target: Instance | None = None, backup: Backup | None = None,
                       allowed_from: frozenset[str] | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance; allowed_from: narrower statuses than the operation's own, checked in the same claim)."""
@@ -288,7 +297,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
                                            port=port, start=start, snapshot=snapshot, resize=resize,
-                                           volume=volume, target=target)
+                                           volume=volume, target=target, backup=backup)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -347,8 +356,8 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
-                            Operation.CAPTURE, Operation.CLONE, Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
-                            Operation.EXTEND_VOLUME):
+                            Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.ATTACH_VOLUME,
+                            Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME):
         raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
                                "have changed since): ask for it again")
     if action.operation == Operation.CREATE and action.instance.cloned_from_id is not None:
@@ -373,7 +382,8 @@ def begin_action(action_id: int) -> InstanceAction | None:
         )
         if not claimed:
             return None
-        return InstanceAction.objects.select_related("instance__host", "port__network", "image", "snapshot").get(
+        return InstanceAction.objects.select_related("instance__host", "port__network", "image", "snapshot",
+                                                     "backup").get(
             pk=action_id)
 
 
@@ -456,6 +466,10 @@ def finish_action(action_id: int, *, observed: str) -> None:
             Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
         volumes.settle(action.volume_id)
+        if action.operation == Operation.BACKUP:
+            Backup.objects.filter(pk=action.backup_id, status=BackupStatus.CREATING).update(
+                status=BackupStatus.AVAILABLE, taken_at=timezone.now())
+            backups.prune(instance.pk)
         if action.resize and action.resize["to"] != action.resize["from"]:  # a resize, or a rebuild on a larger disk
             InstanceSize.objects.create(instance=instance, at=timezone.now(), **action.resize["to"])
         instance.task_state, instance.task_started_at, instance.status_reason = None, None, ""
@@ -491,6 +505,9 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
                                                     status=ActionStatus.PENDING).values_list("pk", flat=True).first()
             if waiting is not None:
                 fail_action(waiting, error=f"its disk could not be copied from '{instance.name}': {error}")
+        if action.operation == Operation.BACKUP:  # not stored: kept to show why until deleted
+            Backup.objects.filter(pk=action.backup_id, status=BackupStatus.CREATING).update(
+                status=BackupStatus.ERROR, error=error[:2000])
         if action.operation == Operation.SNAPSHOT:  # never taken: not billed, kept to show why until deleted
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.ERROR, error=error[:2000])
@@ -603,6 +620,8 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             for stuck_action in stuck_actions:
                 audit.operation_finished(action=stuck_action, instance=instance, error=reason)
                 volumes.settle(stuck_action.volume_id, error=reason)
+                Backup.objects.filter(pk=stuck_action.backup_id, status=BackupStatus.CREATING).update(
+                    status=BackupStatus.ERROR, error=reason)
             stuck_actions.update(status=ActionStatus.FAILED, error=reason, finished_at=timezone.now())
             publish_on_commit(instance)
             expired += 1

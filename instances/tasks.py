@@ -20,12 +20,12 @@ from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.tasks import reconcile_host
-from images import cloudinit, distribution, rootfs
+from images import cloudinit, distribution, processing, rootfs
 from images import tasks as image_tasks
 from images.choices import DiskFormat
-from instances import boot, services, volumes
-from instances.choices import ActionStatus, BootSource, Operation, Status, VolumeTask
-from instances.models import Instance, InstanceAction, Snapshot, Volume
+from instances import backup_store, backups, boot, services, volumes
+from instances.choices import ActionStatus, BackupStatus, BootSource, Operation, Status, VolumeTask
+from instances.models import Backup, Instance, InstanceAction, Snapshot, Volume
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
 from networks.models import Port
@@ -169,7 +169,11 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
     boot.check_host_paths(boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
                                     boot_disk=instance.boot_disk), host)
     disks: dict[str, object] = {"boot_disk": instance.boot_disk}
-    if instance.boot_source == BootSource.IMAGE:
+    if instance.restored_from_id is not None:  # its disk is the backup's, put in place first
+        restored = _restore_disk(instance.restored_from, host, instance.volume_name, instance.disk_gib)
+        if instance.boot_source == BootSource.IMAGE:
+            disks = {"boot_disk": restored}
+    elif instance.boot_source == BootSource.IMAGE:
         disks = _image_disks(instance, host)
     if host.can.volumes:
         disks.update(_volume_disks(instance, host))
@@ -418,6 +422,92 @@ def clone_instance(action_id: int) -> None:
     _run(action_id, work)
 
 
+def _restore_disk(backup: Backup | None, host: Host, volume: str, size_gib: int) -> str:
+    """Put the backup's disk (its chain read through) in the host's pool as the volume of that name (replacing one
+    there), a standalone qcow2 of size_gib; returns its path."""
+    if backup is None or backup.status != BackupStatus.AVAILABLE:
+        raise hypervisor.HypervisorError("the backup is no longer available")
+    base, top = f"{volume}.restore-base", f"{volume}.restore-top"
+    with processing.scratch() as workdir:
+        flat = Path(workdir) / "disk.qcow2"
+        backup_store.flatten(backup, flat)
+        for leftover in (top, base):
+            hypervisor.delete_volume(host.uri, host.storage_pool, leftover)
+        try:
+            with open(flat, "rb") as source:
+                base_path = hypervisor.upload_volume(host.uri, host.storage_pool, base, size=flat.stat().st_size,
+                                                     read=source.read)
+            flat.unlink()
+            hypervisor.create_volume(host.uri, host.storage_pool, top, size_gib,
+                                     backing=hypervisor.Backing(base_path, "qcow2"))
+            hypervisor.delete_volume(host.uri, host.storage_pool, volume)
+            return hypervisor.clone_volume(host.uri, host.storage_pool, top, volume, size_gib)
+        finally:
+            for leftover in (top, base):
+                hypervisor.delete_volume(host.uri, host.storage_pool, leftover)
+
+
+def _backup_parent(instance: Instance, host: Host, backup: Backup) -> Backup | None:
+    """What the backup is incremental over: the instance's last one, while its checkpoint is still on the domain
+    and its chain is shorter than settings.CLOUDPANEL_BACKUP_CHAIN; else None (a full backup)."""
+    last = (Backup.objects.filter(instance=instance, status=BackupStatus.AVAILABLE).exclude(pk=backup.pk)
+            .order_by("-taken_at", "-id").first())
+    if last is None or last.checkpoint not in hypervisor.checkpoints(host.uri, str(instance.uuid)):
+        return None
+    depth, link = 0, last
+    while link.parent_id is not None:
+        depth, link = depth + 1, link.parent
+    return last if depth < settings.CLOUDPANEL_BACKUP_CHAIN else None
+
+
+@tasking.task
+def backup_instance(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host, backup = action.instance, action.instance.host, action.backup
+        if backup is None:
+            raise hypervisor.HypervisorError("the backup's record was removed")
+        uuid, copy = str(instance.uuid), f"cp-backup-{backup.uuid}.qcow2"
+        hypervisor.delete_volume(host.uri, host.storage_pool, copy)  # (one an attempt left)
+        running = hypervisor.state(host.uri, uuid) in (hypervisor.PowerState.RUNNING, hypervisor.PowerState.PAUSED)
+        parent, quiesced = None, False
+        try:
+            if running:  # a push-mode job: a consistent copy as of its start, a checkpoint for the next one
+                parent = _backup_parent(instance, host, backup)
+                path = hypervisor.create_volume(host.uri, host.storage_pool, copy, instance.disk_gib)
+                quiesced = hypervisor.back_up(host.uri, uuid, target=path, checkpoint=backup.checkpoint,
+                                              incremental=parent.checkpoint if parent else "")
+            else:  # stopped: its disk whole (its layers flattened in); the next running one is full
+                hypervisor.drop_checkpoints(host.uri, uuid)
+                hypervisor.clone_volume(host.uri, host.storage_pool, instance.volume_name, copy, instance.disk_gib)
+            with hypervisor.reading_volume(host.uri, host.storage_pool, copy) as read:
+                stored = backup_store.store(backup, read, parent=parent)
+        finally:
+            hypervisor.delete_volume(host.uri, host.storage_pool, copy)
+        if running:
+            hypervisor.drop_checkpoints(host.uri, uuid, keep=backup.checkpoint)  # only the newest is built on
+        Backup.objects.filter(pk=backup.pk).update(parent=parent, stored_bytes=stored, quiesced=quiesced)
+        return hypervisor.state(host.uri, uuid)
+
+    _run(action_id, work)
+
+
+@tasking.task
+def restore_instance(action_id: int) -> None:
+    def work(action: InstanceAction) -> str:
+        instance, host = action.instance, action.instance.host
+        hypervisor.drop_checkpoints(host.uri, str(instance.uuid), metadata_only=True)  # (their disk is replaced)
+        _restore_disk(action.backup, host, instance.volume_name, instance.disk_gib)
+        return hypervisor.state(host.uri, str(instance.uuid))
+
+    _run(action_id, work)
+
+
+@shared_task
+def run_scheduled_backups() -> None:
+    """The beat's minute: back up the instances whose schedule is due."""
+    backups.run_due()
+
+
 @tasking.task
 def rename_instance(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
@@ -476,6 +566,8 @@ def take_snapshot(action_id: int) -> None:
 def revert_snapshot(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
+        if host.can.backups:  # the disk goes back in time: a backup over the last checkpoint would miss that
+            hypervisor.drop_checkpoints(host.uri, str(instance.uuid))
         return hypervisor.revert_snapshot(host.uri, str(instance.uuid), _snapshot_of(action).libvirt_name)
 
     _run(action_id, work)
@@ -594,6 +686,8 @@ TASKS = {
     Operation.RENAME: rename_instance,
     Operation.CAPTURE: capture_disk,
     Operation.CLONE: clone_instance,
+    Operation.BACKUP: backup_instance,
+    Operation.RESTORE: restore_instance,
     Operation.ATTACH_VOLUME: attach_volume,
     Operation.DETACH_VOLUME: detach_volume,
     Operation.EXTEND_VOLUME: extend_volume,

@@ -79,9 +79,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def image_dirs(settings, tmp_path):
-    """Every test gets its own image store and worker scratch space."""
+    """Every test gets its own image store, backup store and worker scratch space."""
     settings.CLOUDPANEL_IMAGE_DIR = tmp_path / "image-store"
     settings.CLOUDPANEL_SCRATCH_DIR = str(tmp_path / "scratch")
+    settings.CLOUDPANEL_BACKUP_DIR = tmp_path / "backups"
     (tmp_path / "scratch").mkdir()
     return settings.CLOUDPANEL_IMAGE_DIR
 

@@ -8,6 +8,7 @@ pure builder per technology for domains, one for networks, one for network filte
 """
 
 from hosts.choices import Accelerator, Technology
+from hosts.hypervisor.backups import back_up, checkpoints, drop_checkpoints
 from hosts.hypervisor.connections import (
     DomainNotFound,
     HypervisorError,
@@ -80,11 +81,11 @@ __all__ = [
     "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
     "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NO_DRIVE",
     "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
-    "attach_disk", "attach_interface", "change_media", "clone_volume", "connection", "create_snapshot", "create_volume",
-    "define", "define_filter", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface",
-    "dhcp_hosts", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "is_connected", "open_display",
-    "power_off", "probe", "reading_volume", "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot",
-    "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shutdown", "start", "state", "stores_data",
-    "suspend", "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256",
-    "watch_lifecycle",
+    "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume", "connection",
+    "create_snapshot", "create_volume", "define", "define_filter", "delete_snapshot", "delete_volume", "describe",
+    "detach_disk", "detach_interface", "dhcp_hosts", "drop_checkpoints", "ensure_event_loop", "ensure_network",
+    "forget", "grow_disk", "is_connected", "open_display", "power_off", "probe", "reading_volume", "reboot",
+    "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter", "set_size",
+    "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch",
+    "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

@@ -280,12 +280,45 @@ def snapshot_xml(name: str, description: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def backup_xml(disks: list[str], target: str, incremental: str = "") -> str:
+    """A push-mode backup of the domain's first disk (vda) into the qcow2 file at target (made beforehand), only
+    what changed since the checkpoint `incremental` if given; the domain's other disks (disks) take no part."""
+    root = ET.Element("domainbackup", mode="push")
+    if incremental:
+        _sub(root, "incremental", incremental)
+    listed = _sub(root, "disks")
+    for name in disks:
+        if name != BACKED_UP:
+            _sub(listed, "disk", name=name, backup="no")
+            continue
+        disk = _sub(listed, "disk", name=name, backup="yes", type="file")
+        _sub(disk, "target", file=target)
+        _sub(disk, "driver", type="qcow2")
+    return ET.tostring(root, encoding="unicode")
+
+
+def checkpoint_xml(name: str, disks: list[str]) -> str:
+    """A checkpoint (a dirty bitmap) of the domain's first disk, from which the next backup is incremental."""
+    root = ET.Element("domaincheckpoint")
+    _sub(root, "name", name)
+    listed = _sub(root, "disks")
+    for disk in disks:
+        _sub(listed, "disk", name=disk, checkpoint="bitmap" if disk == BACKED_UP else "no")
+    return ET.tostring(root, encoding="unicode")
+
+
+BACKED_UP = "vda"
+
+
 def _volume(name: str, capacity: str, unit: str, fmt: str) -> ET.Element:
     vol = ET.Element("volume")
     _sub(vol, "name", name)
     _sub(vol, "capacity", capacity, unit=unit)
     _sub(vol, "allocation", "0")
-    _sub(_sub(vol, "target"), "format", type=fmt)
+    target = _sub(vol, "target")
+    _sub(target, "format", type=fmt)
+    if fmt == "qcow2":
+        _sub(target, "compat", "1.1")  # (v3: it holds the dirty bitmaps of incremental backups)
     return vol
 
 

@@ -120,8 +120,8 @@ def resume(uri: str, domain_uuid: str) -> PowerState:
 
 
 def undefine(uri: str, domain_uuid: str) -> None:
-    """Stop and remove the domain (and its snapshots' records: their data lives in its disks); a missing domain
-    counts as done."""
+    """Stop and remove the domain (and its snapshots' and checkpoints' records: their data lives in its disks); a
+    missing domain counts as done."""
     try:
         dom = connections.domain(uri, domain_uuid)
     except DomainNotFound:
@@ -129,10 +129,10 @@ def undefine(uri: str, domain_uuid: str) -> None:
     with connections.errors(uri):
         if dom.isActive():
             dom.destroy()
-        snapshots = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        metadata = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
         # The most a driver takes first: the test driver has no NVRAM, some drivers take no flags at all.
-        for flags in (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | snapshots,
-                      snapshots):
+        for flags in (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | metadata,
+                      metadata):
             try:
                 dom.undefineFlags(flags)
                 return

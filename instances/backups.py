@@ -1,0 +1,173 @@
+"""Backups of an instance's disk to the panel's backup store: on demand or on the instance's schedule (keeping its
+newest few), incremental while it runs (the blocks changed since the last one, from a dirty bitmap) or full; restored
+over the same instance or into a new one; billed per GiB-month of what they store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hosts import capabilities
+from hosts import services as host_services
+from instances import backup_store, services, tasks
+from instances.choices import BackupStatus, BootSource, Operation, Status, TaskState
+from instances.events import publish_on_commit
+from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
+from instances.models import NAME_VALIDATOR, Backup, Instance, InstanceAction
+from tenants import quotas
+
+TECHNOLOGIES = [technology for technology, can in capabilities.TABLE.items() if can.backups]
+
+
+def _check_disk(instance: Instance) -> None:
+    if instance.host is None or not instance.host.can.backups:
+        raise InvalidOperation("backups are for QEMU/KVM instances: this technology cannot take them here")
+    if instance.boot_source not in (BootSource.IMAGE, BootSource.KERNEL) or not instance.disk_gib:
+        raise InvalidOperation(f"'{instance.name}' has no disk of the panel's to back up (its volumes are not "
+                               "backed up)")
+
+
+def take(*, instance: Instance, user: AbstractBaseUser | None, name: str = "",
+         scheduled: bool = False) -> InstanceAction:
+    """Back up the instance's disk: incremental while it runs and the last backup's checkpoint is still on it, full
+    otherwise (a stopped instance's disk is copied whole)."""
+    _check_disk(instance)
+    name = name.strip()
+    if name:
+        try:
+            if len(name) > 63:
+                raise ValidationError("Use at most 63 characters.")
+            NAME_VALIDATOR(name)
+        except ValidationError as exc:
+            raise InvalidInstance(f"name: {' '.join(exc.messages)}") from None
+    backup = Backup(tenant_id=instance.tenant_id, instance=instance, instance_name=instance.name, name=name,
+                    scheduled=scheduled, vcpus=instance.vcpus, memory_mib=instance.memory_mib,
+                    disk_gib=instance.disk_gib, boot_source=instance.boot_source,
+                    boot_kernel_id=instance.boot_kernel_id, image_id=instance.image_id, cmdline=instance.cmdline,
+                    created_by=user)
+    with transaction.atomic():
+        backup.save()
+        return services.request_operation(instance=instance, operation=Operation.BACKUP, user=user, backup=backup)
+
+
+def _available(backup: Backup) -> None:
+    if backup.status != BackupStatus.AVAILABLE:
+        raise InvalidOperation(f"the backup is {backup.get_status_display().lower()}")
+
+
+def restore_over(*, backup: Backup, user: AbstractBaseUser | None) -> InstanceAction:
+    """Put the backup's disk back in place of its instance's (stopped: nothing may run on the disk meanwhile)."""
+    _available(backup)
+    instance = backup.instance
+    if instance is None or instance.status == Status.DELETED:
+        raise InvalidOperation("the backup's instance was deleted: restore it into a new instance")
+    _check_disk(instance)
+    if instance.snapshots.live().exists():
+        raise InvalidOperation(f"'{instance.name}' has snapshots inside the disk a restore replaces: delete them "
+                               "first")
+    if instance.disk_gib < backup.disk_gib:
+        raise InvalidOperation(f"'{instance.name}' has a {instance.disk_gib} GiB disk, the backup {backup.disk_gib} "
+                               "GiB")
+    return services.request_operation(instance=instance, operation=Operation.RESTORE, user=user, backup=backup)
+
+
+def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> InstanceAction:
+    """Make a new instance of the backup's tenant from it: the size and boot its instance had, its disk the backup's,
+    a NIC on each network of its instance if that still exists; placed on a host that takes backups, and left
+    stopped. Returns its create."""
+    _available(backup)
+    source = backup.instance if backup.instance is not None and backup.instance.status != Status.DELETED else None
+    new = Instance(name=name.strip(), tenant_id=backup.tenant_id, vcpus=backup.vcpus, memory_mib=backup.memory_mib,
+                   disk_gib=backup.disk_gib, boot_source=backup.boot_source, boot_kernel=backup.boot_kernel,
+                   image=backup.image, cmdline=backup.cmdline, restored_from=backup, created_by=user,
+                   licensed=backup.image is not None and backup.image.licensed,
+                   task_state=TaskState.CREATING, task_started_at=timezone.now())
+    if backup.boot_source == BootSource.KERNEL and backup.boot_kernel is None:
+        raise InvalidOperation("the backup's boot kernel was deleted from the library: nothing would boot its disk")
+    try:
+        new.clean_fields(exclude=["host", "tenant", "created_by", "restored_from"])
+    except ValidationError as exc:
+        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    ports = list(source.ports.select_related("network").prefetch_related("security_groups")) if source else []
+    try:
+        with transaction.atomic():
+            quotas.check(tenant=backup.tenant, request={"instances": 1, "vcpus": new.vcpus,
+                                                        "memory_mib": new.memory_mib, "disk_gib": new.disk_gib})
+            # (placed as a stopped one: its disk; its vCPUs and RAM when it starts)
+            new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib, technologies=TECHNOLOGIES)
+            new.save()
+            services.attach_nics(new, [services.NicRequest(port.network, None, list(port.security_groups.all()))
+                                       for port in ports])
+            action = InstanceAction.objects.create(instance=new, operation=Operation.CREATE, user=user, start=False)
+            tasks.enqueue(action)
+            publish_on_commit(new)
+            return action
+    except IntegrityError:
+        raise InvalidInstance(f"an instance named '{new.name}' already exists in {backup.tenant}") from None
+
+
+def delete(*, backup: Backup) -> None:
+    """Delete a backup from the store (not one being taken, nor one an incremental backup is made over)."""
+    with transaction.atomic():
+        locked = Backup.objects.select_for_update().get(pk=backup.pk)
+        if locked.status == BackupStatus.CREATING:
+            raise InstanceBusy("the backup is being taken; wait for it to finish")
+        if locked.status == BackupStatus.DELETED:
+            return
+        if locked.children.live().exists():
+            raise InvalidOperation("incremental backups are made over this one: delete them first")
+        Backup.objects.filter(pk=backup.pk).update(status=BackupStatus.DELETED, deleted_at=timezone.now())
+        transaction.on_commit(lambda: backup_store.remove(locked))
+
+
+def set_schedule(*, instance: Instance, every_hours: int, keep: int) -> Instance:
+    """Back the instance up every so many hours (0: no schedule), keeping its newest `keep` scheduled backups."""
+    if every_hours:
+        _check_disk(instance)
+    for field, value in (("backup_every_hours", every_hours), ("backup_keep", keep)):
+        try:
+            Instance._meta.get_field(field).clean(value, instance)
+        except ValidationError as exc:
+            raise InvalidInstance(f"{field}: {' '.join(exc.messages)}") from None
+    next_at = timezone.now() + timedelta(hours=every_hours) if every_hours else None
+    Instance.objects.filter(pk=instance.pk).update(backup_every_hours=every_hours, backup_keep=keep,
+                                                   backup_next_at=next_at)
+    instance.backup_every_hours, instance.backup_keep, instance.backup_next_at = every_hours, keep, next_at
+    return instance
+
+
+def run_due(now=None) -> int:
+    """Back up the instances whose schedule is due (one busy now is tried at the next tick); returns how many."""
+    now = now or timezone.now()
+    taken = 0
+    due = Instance.objects.live().filter(backup_every_hours__gt=0, backup_next_at__lte=now).select_related("host")
+    for instance in due:
+        try:
+            take(instance=instance, user=None, scheduled=True)
+        except InstanceBusy:
+            continue
+        except InvalidOperation:
+            pass  # (it cannot be backed up now: the next time comes round)
+        else:
+            taken += 1
+        Instance.objects.filter(pk=instance.pk).update(
+            backup_next_at=now + timedelta(hours=instance.backup_every_hours))
+    return taken
+
+
+def prune(instance_id: int) -> None:
+    """Inside the caller's transaction: delete the instance's scheduled backups beyond its newest `backup_keep`,
+    each once no backup left is made over it."""
+    keep = Instance.objects.filter(pk=instance_id).values_list("backup_keep", flat=True).first()
+    if not keep:
+        return
+    scheduled = list(Backup.objects.filter(instance_id=instance_id, scheduled=True, status=BackupStatus.AVAILABLE)
+                     .order_by("-taken_at", "-id"))
+    for backup in scheduled[keep:]:  # (newest first: an old chain goes whole once its last one may)
+        if not backup.children.live().exists():
+            Backup.objects.filter(pk=backup.pk).update(status=BackupStatus.DELETED, deleted_at=timezone.now())
+            transaction.on_commit(lambda backup=backup: backup_store.remove(backup))
