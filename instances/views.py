@@ -16,13 +16,13 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import rebuild, resizing, services, snapshots, volumes
+from instances import backups, rebuild, resizing, services, snapshots, volumes
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
 from instances.forms import AdoptForm, InstanceForm, VolumeForm
 from instances.lifecycle import SPECIAL, allowed_operations
-from instances.models import Instance, InstanceAction, Volume
+from instances.models import Backup, Instance, InstanceAction, Volume
 from networks import security
 from networks.models import Network, Port, SecurityGroup
 from tenants import audit
@@ -123,6 +123,8 @@ def instance_detail(request, pk: int):
         "snapshots": instance.snapshots.live()[:50] if instance.host is not None and instance.host.can.snapshots
         else None,
         "volumes": instance.volumes.all() if instance.host is not None and instance.host.can.volumes else None,
+        "backups": instance.backups.live().select_related("parent")[:100]
+        if instance.host is not None and instance.host.can.backups or instance.backups.exists() else None,
         "free_volumes": Volume.objects.in_scope(scope).filter(
             tenant_id=instance.tenant_id, host_id=instance.host_id, instance__isnull=True,
             status="available") if instance.host is not None and instance.host.can.volumes else None,
@@ -272,6 +274,43 @@ def instance_attach_volume(request, instance: Instance):
         raise InvalidOperation("No such volume.")
     volumes.attach(volume=volume, instance=instance, user=request.user)
     return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.backup", back=_instance_page)
+def instance_backup(request, instance: Instance):
+    """Back the instance up now, or set its schedule (every so many hours, keeping the newest few)."""
+    if "every_hours" in request.POST:
+        every, keep = _digits(request.POST.get("every_hours", "")), _digits(request.POST.get("keep", ""))
+        if every is None or keep is None:
+            raise InvalidOperation("Give the hours between backups (0: none) and how many to keep, as whole numbers.")
+        backups.set_schedule(instance=instance, every_hours=every, keep=keep)
+        messages.success(request, f"Backed up every {every} h, the newest {keep} kept." if every else
+                         "No scheduled backups.")
+    else:
+        backups.take(instance=instance, user=request.user, name=request.POST.get("name", "")[:63])
+        messages.success(request, "Backing up.")
+    return redirect(_instance_page(instance))
+
+
+def _backup_page(backup: Backup) -> str:
+    return _instance_page(backup.instance) if backup.instance_id else reverse("instance-list")
+
+
+@object_write(lambda scope: Backup.objects.in_scope(scope).live().select_related("instance__host", "tenant"),
+              action="backup.{change}", back=_backup_page, choices={"change": ("restore", "delete")})
+def backup_change(request, backup: Backup, change: str):
+    """Restore a backup (over its instance, or into a new one when a name is given), or delete it."""
+    if change == "delete":
+        backups.delete(backup=backup)
+        return redirect(_backup_page(backup))
+    name = request.POST.get("name", "").strip()[:63]
+    if name:
+        action = backups.restore_new(backup=backup, name=name, user=request.user)
+        messages.success(request, f"Restoring into the new instance {action.instance.name}.")
+        return redirect(_instance_page(action.instance))
+    backups.restore_over(backup=backup, user=request.user)
+    return redirect(_backup_page(backup))
 
 
 @staff_member_required

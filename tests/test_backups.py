@@ -5,6 +5,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from billing import metering
@@ -85,10 +86,19 @@ def test_a_real_guest_is_backed_up_full_then_incremental_and_restored(qemu_host,
         "restored", Status.STOPPED, full, 1)
     services.request_operation(instance=restored, operation="start", user=member)
     assert first_block(restored, member).startswith("version-1")
-    # a stopped instance's backup is full, of its disk as it is
+    # a stopped instance's backup, taken from its page, is full, of its disk as it is
     services.request_operation(instance=instance, operation="poweroff", user=member)
-    stopped = Backup.objects.get(pk=done(back_up(member_api, instance)).backup_id)
-    assert stopped.parent is None and stopped.stored_bytes > 0
+    browser = Client()
+    browser.force_login(member)
+    assert browser.post(f"/instances/{instance.pk}/backups/", {"name": "paged"}).status_code == 302
+    stopped = Backup.objects.get(name="paged")
+    assert (stopped.status, stopped.parent, stopped.created_by) == (BackupStatus.AVAILABLE, None, member)
+    assert stopped.stored_bytes > 0
+    page = browser.get(f"/instances/{instance.pk}/").content.decode()
+    assert page.count("data-backup=") == 3 and "incremental" in page and "Restore as new" in page
+    # its schedule, set on the page
+    browser.post(f"/instances/{instance.pk}/backups/", {"every_hours": "24", "keep": "3"})
+    assert Instance.objects.filter(pk=instance.pk, backup_every_hours=24, backup_keep=3).exists()
 
 
 def test_backups_are_refused_with_the_reason(member, member_api, tenant, host, qemu_like_host):

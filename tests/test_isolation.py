@@ -36,7 +36,7 @@ from images.choices import ImageStatus
 from images.models import Image, Template
 from instances.choices import ActionStatus, Operation, SnapshotStatus, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
-from instances.models import InstanceAction, Snapshot, Volume
+from instances.models import Backup, InstanceAction, Snapshot, Volume
 from instances.routing import websocket_urlpatterns
 from networks.security import add_rule, create_group
 from networks.services import create_network, create_port, reserve
@@ -265,6 +265,12 @@ MATRIX: dict[str, list[Case]] = {
     "instance-clone": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
                                                                              effect=False),
                             body=lambda w, x: {"name": "twin"})],
+    # The test driver takes no backups: refused, back to the page.
+    "instance-backup": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
+                                                                              effect=False),
+                             body=lambda w, x: {"name": "nightly"})],
+    "backup-change": [Case("POST", "backup", operate(P, 302), url_kwargs={"change": change},
+                           body=lambda w, x: {"name": ""}) for change in ("restore", "delete")],
     "instance-snapshot": [Case("POST", "instance", operate(P, 302), body=lambda w, x: {"name": "matrix"})],
     "instance-snapshot-change": [
         Case("POST", "instance", operate(P, 302), url_kwargs={"change": change},
@@ -452,6 +458,14 @@ MATRIX: dict[str, list[Case]] = {
     **{f"api-instance-{op.value}": [Case("POST", "instance", operate(A, op_status(op.value)))]
        for op in Operation if op not in SPECIAL},
     "api-action-list": [Case("GET", None, listing(A), marker="action")],
+    # The world's host is libvirt's test driver, which takes no backups: a backup or restore is a 409.
+    "api-instance-backups": [Case("GET", "instance", read(A)), Case("POST", "instance", operate(A, 409))],
+    "api-instance-backup-schedule": [Case("GET", "instance", read(A)),
+                                     Case("PUT", "instance", operate(A, 200),
+                                          body=lambda w, x: {"every_hours": 0, "keep": 3})],
+    "api-backup-list": [Case("GET", None, listing(A), marker="backup")],
+    "api-backup-detail": [Case("GET", "backup", read(A)), Case("DELETE", "backup", operate(A, 204))],
+    "api-backup-restore": [Case("POST", "backup", operate(A, 409), body=lambda w, x: {"name": ""})],
     "api-volume-list": [
         Case("GET", None, listing(A), marker="volume"),
         Case("POST", None, create_in(A, 202, roles=OPERATORS, refused_own=403, refused_other=404),
@@ -670,6 +684,9 @@ def build_world() -> dict:
         plugged = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name=f"plugged-{side}-{tag}")
         attached = Volume.objects.create(name=f"att-{side}-{tag}", tenant=tenant, host=host, pool=host.storage_pool,
                                          size_gib=1, status="available", instance=plugged, device="vdc")
+        backup = Backup.objects.create(tenant=tenant, instance=instance, instance_name=instance.name,
+                                       name=f"bk-{side}-{tag}", disk_gib=1, memory_mib=128, status="available",
+                                       taken_at=timezone.now())
         subnet = network.subnets.get()
         reserved = reserve(subnet=subnet, first="10.200.0.250", last="10.200.0.251", reason=f"res-{side}-{tag}")
         group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")
@@ -691,10 +708,11 @@ def build_world() -> dict:
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
             "image": image, "disk": disk, "template": template, "boot_kernel": boot_kernel, "iso": iso,
             "network": network, "port": port, "snapshot": snapshot, "volume": volume, "attached": attached,
+            "backup": backup,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,
-                        "network": network.name, "volume": volume.name,
+                        "network": network.name, "volume": volume.name, "backup": backup.name,
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "plan": plan.name, "invoice": invoice.display_number,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
