@@ -20,12 +20,12 @@ from cloudpanel.exceptions import DomainError
 from hosts import hypervisor
 from hosts.models import Host
 from hosts.tasks import reconcile_host
-from images import cloudinit, distribution, processing, rootfs
+from images import cloudinit, distribution, rootfs
 from images import tasks as image_tasks
 from images.choices import DiskFormat
-from instances import backup_store, backups, boot, services, volumes
-from instances.choices import ActionStatus, BackupStatus, BootSource, Operation, Status, VolumeTask
-from instances.models import Backup, Instance, InstanceAction, Snapshot, Volume
+from instances import backups, boot, disk_jobs, services, volumes
+from instances.choices import ActionStatus, BootSource, Operation, Status
+from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
 from networks.models import Port
@@ -45,24 +45,6 @@ def enqueue_volume(volume: Volume) -> None:
     it then, the operation fails with the reason (the volume is not left busy)."""
     tasking.enqueue(run_volume_task, volume.pk, host_id=volume.host_id,
                     on_lost=lambda reason: volumes.fail(volume.pk, reason))
-
-
-def _volume_path(volume: Volume, host: Host) -> str:
-    path = hypervisor.volume_path(host.uri, volume.pool, volume.volume_name)
-    if path is None:
-        raise hypervisor.HypervisorError(f"the volume '{volume.name}' is not in the pool {volume.pool} of {host.name}")
-    return path
-
-
-def _volume_disks(instance: Instance, host: Host) -> dict[str, object]:
-    """The instance's volumes as disks: the one it boots from, and those attached."""
-    disks: dict[str, object] = {"volumes": ()}
-    for volume in Volume.objects.filter(instance=instance).order_by("device"):
-        if volume.boot:
-            disks["boot_disk"] = _volume_path(volume, host)
-        else:
-            disks["volumes"] += ((_volume_path(volume, host), volume.device),)
-    return disks
 
 
 def _heartbeat(instance: Instance) -> Callable[[], bool]:
@@ -170,13 +152,13 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
                                     boot_disk=instance.boot_disk), host)
     disks: dict[str, object] = {"boot_disk": instance.boot_disk}
     if instance.restored_from_id is not None:  # its disk is the backup's, put in place first
-        restored = _restore_disk(instance.restored_from, host, instance.volume_name, instance.disk_gib)
+        restored = disk_jobs.restore_disk(instance.restored_from, host, instance.volume_name, instance.disk_gib)
         if instance.boot_source == BootSource.IMAGE:
             disks = {"boot_disk": restored}
     elif instance.boot_source == BootSource.IMAGE:
         disks = _image_disks(instance, host)
     if host.can.volumes:
-        disks.update(_volume_disks(instance, host))
+        disks.update(disk_jobs.volume_disks(instance, host))
     if instance.boot_source == BootSource.CONTAINER:
         disks.update(_container_root(instance, host), boot_disk="")
     elif instance.boot_kernel_id or instance.kernel or instance.boot_source == BootSource.KERNEL:
@@ -226,8 +208,31 @@ def _do_rebuild(action: InstanceAction) -> str:
     return _create(instance, host, start=action.start)  # (whether it ran when the rebuild was asked for)
 
 
+def _drop_checkpoints(instance: Instance, host: Host) -> None:
+    """Before a snapshot's work or a disk's growth: the last backup's checkpoint goes (its bitmap would refuse them,
+    and a snapshot's revert takes the disk back behind it); the next backup is full."""
+    if host.can.backups:
+        hypervisor.drop_checkpoints(host.uri, str(instance.uuid))
+
+
+def _before_stop(instance: Instance, host: Host) -> None:
+    """The panel stops the guest: its checkpoint goes while libvirt can still delete it (a stopped disk that keeps
+    one refuses snapshots and resizes); best effort, nothing stops a force off."""
+    try:
+        _drop_checkpoints(instance, host)
+    except hypervisor.HypervisorError as exc:
+        log.warning("instance %s: its checkpoints stay: %s", instance.pk, exc)
+
+
+def _do_poweroff(action: InstanceAction) -> str:
+    instance, host = action.instance, action.instance.host
+    _before_stop(instance, host)
+    return hypervisor.power_off(host.uri, str(instance.uuid))
+
+
 def _do_shutdown(action: InstanceAction) -> str:
     instance, host = action.instance, action.instance.host
+    _before_stop(instance, host)
     hypervisor.shutdown(host.uri, str(instance.uuid))
     deadline = time.monotonic() + settings.CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -311,7 +316,7 @@ def shutdown_instance(action_id: int) -> None:
 
 @tasking.task
 def poweroff_instance(action_id: int) -> None:
-    _run(action_id, _on_domain(hypervisor.power_off))
+    _run(action_id, _do_poweroff)
 
 
 @tasking.task
@@ -422,84 +427,14 @@ def clone_instance(action_id: int) -> None:
     _run(action_id, work)
 
 
-def _restore_disk(backup: Backup | None, host: Host, volume: str, size_gib: int) -> str:
-    """Put the backup's disk (its chain read through) in the host's pool as the volume of that name (replacing one
-    there), a standalone qcow2 of size_gib; returns its path."""
-    if backup is None or backup.status != BackupStatus.AVAILABLE:
-        raise hypervisor.HypervisorError("the backup is no longer available")
-    base, top = f"{volume}.restore-base", f"{volume}.restore-top"
-    with processing.scratch() as workdir:
-        flat = Path(workdir) / "disk.qcow2"
-        backup_store.flatten(backup, flat)
-        for leftover in (top, base):
-            hypervisor.delete_volume(host.uri, host.storage_pool, leftover)
-        try:
-            with open(flat, "rb") as source:
-                base_path = hypervisor.upload_volume(host.uri, host.storage_pool, base, size=flat.stat().st_size,
-                                                     read=source.read)
-            flat.unlink()
-            hypervisor.create_volume(host.uri, host.storage_pool, top, size_gib,
-                                     backing=hypervisor.Backing(base_path, "qcow2"))
-            hypervisor.delete_volume(host.uri, host.storage_pool, volume)
-            return hypervisor.clone_volume(host.uri, host.storage_pool, top, volume, size_gib)
-        finally:
-            for leftover in (top, base):
-                hypervisor.delete_volume(host.uri, host.storage_pool, leftover)
-
-
-def _backup_parent(instance: Instance, host: Host, backup: Backup) -> Backup | None:
-    """What the backup is incremental over: the instance's last one, while its checkpoint is still on the domain
-    and its chain is shorter than settings.CLOUDPANEL_BACKUP_CHAIN; else None (a full backup)."""
-    last = (Backup.objects.filter(instance=instance, status=BackupStatus.AVAILABLE).exclude(pk=backup.pk)
-            .order_by("-taken_at", "-id").first())
-    if last is None or last.checkpoint not in hypervisor.checkpoints(host.uri, str(instance.uuid)):
-        return None
-    depth, link = 0, last
-    while link.parent_id is not None:
-        depth, link = depth + 1, link.parent
-    return last if depth < settings.CLOUDPANEL_BACKUP_CHAIN else None
-
-
 @tasking.task
 def backup_instance(action_id: int) -> None:
-    def work(action: InstanceAction) -> str:
-        instance, host, backup = action.instance, action.instance.host, action.backup
-        if backup is None:
-            raise hypervisor.HypervisorError("the backup's record was removed")
-        uuid, copy = str(instance.uuid), f"cp-backup-{backup.uuid}.qcow2"
-        hypervisor.delete_volume(host.uri, host.storage_pool, copy)  # (one an attempt left)
-        running = hypervisor.state(host.uri, uuid) in (hypervisor.PowerState.RUNNING, hypervisor.PowerState.PAUSED)
-        parent, quiesced = None, False
-        try:
-            if running:  # a push-mode job: a consistent copy as of its start, a checkpoint for the next one
-                parent = _backup_parent(instance, host, backup)
-                path = hypervisor.create_volume(host.uri, host.storage_pool, copy, instance.disk_gib)
-                quiesced = hypervisor.back_up(host.uri, uuid, target=path, checkpoint=backup.checkpoint,
-                                              incremental=parent.checkpoint if parent else "")
-            else:  # stopped: its disk whole (its layers flattened in); the next running one is full
-                hypervisor.drop_checkpoints(host.uri, uuid)
-                hypervisor.clone_volume(host.uri, host.storage_pool, instance.volume_name, copy, instance.disk_gib)
-            with hypervisor.reading_volume(host.uri, host.storage_pool, copy) as read:
-                stored = backup_store.store(backup, read, parent=parent)
-        finally:
-            hypervisor.delete_volume(host.uri, host.storage_pool, copy)
-        if running:
-            hypervisor.drop_checkpoints(host.uri, uuid, keep=backup.checkpoint)  # only the newest is built on
-        Backup.objects.filter(pk=backup.pk).update(parent=parent, stored_bytes=stored, quiesced=quiesced)
-        return hypervisor.state(host.uri, uuid)
-
-    _run(action_id, work)
+    _run(action_id, disk_jobs.back_up)
 
 
 @tasking.task
 def restore_instance(action_id: int) -> None:
-    def work(action: InstanceAction) -> str:
-        instance, host = action.instance, action.instance.host
-        hypervisor.drop_checkpoints(host.uri, str(instance.uuid), metadata_only=True)  # (their disk is replaced)
-        _restore_disk(action.backup, host, instance.volume_name, instance.disk_gib)
-        return hypervisor.state(host.uri, str(instance.uuid))
-
-    _run(action_id, work)
+    _run(action_id, disk_jobs.restore)
 
 
 @shared_task
@@ -537,6 +472,7 @@ def resize_instance(action_id: int) -> None:
             hypervisor.set_size(host.uri, uuid, vcpus=after["vcpus"], memory_mib=after["memory_mib"])
         if after["disk_gib"] > before["disk_gib"]:
             try:
+                _drop_checkpoints(instance, host)
                 hypervisor.grow_disk(host.uri, uuid, pool=host.storage_pool, volume=instance.volume_name,
                                      size_gib=after["disk_gib"])
             except hypervisor.HypervisorError:
@@ -552,6 +488,7 @@ def resize_instance(action_id: int) -> None:
 def take_snapshot(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host, snapshot = action.instance, action.instance.host, _snapshot_of(action)
+        _drop_checkpoints(instance, host)
         memory = hypervisor.create_snapshot(host.uri, str(instance.uuid), snapshot.libvirt_name,
                                             snapshot.description)
         if memory != snapshot.memory:  # the guest stopped or started meanwhile: bill what was taken
@@ -566,8 +503,7 @@ def take_snapshot(action_id: int) -> None:
 def revert_snapshot(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
-        if host.can.backups:  # the disk goes back in time: a backup over the last checkpoint would miss that
-            hypervisor.drop_checkpoints(host.uri, str(instance.uuid))
+        _drop_checkpoints(instance, host)
         return hypervisor.revert_snapshot(host.uri, str(instance.uuid), _snapshot_of(action).libvirt_name)
 
     _run(action_id, work)
@@ -577,6 +513,7 @@ def revert_snapshot(action_id: int) -> None:
 def delete_snapshot(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
         instance, host = action.instance, action.instance.host
+        _drop_checkpoints(instance, host)
         hypervisor.delete_snapshot(host.uri, str(instance.uuid), _snapshot_of(action).libvirt_name)
         return hypervisor.state(host.uri, str(instance.uuid))
 
@@ -588,7 +525,7 @@ def _volume_disk(action: InstanceAction) -> tuple[Instance, Host, Volume, str]:
     instance, host, volume = action.instance, action.instance.host, action.volume
     if volume is None:
         raise hypervisor.HypervisorError("the volume's record was removed")
-    return instance, host, volume, _volume_path(volume, host)
+    return instance, host, volume, disk_jobs.volume_path(volume, host)
 
 
 @tasking.task
@@ -626,24 +563,6 @@ def extend_volume(action_id: int) -> None:
     _run(action_id, work)
 
 
-def _volume_work(volume: Volume) -> None:
-    """A volume's own operation on its host: made (empty, or over its image's copy there), grown, or deleted."""
-    host = volume.host
-    if volume.task_state == VolumeTask.CREATING:
-        backing = None
-        if volume.image_name:
-            if volume.image is None:
-                raise hypervisor.HypervisorError(f"the image {volume.image_name} was deleted before the volume was "
-                                                 "made")
-            base = distribution.ensure_copy(image=volume.image, host=host)
-            backing = hypervisor.Backing(base.path, volume.image.disk_format)
-        hypervisor.create_volume(host.uri, volume.pool, volume.volume_name, volume.size_gib, backing=backing)
-    elif volume.task_state == VolumeTask.EXTENDING:
-        hypervisor.grow_disk(host.uri, None, pool=volume.pool, volume=volume.volume_name, size_gib=volume.size_gib)
-    elif volume.task_state == VolumeTask.DELETING:
-        hypervisor.delete_volume(host.uri, volume.pool, volume.volume_name)
-
-
 @tasking.task
 def run_volume_task(volume_id: int) -> None:
     """Claim the volume's own operation and do it under a lease renewed by this worker, then report how it went."""
@@ -652,7 +571,7 @@ def run_volume_task(volume_id: int) -> None:
         return
     try:
         with tasking.lease(functools.partial(volumes.renew, volume_id), every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
-            _volume_work(volume)
+            disk_jobs.volume_work(volume)
     except (hypervisor.HypervisorError, DomainError) as exc:
         tasking.persist(volumes.fail, volume_id, str(exc))
         return

@@ -55,12 +55,19 @@ def back_up(uri: str, domain_uuid: str, *, target: str, checkpoint: str, increme
         return frozen
 
 
+STALE = ("its disk still holds its last backup's checkpoint (a dirty bitmap), which libvirt removes only while the "
+         "guest runs: start it, then stop it from the panel")
+
+
 def drop_checkpoints(uri: str, domain_uuid: str, *, keep: str = "", metadata_only: bool = False) -> None:
-    """Delete the domain's checkpoints but `keep` (their bitmaps merge into it), or forget all of them
-    (metadata_only: their disk was replaced, its bitmaps with it)."""
+    """Delete the domain's checkpoints but `keep` (their bitmaps with them), or forget all of them (metadata_only:
+    their disk was replaced, its bitmaps with it). libvirt deletes a checkpoint only while the domain runs: a
+    stopped one that still has some is refused with the reason."""
     dom = connections.domain(uri, domain_uuid)
     flags = libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY if metadata_only else 0
     with connections.errors(uri):
-        for checkpoint in dom.listAllCheckpoints(0):
-            if checkpoint.getName() != keep:
-                checkpoint.delete(flags)
+        dropped = [c for c in dom.listAllCheckpoints(0) if c.getName() != keep]
+        if dropped and not metadata_only and not dom.isActive():
+            raise HypervisorError(STALE)
+        for checkpoint in dropped:
+            checkpoint.delete(flags)

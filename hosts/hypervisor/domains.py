@@ -129,10 +129,11 @@ def undefine(uri: str, domain_uuid: str) -> None:
     with connections.errors(uri):
         if dom.isActive():
             dom.destroy()
-        metadata = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-        # The most a driver takes first: the test driver has no NVRAM, some drivers take no flags at all.
+        snapshots = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        metadata = snapshots | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        # The most a driver takes first: the test driver has no NVRAM nor checkpoints, some drivers take no flags.
         for flags in (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | metadata,
-                      metadata):
+                      metadata, snapshots):
             try:
                 dom.undefineFlags(flags)
                 return
