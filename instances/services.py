@@ -395,11 +395,11 @@ def renew_lease(action_id: int) -> bool:
 
 
 WORKER_LOST = "worker lost: the worker running it stopped"
-# Run again when their worker dies: doing them twice is the same as once.
 # Run again when their worker died: doing them twice is the same as once, and stopping halfway would leave the host
-# and the panel disagreeing (a resize's definition written, a snapshot deleted or taken on the host).
+# and the panel disagreeing (a resize's definition written, a snapshot deleted or taken on the host, a backup's copy
+# and checkpoint left on it).
 RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF, Operation.RESIZE, Operation.UNSNAPSHOT,
-                       Operation.SNAPSHOT})
+                       Operation.SNAPSHOT, Operation.BACKUP})
 MAX_ATTEMPTS = 3
 
 

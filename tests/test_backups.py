@@ -103,6 +103,24 @@ def test_a_real_guest_is_backed_up_full_then_incremental_and_restored(qemu_host,
     # its schedule, set on the page
     browser.post(f"/instances/{instance.pk}/backups/", {"every_hours": "24", "keep": "3"})
     assert Instance.objects.filter(pk=instance.pk, backup_every_hours=24, backup_keep=3).exists()
+    # a backup whose worker died halfway (its job begun, its copy and checkpoint left on the host) is run again
+    services.request_operation(instance=instance, operation="start", user=member)
+    lost = Backup.objects.create(tenant=tenant, instance=instance, instance_name=instance.name, disk_gib=1,
+                                 memory_mib=128)
+    copy = f"cp-backup-{lost.uuid}.qcow2"
+    leftover = hypervisor.create_volume(qemu_host.uri, qemu_host.storage_pool, copy, 1)
+    hypervisor.back_up(qemu_host.uri, str(instance.uuid), target=leftover, checkpoint=lost.checkpoint)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    action = InstanceAction.objects.create(instance=instance, operation="backup", backup=lost, status="running",
+                                           attempts=1, started_at=long_ago, heartbeat_at=long_ago)
+    Instance.objects.filter(pk=instance.pk).update(task_state="backing_up", task_started_at=timezone.now())
+    services.recover_lost_actions(lease=timedelta(seconds=15))
+    action.refresh_from_db()
+    lost.refresh_from_db()
+    assert (action.status, action.attempts, lost.status) == (ActionStatus.SUCCEEDED, 2, BackupStatus.AVAILABLE)
+    assert hypervisor.checkpoints(qemu_host.uri, str(instance.uuid)) == [lost.checkpoint]
+    assert copy not in hypervisor.connection(qemu_host.uri).storagePoolLookupByName(
+        qemu_host.storage_pool).listVolumes()
 
 
 def test_backups_are_refused_with_the_reason(member, member_api, tenant, host, qemu_like_host):

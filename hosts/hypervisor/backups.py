@@ -37,6 +37,11 @@ def back_up(uri: str, domain_uuid: str, *, target: str, checkpoint: str, increme
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         disks = [t.get("dev") for t in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/target")]
+        if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:  # a job an earlier attempt began (its worker died)
+            dom.abortJob()
+        for stale in dom.listAllCheckpoints(0):  # that attempt's checkpoint, if it got as far
+            if stale.getName() == checkpoint:
+                stale.delete(0)
         frozen = _quiesce(dom, True)
         try:
             dom.backupBegin(backup_xml(disks, target, incremental), checkpoint_xml(checkpoint, disks),
