@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 GUEST := $(CURDIR)/.cache/guest
 CONTAINER := $(CURDIR)/.cache/container
+INSTALLER := $(CURDIR)/.cache/installer
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cloudpanel
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
@@ -38,6 +39,7 @@ test:
 	scripts/libvirtd.sh start
 	scripts/build-test-guest.sh "$(GUEST)"
 	scripts/build-container-image.sh "$(CONTAINER)"
+	scripts/build-installer-iso.sh "$(INSTALLER)"
 	$(PY) -m ruff check .
 	.venv/bin/lint-imports --no-cache
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) manage.py makemigrations --check --dry-run -v0

@@ -16,6 +16,8 @@ from tests.factories import make_host, make_tenant, make_user
 GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve().parent.parent / ".cache/guest"))
 # The busybox system container built by scripts/build-container-image.sh.
 CONTAINER_IMAGE = Path(os.environ.get("CLOUDPANEL_CONTAINER_IMAGE", GUEST_DIR.parent / "container/rootfs.tar.gz"))
+# Debian's installer as a bootable ISO, built by scripts/build-installer-iso.sh.
+INSTALLER_ISO = Path(os.environ.get("CLOUDPANEL_INSTALLER_ISO", GUEST_DIR.parent / "installer/debian-installer.iso"))
 
 
 # Modules whose tests share this machine's libvirtd (its test driver, QEMU guests, LXC), restart it, or run the

@@ -26,7 +26,7 @@ from instances.choices import Status as InstanceStatus
 from instances.models import Instance, InstanceStateChange
 from tenants.choices import Role
 from tenants.services import add_member, set_quota
-from tests.conftest import CONTAINER_IMAGE
+from tests.conftest import CONTAINER_IMAGE, INSTALLER_ISO
 from tests.factories import free_port, make_boot_kernel, make_host, make_instance, make_tenant, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
@@ -681,3 +681,72 @@ def test_volume_and_snapshot_pages_make_attach_detach_and_snapshot(server):
                                             user=member)
         for volume in Volume.objects.filter(tenant=tenant).exclude(status="deleted"):
             volume_services.delete(volume=volume, user=member)
+
+
+SCREEN = """() => {
+  const canvas = document.querySelector("#display canvas");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let ui = 0, hash = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+    if ((b > 120 && r < 60 && g < 60) || (r > 140 && r < 200 && Math.abs(r - g) < 12 && Math.abs(r - b) < 12)) ui++;
+    hash = (hash * 31 + r + 3 * g + 7 * b) | 0;
+  }
+  return {ui: ui / (data.length / 4), hash: hash};
+}"""
+
+
+def installer_screen(page, changed_from: int | None = None, timeout: float = 180.0) -> int:
+    """Wait until the display shows the installer (its blue background and grey dialogs over most of the screen),
+    another screen of it than changed_from if given; returns that screen's fingerprint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = page.evaluate(SCREEN)
+        if screen["ui"] > 0.5 and screen["hash"] != changed_from:
+            page.wait_for_timeout(1500)  # the installer draws a screen in a few strokes: the last one
+            return page.evaluate(SCREEN)["hash"]
+        page.wait_for_timeout(1000)
+    page.screenshot(path=SCREENSHOTS / "installer-failed.png", full_page=True)
+    raise AssertionError(f"the installer's screen never came (or never changed): {page.evaluate(SCREEN)}")
+
+
+def test_an_iso_install_of_debians_installer_is_driven_from_the_browser(server, tenant):
+    # Given a member, the local QEMU host and Debian's installer as an ISO of the library
+    if not INSTALLER_ISO.exists():
+        pytest.fail(f"the installer ISO is missing at {INSTALLER_ISO}: run scripts/build-installer-iso.sh")
+    iso = add_file(INSTALLER_ISO, name="debian-installer", declared_format="iso")
+    member = make_user(tenant=tenant, password="s3cret-pass")
+    host = make_host(uri="qemu:///system", name="local-qemu", accelerator="tcg", storage_pool="default",
+                     state=HostState.NEW, cpus=0, memory_mib=0)
+    deadline = time.monotonic() + 90  # the listener's next sweep finds the new host and probes it
+    while Host.objects.get(pk=host.pk).state != HostState.ONLINE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), server, member.username)
+        # When they create an instance that installs from the ISO onto an empty disk
+        page.goto(f"{server}/instances/new/")
+        page.select_option("#id_boot_source", "image")
+        page.fill("#id_name", "installing")
+        page.select_option("#id_image", str(iso.pk))
+        page.fill("#id_memory_mib", "1024")
+        page.fill("#id_disk_gib", "2")
+        page.click("#instance-form button[type=submit]")
+        expect(page.locator("#instance-status")).to_have_text("Running", timeout=60000)
+        # Then its graphical console shows the installer, which takes their keys screen after screen
+        page.get_by_role("button", name="Connect", exact=True).last.click()
+        expect(page.locator("#display-state")).to_contain_text("Connected", timeout=15000)
+        page.locator("#display canvas").click()
+        first = installer_screen(page)
+        page.screenshot(path=SCREENSHOTS / "installer-language.png", full_page=True)
+        page.keyboard.press("ArrowDown")  # another language highlighted
+        second = installer_screen(page, changed_from=first, timeout=60)
+        page.keyboard.press("Enter")  # and chosen: the installer goes on to its next question
+        installer_screen(page, changed_from=second, timeout=60)
+        page.screenshot(path=SCREENSHOTS / "installer-next.png", full_page=True)
+        page.locator("#display-connect").click()
+        force_off_and_delete(page)
+        browser.close()
+    instance = Instance.objects.get(name="installing")
+    assert instance.image == iso and instance.cdrom == iso and instance.disk_gib == 2
