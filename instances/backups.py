@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from hosts import capabilities
 from hosts import services as host_services
+from hosts.exceptions import NoCapacity
 from instances import backup_store, services, tasks
 from instances.choices import BackupStatus, BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
@@ -48,7 +49,7 @@ def take(*, instance: Instance, user: AbstractBaseUser | None, name: str = "",
                     scheduled=scheduled, vcpus=instance.vcpus, memory_mib=instance.memory_mib,
                     disk_gib=instance.disk_gib, boot_source=instance.boot_source,
                     boot_kernel_id=instance.boot_kernel_id, image_id=instance.image_id, cmdline=instance.cmdline,
-                    created_by=user)
+                    licensed=instance.licensed, created_by=user)
     with transaction.atomic():
         backup.save()
         return services.request_operation(instance=instance, operation=Operation.BACKUP, user=user, backup=backup)
@@ -84,7 +85,7 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
     new = Instance(name=name.strip(), tenant_id=backup.tenant_id, vcpus=backup.vcpus, memory_mib=backup.memory_mib,
                    disk_gib=backup.disk_gib, boot_source=backup.boot_source, boot_kernel=backup.boot_kernel,
                    image=backup.image, cmdline=backup.cmdline, restored_from=backup, created_by=user,
-                   licensed=backup.image is not None and backup.image.licensed,
+                   licensed=backup.licensed,
                    task_state=TaskState.CREATING, task_started_at=timezone.now())
     if backup.boot_source == BootSource.KERNEL and backup.boot_kernel is None:
         raise InvalidOperation("the backup's boot kernel was deleted from the library: nothing would boot its disk")
@@ -97,8 +98,16 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
         with transaction.atomic():
             quotas.check(tenant=backup.tenant, request={"instances": 1, "vcpus": new.vcpus,
                                                         "memory_mib": new.memory_mib, "disk_gib": new.disk_gib})
-            # (placed as a stopped one: its disk; its vCPUs and RAM when it starts)
-            new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib, technologies=TECHNOLOGIES)
+            # (placed as a stopped one: its disk; its vCPUs and RAM when it starts) beside its instance where it can
+            try:
+                new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
+                                               host=source.host if source is not None else None,
+                                               technologies=TECHNOLOGIES)
+            except NoCapacity:
+                if source is None:
+                    raise
+                new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
+                                               technologies=TECHNOLOGIES)
             new.save()
             services.attach_nics(new, [services.NicRequest(port.network, None, list(port.security_groups.all()))
                                        for port in ports])
@@ -108,6 +117,12 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
             return action
     except IntegrityError:
         raise InvalidInstance(f"an instance named '{new.name}' already exists in {backup.tenant}") from None
+
+
+def _restoring(backup: Backup) -> bool:
+    """Whether a restore from the backup (over its instance, or a new instance's create) is in flight."""
+    return (InstanceAction.objects.filter(backup=backup).in_flight().exists()
+            or backup.restores.filter(task_state__isnull=False).exists())
 
 
 def delete(*, backup: Backup) -> None:
@@ -120,6 +135,8 @@ def delete(*, backup: Backup) -> None:
             return
         if locked.children.live().exists():
             raise InvalidOperation("incremental backups are made over this one: delete them first")
+        if _restoring(locked):
+            raise InstanceBusy("a restore from this backup is in progress; wait for it to finish")
         Backup.objects.filter(pk=backup.pk).update(status=BackupStatus.DELETED, deleted_at=timezone.now())
         transaction.on_commit(lambda: backup_store.remove(locked))
 
@@ -168,6 +185,6 @@ def prune(instance_id: int) -> None:
     scheduled = list(Backup.objects.filter(instance_id=instance_id, scheduled=True, status=BackupStatus.AVAILABLE)
                      .order_by("-taken_at", "-id"))
     for backup in scheduled[keep:]:  # (newest first: an old chain goes whole once its last one may)
-        if not backup.children.live().exists():
+        if not backup.children.live().exists() and not _restoring(backup):
             Backup.objects.filter(pk=backup.pk).update(status=BackupStatus.DELETED, deleted_at=timezone.now())
             transaction.on_commit(lambda backup=backup: backup_store.remove(backup))

@@ -3,6 +3,7 @@ operations, and the volumes a definition holds."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from django.conf import settings
@@ -13,6 +14,8 @@ from images import distribution, processing
 from instances import backup_store
 from instances.choices import BackupStatus, VolumeTask
 from instances.models import Backup, Instance, InstanceAction, Volume
+
+log = logging.getLogger(__name__)
 
 
 def volume_path(volume: Volume, host: Host) -> str:
@@ -84,6 +87,8 @@ def back_up(action: InstanceAction) -> str:
     try:
         if running:  # a push-mode job: a consistent copy as of its start, a checkpoint for the next one
             parent = backup_parent(instance, host, backup)
+            # (recorded first: the parent is not deleted while this one is made over it)
+            Backup.objects.filter(pk=backup.pk).update(parent=parent)
             path = hypervisor.create_volume(host.uri, host.storage_pool, copy, instance.disk_gib)
             quiesced = hypervisor.back_up(host.uri, uuid, target=path, checkpoint=backup.checkpoint,
                                           incremental=parent.checkpoint if parent else "")
@@ -93,18 +98,31 @@ def back_up(action: InstanceAction) -> str:
             stored = backup_store.store(backup, read, parent=parent)
     finally:
         hypervisor.delete_volume(host.uri, host.storage_pool, copy)
-    if running:
-        hypervisor.drop_checkpoints(host.uri, uuid, keep=backup.checkpoint)  # only the newest is built on
     Backup.objects.filter(pk=backup.pk).update(parent=parent, stored_bytes=stored, quiesced=quiesced)
+    if running:  # only the newest is built on (should this fail, the next backup is incremental over older ones)
+        try:
+            hypervisor.drop_checkpoints(host.uri, uuid, keep=backup.checkpoint)
+        except hypervisor.HypervisorError as exc:
+            log.warning("instance %s: older checkpoints stay: %s", instance.pk, exc)
     return hypervisor.state(host.uri, uuid)
 
 
 def restore(action: InstanceAction) -> str:
-    """Put the action's backup back over its instance's disk (their checkpoints go with the old disk)."""
-    instance, host = action.instance, action.instance.host
-    hypervisor.drop_checkpoints(host.uri, str(instance.uuid), metadata_only=True)
+    """Put the action's backup back over its instance's disk, which nothing may run on (its checkpoints go with the
+    old disk). A domain that is gone (an instance in error) gets its disk back all the same."""
+    instance, host, uuid = action.instance, action.instance.host, str(action.instance.uuid)
+    try:
+        current = hypervisor.state(host.uri, uuid)
+    except hypervisor.DomainNotFound:
+        current = None
+    if current not in (None, hypervisor.PowerState.STOPPED, hypervisor.PowerState.CRASHED):
+        raise hypervisor.HypervisorError(f"the guest is {current.value} on its host: stop it before a restore "
+                                         "replaces its disk")
     restore_disk(action.backup, host, instance.volume_name, instance.disk_gib)
-    return hypervisor.state(host.uri, str(instance.uuid))
+    if current is None:
+        return instance.status
+    hypervisor.drop_checkpoints(host.uri, uuid, metadata_only=True)
+    return hypervisor.state(host.uri, uuid)
 
 
 def volume_work(volume: Volume) -> None:

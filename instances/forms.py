@@ -21,7 +21,9 @@ class InstanceForm(forms.Form):
     disk_gib = forms.IntegerField(min_value=0, max_value=64 * 1024, initial=1, label="Disk (GiB)", required=False,
                                   help_text="A new qcow2 volume in the host's storage pool (0: none); from an "
                                             "image, at least the image's size.")
-    boot_source = forms.ChoiceField(choices=CREATABLE, initial=BootSource.KERNEL)
+    # (a boot from a volume: on the Volumes page's volume, through the API)
+    boot_source = forms.ChoiceField(choices=[c for c in CREATABLE if c[0] != BootSource.VOLUME],
+                                    initial=BootSource.KERNEL)
     boot_kernel = forms.ModelChoiceField(queryset=BootKernel.objects.none(), required=False,
                                          empty_label="Choose a boot kernel",
                                          help_text="A kernel and initrd from the library.")
@@ -75,7 +77,8 @@ class InstanceForm(forms.Form):
         if not admin:  # tenants boot the library only
             for name in ("kernel", "initrd", "boot_disk"):
                 del self.fields[name]
-            self.fields["boot_source"].choices = [c for c in CREATABLE if c[0] != BootSource.DISK]
+            self.fields["boot_source"].choices = [c for c in CREATABLE if c[0] not in (BootSource.DISK,
+                                                                                        BootSource.VOLUME)]
         self.fields["network"].queryset = networks
         self.fields["security_groups"].queryset = security_groups
         self.fields["image"].queryset = images

@@ -402,6 +402,7 @@ class Backup(models.Model):
                                     related_name="+")
     image = models.ForeignKey("images.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     cmdline = models.CharField(max_length=500, blank=True)
+    licensed = models.BooleanField(default=False)  # its instance's licence: what a restore bills, whatever the image
     quiesced = models.BooleanField(default=False)  # its guest's file systems were frozen for it (an agent)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -356,7 +356,8 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
     if action.status != ActionStatus.FAILED:
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
-                            Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.ATTACH_VOLUME,
+                            Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.RESTORE,
+                            Operation.ATTACH_VOLUME,
                             Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME):
         raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
                                "have changed since): ask for it again")
@@ -399,7 +400,8 @@ WORKER_LOST = "worker lost: the worker running it stopped"
 # and the panel disagreeing (a resize's definition written, a snapshot deleted or taken on the host, a backup's copy
 # and checkpoint left on it).
 RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF, Operation.RESIZE, Operation.UNSNAPSHOT,
-                       Operation.SNAPSHOT, Operation.BACKUP})
+                       Operation.SNAPSHOT, Operation.BACKUP, Operation.RESTORE, Operation.ATTACH_VOLUME,
+                       Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME})
 MAX_ATTEMPTS = 3
 
 

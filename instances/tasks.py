@@ -151,8 +151,9 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
     boot.check_host_paths(boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
                                     boot_disk=instance.boot_disk), host)
     disks: dict[str, object] = {"boot_disk": instance.boot_disk}
-    if instance.restored_from_id is not None:  # its disk is the backup's, put in place first
-        restored = disk_jobs.restore_disk(instance.restored_from, host, instance.volume_name, instance.disk_gib)
+    if instance.restored_from_id is not None:  # its disk is the backup's, put in place first (its timeout held off)
+        with tasking.lease(_heartbeat(instance), every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
+            restored = disk_jobs.restore_disk(instance.restored_from, host, instance.volume_name, instance.disk_gib)
         if instance.boot_source == BootSource.IMAGE:
             disks = {"boot_disk": restored}
     elif instance.boot_source == BootSource.IMAGE:
@@ -278,14 +279,24 @@ def _on_domain(call: Callable[[str, str], str]) -> Callable[[InstanceAction], st
     return lambda action: call(action.instance.host.uri, str(action.instance.uuid))
 
 
-def _run(action_id: int, work: Callable[[InstanceAction], str]) -> None:
-    """Claim the action and do its work under a lease renewed by this worker, then report how it went."""
+def _renew(action_id: int, instance_id: int, copying: bool) -> bool:
+    """The lease's beat: the action's worker is alive; for a copy that takes as long as the disk is large, its
+    instance's operation timeout starts over too (a copy of a large disk is slow, not stuck)."""
+    alive = services.renew_lease(action_id)
+    if alive and copying:
+        services.keep_alive(instance_id=instance_id)
+    return alive
+
+
+def _run(action_id: int, work: Callable[[InstanceAction], str], *, copying: bool = False) -> None:
+    """Claim the action and do its work under a lease renewed by this worker, then report how it went (copying: the
+    work copies a whole disk, see _renew)."""
     action = services.begin_action(action_id)
     if action is None:
         return
     host = action.instance.host
     try:
-        with tasking.lease(functools.partial(services.renew_lease, action_id),
+        with tasking.lease(functools.partial(_renew, action_id, action.instance_id, copying),
                            every=settings.CLOUDPANEL_LEASE_SECONDS / 3):
             observed = work(action)
     except (hypervisor.HypervisorError, DomainError) as exc:  # domain errors: say, an image that failed to copy
@@ -403,7 +414,7 @@ def capture_disk(action_id: int) -> None:
         tasking.enqueue(image_tasks.capture_image, image.pk, host_id=host.pk)
         return hypervisor.state(host.uri, str(instance.uuid))
 
-    _run(action_id, work)
+    _run(action_id, work, copying=True)
 
 
 @tasking.task
@@ -424,17 +435,17 @@ def clone_instance(action_id: int) -> None:
             enqueue(waiting)
         return hypervisor.state(host.uri, str(instance.uuid))
 
-    _run(action_id, work)
+    _run(action_id, work, copying=True)
 
 
 @tasking.task
 def backup_instance(action_id: int) -> None:
-    _run(action_id, disk_jobs.back_up)
+    _run(action_id, disk_jobs.back_up, copying=True)
 
 
 @tasking.task
 def restore_instance(action_id: int) -> None:
-    _run(action_id, disk_jobs.restore)
+    _run(action_id, disk_jobs.restore, copying=True)
 
 
 @shared_task

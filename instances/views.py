@@ -125,9 +125,12 @@ def instance_detail(request, pk: int):
         "volumes": instance.volumes.all() if instance.host is not None and instance.host.can.volumes else None,
         "backups": instance.backups.live().select_related("parent")[:100]
         if instance.host is not None and instance.host.can.backups or instance.backups.exists() else None,
+        "backs_up": instance.host is not None and instance.host.can.backups and bool(instance.disk_gib)
+        and instance.boot_source in (BootSource.IMAGE, BootSource.KERNEL) and instance.status != Status.PENDING,
         "free_volumes": Volume.objects.in_scope(scope).filter(
             tenant_id=instance.tenant_id, host_id=instance.host_id, instance__isnull=True,
-            status="available") if instance.host is not None and instance.host.can.volumes else None,
+            status="available", task_state__isnull=True)
+        if instance.host is not None and instance.host.can.volumes else None,
         "actions": instance.actions.select_related("user")[:20],
         "history": instance.state_changes.order_by("-at", "-id")[:50],
     })
@@ -404,10 +407,12 @@ def volume_list(request):
             messages.success(request, f"Making the volume {volume.name}.")
             return redirect("volume-list")
     shown = list(Volume.objects.in_scope(scope).live().select_related("host", "instance", "tenant")[:500])
+    candidates = list(instances.exclude(status__in=[Status.PENDING, Status.ERROR, Status.MISSING]))
     for volume in shown:
         volume.can_operate = scope.can_operate(volume.tenant_id)
+        volume.attach_to = [i for i in candidates if (i.host_id, i.tenant_id) == (volume.host_id, volume.tenant_id)]
     return render(request, "instances/volumes.html", {
-        "volumes": shown, "form": form, "can_add": scope.may_create, "instances": instances.select_related("host"),
+        "volumes": shown, "form": form, "can_add": scope.may_create,
     })
 
 

@@ -103,19 +103,23 @@ def create(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, size_gib
     return volume
 
 
-def _claim(volume: Volume, task: str, **fields: object) -> None:
-    """Inside a transaction: take the volume for an operation, or refuse (409) if it is busy or not there."""
+def _claim(volume: Volume, task: str, *, attached_to: int | None, **fields: object) -> Volume:
+    """Inside a transaction: take the volume for an operation, or refuse (409) if it is busy, not there, or no longer
+    attached as the request saw it (attached_to: its instance's id then, None: detached). Returns it as locked."""
     current = Volume.objects.select_for_update().filter(pk=volume.pk).first()
     if current is None or current.status == VolumeStatus.DELETED:
         raise NotFound("No such volume.")
     if current.task_state:
         raise InstanceBusy(f"the volume '{current.name}' is busy: {VolumeTask(current.task_state).label.lower()} "
                            "is in progress; wait for it to finish")
+    if current.instance_id != attached_to:
+        raise InvalidOperation(f"the volume '{current.name}' was attached or detached meanwhile: look again")
     if current.status != VolumeStatus.AVAILABLE and task != VolumeTask.DELETING:
         raise InvalidOperation(f"the volume '{current.name}' is {current.get_status_display().lower()}")
     Volume.objects.filter(pk=volume.pk).update(task_state=task, task_started_at=Now(), heartbeat_at=None,
                                                attempts=0, error="", **fields)
     publish_volume_on_commit(current)
+    return current
 
 
 def _check_plugging(volume: Volume, instance: Instance, verb: str) -> None:
@@ -142,13 +146,15 @@ def attach(*, volume: Volume, instance: Instance, user: AbstractBaseUser | None)
         raise InvalidOperation(f"'{instance.name}' has snapshots, which a volume would not be in (a revert would take "
                                "it away): delete them first")
     with transaction.atomic():
+        # The instance first: its claim orders attaches to it, so two never pick the same free device.
+        action = services.request_operation(instance=instance, operation=Operation.ATTACH_VOLUME, user=user,
+                                            volume=volume)
         used = set(Volume.objects.filter(instance=instance).values_list("device", flat=True))
         device = next((d for d in DEVICES if d not in used), None)
         if device is None:
             raise InvalidOperation(f"'{instance.name}' has {len(DEVICES)} volumes, the most it takes")
-        _claim(volume, VolumeTask.ATTACHING, instance=instance, device=device)
-        return services.request_operation(instance=instance, operation=Operation.ATTACH_VOLUME, user=user,
-                                          volume=volume)
+        _claim(volume, VolumeTask.ATTACHING, attached_to=None, instance=instance, device=device)
+        return action
 
 
 def detach(*, volume: Volume, user: AbstractBaseUser | None) -> InstanceAction:
@@ -161,7 +167,7 @@ def detach(*, volume: Volume, user: AbstractBaseUser | None) -> InstanceAction:
                                "is deleted")
     _check_plugging(volume, instance, "unplug")
     with transaction.atomic():
-        _claim(volume, VolumeTask.DETACHING)
+        _claim(volume, VolumeTask.DETACHING, attached_to=instance.pk)
         return services.request_operation(instance=instance, operation=Operation.DETACH_VOLUME, user=user,
                                           volume=volume)
 
@@ -169,16 +175,20 @@ def detach(*, volume: Volume, user: AbstractBaseUser | None) -> InstanceAction:
 def extend(*, volume: Volume, size_gib: int, user: AbstractBaseUser | None) -> InstanceAction | None:
     """Grow the volume to size_gib (never shrink it): online through its guest's block device when its instance runs.
     Returns the instance's action for an attached volume (None: the volume's own operation)."""
-    if size_gib <= volume.size_gib:
-        raise InvalidOperation(f"a volume never shrinks: '{volume.name}' has {volume.size_gib} GiB, {size_gib} GiB "
-                               "asked" if size_gib < volume.size_gib else f"'{volume.name}' has {size_gib} GiB already")
     if size_gib > MAX_VOLUME_GIB:
         raise InvalidInstance(f"size_gib: at most {MAX_VOLUME_GIB} GiB")
-    grow = size_gib - volume.size_gib
     with transaction.atomic():
+        # (its size as locked: a concurrent extend may have grown it since the request read it)
+        volume = Volume.objects.select_for_update(of=("self",)).select_related("instance", "tenant").get(pk=volume.pk)
+        if size_gib <= volume.size_gib:
+            raise InvalidOperation(f"a volume never shrinks: '{volume.name}' has {volume.size_gib} GiB, {size_gib} "
+                                   "GiB asked" if size_gib < volume.size_gib else
+                                   f"'{volume.name}' has {size_gib} GiB already")
+        grow = size_gib - volume.size_gib
         quotas.check(tenant=volume.tenant, request={"volume_gib": grow})
         host_services.check_pool(host_id=volume.host_id, disk_gib=grow)
-        _claim(volume, VolumeTask.EXTENDING, size_before=volume.size_gib, size_gib=size_gib)
+        _claim(volume, VolumeTask.EXTENDING, attached_to=volume.instance_id, size_before=volume.size_gib,
+               size_gib=size_gib)
         if volume.instance_id is None:
             tasks.enqueue_volume(Volume.objects.get(pk=volume.pk))
             return None
@@ -193,7 +203,7 @@ def delete(*, volume: Volume, user: AbstractBaseUser | None) -> None:
         raise InvalidOperation(f"'{volume.instance.name}' {how} the volume '{volume.name}': "
                                + ("delete the instance first" if volume.boot else "detach it first"))
     with transaction.atomic():
-        _claim(volume, VolumeTask.DELETING)
+        _claim(volume, VolumeTask.DELETING, attached_to=None)
         tasks.enqueue_volume(Volume.objects.get(pk=volume.pk))
 
 

@@ -141,6 +141,11 @@ def test_backups_are_refused_with_the_reason(member, member_api, tenant, host, q
     assert stranger.get(f"/api/v1/backups/{backup.pk}/").status_code == 404
     assert stranger.post(f"/api/v1/backups/{backup.pk}/restore/", {"name": "x"}, format="json").status_code == 404
     assert stranger.delete(f"/api/v1/backups/{backup.pk}/").status_code == 404
+    # one a restore reads from is not deleted meanwhile
+    restoring = InstanceAction.objects.create(instance=instance, operation="restore", backup=backup)
+    busy = member_api.delete(f"/api/v1/backups/{backup.pk}/")
+    assert busy.status_code == 409 and "restore from this backup" in busy.json()["detail"]
+    restoring.delete()
     # one being taken is not deleted; a schedule out of bounds is a 400
     Backup.objects.filter(pk=backup.pk).update(status=BackupStatus.CREATING)
     assert member_api.delete(f"/api/v1/backups/{backup.pk}/").status_code == 409

@@ -16,7 +16,9 @@ from billing.models import UsageRecord
 from hosts import hypervisor
 from hosts.models import Host
 from instances import services, tasks
+from instances import volumes as volume_services
 from instances.choices import ActionStatus, Status, VolumeStatus, VolumeTask
+from instances.exceptions import InvalidOperation
 from instances.models import Instance, InstanceAction, Volume
 from tenants.choices import Role
 from tenants.services import set_quota
@@ -133,6 +135,12 @@ def test_volume_requests_are_refused_with_the_reason(member_api, tenant, host):
     # attached to two instances
     twice = attach(volume, two)
     assert twice.status_code == 409 and "attached to 'one'" in twice.json()["detail"]
+    # a request that read the volume before another attached it changes nothing (the claim looks again, locked)
+    stale = Volume.objects.get(pk=volume.pk)
+    stale.instance_id = None
+    with pytest.raises(InvalidOperation, match="meanwhile"):
+        volume_services.delete(volume=stale, user=None)
+    assert Volume.objects.get(pk=volume.pk).status == VolumeStatus.AVAILABLE
     # to an instance of another host
     spare = made(member_api, name="spare")
     elsewhere = make_host(uri="test:///elsewhere", name="elsewhere", enabled=False)

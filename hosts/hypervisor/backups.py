@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import HypervisorError, libvirt
@@ -28,12 +27,11 @@ def _quiesce(dom: libvirt.virDomain, freeze: bool) -> bool:
         return False
 
 
-def back_up(uri: str, domain_uuid: str, *, target: str, checkpoint: str, incremental: str = "",
-            beat: Callable[[int, int], None] | None = None) -> bool:
+def back_up(uri: str, domain_uuid: str, *, target: str, checkpoint: str, incremental: str = "") -> bool:
     """Copy the running domain's first disk into the qcow2 file at target (a volume made beforehand, of the disk's
     size): all of it, or what changed since the checkpoint `incremental`; a new checkpoint of that name marks the
     moment for the next one. The guest's file systems are frozen for the start where its agent answers (returns
-    whether they were). beat(done, total) hears of the progress. Waits for the job; raises with its error."""
+    whether they were). Waits for the job; raises with its error."""
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         disks = [t.get("dev") for t in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/target")]
@@ -50,9 +48,6 @@ def back_up(uri: str, domain_uuid: str, *, target: str, checkpoint: str, increme
             if frozen:
                 _quiesce(dom, False)
         while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
-            if beat is not None:
-                stats = dom.jobStats(0)
-                beat(stats.get("disk_processed", 0), stats.get("disk_total", 0))
             time.sleep(0.1)
         done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         if done.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
