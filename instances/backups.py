@@ -18,7 +18,7 @@ from instances import backup_store, services, tasks
 from instances.choices import BackupStatus, BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
-from instances.models import NAME_VALIDATOR, Backup, Instance, InstanceAction
+from instances.models import Backup, Instance, InstanceAction, check_name
 from tenants import quotas
 
 TECHNOLOGIES = [technology for technology, can in capabilities.TABLE.items() if can.backups]
@@ -37,14 +37,7 @@ def take(*, instance: Instance, user: AbstractBaseUser | None, name: str = "",
     """Back up the instance's disk: incremental while it runs and the last backup's checkpoint is still on it, full
     otherwise (a stopped instance's disk is copied whole)."""
     _check_disk(instance)
-    name = name.strip()
-    if name:
-        try:
-            if len(name) > 63:
-                raise ValidationError("Use at most 63 characters.")
-            NAME_VALIDATOR(name)
-        except ValidationError as exc:
-            raise InvalidInstance(f"name: {' '.join(exc.messages)}") from None
+    name = check_name(name) if name.strip() else ""
     backup = Backup(tenant_id=instance.tenant_id, instance=instance, instance_name=instance.name, name=name,
                     scheduled=scheduled, vcpus=instance.vcpus, memory_mib=instance.memory_mib,
                     disk_gib=instance.disk_gib, boot_source=instance.boot_source,

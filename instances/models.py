@@ -3,6 +3,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Count, Sum
@@ -21,11 +22,24 @@ from instances.choices import (
     VolumeStatus,
     VolumeTask,
 )
+from instances.exceptions import InvalidInstance
 
 NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
     "Use letters, digits, dots, dashes and underscores, starting with a letter or digit.",
 )
+
+
+def check_name(name: str) -> str:
+    """A name of the panel's (an instance's, a backup's): at most 63 letters, digits, dots, dashes and underscores."""
+    name = name.strip()
+    try:
+        if len(name) > 63:
+            raise ValidationError("Use at most 63 characters.")
+        NAME_VALIDATOR(name)
+    except ValidationError as exc:
+        raise InvalidInstance(f"name: {' '.join(exc.messages)}") from None
+    return name
 
 
 class InstanceQuerySet(TenantScopedQuerySet):

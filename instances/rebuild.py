@@ -16,7 +16,7 @@ from images.models import Image, Template, usable_by
 from instances.choices import BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InvalidInstance, InvalidOperation
-from instances.models import NAME_VALIDATOR, Instance, InstanceAction, InstanceSize
+from instances.models import Instance, InstanceAction, InstanceSize, check_name
 from instances.resizing import SIZES
 from instances.services import NicRequest, attach_nics, check_memory, image_boot, request_operation
 from tenants import quotas
@@ -66,15 +66,9 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
 def rename(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> InstanceAction:
     """Give the instance a new name, unique among the tenant's instances (its domain's name on the host is its UUID's
     and does not change; the worker sets the domain's title)."""
-    name = name.strip()
-    if name == instance.name:
+    if name.strip() == instance.name:
         raise InvalidOperation(f"'{instance.name}' already has that name")
-    try:
-        if len(name) > 63:
-            raise ValidationError("Use at most 63 characters.")
-        NAME_VALIDATOR(name)
-    except ValidationError as exc:
-        raise InvalidInstance(f"name: {' '.join(exc.messages)}") from None
+    name = check_name(name)
     try:
         with transaction.atomic():
             action = request_operation(instance=instance, operation=Operation.RENAME, user=user)

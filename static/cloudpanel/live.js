@@ -36,6 +36,9 @@
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
       sections.forEach(function (section) {
         const replacement = fresh.getElementById(section.id);
+        // A form someone is filling in stays as it is (the next event refreshes the section once they are done).
+        const active = document.activeElement;
+        if (active && section.contains(active) && active.closest("form")) return;
         if (replacement) section.replaceWith(replacement);
       });
       document.dispatchEvent(new CustomEvent("panel:refreshed"));
