@@ -190,7 +190,7 @@ def create_instance(
                                           disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
     elif boot_source == BootSource.VOLUME:
         host, user_data = volumes.volume_boot(tenant=tenant, volume=volume, host=host, image=image, name=name,
-                                      disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
+                                              disk_gib=disk_gib, ssh_keys=ssh_keys, password=password)
     elif (image is not None and boot_source != BootSource.CONTAINER) or ssh_keys or password:
         raise InvalidInstance("an image, SSH keys and a password go with the image boot source")
     elif boot_source == BootSource.CONTAINER and disk_gib:
@@ -357,8 +357,7 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
                             Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.RESTORE,
-                            Operation.ATTACH_VOLUME,
-                            Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME):
+                            Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME):
         raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
                                "have changed since): ask for it again")
     if action.operation == Operation.CREATE and action.instance.cloned_from_id is not None:
@@ -384,8 +383,7 @@ def begin_action(action_id: int) -> InstanceAction | None:
         if not claimed:
             return None
         return InstanceAction.objects.select_related("instance__host", "port__network", "image", "snapshot",
-                                                     "backup").get(
-            pk=action_id)
+                                                     "backup").get(pk=action_id)
 
 
 def renew_lease(action_id: int) -> bool:

@@ -8,7 +8,7 @@ are operations of its instance (queued behind the instance's others), which hold
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -257,7 +257,7 @@ def renew(volume_id: int) -> bool:
                 .update(heartbeat_at=Now()))
 
 
-def _done(volume: Volume, now) -> dict:
+def _done(volume: Volume, now: datetime) -> dict:
     """What a volume's finished operation changes on its row."""
     task = volume.task_state
     if task == VolumeTask.CREATING:

@@ -13,6 +13,7 @@
   };
   let delay = 500;
   let refreshTimer = null;
+  let fetched = 0;
 
   function setIndicator(state, text) {
     if (!indicator) return;
@@ -31,14 +32,20 @@
     refreshTimer = setTimeout(async function () {
       const sections = document.querySelectorAll("[data-live-refresh]");
       if (!sections.length) return;
+      const mine = ++fetched;  // a slower, older answer must not undo a newer one
       const response = await fetch(window.location.href, { headers: { "X-Requested-With": "live" } });
-      if (!response.ok) return;
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      if (!response.ok || mine !== fetched) return;
+      const text = await response.text();
+      if (mine !== fetched) return;
+      const fresh = new DOMParser().parseFromString(text, "text/html");
       sections.forEach(function (section) {
         const replacement = fresh.getElementById(section.id);
-        // A form someone is filling in stays as it is (the next event refreshes the section once they are done).
+        // A form someone is filling in stays as it is: the section is refreshed once they leave it.
         const active = document.activeElement;
-        if (active && section.contains(active) && active.closest("form")) return;
+        if (active && section.contains(active) && active.closest("form")) {
+          section.addEventListener("focusout", refreshSections, { once: true });
+          return;
+        }
         if (replacement) section.replaceWith(replacement);
       });
       document.dispatchEvent(new CustomEvent("panel:refreshed"));
