@@ -40,13 +40,21 @@
       const fresh = new DOMParser().parseFromString(text, "text/html");
       sections.forEach(function (section) {
         const replacement = fresh.getElementById(section.id);
-        // A form someone is filling in stays as it is: the section is refreshed once they leave it.
+        if (!replacement) return;
+        // What someone is typing into a form of the section, and where, survives the refresh.
+        const typed = new Map();
+        section.querySelectorAll("form[id] input, form[id] textarea").forEach(function (field) {
+          if (field.name && field.value !== field.defaultValue) typed.set(field.form.id + ":" + field.name, field.value);
+        });
         const active = document.activeElement;
-        if (active && section.contains(active) && active.closest("form")) {
-          section.addEventListener("focusout", refreshSections, { once: true });
-          return;
-        }
-        if (replacement) section.replaceWith(replacement);
+        const focused = active && section.contains(active) && active.form && active.form.id
+          ? active.form.id + ":" + active.name : null;
+        section.replaceWith(replacement);
+        replacement.querySelectorAll("form[id] input, form[id] textarea").forEach(function (field) {
+          const key = field.form.id + ":" + field.name;
+          if (typed.has(key)) field.value = typed.get(key);
+          if (key === focused) field.focus();
+        });
       });
       document.dispatchEvent(new CustomEvent("panel:refreshed"));
     }, 250);
