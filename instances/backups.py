@@ -18,7 +18,7 @@ from instances import backup_store, services, tasks
 from instances.choices import BackupStatus, BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
-from instances.models import Backup, Instance, InstanceAction, check_name
+from instances.models import Backup, Instance, InstanceAction, check_fields, check_name
 from tenants import quotas
 
 TECHNOLOGIES = [technology for technology, can in capabilities.TABLE.items() if can.backups]
@@ -82,11 +82,7 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
                    task_state=TaskState.CREATING, task_started_at=timezone.now())
     if backup.boot_source == BootSource.KERNEL and backup.boot_kernel is None:
         raise InvalidOperation("the backup's boot kernel was deleted from the library: nothing would boot its disk")
-    try:
-        new.clean_fields(exclude=["host", "tenant", "created_by", "restored_from"])
-    except ValidationError as exc:
-        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
-    ports = list(source.ports.select_related("network").prefetch_related("security_groups")) if source else []
+    check_fields(new, exclude=["host", "tenant", "created_by", "restored_from"])
     try:
         with transaction.atomic():
             quotas.check(tenant=backup.tenant, request={"instances": 1, "vcpus": new.vcpus,
@@ -102,8 +98,7 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
                 new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
                                                technologies=TECHNOLOGIES)
             new.save()
-            services.attach_nics(new, [services.NicRequest(port.network, None, list(port.security_groups.all()))
-                                       for port in ports])
+            services.attach_nics(new, services.nics_like(source) if source is not None else [])
             action = InstanceAction.objects.create(instance=new, operation=Operation.CREATE, user=user, start=False)
             tasks.enqueue(action)
             publish_on_commit(new)

@@ -42,6 +42,14 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_fields(obj: models.Model, *, exclude: list[str]) -> None:
+    """The model's own bounds on the object's fields (but those excluded), refused as one reason naming each."""
+    try:
+        obj.clean_fields(exclude=exclude)
+    except ValidationError as exc:
+        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+
+
 class InstanceQuerySet(TenantScopedQuerySet):
     def live(self) -> "InstanceQuerySet":
         """Instances that still exist (not deleted)."""

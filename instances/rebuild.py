@@ -4,7 +4,6 @@ rename, save as image (a golden image made from an instance's disk) and clone (a
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -16,9 +15,9 @@ from images.models import Image, Template, usable_by
 from instances.choices import BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InvalidInstance, InvalidOperation
-from instances.models import Instance, InstanceAction, InstanceSize, check_name
+from instances.models import Instance, InstanceAction, InstanceSize, check_fields, check_name
 from instances.resizing import SIZES
-from instances.services import NicRequest, attach_nics, check_memory, image_boot, request_operation
+from instances.services import attach_nics, check_memory, image_boot, nics_like, request_operation
 from tenants import quotas
 
 
@@ -110,11 +109,7 @@ def clone(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> In
                    licensed=instance.licensed, cloned_from=instance, created_by=user,
                    user_data=cloudinit.with_hostname(instance.user_data, name.strip()) if instance.user_data else "",
                    task_state=TaskState.CREATING, task_started_at=timezone.now())
-    try:
-        new.clean_fields(exclude=["host", "tenant", "created_by", "cloned_from"])
-    except ValidationError as exc:
-        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
-    ports = list(instance.ports.select_related("network").prefetch_related("security_groups"))
+    check_fields(new, exclude=["host", "tenant", "created_by", "cloned_from"])
     try:
         with transaction.atomic():
             quotas.check(tenant=instance.tenant, request={"instances": 1, "vcpus": new.vcpus,
@@ -122,7 +117,7 @@ def clone(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> In
             host_services.check_pool(host_id=instance.host_id, disk_gib=new.disk_gib)  # (it stays stopped)
             new.host = instance.host
             new.save()
-            attach_nics(new, [NicRequest(port.network, None, list(port.security_groups.all())) for port in ports])
+            attach_nics(new, nics_like(instance))
             create = InstanceAction.objects.create(instance=new, operation=Operation.CREATE, user=user, start=False)
             request_operation(instance=instance, operation=Operation.CLONE, user=user, target=new)
             publish_on_commit(new)

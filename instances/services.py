@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q, Value
 from django.db.models.functions import Now
@@ -42,7 +41,16 @@ from instances.choices import (
 from instances.events import publish_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
 from instances.lifecycle import ALLOWED_FROM, TASK_STATE_OF
-from instances.models import Backup, Instance, InstanceAction, InstanceSize, InstanceStateChange, Snapshot, Volume
+from instances.models import (
+    Backup,
+    Instance,
+    InstanceAction,
+    InstanceSize,
+    InstanceStateChange,
+    Snapshot,
+    Volume,
+    check_fields,
+)
 from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
@@ -103,6 +111,13 @@ class NicRequest(NamedTuple):
     network: Network
     address: str | None = None
     security_groups: Sequence[SecurityGroup] = ()
+
+
+def nics_like(instance: Instance) -> list[NicRequest]:
+    """A NIC on each network of the instance, each with the next free address and the same security groups (a
+    clone's, a restored copy's)."""
+    ports = instance.ports.select_related("network").prefetch_related("security_groups")
+    return [NicRequest(port.network, None, list(port.security_groups.all())) for port in ports]
 
 
 def attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_position: int = 0) -> list[Port]:
@@ -207,10 +222,7 @@ def create_instance(
         user_data=user_data,
         licensed=image is not None and image.licensed,
     )
-    try:
-        instance.clean_fields(exclude=["host", "tenant", "created_by"])
-    except ValidationError as exc:
-        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    check_fields(instance, exclude=["host", "tenant", "created_by"])
     try:
         with transaction.atomic():
             # The tenant's quota first: its row lock also orders this tenant's concurrent creates.
@@ -243,10 +255,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
     status = domain.state if domain.state in Status.values else Status.STOPPED
     instance = Instance(uuid=domain.uuid, name=name, tenant=tenant, host_id=domain.host_id, vcpus=domain.vcpus,
                         memory_mib=domain.memory_mib, boot_source=BootSource.ADOPTED, created_by=user)
-    try:
-        instance.clean_fields(exclude=["host", "tenant", "created_by", "uuid"])
-    except ValidationError as exc:
-        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    check_fields(instance, exclude=["host", "tenant", "created_by", "uuid"])
     try:
         with transaction.atomic():
             quotas.check(tenant=tenant, request={"instances": 1, "vcpus": instance.vcpus,

@@ -4,14 +4,13 @@ worker), within the tenant's quota."""
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from cloudpanel.exceptions import NotFound
 from hosts import services as host_services
 from instances.choices import BootSource, Operation, SnapshotStatus, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
-from instances.models import Instance, InstanceAction, Snapshot
+from instances.models import Instance, InstanceAction, Snapshot, check_fields
 from instances.services import request_operation
 from tenants import quotas
 
@@ -55,10 +54,7 @@ def take(*, instance: Instance, name: str, description: str = "", memory: bool |
                                                      memory=memory),
                         macs=_plugged(instance), cdrom_id=instance.cdrom_id, vcpus=instance.vcpus,
                         memory_mib=instance.memory_mib, disk_gib=instance.disk_gib)
-    try:
-        snapshot.clean_fields(exclude=["instance", "created_by", "cdrom"])
-    except ValidationError as exc:
-        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+    check_fields(snapshot, exclude=["instance", "created_by", "cdrom"])
     try:
         with transaction.atomic():
             quotas.check(tenant=instance.tenant, request={"snapshots": 1})

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Now
@@ -28,7 +27,7 @@ from instances import services, tasks
 from instances.choices import Operation, Status, VolumeStatus, VolumeTask
 from instances.events import publish_volume_on_commit
 from instances.exceptions import InstanceBusy, InvalidInstance, InvalidOperation
-from instances.models import MAX_VOLUME_GIB, Instance, InstanceAction, Volume
+from instances.models import MAX_VOLUME_GIB, Instance, InstanceAction, Volume, check_fields
 from tenants import quotas
 from tenants.models import Tenant
 
@@ -36,13 +35,6 @@ from tenants.models import Tenant
 DEVICES = tuple(f"vd{letter}" for letter in "cdefghijklmnopqrstuvwxyz")
 TECHNOLOGIES = [technology for technology, can in capabilities.TABLE.items() if can.volumes]
 RUNNING = (Status.RUNNING, Status.PAUSED)
-
-
-def _clean(volume: Volume) -> None:
-    try:
-        volume.clean_fields(exclude=["tenant", "host", "image", "instance", "created_by"])
-    except ValidationError as exc:
-        raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
 
 
 def _image_size(image: Image, tenant_id: int, size_gib: int | None) -> int:
@@ -78,7 +70,7 @@ def create(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, size_gib
     volume = Volume(name=name.strip(), description=description, tenant=tenant, size_gib=size_gib, image=image,
                     image_name=image.name if image is not None else "",
                     created_by=user, task_state=VolumeTask.CREATING, task_started_at=timezone.now())
-    _clean(volume)
+    check_fields(volume, exclude=["tenant", "host", "image", "instance", "created_by"])
     try:
         with transaction.atomic():
             quotas.check(tenant=tenant, request={"volumes": 1, "volume_gib": size_gib})

@@ -166,6 +166,11 @@ def test_a_schedule_backs_up_when_due_and_keeps_the_newest(member, member_api, t
     monkeypatch.setattr("instances.tasks.enqueue", lambda action: taken.append(action))
     assert backups.run_due() == 0  # not yet due
     later = timezone.now() + timedelta(hours=6, minutes=1)
+    # busy when due: tried again at the next tick (its time stays)
+    Instance.objects.filter(pk=instance.pk).update(task_state="rebooting")
+    assert backups.run_due(now=later) == 0 and not taken
+    assert Instance.objects.get(pk=instance.pk).backup_next_at < later
+    Instance.objects.filter(pk=instance.pk).update(task_state=None)
     assert backups.run_due(now=later) == 1
     [action] = taken
     assert action.backup.scheduled and action.operation == "backup"
@@ -200,6 +205,31 @@ def test_backups_are_metered_per_gib_stored(member, tenant, qemu_like_host):
     units = sum(UsageRecord.objects.filter(resource_type="backup", resource_id=backup.pk, meter="backup")
                 .values_list("units", flat=True))
     assert units == 3 * 3600  # 2 GiB and a byte: 3 GiB, for an hour
+
+
+def test_a_restore_into_a_new_instance_gets_a_nic_on_each_network_of_its_instance(member, member_api, tenant,
+                                                                                 qemu_like_host, monkeypatch):
+    from networks import services as network_services
+
+    network = network_services.create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.79.0.0/24")
+    source = make_instance(tenant=tenant, host=qemu_like_host, status=Status.STOPPED, disk_gib=1,
+                           boot_source="image")
+    theirs = network_services.create_port(network=network)
+    theirs.instance = source
+    theirs.save(update_fields=["instance"])
+    backup = Backup.objects.create(tenant=tenant, instance=source, instance_name=source.name, disk_gib=1,
+                                   memory_mib=128, boot_source="image", status=BackupStatus.AVAILABLE,
+                                   taken_at=timezone.now())
+    monkeypatch.setattr("instances.tasks.enqueue", lambda action: None)  # (its create is not run here)
+    answer = member_api.post(f"/api/v1/backups/{backup.pk}/restore/", {"name": "again"}, format="json")
+    assert answer.status_code == 202, answer.content
+    restored = Instance.objects.get(pk=answer.json()["instance"])
+    assert (restored.host, restored.restored_from, restored.disk_gib) == (qemu_like_host, backup, 1)
+    [port] = restored.ports.all()
+    assert port.network == network and port.mac != theirs.mac
+    # a taken name is refused, and nothing is kept of it
+    taken = member_api.post(f"/api/v1/backups/{backup.pk}/restore/", {"name": "again"}, format="json")
+    assert taken.status_code == 400 and Instance.objects.filter(name="again").count() == 1
 
 
 @pytest.fixture

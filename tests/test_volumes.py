@@ -19,7 +19,7 @@ from instances import services, tasks
 from instances import volumes as volume_services
 from instances.choices import ActionStatus, Status, VolumeStatus, VolumeTask
 from instances.exceptions import InvalidOperation
-from instances.models import Instance, InstanceAction, Volume
+from instances.models import Instance, InstanceAction, Snapshot, Volume
 from tenants.choices import Role
 from tenants.services import set_quota
 from tests.conftest import token_client
@@ -176,6 +176,10 @@ def test_volume_requests_are_refused_with_the_reason(member_api, tenant, host):
     busy = member_api.delete(f"/api/v1/volumes/{spare.pk}/")
     assert busy.status_code == 409 and "busy" in busy.json()["detail"]
     Volume.objects.filter(pk=spare.pk).update(task_state=None)
+    # a volume is not attached to an instance with snapshots (a revert would take it away)
+    Snapshot.objects.create(instance=two, name="kept", status="available")
+    with_snapshots = attach(spare, two)
+    assert with_snapshots.status_code == 409 and "has snapshots" in with_snapshots.json()["detail"]
     # an instance with volumes takes no snapshots (they would not hold the volumes)
     snap = member_api.post(f"/api/v1/instances/{one.pk}/snapshots/", {"name": "s"}, format="json")
     assert snap.status_code == 409 and "volumes" in snap.json()["detail"]
