@@ -37,6 +37,7 @@ test:
 	scripts/setup.sh node
 	scripts/check-services.sh "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"
 	scripts/libvirtd.sh start
+	scripts/fleet.sh start 2
 	scripts/build-test-guest.sh "$(GUEST)"
 	scripts/build-container-image.sh "$(CONTAINER)"
 	scripts/build-installer-iso.sh "$(INSTALLER)"

@@ -305,6 +305,8 @@ CLOUDPANEL_SCRATCH_DIR = os.environ.get("CLOUDPANEL_SCRATCH_DIR", "")
 CLOUDPANEL_BACKUP_DIR = Path(os.environ.get("CLOUDPANEL_BACKUP_DIR", VAR_DIR / "backups"))
 # Incremental backups in a row before the next one is full again.
 CLOUDPANEL_BACKUP_CHAIN = int(os.environ.get("CLOUDPANEL_BACKUP_CHAIN", "6"))
+# A live migration's bandwidth, in MiB/s (0: as fast as the hosts' link goes), so that it leaves room for the rest.
+CLOUDPANEL_MIGRATION_BANDWIDTH_MIB = int(os.environ.get("CLOUDPANEL_MIGRATION_BANDWIDTH_MIB", "0"))
 # Refused: images whose virtual disk is larger, and downloads larger than this.
 CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB", "2048"))
 CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB", "64"))

@@ -31,6 +31,8 @@ class Capabilities:
     volumes: bool = False  # volumes of the host's pool attached to its instances, or booted from
     disk_hotplug: bool = False  # volumes attached to and detached from a running guest (else while it is stopped)
     backups: bool = False  # backups of its disk: incremental (dirty bitmaps) while it runs, a full copy when stopped
+    live_migration: bool = False  # a running guest moves to another host of the technology, its disks copied along
+    cold_migration: bool = False  # a stopped one moves: its volumes copied through libvirt's streams, then defined
 
 
 _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=True, host_template=False,
@@ -40,7 +42,7 @@ _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=Tr
 
 TABLE: dict[Technology, Capabilities] = {
     Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True,
-                               backups=True),
+                               backups=True, live_migration=True, cold_migration=True),
     Technology.XEN: _VM,
     Technology.VBOX: replace(_VM, kernel_boot=False),
     Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True),

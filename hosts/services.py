@@ -214,6 +214,17 @@ def register_disk_holder(holder: DiskHolder) -> None:
     _disk_holders.append(holder)
 
 
+# vCPUs, RAM and disk held on hosts by what is on its way to them (an instance migrating there, say): host ids →
+# {host id: Held}, registered like the disk holders.
+Holder = Callable[[list[int]], Mapping[int, Held]]
+_holders: list[Holder] = []
+
+
+def register_holder(holder: Holder) -> None:
+    """Count more of the hosts' vCPUs, RAM and disk as allocated (called by the app owning it, in AppConfig.ready)."""
+    _holders.append(holder)
+
+
 def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[int, Held]:
     """What each host's instances (and the registered disk holders) hold of it, in one query each; excluding
     leaves one instance's own vCPUs, RAM and disk out (the one being started or resized)."""
@@ -228,6 +239,10 @@ def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[in
         for host_id, gib in holder(host_ids).items():
             held_now = totals.get(host_id, Held())
             totals[host_id] = held_now._replace(disk_gib=held_now.disk_gib + gib)
+    for extra in _holders:
+        for host_id, more in extra(host_ids).items():
+            held_now = totals.get(host_id, Held())
+            totals[host_id] = Held(*(a + b for a, b in zip(held_now, more, strict=True)))
     return {host_id: totals.get(host_id, Held()) for host_id in host_ids}
 
 
@@ -304,9 +319,9 @@ def check_pool(*, host_id: int, disk_gib: int) -> None:
 
 
 def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
-          technologies: Collection[str] | None = None) -> Host:
+          technologies: Collection[str] | None = None, among: Collection[int] | None = None) -> Host:
     """Lock and return a host for a new instance: the chosen one, or the one with most free RAM
-    among those of the given technologies (any, if None).
+    among those of the given technologies (any, if None) and ids (any, if None).
 
     Runs inside the caller's transaction; the row locks make concurrent placements
     on one host see each other's allocations.
@@ -318,6 +333,8 @@ def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None =
         candidates = candidates.filter(enabled=True, state=HostState.ONLINE)
         if technologies is not None:
             candidates = candidates.filter(technology__in=list(technologies))
+        if among is not None:
+            candidates = candidates.filter(pk__in=list(among))
     candidates = list(candidates)
     if host is not None and not candidates:
         raise NoCapacity(f"host '{host.name}' no longer exists")

@@ -112,9 +112,11 @@ class ImageCopy(models.Model):
     def __str__(self) -> str:
         return f"{self.image} on {self.host}"
 
+    VOLUME_PREFIX = "cloudpanel-image-"
+
     @staticmethod
     def volume_name(image: Image) -> str:
-        return f"cloudpanel-image-{image.uuid}"
+        return f"{ImageCopy.VOLUME_PREFIX}{image.uuid}"
 
 
 class LibraryObject(models.Model):

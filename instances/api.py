@@ -7,9 +7,9 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.exceptions import DomainError, NotFound
-from hosts.models import HostDomain
+from hosts.models import Host, HostDomain
 from images.models import BootKernel, Image, Template
-from instances import backups, rebuild, resizing, services, snapshots, tickets, volumes
+from instances import backups, migration, rebuild, resizing, services, snapshots, tickets, volumes
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, BackupFilterSet, InstanceFilterSet, VolumeFilterSet
 from instances.models import Backup, Instance, InstanceAction, Volume
@@ -24,6 +24,7 @@ from instances.serializers import (
     InstanceCreateSerializer,
     InstanceSerializer,
     MediaSerializer,
+    MigrateSerializer,
     RebuildSerializer,
     RenameSerializer,
     ResizeSerializer,
@@ -184,6 +185,32 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         data.is_valid(raise_exception=True)
         act = rebuild.clone(instance=instance, name=data.validated_data["name"], user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=MigrateSerializer, responses={202: ActionSerializer},
+                   summary="Migrate the instance to another host: live if it runs, cold if stopped (platform admins)")
+    @action(detail=True, methods=["post"], url_path="migrate", url_name="migrate")
+    def migrate_instance(self, request, pk=None):
+        instance = self.get_object()
+        if not self.scope.admin:
+            raise PermissionDenied("Only platform admins migrate instances.")
+        data = MigrateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        host = None
+        if data.validated_data.get("host") is not None:
+            host = Host.objects.filter(pk=data.validated_data["host"]).first()
+            if host is None:
+                raise NotFound("No such host.")
+        act = migration.migrate(instance=instance, host=host, user=request.user)
+        return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: ActionSerializer},
+                   summary="Cancel the migration in progress: the instance stays on its host (platform admins)")
+    @action(detail=True, methods=["post"], url_path="migrate/cancel", url_name="migrate-cancel")
+    def cancel_migration(self, request, pk=None):
+        instance = self.get_object()
+        if not self.scope.admin:
+            raise PermissionDenied("Only platform admins migrate instances.")
+        return Response(ActionSerializer(migration.cancel(instance=instance)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=RenameSerializer, responses={202: ActionSerializer}, summary="Rename the instance")
     @action(detail=True, methods=["post"], url_path="rename", url_name="rename")

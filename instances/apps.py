@@ -5,8 +5,11 @@ class InstancesConfig(AppConfig):
     name = "instances"
 
     def ready(self) -> None:
-        from hosts.services import register_disk_holder
-        from instances import receivers  # noqa: F401  (connects to what hosts report)
+        from hosts.services import register_disk_holder, register_holder
+        from instances import (
+            migration,
+            receivers,  # noqa: F401  (connects to what hosts report)
+        )
         from instances.models import Instance, Snapshot, Volume
         from tenants.quotas import register_counter
 
@@ -15,3 +18,4 @@ class InstancesConfig(AppConfig):
         register_counter(Volume.objects.quota_usage, ("volumes", "volume_gib"))
         register_disk_holder(Snapshot.objects.pool_usage)
         register_disk_holder(Volume.objects.pool_usage)
+        register_holder(migration.inbound)

@@ -41,6 +41,7 @@ class TaskState(models.TextChoices):
     ATTACHING_VOLUME = "attaching_vol", "Attaching a volume"
     DETACHING_VOLUME = "detaching_vol", "Detaching a volume"
     EXTENDING_VOLUME = "extending_vol", "Extending a volume"
+    MIGRATING = "migrating", "Migrating"
     DELETING = "deleting", "Deleting"
 
 
@@ -68,6 +69,7 @@ class Operation(models.TextChoices):
     ATTACH_VOLUME = "attach_vol", "Attach a volume"
     DETACH_VOLUME = "detach_vol", "Detach a volume"
     EXTEND_VOLUME = "extend_vol", "Extend a volume"
+    MIGRATE = "migrate", "Migrate"
     DELETE = "delete", "Delete"
 
 

@@ -7,7 +7,7 @@ SPECIAL = (Operation.CREATE, Operation.MEDIA, Operation.ATTACH_NIC, Operation.DE
            Operation.REVERT, Operation.UNSNAPSHOT, Operation.RESIZE, Operation.REBUILD,
            Operation.RENAME, Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.RESTORE,
            Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME,
-           Operation.EXTEND_VOLUME)
+           Operation.EXTEND_VOLUME, Operation.MIGRATE)
 
 TASK_STATE_OF = {
     Operation.CREATE: TaskState.CREATING,
@@ -33,6 +33,7 @@ TASK_STATE_OF = {
     Operation.ATTACH_VOLUME: TaskState.ATTACHING_VOLUME,
     Operation.DETACH_VOLUME: TaskState.DETACHING_VOLUME,
     Operation.EXTEND_VOLUME: TaskState.EXTENDING_VOLUME,
+    Operation.MIGRATE: TaskState.MIGRATING,
     Operation.DELETE: TaskState.DELETING,
 }
 
@@ -60,6 +61,7 @@ ALLOWED_FROM = {
     Operation.ATTACH_VOLUME: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.DETACH_VOLUME: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED},
     Operation.EXTEND_VOLUME: set(Status) - {Status.DELETED, Status.PENDING},
+    Operation.MIGRATE: {Status.RUNNING, Status.PAUSED, Status.STOPPED},  # live while it runs, else cold
     Operation.DELETE: set(Status) - {Status.DELETED},
 }
 

@@ -203,6 +203,10 @@ class InstanceAction(models.Model):
     backup = models.ForeignKey("Backup", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # A volume attached, detached or extended.
     volume = models.ForeignKey("Volume", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # A migration: the host it goes to, how far it is (instances.migration_jobs), and whether it was cancelled.
+    target_host = models.ForeignKey("hosts.Host", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    progress = models.JSONField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
 
     objects = InstanceActionQuerySet.as_manager()
 
@@ -212,6 +216,17 @@ class InstanceAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.instance_id} ({self.status})"
+
+    @property
+    def percent(self) -> int | None:
+        """How far a migration has come, in percent, from its progress (None while it does not say)."""
+        progress = self.progress or {}
+        if progress.get("phase") == "copying" and progress.get("disks"):
+            return int(100 * (progress["disk_number"] - 1) / progress["disks"])
+        total, remaining = progress.get("data_total"), progress.get("data_remaining")
+        if not total or remaining is None:
+            return None
+        return max(0, min(100, int(100 * (total - remaining) / total)))
 
 
 class InstanceStateChange(models.Model):

@@ -37,7 +37,7 @@ class ActionSerializer(serializers.ModelSerializer):
     class Meta:
         model = InstanceAction
         fields = ["id", "instance", "instance_name", "operation", "status", "error", "user", "created_at",
-                  "started_at", "finished_at", "volume"]
+                  "started_at", "finished_at", "volume", "target_host", "progress", "cancel_requested"]
         read_only_fields = fields
 
 
@@ -118,6 +118,12 @@ class ResizeSerializer(serializers.Serializer):
 
 class SaveImageSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255, help_text="The new private image's name.")
+
+
+class MigrateSerializer(serializers.Serializer):
+    """Where to: a host's id, or none for the host placement picks."""
+
+    host = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
 
 
 class RenameSerializer(serializers.Serializer):

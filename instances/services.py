@@ -277,7 +277,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
 def request_operation(*, instance: Instance, operation: str, user: AbstractBaseUser | None,
                       image: Image | None = None, port: Port | None = None, start: bool = True,
                       snapshot: Snapshot | None = None, resize: dict | None = None, volume: Volume | None = None,
-                      target: Instance | None = None, backup: Backup | None = None,
+                      target: Instance | None = None, backup: Backup | None = None, target_host: Host | None = None,
                       allowed_from: frozenset[str] | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance; allowed_from: narrower statuses than the operation's own, checked in the same claim)."""
@@ -306,7 +306,8 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     instance.task_state, instance.task_started_at = TASK_STATE_OF[operation], started
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
                                            port=port, start=start, snapshot=snapshot, resize=resize,
-                                           volume=volume, target=target, backup=backup)
+                                           volume=volume, target=target, backup=backup,
+                                           target_host=target_host)
     tasks.enqueue(action)
     publish_on_commit(instance)
     return action
@@ -408,7 +409,7 @@ WORKER_LOST = "worker lost: the worker running it stopped"
 # and checkpoint left on it).
 RESUMABLE = frozenset({Operation.DELETE, Operation.POWEROFF, Operation.RESIZE, Operation.UNSNAPSHOT,
                        Operation.SNAPSHOT, Operation.BACKUP, Operation.RESTORE, Operation.ATTACH_VOLUME,
-                       Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME})
+                       Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME, Operation.MIGRATE})
 MAX_ATTEMPTS = 3
 
 
@@ -475,6 +476,10 @@ def finish_action(action_id: int, *, observed: str) -> None:
             Snapshot.objects.filter(pk=action.snapshot_id).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
         volumes.settle(action.volume_id)
+        if action.operation == Operation.MIGRATE and action.target_host_id:  # it runs there now, with its volumes
+            instance.host_id = action.target_host_id
+            fields.append("host")
+            Volume.objects.filter(instance=instance).update(host_id=action.target_host_id)
         if action.operation == Operation.BACKUP:
             Backup.objects.filter(pk=action.backup_id, status=BackupStatus.CREATING).update(
                 status=BackupStatus.AVAILABLE, taken_at=timezone.now())
@@ -548,8 +553,8 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
         if instance is None or instance.status in (Status.DELETED, Status.PENDING):
             return False  # gone, or its create task owns the first status
         if instance.task_state in (TaskState.DELETING, TaskState.CREATING, TaskState.REBUILDING,
-                                   TaskState.REVERTING):
-            return False  # the operation undefines or replaces the domain on purpose: its end says how it is
+                                   TaskState.REVERTING, TaskState.MIGRATING):
+            return False  # the operation undefines, replaces or moves the domain on purpose: its end says how it is
         if instance.status_changed_at and instance.status_changed_at > observed_at:
             return False
         if not _set_status(instance, status, cause, detail=detail, at=observed_at):

@@ -23,7 +23,7 @@ from hosts.tasks import reconcile_host
 from images import cloudinit, distribution, rootfs
 from images import tasks as image_tasks
 from images.choices import DiskFormat
-from instances import backups, boot, disk_jobs, services, volumes
+from instances import backups, boot, disk_jobs, migration_jobs, services, volumes
 from instances.choices import ActionStatus, BootSource, Operation, Status
 from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import firewall, provisioning
@@ -454,6 +454,46 @@ def run_scheduled_backups() -> None:
     backups.run_due()
 
 
+def _do_migrate(action: InstanceAction) -> str:
+    """Move the domain to the action's target host (live if it runs, else cold), then clean the source up. A run
+    again after its worker died finds where the domain is and carries on from there; a failed one leaves the guest
+    on the source and takes back what it made on the target."""
+    instance, source, target = action.instance, action.instance.host, action.target_host
+    if target is None:
+        raise hypervisor.HypervisorError("the target host was removed")
+    uuid, beat, report = str(instance.uuid), _heartbeat(instance), migration_jobs.Reporter(action)
+    while hypervisor.migrating(source.uri, uuid):  # an earlier attempt's migration, still under way: let it end
+        report({"phase": "waiting for an earlier attempt"})
+        time.sleep(1)
+    on_source, on_target = hypervisor.where(source.uri, target.uri, uuid)
+    if on_source:
+        live = hypervisor.state(source.uri, uuid) in (Status.RUNNING, Status.PAUSED)
+        _drop_checkpoints(instance, source)
+        moving = migration_jobs.plan(instance, source, target, beat)
+        try:
+            migration_jobs.prepare(instance, source, target, moving, live=live, beat=beat)
+            if live:
+                hypervisor.migrate_live(source.uri, uuid, target_uri=target.uri, paths=moving.paths,
+                                        copy=[disk.device for disk in moving.disks], watch=report.live,
+                                        bandwidth_mib=settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB)
+            else:
+                migration_jobs.copy_disks(source, target, moving, beat=beat, report=report)
+                hypervisor.move_definition(source.uri, uuid, target_uri=target.uri, paths=moving.paths)
+        except Exception:
+            if not migration_jobs.abandon(instance, target, moving):
+                raise
+    elif not on_target:
+        raise hypervisor.DomainNotFound("the domain is on neither host")
+    report({"phase": "cleaning up the source"})
+    migration_jobs.leave_source(instance, source)
+    return hypervisor.state(target.uri, uuid)
+
+
+@tasking.task
+def migrate_instance(action_id: int) -> None:
+    _run(action_id, _do_migrate, copying=True)
+
+
 @tasking.task
 def rename_instance(action_id: int) -> None:
     def work(action: InstanceAction) -> str:
@@ -621,6 +661,7 @@ TASKS = {
     Operation.ATTACH_VOLUME: attach_volume,
     Operation.DETACH_VOLUME: detach_volume,
     Operation.EXTEND_VOLUME: extend_volume,
+    Operation.MIGRATE: migrate_instance,
     Operation.START: start_instance,
     Operation.SHUTDOWN: shutdown_instance,
     Operation.POWEROFF: poweroff_instance,

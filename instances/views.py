@@ -12,11 +12,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
+from cloudpanel.scoping import Need
 from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import backups, rebuild, resizing, services, snapshots, volumes
+from instances import backups, migration, rebuild, resizing, services, snapshots, volumes
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
@@ -132,6 +133,11 @@ def instance_detail(request, pk: int):
             status="available", task_state__isnull=True)
         if instance.host is not None and instance.host.can.volumes else None,
         "actions": instance.actions.select_related("user")[:20],
+        "migration": instance.actions.in_flight().filter(operation=Operation.MIGRATE).select_related(
+            "target_host").first(),
+        "migration_hosts": Host.objects.filter(technology=instance.host.technology).exclude(pk=instance.host_id)
+        if scope.admin and instance.host is not None and (instance.host.can.live_migration
+                                                          or instance.host.can.cold_migration) else None,
         "history": instance.state_changes.order_by("-at", "-id")[:50],
     })
 
@@ -221,6 +227,28 @@ def instance_clone(request, instance: Instance):
     action = rebuild.clone(instance=instance, name=request.POST.get("name", "")[:63], user=request.user)
     messages.success(request, f"Cloning into {action.instance.name}: its disk is copied first.")
     return redirect(_instance_page(action.instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.migrate", back=_instance_page, need=Need.ADMIN)
+def instance_migrate(request, instance: Instance):
+    """Move it to the chosen host (or the one placement picks): live if it runs, cold if stopped."""
+    host = None
+    if request.POST.get("host"):
+        host = Host.objects.filter(pk=_digits(request.POST["host"])).first()
+        if host is None:
+            raise InvalidOperation("That host no longer exists.")
+    action = migration.migrate(instance=instance, host=host, user=request.user)
+    messages.success(request, f"Migrating {instance.name} to {action.target_host.name}.")
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.migrate_cancel", back=_instance_page, need=Need.ADMIN)
+def instance_migrate_cancel(request, instance: Instance):
+    migration.cancel(instance=instance)
+    messages.success(request, f"Cancelling the migration of {instance.name}: it stays on {instance.host.name}.")
+    return redirect(_instance_page(instance))
 
 
 @object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),

@@ -89,10 +89,8 @@ def ensure_on_host(*, network: Network, host: Host) -> str:
     return spec.name
 
 
-def release_ports(*, ports: list[Port], host: Host) -> None:
-    """The instance's NICs go: unpin their addresses, free them, and tear the networks down where unused."""
-    networks = {port.network_id: port.network for port in ports}
-    groups: set[int] = set()
+def _unplug(ports: list[Port], host: Host) -> None:
+    """The NICs' addresses unpinned on the host, and their filters gone from it."""
     for port in ports:
         for allocation in port.addresses.filter(subnet__version=4):
             name = port.network.libvirt_name
@@ -100,13 +98,51 @@ def release_ports(*, ports: list[Port], host: Host) -> None:
                 hypervisor.set_dhcp_host(host.uri, name, DhcpHost(mac=port.mac, address=allocation.address),
                                          present=False)
         firewall.remove(port, host)
+
+
+def _tear_down_unused(networks: list[Network], host: Host, *, leaving: int | None = None) -> None:
+    """Each network leaves the host once no instance there (but `leaving`, on its way out) has a NIC on it."""
+    for network in networks:
+        with transaction.atomic():
+            row = _lock(network, host)
+            users = Port.objects.live().filter(network=network, instance__host=host)
+            if leaving is not None:
+                users = users.exclude(instance_id=leaving)
+            if not users.exists():
+                hypervisor.remove_network(host.uri, network.libvirt_name)
+                row.delete()
+
+
+def release_ports(*, ports: list[Port], host: Host) -> None:
+    """The instance's NICs go: unpin their addresses, free them, and tear the networks down where unused."""
+    networks = {port.network_id: port.network for port in ports}
+    groups: set[int] = set()
+    _unplug(ports, host)
+    for port in ports:
         groups.update(port.security_groups.values_list("pk", flat=True))
         port.delete()
     security.members_changed(groups)
-    for network in networks.values():
-        with transaction.atomic():
-            row = _lock(network, host)
-            still_used = Port.objects.live().filter(network=network, instance__host=host).exists()
-            if not still_used:
-                hypervisor.remove_network(host.uri, network.libvirt_name)
-                row.delete()
+    _tear_down_unused(list(networks.values()), host)
+
+
+def bring_ports(*, ports: list[Port], host: Host) -> None:
+    """Before an instance moves to the host: its NICs' networks started there, their addresses pinned and their
+    filters defined (the NICs keep their MACs, addresses and filters' names)."""
+    for port in ports:
+        name = ensure_on_host(network=port.network, host=host)
+        for allocation in port.addresses.filter(subnet__version=4):
+            if port.network.kind in OWN_BRIDGE:
+                try:
+                    hypervisor.set_dhcp_host(host.uri, name, DhcpHost(mac=port.mac, address=allocation.address,
+                                                                      name=port.instance.name))
+                except hypervisor.HypervisorError as exc:
+                    raise hypervisor.HypervisorError(f"the address {allocation.address} could not be pinned on "
+                                                     f"{host.name}: {exc}") from None
+        firewall.prepare(port, host)
+
+
+def leave_host(*, ports: list[Port], host: Host, instance_id: int) -> None:
+    """After the instance moved away from the host: its NICs unpinned and unfiltered there, and the networks no
+    other instance there uses torn down."""
+    _unplug(ports, host)
+    _tear_down_unused(list({port.network_id: port.network for port in ports}.values()), host, leaving=instance_id)

@@ -149,6 +149,20 @@ def platform(api: bool, ok: int):
     return expect
 
 
+def admin_operate(api: bool, ok: int):
+    """Platform admins' operations on a tenant's object: another tenant's is a 404, the tenant's own members are
+    refused (403, or back to the page)."""
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        if which == OTHER and role != ADMIN:
+            return Cell(404)
+        if role != ADMIN:
+            return Cell(403 if api else 302)
+        return Cell(ok)
+    return expect
+
+
 def admins_only_page(role, which):
     """Tenant pages that only platform admins may post to answer others with 403."""
     return anon(False) if role == ANON else Cell(302 if role == ADMIN else 403)
@@ -265,6 +279,9 @@ MATRIX: dict[str, list[Case]] = {
     "instance-clone": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
                                                                              effect=False),
                             body=lambda w, x: {"name": "twin"})],
+    # The test driver cannot migrate: refused, back to the page.
+    "instance-migrate": [Case("POST", "instance", admin_operate(P, 302), body=lambda w, x: {"host": ""})],
+    "instance-migrate-cancel": [Case("POST", "instance", admin_operate(P, 302))],
     # The test driver takes no backups: refused, back to the page.
     "instance-backup": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
                                                                               effect=False),
@@ -446,6 +463,9 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-rebuild": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"image": w[x]["disk"].pk})],
     "api-instance-rename": [Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "renamed"})],
     "api-instance-clone": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"name": "twin"})],
+    # The test driver cannot migrate, and nothing migrates to cancel: 409.
+    "api-instance-migrate": [Case("POST", "instance", admin_operate(A, 409), body=lambda w, x: {})],
+    "api-instance-migrate-cancel": [Case("POST", "instance", admin_operate(A, 409))],
     "api-instance-save-image": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"name": "golden"})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],

@@ -44,6 +44,16 @@ from hosts.hypervisor.domains import (
 )
 from hosts.hypervisor.events import LifecycleEvent, unwatch, watch_lifecycle
 from hosts.hypervisor.facts import HostInfo, PoolInfo, probe
+from hosts.hypervisor.migration import (
+    DomainFile,
+    MigrationProgress,
+    copy_volume,
+    domain_files,
+    migrate_live,
+    migrating,
+    move_definition,
+    where,
+)
 from hosts.hypervisor.networks import (
     define_filter,
     dhcp_hosts,
@@ -78,14 +88,16 @@ from hosts.specs import (
 )
 
 __all__ = [
-    "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainNotFound", "DomainSpec", "FilterRule",
-    "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "NO_DRIVE",
-    "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "all_domains",
-    "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume", "connection",
-    "create_snapshot", "create_volume", "define", "define_filter", "delete_snapshot", "delete_volume", "describe",
-    "detach_disk", "detach_interface", "dhcp_hosts", "drop_checkpoints", "ensure_event_loop", "ensure_network",
-    "forget", "grow_disk", "is_connected", "open_display", "power_off", "probe", "reading_volume", "reboot",
-    "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter", "set_size",
-    "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch",
-    "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainFile", "DomainNotFound", "DomainSpec",
+    "FilterRule", "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent",
+    "MigrationProgress", "NO_DRIVE", "NetworkSpec", "Nic", "PoolInfo", "PortFilter", "PowerState", "Technology",
+    "UnsafeDefinition", "all_domains", "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints",
+    "clone_volume", "connection", "copy_volume", "create_snapshot", "create_volume", "define", "define_filter",
+    "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface", "dhcp_hosts", "domain_files",
+    "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "is_connected",
+    "migrate_live", "migrating", "move_definition", "open_display", "power_off", "probe", "reading_volume",
+    "reboot", "remove_filter", "remove_network", "resume", "revert_snapshot", "set_dhcp_host",
+    "set_interface_filter", "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend",
+    "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "where",
 ]

@@ -1,0 +1,265 @@
+"""Moving a domain to another host: live (QEMU's migration, its writable disks copied along over NBD) or cold (a
+stopped domain's volumes copied through libvirt's streams, then its definition)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+
+from hosts.hypervisor import connections
+from hosts.hypervisor.connections import DomainNotFound, HypervisorError, PowerState, libvirt
+from hosts.hypervisor.domain_xml import raw_volume_xml
+from hosts.hypervisor.domains import undefine
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class DomainFile:
+    """A file the domain's definition names: a disk or CD-ROM (with its device name), or the kernel or initrd."""
+
+    role: str  # "disk", "cdrom", "kernel" or "initrd"
+    path: str
+    device: str = ""  # vda, sdb… (disks and CD-ROMs)
+    pool: str = ""  # the storage pool holding it, and its name there ("" when no pool does)
+    volume: str = ""
+    capacity: int = 0  # bytes the guest sees (volumes of a pool)
+    backing: str = ""  # the file it is a copy-on-write overlay of, if any
+    backing_volume: str = ""  # that file's name in its pool ("" when no pool holds it)
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """What libvirt's job statistics say of a migration in flight (bytes; None where the driver does not say)."""
+
+    elapsed_ms: int = 0
+    data_total: int | None = None
+    data_processed: int | None = None
+    data_remaining: int | None = None
+    disk_total: int | None = None
+    disk_remaining: int | None = None
+    downtime_ms: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _backing(conn: libvirt.virConnect, volume: libvirt.virStorageVol) -> tuple[str, str]:
+    """The path of the file the volume is an overlay of ("" if none), and its name in its pool (if one holds it)."""
+    path = ET.fromstring(volume.XMLDesc(0)).findtext("backingStore/path") or ""
+    if not path:
+        return "", ""
+    try:
+        return path, conn.storageVolLookupByPath(path).name()
+    except libvirt.libvirtError:
+        return path, ""
+
+
+def domain_files(uri: str, domain_uuid: str) -> list[DomainFile]:
+    """Every file the domain's persistent definition names, each with the pool volume it is (if any)."""
+    dom = connections.domain(uri, domain_uuid)
+    conn = connections.connection(uri)
+    found: list[DomainFile] = []
+    with connections.errors(uri):
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        named = [(role, root.findtext(f"os/{role}") or "", "") for role in ("kernel", "initrd")]
+        for disk in root.findall("devices/disk"):
+            source = disk.find("source")
+            path = source.get("file") if source is not None else None
+            named.append((disk.get("device", "disk"), path or "", disk.find("target").get("dev", "")))
+        for role, path, device in named:
+            if not path:
+                continue
+            try:
+                volume = conn.storageVolLookupByPath(path)
+            except libvirt.libvirtError:
+                found.append(DomainFile(role=role, path=path, device=device))
+                continue
+            backing, backing_volume = _backing(conn, volume)
+            found.append(DomainFile(role=role, path=path, device=device, pool=volume.storagePoolLookupByVolume()
+                                    .name(), volume=volume.name(), capacity=volume.info()[1], backing=backing,
+                                    backing_volume=backing_volume))
+    return found
+
+
+def _moved_xml(xml: str, paths: Mapping[str, str]) -> str:
+    """The definition with each file path replaced by its path on the target host."""
+    root = ET.fromstring(xml)
+    for role in ("kernel", "initrd"):
+        element = root.find(f"os/{role}")
+        if element is not None and element.text in paths:
+            element.text = paths[element.text]
+    for source in root.findall("devices/disk/source"):
+        if source.get("file") in paths:
+            source.set("file", paths[source.get("file")])
+    for disk in root.findall("devices/disk"):  # the target reads each chain again from its files
+        for store in disk.findall("backingStore"):
+            disk.remove(store)
+    return ET.tostring(root, encoding="unicode")
+
+
+def where(uri: str, target_uri: str, domain_uuid: str) -> tuple[bool, bool]:
+    """Whether the domain is defined on the source host and on the target host now."""
+    return _defined(uri, domain_uuid), _defined(target_uri, domain_uuid)
+
+
+def _defined(uri: str, domain_uuid: str) -> bool:
+    try:
+        dom = connections.domain(uri, domain_uuid)
+    except DomainNotFound:
+        return False
+    with connections.errors(uri):
+        return bool(dom.isPersistent() or dom.isActive())
+
+
+def _job(dom: libvirt.virDomain, started: float) -> MigrationProgress | None:
+    """The migration job's statistics, or None when no job runs."""
+    try:
+        stats = dom.jobStats(0)
+    except libvirt.libvirtError:
+        return None
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    return MigrationProgress(
+        elapsed_ms=stats.get("time_elapsed", int((time.monotonic() - started) * 1000)),
+        data_total=stats.get("data_total"), data_processed=stats.get("data_processed"),
+        data_remaining=stats.get("data_remaining"), disk_total=stats.get("disk_total"),
+        disk_remaining=stats.get("disk_remaining"), downtime_ms=stats.get("downtime"))
+
+
+def migrating(uri: str, domain_uuid: str) -> bool:
+    """Whether a job (a migration left by an earlier attempt, say) runs on the domain now."""
+    try:
+        dom = connections.domain(uri, domain_uuid)
+    except DomainNotFound:
+        return False
+    return _job(dom, time.monotonic()) is not None
+
+
+def migrate_live(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[str, str], copy: Sequence[str],
+                 watch: Callable[[MigrationProgress], bool], bandwidth_mib: int = 0) -> PowerState:
+    """Move the running (or paused) domain to the target host while it runs: its memory and the writable disks named
+    in `copy` (by device; their volumes made on the target beforehand) go over; `paths` gives each file's path on the
+    target. The source's libvirtd talks to the target's by target_uri, so that must be an address it can reach.
+    watch(progress) is called every half second; it returning False cancels the migration (the guest stays on the
+    source). bandwidth_mib: at most so many MiB/s (0: as fast as it goes). Returns the domain's state on the
+    target."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        xml = _moved_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE), paths)
+    flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+    params: dict[str, object] = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml}
+    if bandwidth_mib:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib
+    if copy:
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC  # the disks' own layers: their images are on the target
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            with connections.errors(uri):
+                dom.migrateToURI3(target_uri, params, flags)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name=f"migrate-{domain_uuid}", daemon=True)
+    started = time.monotonic()
+    worker.start()
+    cancelled = False
+    while worker.is_alive():
+        worker.join(POLL_SECONDS)
+        progress = _job(dom, started)
+        if progress is not None and not watch(progress) and not cancelled:
+            cancelled = True
+            with suppress(libvirt.libvirtError):
+                dom.abortJob()
+    if outcome and outcome[0] is not None:
+        if cancelled:
+            raise HypervisorError("the migration was cancelled: the guest stays on its host") from None
+        raise outcome[0]
+    target = connections.domain(target_uri, domain_uuid)
+    return connections.power_state(target)
+
+
+def copy_volume(uri: str, pool: str, name: str, *, target_uri: str, target_pool: str,
+                beat: Callable[[], object] | None = None) -> str:
+    """Copy a volume byte for byte (a qcow2 file with its snapshots and the path of its backing file) into the target
+    host's pool under the same name, through libvirt's streams; one left there by an earlier attempt is replaced.
+    Returns its path on the target."""
+    conn, target = connections.connection(uri), connections.connection(target_uri)
+    with connections.errors(uri):
+        source = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+        length = source.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]  # the file's length: what a download sends
+    with connections.errors(target_uri):
+        storage = target.storagePoolLookupByName(target_pool)
+        with suppress(libvirt.libvirtError):
+            storage.storageVolLookupByName(name).delete(0)
+        volume = storage.createXML(raw_volume_xml(name, length), 0)  # its format is read from its header
+    down, up = conn.newStream(0), target.newStream(0)
+    try:
+        with connections.errors(uri):
+            source.download(down, 0, 0, 0)
+        with connections.errors(target_uri):
+            volume.upload(up, 0, 0, 0)
+        last = time.monotonic()
+        while True:
+            with connections.errors(uri):
+                block = down.recv(1 << 20)
+            if not block:
+                break
+            with connections.errors(target_uri):
+                sent = 0
+                while sent < len(block):
+                    sent += up.send(block[sent:])
+            if beat is not None and time.monotonic() - last > 10:
+                beat()
+                last = time.monotonic()
+        with connections.errors(uri):
+            down.finish()
+        with connections.errors(target_uri):
+            up.finish()
+    except BaseException:
+        for stream in (down, up):
+            with suppress(libvirt.libvirtError):
+                stream.abort()
+        with suppress(libvirt.libvirtError):
+            volume.delete(0)
+        raise
+    return volume.path()
+
+
+def move_definition(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[str, str]) -> PowerState:
+    """A stopped domain's definition (and its snapshots' records, whose data its disks carry) defined on the target
+    host with its files' paths there, then removed from the source. Already moved counts as done."""
+    on_source, on_target = where(uri, target_uri, domain_uuid)
+    if on_source:
+        dom = connections.domain(uri, domain_uuid)
+        with connections.errors(uri):
+            if dom.isActive():
+                raise HypervisorError("the domain runs: a cold migration moves only a stopped one")
+            xml = _moved_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+                                         | libvirt.VIR_DOMAIN_XML_MIGRATABLE), paths)
+            snapshots = [(snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), snap.isCurrent())
+                         for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)]
+        target = connections.connection(target_uri)
+        with connections.errors(target_uri):
+            moved = target.defineXML(xml)
+            known = set(moved.snapshotListNames(0))
+            for snapshot, current in snapshots:
+                if ET.fromstring(snapshot).findtext("name") in known:
+                    continue
+                flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+                if current:
+                    flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+                moved.snapshotCreateXML(snapshot, flags)
+        undefine(uri, domain_uuid)
+    elif not on_target:
+        raise DomainNotFound("the domain is on neither host")
+    return connections.power_state(connections.domain(target_uri, domain_uuid))

@@ -1,0 +1,300 @@
+"""Migration between two real hosts on this machine (scripts/fleet.sh: each a libvirtd in namespaces of its own,
+reached over qemu+tcp://): live with its disks, seed, volume, NIC and filter; cold with its snapshots; refused with
+the reason; cancelled; and the target dying halfway."""
+
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from hosts import hypervisor
+from hosts import services as host_services
+from hosts.choices import HostState
+from images.management.commands.add_image import add_file
+from instances import services, snapshots, volumes
+from instances.choices import ActionStatus, Operation, Status
+from instances.models import Instance, InstanceAction, Snapshot, Volume
+from networks import security
+from networks import services as network_services
+from tests.factories import make_host, make_user, wait_for
+from tests.test_qemu import console_session
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("fleet")]
+FLEET = Path(__file__).resolve().parent.parent / "scripts" / "fleet.sh"
+
+
+def _fleet(*args: str) -> list[str]:
+    done = subprocess.run([str(FLEET), *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def fleet_uris():
+    """Two extra libvirt hosts of this machine (started if they are not)."""
+    uris = _fleet("start", "2")
+    assert len(uris) >= 2, uris
+    return uris[:2]
+
+
+def _wipe(uri: str) -> None:
+    """Everything a test left on a fleet host: domains, the panel's volumes, networks and filters."""
+    conn = hypervisor.connection(uri)
+    for dom in conn.listAllDomains(0):
+        hypervisor.undefine(uri, dom.UUIDString())
+    pool = conn.storagePoolLookupByName("default")
+    pool.refresh(0)
+    for volume in pool.listAllVolumes(0):
+        if volume.name().startswith(("cp-", "cloudpanel-image-")):
+            volume.delete(0)
+    for network in conn.listAllNetworks(0):
+        if network.name().startswith("cp-"):
+            if network.isActive():
+                network.destroy()
+            network.undefine()
+    for nwfilter in conn.listAllNWFilters(0):
+        if nwfilter.name().startswith("cp-"):
+            nwfilter.undefine()
+
+
+@pytest.fixture
+def fleet(fleet_uris, reap_qemu_guests):
+    """The two hosts registered (TCG), each wiped clean after the test."""
+    hosts = []
+    for number, uri in enumerate(fleet_uris, start=1):
+        host = host_services.register_host(name=f"fleet-{number}", uri=uri, accelerator="tcg")
+        host.refresh_from_db()
+        assert host.state == HostState.ONLINE, host.last_error
+        hosts.append(host)
+    yield hosts
+    for uri in fleet_uris:
+        try:
+            _wipe(uri)
+        except hypervisor.HypervisorError:  # a host a test killed and brought back
+            hypervisor.forget(uri)
+            _wipe(uri)
+
+
+@pytest.fixture
+def admin(db):
+    return make_user(staff=True)
+
+
+def migrate(api, instance, host=None):
+    return api.post(f"/api/v1/instances/{instance.pk}/migrate/", {"host": host.pk if host else None},
+                    format="json")
+
+
+def _qcow2_with_marker(tmp_path: Path) -> Path:
+    raw, qcow2 = tmp_path / "base.raw", tmp_path / "base.qcow2"
+    with open(raw, "wb") as out:
+        out.write(b"CLOUDPANEL-BASE-MARKER\n")
+        out.truncate(16 << 20)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
+    return qcow2
+
+
+def _files(host, instance):
+    pool = hypervisor.connection(host.uri).storagePoolLookupByName(host.storage_pool)
+    pool.refresh(0)
+    return set(pool.listVolumes()) & {instance.volume_name, instance.seed_volume_name,
+                                      *(v.volume_name for v in Volume.objects.filter(instance=instance))}
+
+
+def _defined(host, instance) -> bool:
+    return any(dom.UUIDString() == str(instance.uuid) for dom in hypervisor.connection(host.uri).listAllDomains(0))
+
+
+def test_a_running_guest_moves_live_with_its_disk_seed_volume_nic_and_filter(
+        fleet, panel, admin, admin_api, member, tenant, guest_kernel, tmp_path):
+    source, target = fleet
+    # Given a running guest on the first host: an overlay of a library image, its cloud-init seed, a volume, and a
+    # NIC with a security group on a NAT network
+    image = add_file(_qcow2_with_marker(tmp_path), name="base", declared_format="qcow2")
+    network = network_services.create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.79.0.0/24")
+    group = security.create_group(user=None, tenant=tenant, name="web")
+    action = services.create_instance(
+        user=member, tenant=tenant, name="mover", vcpus=1, memory_mib=128, boot_source="image", image=image,
+        boot_kernel=guest_kernel, ssh_keys="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx4cpmove test@cloudpanel",
+        host=source, nics=[services.NicRequest(network, "10.79.0.20", [group])])
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    volume = volumes.create(tenant=tenant, name="data", size_gib=1, user=member, instance=instance)
+    attached = volumes.attach(volume=Volume.objects.get(pk=volume.pk), instance=instance, user=member)
+    assert InstanceAction.objects.get(pk=attached.pk).status == ActionStatus.SUCCEEDED
+    console_session(instance, member, "echo still-here > /tmp/alive; echo MOVED-DISK | dd of=/dev/vda bs=512 "
+                    "seek=2048 count=1 conv=sync 2>/dev/null; echo VOLUME-MARK | dd of=/dev/vdc bs=512 count=1 "
+                    "conv=sync 2>/dev/null; sync; echo written-$((3*3))", r"written-9")
+    # When a platform admin migrates it, choosing no host (the other is the only one that fits)
+    answer = migrate(admin_api, instance)
+    # Then it moved while it ran: on the second host, with everything it had, and nothing left on the first
+    assert answer.status_code == 202, answer.content
+    done = InstanceAction.objects.get(pk=answer.json()["id"])
+    assert done.status == ActionStatus.SUCCEEDED, done.error
+    assert done.target_host == target and done.progress["data_total"] > 0
+    instance.refresh_from_db()
+    assert (instance.host, instance.status, instance.task_state) == (target, Status.RUNNING, None)
+    assert Volume.objects.get(pk=volume.pk).host == target
+    assert not _defined(source, instance) and _defined(target, instance)
+    assert _files(source, instance) == set()
+    assert _files(target, instance) == {instance.volume_name, instance.seed_volume_name, volume.volume_name}
+    [port] = instance.ports.all()
+    conn = hypervisor.connection(target.uri)
+    assert port.mac in conn.networkLookupByName(network.libvirt_name).XMLDesc()  # its address pinned there
+    assert port.filter_name in conn.listNWFilters()
+    gone = hypervisor.connection(source.uri)
+    assert network.libvirt_name not in gone.listNetworks() + gone.listDefinedNetworks()
+    assert port.filter_name not in gone.listNWFilters()
+    # and its console (through the panel, on the new host) reaches the same running system, disks and all
+    text = console_session(instance, member, "cat /tmp/alive; head -c 22 /dev/vda; echo; dd if=/dev/vda bs=512 "
+                           "skip=2048 count=1 2>/dev/null | head -c 10; echo; head -c 11 /dev/vdc; echo; "
+                           "echo read-$((2*4))", r"read-8")
+    assert "still-here" in text and "CLOUDPANEL-BASE-MARKER" in text
+    assert "MOVED-DISK" in text and "VOLUME-MARK" in text
+
+
+def test_a_stopped_guest_moves_cold_with_its_snapshots(fleet, panel, admin, admin_api, member, tenant,
+                                                       guest_kernel):
+    source, target = fleet
+    action = services.create_instance(user=member, tenant=tenant, name="cold", vcpus=1, memory_mib=128, disk_gib=1,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    console_session(instance, member, "echo COLD-MARK | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null; "
+                    "sync; echo synced-$((5*5))", r"synced-25")
+    services.request_operation(instance=instance, operation="poweroff", user=member)
+    snapshot = snapshots.take(instance=Instance.objects.get(pk=instance.pk), name="before", user=member).snapshot
+    assert Snapshot.objects.get(pk=snapshot.pk).status == "available"
+    # When it is migrated to the named host while stopped
+    answer = migrate(admin_api, Instance.objects.get(pk=instance.pk), target)
+    assert answer.status_code == 202, answer.content
+    done = InstanceAction.objects.get(pk=answer.json()["id"])
+    assert done.status == ActionStatus.SUCCEEDED, done.error
+    # Then it is defined there (stopped, its snapshot with it) and gone from the source, disk and all
+    instance.refresh_from_db()
+    assert (instance.host, instance.status) == (target, Status.STOPPED)
+    assert not _defined(source, instance) and _defined(target, instance)
+    assert _files(source, instance) == set() and _files(target, instance) == {instance.volume_name}
+    assert hypervisor.connection(target.uri).lookupByUUIDString(str(instance.uuid)).snapshotListNames() == [
+        snapshot.libvirt_name]
+    # and it starts there with what it wrote
+    services.request_operation(instance=instance, operation="start", user=member)
+    assert Instance.objects.get(pk=instance.pk).status == Status.RUNNING
+    assert "COLD-MARK" in console_session(instance, member, "head -c 9 /dev/vda; echo", r"COLD-\w+\s")
+
+
+def test_migrations_are_refused_with_the_reason_and_nothing_changes(fleet, admin, admin_api, member, member_api,
+                                                                   tenant, guest_kernel, panel):
+    source, target = fleet
+    action = services.create_instance(user=member, tenant=tenant, name="stay", vcpus=1, memory_mib=128,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    other_technology = make_host(name="fake")
+
+    def refused(host, *, status, says):
+        before = InstanceAction.objects.count()
+        answer = migrate(admin_api, instance, host)
+        assert answer.status_code == status, answer.content
+        assert says in str(answer.json()), answer.json()
+        assert InstanceAction.objects.count() == before
+        assert Instance.objects.get(pk=instance.pk).host == source
+
+    refused(source, status=409, says="on fleet-1 already")
+    refused(other_technology, status=409, says="runs libvirt test driver, not QEMU/KVM")
+    host_services.set_enabled(host=target, enabled=False)
+    refused(target, status=400, says="'fleet-2' is disabled")
+    host_services.set_enabled(host=target, enabled=True)
+    target.__class__.objects.filter(pk=target.pk).update(memory_mib=64)
+    refused(target, status=400, says="128 MiB of RAM exceed host 'fleet-2'")
+    refused(None, status=400, says="no other host can take 'stay'")
+    target.__class__.objects.filter(pk=target.pk).update(memory_mib=4096)
+    Snapshot.objects.create(instance=instance, name="s", size_gib=0, status="available")
+    refused(target, status=409, says="has snapshots")
+    Snapshot.objects.filter(instance=instance).delete()
+    # a tenant's own member may not, nor may anyone cancel what is not in flight
+    assert migrate(member_api, instance, target).status_code == 403
+    assert admin_api.post(f"/api/v1/instances/{instance.pk}/migrate/cancel/").status_code == 409
+
+
+def _in_thread(api, instance, host):
+    """Migrate from a thread of its own (tasks run in-process in tests): returns the thread and its answer."""
+    answers = []
+
+    def run():
+        try:
+            answers.append(migrate(api, instance, host))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def _running_migration(instance):
+    def found():
+        return InstanceAction.objects.filter(instance=instance, operation=Operation.MIGRATE,
+                                             status=ActionStatus.RUNNING, progress__data_processed__gt=0).first()
+    assert wait_for(lambda: found() is not None, timeout=60), "the migration did not start moving data"
+    return found()
+
+
+def test_a_migration_in_flight_is_busy_then_cancelled_and_the_guest_stays(fleet, settings, admin, admin_api, member,
+                                                                         tenant, guest_kernel, panel):
+    source, target = fleet
+    settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB = 1  # slow enough to be caught halfway
+    action = services.create_instance(user=member, tenant=tenant, name="slow", vcpus=1, memory_mib=128, disk_gib=1,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    thread, answers = _in_thread(admin_api, instance, target)
+    running = _running_migration(instance)
+    # a second migration of it meanwhile is refused as busy
+    second = migrate(admin_api, instance, target)
+    assert second.status_code == 409 and "migrating is in progress" in second.json()["detail"]
+    # When the admin cancels it
+    assert admin_api.post(f"/api/v1/instances/{instance.pk}/migrate/cancel/").status_code == 202
+    thread.join(timeout=60)
+    assert not thread.is_alive() and answers[0].status_code == 202
+    # Then it failed as cancelled, and the guest runs on where it was, with nothing left on the target
+    running.refresh_from_db()
+    assert running.status == ActionStatus.FAILED and "cancelled" in running.error
+    instance.refresh_from_db()
+    assert (instance.host, instance.status, instance.task_state) == (source, Status.RUNNING, None)
+    assert _defined(source, instance) and not _defined(target, instance)
+    assert _files(target, instance) == set()
+    assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")
+
+
+def test_the_target_dying_halfway_leaves_the_guest_running_on_its_host_and_a_retry_works(
+        fleet, settings, admin, admin_api, member, tenant, guest_kernel, panel):
+    source, target = fleet
+    settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB = 1
+    action = services.create_instance(user=member, tenant=tenant, name="survivor", vcpus=1, memory_mib=128,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    thread, answers = _in_thread(admin_api, instance, target)
+    running = _running_migration(instance)
+    # When the target host's libvirtd and QEMU die halfway
+    pids = subprocess.run(["ip", "netns", "pids", "cp-host2"], capture_output=True, text=True).stdout.split()
+    subprocess.run(["kill", "-9", *pids], check=False)
+    thread.join(timeout=90)
+    assert not thread.is_alive()
+    # Then the migration failed with the reason, and the guest still runs on its host, shown so
+    running.refresh_from_db()
+    assert running.status == ActionStatus.FAILED and running.error
+    instance.refresh_from_db()
+    assert (instance.host, instance.status, instance.task_state) == (source, Status.RUNNING, None)
+    assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")
+    # and once the target is back, the migration can be asked for again and goes through
+    _fleet("start", "2")
+    hypervisor.forget(target.uri)
+    settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB = 0
+    answer = migrate(admin_api, instance, target)
+    assert answer.status_code == 202, answer.content
+    done = InstanceAction.objects.get(pk=answer.json()["id"])
+    assert done.status == ActionStatus.SUCCEEDED, done.error
+    assert Instance.objects.get(pk=instance.pk).host == target
