@@ -18,6 +18,8 @@ def beat_schedule() -> dict[str, dict]:
         "recover-lost-actions": {"task": "instances.tasks.recover_lost_actions",
                                  "schedule": timedelta(seconds=settings.CLOUDPANEL_LEASE_SECONDS / 3)},
         "reconcile-hosts": {"task": "hosts.tasks.reconcile_hosts", "schedule": sweep},
+        # hosts whose libvirt or worker went silent: offline, their instances unknown (run by any worker)
+        "check-hosts": {"task": "hosts.tasks.check_hosts", "schedule": sweep},
         "expire-stale-images": {"task": "images.tasks.expire_stale_images", "schedule": sweep},
         # instances' backup schedules: those due are backed up (a busy one at the next tick)
         "scheduled-backups": {"task": "instances.tasks.run_scheduled_backups", "schedule": timedelta(minutes=1)},

@@ -198,6 +198,8 @@ CLOUDPANEL_TASK_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_TASK_TIMEOUT_SE
 CLOUDPANEL_LEASE_SECONDS = float(os.environ.get("CLOUDPANEL_LEASE_SECONDS", "15"))
 CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS", "120"))
 CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECONDS", "30"))
+# A host not heard from for this long (its libvirt or its worker silent) is offline, its instances unknown.
+CLOUDPANEL_HOST_DOWN_SECONDS = float(os.environ.get("CLOUDPANEL_HOST_DOWN_SECONDS", "90"))
 # Allocation ratios, as in OpenStack's placement: vCPUs and RAM may be overcommitted.
 CLOUDPANEL_CPU_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_CPU_ALLOCATION_RATIO", "4.0"))
 CLOUDPANEL_RAM_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_RAM_ALLOCATION_RATIO", "1.0"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
@@ -134,6 +134,21 @@ def record_seen(*, host_id: int) -> None:
     Host.objects.filter(pk=host_id).update(last_seen_at=timezone.now())
     if changed:
         publish_host(host_id)
+
+
+def lost_hosts() -> list[Host]:
+    """Hosts not heard from for CLOUDPANEL_HOST_DOWN_SECONDS (a probe or reconcile answered last at last_seen_at):
+    each is marked offline with the reason, if it was not yet. Returns them all, freshly read."""
+    silent = timezone.now() - timedelta(seconds=settings.CLOUDPANEL_HOST_DOWN_SECONDS)
+    lost = list(Host.objects.filter(last_seen_at__lt=silent))
+    for host in lost:
+        reason = (f"not heard from since {host.last_seen_at:%Y-%m-%d %H:%M:%S} UTC: its libvirt or its worker does "
+                  "not answer")
+        if Host.objects.filter(pk=host.pk, state=HostState.ONLINE).update(state=HostState.OFFLINE,
+                                                                          last_error=reason):
+            host.state, host.last_error = HostState.OFFLINE, reason
+            publish_host(host.pk)
+    return lost
 
 
 def known_sizes(host_id: int) -> dict[str, tuple[int, int]]:

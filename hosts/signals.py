@@ -7,3 +7,5 @@ from django.dispatch import Signal
 domain_event = Signal()
 # A host's domains were read in one call: host, states (uuid → status; None if the host could not tell), observed_at.
 host_observed = Signal()
+# A host not heard from for CLOUDPANEL_HOST_DOWN_SECONDS: host, last_seen_at (when it last answered; None: never).
+host_lost = Signal()

@@ -43,6 +43,14 @@ def reconcile_host(host_id: int) -> None:
 
 
 @shared_task
+def check_hosts() -> None:
+    """The periodic check, on the default queue (a host's own worker may be what is silent): hosts not heard from
+    for too long go offline, and the apps above mark what runs there as unknown (signals.host_lost)."""
+    for host in services.lost_hosts():
+        signals.host_lost.send(sender=Host, host=host, last_seen_at=host.last_seen_at)
+
+
+@shared_task
 def reconcile_hosts() -> None:
     """The periodic sweep: reconcile every host, each on its own worker's queue. Not retried: the next sweep is."""
     for host_id in Host.objects.values_list("pk", flat=True):

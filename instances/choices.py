@@ -12,6 +12,7 @@ class Status(models.TextChoices):
     CRASHED = "crashed", "Crashed"
     ERROR = "error", "Error"
     MISSING = "missing", "Missing on its host"  # its domain was removed outside CloudPanel: only delete applies
+    UNKNOWN = "unknown", "Unknown (its host does not answer)"  # neither running nor stopped, as far as anyone knows
     DELETED = "deleted", "Deleted"
 
 

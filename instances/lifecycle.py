@@ -53,16 +53,16 @@ ALLOWED_FROM = {
     Operation.UNSNAPSHOT: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
     Operation.RESIZE: {Status.RUNNING, Status.STOPPED, Status.PAUSED},  # vCPUs and RAM: stopped only (services)
     Operation.REBUILD: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED, Status.ERROR},
-    Operation.RENAME: set(Status) - {Status.DELETED, Status.PENDING},
+    Operation.RENAME: set(Status) - {Status.DELETED, Status.PENDING, Status.UNKNOWN},
     Operation.CAPTURE: {Status.STOPPED},  # a consistent disk: nothing writes to it meanwhile
     Operation.CLONE: {Status.STOPPED},
     Operation.BACKUP: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.RESTORE: {Status.STOPPED, Status.ERROR, Status.CRASHED},  # over its disk: nothing may run on it
     Operation.ATTACH_VOLUME: {Status.RUNNING, Status.STOPPED, Status.PAUSED},
     Operation.DETACH_VOLUME: {Status.RUNNING, Status.STOPPED, Status.PAUSED, Status.CRASHED},
-    Operation.EXTEND_VOLUME: set(Status) - {Status.DELETED, Status.PENDING},
+    Operation.EXTEND_VOLUME: set(Status) - {Status.DELETED, Status.PENDING, Status.UNKNOWN},
     Operation.MIGRATE: {Status.RUNNING, Status.PAUSED, Status.STOPPED},  # live while it runs, else cold
-    Operation.DELETE: set(Status) - {Status.DELETED},
+    Operation.DELETE: set(Status) - {Status.DELETED},  # from unknown: platform admins, from the panel alone
 }
 
 

@@ -153,15 +153,17 @@ class Reporter:
 
     def __init__(self, action: InstanceAction) -> None:
         self.action_id, self.instance_id, self.last = action.pk, action.instance_id, 0.0
-        self.cancelled = False
+        self.cancelled, self.state = False, dict(action.progress or {})
 
-    def __call__(self, progress: dict) -> bool:
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            progress = {**progress, "at": timezone.now().isoformat()}
+    def __call__(self, progress: dict, *, now: bool = False) -> bool:
+        """Take the latest figures (kept with the earlier ones: the last of each is shown); now: store them at once."""
+        self.state.update(progress)
+        moment = time.monotonic()
+        if now or moment - self.last >= PROGRESS_EVERY:
+            self.last = moment
+            self.state["at"] = timezone.now().isoformat()
             with transaction.atomic():
-                InstanceAction.objects.filter(pk=self.action_id).update(progress=progress)
+                InstanceAction.objects.filter(pk=self.action_id).update(progress=self.state)
                 instance = Instance.objects.filter(pk=self.instance_id).first()
                 if instance is not None:
                     events.publish_on_commit(instance)

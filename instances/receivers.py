@@ -7,7 +7,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from hosts.models import Host
-from hosts.signals import domain_event, host_observed
+from hosts.signals import domain_event, host_lost, host_observed
 from instances import services
 
 
@@ -16,6 +16,11 @@ def record_event(sender: type, *, host: Host, domain_uuid: str, status: str | No
                  observed_at: datetime, **kwargs: object) -> None:
     services.record_domain_event(host=host, domain_uuid=domain_uuid, status=status, event=event,
                                  observed_at=observed_at)
+
+
+@receiver(host_lost)
+def host_gone_silent(sender: type, *, host: Host, last_seen_at: datetime | None, **kwargs: object) -> None:
+    services.mark_unknown(host=host, last_seen_at=last_seen_at)
 
 
 @receiver(host_observed)

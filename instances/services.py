@@ -51,7 +51,7 @@ from instances.models import (
     Volume,
     check_fields,
 )
-from networks import security
+from networks import provisioning, security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
 from tenants import audit, quotas
@@ -289,6 +289,10 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     if current["task_state"]:
         raise InstanceBusy(f"'{instance.name}' is busy: {TaskState(current['task_state']).label.lower()} "
                            "is in progress; wait for it to finish")
+    admin = user is not None and is_platform_admin(user)
+    if current["status"] == Status.UNKNOWN and not (operation == Operation.DELETE and admin):
+        raise InvalidOperation(f"'{instance.name}' is unknown: its host does not answer. Nothing can be done to it "
+                               "until the host is back, but for a platform admin deleting it from the panel")
     if current["status"] not in allowed:
         raise InvalidOperation(f"cannot {operation.label.lower()} '{instance.name}' while it is "
                                f"{Status(current['status']).label.lower()}")
@@ -308,9 +312,20 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
                                            port=port, start=start, snapshot=snapshot, resize=resize,
                                            volume=volume, target=target, backup=backup,
                                            target_host=target_host)
-    tasks.enqueue(action)
+    if current["status"] == Status.UNKNOWN:  # a platform admin's delete, from the panel alone
+        _forget(action)
+    else:
+        tasks.enqueue(action)
     publish_on_commit(instance)
     return action
+
+
+def _forget(action: InstanceAction) -> None:
+    """Delete an instance whose host does not answer from the panel alone: its NICs and addresses are freed and its
+    volumes left detached; nothing is asked of the host (what it holds shows there as a domain the panel does not
+    manage, once it answers)."""
+    provisioning.forget_ports(ports=list(action.instance.ports.all()))
+    finish_action(action.pk, observed=Status.DELETED)
 
 
 def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseUser | None) -> InstanceAction:
@@ -605,7 +620,36 @@ def reconcile_host_states(*, host: Host, states: dict[str, str], observed_at: da
                                          observed_at=observed_at,
                                          detail="the domain no longer exists on the host (removed outside CloudPanel)")
         elif observed != status:
-            changed += record_status(instance_id=pk, status=observed, cause=Cause.RECONCILE, observed_at=observed_at)
+            detail = "its host answers again" if status == Status.UNKNOWN else ""
+            changed += record_status(instance_id=pk, status=observed, cause=Cause.RECONCILE, observed_at=observed_at,
+                                     detail=detail)
+    return changed
+
+
+# What an instance may be when its host goes silent (one mid-operation waits for the operation's end first).
+_SEEN = (Status.RUNNING, Status.PAUSED, Status.SUSPENDED, Status.STOPPED, Status.CRASHED)
+
+
+def mark_unknown(*, host: Host, last_seen_at: datetime | None) -> int:
+    """The host went silent: its instances are unknown (neither running nor stopped) from the moment it last
+    answered, so that metering stops there; reconciliation says what they are once it answers again. Returns how
+    many changed."""
+    changed = 0
+    seen = last_seen_at.strftime("%Y-%m-%d %H:%M:%S UTC") if last_seen_at else "never"
+    rows = Instance.objects.filter(host=host, task_state__isnull=True, status__in=_SEEN)
+    for pk in rows.values_list("pk", flat=True):
+        with transaction.atomic():
+            instance = Instance.objects.select_for_update().filter(pk=pk, task_state__isnull=True,
+                                                                   status__in=_SEEN).first()
+            if instance is None:
+                continue
+            at = max(filter(None, (last_seen_at, instance.status_changed_at)), default=timezone.now())
+            reason = f"host '{host.name}' does not answer (last seen {seen}): what the instance does is not known"
+            _set_status(instance, Status.UNKNOWN, Cause.RECONCILE, detail=reason, at=at)
+            instance.status_reason = reason
+            instance.save(update_fields=["status", "status_changed_at", "status_reason"])
+            publish_on_commit(instance)
+            changed += 1
     return changed
 
 

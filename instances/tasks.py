@@ -484,7 +484,7 @@ def _do_migrate(action: InstanceAction) -> str:
                 raise
     elif not on_target:
         raise hypervisor.DomainNotFound("the domain is on neither host")
-    report({"phase": "cleaning up the source"})
+    report({"phase": "cleaning up the source"}, now=True)
     migration_jobs.leave_source(instance, source)
     return hypervisor.state(target.uri, uuid)
 

@@ -112,8 +112,11 @@ inner() { # i: runs inside the host's network, mount and UTS namespaces
     done
     hostname "cp-host$1"
     cd /
-    exec /usr/bin/python3 "$REAPER" "$home/reaper.pid" /bin/sh -c \
-        "virtlogd -d -p /run/libvirt/virtlogd.pid && libvirtd -d --listen -p /run/libvirt/libvirtd.pid"
+    # A libvirtd that died leaves its virtlogd (and its guests' QEMU) running: the new one uses them.
+    local cmd="libvirtd -d --listen -p /run/libvirt/libvirtd.pid" pid
+    pid="$(cat "$home/run/virtlogd.pid" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || cmd="virtlogd -d -p /run/libvirt/virtlogd.pid && $cmd"
+    exec /usr/bin/python3 "$REAPER" "$home/reaper.pid.$$" /bin/sh -c "$cmd"
 }
 
 ensure_pool() { # i: instance disks go to its "default" directory pool, as on a stock install
@@ -162,21 +165,20 @@ start() {
     uris
 }
 
-kill_tree() { # pidfile: the reaper, and every process in the host's network namespace
-    local ns="$2" pid
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+kill_tree() { # ns: every process in the host's network namespace (reapers, daemons, guests)
+    local pid
+    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
     sleep 0.5
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -f "$1"
+    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 stop() {
     local i
     for i in $(started); do
         log "stopping host $i"
-        kill_tree "$FLEET_DIR/host$i/reaper.pid" "cp-host$i"
+        kill_tree "cp-host$i"
         has_netns "cp-host$i" && ip netns del "cp-host$i"
-        rm -f "$FLEET_DIR/host$i/run/"*.pid "$FLEET_DIR/host$i/run/"*-sock*
+        rm -f "$FLEET_DIR/host$i/"reaper.pid.* "$FLEET_DIR/host$i/run/"*.pid "$FLEET_DIR/host$i/run/"*-sock*
     done
     ip link del cpfab-root 2>/dev/null || true
     has_netns "$FABRIC" && ip netns del "$FABRIC"

@@ -51,9 +51,11 @@ def _wipe(uri: str) -> None:
             volume.delete(0)
     for network in conn.listAllNetworks(0):
         if network.name().startswith("cp-"):
+            persistent = network.isPersistent()
             if network.isActive():
                 network.destroy()
-            network.undefine()
+            if persistent:
+                network.undefine()
     for nwfilter in conn.listAllNWFilters(0):
         if nwfilter.name().startswith("cp-"):
             nwfilter.undefine()
@@ -298,3 +300,29 @@ def test_the_target_dying_halfway_leaves_the_guest_running_on_its_host_and_a_ret
     done = InstanceAction.objects.get(pk=answer.json()["id"])
     assert done.status == ActionStatus.SUCCEEDED, done.error
     assert Instance.objects.get(pk=instance.pk).host == target
+
+
+def test_a_host_whose_libvirtd_dies_shows_its_guest_unknown_then_running_again(fleet, settings, member, tenant,
+                                                                             guest_kernel, panel):
+    from hosts import tasks as host_tasks
+
+    _, host = fleet
+    action = services.create_instance(user=member, tenant=tenant, name="orphan", vcpus=1, memory_mib=128,
+                                      boot_kernel=guest_kernel, host=host)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    # When the host's libvirtd dies (its guest's QEMU runs on) and the host stays silent past the limit
+    pidfile = Path("/var/lib/cloudpanel-fleet/host2/run/libvirtd.pid")
+    subprocess.run(["kill", "-9", pidfile.read_text().strip()], check=True)
+    host_tasks.reconcile_host(host.pk)
+    assert host.__class__.objects.get(pk=host.pk).state == HostState.OFFLINE
+    settings.CLOUDPANEL_HOST_DOWN_SECONDS = 0
+    host_tasks.check_hosts()
+    # Then the guest is unknown, not "running"
+    assert Instance.objects.get(pk=instance.pk).status == Status.UNKNOWN
+    # When libvirtd is back, the next reconcile finds the guest running, and its console answers
+    _fleet("start", "2")
+    host_tasks.reconcile_host(host.pk)
+    assert host.__class__.objects.get(pk=host.pk).state == HostState.ONLINE
+    assert Instance.objects.get(pk=instance.pk).status == Status.RUNNING
+    assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")

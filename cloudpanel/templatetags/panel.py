@@ -6,7 +6,8 @@ _BADGES = {
     "running": "success", "online": "success", "succeeded": "success",
     "stopped": "secondary", "new": "info", "pending": "info",
     "paused": "warning", "suspended": "warning", "offline": "warning", "running_action": "primary",
-    "crashed": "danger", "error": "danger", "missing": "danger", "failed": "danger", "deleted": "dark",
+    "crashed": "danger", "error": "danger", "missing": "danger", "unknown": "dark", "failed": "danger",
+    "deleted": "dark",
     "available": "success", "uploading": "info", "importing": "info", "inspecting": "primary",
     "active": "success", "none": "light", "creating": "info",
 }

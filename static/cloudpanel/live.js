@@ -8,7 +8,7 @@
   const BADGES = {
     running: "success", online: "success", succeeded: "success", stopped: "secondary", new: "info",
     pending: "info", paused: "warning", suspended: "warning", offline: "warning", crashed: "danger",
-    error: "danger", missing: "danger", failed: "danger", deleted: "dark", available: "success", uploading: "info", importing: "info",
+    error: "danger", missing: "danger", unknown: "dark", failed: "danger", deleted: "dark", available: "success", uploading: "info", importing: "info",
     inspecting: "primary",
   };
   let delay = 500;

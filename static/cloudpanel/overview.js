@@ -3,7 +3,7 @@
   "use strict";
   const COLOURS = { pending: "#0dcaf0", stopped: "#6c757d", running: "#198754", paused: "#ffc107",
                     suspended: "#fd7e14", crashed: "#dc3545", error: "#b02a37",
-                    missing: "#6f42c1" };
+                    missing: "#6f42c1", unknown: "#212529" };
   let chart = null;
   function draw() {
     const data = JSON.parse(document.getElementById("status-data").textContent);
