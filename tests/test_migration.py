@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from hosts import hypervisor
 from hosts import services as host_services
+from hosts import tasks as host_tasks
 from hosts.choices import HostState
 from images.management.commands.add_image import add_file
-from instances import services, snapshots, volumes
+from instances import migration, migration_jobs, services, snapshots, tasks, volumes
 from instances.choices import ActionStatus, Operation, Status
 from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import security
@@ -304,8 +306,6 @@ def test_the_target_dying_halfway_leaves_the_guest_running_on_its_host_and_a_ret
 
 def test_a_host_whose_libvirtd_dies_shows_its_guest_unknown_then_running_again(fleet, settings, member, tenant,
                                                                              guest_kernel, panel):
-    from hosts import tasks as host_tasks
-
     _, host = fleet
     action = services.create_instance(user=member, tenant=tenant, name="orphan", vcpus=1, memory_mib=128,
                                       boot_kernel=guest_kernel, host=host)
@@ -325,4 +325,30 @@ def test_a_host_whose_libvirtd_dies_shows_its_guest_unknown_then_running_again(f
     host_tasks.reconcile_host(host.pk)
     assert host.__class__.objects.get(pk=host.pk).state == HostState.ONLINE
     assert Instance.objects.get(pk=instance.pk).status == Status.RUNNING
+    assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")
+
+
+def test_a_migration_whose_worker_died_after_the_guest_moved_is_finished_by_the_sweep(fleet, admin, member, tenant,
+                                                                                      guest_kernel, panel):
+    source, target = fleet
+    action = services.create_instance(user=member, tenant=tenant, name="resumed", vcpus=1, memory_mib=128,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    # Given a migration a worker took, which moved the guest, then died before recording it
+    with mock.patch.object(tasks, "enqueue"):
+        moving = migration.migrate(instance=instance, host=target, user=admin)
+    InstanceAction.objects.filter(pk=moving.pk).update(status=ActionStatus.RUNNING, attempts=1,
+                                                       heartbeat_at=timezone.now() - timedelta(minutes=5))
+    steps = migration_jobs.plan(instance, source, target, beat=lambda: True)
+    migration_jobs.prepare(instance, source, target, steps, live=True, beat=lambda: True)
+    hypervisor.migrate_live(source.uri, str(instance.uuid), target_uri=target.uri, paths=steps.paths, copy=[],
+                            watch=lambda progress: True)
+    # When the sweep finds its lease expired
+    services.recover_lost_actions(lease=timedelta(seconds=30))
+    # Then the migration is run again, finds the guest on the target, and finishes there
+    moving.refresh_from_db()
+    assert (moving.status, moving.attempts) == (ActionStatus.SUCCEEDED, 2), moving.error
+    instance.refresh_from_db()
+    assert (instance.host, instance.status, instance.task_state) == (target, Status.RUNNING, None)
+    assert not _defined(source, instance) and _defined(target, instance)
     assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")
