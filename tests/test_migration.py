@@ -1,10 +1,12 @@
 """Migration between two real hosts on this machine (scripts/fleet.sh: each a libvirtd in namespaces of its own,
 reached over qemu+tcp://): live with its disks, seed, volume, NIC and filter; cold with its snapshots; refused with
-the reason; cancelled; and the target dying halfway."""
+the reason; cancelled; the target dying halfway; a worker dying after the move; and a host's libvirtd dying."""
 
 import subprocess
 import threading
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.db import connections
