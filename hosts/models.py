@@ -19,6 +19,8 @@ class Host(models.Model):
                                      "platform admins may boot kernels, initrds and disks by their path on the host. "
                                      "Tenants never can.")
     enabled = models.BooleanField(default=True)
+    # In maintenance: no new placement, its instances moved away (instances.maintenance) until an admin ends it.
+    maintenance = models.BooleanField(default=False)
     state = models.CharField(max_length=10, choices=HostState.choices, default=HostState.NEW)
     last_error = models.TextField(blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -50,7 +52,16 @@ class Host(models.Model):
 
     @property
     def schedulable(self) -> bool:
-        return self.enabled and self.state == HostState.ONLINE
+        return self.enabled and not self.maintenance and self.state == HostState.ONLINE
+
+    @property
+    def unschedulable_reason(self) -> str:
+        """Why nothing new is placed on it ("" if it takes new instances)."""
+        if not self.enabled:
+            return "disabled"
+        if self.maintenance:
+            return "in maintenance"
+        return "" if self.state == HostState.ONLINE else self.get_state_display().lower()
 
 
 class HostDomain(models.Model):

@@ -95,6 +95,14 @@ def set_enabled(*, host: Host, enabled: bool) -> Host:
 
 
 @transaction.atomic
+def set_maintenance(*, host: Host, on: bool) -> Host:
+    """Put the host in maintenance (no new placement) or take it out again."""
+    Host.objects.filter(pk=host.pk).update(maintenance=on)
+    host.maintenance = on
+    _on_commit_publish(host.pk)
+    return host
+
+
 def request_probe(*, host: Host) -> None:
     """Queue a fresh probe of the host."""
     _probe_on_commit(host.pk)
@@ -279,7 +287,7 @@ def capacity_error(host: Host, wanted: Held, used: Held, *, new: bool = True) ->
     """Why the host cannot take `wanted` on top of `used`, or None if it can. new: a new instance (a disabled or
     unreachable host takes none); else one of its own starting again."""
     if new and not host.schedulable:
-        return f"host '{host.name}' is {'disabled' if not host.enabled else host.get_state_display().lower()}"
+        return f"host '{host.name}' is {host.unschedulable_reason}"
     if wanted.vcpus > host.cpus:
         return f"{wanted.vcpus} vCPUs exceed host '{host.name}' ({host.cpus} CPUs)"
     if wanted.memory_mib > host.memory_mib:
@@ -345,7 +353,7 @@ def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None =
     if host is not None:
         candidates = candidates.filter(pk=host.pk)
     else:
-        candidates = candidates.filter(enabled=True, state=HostState.ONLINE)
+        candidates = candidates.filter(enabled=True, maintenance=False, state=HostState.ONLINE)
         if technologies is not None:
             candidates = candidates.filter(technology__in=list(technologies))
         if among is not None:

@@ -1,15 +1,18 @@
 """Instance and action endpoints: thin viewsets over instances.services."""
 
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import Host, HostDomain
 from images.models import BootKernel, Image, Template
-from instances import backups, migration, rebuild, resizing, services, snapshots, tickets, volumes
+from instances import backups, maintenance, migration, rebuild, resizing, services, snapshots, tickets, volumes
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, BackupFilterSet, InstanceFilterSet, VolumeFilterSet
 from instances.models import Backup, Instance, InstanceAction, Volume
@@ -23,6 +26,9 @@ from instances.serializers import (
     DisplayTicketSerializer,
     InstanceCreateSerializer,
     InstanceSerializer,
+    MaintenancePolicySerializer,
+    MaintenanceRequestSerializer,
+    MaintenanceStepSerializer,
     MediaSerializer,
     MigrateSerializer,
     RebuildSerializer,
@@ -211,6 +217,16 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         if not self.scope.admin:
             raise PermissionDenied("Only platform admins migrate instances.")
         return Response(ActionSerializer(migration.cancel(instance=instance)).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=MaintenancePolicySerializer, responses={200: InstanceSerializer},
+                   summary="What becomes of the instance when its host goes into maintenance: migrate or stop")
+    @action(detail=True, methods=["post"], url_path="maintenance-policy", url_name="maintenance-policy")
+    def maintenance_policy(self, request, pk=None):
+        instance = self.get_object()
+        data = MaintenancePolicySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        maintenance.set_policy(instance=instance, policy=data.validated_data["policy"])
+        return Response(InstanceSerializer(instance, context=self.get_serializer_context()).data)
 
     @extend_schema(request=RenameSerializer, responses={202: ActionSerializer}, summary="Rename the instance")
     @action(detail=True, methods=["post"], url_path="rename", url_name="rename")
@@ -512,3 +528,29 @@ class BackupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMo
         else:
             act = backups.restore_over(backup=backup, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HostMaintenanceView(APIView):
+    """A host's maintenance (platform admins): GET the plan, POST {"enter": true} to enter it (each instance leaves
+    by its policy; the answer says what was asked for each) or {"enter": false} to leave it."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: MaintenanceStepSerializer(many=True)},
+                   summary="What entering maintenance would do to each instance of the host")
+    def get(self, request, pk: int):
+        host = get_object_or_404(Host, pk=pk)
+        return Response(MaintenanceStepSerializer(maintenance.plan(host), many=True).data)
+
+    @extend_schema(request=MaintenanceRequestSerializer, responses={202: MaintenanceStepSerializer(many=True)},
+                   summary="Enter maintenance (its instances leave it) or leave it")
+    def post(self, request, pk: int):
+        host = get_object_or_404(Host, pk=pk)
+        audit.note(request, action="host.maintenance", target=host, platform=True)
+        data = MaintenanceRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not data.validated_data["enter"]:
+            maintenance.leave(host=host)
+            return Response([], status=status.HTTP_202_ACCEPTED)
+        steps = maintenance.enter(host=host, user=request.user)
+        return Response(MaintenanceStepSerializer(steps, many=True).data, status=status.HTTP_202_ACCEPTED)

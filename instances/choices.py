@@ -74,6 +74,13 @@ class Operation(models.TextChoices):
     DELETE = "delete", "Delete"
 
 
+class MaintenancePolicy(models.TextChoices):
+    """What becomes of an instance when its host goes into maintenance."""
+
+    MIGRATE = "migrate", "Migrate it to another host"
+    STOP = "stop", "Shut it down"
+
+
 class ActionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"

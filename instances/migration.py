@@ -33,7 +33,7 @@ def _domain_type(host: Host) -> str:
     return "tcg"
 
 
-def _needs(instance: Instance) -> Held:
+def needs(instance: Instance) -> Held:
     """What the instance holds of a host: its size, and the volumes that go along with it."""
     volume_gib = Volume.objects.live().filter(instance=instance).aggregate(gib=Sum("size_gib"))["gib"] or 0
     return Held(instance.vcpus, instance.memory_mib, instance.disk_gib + volume_gib)
@@ -91,7 +91,7 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
             fitting = [c for c in candidates if refusal(instance, c, live=live) is None]
             if not fitting:
                 raise NoCapacity(f"no other host can take '{instance.name}'")
-            wanted = _needs(instance)
+            wanted = needs(instance)
             try:
                 target = host_services.place(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib,
                                              disk_gib=wanted.disk_gib, among=[c.pk for c in fitting])
@@ -101,7 +101,7 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
             reason = refusal(instance, host, live=live)
             if reason:
                 raise InvalidOperation(reason)
-            wanted = _needs(instance)
+            wanted = needs(instance)
             target = host_services.place(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib,
                                          disk_gib=wanted.disk_gib, host=host)
         return request_operation(instance=instance, operation=Operation.MIGRATE, user=user, target_host=target)
@@ -126,7 +126,7 @@ def inbound(host_ids: list[int]) -> Mapping[int, Held]:
                                             status__in=(ActionStatus.PENDING, ActionStatus.RUNNING))
               .select_related("instance"))
     for action in moving:
-        needs = _needs(action.instance)
+        wanted = needs(action.instance)
         now = held.get(action.target_host_id, Held())
-        held[action.target_host_id] = Held(*(a + b for a, b in zip(now, needs, strict=True)))
+        held[action.target_host_id] = Held(*(a + b for a, b in zip(now, wanted, strict=True)))
     return held

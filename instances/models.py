@@ -15,6 +15,7 @@ from instances.choices import (
     BackupStatus,
     BootSource,
     Cause,
+    MaintenancePolicy,
     Operation,
     SnapshotStatus,
     Status,
@@ -109,6 +110,9 @@ class Instance(models.Model):
     backup_keep = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1),
                                                                           MaxValueValidator(1000)])
     backup_next_at = models.DateTimeField(null=True, blank=True)
+    # What becomes of it when its host goes into maintenance (instances.maintenance).
+    on_host_maintenance = models.CharField(max_length=10, choices=MaintenancePolicy.choices,
+                                           default=MaintenancePolicy.MIGRATE)
     # A clone: the instance whose disk its own was copied from (its create waits for the copy).
     cloned_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="clones")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -207,6 +211,8 @@ class InstanceAction(models.Model):
     target_host = models.ForeignKey("hosts.Host", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     progress = models.JSONField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # A shut-down that forces the guest off once the shut-down timeout has passed (its host going into maintenance).
+    force = models.BooleanField(default=False)
 
     objects = InstanceActionQuerySet.as_manager()
 

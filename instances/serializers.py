@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
-from instances.choices import CREATABLE, BootSource
+from instances.choices import CREATABLE, BootSource, MaintenancePolicy
 from instances.lifecycle import allowed_operations
 from instances.models import (
     MAX_VOLUME_GIB,
@@ -19,7 +19,7 @@ from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
 _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
           "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "cdrom_drive", "status",
-          "task_state", "status_reason")
+          "task_state", "status_reason", "on_host_maintenance")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
 
@@ -56,7 +56,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "boot_source", "boot_kernel", "boot_kernel_name", "kernel", "initrd", "cmdline", "boot_disk", "init",
             "init_env", "image", "image_name", "template",
             "cdrom", "cdrom_drive", "nics", "status", "task_state",
-            "status_reason", "operations", "created_at", "deleted_at",
+            "status_reason", "operations", "on_host_maintenance", "created_at", "deleted_at",
         ]
         read_only_fields = fields
 
@@ -118,6 +118,30 @@ class ResizeSerializer(serializers.Serializer):
 
 class SaveImageSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255, help_text="The new private image's name.")
+
+
+class MaintenancePolicySerializer(serializers.Serializer):
+    policy = serializers.ChoiceField(choices=MaintenancePolicy.choices)
+
+
+class MaintenanceRequestSerializer(serializers.Serializer):
+    """Enter maintenance (true) or leave it (false)."""
+
+    enter = serializers.BooleanField()
+
+
+class MaintenanceStepSerializer(serializers.Serializer):
+    """What becomes of one instance of a host going into maintenance."""
+
+    instance = serializers.IntegerField(source="instance.pk")
+    instance_name = serializers.CharField(source="instance.name")
+    status = serializers.CharField(source="instance.status")
+    policy = serializers.CharField(source="instance.on_host_maintenance")
+    action = serializers.CharField()
+    target_host = serializers.IntegerField(source="target.pk", default=None, allow_null=True)
+    target_host_name = serializers.CharField(source="target.name", default=None, allow_null=True)
+    reason = serializers.CharField()
+    outcome = serializers.CharField()
 
 
 class MigrateSerializer(serializers.Serializer):

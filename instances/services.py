@@ -278,7 +278,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
                       image: Image | None = None, port: Port | None = None, start: bool = True,
                       snapshot: Snapshot | None = None, resize: dict | None = None, volume: Volume | None = None,
                       target: Instance | None = None, backup: Backup | None = None, target_host: Host | None = None,
-                      allowed_from: frozenset[str] | None = None) -> InstanceAction:
+                      force: bool = False, allowed_from: frozenset[str] | None = None) -> InstanceAction:
     """Accept an operation: claim the instance (409 if busy or not applicable) and queue the task (start: a create's,
     see create_instance; allowed_from: narrower statuses than the operation's own, checked in the same claim)."""
     operation = Operation(operation)
@@ -311,7 +311,7 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
     action = InstanceAction.objects.create(instance=instance, operation=operation, user=user, image=image,
                                            port=port, start=start, snapshot=snapshot, resize=resize,
                                            volume=volume, target=target, backup=backup,
-                                           target_host=target_host)
+                                           target_host=target_host, force=force)
     if current["status"] == Status.UNKNOWN:  # a platform admin's delete, from the panel alone
         _forget(action)
     else:

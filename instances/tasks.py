@@ -241,6 +241,8 @@ def _do_shutdown(action: InstanceAction) -> str:
         if current == hypervisor.PowerState.STOPPED:
             return current
         time.sleep(0.25)
+    if action.force:
+        return hypervisor.power_off(host.uri, str(instance.uuid))
     raise hypervisor.HypervisorError(
         f"the guest did not power off within {settings.CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS} s; use Force off"
     )

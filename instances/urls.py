@@ -16,6 +16,7 @@ urlpatterns = [
     path("<int:pk>/clone/", views.instance_clone, name="instance-clone"),
     path("<int:pk>/migrate/", views.instance_migrate, name="instance-migrate"),
     path("<int:pk>/migrate/cancel/", views.instance_migrate_cancel, name="instance-migrate-cancel"),
+    path("<int:pk>/maintenance-policy/", views.instance_maintenance_policy, name="instance-maintenance-policy"),
     path("<int:pk>/backups/", views.instance_backup, name="instance-backup"),
     path("backups/<int:pk>/<str:change>/", views.backup_change, name="backup-change"),
     path("<int:pk>/snapshots/", views.instance_snapshot, name="instance-snapshot"),

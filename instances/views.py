@@ -17,8 +17,8 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import backups, migration, rebuild, resizing, services, snapshots, volumes
-from instances.choices import BootSource, Operation, Status
+from instances import backups, maintenance, migration, rebuild, resizing, services, snapshots, volumes
+from instances.choices import BootSource, MaintenancePolicy, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
 from instances.forms import AdoptForm, InstanceForm, VolumeForm
@@ -133,6 +133,7 @@ def instance_detail(request, pk: int):
             status="available", task_state__isnull=True)
         if instance.host is not None and instance.host.can.volumes else None,
         "actions": instance.actions.select_related("user")[:20],
+        "maintenance_policies": MaintenancePolicy.choices,
         "migration": instance.actions.in_flight().filter(operation=Operation.MIGRATE).select_related(
             "target_host").first(),
         "migration_hosts": Host.objects.filter(technology=instance.host.technology).exclude(pk=instance.host_id)
@@ -240,6 +241,15 @@ def instance_migrate(request, instance: Instance):
             raise InvalidOperation("That host no longer exists.")
     action = migration.migrate(instance=instance, host=host, user=request.user)
     messages.success(request, f"Migrating {instance.name} to {action.target_host.name}.")
+    return redirect(_instance_page(instance))
+
+
+@object_write(lambda scope: Instance.objects.in_scope(scope).select_related("host", "tenant"),
+              action="instance.maintenance_policy", back=_instance_page)
+def instance_maintenance_policy(request, instance: Instance):
+    maintenance.set_policy(instance=instance, policy=request.POST.get("policy", "")[:10])
+    messages.success(request, f"When its host goes into maintenance, {instance.name} is "
+                              f"{'shut down' if instance.on_host_maintenance == 'stop' else 'migrated'}.")
     return redirect(_instance_page(instance))
 
 
@@ -469,3 +479,23 @@ def volume_change(request, volume: Volume, change: str):
     if request.POST.get("next") == "instance" and instance is not None:
         return redirect(_instance_page(instance))
     return redirect("volume-list")
+
+
+@staff_member_required
+def host_maintenance(request, pk: int):
+    """A host's maintenance: the plan for each of its instances, then each one's progress; enter or leave it."""
+    host = get_object_or_404(Host, pk=pk)
+    if request.method == "POST":
+        audit.note(request, action="host.maintenance", target=host, platform=True)
+        if request.POST.get("enter") == "1":
+            steps = maintenance.enter(host=host, user=request.user)
+            refused = [f"{step.instance.name}: {step.outcome}" for step in steps if step.outcome]
+            messages.success(request, f"{host.name} is in maintenance: nothing new is placed on it.")
+            if refused:
+                messages.error(request, "Not asked for: " + "; ".join(refused))
+        else:
+            maintenance.leave(host=host)
+            messages.success(request, f"{host.name} takes new instances again.")
+        return redirect("host-maintenance", pk=host.pk)
+    return render(request, "instances/maintenance.html", {
+        "host": host, "steps": maintenance.with_progress(host, maintenance.plan(host))})

@@ -253,6 +253,8 @@ MATRIX: dict[str, list[Case]] = {
     "host-list": [Case("GET", None, platform(P, 200))],
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
+    "host-maintenance": [Case("GET", "host", platform(P, 200)),
+                         Case("POST", "host", platform(P, 302), body=lambda w, x: {"enter": "0"})],
     "instance-adopt": [Case("POST", "domain", platform(P, 302),
                             body=lambda w, x: {"tenant": w[x]["tenant"].pk, "name": "adopted"})],
     "instance-list": [Case("GET", None, listing(P), marker="instance")],
@@ -282,6 +284,10 @@ MATRIX: dict[str, list[Case]] = {
     # The test driver cannot migrate: refused, back to the page.
     "instance-migrate": [Case("POST", "instance", admin_operate(P, 302), body=lambda w, x: {"host": ""})],
     "instance-migrate-cancel": [Case("POST", "instance", admin_operate(P, 302))],
+    # (a setting of the instance: nothing is queued)
+    "instance-maintenance-policy": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
+                                                                                          effect=False),
+                                         body=lambda w, x: {"policy": "stop"})],
     # The test driver takes no backups: refused, back to the page.
     "instance-backup": [Case("POST", "instance", lambda role, which: replace(operate(P, 302)(role, which),
                                                                               effect=False),
@@ -420,6 +426,8 @@ MATRIX: dict[str, list[Case]] = {
     "api-host-disable": [Case("POST", "host", platform(A, 200))],
     "api-host-probe": [Case("POST", "host", platform(A, 202))],
     "api-host-domains": [Case("GET", "host", platform(A, 200))],
+    "api-host-maintenance": [Case("GET", "host", platform(A, 200)),
+                             Case("POST", "host", platform(A, 202), body=lambda w, x: {"enter": False})],
     "api-instance-adopt": [Case("POST", None, platform(A, 201), body=lambda w, x: {
         "domain": w["domain"].pk, "tenant": w[x]["tenant"].pk, "name": "adopted"})],
     "api-instance-list": [
@@ -466,6 +474,8 @@ MATRIX: dict[str, list[Case]] = {
     # The test driver cannot migrate, and nothing migrates to cancel: 409.
     "api-instance-migrate": [Case("POST", "instance", admin_operate(A, 409), body=lambda w, x: {})],
     "api-instance-migrate-cancel": [Case("POST", "instance", admin_operate(A, 409))],
+    "api-instance-maintenance-policy": [Case("POST", "instance", operate(A, 200),
+                                             body=lambda w, x: {"policy": "stop"})],
     "api-instance-save-image": [Case("POST", "instance", operate(A, 409), body=lambda w, x: {"name": "golden"})],
     "api-instance-snapshots": [Case("GET", "instance", read(A)),
                                Case("POST", "instance", operate(A, 202), body=lambda w, x: {"name": "matrix"})],

@@ -16,6 +16,7 @@ from hosts import hypervisor
 from hosts import services as host_services
 from hosts import tasks as host_tasks
 from hosts.choices import HostState
+from hosts.exceptions import NoCapacity
 from images.management.commands.add_image import add_file
 from instances import migration, migration_jobs, services, snapshots, tasks, volumes
 from instances.choices import ActionStatus, Operation, Status
@@ -354,3 +355,55 @@ def test_a_migration_whose_worker_died_after_the_guest_moved_is_finished_by_the_
     assert (instance.host, instance.status, instance.task_state) == (target, Status.RUNNING, None)
     assert not _defined(source, instance) and _defined(target, instance)
     assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")
+
+
+def test_maintenance_shows_its_plan_then_moves_each_instance_by_its_policy(fleet, settings, admin, admin_api, member,
+                                                                         tenant, guest_kernel, panel):
+    source, target = fleet
+    settings.CLOUDPANEL_RAM_ALLOCATION_RATIO = 1.0
+    settings.CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = 2  # (the tiny guest ignores ACPI: it is forced off after that)
+
+    def make(name, **fields):
+        action = services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=128,
+                                          boot_kernel=guest_kernel, host=source, **fields)
+        return Instance.objects.get(pk=action.instance_id)
+
+    live, cold, stop, too_many = make("a-live"), make("b-cold", start=False), make("c-stop"), make("d-late")
+    Instance.objects.filter(pk=stop.pk).update(on_host_maintenance="stop")
+    broken = make("e-broken")
+    Instance.objects.filter(pk=broken.pk).update(status=Status.ERROR)
+    # (the other host has room for three of them: the plan fills it in order, then says why the next stays)
+    target.__class__.objects.filter(pk=target.pk).update(memory_mib=128 * 3 + 64)
+    # When a platform admin asks for the plan
+    plan = admin_api.get(f"/api/v1/hosts/{source.pk}/maintenance/")
+    assert plan.status_code == 200
+    steps = {step["instance_name"]: step for step in plan.json()}
+    # Then it says what would become of each, and nothing has changed
+    assert (steps["a-live"]["action"], steps["a-live"]["target_host"]) == ("migrate live", target.pk)
+    assert (steps["b-cold"]["action"], steps["b-cold"]["target_host"]) == ("migrate cold", target.pk)
+    assert steps["c-stop"]["action"] == "shut down"
+    assert (steps["d-late"]["action"], steps["d-late"]["target_host"]) == ("migrate live", target.pk)
+    assert steps["e-broken"]["action"] == "stays" and "it is error" in steps["e-broken"]["reason"]
+    assert not host_services.Host.objects.get(pk=source.pk).maintenance
+    assert not InstanceAction.objects.filter(operation=Operation.MIGRATE).exists()
+    target.__class__.objects.filter(pk=target.pk).update(memory_mib=128 * 2 + 64)
+    again = {step["instance_name"]: step for step in admin_api.get(
+        f"/api/v1/hosts/{source.pk}/maintenance/").json()}
+    assert again["d-late"]["action"] == "stays" and "64 MiB of RAM left" in again["d-late"]["reason"]
+    # When it enters maintenance
+    entered = admin_api.post(f"/api/v1/hosts/{source.pk}/maintenance/", {"enter": True}, format="json")
+    assert entered.status_code == 202, entered.content
+    # Then the host takes nothing new, each instance went its way, and the rest stayed with the reason
+    assert host_services.Host.objects.get(pk=source.pk).maintenance
+    assert (Instance.objects.get(pk=live.pk).host, Instance.objects.get(pk=live.pk).status) == (target, "running")
+    assert (Instance.objects.get(pk=cold.pk).host, Instance.objects.get(pk=cold.pk).status) == (target, "stopped")
+    assert (Instance.objects.get(pk=stop.pk).host, Instance.objects.get(pk=stop.pk).status) == (source, "stopped")
+    assert Instance.objects.get(pk=too_many.pk).host == source
+    with pytest.raises(NoCapacity, match="'fleet-1' is in maintenance"):
+        services.create_instance(user=member, tenant=tenant, name="new", vcpus=1, memory_mib=64,
+                                 boot_kernel=guest_kernel, host=source)
+    # When it leaves maintenance, placement may use the host again (nothing moves back)
+    left = admin_api.post(f"/api/v1/hosts/{source.pk}/maintenance/", {"enter": False}, format="json")
+    assert left.status_code == 202
+    assert not host_services.Host.objects.get(pk=source.pk).maintenance
+    assert Instance.objects.get(pk=live.pk).host == target
