@@ -77,7 +77,7 @@ class Operation(models.TextChoices):
 class MaintenancePolicy(models.TextChoices):
     """What becomes of an instance when its host goes into maintenance."""
 
-    MIGRATE = "migrate", "Migrate it to another host"
+    MIGRATE = "migrate", "Migrate it"
     STOP = "stop", "Shut it down"
 
 

@@ -171,4 +171,4 @@ class Reporter:
         return not self.cancelled
 
     def live(self, progress: hypervisor.MigrationProgress) -> bool:
-        return self(progress.as_dict() | {"phase": "migrating"})
+        return self(progress.as_dict() | {"phase": "copying its memory and disks"})

@@ -1,18 +1,24 @@
 """Shared fixtures: eager tasks by default, API clients, a listener thread, the tiny guest."""
 
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from cloudpanel.celery import app as celery_app
 from tenants.models import Tenant
 from tenants.services import create_api_token
-from tests.factories import make_host, make_tenant, make_user
+from tests.factories import free_port, make_host, make_tenant, make_user
 
+ROOT = Path(__file__).resolve().parent.parent
 GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve().parent.parent / ".cache/guest"))
 # The busybox system container built by scripts/build-container-image.sh.
 CONTAINER_IMAGE = Path(os.environ.get("CLOUDPANEL_CONTAINER_IMAGE", GUEST_DIR.parent / "container/rootfs.tar.gz"))
@@ -196,6 +202,30 @@ def reap_qemu_guests(transactional_db, settings):
     for copy in ImageCopy.objects.filter(real).select_related("host"):
         with suppress(hypervisor.HypervisorError):
             hypervisor.delete_volume(copy.host.uri, copy.pool, copy.volume)
+
+
+@pytest.fixture
+def server(guest, reap_qemu_guests, image_dirs, settings):
+    """`manage.py serve` embedded (worker and listener in-process) on the test database."""
+    port = free_port()
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+               CLOUDPANEL_RECONCILE_SECONDS="5", CLOUDPANEL_IMAGE_DIR=str(image_dirs),
+               CLOUDPANEL_SCRATCH_DIR=settings.CLOUDPANEL_SCRATCH_DIR, CLOUDPANEL_UPLOAD_CHUNK_MIB="1")
+    process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("the server did not start")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=20)
 
 
 @pytest.fixture

@@ -2,16 +2,12 @@
 
 import hashlib
 import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
@@ -27,7 +23,7 @@ from instances.models import Instance, InstanceStateChange
 from tenants.choices import Role
 from tenants.services import add_member, set_quota
 from tests.conftest import CONTAINER_IMAGE, INSTALLER_ISO
-from tests.factories import free_port, make_boot_kernel, make_host, make_instance, make_tenant, make_user
+from tests.factories import make_boot_kernel, make_host, make_instance, make_tenant, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.qemu]
 
@@ -35,30 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 SCREENSHOTS = Path(os.environ.get("CLOUDPANEL_SCREENSHOTS", ROOT / "var" / "screenshots"))
-
-
-@pytest.fixture
-def server(guest, reap_qemu_guests, image_dirs, settings):
-    """`manage.py serve` embedded (worker and listener in-process) on the test database."""
-    port = free_port()
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-               CLOUDPANEL_RECONCILE_SECONDS="5", CLOUDPANEL_IMAGE_DIR=str(image_dirs),
-               CLOUDPANEL_SCRATCH_DIR=settings.CLOUDPANEL_SCRATCH_DIR, CLOUDPANEL_UPLOAD_CHUNK_MIB="1")
-    process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("the server did not start")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=20)
 
 
 def force_off_and_delete(page) -> None:

@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 from django.db import connections
 from django.utils import timezone
+from playwright.sync_api import expect, sync_playwright
 
 from hosts import hypervisor
 from hosts import services as host_services
@@ -24,6 +25,7 @@ from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import security
 from networks import services as network_services
 from tests.factories import make_host, make_user, wait_for
+from tests.test_browser import CHROMIUM_ARGS, SCREENSHOTS
 from tests.test_qemu import console_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("fleet")]
@@ -407,3 +409,50 @@ def test_maintenance_shows_its_plan_then_moves_each_instance_by_its_policy(fleet
     assert left.status_code == 202
     assert not host_services.Host.objects.get(pk=source.pk).maintenance
     assert Instance.objects.get(pk=live.pk).host == target
+
+
+@pytest.fixture
+def slow_migrations(monkeypatch):
+    """Live migrations at 8 MiB/s in the served panel (set before `server` starts it): slow enough to watch."""
+    monkeypatch.setenv("CLOUDPANEL_MIGRATION_BANDWIDTH_MIB", "8")
+
+
+def test_a_platform_admin_migrates_a_running_guest_from_its_page_and_watches_it_go(
+        fleet, slow_migrations, server, member, tenant, guest_kernel, panel):
+    source, target = fleet
+    action = services.create_instance(user=member, tenant=tenant, name="watched", vcpus=1, memory_mib=128,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    assert instance.status == Status.RUNNING, instance.status_reason
+    admin = make_user(staff=True, password="s3cret-pass")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(f"{server}/login/")
+        page.fill("#id_username", admin.username)
+        page.fill("#id_password", "s3cret-pass")
+        page.click("button[type=submit]")
+        # When the admin picks the other host on the instance's page and migrates it
+        page.goto(f"{server}/instances/{instance.pk}/")
+        expect(page.locator("#live-indicator")).to_contain_text("live")
+        page.select_option("#migrate-form select", label="fleet-2")
+        page.locator("#migrate-form").get_by_role("button", name="Migrate").click()
+        # Then the page shows it on its way, with how far it is, without a reload
+        progress = page.locator("#migration-progress")
+        expect(progress).to_contain_text("Migrating to fleet-2", timeout=30000)
+        expect(progress.get_by_role("progressbar")).to_be_visible(timeout=30000)
+        expect(progress).to_contain_text("of memory left")
+        page.screenshot(path=SCREENSHOTS / "instance-migrating.png", full_page=True)
+        # and once it is there, the page says so: running, on the new host
+        expect(progress).to_be_hidden(timeout=120000)
+        expect(page.locator("#instance-status")).to_have_text("Running")
+        expect(page.locator("#instance-details")).to_contain_text("fleet-2")
+        # And the maintenance page of the host it left plans nothing for it any more
+        page.goto(f"{server}/hosts/{source.pk}/maintenance/")
+        expect(page.locator("#maintenance-plan")).to_contain_text("No instances on this host")
+        page.goto(f"{server}/hosts/{target.pk}/maintenance/")
+        expect(page.locator("#maintenance-plan")).to_contain_text("Migrate live to fleet-1")
+        page.screenshot(path=SCREENSHOTS / "host-maintenance.png", full_page=True)
+        browser.close()
+    assert Instance.objects.get(pk=instance.pk).host == target

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='instance',
             name='on_host_maintenance',
-            field=models.CharField(choices=[('migrate', 'Migrate it to another host'), ('stop', 'Shut it down')], default='migrate', max_length=10),
+            field=models.CharField(choices=[('migrate', 'Migrate it'), ('stop', 'Shut it down')], default='migrate', max_length=10),
         ),
         migrations.AddField(
             model_name='instanceaction',
