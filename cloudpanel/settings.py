@@ -203,6 +203,10 @@ CLOUDPANEL_HOST_DOWN_SECONDS = float(os.environ.get("CLOUDPANEL_HOST_DOWN_SECOND
 # Allocation ratios, as in OpenStack's placement: vCPUs and RAM may be overcommitted.
 CLOUDPANEL_CPU_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_CPU_ALLOCATION_RATIO", "4.0"))
 CLOUDPANEL_RAM_ALLOCATION_RATIO = float(os.environ.get("CLOUDPANEL_RAM_ALLOCATION_RATIO", "1.0"))
+# Where placement puts a new instance: "spread" (the emptiest host that fits) or "pack" (the fullest that fits).
+CLOUDPANEL_PLACEMENT_STRATEGY = os.environ.get("CLOUDPANEL_PLACEMENT_STRATEGY", "spread")
+if CLOUDPANEL_PLACEMENT_STRATEGY not in ("spread", "pack"):
+    raise ImproperlyConfigured("CLOUDPANEL_PLACEMENT_STRATEGY is spread or pack")
 # What holds a host's vCPUs and RAM: "running" (instances that run, are paused or suspended, or have an operation
 # in flight; a start checks the host again) or "defined" (every instance not deleted). Disks are held either way.
 CLOUDPANEL_CAPACITY_POLICY = os.environ.get("CLOUDPANEL_CAPACITY_POLICY", "running")

@@ -23,3 +23,5 @@ class HostEditForm(forms.Form):
                                     help_text="One per line. Platform admins may boot kernels, initrds and disks by "
                                               "their path under these; tenants boot only the library. "
                                               "None by default.")
+    tags = forms.CharField(max_length=500, required=False, label="Tags",
+                           help_text="Words instances may require of their host (ssd, gpu), space-separated.")

@@ -18,6 +18,8 @@ class Host(models.Model):
     allowed_paths = models.TextField(blank=True, help_text="Absolute directories, one per line, under which "
                                      "platform admins may boot kernels, initrds and disks by their path on the host. "
                                      "Tenants never can.")
+    # Words an instance may require of its host ("ssd", "gpu"): see hosts.placement.
+    tags = models.CharField(max_length=500, blank=True)
     enabled = models.BooleanField(default=True)
     # In maintenance: no new placement, its instances moved away (instances.maintenance) until an admin ends it.
     maintenance = models.BooleanField(default=False)
@@ -44,6 +46,10 @@ class Host(models.Model):
     def allowed_dirs(self) -> list[str]:
         """The directories of allowed_paths, one per non-empty line."""
         return [line.strip() for line in self.allowed_paths.splitlines() if line.strip()]
+
+    @property
+    def tag_list(self) -> list[str]:
+        return self.tags.split()
 
     @property
     def can(self) -> capabilities.Capabilities:

@@ -8,7 +8,8 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = [
-            "id", "name", "uri", "technology", "accelerator", "storage_pool", "allowed_paths", "enabled", "state",
+            "id", "name", "uri", "technology", "accelerator", "storage_pool", "allowed_paths", "tags", "enabled",
+            "maintenance", "state",
             "last_error", "last_seen_at", "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version",
             "cpus", "memory_mib", "kvm_available", "pools", "created_at",
         ]
@@ -29,6 +30,8 @@ class HostUpdateSerializer(serializers.Serializer):
     allowed_paths = serializers.CharField(max_length=10000, allow_blank=True, required=False, trim_whitespace=False,
                                           help_text="Directories, one per line, under which platform admins may "
                                                     "boot kernels, initrds and disks by path (none by default).")
+    tags = serializers.CharField(max_length=500, allow_blank=True, required=False,
+                                 help_text="Words instances may require of their host (\"ssd gpu\"), space-separated.")
 
 
 class HostDomainSerializer(serializers.ModelSerializer):

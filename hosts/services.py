@@ -6,7 +6,6 @@ import posixpath
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -16,12 +15,12 @@ from django.utils import timezone
 from cloudpanel.tasking import enqueue
 from cloudpanel.text import CONTROL
 from hosts import hypervisor
+from hosts import placement as placing
 from hosts.choices import HostState
 from hosts.events import publish_host
 from hosts.exceptions import HostFull, HostInUse, InvalidHost, NoCapacity
 from hosts.models import Host, HostDomain
-
-GIB = 1 << 30
+from hosts.placement import Held, capacity_error
 
 
 def _on_commit_publish(host_id: int) -> None:
@@ -73,14 +72,19 @@ def clean_allowed_paths(text: str) -> str:
 
 @transaction.atomic
 def update_host(*, host: Host, name: str, accelerator: str, storage_pool: str,
-                allowed_paths: str | None = None) -> Host:
-    """Change a host's display name, accelerator, storage pool and the directories admins may boot from."""
+                allowed_paths: str | None = None, tags: str | None = None) -> Host:
+    """Change a host's display name, accelerator, storage pool, the directories admins may boot from and its tags."""
     if Host.objects.filter(name=name).exclude(pk=host.pk).exists():
         raise InvalidHost(f"a host named '{name}' already exists")
     host.name, host.accelerator, host.storage_pool = name, accelerator, storage_pool
     if allowed_paths is not None:
         host.allowed_paths = clean_allowed_paths(allowed_paths)
-    host.save(update_fields=["name", "accelerator", "storage_pool", "allowed_paths"])
+    if tags is not None:
+        try:
+            host.tags = " ".join(placing.parse_tags(tags))
+        except ValueError as exc:
+            raise InvalidHost(str(exc)) from None
+    host.save(update_fields=["name", "accelerator", "storage_pool", "allowed_paths", "tags"])
     _on_commit_publish(host.pk)
     return host
 
@@ -205,14 +209,6 @@ def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:
     publish_host(host_id)
 
 
-class Held(NamedTuple):
-    """What a host's instances hold of it (see holding)."""
-
-    vcpus: int = 0
-    memory_mib: int = 0
-    disk_gib: int = 0
-
-
 _LIVE = ~Q(instances__status="deleted")  # (seen from Host) instances not deleted
 
 
@@ -277,36 +273,6 @@ def with_allocations(hosts: list[Host]) -> list[Host]:
     return hosts
 
 
-def pool_bytes(host: Host) -> int | None:
-    """The capacity of the host's storage pool as last probed, or None if the probe did not see it."""
-    return next((pool["capacity_bytes"] for pool in host.pools if pool.get("name") == host.storage_pool
-                 and pool.get("capacity_bytes")), None)
-
-
-def capacity_error(host: Host, wanted: Held, used: Held, *, new: bool = True) -> str | None:
-    """Why the host cannot take `wanted` on top of `used`, or None if it can. new: a new instance (a disabled or
-    unreachable host takes none); else one of its own starting again."""
-    if new and not host.schedulable:
-        return f"host '{host.name}' is {host.unschedulable_reason}"
-    if wanted.vcpus > host.cpus:
-        return f"{wanted.vcpus} vCPUs exceed host '{host.name}' ({host.cpus} CPUs)"
-    if wanted.memory_mib > host.memory_mib:
-        return f"{wanted.memory_mib} MiB of RAM exceed host '{host.name}' ({host.memory_mib} MiB)"
-    cpu_limit = int(host.cpus * settings.CLOUDPANEL_CPU_ALLOCATION_RATIO)
-    if used.vcpus + wanted.vcpus > cpu_limit:
-        return (f"host '{host.name}' has {max(0, cpu_limit - used.vcpus)} vCPUs left ({used.vcpus} of {cpu_limit} "
-                f"allocated), {wanted.vcpus} asked")
-    memory_limit = int(host.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO)
-    if used.memory_mib + wanted.memory_mib > memory_limit:
-        return (f"host '{host.name}' has {max(0, memory_limit - used.memory_mib)} MiB of RAM left "
-                f"({used.memory_mib} of {memory_limit} MiB allocated), {wanted.memory_mib} MiB asked")
-    pool = pool_bytes(host)
-    if wanted.disk_gib and pool is not None and (used.disk_gib + wanted.disk_gib) * GIB > pool:
-        return (f"host '{host.name}' has {max(0, pool // GIB - used.disk_gib)} GiB of disk left in its pool "
-                f"'{host.storage_pool}' ({used.disk_gib} of {pool // GIB} GiB allocated), {wanted.disk_gib} GiB asked")
-    return None
-
-
 def check_start(*, host_id: int, instance_id: int, vcpus: int, memory_mib: int) -> None:
     """Inside the caller's transaction: refuse (HostFull) to start (or create again) an instance that holds nothing
     now (the "running" capacity policy) on a host whose capacity others hold meanwhile. The host's row stays locked, so
@@ -341,39 +307,36 @@ def check_pool(*, host_id: int, disk_gib: int) -> None:
         raise HostFull(reason)
 
 
-def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
-          technologies: Collection[str] | None = None, among: Collection[int] | None = None) -> Host:
-    """Lock and return a host for a new instance: the chosen one, or the one with most free RAM
-    among those of the given technologies (any, if None) and ids (any, if None).
+def placement(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
+              technologies: Collection[str] | None = None, among: Collection[int] | None = None,
+              tags: Collection[str] = ()) -> placing.Decision:
+    """Lock the hosts and decide where a new instance goes (hosts.placement): the host given, or the best of those
+    of the given technologies (any, if None) and ids (any, if None) that carry the tags. NoCapacity, with each
+    host's reason, when none can take it.
 
-    Runs inside the caller's transaction; the row locks make concurrent placements
-    on one host see each other's allocations.
+    Runs inside the caller's transaction; the row locks make concurrent placements on one host see each other's
+    allocations.
     """
     candidates = Host.objects.select_for_update()
     if host is not None:
         candidates = candidates.filter(pk=host.pk)
-    else:
-        candidates = candidates.filter(enabled=True, maintenance=False, state=HostState.ONLINE)
-        if technologies is not None:
-            candidates = candidates.filter(technology__in=list(technologies))
-        if among is not None:
-            candidates = candidates.filter(pk__in=list(among))
-    candidates = list(candidates)
-    if host is not None and not candidates:
+    hosts = list(candidates)  # (all of them: the decision says why each one was dropped)
+    if host is not None and not hosts:
         raise NoCapacity(f"host '{host.name}' no longer exists")
-    used = allocations([c.pk for c in candidates])
-    wanted = Held(vcpus, memory_mib, disk_gib)
-    best, best_free, reasons = None, None, []
-    for candidate in candidates:
-        reason = capacity_error(candidate, wanted, used[candidate.pk])
-        if reason:
-            reasons.append(reason)
-            continue
-        free = candidate.memory_mib * settings.CLOUDPANEL_RAM_ALLOCATION_RATIO - used[candidate.pk].memory_mib
-        if best_free is None or free > best_free:
-            best, best_free = candidate, free
-    if best is None:
+    request = placing.Request(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+                              technologies=None if host is not None or technologies is None
+                              else frozenset(technologies),
+                              tags=frozenset(tags), among=None if among is None else frozenset(among))
+    decision = placing.decide(hosts, request, allocations([h.pk for h in hosts]))
+    if decision.host is None:
         if host is not None:
-            raise NoCapacity(reasons[0])
-        raise NoCapacity("no host can take it: " + ("; ".join(reasons) or "no host is online and enabled"))
-    return best
+            raise NoCapacity(decision.verdicts[0].reason)
+        raise NoCapacity("no host can take it: " + decision.reasons())
+    return decision
+
+
+def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
+          technologies: Collection[str] | None = None, among: Collection[int] | None = None) -> Host:
+    """The host placement chooses (see placement), locked."""
+    return placement(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host, technologies=technologies,
+                     among=among).host

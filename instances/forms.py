@@ -15,6 +15,8 @@ class InstanceForm(forms.Form):
     tenant = forms.ModelChoiceField(queryset=Tenant.objects.none())
     host = forms.ModelChoiceField(queryset=Host.objects.none(), required=False,
                                   empty_label="Automatic placement")
+    host_tags = forms.CharField(max_length=500, required=False, label="Host tags",
+                                help_text="Tags its host must carry (e.g. ssd), space-separated; empty: any host.")
     vcpus = forms.IntegerField(min_value=1, max_value=256, initial=1, label="vCPUs", required=False)
     memory_mib = forms.IntegerField(min_value=16, max_value=4 * 1024 * 1024, initial=256, label="Memory (MiB)",
                                     required=False)

@@ -24,7 +24,8 @@ from instances.exceptions import InvalidOperation
 from instances.models import Instance, InstanceAction
 from instances.services import request_operation
 
-MIGRATE_LIVE, MIGRATE_COLD, SHUT_DOWN, STAYS = "migrate live", "migrate cold", "shut down", "stays"
+MIGRATE_LIVE, MIGRATE_COLD, SHUT_DOWN, FORCE_OFF, STAYS = ("migrate live", "migrate cold", "shut down", "force off",
+                                                        "stays")
 
 
 @dataclass
@@ -74,7 +75,10 @@ def plan(host: Host) -> list[Step]:
             steps.append(Step(instance, STAYS, reason=f"busy: {instance.get_task_state_display().lower()}; enter "
                                                       "maintenance again once it is done"))
         elif instance.status in (Status.RUNNING, Status.PAUSED):
-            if instance.on_host_maintenance == MaintenancePolicy.STOP:
+            if instance.on_host_maintenance == MaintenancePolicy.STOP and instance.status == Status.PAUSED:
+                steps.append(Step(instance, FORCE_OFF, reason="its policy is to stop it, and a paused guest cannot "
+                                                              "shut down"))
+            elif instance.on_host_maintenance == MaintenancePolicy.STOP:
                 steps.append(Step(instance, SHUT_DOWN, reason="its policy is to shut it down (forced off if it has "
                                                               "not stopped when the shut-down timeout ends)"))
             else:
@@ -98,6 +102,8 @@ def enter(*, host: Host, user: AbstractBaseUser | None) -> list[Step]:
                 migration.migrate(instance=step.instance, host=step.target, user=user)
             elif step.action == SHUT_DOWN:
                 request_operation(instance=step.instance, operation=Operation.SHUTDOWN, user=user, force=True)
+            elif step.action == FORCE_OFF:
+                request_operation(instance=step.instance, operation=Operation.POWEROFF, user=user)
         except DomainError as exc:
             step.outcome = str(exc)
     return steps

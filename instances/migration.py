@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from hosts import services as host_services
 from hosts.exceptions import NoCapacity
@@ -81,6 +82,8 @@ def check_migratable(instance: Instance, *, live: bool) -> None:
 def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | None) -> InstanceAction:
     """Accept a migration of the instance to the host given, or to the host placement picks among the others of its
     technology: live if it runs (or is paused), cold if it is stopped. 409 with the reason when it cannot go."""
+    if instance.host is None:
+        raise InvalidOperation(f"'{instance.name}' is on no host")
     current = Instance.objects.filter(pk=instance.pk).values_list("status", flat=True).first()
     live = current in (Status.RUNNING, Status.PAUSED)
     if current in (Status.RUNNING, Status.PAUSED, Status.STOPPED):
@@ -93,10 +96,14 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
                 raise NoCapacity(f"no other host can take '{instance.name}'")
             wanted = needs(instance)
             try:
-                target = host_services.place(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib,
-                                             disk_gib=wanted.disk_gib, among=[c.pk for c in fitting])
+                decision = host_services.placement(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib,
+                                                   disk_gib=wanted.disk_gib, among=[c.pk for c in fitting],
+                                                   tags=instance.host_tags.split())
             except NoCapacity as exc:
                 raise NoCapacity(f"no other host can take '{instance.name}': {exc}") from None
+            target = decision.host
+            Instance.objects.filter(pk=instance.pk).update(
+                placement=decision.as_dict() | {"for": "migration", "at": timezone.now().isoformat()})
         else:
             reason = refusal(instance, host, live=live)
             if reason:

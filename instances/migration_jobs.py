@@ -55,6 +55,9 @@ def _library_image(volume: str) -> Image | None:
 def plan(instance: Instance, source: Host, target: Host, beat: Callable[[], object]) -> Plan:
     """Account for every file of the domain, copying the library's to the target (see the module's docstring)."""
     files = hypervisor.domain_files(source.uri, str(instance.uuid))
+    if hypervisor.shares_storage(source.uri, source.storage_pool, target.uri, target.storage_pool):
+        raise hypervisor.HypervisorError(f"{source.name} and {target.name} share their storage pool: a migration "
+                                         "that keeps the disks where they are is not supported yet")
     result = Plan()
     own = _own_volumes(instance)
     for item in files:
@@ -107,8 +110,7 @@ def prepare(instance: Instance, source: Host, target: Host, moving: Plan, *, liv
     provisioning.bring_ports(ports=list(instance.ports.select_related("network", "instance")), host=target)
 
 
-def copy_disks(source: Host, target: Host, moving: Plan, *, beat: Callable[[], object],
-               report: Callable[[dict], None]) -> None:
+def copy_disks(source: Host, target: Host, moving: Plan, *, beat: Callable[[], object], report: Reporter) -> None:
     """A cold move: each writable disk copied to the target as it is (snapshots and all). An overlay's file names
     its image's copy by path, so that copy must sit at the same path on the target."""
     for number, disk in enumerate(moving.disks, start=1):
@@ -121,6 +123,8 @@ def copy_disks(source: Host, target: Host, moving: Plan, *, beat: Callable[[], o
             raise hypervisor.HypervisorError("the migration was cancelled: the instance stays on its host")
         moving.paths[disk.path] = hypervisor.copy_volume(source.uri, disk.pool, disk.volume, target_uri=target.uri,
                                                          target_pool=target.storage_pool, beat=beat)
+    if not report({"phase": "defining it on the target"}, now=True):
+        raise hypervisor.HypervisorError("the migration was cancelled: the instance stays on its host")
 
 
 def abandon(instance: Instance, target: Host, moving: Plan) -> bool:
@@ -130,6 +134,9 @@ def abandon(instance: Instance, target: Host, moving: Plan) -> bool:
     try:
         if hypervisor.where(instance.host.uri, target.uri, str(instance.uuid)) == (False, True):
             return True
+        if hypervisor.migrating(instance.host.uri, str(instance.uuid)):
+            log.warning("instance %s: its migration still runs; what it made on %s stays", instance.pk, target.name)
+            return False
         for item in (*moving.disks, *moving.small):
             hypervisor.delete_volume(target.uri, target.storage_pool, item.volume)
         provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=target,
@@ -139,12 +146,19 @@ def abandon(instance: Instance, target: Host, moving: Plan) -> bool:
     return False
 
 
-def leave_source(instance: Instance, source: Host) -> None:
-    """Once the guest is on the target: its files and NICs' pins and filters gone from the source."""
-    for name in (*_own_volumes(instance), instance.seed_volume_name):
-        hypervisor.delete_volume(source.uri, source.storage_pool, name)
-    provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=source,
-                            instance_id=instance.pk)
+def leave_source(instance: Instance, source: Host, moving: Plan | None) -> None:
+    """Once the guest is on the target: the files the move copied, and its NICs' pins and filters, gone from the
+    source; best effort (what the source does not let go of is logged, the guest runs on the target either way).
+    moving: the plan the move followed (None: a run again after it, which finds the instance's own files)."""
+    names = {(item.pool, item.volume) for item in (*moving.disks, *moving.small)} if moving is not None else {
+        (source.storage_pool, name) for name in (*_own_volumes(instance), instance.seed_volume_name)}
+    try:
+        for pool, name in sorted(names):
+            hypervisor.delete_volume(source.uri, pool, name)
+        provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=source,
+                                instance_id=instance.pk)
+    except hypervisor.HypervisorError as exc:
+        log.warning("instance %s moved, but %s keeps some of what it had: %s", instance.pk, source.name, exc)
 
 
 class Reporter:

@@ -110,6 +110,12 @@ class Instance(models.Model):
     backup_keep = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1),
                                                                           MaxValueValidator(1000)])
     backup_next_at = models.DateTimeField(null=True, blank=True)
+    # Tags its host must carry (hosts.placement), space-separated; and the last placement decision, host by host.
+    host_tags = models.CharField(max_length=500, blank=True)
+    placement = models.JSONField(null=True, blank=True)
+    # Deleted from the panel alone while its host did not answer: its guest, disks, addresses and volumes are let go
+    # of once the host answers again (instances.services.forgotten_leftovers).
+    forgotten_at = models.DateTimeField(null=True, blank=True)
     # What becomes of it when its host goes into maintenance (instances.maintenance).
     on_host_maintenance = models.CharField(max_length=10, choices=MaintenancePolicy.choices,
                                            default=MaintenancePolicy.MIGRATE)

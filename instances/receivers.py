@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from hosts.models import Host
 from hosts.signals import domain_event, host_lost, host_observed
-from instances import services
+from instances import services, tasks
 
 
 @receiver(domain_event)
@@ -29,5 +29,6 @@ def reconcile(sender: type, *, host: Host, states: dict[str, str] | None, observ
     """Instances follow what the host holds; operations in flight past the timeout end in error either way."""
     if states is not None:
         services.reconcile_host_states(host=host, states=states, observed_at=observed_at)
+        tasks.remove_forgotten(host)
     services.expire_stuck_tasks(
         host=host, older_than=timezone.now() - timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS))

@@ -19,7 +19,7 @@ from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
 _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
           "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "cdrom_drive", "status",
-          "task_state", "status_reason", "on_host_maintenance")
+          "task_state", "status_reason", "on_host_maintenance", "host_tags")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
 
@@ -47,6 +47,7 @@ class InstanceSerializer(serializers.ModelSerializer):
     image_name = serializers.CharField(source="image.name", default=None, allow_null=True, read_only=True)
     boot_kernel_name = serializers.CharField(source="boot_kernel.name", default=None, allow_null=True, read_only=True)
     nics = NicSerializer(source="ports", many=True, read_only=True)
+    host_tags = serializers.SerializerMethodField()
     operations = serializers.SerializerMethodField()
 
     class Meta:
@@ -56,9 +57,12 @@ class InstanceSerializer(serializers.ModelSerializer):
             "boot_source", "boot_kernel", "boot_kernel_name", "kernel", "initrd", "cmdline", "boot_disk", "init",
             "init_env", "image", "image_name", "template",
             "cdrom", "cdrom_drive", "nics", "status", "task_state",
-            "status_reason", "operations", "on_host_maintenance", "created_at", "deleted_at",
+            "status_reason", "operations", "on_host_maintenance", "host_tags", "created_at", "deleted_at",
         ]
         read_only_fields = fields
+
+    def get_host_tags(self, instance: Instance) -> list[str]:
+        return instance.host_tags.split()
 
     def get_operations(self, instance: Instance) -> list[str]:
         return allowed_operations(instance.status, instance.task_state)
@@ -88,6 +92,7 @@ def instance_rows(rows: list[dict], admin: bool) -> list[dict]:
         data["uuid"] = str(row["uuid"])
         data["nics"] = nics[row["id"]]
         data["operations"] = allowed_operations(row["status"], row["task_state"])
+        data["host_tags"] = row["host_tags"].split()
         data["created_at"] = when.to_representation(row["created_at"])
         data["deleted_at"] = when.to_representation(row["deleted_at"]) if row["deleted_at"] else None
         if not admin:
@@ -237,6 +242,9 @@ class InstanceCreateSerializer(serializers.Serializer):
     volume = serializers.IntegerField(required=False, help_text="Boot from this volume of the tenant's "
                                                                 "(boot_source volume): the instance is made on its "
                                                                 "host.")
+    host_tags = serializers.ListField(child=serializers.CharField(max_length=32), max_length=32, required=False,
+                                      default=list, help_text="Tags its host must carry (\"ssd\"): placement "
+                                                              "drops hosts that lack one.")
 
     def validate_env(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_ENV or not all(ENV_NAME.fullmatch(name) for name in value):

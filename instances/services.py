@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import is_platform_admin
+from hosts import placement as placing
 from hosts import services as host_services
 from hosts.hypervisor import NO_DRIVE
 from hosts.models import Host, HostDomain
@@ -51,7 +52,7 @@ from instances.models import (
     Volume,
     check_fields,
 )
-from networks import provisioning, security
+from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
 from tenants import audit, quotas
@@ -172,6 +173,7 @@ def create_instance(
     start: bool = True,
     cdrom_drive: bool = False,
     volume: Volume | None = None,
+    host_tags: Sequence[str] = (),
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation (start: and then start it;
     else it is defined and left stopped). cdrom_drive: a CD-ROM drive to insert ISOs into while it runs (an ISO
@@ -222,6 +224,10 @@ def create_instance(
         user_data=user_data,
         licensed=image is not None and image.licensed,
     )
+    try:
+        instance.host_tags = " ".join(placing.parse_tags(host_tags))
+    except ValueError as exc:
+        raise InvalidInstance(f"host tags: {exc}") from None
     check_fields(instance, exclude=["host", "tenant", "created_by"])
     try:
         with transaction.atomic():
@@ -231,10 +237,13 @@ def create_instance(
             _hold_library(image=image, boot_kernel=boot_kernel)
             # An image boot needs a host that boots disks (and, for a seed or an ISO, has CD-ROM drives).
             needs_cdrom = iso or cdrom_drive or bool(user_data)
-            placed = host_services.place(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host,
-                                         technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
+            decision = host_services.placement(
+                vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host, tags=instance.host_tags.split(),
+                technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
+            placed = decision.host
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom
+            instance.placement = decision.as_dict() | {"for": "create", "at": timezone.now().isoformat()}
             instance.save()
             if volume is not None:
                 volumes.hold_for_boot(volume=volume, instance=instance)
@@ -301,8 +310,10 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
         host_services.check_start(host_id=instance.host_id, instance_id=instance.pk, vcpus=instance.vcpus,
                                   memory_mib=instance.memory_mib)
     started = timezone.now()
+    # (an instance whose host does not answer is claimed as such: one that answered meanwhile is not forgotten)
     claimed = Instance.objects.filter(
-        pk=instance.pk, task_state__isnull=True, status__in=allowed
+        pk=instance.pk, task_state__isnull=True,
+        status__in=[Status.UNKNOWN] if current["status"] == Status.UNKNOWN else allowed,
     ).update(task_state=TASK_STATE_OF[operation], task_started_at=started)
     if not claimed:
         raise InstanceBusy(f"'{instance.name}' is busy with another operation; try again")
@@ -321,11 +332,25 @@ def request_operation(*, instance: Instance, operation: str, user: AbstractBaseU
 
 
 def _forget(action: InstanceAction) -> None:
-    """Delete an instance whose host does not answer from the panel alone: its NICs and addresses are freed and its
-    volumes left detached; nothing is asked of the host (what it holds shows there as a domain the panel does not
-    manage, once it answers)."""
-    provisioning.forget_ports(ports=list(action.instance.ports.all()))
-    finish_action(action.pk, observed=Status.DELETED)
+    """Delete an instance whose host does not answer, from the panel alone: deleted (not billed, out of its quota)
+    at once, nothing asked of the host. Its guest may still run there, so its addresses and volumes stay held until
+    the host answers again and forgotten_leftovers has removed it (the host's next reconcile)."""
+    with transaction.atomic():
+        Instance.objects.filter(pk=action.instance_id).update(forgotten_at=timezone.now())
+        finish_action(action.pk, observed=Status.DELETED, keep_volumes=True)
+
+
+def forgotten_leftovers(host: Host) -> list[Instance]:
+    """Instances deleted from the panel alone while the host did not answer, whose guests are still to be removed
+    from it (the host answers again)."""
+    return list(Instance.objects.filter(host=host, forgotten_at__isnull=False))
+
+
+def forgotten_removed(instance: Instance) -> None:
+    """Its guest is gone from its host: what it held (its volumes) is let go; its NICs were released with it."""
+    with transaction.atomic():
+        volumes.release_all(instance)
+        Instance.objects.filter(pk=instance.pk).update(forgotten_at=None)
 
 
 def change_media(*, instance: Instance, image: Image | None, user: AbstractBaseUser | None) -> InstanceAction:
@@ -382,7 +407,8 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
         raise InvalidOperation("only a failed operation can be retried")
     if action.operation in (Operation.SNAPSHOT, Operation.RESIZE, Operation.REVERT, Operation.REBUILD,
                             Operation.CAPTURE, Operation.CLONE, Operation.BACKUP, Operation.RESTORE,
-                            Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME):
+                            Operation.ATTACH_VOLUME, Operation.DETACH_VOLUME, Operation.EXTEND_VOLUME,
+                            Operation.MIGRATE):
         raise InvalidOperation(f"'{action.get_operation_display()}' is not retried as it was (what it checked may "
                                "have changed since): ask for it again")
     if action.operation == Operation.CREATE and action.instance.cloned_from_id is not None:
@@ -391,7 +417,7 @@ def retry_action(*, action: InstanceAction, user: AbstractBaseUser | None) -> In
             action.snapshot is None or action.snapshot.status == SnapshotStatus.DELETED):
         raise InvalidOperation("the snapshot is no longer there")
     return request_operation(instance=action.instance, operation=action.operation, user=user, image=action.image,
-                             start=action.start, snapshot=action.snapshot)
+                             start=action.start, snapshot=action.snapshot, force=action.force)
 
 
 # --- reports from tasks ------------------------------------------------------
@@ -467,8 +493,9 @@ def _set_status(instance: Instance, status: str, cause: str, *, action: Instance
     return True
 
 
-def finish_action(action_id: int, *, observed: str) -> None:
-    """The task's hypervisor call worked: record the observed status and free the instance."""
+def finish_action(action_id: int, *, observed: str, keep_volumes: bool = False) -> None:
+    """The task's hypervisor call worked: record the observed status and free the instance (keep_volumes: a delete
+    leaves its volumes attached, see _forget)."""
     with transaction.atomic():
         # One statement locks the action and its instance (and reads, unlocked, what the audit row names).
         action = (InstanceAction.objects.select_for_update(of=("self", "instance"))
@@ -483,7 +510,8 @@ def finish_action(action_id: int, *, observed: str) -> None:
             fields.append("deleted_at")
             Snapshot.objects.filter(instance=instance).exclude(status=SnapshotStatus.DELETED).update(
                 status=SnapshotStatus.DELETED, deleted_at=instance.deleted_at)
-            volumes.release_all(instance)
+            if not keep_volumes:
+                volumes.release_all(instance)
         elif action.operation == Operation.SNAPSHOT:
             Snapshot.objects.filter(pk=action.snapshot_id, status=SnapshotStatus.CREATING).update(
                 status=SnapshotStatus.AVAILABLE, taken_at=timezone.now())
@@ -492,9 +520,8 @@ def finish_action(action_id: int, *, observed: str) -> None:
                 status=SnapshotStatus.DELETED, deleted_at=timezone.now())
         volumes.settle(action.volume_id)
         if action.operation == Operation.MIGRATE and action.target_host_id:  # it runs there now, with its volumes
-            instance.host_id = action.target_host_id
-            fields.append("host")
-            Volume.objects.filter(instance=instance).update(host_id=action.target_host_id)
+            record_moved(instance, action.target_host)
+            fields += ["host", "status_changed_at"]
         if action.operation == Operation.BACKUP:
             Backup.objects.filter(pk=action.backup_id, status=BackupStatus.CREATING).update(
                 status=BackupStatus.AVAILABLE, taken_at=timezone.now())
@@ -507,6 +534,24 @@ def finish_action(action_id: int, *, observed: str) -> None:
         action.save(update_fields=["status", "finished_at"])
         audit.operation_finished(action=action, instance=instance)
         publish_on_commit(instance)
+
+
+def record_moved(instance: Instance, host: Host) -> None:
+    """Inside the caller's transaction, the instance's row locked: its domain is on the host now (a migration),
+    with its volumes. What hosts said of it before this moment is stale from now on."""
+    instance.host, instance.status_changed_at = host, timezone.now()
+    Instance.objects.filter(pk=instance.pk).update(host=host, status_changed_at=instance.status_changed_at)
+    Volume.objects.filter(instance=instance).update(host=host, pool=host.storage_pool)
+
+
+def move_to(instance_id: int, host_id: int) -> None:
+    """A migration's guest runs on the host now: the instance (and its volumes) are recorded there at once."""
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+        host = Host.objects.filter(pk=host_id).first()
+        if instance is not None and host is not None and instance.host_id != host_id:
+            record_moved(instance, host)
+            publish_on_commit(instance)
 
 
 def fail_action(action_id: int, *, error: str, observed: str | None = None) -> None:
@@ -555,7 +600,8 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
 # --- observed states ---------------------------------------------------------
 
 
-def record_status(*, instance_id: int, status: str, cause: str, observed_at: datetime, detail: str = "") -> bool:
+def record_status(*, instance_id: int, status: str, cause: str, observed_at: datetime, detail: str = "",
+                  host_id: int | None = None) -> bool:
     """Record a status observed on the host at observed_at (event or reconcile); True if it changed.
 
     An observation older than the instance's last recorded change is stale (say, a
@@ -567,6 +613,8 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
         instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
         if instance is None or instance.status in (Status.DELETED, Status.PENDING):
             return False  # gone, or its create task owns the first status
+        if host_id is not None and instance.host_id != host_id:
+            return False  # seen on a host it has left (a migration finished meanwhile)
         if instance.task_state in (TaskState.DELETING, TaskState.CREATING, TaskState.REBUILDING,
                                    TaskState.REVERTING, TaskState.MIGRATING):
             return False  # the operation undefines, replaces or moves the domain on purpose: its end says how it is
@@ -596,9 +644,10 @@ def record_domain_event(*, host: Host, domain_uuid: str, status: str | None, eve
         return False
     if status is None:
         return record_status(instance_id=instance_id, status=Status.MISSING, cause=Cause.EVENT,
-                             observed_at=observed_at, detail=f"the domain was {event} on the host outside CloudPanel")
+                             observed_at=observed_at, detail=f"the domain was {event} on the host outside CloudPanel",
+                             host_id=host.pk)
     return record_status(instance_id=instance_id, status=status, cause=Cause.EVENT, observed_at=observed_at,
-                         detail=f"libvirt: {event}")
+                         detail=f"libvirt: {event}", host_id=host.pk)
 
 
 def reconcile_host_states(*, host: Host, states: dict[str, str], observed_at: datetime) -> int:
@@ -617,12 +666,12 @@ def reconcile_host_states(*, host: Host, states: dict[str, str], observed_at: da
         if observed is None:
             if status not in (Status.ERROR, Status.MISSING):  # (an instance in error may never have been defined)
                 changed += record_status(instance_id=pk, status=Status.MISSING, cause=Cause.RECONCILE,
-                                         observed_at=observed_at,
+                                         observed_at=observed_at, host_id=host.pk,
                                          detail="the domain no longer exists on the host (removed outside CloudPanel)")
         elif observed != status:
             detail = "its host answers again" if status == Status.UNKNOWN else ""
             changed += record_status(instance_id=pk, status=observed, cause=Cause.RECONCILE, observed_at=observed_at,
-                                     detail=detail)
+                                     detail=detail, host_id=host.pk)
     return changed
 
 

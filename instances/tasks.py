@@ -261,6 +261,25 @@ def _do_delete(action: InstanceAction) -> str:
     return Status.DELETED
 
 
+def remove_forgotten(host: Host) -> None:
+    """Guests deleted from the panel alone while their host did not answer, now that it answers: their domains,
+    disks, seeds and trees, their NICs (pins, filters, addresses) removed, then their volumes let go of. One the
+    host refuses is tried again at its next reconcile."""
+    for instance in services.forgotten_leftovers(host):
+        try:
+            hypervisor.undefine(host.uri, str(instance.uuid))
+            for name in (instance.volume_name, instance.seed_volume_name):
+                hypervisor.delete_volume(host.uri, host.storage_pool, name)
+            if instance.boot_source == BootSource.CONTAINER:
+                rootfs.remove_tree(_root_dir(instance))
+            provisioning.release_ports(ports=list(instance.ports.select_related("network")), host=host)
+        except hypervisor.HypervisorError as exc:
+            log.warning("instance %s, deleted while %s did not answer, is still there: %s", instance.pk, host.name,
+                        exc)
+            continue
+        services.forgotten_removed(instance)
+
+
 def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
     """What to show after a failed operation: None keeps the last known status.
 
@@ -268,6 +287,8 @@ def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
     """
     if action.operation == Operation.CREATE:
         return None
+    # (where the instance is now: a migration may have moved it before it failed)
+    host = Host.objects.filter(instances__pk=action.instance_id).first() or host
     try:
         return hypervisor.state(host.uri, str(action.instance.uuid))
     except hypervisor.DomainNotFound:
@@ -465,9 +486,11 @@ def _do_migrate(action: InstanceAction) -> str:
         raise hypervisor.HypervisorError("the target host was removed")
     uuid, beat, report = str(instance.uuid), _heartbeat(instance), migration_jobs.Reporter(action)
     while hypervisor.migrating(source.uri, uuid):  # an earlier attempt's migration, still under way: let it end
-        report({"phase": "waiting for an earlier attempt"})
+        if not report({"phase": "waiting for an earlier attempt"}):
+            hypervisor.abort_job(source.uri, uuid)
         time.sleep(1)
     on_source, on_target = hypervisor.where(source.uri, target.uri, uuid)
+    moving = None
     if on_source:
         live = hypervisor.state(source.uri, uuid) in (Status.RUNNING, Status.PAUSED)
         _drop_checkpoints(instance, source)
@@ -486,8 +509,10 @@ def _do_migrate(action: InstanceAction) -> str:
                 raise
     elif not on_target:
         raise hypervisor.DomainNotFound("the domain is on neither host")
+    # It runs there now: recorded before anything else may fail, so that it is never shown on the host it left.
+    tasking.persist(services.move_to, instance.pk, target.pk)
     report({"phase": "cleaning up the source"}, now=True)
-    migration_jobs.leave_source(instance, source)
+    migration_jobs.leave_source(instance, source, moving)
     return hypervisor.state(target.uri, uuid)
 
 

@@ -85,6 +85,7 @@ def instance_new(request):
         data["nics"] = [services.NicRequest(network, address, list(groups))] if network else []
         data["init_env"] = data.pop("env")
         data["start"] = not data.pop("leave_stopped")
+        data["host_tags"] = data["host_tags"].replace(",", " ").split()
         audit.note(request, tenant=data["tenant"])
         try:
             action = services.create_instance(user=request.user, **data)
@@ -487,7 +488,10 @@ def host_maintenance(request, pk: int):
     host = get_object_or_404(Host, pk=pk)
     if request.method == "POST":
         audit.note(request, action="host.maintenance", target=host, platform=True)
-        if request.POST.get("enter") == "1":
+        choice = request.POST.get("enter")
+        if choice not in ("0", "1"):
+            messages.error(request, "Choose to enter maintenance or to leave it.")
+        elif choice == "1":
             steps = maintenance.enter(host=host, user=request.user)
             refused = [f"{step.instance.name}: {step.outcome}" for step in steps if step.outcome]
             messages.success(request, f"{host.name} is in maintenance: nothing new is placed on it.")

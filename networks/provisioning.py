@@ -125,15 +125,6 @@ def release_ports(*, ports: list[Port], host: Host) -> None:
     _tear_down_unused(list(networks.values()), host)
 
 
-def forget_ports(*, ports: list[Port]) -> None:
-    """The NICs of an instance deleted while its host does not answer: freed here, nothing asked of the host."""
-    groups: set[int] = set()
-    for port in ports:
-        groups.update(port.security_groups.values_list("pk", flat=True))
-        port.delete()
-    security.members_changed(groups)
-
-
 def bring_ports(*, ports: list[Port], host: Host) -> None:
     """Before an instance moves to the host: its NICs' networks started there, their addresses pinned and their
     filters defined (the NICs keep their MACs, addresses and filters' names)."""

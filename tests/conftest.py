@@ -225,7 +225,11 @@ def server(guest, reap_qemu_guests, image_dirs, settings):
         pytest.fail("the server did not start")
     yield f"http://127.0.0.1:{port}"
     process.terminate()
-    process.wait(timeout=20)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture

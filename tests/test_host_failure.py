@@ -99,8 +99,17 @@ def test_a_platform_admin_deletes_an_unknown_instance_from_the_panel_alone(setti
     with mock.patch.object(hypervisor, "undefine", side_effect=AssertionError("the host was asked")) as undefine:
         services.request_operation(instance=Instance.objects.get(pk=running.pk), operation="delete", user=admin)
     undefine.assert_not_called()
-    # Then it is deleted, its NIC and address freed for others
+    # Then it is deleted (no longer billed, out of its quota), but its address stays held while its guest may run
     instance = Instance.objects.get(pk=running.pk)
     assert (instance.status, instance.task_state) == (Status.DELETED, None) and instance.deleted_at
-    assert not Port.objects.live().filter(pk=port.pk).exists()
+    assert instance.forgotten_at is not None
+    assert Allocation.objects.filter(port_id=port.pk).exists()
+    assert hypervisor.describe(host.uri, str(instance.uuid)).state == "running"  # (the host was not asked)
+    # When the host answers again, its guest is removed from it and the address let go of
+    host_tasks.reconcile_host(host.pk)
+    instance.refresh_from_db()
+    assert instance.forgotten_at is None
+    with pytest.raises(hypervisor.DomainNotFound):
+        hypervisor.describe(host.uri, str(instance.uuid))
+    assert not Port.objects.filter(pk=port.pk).exists()
     assert not Allocation.objects.filter(port_id=port.pk).exists()

@@ -50,7 +50,7 @@ def test_disabled_host_takes_no_new_instances(admin_api, tenant, host):
     assert admin_api.post(f"/api/v1/hosts/{host.pk}/disable/").json()["enabled"] is False
     response = admin_api.post("/api/v1/instances/", {"name": "x", "tenant": tenant.pk, "vcpus": 1, "memory_mib": 64,
                                                      "boot_kernel": make_boot_kernel(host).pk}, format="json")
-    assert response.status_code == 400 and "no host is online and enabled" in response.json()["detail"]
+    assert response.status_code == 400 and f"host '{host.name}' is disabled" in response.json()["detail"]
     assert admin_api.post(f"/api/v1/hosts/{host.pk}/enable/").json()["enabled"] is True
 
 

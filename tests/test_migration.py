@@ -456,3 +456,25 @@ def test_a_platform_admin_migrates_a_running_guest_from_its_page_and_watches_it_
         page.screenshot(path=SCREENSHOTS / "host-maintenance.png", full_page=True)
         browser.close()
     assert Instance.objects.get(pk=instance.pk).host == target
+
+
+def test_a_migration_between_hosts_that_share_their_storage_is_refused_and_keeps_the_disk(
+        fleet, admin, admin_api, member, tenant, guest_kernel, panel):
+    source, _ = fleet
+    # Given the same libvirtd registered a second time (by its port): its pool is the first one's storage
+    alias = host_services.register_host(name="fleet-1-again", uri=source.uri.replace("/system", ":16509/system"),
+                                        accelerator="tcg")
+    alias.refresh_from_db()
+    assert alias.state == HostState.ONLINE, alias.last_error
+    action = services.create_instance(user=member, tenant=tenant, name="shared", vcpus=1, memory_mib=128, disk_gib=1,
+                                      boot_kernel=guest_kernel, host=source)
+    instance = Instance.objects.get(pk=action.instance_id)
+    # When it is migrated to the alias
+    answer = migrate(admin_api, instance, alias)
+    # Then the worker refuses with the reason, and the guest runs on with its disk in place
+    done = InstanceAction.objects.get(pk=answer.json()["id"])
+    assert done.status == ActionStatus.FAILED and "share their storage pool" in done.error
+    instance.refresh_from_db()
+    assert (instance.host, instance.status) == (source, Status.RUNNING)
+    assert _files(source, instance) == {instance.volume_name}
+    assert not hypervisor.shares_storage(fleet[0].uri, "default", fleet[1].uri, "default")

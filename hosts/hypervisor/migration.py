@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -70,6 +71,8 @@ def domain_files(uri: str, domain_uuid: str) -> list[DomainFile]:
         for disk in root.findall("devices/disk"):
             source = disk.find("source")
             path = source.get("file") if source is not None else None
+            if source is not None and not path:  # a block device, a pool volume, a network disk: not brought along
+                path = f"({disk.get('type', 'unknown')} disk {' '.join(source.attrib.values())[:200]})"
             named.append((disk.get("device", "disk"), path or "", disk.find("target").get("dev", "")))
         for role, path, device in named:
             if not path:
@@ -99,6 +102,20 @@ def _moved_xml(xml: str, paths: Mapping[str, str]) -> str:
     for disk in root.findall("devices/disk"):  # the target reads each chain again from its files
         for store in disk.findall("backingStore"):
             disk.remove(store)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _moved_snapshot(xml: str, paths: Mapping[str, str]) -> str:
+    """A snapshot's record with the files of its domain, and of its disks, at their paths on the target host."""
+    root = ET.fromstring(xml)
+    domain = root.find("domain")
+    if domain is not None:
+        root.insert(list(root).index(domain), ET.fromstring(_moved_xml(ET.tostring(domain, encoding="unicode"),
+                                                                        paths)))
+        root.remove(domain)
+    for source in root.findall("disks/disk/source"):
+        if source.get("file") in paths:
+            source.set("file", paths[source.get("file")])
     return ET.tostring(root, encoding="unicode")
 
 
@@ -140,6 +157,32 @@ def migrating(uri: str, domain_uuid: str) -> bool:
     return _job(dom, time.monotonic()) is not None
 
 
+def shares_storage(uri: str, pool: str, target_uri: str, target_pool: str) -> bool:
+    """Whether the two hosts' pools are one storage (an NFS export both mount, say): a marker volume made in the
+    source's pool shows up in the target's."""
+    marker = f"cp-marker-{uuid.uuid4()}"
+    conn, target = connections.connection(uri), connections.connection(target_uri)
+    with connections.errors(uri):
+        storage = conn.storagePoolLookupByName(pool)
+        volume = storage.createXML(raw_volume_xml(marker, 0), 0)
+    try:
+        with connections.errors(target_uri):
+            other = target.storagePoolLookupByName(target_pool)
+            other.refresh(0)
+            return marker in other.listVolumes()
+    finally:
+        with connections.errors(uri), suppress(libvirt.libvirtError):
+            volume.delete(0)
+
+
+def abort_job(uri: str, domain_uuid: str) -> None:
+    """Stop the job running on the domain (a migration left by an earlier attempt); none running counts as done."""
+    with suppress(DomainNotFound):
+        dom = connections.domain(uri, domain_uuid)
+        with suppress(libvirt.libvirtError):
+            dom.abortJob()
+
+
 def migrate_live(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[str, str], copy: Sequence[str],
                  watch: Callable[[MigrationProgress], bool], bandwidth_mib: int = 0) -> PowerState:
     """Move the running (or paused) domain to the target host while it runs: its memory and the writable disks named
@@ -151,8 +194,10 @@ def migrate_live(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         xml = _moved_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE), paths)
+    # (auto-converge: a guest that dirties memory faster than the link copies it is slowed until it converges)
     flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+             | libvirt.VIR_MIGRATE_AUTO_CONVERGE)
     params: dict[str, object] = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml}
     if bandwidth_mib:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib
@@ -173,19 +218,26 @@ def migrate_live(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[
     started = time.monotonic()
     worker.start()
     cancelled = False
-    while worker.is_alive():
-        worker.join(POLL_SECONDS)
-        progress = _job(dom, started)
-        if progress is not None and not watch(progress) and not cancelled:
-            cancelled = True
-            with suppress(libvirt.libvirtError):
-                dom.abortJob()
+    try:
+        while worker.is_alive():
+            worker.join(POLL_SECONDS)
+            progress = _job(dom, started)
+            if progress is not None and not watch(progress) and not cancelled:
+                cancelled = True
+                with suppress(libvirt.libvirtError):
+                    dom.abortJob()
+    except BaseException:  # the watcher failed: the migration stops, and has stopped when this returns
+        with suppress(libvirt.libvirtError):
+            dom.abortJob()
+        worker.join()
+        raise
     if outcome and outcome[0] is not None:
         if cancelled:
             raise HypervisorError("the migration was cancelled: the guest stays on its host") from None
         raise outcome[0]
     target = connections.domain(target_uri, domain_uuid)
-    return connections.power_state(target)
+    with connections.errors(target_uri):
+        return connections.power_state(target)
 
 
 def copy_volume(uri: str, pool: str, name: str, *, target_uri: str, target_pool: str,
@@ -258,8 +310,10 @@ def move_definition(uri: str, domain_uuid: str, *, target_uri: str, paths: Mappi
                 flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
                 if current:
                     flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-                moved.snapshotCreateXML(snapshot, flags)
+                moved.snapshotCreateXML(_moved_snapshot(snapshot, paths), flags)
         undefine(uri, domain_uuid)
     elif not on_target:
         raise DomainNotFound("the domain is on neither host")
-    return connections.power_state(connections.domain(target_uri, domain_uuid))
+    moved = connections.domain(target_uri, domain_uuid)
+    with connections.errors(target_uri):
+        return connections.power_state(moved)
