@@ -121,6 +121,8 @@ def delete_host(*, host: Host) -> None:
     names = list(host.volumes.exclude(status="deleted").values_list("name", flat=True)[:20])
     if names:
         raise HostInUse(f"host '{host.name}' still has volumes: {', '.join(names)}")
+    if any(any(holder([host.pk]).get(host.pk, ())) for holder in _holders):
+        raise HostInUse(f"instances are on their way to host '{host.name}' (a migration): wait for them, or cancel")
     host.instances.update(host=None)  # deleted ones: keep their history
     host.volumes.update(host=None)
     host.delete()
@@ -156,8 +158,9 @@ def lost_hosts() -> list[Host]:
     for host in lost:
         reason = (f"not heard from since {host.last_seen_at:%Y-%m-%d %H:%M:%S} UTC: its libvirt or its worker does "
                   "not answer")
-        if Host.objects.filter(pk=host.pk, state=HostState.ONLINE).update(state=HostState.OFFLINE,
-                                                                          last_error=reason):
+        # (one that answered since it was read is left alone)
+        if Host.objects.filter(pk=host.pk, state=HostState.ONLINE, last_seen_at__lt=silent).update(
+                state=HostState.OFFLINE, last_error=reason):
             host.state, host.last_error = HostState.OFFLINE, reason
             publish_host(host.pk)
     return lost

@@ -132,11 +132,14 @@ def abandon(instance: Instance, target: Host, moving: Plan) -> bool:
     the source) what the move made on the target goes again, as far as the target answers (its library copies stay,
     as on any host), and False."""
     try:
-        if hypervisor.where(instance.host.uri, target.uri, str(instance.uuid)) == (False, True):
+        where = hypervisor.where(instance.host.uri, target.uri, str(instance.uuid))
+        if where == (False, True):
             return True
         if hypervisor.migrating(instance.host.uri, str(instance.uuid)):
             log.warning("instance %s: its migration still runs; what it made on %s stays", instance.pk, target.name)
             return False
+        if where == (True, True) and hypervisor.state(target.uri, str(instance.uuid)) == hypervisor.PowerState.STOPPED:
+            hypervisor.undefine(target.uri, str(instance.uuid))  # a cold move's definition, its source still there
         for item in (*moving.disks, *moving.small):
             hypervisor.delete_volume(target.uri, target.storage_pool, item.volume)
         provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=target,

@@ -264,6 +264,9 @@ def test_a_migration_in_flight_is_busy_then_cancelled_and_the_guest_stays(fleet,
     # a second migration of it meanwhile is refused as busy
     second = migrate(admin_api, instance, target)
     assert second.status_code == 409 and "migrating is in progress" in second.json()["detail"]
+    # and so is removing the host it is on its way to
+    removal = admin_api.delete(f"/api/v1/hosts/{target.pk}/")
+    assert removal.status_code == 409 and "on their way to host 'fleet-2'" in removal.json()["detail"]
     # When the admin cancels it
     assert admin_api.post(f"/api/v1/instances/{instance.pk}/migrate/cancel/").status_code == 202
     thread.join(timeout=60)
