@@ -244,6 +244,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "ENUM_NAME_OVERRIDES": {
         "InstanceStatusEnum": "instances.choices.Status",
+        "MaintenancePolicyEnum": "instances.choices.MaintenancePolicy",
         "ActionStatusEnum": "instances.choices.ActionStatus",
         "HostStateEnum": "hosts.choices.HostState",
         "ImageStatusEnum": "images.choices.ImageStatus",

@@ -20,6 +20,9 @@ def record_event(sender: type, *, host: Host, domain_uuid: str, status: str | No
 
 @receiver(host_lost)
 def host_gone_silent(sender: type, *, host: Host, last_seen_at: datetime | None, **kwargs: object) -> None:
+    """Operations on it past their timeout end (its worker may be what is silent), then its instances are unknown."""
+    services.expire_stuck_tasks(
+        host=host, older_than=timezone.now() - timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS))
     services.mark_unknown(host=host, last_seen_at=last_seen_at)
 
 

@@ -106,9 +106,13 @@ def _tear_down_unused(networks: list[Network], host: Host, *, leaving: int | Non
         with transaction.atomic():
             row = _lock(network, host)
             users = Port.objects.live().filter(network=network, instance__host=host)
+            # (and those of instances on their way to the host: a migration brought the network up for them)
+            arriving = Port.objects.live().filter(network=network, instance__actions__operation="migrate",
+                                                  instance__actions__status__in=("pending", "running"),
+                                                  instance__actions__target_host=host)
             if leaving is not None:
-                users = users.exclude(instance_id=leaving)
-            if not users.exists():
+                users, arriving = users.exclude(instance_id=leaving), arriving.exclude(instance_id=leaving)
+            if not users.exists() and not arriving.exists():
                 hypervisor.remove_network(host.uri, network.libvirt_name)
                 row.delete()
 

@@ -3,8 +3,12 @@
 import pytest
 
 from hosts import hypervisor
+from instances import services
+from instances.models import Instance, InstanceAction
+from networks import services as network_services
+from networks.models import NetworkHost
 from tests.conftest import token_client
-from tests.factories import make_boot_kernel, make_tenant, make_user
+from tests.factories import make_boot_kernel, make_host, make_instance, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -147,3 +151,20 @@ def test_the_seed_tells_the_guest_dhcp_on_pinned_networks_and_static_addresses_o
         "match": {"macaddress": ports[1].mac}, "set-name": "eth1", "addresses": ["192.0.2.10/24"],
         "routes": [{"to": "default", "via": "192.0.2.254"}], "nameservers": {"addresses": ["192.0.2.53"]}}
     assert cloudinit.network_config([]) == cloudinit.NETWORK_CONFIG
+
+
+def test_a_network_stays_on_a_host_while_an_instance_migrates_to_it(member, tenant, host):
+    # Given a network on the host, used by one instance there, and an instance of another host on its way to it
+    network = network_services.create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.32.0.0/24")
+    kernel = make_boot_kernel(host)
+    here = services.create_instance(user=member, tenant=tenant, name="here", vcpus=1, memory_mib=64,
+                                    boot_kernel=kernel, host=host, nics=[services.NicRequest(network, None, [])])
+    elsewhere = make_host(uri="test:///elsewhere", name="elsewhere")
+    coming = make_instance(tenant=tenant, host=elsewhere, name="coming", status="running")
+    services.attach_nics(coming, [services.NicRequest(network, None, [])])
+    InstanceAction.objects.create(instance=coming, operation="migrate", status="running", target_host=host)
+    # When the one instance there is deleted
+    services.request_operation(instance=Instance.objects.get(pk=here.instance_id), operation="delete", user=member)
+    # Then the network stays on the host for the one arriving
+    assert NetworkHost.objects.filter(network=network, host=host).exists()
+    assert network.libvirt_name in hypervisor.connection(host.uri).listNetworks()
