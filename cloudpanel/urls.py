@@ -7,7 +7,14 @@ from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, TenantB
 from cloudpanel.api import router
 from hosts.api import HostViewSet
 from images.api import BootKernelViewSet, ImageViewSet, TemplateViewSet
-from instances.api import ActionViewSet, BackupViewSet, HostMaintenanceView, InstanceViewSet, VolumeViewSet
+from instances.api import (
+    ActionViewSet,
+    BackupViewSet,
+    HostMaintenanceView,
+    InstanceViewSet,
+    ServerGroupViewSet,
+    VolumeViewSet,
+)
 from instances.views import host_maintenance, overview, volume_change, volume_list
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
@@ -17,6 +24,7 @@ router.register("instances", InstanceViewSet, basename="api-instance")
 router.register("actions", ActionViewSet, basename="api-action")
 router.register("volumes", VolumeViewSet, basename="api-volume")
 router.register("backups", BackupViewSet, basename="api-backup")
+router.register("server-groups", ServerGroupViewSet, basename="api-server-group")
 router.register("images", ImageViewSet, basename="api-image")
 router.register("templates", TemplateViewSet, basename="api-template")
 router.register("boot-kernels", BootKernelViewSet, basename="api-boot-kernel")

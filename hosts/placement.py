@@ -9,7 +9,7 @@ was kept or dropped and its score, for the instance page and the API.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -76,6 +76,16 @@ def parse_tags(text: str | Collection[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Group:
+    """A server group, as placement sees it: its name, its policy and the hosts its other instances are on (with
+    one instance's name on each)."""
+
+    name: str
+    affinity: bool  # together on one host (else each apart)
+    members: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Request:
     """What the instance needs of a host."""
 
@@ -85,6 +95,7 @@ class Request:
     technologies: frozenset[str] | None = None  # any of these (None: any technology)
     tags: frozenset[str] = frozenset()  # the host must carry every one
     among: frozenset[int] | None = None  # only these hosts (None: any)
+    group: Group | None = None  # the server group it belongs to, with where its other instances are
 
     @property
     def wanted(self) -> Held:
@@ -142,12 +153,25 @@ def has_tags(host: Host, request: Request, used: Held) -> str | None:
         else None
 
 
+def keeps_group(host: Host, request: Request, used: Held) -> str | None:
+    """Affinity: the host its group's instances are on (any, for the first); anti-affinity: none of those."""
+    group = request.group
+    if group is None or not group.members:
+        return None
+    if group.affinity and host.pk not in group.members:
+        return f"server group '{group.name}' keeps its instances together, on another host"
+    if not group.affinity and host.pk in group.members:
+        return (f"host '{host.name}' runs '{group.members[host.pk]}' of server group '{group.name}', whose "
+                "instances are kept apart")
+    return None
+
+
 def has_room(host: Host, request: Request, used: Held) -> str | None:
     """vCPUs and RAM under the allocation ratios, disk within the pool's free space."""
     return capacity_error(host, request.wanted, used, new=False)
 
 
-FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, has_tags, has_room)
+FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, has_tags, keeps_group, has_room)
 
 
 def _ram_left(host: Host, request: Request, used: Held) -> float:

@@ -12,10 +12,10 @@ from rest_framework.views import APIView
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import Host, HostDomain
 from images.models import BootKernel, Image, Template
-from instances import backups, maintenance, migration, rebuild, resizing, services, snapshots, tickets, volumes
+from instances import backups, groups, maintenance, migration, rebuild, resizing, services, snapshots, tickets, volumes
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, BackupFilterSet, InstanceFilterSet, VolumeFilterSet
-from instances.models import Backup, Instance, InstanceAction, Volume
+from instances.models import Backup, Instance, InstanceAction, ServerGroup, Volume
 from instances.serializers import (
     ActionSerializer,
     AdoptSerializer,
@@ -36,6 +36,8 @@ from instances.serializers import (
     ResizeSerializer,
     RestoreSerializer,
     SaveImageSerializer,
+    ServerGroupSerializer,
+    ServerGroupWriteSerializer,
     SnapshotRequestSerializer,
     SnapshotSerializer,
     StateChangeSerializer,
@@ -112,6 +114,10 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             values["volume"] = Volume.objects.in_scope(self.scope).live().filter(pk=values["volume"]).first()
             if values["volume"] is None:
                 raise NotFound("No such volume.")
+        if values.get("server_group") is not None:
+            values["server_group"] = ServerGroup.objects.in_scope(self.scope).filter(pk=values["server_group"]).first()
+            if values["server_group"] is None:
+                raise NotFound("No such server group.")
 
     def _nic(self, wanted: dict, tenant_id: int) -> services.NicRequest:
         """A NIC asked for in a body: another tenant's network or security group reads as no such thing."""
@@ -554,3 +560,34 @@ class HostMaintenanceView(APIView):
             return Response([], status=status.HTTP_202_ACCEPTED)
         steps = maintenance.enter(host=host, user=request.user)
         return Response(MaintenanceStepSerializer(steps, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ServerGroupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                         viewsets.GenericViewSet):
+    """Server groups: instances placed together on one host (affinity) or each on another (anti-affinity)."""
+
+    queryset = ServerGroup.objects.none()
+    serializer_class = ServerGroupSerializer
+    permission_classes = OPERATORS
+    audit_name = "server_group"
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        return ServerGroup.objects.in_scope(self.scope).select_related("tenant")
+
+    @extend_schema(request=ServerGroupWriteSerializer, responses={201: ServerGroupSerializer})
+    def create(self, request):
+        data = ServerGroupWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = resolve_tenant(self.scope, data.validated_data.get("tenant"))
+        audit.note(request, tenant=tenant)
+        group = groups.create(tenant=tenant, name=data.validated_data["name"], policy=data.validated_data["policy"],
+                              user=request.user)
+        audit.note(request, target=group)
+        return Response(ServerGroupSerializer(self.get_queryset().get(pk=group.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        groups.delete(group=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -74,6 +74,13 @@ class Operation(models.TextChoices):
     DELETE = "delete", "Delete"
 
 
+class GroupPolicy(models.TextChoices):
+    """How a server group's instances are placed relative to each other."""
+
+    AFFINITY = "affinity", "Together (one host)"
+    ANTI_AFFINITY = "anti-affinity", "Apart (each on another host)"
+
+
 class MaintenancePolicy(models.TextChoices):
     """What becomes of an instance when its host goes into maintenance."""
 

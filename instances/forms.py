@@ -5,7 +5,7 @@ from django import forms
 from hosts.models import Host
 from images.models import BootKernel, Image, Template
 from instances.choices import CREATABLE, BootSource
-from instances.models import Instance
+from instances.models import Instance, ServerGroup
 from networks.models import Network, SecurityGroup
 from tenants.models import Tenant
 
@@ -15,6 +15,10 @@ class InstanceForm(forms.Form):
     tenant = forms.ModelChoiceField(queryset=Tenant.objects.none())
     host = forms.ModelChoiceField(queryset=Host.objects.none(), required=False,
                                   empty_label="Automatic placement")
+    server_group = forms.ModelChoiceField(queryset=ServerGroup.objects.none(), required=False,
+                                          empty_label="No server group", label="Server group",
+                                          help_text="Placed together with its instances, or apart from them, by the "
+                                                    "group's policy.")
     host_tags = forms.CharField(max_length=500, required=False, label="Host tags",
                                 help_text="Tags its host must carry (e.g. ssd), space-separated; empty: any host.")
     vcpus = forms.IntegerField(min_value=1, max_value=256, initial=1, label="vCPUs", required=False)
@@ -71,8 +75,10 @@ class InstanceForm(forms.Form):
                                        help_text="Define it on its host without starting it.")
 
     def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, boot_kernels,
-                 container_images, admin: bool, **kwargs):
+                 container_images, admin: bool, server_groups=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if server_groups is not None:
+            self.fields["server_group"].queryset = server_groups
         self.fields["boot_kernel"].queryset = self.fields["image_kernel"].queryset = boot_kernels
         self.fields["boot_kernel"].initial = boot_kernels.first()  # the form works as it comes
         self.fields["container_image"].queryset = container_images

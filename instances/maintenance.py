@@ -1,10 +1,11 @@
 """Host maintenance: nothing new is placed on the host, and its instances leave it, each by its own policy.
 
 The plan comes first (plan): for each instance on the host, what will become of it and why: a live migration
-(running or paused) or a cold one (stopped) to a host that has room for it next to what the plan puts there
-before it, a shut-down (its policy says so), or nothing (with the reason: busy, in error, nowhere to go). Entering
-maintenance (enter) marks the host and asks for each step; the page and the API show each instance's migration as
-it goes. Leaving maintenance (leave) lets placement use the host again; nothing moves back by itself.
+(running or paused) or a cold one (stopped) to the host placement would choose (its tags and server group kept),
+next to what the plan sends there before it, a shut-down (its policy says so), or nothing (with the reason: busy,
+in error, nowhere to go). Entering maintenance (enter) marks the host and asks for each step; the page and the API
+show each instance's migration as it goes. Leaving maintenance (leave) lets placement use the host again; nothing
+moves back by itself.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from cloudpanel.exceptions import DomainError
+from hosts import placement as placing
 from hosts import services as host_services
 from hosts.models import Host
 from hosts.services import Held
 from instances import migration
-from instances.choices import MaintenancePolicy, Operation, Status
+from instances.choices import GroupPolicy, MaintenancePolicy, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.models import Instance, InstanceAction
 from instances.services import request_operation
@@ -40,28 +42,39 @@ class Step:
     current: InstanceAction | None = None  # the operation in flight on it, if any (see in_flight)
 
 
-def _leaves(instance: Instance, *, live: bool, candidates: list[Host], used: dict[int, Held]) -> Step:
-    """Where the instance goes: the candidate with most RAM left that fits it (with what the plan put there)."""
+def _group(instance: Instance, moved: dict[int, Host]) -> placing.Group | None:
+    """The instance's server group as placement sees it, its other members where the plan sends them."""
+    group = instance.server_group
+    if group is None:
+        return None
+    members = {}
+    for pk, host_id, name in (Instance.objects.live().filter(server_group=group, host__isnull=False)
+                              .exclude(pk=instance.pk).values_list("pk", "host_id", "name")):
+        members[moved[pk].pk if pk in moved else host_id] = name
+    return placing.Group(name=group.name, affinity=group.policy == GroupPolicy.AFFINITY, members=members)
+
+
+def _leaves(instance: Instance, *, live: bool, candidates: list[Host], used: dict[int, Held],
+            moved: dict[int, Host]) -> Step:
+    """Where the instance goes: where placement would put it among the candidates (its tags and server group kept,
+    with what the plan already sends where)."""
     kind = MIGRATE_LIVE if live else MIGRATE_COLD
     try:
         migration.check_migratable(instance, live=live)
     except InvalidOperation as exc:
         return Step(instance, STAYS, reason=str(exc))
     wanted = migration.needs(instance)
-    reasons, best = [], None
-    for candidate in candidates:
-        reason = migration.refusal(instance, candidate, live=live) or host_services.capacity_error(
-            candidate, wanted, used[candidate.pk])
-        if reason:
-            reasons.append(reason)
-            continue
-        free = candidate.memory_mib - used[candidate.pk].memory_mib
-        if best is None or free > best[0]:
-            best = (free, candidate)
-    if best is None:
+    refused = [reason for c in candidates if (reason := migration.refusal(instance, c, live=live))]
+    fitting = [c for c in candidates if migration.refusal(instance, c, live=live) is None]
+    request = placing.Request(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib,
+                              tags=frozenset(instance.host_tags.split()), group=_group(instance, moved))
+    decision = placing.decide(fitting, request, used)
+    if decision.host is None:
+        reasons = refused + [v.reason for v in decision.verdicts if not v.kept]
         return Step(instance, STAYS, reason="no other host can take it: " + ("; ".join(reasons) or "there is none"))
-    target = best[1]
+    target = decision.host
     used[target.pk] = Held(*(a + b for a, b in zip(used[target.pk], wanted, strict=True)))
+    moved[instance.pk] = target
     return Step(instance, kind, target=target)
 
 
@@ -69,8 +82,9 @@ def plan(host: Host) -> list[Step]:
     """What entering maintenance would do to each instance of the host (nothing is held or changed)."""
     candidates = list(Host.objects.filter(technology=host.technology).exclude(pk=host.pk))
     used = host_services.allocations([c.pk for c in candidates])
-    steps = []
-    for instance in Instance.objects.filter(host=host).live().select_related("host", "tenant").order_by("name"):
+    steps, moved = [], {}
+    for instance in (Instance.objects.filter(host=host).live().select_related("host", "tenant", "server_group")
+                     .order_by("name")):
         if instance.task_state:
             steps.append(Step(instance, STAYS, reason=f"busy: {instance.get_task_state_display().lower()}; enter "
                                                       "maintenance again once it is done"))
@@ -82,9 +96,9 @@ def plan(host: Host) -> list[Step]:
                 steps.append(Step(instance, SHUT_DOWN, reason="its policy is to shut it down (forced off if it has "
                                                               "not stopped when the shut-down timeout ends)"))
             else:
-                steps.append(_leaves(instance, live=True, candidates=candidates, used=used))
+                steps.append(_leaves(instance, live=True, candidates=candidates, used=used, moved=moved))
         elif instance.status == Status.STOPPED:
-            steps.append(_leaves(instance, live=False, candidates=candidates, used=used))
+            steps.append(_leaves(instance, live=False, candidates=candidates, used=used, moved=moved))
         else:
             steps.append(Step(instance, STAYS, reason=f"it is {instance.get_status_display().lower()}: nothing "
                                                       "the panel can move"))

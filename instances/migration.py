@@ -20,7 +20,7 @@ from hosts import services as host_services
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
 from hosts.services import Held
-from instances import boot
+from instances import boot, groups
 from instances.choices import ActionStatus, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import Instance, InstanceAction, Snapshot, Volume
@@ -96,9 +96,10 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
                 raise NoCapacity(f"no other host can take '{instance.name}'")
             wanted = needs(instance)
             try:
-                decision = host_services.placement(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib,
-                                                   disk_gib=wanted.disk_gib, among=[c.pk for c in fitting],
-                                                   tags=instance.host_tags.split())
+                decision = host_services.placement(
+                    vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib,
+                    among=[c.pk for c in fitting], tags=instance.host_tags.split(),
+                    group=groups.for_placement(instance.server_group, excluding=instance.pk))
             except NoCapacity as exc:
                 raise NoCapacity(f"no other host can take '{instance.name}': {exc}") from None
             target = decision.host
@@ -109,8 +110,10 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
             if reason:
                 raise InvalidOperation(reason)
             wanted = needs(instance)
-            target = host_services.place(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib,
-                                         disk_gib=wanted.disk_gib, host=host)
+            target = host_services.placement(
+                vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib, host=host,
+                tags=instance.host_tags.split(),
+                group=groups.for_placement(instance.server_group, excluding=instance.pk)).host
         return request_operation(instance=instance, operation=Operation.MIGRATE, user=user, target_host=target)
 
 

@@ -15,6 +15,7 @@ from instances.choices import (
     BackupStatus,
     BootSource,
     Cause,
+    GroupPolicy,
     MaintenancePolicy,
     Operation,
     SnapshotStatus,
@@ -49,6 +50,24 @@ def check_fields(obj: models.Model, *, exclude: list[str]) -> None:
         obj.clean_fields(exclude=exclude)
     except ValidationError as exc:
         raise InvalidInstance("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+
+
+class ServerGroup(models.Model):
+    """A tenant's set of instances placed together on one host (affinity) or each on another (anti-affinity)."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="server_groups")
+    name = models.CharField(max_length=63, validators=[NAME_VALIDATOR])
+    policy = models.CharField(max_length=13, choices=GroupPolicy.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="server_group_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class InstanceQuerySet(TenantScopedQuerySet):
@@ -110,6 +129,9 @@ class Instance(models.Model):
     backup_keep = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1),
                                                                           MaxValueValidator(1000)])
     backup_next_at = models.DateTimeField(null=True, blank=True)
+    # Placed together with the group's other instances, or each apart (instances.groups).
+    server_group = models.ForeignKey(ServerGroup, on_delete=models.PROTECT, null=True, blank=True,
+                                     related_name="instances")
     # Tags its host must carry (hosts.placement), space-separated; and the last placement decision, host by host.
     host_tags = models.CharField(max_length=500, blank=True)
     placement = models.JSONField(null=True, blank=True)

@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
-from instances.choices import CREATABLE, BootSource, MaintenancePolicy
+from instances.choices import CREATABLE, BootSource, GroupPolicy, MaintenancePolicy
 from instances.lifecycle import allowed_operations
 from instances.models import (
     MAX_VOLUME_GIB,
@@ -11,6 +11,7 @@ from instances.models import (
     Instance,
     InstanceAction,
     InstanceStateChange,
+    ServerGroup,
     Snapshot,
     Volume,
 )
@@ -19,7 +20,7 @@ from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
 _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
           "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "cdrom_drive", "status",
-          "task_state", "status_reason", "on_host_maintenance", "host_tags")
+          "task_state", "status_reason", "on_host_maintenance", "host_tags", "server_group")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
 
@@ -57,7 +58,8 @@ class InstanceSerializer(serializers.ModelSerializer):
             "boot_source", "boot_kernel", "boot_kernel_name", "kernel", "initrd", "cmdline", "boot_disk", "init",
             "init_env", "image", "image_name", "template",
             "cdrom", "cdrom_drive", "nics", "status", "task_state",
-            "status_reason", "operations", "on_host_maintenance", "host_tags", "created_at", "deleted_at",
+            "status_reason", "operations", "on_host_maintenance", "host_tags", "server_group", "created_at",
+            "deleted_at",
         ]
         read_only_fields = fields
 
@@ -123,6 +125,26 @@ class ResizeSerializer(serializers.Serializer):
 
 class SaveImageSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255, help_text="The new private image's name.")
+
+
+class ServerGroupSerializer(serializers.ModelSerializer):
+    tenant_name = serializers.CharField(source="tenant.name", read_only=True)
+    members = serializers.SerializerMethodField(help_text="Its instances (not deleted): id, name and host.")
+
+    class Meta:
+        model = ServerGroup
+        fields = ["id", "name", "policy", "tenant", "tenant_name", "members", "created_at"]
+        read_only_fields = fields
+
+    def get_members(self, group: ServerGroup) -> list[dict]:
+        return [{"id": pk, "name": name, "host": host} for pk, name, host in
+                group.instances.live().order_by("name").values_list("pk", "name", "host__name")]
+
+
+class ServerGroupWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    policy = serializers.ChoiceField(choices=GroupPolicy.choices)
+    tenant = serializers.IntegerField(required=False)
 
 
 class MaintenancePolicySerializer(serializers.Serializer):
@@ -242,6 +264,9 @@ class InstanceCreateSerializer(serializers.Serializer):
     volume = serializers.IntegerField(required=False, help_text="Boot from this volume of the tenant's "
                                                                 "(boot_source volume): the instance is made on its "
                                                                 "host.")
+    server_group = serializers.IntegerField(required=False, allow_null=True,
+                                            help_text="Place it with this server group of the tenant's: together "
+                                                      "on one host (affinity) or apart (anti-affinity).")
     host_tags = serializers.ListField(child=serializers.CharField(max_length=32), max_length=32, required=False,
                                       default=list, help_text="Tags its host must carry (\"ssd\"): placement "
                                                               "drops hosts that lack one.")

@@ -28,7 +28,7 @@ from images import cloudinit
 from images import services as image_services
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
-from instances import backups, boot, tasks, volumes
+from instances import backups, boot, groups, tasks, volumes
 from instances.choices import (
     ActionStatus,
     BackupStatus,
@@ -48,6 +48,7 @@ from instances.models import (
     InstanceAction,
     InstanceSize,
     InstanceStateChange,
+    ServerGroup,
     Snapshot,
     Volume,
     check_fields,
@@ -174,6 +175,7 @@ def create_instance(
     cdrom_drive: bool = False,
     volume: Volume | None = None,
     host_tags: Sequence[str] = (),
+    server_group: ServerGroup | None = None,
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation (start: and then start it;
     else it is defined and left stopped). cdrom_drive: a CD-ROM drive to insert ISOs into while it runs (an ISO
@@ -224,6 +226,9 @@ def create_instance(
         user_data=user_data,
         licensed=image is not None and image.licensed,
     )
+    if server_group is not None and server_group.tenant_id != tenant.pk:
+        raise NotFound("no such server group")
+    instance.server_group = server_group
     try:
         instance.host_tags = " ".join(placing.parse_tags(host_tags))
     except ValueError as exc:
@@ -239,7 +244,8 @@ def create_instance(
             needs_cdrom = iso or cdrom_drive or bool(user_data)
             decision = host_services.placement(
                 vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host, tags=instance.host_tags.split(),
-                technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom))
+                technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom),
+                group=groups.for_placement(server_group))
             placed = decision.host
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom

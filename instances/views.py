@@ -23,7 +23,7 @@ from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
 from instances.forms import AdoptForm, InstanceForm, VolumeForm
 from instances.lifecycle import SPECIAL, allowed_operations
-from instances.models import Backup, Instance, InstanceAction, Volume
+from instances.models import Backup, Instance, InstanceAction, ServerGroup, Volume
 from networks import security
 from networks.models import Network, Port, SecurityGroup
 from tenants import audit
@@ -76,7 +76,8 @@ def instance_new(request):
                         networks=Network.objects.visible_to(scope),
                         security_groups=SecurityGroup.objects.in_scope(scope), initial=initial,
                         boot_kernels=BootKernel.objects.visible_to(scope).filter(kernel__status=ImageStatus.AVAILABLE),
-                        container_images=available.filter(disk_format=DiskFormat.ROOTFS), admin=scope.admin)
+                        container_images=available.filter(disk_format=DiskFormat.ROOTFS), admin=scope.admin,
+                        server_groups=ServerGroup.objects.in_scope(scope).select_related("tenant"))
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():

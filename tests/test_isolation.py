@@ -36,7 +36,7 @@ from images.choices import ImageStatus
 from images.models import Image, Template
 from instances.choices import ActionStatus, Operation, SnapshotStatus, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
-from instances.models import Backup, InstanceAction, Snapshot, Volume
+from instances.models import Backup, Instance, InstanceAction, ServerGroup, Snapshot, Volume
 from instances.routing import websocket_urlpatterns
 from networks.security import add_rule, create_group
 from networks.services import create_network, create_port, reserve
@@ -540,6 +540,13 @@ MATRIX: dict[str, list[Case]] = {
     "api-port-detail": [Case("GET", "port", read(A)),
                         Case("PATCH", "port", operate(A, 200), body=lambda w, x: {
                             "security_groups": [w[x]["group"].pk]})],
+    "api-server-group-list": [
+        Case("GET", None, listing(A), marker="server_group"),
+        Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
+             body=lambda w, x: {"name": "matrix", "policy": "anti-affinity", "tenant": w[x]["tenant"].pk}),
+    ],
+    # The world's instance is in its server group: a delete is a 409 for those who may try.
+    "api-server-group-detail": [Case("GET", "server_group", read(A)), Case("DELETE", "server_group", operate(A, 409))],
     "api-security-group-list": [
         Case("GET", None, listing(A), marker="group"),
         Case("POST", None, create_in(A, 201, roles=OPERATORS, refused_own=403, refused_other=404),
@@ -720,6 +727,8 @@ def build_world() -> dict:
         subnet = network.subnets.get()
         reserved = reserve(subnet=subnet, first="10.200.0.250", last="10.200.0.251", reason=f"res-{side}-{tag}")
         group = create_group(user=None, tenant=tenant, name=f"sg-{side}-{tag}")
+        server_group = ServerGroup.objects.create(tenant=tenant, name=f"srv-{side}-{tag}", policy="affinity")
+        Instance.objects.filter(pk=instance.pk).update(server_group=server_group)
         rule = add_rule(group=group, direction="ingress", protocol="icmp", description=f"rule-{side}-{tag}")
         port.security_groups.add(group)
         plan = create_plan(name=f"plan-{side}-{tag}", currency="EUR", effective_from=datetime(2027, 1, 1, tzinfo=UTC),
@@ -738,11 +747,12 @@ def build_world() -> dict:
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
             "image": image, "disk": disk, "template": template, "boot_kernel": boot_kernel, "iso": iso,
             "network": network, "port": port, "snapshot": snapshot, "volume": volume, "attached": attached,
-            "backup": backup,
+            "backup": backup, "server_group": server_group,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,
                         "network": network.name, "volume": volume.name, "backup": backup.name,
+                        "server_group": server_group.name,
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "plan": plan.name, "invoice": invoice.display_number,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action},

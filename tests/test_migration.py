@@ -342,6 +342,7 @@ def test_a_migration_whose_worker_died_after_the_guest_moved_is_finished_by_the_
     action = services.create_instance(user=member, tenant=tenant, name="resumed", vcpus=1, memory_mib=128,
                                       boot_kernel=guest_kernel, host=source)
     instance = Instance.objects.get(pk=action.instance_id)
+    console_session(instance, member, "echo booted-$((1+1))", r"booted-2")  # (moved once it has booted)
     # Given a migration a worker took, which moved the guest, then died before recording it
     with mock.patch.object(tasks, "enqueue"):
         moving = migration.migrate(instance=instance, host=target, user=admin)

@@ -4,12 +4,13 @@ tags, and the decision stored and shown."""
 import pytest
 
 from hosts.choices import HostState
+from hosts.exceptions import NoCapacity
 from hosts.models import Host
-from instances import services
+from instances import groups, services
 from instances.exceptions import InvalidInstance
 from instances.models import Instance
 from tests.conftest import token_client
-from tests.factories import make_boot_kernel, make_host, make_user
+from tests.factories import make_boot_kernel, make_host, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +70,7 @@ def test_pack_fills_the_fullest_host_that_fits(fleet, member, tenant, settings):
 def test_host_tags_are_required_of_the_host_and_refused_with_the_reason(fleet, member, tenant, admin_user):
     kernel = _kernel(fleet)
     assert _create(member, tenant, kernel, name="fast", host_tags=["SSD"]).host == fleet["big"]
-    with pytest.raises(Exception, match="host 'small' lacks the tag nvme"):
+    with pytest.raises(NoCapacity, match="host 'small' lacks the tag nvme"):
         _create(member, tenant, kernel, name="faster", host_tags=["nvme"])
     with pytest.raises(InvalidInstance, match="is not a tag"):
         _create(member, tenant, kernel, name="odd", host_tags=["no spaces; here"])
@@ -100,3 +101,41 @@ def test_the_decision_is_shown_to_platform_admins_on_the_instance_page(fleet, me
     assert 'id="placement"' in page and "host &#x27;off&#x27; is disabled" in page and "chosen" in page
     client.force_login(member)
     assert 'id="placement"' not in client.get(f"/instances/{instance.pk}/").content.decode()
+
+
+def test_server_groups_keep_instances_apart_or_together_and_say_which_group_refused(fleet, member, tenant):
+    kernel = _kernel(fleet)
+    apart = groups.create(tenant=tenant, name="web", policy="anti-affinity", user=member)
+    first = _create(member, tenant, kernel, name="web-1", server_group=apart)
+    second = _create(member, tenant, kernel, name="web-2", server_group=apart)
+    assert {first.host, second.host} == {fleet["small"], fleet["big"]}  # (spread alone would put both on big)
+    with pytest.raises(NoCapacity, match="runs 'web-1' of server group 'web', whose instances are kept apart"):
+        _create(member, tenant, kernel, name="web-3", server_group=apart)
+    together = groups.create(tenant=tenant, name="db", policy="affinity", user=member)
+    primary = _create(member, tenant, kernel, name="db-1", server_group=together, host=fleet["small"])
+    replica = _create(member, tenant, kernel, name="db-2", server_group=together)
+    assert (primary.host, replica.host) == (fleet["small"], fleet["small"])  # (spread alone would pick big)
+    verdicts = {v["host"]: v for v in replica.placement["hosts"]}
+    assert verdicts["big"]["reason"] == "server group 'db' keeps its instances together, on another host"
+
+
+def test_server_groups_through_the_api_are_the_tenants_own(fleet, member, tenant):
+    kernel = _kernel(fleet)
+    api = token_client(member, tenant)
+    made = api.post("/api/v1/server-groups/", {"name": "web", "policy": "anti-affinity"}, format="json")
+    assert made.status_code == 201, made.content
+    assert api.post("/api/v1/server-groups/", {"name": "web", "policy": "affinity"},
+                    format="json").status_code == 400  # (the name is taken)
+    assert api.post("/api/v1/server-groups/", {"name": "x", "policy": "sideways"}, format="json").status_code == 400
+    body = {"name": "a", "vcpus": 1, "memory_mib": 64, "boot_kernel": kernel.pk, "server_group": made.json()["id"]}
+    created = api.post("/api/v1/instances/", body, format="json")
+    assert created.status_code == 202, created.content
+    shown = api.get(f"/api/v1/server-groups/{made.json()['id']}/").json()
+    assert [(m["name"], m["host"]) for m in shown["members"]] == [("a", "big")]
+    # another tenant's group is no such thing, and a group with members cannot go
+    other = groups.create(tenant=make_tenant(), name="theirs", policy="affinity", user=None)
+    assert api.post("/api/v1/instances/", {**body, "name": "b", "server_group": other.pk},
+                    format="json").status_code == 404
+    assert api.get(f"/api/v1/server-groups/{other.pk}/").status_code == 404
+    refused = api.delete(f"/api/v1/server-groups/{made.json()['id']}/")
+    assert refused.status_code == 409 and "still has instances: a" in refused.json()["detail"]
