@@ -245,6 +245,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "InstanceStatusEnum": "instances.choices.Status",
         "MaintenancePolicyEnum": "instances.choices.MaintenancePolicy",
+        "GroupPolicyEnum": "instances.choices.GroupPolicy",
         "ActionStatusEnum": "instances.choices.ActionStatus",
         "HostStateEnum": "hosts.choices.HostState",
         "ImageStatusEnum": "images.choices.ImageStatus",

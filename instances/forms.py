@@ -15,18 +15,18 @@ class InstanceForm(forms.Form):
     tenant = forms.ModelChoiceField(queryset=Tenant.objects.none())
     host = forms.ModelChoiceField(queryset=Host.objects.none(), required=False,
                                   empty_label="Automatic placement")
-    server_group = forms.ModelChoiceField(queryset=ServerGroup.objects.none(), required=False,
-                                          empty_label="No server group", label="Server group",
-                                          help_text="Placed together with its instances, or apart from them, by the "
-                                                    "group's policy.")
-    host_tags = forms.CharField(max_length=500, required=False, label="Host tags",
-                                help_text="Tags its host must carry (e.g. ssd), space-separated; empty: any host.")
     vcpus = forms.IntegerField(min_value=1, max_value=256, initial=1, label="vCPUs", required=False)
     memory_mib = forms.IntegerField(min_value=16, max_value=4 * 1024 * 1024, initial=256, label="Memory (MiB)",
                                     required=False)
     disk_gib = forms.IntegerField(min_value=0, max_value=64 * 1024, initial=1, label="Disk (GiB)", required=False,
                                   help_text="A new qcow2 volume in the host's storage pool (0: none); from an "
                                             "image, at least the image's size.")
+    server_group = forms.ModelChoiceField(queryset=ServerGroup.objects.none(), required=False,
+                                          empty_label="No server group", label="Server group",
+                                          help_text="Placed together with its instances, or apart from them, by the "
+                                                    "group's policy.")
+    host_tags = forms.CharField(max_length=500, required=False, label="Host tags",
+                                help_text="Tags its host must carry (e.g. ssd), space-separated; empty: any host.")
     # (a boot from a volume: on the Volumes page's volume, through the API)
     boot_source = forms.ChoiceField(choices=[c for c in CREATABLE if c[0] != BootSource.VOLUME],
                                     initial=BootSource.KERNEL)

@@ -422,12 +422,14 @@ def slow_migrations(monkeypatch):
 
 
 def test_a_platform_admin_migrates_a_running_guest_from_its_page_and_watches_it_go(
-        fleet, slow_migrations, server, member, tenant, guest_kernel, panel):
+        fleet, slow_migrations, server, member, tenant, guest_kernel, panel, monkeypatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # (the database is read while Playwright's loop runs)
     source, target = fleet
     action = services.create_instance(user=member, tenant=tenant, name="watched", vcpus=1, memory_mib=128,
                                       boot_kernel=guest_kernel, host=source)
     instance = Instance.objects.get(pk=action.instance_id)
     assert instance.status == Status.RUNNING, instance.status_reason
+    console_session(instance, member, "echo booted-$((1+1))", r"booted-2")  # (moved once it has booted)
     admin = make_user(staff=True, password="s3cret-pass")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -450,6 +452,8 @@ def test_a_platform_admin_migrates_a_running_guest_from_its_page_and_watches_it_
         page.screenshot(path=SCREENSHOTS / "instance-migrating.png", full_page=True)
         # and once it is there, the page says so: running, on the new host
         expect(progress).to_be_hidden(timeout=120000)
+        moved = InstanceAction.objects.filter(instance=instance, operation=Operation.MIGRATE).get()
+        assert moved.status == ActionStatus.SUCCEEDED, (moved.error, Instance.objects.get(pk=instance.pk).status_reason)
         expect(page.locator("#instance-status")).to_have_text("Running")
         expect(page.locator("#instance-details")).to_contain_text("fleet-2")
         # And the maintenance page of the host it left plans nothing for it any more
