@@ -107,6 +107,7 @@ def set_maintenance(*, host: Host, on: bool) -> Host:
     return host
 
 
+@transaction.atomic
 def request_probe(*, host: Host) -> None:
     """Queue a fresh probe of the host."""
     _probe_on_commit(host.pk)
@@ -248,7 +249,8 @@ def register_holder(holder: Holder) -> None:
 
 
 def allocations(host_ids: list[int], *, excluding: int | None = None) -> dict[int, Held]:
-    """What each host's instances (and the registered disk holders) hold of it, in one query each; excluding
+    """What each host's instances (and the registered holders: snapshots' and volumes' disk, instances migrating to
+    it) hold of it, in one query each; excluding
     leaves one instance's own vCPUs, RAM and disk out (the one being started or resized)."""
     held, live = holding(), _LIVE
     if excluding is not None:

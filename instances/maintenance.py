@@ -19,7 +19,7 @@ from cloudpanel.exceptions import DomainError
 from hosts import placement as placing
 from hosts import services as host_services
 from hosts.models import Host
-from hosts.services import Held
+from hosts.placement import Held
 from instances import migration
 from instances.choices import GroupPolicy, MaintenancePolicy, Operation, Status
 from instances.exceptions import InvalidOperation

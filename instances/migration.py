@@ -19,7 +19,7 @@ from django.utils import timezone
 from hosts import services as host_services
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
-from hosts.services import Held
+from hosts.placement import Held
 from instances import boot, groups
 from instances.choices import ActionStatus, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
