@@ -5,8 +5,10 @@ import atexit
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,32 @@ def cpu_seconds(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def listener_idle_share(caught_up: Callable[[], bool], *, seconds: int, wait: float = 60) -> float:
+    """The CPU share of `manage.py listen_events` idle for `seconds`: its user + system time over that wall time,
+    once caught_up() says it has read every host and its start-up reads are over (a second it spends under 5 % of a
+    core), or `wait` seconds have passed."""
+    listener = subprocess.Popen([sys.executable, "manage.py", "listen_events"], cwd=ROOT, env=dict(os.environ),
+                                stdout=sys.stderr, stderr=sys.stderr)
+    try:
+        deadline = time.monotonic() + wait
+        while not caught_up() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        while time.monotonic() < deadline:
+            before = cpu_seconds(listener.pid)
+            time.sleep(1)
+            if cpu_seconds(listener.pid) - before < 0.05:
+                break
+        before, start = cpu_seconds(listener.pid), time.monotonic()
+        time.sleep(seconds)
+        share = (cpu_seconds(listener.pid) - before) / (time.monotonic() - start)
+        if listener.poll() is not None:
+            raise SystemExit(f"the listener exited (status {listener.returncode}) while it was measured")
+        return share
+    finally:
+        listener.terminate()
+        listener.wait(timeout=30)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -14,15 +14,13 @@ Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python b
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from common import ROOT, cpu_seconds, print_table, record, setup_django
+from common import listener_idle_share, print_table, record, setup_django
 
 setup_django()
 
@@ -86,25 +84,6 @@ def sweep(hosts: list[Host]) -> float:
     return time.perf_counter() - start
 
 
-def listener_idle_share(expected: int) -> float:
-    listener = subprocess.Popen([sys.executable, "manage.py", "listen_events"], cwd=ROOT, env=dict(os.environ),
-                                stdout=sys.stderr, stderr=sys.stderr)
-    try:
-        deadline = time.monotonic() + 120  # it has caught up once it has read every host
-        while HostDomain.objects.count() < expected and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(3)
-        before, start = cpu_seconds(listener.pid), time.monotonic()
-        time.sleep(IDLE_SECONDS)
-        share = (cpu_seconds(listener.pid) - before) / (time.monotonic() - start)
-        if listener.poll() is not None:
-            raise SystemExit(f"the listener exited (status {listener.returncode}) while it was measured")
-        return share
-    finally:
-        listener.terminate()
-        listener.wait(timeout=30)
-
-
 def placements(hosts: list[Host]) -> tuple[float, float, int]:
     """CREATES decisions over the hosts, emptied first: (decisions per second, RAM use std dev in %, failures)."""
     Instance.objects.all().delete()
@@ -134,7 +113,7 @@ def main() -> None:
         first = sweep(hosts)
         steady = sweep(hosts)
         seen = HostDomain.objects.count()
-        idle = listener_idle_share(seen)
+        idle = listener_idle_share(lambda: HostDomain.objects.count() >= seen, seconds=IDLE_SECONDS, wait=120)
         rate, spread, failures = placements(hosts)
     print_table(f"Reconcile of {HOSTS} hosts × {DOMAINS} domains on one process (s)", ["sweep", "s"],
                 [["first (every connection opened, every domain new)", first], ["steady", steady]])

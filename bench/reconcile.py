@@ -13,12 +13,10 @@ Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python b
 """
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 
-from common import ROOT, cpu_seconds, print_table, record, setup_django
+from common import listener_idle_share, print_table, record, setup_django
 
 setup_django()
 
@@ -53,25 +51,6 @@ def per_domain_loop() -> int:
     return len([(dom.UUIDString(), dom.name(), dom.info()) for dom in conn.listAllDomains(0)])
 
 
-def listener_idle_share(host: Host) -> float:
-    listener = subprocess.Popen([sys.executable, "manage.py", "listen_events"], cwd=ROOT, env=dict(os.environ),
-                                stdout=sys.stderr, stderr=sys.stderr)
-    try:
-        deadline = time.monotonic() + 60  # it has caught up on the host once it has read every domain
-        while HostDomain.objects.filter(host=host).count() < COUNT and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(2)
-        before, start = cpu_seconds(listener.pid), time.monotonic()
-        time.sleep(IDLE_SECONDS)
-        share = (cpu_seconds(listener.pid) - before) / (time.monotonic() - start)
-        if listener.poll() is not None:
-            raise SystemExit(f"the listener exited (status {listener.returncode}) while it was measured")
-        return share
-    finally:
-        listener.terminate()
-        listener.wait(timeout=30)
-
-
 def main() -> None:
     Host.objects.all().delete()
     conn = hypervisor.connection(URI)
@@ -95,7 +74,8 @@ def main() -> None:
         bulk = best_of(3, lambda: hypervisor.all_domains(URI, known))
         bare = best_of(3, bare_bulk_call)
         whole = best_of(3, lambda: reconcile_host(host.pk))
-        idle = listener_idle_share(host)
+        idle = listener_idle_share(lambda: HostDomain.objects.filter(host=host).count() >= COUNT,
+                                   seconds=IDLE_SECONDS)
     finally:
         for dom in made:
             if dom.isActive():

@@ -64,8 +64,9 @@ def _leaves(instance: Instance, *, live: bool, candidates: list[Host], used: dic
     except InvalidOperation as exc:
         return Step(instance, STAYS, reason=str(exc))
     wanted = migration.needs(instance)
-    refused = [reason for c in candidates if (reason := migration.refusal(instance, c, live=live))]
-    fitting = [c for c in candidates if migration.refusal(instance, c, live=live) is None]
+    refusals = {c.pk: migration.refusal(instance, c, live=live) for c in candidates}
+    refused = [reason for reason in refusals.values() if reason]
+    fitting = [c for c in candidates if not refusals[c.pk]]
     request = placing.Request(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib,
                               tags=frozenset(instance.host_tags.split()), group=_group(instance, moved))
     decision = placing.decide(fitting, request, used)
