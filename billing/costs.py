@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from django.db.models import Max, Sum
 from django.db.models.functions import TruncDay
@@ -21,6 +21,7 @@ from django.utils import timezone
 from billing.choices import InvoiceKind, InvoiceStatus
 from billing.invoicing import EXACT, divisor, fee_version, money, month_bounds, quantity
 from billing.models import Invoice, RateVersion, TenantBilling, UsageRecord
+from instances.plans import Price, Size
 
 HOUR = timedelta(hours=1)
 
@@ -129,3 +130,22 @@ def revenue(*, months: int = 12, now: datetime | None = None) -> list[Revenue]:
             report.tenants.append(row["tenant__name"])
         report.amounts[(row["tenant__name"], row["period_start"].astimezone(UTC).date())] = row["amount"]
     return list(found.values())
+
+
+def monthly_price(tenant_id: int, size: Size) -> Price | None:
+    """What an instance of that size costs for a whole month of running on the tenant's plan at today's prices
+    (before tax, without the plan's own fee): vCPUs, RAM, licence and public addresses by the hour, disk by the
+    GiB-month. None when the tenant has no plan or the plan no prices yet."""
+    billing = TenantBilling.objects.select_related("plan").filter(tenant_id=tenant_id).first()
+    if billing is None:
+        return None
+    now = timezone.now()
+    rate = RateVersion.objects.filter(plan=billing.plan, effective_from__lte=now).order_by("-effective_from").first()
+    if rate is None:
+        return None
+    start, end = month_bounds(now.year, now.month)
+    hours = Decimal(int((end - start).total_seconds()) // 3600)
+    with localcontext(EXACT):
+        hourly = (size.vcpus * rate.vcpu_hour + Decimal(size.memory_mib) / 1024 * rate.ram_gib_hour
+                  + (rate.licence_hour if size.licensed else 0) + size.public_addresses * rate.address_hour)
+        return Price(billing.plan.currency, money(hourly * hours + size.disk_gib * rate.disk_gib_month))

@@ -1,7 +1,7 @@
 """Instance and action endpoints: thin viewsets over instances.services."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -12,7 +12,19 @@ from rest_framework.views import APIView
 from cloudpanel.exceptions import DomainError, NotFound
 from hosts.models import Host, HostDomain
 from images.models import BootKernel, Image, Template
-from instances import backups, groups, maintenance, migration, rebuild, resizing, services, snapshots, tickets, volumes
+from instances import (
+    backups,
+    groups,
+    maintenance,
+    migration,
+    plans,
+    rebuild,
+    resizing,
+    services,
+    snapshots,
+    tickets,
+    volumes,
+)
 from instances.choices import Operation
 from instances.filtersets import ActionFilterSet, BackupFilterSet, InstanceFilterSet, VolumeFilterSet
 from instances.models import Backup, Instance, InstanceAction, ServerGroup, Volume
@@ -31,6 +43,7 @@ from instances.serializers import (
     MaintenanceStepSerializer,
     MediaSerializer,
     MigrateSerializer,
+    PlanSerializer,
     RebuildSerializer,
     RenameSerializer,
     ResizeSerializer,
@@ -53,6 +66,27 @@ from networks.serializers import NicRequestSerializer
 from tenants import audit
 from tenants.permissions import OPERATORS
 from tenants.viewsets import ScopedViewSetMixin, resolve_tenant
+
+DRY_RUN = OpenApiParameter("dry_run", bool, description="1: answer 200 with the plan of what the request would do "
+                           "(host and why, definition, quota, price); nothing is created, changed or held.")
+
+
+def dry_run(request) -> bool:
+    """Whether the request asks for its plan only (?dry_run=1); 400 for a value that is not a yes or a no."""
+    value = request.query_params.get("dry_run", "").lower()
+    if value not in ("", "0", "1", "true", "false"):
+        raise ValidationError({"dry_run": ["Give 1 (only the plan) or 0."]})
+    if value in ("1", "true"):
+        audit.skip(request)  # a plan changes nothing
+        return True
+    return False
+
+
+def plan_response(plan: plans.Plan, admin: bool) -> Response:
+    """A plan's answer: placement's verdicts on every host are platform admins' to see (as on the instance page)."""
+    if not admin:
+        plan.placement = None
+    return Response(PlanSerializer(plan).data)
 
 
 class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -85,7 +119,8 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = services.request_operation(instance=instance, operation=operation, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=InstanceCreateSerializer, responses={202: ActionSerializer})
+    @extend_schema(request=InstanceCreateSerializer, responses={202: ActionSerializer, 200: PlanSerializer},
+                   parameters=[DRY_RUN])
     def create(self, request):
         # Before validation, which would say whether the host id exists.
         if hasattr(request.data, "get") and request.data.get("host") not in (None, "") and not self.scope.admin:
@@ -99,6 +134,10 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         values["init_env"] = values.pop("env", {})
         self._from_library(values)
         values["nics"] = [self._nic(wanted, tenant.pk) for wanted in values.pop("networks", [])]
+        if dry_run(request):
+            plan = plans.for_create(lambda: services.create_instance(user=request.user, tenant=tenant, **values),
+                                    tenant.pk)
+            return plan_response(plan, self.scope.admin)
         act = services.create_instance(user=request.user, tenant=tenant, **values)
         audit.note(request, target=act.instance)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
@@ -168,13 +207,18 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
                 "url": f"/ws/instances/{instance.pk}/display/?ticket={raw}"}
         return Response(DisplayTicketSerializer(data).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=ResizeSerializer, responses={202: ActionSerializer},
+    @extend_schema(request=ResizeSerializer, responses={202: ActionSerializer, 200: PlanSerializer},
+                   parameters=[DRY_RUN],
                    summary="Resize: vCPUs and RAM while stopped, the disk grown whether it runs or not")
     @action(detail=True, methods=["post"])
     def resize(self, request, pk=None):
         instance = self.get_object()
         data = ResizeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        if dry_run(request):
+            plan = plans.for_resize(instance, lambda: resizing.resize(instance=instance, user=request.user,
+                                                                      **data.validated_data))
+            return plan_response(plan, self.scope.admin)
         act = resizing.resize(instance=instance, user=request.user, **data.validated_data)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
@@ -198,7 +242,8 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
         act = rebuild.clone(instance=instance, name=data.validated_data["name"], user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=MigrateSerializer, responses={202: ActionSerializer},
+    @extend_schema(request=MigrateSerializer, responses={202: ActionSerializer, 200: PlanSerializer},
+                   parameters=[DRY_RUN],
                    summary="Migrate the instance to another host: live if it runs, cold if stopped (platform admins)")
     @action(detail=True, methods=["post"], url_path="migrate", url_name="migrate")
     def migrate_instance(self, request, pk=None):
@@ -212,6 +257,10 @@ class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
             host = Host.objects.filter(pk=data.validated_data["host"]).first()
             if host is None:
                 raise NotFound("No such host.")
+        if dry_run(request):
+            plan = plans.for_migration(instance, lambda: migration.migrate(instance=instance, host=host,
+                                                                           user=request.user))
+            return plan_response(plan, self.scope.admin)
         act = migration.migrate(instance=instance, host=host, user=request.user)
         return Response(ActionSerializer(act).data, status=status.HTTP_202_ACCEPTED)
 
@@ -548,13 +597,17 @@ class HostMaintenanceView(APIView):
         host = get_object_or_404(Host, pk=pk)
         return Response(MaintenanceStepSerializer(maintenance.plan(host), many=True).data)
 
-    @extend_schema(request=MaintenanceRequestSerializer, responses={202: MaintenanceStepSerializer(many=True)},
-                   summary="Enter maintenance (its instances leave it) or leave it")
+    @extend_schema(request=MaintenanceRequestSerializer, responses={202: MaintenanceStepSerializer(many=True),
+                                                                    200: MaintenanceStepSerializer(many=True)},
+                   parameters=[DRY_RUN], summary="Enter maintenance (its instances leave it) or leave it")
     def post(self, request, pk: int):
         host = get_object_or_404(Host, pk=pk)
         audit.note(request, action="host.maintenance", target=host, platform=True)
         data = MaintenanceRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        if dry_run(request):  # the plan of entering it (leaving it changes nothing but the flag)
+            return Response(MaintenanceStepSerializer(maintenance.plan(host) if data.validated_data["enter"] else [],
+                                                      many=True).data)
         if not data.validated_data["enter"]:
             maintenance.leave(host=host)
             return Response([], status=status.HTTP_202_ACCEPTED)

@@ -40,6 +40,7 @@ class Step:
     reason: str = ""
     outcome: str = ""  # once asked for: "" (accepted) or why it was refused
     current: InstanceAction | None = None  # the operation in flight on it, if any (see in_flight)
+    placement: dict | None = None  # placement's decision for a move: every other host, kept or dropped and why
 
 
 def _group(instance: Instance, moved: dict[int, Host]) -> placing.Group | None:
@@ -70,13 +71,16 @@ def _leaves(instance: Instance, *, live: bool, candidates: list[Host], used: dic
     request = placing.Request(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib,
                               tags=frozenset(instance.host_tags.split()), group=_group(instance, moved))
     decision = placing.decide(fitting, request, used)
+    decision.verdicts += [placing.Verdict(c.pk, c.name, False, refusals[c.pk]) for c in candidates
+                          if refusals[c.pk]]
     if decision.host is None:
-        reasons = refused + [v.reason for v in decision.verdicts if not v.kept]
-        return Step(instance, STAYS, reason="no other host can take it: " + ("; ".join(reasons) or "there is none"))
+        reasons = refused + [v.reason for v in decision.verdicts if not v.kept and v.reason not in refused]
+        return Step(instance, STAYS, reason="no other host can take it: " + ("; ".join(reasons) or "there is none"),
+                    placement=decision.as_dict())
     target = decision.host
     used[target.pk] = Held(*(a + b for a, b in zip(used[target.pk], wanted, strict=True)))
     moved[instance.pk] = target
-    return Step(instance, kind, target=target)
+    return Step(instance, kind, target=target, placement=decision.as_dict())
 
 
 def plan(host: Host) -> list[Step]:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from hosts import services as host_services
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
-from hosts.placement import Held
+from hosts.placement import Held, Verdict
 from instances import boot, groups
 from instances.choices import ActionStatus, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
@@ -89,31 +89,31 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
     if current in (Status.RUNNING, Status.PAUSED, Status.STOPPED):
         check_migratable(instance, live=live)
     with transaction.atomic():
+        wanted, group = needs(instance), groups.for_placement(instance.server_group, excluding=instance.pk)
         if host is None:
             candidates = Host.objects.filter(technology=instance.host.technology).exclude(pk=instance.host_id)
-            fitting = [c for c in candidates if refusal(instance, c, live=live) is None]
+            refused = {c.pk: (c, why) for c in candidates if (why := refusal(instance, c, live=live))}
+            fitting = [c.pk for c in candidates if c.pk not in refused]
             if not fitting:
-                raise NoCapacity(f"no other host can take '{instance.name}'")
-            wanted = needs(instance)
+                raise NoCapacity(f"no other host can take '{instance.name}'"
+                                 + (": " + "; ".join(why for _, why in refused.values()) if refused else ""))
             try:
                 decision = host_services.placement(
-                    vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib,
-                    among=[c.pk for c in fitting], tags=instance.host_tags.split(),
-                    group=groups.for_placement(instance.server_group, excluding=instance.pk))
+                    vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib, among=fitting,
+                    tags=instance.host_tags.split(), group=group)
             except NoCapacity as exc:
                 raise NoCapacity(f"no other host can take '{instance.name}': {exc}") from None
-            target = decision.host
-            Instance.objects.filter(pk=instance.pk).update(
-                placement=decision.as_dict() | {"for": "migration", "at": timezone.now().isoformat()})
+            decision.verdicts += [Verdict(c.pk, c.name, False, why) for c, why in refused.values()]
         else:
             reason = refusal(instance, host, live=live)
             if reason:
                 raise InvalidOperation(reason)
-            wanted = needs(instance)
-            target = host_services.placement(
+            decision = host_services.placement(
                 vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib, host=host,
-                tags=instance.host_tags.split(),
-                group=groups.for_placement(instance.server_group, excluding=instance.pk)).host
+                tags=instance.host_tags.split(), group=group)
+        target = decision.host
+        Instance.objects.filter(pk=instance.pk).update(
+            placement=decision.as_dict() | {"for": "migration", "at": timezone.now().isoformat()})
         return request_operation(instance=instance, operation=Operation.MIGRATE, user=user, target_host=target)
 
 

@@ -1,4 +1,5 @@
 from django.db.models import F, QuerySet
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hosts.models import Host
@@ -169,6 +170,40 @@ class MaintenanceStepSerializer(serializers.Serializer):
     target_host_name = serializers.CharField(source="target.name", default=None, allow_null=True)
     reason = serializers.CharField()
     outcome = serializers.CharField()
+    placement = serializers.JSONField(allow_null=True, help_text="For a move: placement's decision, every other "
+                                      "host kept or dropped and why.")
+
+
+class PlanSerializer(serializers.Serializer):
+    """What a create, resize or migration would do (a dry run): nothing is created or held."""
+
+    operation = serializers.CharField()
+    instance = serializers.CharField(help_text="The instance's name.")
+    host = serializers.CharField(allow_null=True, help_text="The host it would be on.")
+    host_id = serializers.IntegerField(allow_null=True)
+    placement = serializers.JSONField(allow_null=True, help_text="Placement's decision: every host, kept (with its "
+                                      "score) or dropped (with the reason), best first; platform admins only.")
+    definition = serializers.CharField(help_text="The domain definition the host would get.")
+    diff = serializers.CharField(help_text="For a change: a unified diff against the current definition.")
+    changes = serializers.ListField(child=serializers.CharField())
+    quota = serializers.SerializerMethodField()
+    price = serializers.SerializerMethodField()
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "resource": {"type": "string"}, "label": {"type": "string"}, "used": {"type": "string"},
+        "after": {"type": "string"}, "limit": {"type": "integer", "nullable": True}}}})
+    def get_quota(self, plan) -> list[dict]:
+        return [vars(effect) for effect in plan.quota]
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "currency": {"type": "string"}, "per_month": {"type": "string"},
+        "before": {"type": "string", "nullable": True}}})
+    def get_price(self, plan) -> dict | None:
+        price = plan.price
+        if price is None:
+            return None
+        return {"currency": price.currency, "per_month": str(price.per_month),
+                "before": None if price.before is None else str(price.before)}
 
 
 class MigrateSerializer(serializers.Serializer):

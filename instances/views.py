@@ -17,7 +17,7 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import backups, maintenance, migration, rebuild, resizing, services, snapshots, volumes
+from instances import backups, maintenance, migration, plans, rebuild, resizing, services, snapshots, volumes
 from instances.choices import BootSource, MaintenancePolicy, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
@@ -88,7 +88,14 @@ def instance_new(request):
         data["start"] = not data.pop("leave_stopped")
         data["host_tags"] = data["host_tags"].replace(",", " ").split()
         audit.note(request, tenant=data["tenant"])
+        dry_run = request.POST.get("dry_run") == "1"
+        if dry_run:
+            audit.skip(request)  # a plan changes nothing
         try:
+            if dry_run:
+                plan = plans.for_create(lambda: services.create_instance(user=request.user, **data), data["tenant"].pk)
+                return render(request, "instances/new.html", {"form": form, "template_sizes": _sizes(templates),
+                                                              "plan": _shown(plan, scope.admin)})
             action = services.create_instance(user=request.user, **data)
         except DomainError as exc:
             form.add_error(None, str(exc))
@@ -97,8 +104,28 @@ def instance_new(request):
             audit.note(request, target=action.instance)
             messages.success(request, f"Creating {action.instance.name}.")
             return redirect("instance-detail", pk=action.instance_id)
-    sizes = {t.pk: {"vcpus": t.vcpus, "memory_mib": t.memory_mib, "disk_gib": t.disk_gib} for t in templates}
-    return render(request, "instances/new.html", {"form": form, "template_sizes": sizes})
+    return render(request, "instances/new.html", {"form": form, "template_sizes": _sizes(templates)})
+
+
+def _sizes(templates) -> dict[int, dict[str, int]]:
+    """Each template's size, for the form to fill in."""
+    return {t.pk: {"vcpus": t.vcpus, "memory_mib": t.memory_mib, "disk_gib": t.disk_gib} for t in templates}
+
+
+def _shown(plan: plans.Plan, admin: bool) -> plans.Plan:
+    """The plan as a page shows it: placement's verdicts on every host are platform admins' to see."""
+    if not admin:
+        plan.placement = None
+    return plan
+
+
+def _plan_page(request, instance: Instance, plan: plans.Plan, *, title: str, confirm: str, url: str,
+               fields: list[tuple[str, object]]):
+    """A plan, with a button that asks for it for real (the same fields, without the dry run)."""
+    audit.skip(request)  # a plan changes nothing
+    return render(request, "instances/plan.html", {
+        "instance": instance, "plan": _shown(plan, scope_of(request).admin), "title": title, "confirm": confirm,
+        "action_url": url, "fields": fields})
 
 
 @login_required
@@ -210,6 +237,10 @@ def instance_resize(request, instance: Instance):
     wanted = {size: _digits(request.POST.get(size, "").strip()) for size in ("vcpus", "memory_mib", "disk_gib")}
     if any(value is None for value in wanted.values()):
         raise InvalidOperation("Give the vCPUs, the RAM in MiB and the disk in GiB as whole numbers.")
+    if request.POST.get("dry_run") == "1":
+        plan = plans.for_resize(instance, lambda: resizing.resize(instance=instance, user=request.user, **wanted))
+        return _plan_page(request, instance, plan, title=f"Resize {instance.name}?", confirm="Resize now",
+                          url=reverse("instance-resize", args=[instance.pk]), fields=list(wanted.items()))
     resizing.resize(instance=instance, user=request.user, **wanted)
     messages.success(request, "Resizing.")
     return redirect(_instance_page(instance))
@@ -241,6 +272,12 @@ def instance_migrate(request, instance: Instance):
         host = Host.objects.filter(pk=_digits(request.POST["host"])).first()
         if host is None:
             raise InvalidOperation("That host no longer exists.")
+    if request.POST.get("dry_run") == "1":
+        plan = plans.for_migration(instance, lambda: migration.migrate(instance=instance, host=host,
+                                                                       user=request.user))
+        return _plan_page(request, instance, plan, title=f"Migrate {instance.name} to {plan.host}?",
+                          confirm="Migrate now", url=reverse("instance-migrate", args=[instance.pk]),
+                          fields=[("host", plan.host_id)])  # the host shown, not another placement's
     action = migration.migrate(instance=instance, host=host, user=request.user)
     messages.success(request, f"Migrating {instance.name} to {action.target_host.name}.")
     return redirect(_instance_page(instance))

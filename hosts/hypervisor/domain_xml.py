@@ -270,6 +270,13 @@ def domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool 
     return ET.tostring(builders[Technology(technology)](spec), encoding="unicode")
 
 
+def readable_domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool = False) -> str:
+    """The same domain XML, indented for people to read (a plan shows it)."""
+    root = ET.fromstring(domain_xml(technology, spec, kvm_available=kvm_available))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
 def snapshot_xml(name: str, description: str) -> str:
     """A snapshot of the domain as it is: its disks, and its memory if it runs (libvirt's default, internal to the
     qcow2 disks)."""

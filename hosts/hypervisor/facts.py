@@ -19,6 +19,7 @@ class PoolInfo:
     active: bool
     capacity_bytes: int
     available_bytes: int
+    path: str = ""  # where its volumes are (a directory pool's directory), "" if it has no such path
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ def probe(uri: str) -> HostInfo:
         pools = []
         for pool in conn.listAllStoragePools():
             _state, capacity, _alloc, available = pool.info()
-            pools.append(PoolInfo(pool.name(), bool(pool.isActive()), capacity, available))
+            path = ET.fromstring(pool.XMLDesc()).findtext("target/path") or ""
+            pools.append(PoolInfo(pool.name(), bool(pool.isActive()), capacity, available, path))
         caps = ET.fromstring(conn.getCapabilities())
         kvm = any(d.get("type") == "kvm" for d in caps.iter("domain"))
         return HostInfo(
