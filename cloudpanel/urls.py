@@ -10,12 +10,13 @@ from images.api import BootKernelViewSet, ImageViewSet, TemplateViewSet
 from instances.api import (
     ActionViewSet,
     BackupViewSet,
+    HostEvacuationView,
     HostMaintenanceView,
     InstanceViewSet,
     ServerGroupViewSet,
     VolumeViewSet,
 )
-from instances.views import host_maintenance, overview, volume_change, volume_list
+from instances.views import host_evacuation, host_maintenance, overview, volume_change, volume_list
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
@@ -47,6 +48,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/<int:pk>/maintenance/", host_maintenance, name="host-maintenance"),
+    path("hosts/<int:pk>/evacuate/", host_evacuation, name="host-evacuation"),
     path("hosts/", include("hosts.urls")),
     path("instances/", include("instances.urls")),
     path("volumes/", volume_list, name="volume-list"),
@@ -58,6 +60,7 @@ urlpatterns = [
     path("api/v1/tenants/<int:pk>/billing/", TenantBillingViewSet.as_view({"get": "billing", "put": "billing"}),
          name="api-tenant-billing"),
     path("api/v1/hosts/<int:pk>/maintenance/", HostMaintenanceView.as_view(), name="api-host-maintenance"),
+    path("api/v1/hosts/<int:pk>/evacuate/", HostEvacuationView.as_view(), name="api-host-evacuation"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

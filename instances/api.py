@@ -14,6 +14,7 @@ from hosts.models import Host, HostDomain
 from images.models import BootKernel, Image, Template
 from instances import (
     backups,
+    evacuation,
     groups,
     maintenance,
     migration,
@@ -36,6 +37,8 @@ from instances.serializers import (
     BackupSerializer,
     DetachSerializer,
     DisplayTicketSerializer,
+    EvacuationRequestSerializer,
+    EvacuationStepSerializer,
     InstanceCreateSerializer,
     InstanceSerializer,
     MaintenancePolicySerializer,
@@ -613,6 +616,32 @@ class HostMaintenanceView(APIView):
             return Response([], status=status.HTTP_202_ACCEPTED)
         steps = maintenance.enter(host=host, user=request.user)
         return Response(MaintenanceStepSerializer(steps, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HostEvacuationView(APIView):
+    """A host that is down (platform admins): GET the plan for its instances, POST {"host_is_off": true} to rebuild
+    each one that can be on another host (?dry_run=1: the plan)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: EvacuationStepSerializer(many=True)},
+                   summary="What evacuating the host would do to each of its instances")
+    def get(self, request, pk: int):
+        host = get_object_or_404(Host, pk=pk)
+        return Response(EvacuationStepSerializer(evacuation.plan(host), many=True).data)
+
+    @extend_schema(request=EvacuationRequestSerializer, responses={202: EvacuationStepSerializer(many=True),
+                                                                   200: EvacuationStepSerializer(many=True)},
+                   parameters=[DRY_RUN], summary="Evacuate a host that is down: its instances rebuilt elsewhere")
+    def post(self, request, pk: int):
+        host = get_object_or_404(Host, pk=pk)
+        audit.note(request, action="host.evacuate", target=host, platform=True)
+        data = EvacuationRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if dry_run(request):
+            return Response(EvacuationStepSerializer(evacuation.plan(host), many=True).data)
+        steps = evacuation.evacuate(host=host, user=request.user, host_is_off=data.validated_data["host_is_off"])
+        return Response(EvacuationStepSerializer(steps, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ServerGroupViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,

@@ -23,7 +23,7 @@ from hosts.placement import Held, Verdict
 from instances import boot, groups
 from instances.choices import ActionStatus, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
-from instances.models import Instance, InstanceAction, Snapshot, Volume
+from instances.models import Instance, InstanceAction, Leftover, Snapshot, Volume
 from instances.services import request_operation
 
 
@@ -54,6 +54,9 @@ def refusal(instance: Instance, target: Host, *, live: bool) -> str | None:
     if live and not urlsplit(target.uri).netloc:
         return (f"host '{target.name}' is registered as {target.uri}, which another host's libvirtd cannot reach: "
                 "register it by its address (qemu+tcp://, qemu+tls:// or qemu+ssh://)")
+    if Leftover.objects.filter(instance=instance, host=target).exists():
+        return (f"host '{target.name}' still holds what '{instance.name}' left there when it was evacuated; it is "
+                "removed once the host answers")
     if instance.ports.exists() and not target.can.networks:
         return f"host '{target.name}' cannot put NICs on CloudPanel networks"
     try:  # a platform admin's paths on the host: the target must allow them too

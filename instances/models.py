@@ -519,3 +519,19 @@ class DisplayTicket(models.Model):
 
     def __str__(self) -> str:
         return f"display ticket for {self.instance_id} ({'used' if self.used_at else 'unused'})"
+
+
+class Leftover(models.Model):
+    """What an instance evacuated from a host that did not answer left there (its domain, disk, seed and tree, its
+    NICs' pins and filters), to remove once that host answers again (instances.tasks.remove_leftovers)."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="leftovers")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="leftovers")
+    pool = models.CharField(max_length=100)  # the host's storage pool its disk and seed are in
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instance", "host"], name="leftover_once_per_host")]
+
+    def __str__(self) -> str:
+        return f"{self.instance} left on {self.host}"

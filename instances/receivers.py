@@ -33,5 +33,6 @@ def reconcile(sender: type, *, host: Host, states: dict[str, str] | None, observ
     if states is not None:
         services.reconcile_host_states(host=host, states=states, observed_at=observed_at)
         tasks.remove_forgotten(host)
+        tasks.remove_leftovers(host)
     services.expire_stuck_tasks(
         host=host, older_than=timezone.now() - timedelta(seconds=settings.CLOUDPANEL_TASK_TIMEOUT_SECONDS))

@@ -174,6 +174,29 @@ class MaintenanceStepSerializer(serializers.Serializer):
                                       "host kept or dropped and why.")
 
 
+class EvacuationRequestSerializer(serializers.Serializer):
+    """Evacuate the host: its instances rebuilt elsewhere where they can be."""
+
+    host_is_off = serializers.BooleanField(help_text="True: the host is powered down or fenced (a guest rebuilt "
+                                           "elsewhere while its old copy runs would run twice).")
+
+
+class EvacuationStepSerializer(serializers.Serializer):
+    """What becomes of one instance of a host that is evacuated."""
+
+    instance = serializers.IntegerField(source="instance.pk")
+    instance_name = serializers.CharField(source="instance.name")
+    status = serializers.CharField(source="instance.status")
+    action = serializers.CharField(help_text="from backup, from image, boot again, or stays")
+    reason = serializers.CharField(help_text="Why it stays, or what its rebuild loses.")
+    backup = serializers.IntegerField(source="backup.pk", default=None, allow_null=True)
+    target_host = serializers.IntegerField(source="target.pk", default=None, allow_null=True)
+    target_host_name = serializers.CharField(source="target.name", default=None, allow_null=True)
+    start = serializers.BooleanField(help_text="Started on its new host (it ran when its host went silent).")
+    placement = serializers.JSONField(allow_null=True)
+    outcome = serializers.CharField()
+
+
 class PlanSerializer(serializers.Serializer):
     """What a create, resize or migration would do (a dry run): nothing is created or held."""
 

@@ -280,7 +280,7 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
             if Instance.objects.filter(uuid=domain.uuid).exists():
                 raise InvalidOperation(f"{domain.name} is already an instance")
             instance.save()
-            _set_status(instance, status, Cause.ADOPTED, detail=f"domain {domain.name} adopted into {tenant}")
+            set_status(instance, status, Cause.ADOPTED, detail=f"domain {domain.name} adopted into {tenant}")
             instance.save(update_fields=["status", "status_changed_at"])
             publish_on_commit(instance)
     except IntegrityError:
@@ -485,7 +485,7 @@ def recover_lost_actions(*, lease: timedelta) -> set[int]:
     return hosts
 
 
-def _set_status(instance: Instance, status: str, cause: str, *, action: InstanceAction | None = None,
+def set_status(instance: Instance, status: str, cause: str, *, action: InstanceAction | None = None,
                 detail: str = "", at: datetime | None = None) -> bool:
     """Inside a transaction with the instance row locked: change status and write history."""
     if instance.status == status:
@@ -510,7 +510,7 @@ def finish_action(action_id: int, *, observed: str, keep_volumes: bool = False) 
             return
         instance = action.instance
         fields = ["status", "status_changed_at", "task_state", "task_started_at", "status_reason"]
-        _set_status(instance, observed, Cause.ACTION, action=action)
+        set_status(instance, observed, Cause.ACTION, action=action)
         if observed == Status.DELETED:
             instance.deleted_at = timezone.now()
             fields.append("deleted_at")
@@ -593,7 +593,7 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
                 status=SnapshotStatus.ERROR, error=error[:2000])
         volumes.settle(action.volume_id, error=error)
         if observed is not None:
-            _set_status(instance, observed, Cause.ACTION, action=action, detail=error)
+            set_status(instance, observed, Cause.ACTION, action=action, detail=error)
         instance.task_state, instance.task_started_at = None, None
         instance.status_reason = f"{action.get_operation_display()} failed: {error}"[:2000]
         instance.save(update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"])
@@ -626,7 +626,7 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
             return False  # the operation undefines, replaces or moves the domain on purpose: its end says how it is
         if instance.status_changed_at and instance.status_changed_at > observed_at:
             return False
-        if not _set_status(instance, status, cause, detail=detail, at=observed_at):
+        if not set_status(instance, status, cause, detail=detail, at=observed_at):
             return False
         fields = ["status", "status_changed_at"]
         if status not in (Status.ERROR, Status.MISSING) and instance.status_reason and not instance.task_state:
@@ -700,7 +700,7 @@ def mark_unknown(*, host: Host, last_seen_at: datetime | None) -> int:
                 continue
             at = max(filter(None, (last_seen_at, instance.status_changed_at)), default=timezone.now())
             reason = f"host '{host.name}' does not answer (last seen {seen}): what the instance does is not known"
-            _set_status(instance, Status.UNKNOWN, Cause.RECONCILE, detail=reason, at=at)
+            set_status(instance, Status.UNKNOWN, Cause.RECONCILE, detail=reason, at=at)
             instance.status_reason = reason
             instance.save(update_fields=["status", "status_changed_at", "status_reason"])
             publish_on_commit(instance)
@@ -722,7 +722,7 @@ def expire_stuck_tasks(*, host: Host, older_than: datetime) -> int:
             taken = InstanceAction.objects.filter(instance=instance, status=ActionStatus.RUNNING).exists()
             reason = (f"{instance.get_task_state_display()} did not finish in time; "
                       + ("the host did not answer" if taken else "no worker took it (is the worker running?)"))
-            _set_status(instance, Status.ERROR, Cause.TIMEOUT, detail=reason)
+            set_status(instance, Status.ERROR, Cause.TIMEOUT, detail=reason)
             instance.task_state, instance.task_started_at, instance.status_reason = None, None, reason
             instance.save(
                 update_fields=["status", "status_changed_at", "task_state", "task_started_at", "status_reason"]

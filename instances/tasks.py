@@ -25,7 +25,7 @@ from images import tasks as image_tasks
 from images.choices import DiskFormat
 from instances import backups, boot, disk_jobs, migration_jobs, services, volumes
 from instances.choices import ActionStatus, BootSource, Operation, Status
-from instances.models import Instance, InstanceAction, Snapshot, Volume
+from instances.models import Instance, InstanceAction, Leftover, Snapshot, Volume
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
 from networks.models import Port
@@ -278,6 +278,25 @@ def remove_forgotten(host: Host) -> None:
                         exc)
             continue
         services.forgotten_removed(instance)
+
+
+def remove_leftovers(host: Host) -> None:
+    """What instances evacuated from the host left there, now that it answers: their domains (stopped first), disks
+    and seeds, their NICs' pins and filters and the networks nobody else there uses. What the host refuses is tried
+    again at its next reconcile."""
+    for leftover in Leftover.objects.filter(host=host).select_related("instance"):
+        instance = leftover.instance
+        if instance.host_id != host.pk:  # (one migrated back meanwhile owns what is there)
+            try:
+                hypervisor.undefine(host.uri, str(instance.uuid))
+                for name in (instance.volume_name, instance.seed_volume_name):
+                    hypervisor.delete_volume(host.uri, leftover.pool, name)
+                provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=host,
+                                        instance_id=instance.pk)
+            except hypervisor.HypervisorError as exc:
+                log.warning("instance %s, evacuated from %s, is still there: %s", instance.pk, host.name, exc)
+                continue
+        leftover.delete()
 
 
 def _state_after_failure(action: InstanceAction, host: Host) -> str | None:

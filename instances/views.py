@@ -17,7 +17,18 @@ from hosts import services as host_services
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
-from instances import backups, maintenance, migration, plans, rebuild, resizing, services, snapshots, volumes
+from instances import (
+    backups,
+    evacuation,
+    maintenance,
+    migration,
+    plans,
+    rebuild,
+    resizing,
+    services,
+    snapshots,
+    volumes,
+)
 from instances.choices import BootSource, MaintenancePolicy, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.filtersets import InstanceFilterSet
@@ -541,3 +552,23 @@ def host_maintenance(request, pk: int):
         return redirect("host-maintenance", pk=host.pk)
     return render(request, "instances/maintenance.html", {
         "host": host, "steps": maintenance.with_progress(host, maintenance.plan(host))})
+
+
+@staff_member_required
+def host_evacuation(request, pk: int):
+    """A host that is down: the plan for each of its instances, then rebuild elsewhere those that can be."""
+    host = get_object_or_404(Host, pk=pk)
+    if request.method == "POST":
+        audit.note(request, action="host.evacuate", target=host, platform=True)
+        try:
+            steps = evacuation.evacuate(host=host, user=request.user,
+                                        host_is_off=request.POST.get("host_is_off") == "1")
+        except DomainError as exc:
+            audit.refused(request, str(exc))
+        else:
+            moved = [step for step in steps if not step.outcome]
+            messages.success(request, f"{host.name} is disabled; {len(moved)} instance{'s' if len(moved) != 1 else ''}"
+                                      " being rebuilt elsewhere.")
+        return redirect("host-evacuation", pk=host.pk)
+    return render(request, "instances/evacuation.html", {"host": host, "steps": evacuation.plan(host),
+                                                         "online": host.state == "online"})

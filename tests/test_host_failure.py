@@ -1,7 +1,9 @@
 """Honest host failure: a host silent for too long (its libvirt or its worker) is offline and its instances
 unknown from the moment it last answered (not billed past it, no operation but an admin's delete from the panel);
-its return restores what is really there. The test driver here; a real host's libvirtd killed in test_migration."""
+its return restores what is really there. Evacuation rebuilds its instances elsewhere. The test driver here; a real
+host's libvirtd killed in test_migration."""
 
+import subprocess
 from datetime import timedelta
 from unittest import mock
 
@@ -14,12 +16,13 @@ from hosts import hypervisor
 from hosts import tasks as host_tasks
 from hosts.choices import HostState
 from hosts.models import Host
-from instances import services
+from instances import backup_store, services, tasks
 from instances.choices import Cause, Status
-from instances.models import Instance, InstanceStateChange
+from instances.models import Backup, Instance, InstanceStateChange, Leftover
 from networks import services as network_services
 from networks.models import Allocation, Port
-from tests.factories import make_boot_kernel, make_user
+from tests.conftest import token_client
+from tests.factories import make_boot_kernel, make_host, make_library_image, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,3 +116,80 @@ def test_a_platform_admin_deletes_an_unknown_instance_from_the_panel_alone(setti
         hypervisor.describe(host.uri, str(instance.uuid))
     assert not Port.objects.filter(pk=port.pk).exists()
     assert not Allocation.objects.filter(port_id=port.pk).exists()
+
+
+def test_evacuating_a_dead_host_rebuilds_what_it_can_elsewhere_and_cleans_up_when_it_returns(
+        settings, host, tenant, member):
+    target, source = host, make_host(uri="test+unix:///default", name="dying")
+    kernel = make_boot_kernel(source, target)
+    image = make_library_image(hosts=(source, target))
+    network = network_services.create_network(user=None, tenant=tenant, name="lan", kind="nat", cidr="10.83.0.0/24")
+
+    def create(name, **fields):
+        action = services.create_instance(user=member, tenant=tenant, name=name, vcpus=1, memory_mib=128,
+                                          host=source, **fields)
+        return Instance.objects.get(pk=action.instance_id)
+
+    # Given a host with a diskless guest (with a NIC), one booted from an image (stopped), one whose disk has a
+    # backup, and one whose disk has none
+    web = create("web", boot_kernel=kernel, nics=[services.NicRequest(network, "10.83.0.20", [])])
+    db = create("db", boot_source="image", image=image, start=False)
+    saved = create("saved", boot_kernel=kernel, disk_gib=1)
+    kept = create("kept", boot_kernel=kernel, disk_gib=1)
+    backup = Backup.objects.create(tenant=tenant, instance=saved, instance_name="saved", status="available",
+                                   disk_gib=1, boot_source="kernel", boot_kernel=kernel, taken_at=timezone.now())
+    backup_store.path_of(backup).parent.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(backup_store.path_of(backup)), "1G"], check=True)
+    try:
+        # When the host goes silent past the limit
+        settings.CLOUDPANEL_HOST_DOWN_SECONDS = 90
+        _silent_since(source, 120)
+        host_tasks.check_hosts()
+        assert Instance.objects.get(pk=web.pk).status == Status.UNKNOWN
+        admin = token_client(make_user(staff=True))
+        # Then its plan says what becomes of each, and why
+        plan = {step["instance_name"]: step for step in admin.get(f"/api/v1/hosts/{source.pk}/evacuate/").json()}
+        assert {name: (step["action"], step["target_host_name"], step["start"]) for name, step in plan.items()} == {
+            "web": ("boot again", target.name, True), "db": ("from image", target.name, False),
+            "saved": ("stays", None, True), "kept": ("stays", None, True)}
+        assert plan["kept"]["reason"] == "its disk was only on the host, and it has no backup"
+        # (a backup is put back on a host that takes backups: a real one, in test_migration)
+        assert plan["saved"]["reason"] == f"no other host can take it: host '{target.name}' runs libvirt test " \
+                                          "driver, which cannot boot it"
+        assert plan["db"]["reason"].endswith("what was written to its disk is lost")
+        # and nothing happens unless a platform admin says the host is off
+        assert token_client(member, tenant).post(f"/api/v1/hosts/{source.pk}/evacuate/", {"host_is_off": True},
+                                                 format="json").status_code == 403
+        refused = admin.post(f"/api/v1/hosts/{source.pk}/evacuate/", {"host_is_off": False}, format="json")
+        assert refused.status_code == 409 and "make sure host 'dying' is off" in refused.json()["detail"]
+        assert admin.post(f"/api/v1/hosts/{target.pk}/evacuate/", {"host_is_off": True},
+                          format="json").status_code == 409  # (an online host is migrated, not evacuated)
+        assert Instance.objects.filter(host=source).count() == 4
+        # When the admin evacuates it
+        answer = admin.post(f"/api/v1/hosts/{source.pk}/evacuate/", {"host_is_off": True}, format="json")
+        assert answer.status_code == 202, answer.content
+        # Then each instance that could be is on the other host, in the state it had, with its address; the host is
+        # disabled; the one that could not stays, unknown
+        moved = {i.name: i for i in Instance.objects.filter(pk__in=[web.pk, db.pk, saved.pk, kept.pk])}
+        assert {name: (i.host, i.status) for name, i in moved.items()} == {
+            "web": (target, Status.RUNNING), "db": (target, Status.STOPPED), "saved": (source, Status.UNKNOWN),
+            "kept": (source, Status.UNKNOWN)}, {i.name: i.status_reason for i in moved.values()}
+        assert moved["web"].placement["for"] == "evacuation"
+        assert list(Allocation.objects.filter(port__instance=web).values_list("address", flat=True)) == ["10.83.0.20"]
+        assert hypervisor.describe(target.uri, str(web.uuid)).state == "running"
+        assert not Host.objects.get(pk=source.pk).enabled
+        change = InstanceStateChange.objects.filter(instance=web, to_status=Status.PENDING).get()
+        assert "evacuated from host 'dying'" in change.detail
+        assert Leftover.objects.filter(host=source).count() == 2
+        # When the host answers again, what the evacuated ones left there is removed; the one that stayed is kept
+        tasks.remove_leftovers(source)
+        assert not Leftover.objects.exists()
+        for name in ("web", "db"):
+            with pytest.raises(hypervisor.DomainNotFound):
+                hypervisor.describe(source.uri, str(moved[name].uuid))
+        assert hypervisor.describe(source.uri, str(kept.uuid)).state == "running"  # (those that stayed are kept)
+        assert hypervisor.describe(target.uri, str(web.uuid)).state == "running"
+    finally:
+        for instance in (web, db, saved, kept):
+            for uri in (source.uri, target.uri):
+                hypervisor.undefine(uri, str(instance.uuid))

@@ -1,0 +1,180 @@
+"""Evacuation: the instances of a host that is down, rebuilt on other hosts from what the panel keeps of them.
+
+A host that does not answer keeps its instances' disks with it. What can be rebuilt elsewhere is rebuilt: from the
+instance's newest backup (the backup store is the panel's, not the host's), else from its library image (what was
+written to its disk since is lost: the plan says so), or booted again where it has no disk. The rest stays, with the
+reason: a volume or a disk on the host, an ISO install without a backup, a container (its tree is on the host). Each
+instance keeps its name, UUID, NICs and addresses; it is created on its new host as a create would be, and started
+if it ran. What it left on the dead host (its domain, disk and seed, its NICs' pins and filters) is recorded as a
+Leftover and removed once that host answers again; the host is disabled meanwhile, so that nothing new lands there.
+
+Only a platform admin evacuates, and only a host that is not online, saying that it is really off: a host that
+merely lost its network would otherwise run each guest twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from hosts import capabilities
+from hosts import services as host_services
+from hosts.choices import HostState
+from hosts.exceptions import NoCapacity
+from hosts.models import Host
+from images.choices import DiskFormat, ImageStatus
+from instances import boot, groups, tasks
+from instances.choices import BackupStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
+from instances.events import publish_on_commit
+from instances.exceptions import InvalidOperation
+from instances.models import Backup, Instance, InstanceAction, Leftover, Snapshot, Volume
+from instances.services import set_status
+
+FROM_BACKUP, FROM_IMAGE, BOOT_AGAIN, STAYS = "from backup", "from image", "boot again", "stays"
+
+
+@dataclass
+class Step:
+    """What evacuating does to one instance of the host."""
+
+    instance: Instance
+    action: str  # FROM_BACKUP, FROM_IMAGE, BOOT_AGAIN or STAYS
+    reason: str = ""  # why it stays, or what a rebuild loses
+    backup: Backup | None = None
+    target: Host | None = None
+    placement: dict | None = None
+    start: bool = False
+    outcome: str = ""  # once asked for: "" (accepted) or why it was refused
+
+
+def _was_running(instance: Instance) -> bool:
+    """Whether it ran when its host went silent (an unknown one: the status it had before)."""
+    status = instance.status
+    if status == Status.UNKNOWN:
+        status = (instance.state_changes.filter(to_status=Status.UNKNOWN).order_by("-at", "-id")
+                  .values_list("from_status", flat=True).first())
+    return status in (Status.RUNNING, Status.PAUSED, Status.SUSPENDED)
+
+
+def _newest_backup(instance: Instance) -> Backup | None:
+    return (Backup.objects.filter(instance=instance, status=BackupStatus.AVAILABLE)
+            .order_by("-taken_at", "-id").first())
+
+
+def _source(instance: Instance) -> Step:
+    """What the instance can be rebuilt from (no host chosen yet)."""
+    step = Step(instance, STAYS, start=_was_running(instance))
+    if instance.task_state:
+        step.reason = f"busy: {instance.get_task_state_display().lower()}; evacuate again once it has timed out"
+    elif instance.boot_source in (BootSource.VOLUME, BootSource.DISK, BootSource.ADOPTED):
+        step.reason = {BootSource.VOLUME: "it boots from a volume, which is on the host",
+                       BootSource.DISK: "it boots a disk on the host",
+                       BootSource.ADOPTED: "its definition and disks were made outside the panel, on the host"
+                       }[instance.boot_source]
+    elif Volume.objects.live().filter(instance=instance).exists():
+        step.reason = "volumes attached to it are on the host: detach them from the panel first"
+    elif (backup := _newest_backup(instance)) is not None and instance.disk_gib:
+        when = backup.taken_at.strftime("%Y-%m-%d %H:%M UTC") if backup.taken_at else "its backup"
+        step.action, step.backup = FROM_BACKUP, backup
+        step.reason = f"its disk as backed up at {when}: what was written since is lost"
+    elif instance.boot_source == BootSource.IMAGE:
+        image = instance.image
+        if image is None or image.status != ImageStatus.AVAILABLE:
+            step.reason = "its image is no longer in the library, and it has no backup"
+        elif image.disk_format == DiskFormat.ISO:
+            step.reason = "it was installed from an ISO onto a disk on the host, and it has no backup"
+        else:
+            step.action = FROM_IMAGE
+            step.reason = f"a new disk from the image {image.name}: what was written to its disk is lost"
+    elif instance.boot_source == BootSource.CONTAINER:
+        step.reason = "a container's root filesystem is a tree on its host: delete it and create it again"
+    elif instance.disk_gib:
+        step.reason = "its disk was only on the host, and it has no backup"
+    elif instance.boot_source == BootSource.KERNEL and instance.boot_kernel is None and not instance.kernel:
+        step.reason = "its boot kernel was deleted from the library"
+    else:
+        step.action, step.reason = BOOT_AGAIN, "it has no disk: nothing is lost"
+    return step
+
+
+def _place(step: Step, host: Host) -> None:
+    """Choose its new host (placement, with the hosts locked: inside the caller's transaction)."""
+    instance = step.instance
+    technologies = set(boot.technologies_for(instance.boot_source, needs_cdrom=bool(instance.user_data)
+                                             or instance.cdrom_id is not None))
+    if step.backup is not None:  # a backup is put back on hosts that take backups
+        technologies &= {t for t in technologies if capabilities.of(t).backups}
+    others = list(Host.objects.exclude(pk=host.pk).values_list("pk", flat=True))
+    try:
+        decision = host_services.placement(
+            vcpus=instance.vcpus, memory_mib=instance.memory_mib, disk_gib=instance.disk_gib,
+            technologies=technologies, among=others, tags=instance.host_tags.split(),
+            group=groups.for_placement(instance.server_group, excluding=instance.pk))
+    except NoCapacity as exc:
+        step.action, step.reason = STAYS, "no other host can take it: " + str(exc).removeprefix("no host can take it: ")
+        return
+    step.target, step.placement = decision.host, decision.as_dict()
+
+
+def _check_host(host: Host) -> None:
+    if host.state == HostState.ONLINE:
+        raise InvalidOperation(f"host '{host.name}' is online: migrate its instances, or put it in maintenance")
+
+
+def plan(host: Host) -> list[Step]:
+    """What evacuating the host would do to each of its instances (nothing is held or changed)."""
+    with transaction.atomic():
+        steps = [_source(instance) for instance in
+                 Instance.objects.filter(host=host).live().select_related("image", "boot_kernel", "server_group")
+                 .order_by("name")]
+        for step in steps:
+            if step.action != STAYS:
+                _place(step, host)
+        transaction.set_rollback(True)  # (placement's locks and nothing else)
+    return steps
+
+
+def evacuate(*, host: Host, user: AbstractBaseUser | None, host_is_off: bool) -> list[Step]:
+    """Disable the host and rebuild each instance its plan can elsewhere; returns the steps with their outcomes."""
+    _check_host(host)
+    if not host_is_off:
+        raise InvalidOperation(f"make sure host '{host.name}' is off (powered down or fenced) and say so: a guest "
+                               "rebuilt elsewhere while its old copy still runs would run twice")
+    Host.objects.filter(pk=host.pk).update(enabled=False)  # nothing new lands on it when it comes back
+    steps = []
+    for instance in Instance.objects.filter(host=host).live().order_by("name").values_list("pk", flat=True):
+        with transaction.atomic():
+            locked = (Instance.objects.select_for_update(of=("self",)).select_related("image", "boot_kernel")
+                      .filter(pk=instance, host=host).exclude(status=Status.DELETED).first())
+            if locked is None:
+                continue
+            step = _source(locked)
+            if step.action != STAYS:
+                _place(step, host)
+            if step.action == STAYS:
+                step.outcome = step.reason
+            else:
+                _rebuild(step, host, user)
+            steps.append(step)
+    return steps
+
+
+def _rebuild(step: Step, host: Host, user: AbstractBaseUser | None) -> None:
+    """Inside the transaction with the instance locked: move its record to the new host and queue its create there."""
+    instance, now = step.instance, timezone.now()
+    Leftover.objects.get_or_create(instance=instance, host=host, defaults={"pool": host.storage_pool})
+    Snapshot.objects.filter(instance=instance).exclude(status=SnapshotStatus.DELETED).update(
+        status=SnapshotStatus.DELETED, deleted_at=now)  # (they lived inside its disk on the host)
+    detail = f"evacuated from host '{host.name}' to '{step.target.name}': {step.reason}"
+    action = InstanceAction.objects.create(instance=instance, operation=Operation.CREATE, user=user, start=step.start)
+    set_status(instance, Status.PENDING, Cause.ACTION, action=action, detail=detail)
+    instance.host, instance.restored_from = step.target, step.backup
+    instance.task_state, instance.task_started_at, instance.status_reason = TaskState.CREATING, now, detail
+    instance.placement = step.placement | {"for": "evacuation", "at": now.isoformat()}
+    instance.save(update_fields=["host", "restored_from", "task_state", "task_started_at", "status",
+                                 "status_changed_at", "status_reason", "placement"])
+    tasks.enqueue(action)
+    publish_on_commit(instance)
