@@ -49,6 +49,11 @@ class Step:
     start: bool = False
     outcome: str = ""  # once asked for: "" (accepted) or why it was refused
 
+    @property
+    def label(self) -> str:
+        return {FROM_BACKUP: "Rebuilt from its backup", FROM_IMAGE: "Rebuilt from its image",
+                BOOT_AGAIN: "Booted again", STAYS: "Stays"}[self.action]
+
 
 def _was_running(instance: Instance) -> bool:
     """Whether it ran when its host went silent (an unknown one: the status it had before)."""

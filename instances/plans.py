@@ -132,7 +132,7 @@ def for_create(perform: Callable[[], InstanceAction], tenant_id: int) -> Plan:
         instance = Instance.objects.select_related("host", "image", "boot_kernel", "cdrom").get(pk=action.instance_id)
         return Plan("create", instance.name, instance.host.name, instance.host_id, _where(instance),
                     definition.text(instance, instance.host),
-                    changes=[f"define {instance.domain_name} on {instance.host.name}"
+                    changes=[f"create {instance.name} on {instance.host.name}"
                              + (" and start it" if action.start else ", left stopped")])
 
     return rehearse(tenant_id, perform, describe)

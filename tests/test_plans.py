@@ -193,3 +193,50 @@ def test_the_pages_preview_a_create_and_a_resize_then_do_it_as_shown(hosts, tena
                                                              "disk_gib": 1}).status_code == 302
     instance.refresh_from_db()
     assert (instance.vcpus, instance.memory_mib) == (2, 512)
+
+
+@pytest.mark.browser
+def test_an_admin_previews_a_create_and_a_resize_in_the_browser_then_does_them(hosts, tenant, panel):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_browser import CHROMIUM_ARGS, SCREENSHOTS, sign_in
+
+    roomy, tight = hosts
+    kernel = make_boot_kernel(*hosts)
+    admin = make_user(staff=True, password="s3cret-pass")
+    dead = make_host(uri="test:///dead", name="dead", state="offline", enabled=False)
+    make_instance(tenant=tenant, host=dead, status="unknown", name="stranded", boot_kernel=kernel,
+                  boot_source="kernel")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = sign_in(browser.new_context(viewport={"width": 1280, "height": 1000}), panel.url, admin.username)
+        page.goto(f"{panel.url}/instances/new/")
+        page.select_option("#id_tenant", str(tenant.pk))
+        page.select_option("#id_boot_source", "kernel")
+        page.select_option("#id_boot_kernel", str(kernel.pk))
+        page.fill("#id_name", "previewed")
+        page.fill("#id_vcpus", "2")
+        page.fill("#id_memory_mib", "3072")
+        page.check("#id_leave_stopped")
+        page.get_by_role("button", name="Preview plan").click()
+        # the plan: the host, every other host's verdict, the definition; the form keeps what was typed
+        expect(page.locator("#plan-host")).to_have_text("roomy")
+        expect(page.locator("#plan table").last).to_contain_text("3072 MiB of RAM exceed host 'tight'")
+        expect(page.locator("#id_name")).to_have_value("previewed")
+        page.screenshot(path=SCREENSHOTS / "plan-create.png", full_page=True)
+        page.get_by_role("button", name="Create").click()
+        expect(page.locator("#instance-status")).to_have_text("Stopped", timeout=15000)
+        page.locator("#size summary").click()
+        page.fill('#resize-form input[name="memory_mib"]', "2048")
+        page.locator("#resize-form").get_by_role("button", name="Preview").click()
+        expect(page.locator("#plan-diff")).to_contain_text('+  <memory unit="MiB">2048</memory>')
+        page.screenshot(path=SCREENSHOTS / "plan-resize.png", full_page=True)
+        page.get_by_role("button", name="Resize now").click()
+        expect(page.locator("#size")).to_contain_text("2048 MiB", timeout=15000)
+        # a host that is down: its evacuation page says what becomes of each instance
+        page.goto(f"{panel.url}/hosts/{dead.pk}/evacuate/")
+        expect(page.locator("#evacuation-plan")).to_contain_text("stranded")
+        expect(page.locator("#evacuation-plan")).to_contain_text("Booted again on roomy")
+        page.screenshot(path=SCREENSHOTS / "evacuation.png", full_page=True)
+        browser.close()
