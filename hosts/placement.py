@@ -86,6 +86,15 @@ class Group:
 
 
 @dataclass(frozen=True)
+class ImageNeed:
+    """A library image an instance's disk is made from: a host without a copy needs room for one."""
+
+    name: str
+    gib: int  # what a copy takes
+    cached_on: frozenset[int] = frozenset()  # the hosts that hold a copy already
+
+
+@dataclass(frozen=True)
 class Request:
     """What the instance needs of a host."""
 
@@ -96,6 +105,8 @@ class Request:
     tags: frozenset[str] = frozenset()  # the host must carry every one
     among: frozenset[int] | None = None  # only these hosts (None: any)
     group: Group | None = None  # the server group it belongs to, with where its other instances are
+    networks: tuple[tuple[str, str], ...] = ()  # (name, host tag) of each network of its reached by tagged hosts
+    image: ImageNeed | None = None  # the library image its disk is made from
 
     @property
     def wanted(self) -> Held:
@@ -166,12 +177,33 @@ def keeps_group(host: Host, request: Request, used: Held) -> str | None:
     return None
 
 
+def reaches_networks(host: Host, request: Request, used: Held) -> str | None:
+    """A bridged or VLAN network is reached by the hosts with its bridge: those carrying its tag."""
+    missing = [(name, tag) for name, tag in request.networks if tag not in host.tag_list]
+    if not missing:
+        return None
+    name, tag = missing[0]
+    return f"host '{host.name}' does not reach network '{name}' (the hosts that do carry the tag {tag})"
+
+
 def has_room(host: Host, request: Request, used: Held) -> str | None:
     """vCPUs and RAM under the allocation ratios, disk within the pool's free space."""
     return capacity_error(host, request.wanted, used, new=False)
 
 
-FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, has_tags, keeps_group, has_room)
+def gets_image(host: Host, request: Request, used: Held) -> str | None:
+    """A host without a copy of the library image needs room in its pool for one, besides the instance's disk."""
+    image, pool = request.image, pool_bytes(host)
+    if image is None or host.pk in image.cached_on or pool is None:
+        return None
+    if (used.disk_gib + request.disk_gib + image.gib) * GIB <= pool:
+        return None
+    return (f"host '{host.name}' has no copy of the image {image.name} and no room for one ({image.gib} GiB) "
+            f"beside the disk in its pool '{host.storage_pool}'")
+
+
+FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, has_tags, reaches_networks, keeps_group, has_room,
+                               gets_image)
 
 
 def _ram_left(host: Host, request: Request, used: Held) -> float:

@@ -314,10 +314,11 @@ def check_pool(*, host_id: int, disk_gib: int) -> None:
 
 def placement(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
               technologies: Collection[str] | None = None, among: Collection[int] | None = None,
-              tags: Collection[str] = (), group: placing.Group | None = None) -> placing.Decision:
+              tags: Collection[str] = (), group: placing.Group | None = None,
+              networks: Collection[tuple[str, str]] = (), image: placing.ImageNeed | None = None) -> placing.Decision:
     """Lock the hosts and decide where a new instance goes (hosts.placement): the host given, or the best of those
-    of the given technologies (any, if None) and ids (any, if None) that carry the tags. NoCapacity, with each
-    host's reason, when none can take it.
+    of the given technologies (any, if None) and ids (any, if None) that carry the tags, reach its networks (name,
+    host tag) and can get a copy of its image. NoCapacity, with each host's reason, when none can take it.
 
     Runs inside the caller's transaction; the row locks make concurrent placements on one host see each other's
     allocations.
@@ -331,7 +332,8 @@ def placement(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | No
     request = placing.Request(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
                               technologies=None if host is not None or technologies is None
                               else frozenset(technologies),
-                              tags=frozenset(tags), among=None if among is None else frozenset(among), group=group)
+                              tags=frozenset(tags), among=None if among is None else frozenset(among), group=group,
+                              networks=tuple(networks), image=image)
     decision = placing.decide(hosts, request, allocations([h.pk for h in hosts]))
     if decision.host is None:
         if host is not None:

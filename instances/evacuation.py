@@ -26,7 +26,7 @@ from hosts.choices import HostState
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
 from images.choices import DiskFormat, ImageStatus
-from instances import boot, groups, tasks
+from instances import boot, groups, tasks, wants
 from instances.choices import BackupStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InvalidOperation
@@ -117,7 +117,8 @@ def _place(step: Step, host: Host) -> None:
         decision = host_services.placement(
             vcpus=instance.vcpus, memory_mib=instance.memory_mib, disk_gib=instance.disk_gib,
             technologies=technologies, among=others, tags=instance.host_tags.split(),
-            group=groups.for_placement(instance.server_group, excluding=instance.pk))
+            group=groups.for_placement(instance.server_group, excluding=instance.pk),
+            networks=wants.networks_of(instance), image=wants.image_of(instance) if step.action == FROM_IMAGE else None)
     except NoCapacity as exc:
         step.action, step.reason = STAYS, "no other host can take it: " + str(exc).removeprefix("no host can take it: ")
         return

@@ -20,7 +20,7 @@ from hosts import placement as placing
 from hosts import services as host_services
 from hosts.models import Host
 from hosts.placement import Held
-from instances import migration
+from instances import migration, wants
 from instances.choices import GroupPolicy, MaintenancePolicy, Operation, Status
 from instances.exceptions import InvalidOperation
 from instances.models import Instance, InstanceAction
@@ -69,7 +69,8 @@ def _leaves(instance: Instance, *, live: bool, candidates: list[Host], used: dic
     refused = [reason for reason in refusals.values() if reason]
     fitting = [c for c in candidates if not refusals[c.pk]]
     request = placing.Request(vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib,
-                              tags=frozenset(instance.host_tags.split()), group=_group(instance, moved))
+                              tags=frozenset(instance.host_tags.split()), group=_group(instance, moved),
+                              networks=tuple(wants.networks_of(instance)), image=wants.image_of(instance))
     decision = placing.decide(fitting, request, used)
     decision.verdicts += [placing.Verdict(c.pk, c.name, False, refusals[c.pk]) for c in candidates
                           if refusals[c.pk]]

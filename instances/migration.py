@@ -20,7 +20,7 @@ from hosts import services as host_services
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
 from hosts.placement import Held, Verdict
-from instances import boot, groups
+from instances import boot, groups, wants
 from instances.choices import ActionStatus, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import Instance, InstanceAction, Leftover, Snapshot, Volume
@@ -103,7 +103,8 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
             try:
                 decision = host_services.placement(
                     vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib, among=fitting,
-                    tags=instance.host_tags.split(), group=group)
+                    tags=instance.host_tags.split(), group=group, networks=wants.networks_of(instance),
+                    image=wants.image_of(instance))
             except NoCapacity as exc:
                 raise NoCapacity(f"no other host can take '{instance.name}': {exc}") from None
             decision.verdicts += [Verdict(c.pk, c.name, False, why) for c, why in refused.values()]
@@ -113,7 +114,8 @@ def migrate(*, instance: Instance, host: Host | None, user: AbstractBaseUser | N
                 raise InvalidOperation(reason)
             decision = host_services.placement(
                 vcpus=wanted.vcpus, memory_mib=wanted.memory_mib, disk_gib=wanted.disk_gib, host=host,
-                tags=instance.host_tags.split(), group=group)
+                tags=instance.host_tags.split(), group=group, networks=wants.networks_of(instance),
+                image=wants.image_of(instance))
         target = decision.host
         Instance.objects.filter(pk=instance.pk).update(
             placement=decision.as_dict() | {"for": "migration", "at": timezone.now().isoformat()})

@@ -28,7 +28,7 @@ from images import cloudinit
 from images import services as image_services
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template, usable_by
-from instances import backups, boot, groups, tasks, volumes
+from instances import backups, boot, groups, tasks, volumes, wants
 from instances.choices import (
     ActionStatus,
     BackupStatus,
@@ -136,6 +136,9 @@ def attach_nics(instance: Instance, nics: Sequence[NicRequest | tuple], first_po
     for position, nic in enumerate(nics, start=first_position):
         if nic.network.tenant_id not in (None, instance.tenant_id):
             raise NotFound("no such network")
+        if nic.network.host_tag and nic.network.host_tag not in instance.host.tag_list:
+            raise InvalidInstance(f"host '{instance.host.name}' does not reach network '{nic.network.name}' (the "
+                                  f"hosts that do carry the tag {nic.network.host_tag})")
         groups = security.check_groups(nic.security_groups, instance.tenant_id)
         port = network_services.create_port(network=nic.network)
         port.instance, port.position = instance, position
@@ -245,7 +248,9 @@ def create_instance(
             decision = host_services.placement(
                 vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host, tags=instance.host_tags.split(),
                 technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom),
-                group=groups.for_placement(server_group))
+                group=groups.for_placement(server_group),
+                networks=wants.network_tags(NicRequest(*nic).network for nic in nics),
+                image=wants.image_need(image) if boot_source == BootSource.IMAGE else None)
             placed = decision.host
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom

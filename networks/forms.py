@@ -17,6 +17,9 @@ class NetworkForm(forms.Form):
     ipv6_cidr = forms.CharField(max_length=43, required=False, label="IPv6 subnet (optional)")
     bridge = forms.CharField(max_length=15, required=False, label="Host bridge",
                              help_text="Bridged and VLAN networks only, e.g. br0.")
+    host_tag = forms.CharField(max_length=32, required=False, label="Hosts with the bridge",
+                               help_text="Bridged and VLAN networks: the tag of the hosts that have the bridge "
+                                         "(instances on it are placed there); empty: every host.")
     vlan_id = forms.IntegerField(required=False, label="VLAN id", help_text="1–4094, VLAN networks only.")
     domain = forms.CharField(max_length=253, required=False, label="Domain name")
     dns_servers = forms.CharField(max_length=500, required=False, label="DNS servers",

@@ -54,6 +54,8 @@ class Network(models.Model):
                                blank=True)
     kind = models.CharField(max_length=10, choices=NetworkKind.choices, default=NetworkKind.NAT)
     bridge = models.CharField(max_length=15, blank=True, help_text="The host bridge (bridged and VLAN networks).")
+    # Bridged and VLAN networks: the tag of the hosts that have the bridge (blank: every host), for placement.
+    host_tag = models.CharField(max_length=32, blank=True)
     vlan_id = models.PositiveSmallIntegerField(null=True, blank=True,
                                                validators=[MinValueValidator(1), MaxValueValidator(4094)])
     domain = models.CharField(max_length=253, blank=True)

@@ -55,8 +55,8 @@ class NetworkSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Network
-        fields = ["id", "name", "tenant", "tenant_name", "kind", "bridge", "vlan_id", "domain", "dns_servers",
-                  "subnets", "on_hosts", "created_at"]
+        fields = ["id", "name", "tenant", "tenant_name", "kind", "bridge", "host_tag", "vlan_id", "domain",
+                  "dns_servers", "subnets", "on_hosts", "created_at"]
         read_only_fields = fields
 
 
@@ -71,6 +71,9 @@ class NetworkCreateSerializer(serializers.Serializer):
     pool_end = serializers.IPAddressField(required=False, allow_null=True, default=None)
     ipv6_cidr = serializers.CharField(max_length=43, required=False, allow_blank=True, default="")
     bridge = serializers.CharField(max_length=15, required=False, allow_blank=True, default="")
+    host_tag = serializers.CharField(max_length=32, required=False, allow_blank=True, default="",
+                                     help_text="Bridged and VLAN networks: the tag of the hosts that have the "
+                                               "bridge, where placement puts instances on it (empty: every host).")
     vlan_id = serializers.IntegerField(required=False, allow_null=True, default=None)
     domain = serializers.CharField(max_length=253, required=False, allow_blank=True, default="")
     dns_servers = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 
+from hosts import placement as placing
 from networks.choices import NetworkKind
 from networks.exceptions import AddressInUse, InvalidNetwork, NetworkInUse, NetworkOverlap, SubnetFull
 from networks.models import Allocation, Network, Port, ReservedRange, Subnet
@@ -238,12 +239,13 @@ def _check_overlaps(*, tenant: Tenant | None, cidrs: list[IPNetwork]) -> None:
 def create_network(*, user: AbstractBaseUser | None, tenant: Tenant | None, name: str, kind: str, cidr: str,
                    gateway: str | None = None, pool_start: str | None = None, pool_end: str | None = None,
                    ipv6_cidr: str = "", bridge: str = "", vlan_id: int | None = None, domain: str = "",
-                   dns_servers: str = "") -> Network:
+                   dns_servers: str = "", host_tag: str = "") -> Network:
     """A network of a tenant (or a shared one, without a tenant) with its IPv4 subnet and an optional IPv6 one.
 
-    Checked here: the name; a bridge for bridged and VLAN networks; a VLAN id in 1–4094 for VLAN ones
-    only; the domain and DNS servers; no overlap with the tenant's other networks or the management
-    ranges. Checked on the hosts when it is provisioned: that the bridge exists there.
+    Checked here: the name; a bridge for bridged and VLAN networks (host_tag: the tag of the hosts that have it,
+    which placement keeps instances on it to); a VLAN id in 1–4094 for VLAN ones only; the domain and DNS servers;
+    no overlap with the tenant's other networks or the management ranges. Checked on the hosts when it is
+    provisioned: that the bridge exists there.
     """
     if not _NAME.match(name):
         raise InvalidNetwork("the name must be 1–63 letters, digits, dots, dashes or underscores")
@@ -252,8 +254,14 @@ def create_network(*, user: AbstractBaseUser | None, tenant: Tenant | None, name
     if kind in (NetworkKind.BRIDGE, NetworkKind.VLAN):
         if not _BRIDGE.match(bridge):
             raise InvalidNetwork("a bridged or VLAN network needs the name of a host bridge (up to 15 characters)")
-    elif bridge:
-        raise InvalidNetwork("only bridged and VLAN networks use a host bridge")
+    elif bridge or host_tag:
+        raise InvalidNetwork("only bridged and VLAN networks use a host bridge, and a tag for the hosts that have it")
+    try:
+        tags = placing.parse_tags(host_tag)
+    except ValueError as exc:
+        raise InvalidNetwork(f"host tag: {exc}") from None
+    if len(tags) > 1:
+        raise InvalidNetwork("give one host tag: the one every host with the bridge carries")
     if kind == NetworkKind.VLAN:
         if vlan_id is None or not 1 <= vlan_id <= 4094:
             raise InvalidNetwork("a VLAN id must be between 1 and 4094")
@@ -277,6 +285,7 @@ def create_network(*, user: AbstractBaseUser | None, tenant: Tenant | None, name
         try:
             with transaction.atomic():
                 network = Network.objects.create(name=name, tenant=tenant, kind=kind, bridge=bridge,
+                                                 host_tag=tags[0] if tags else "",
                                                  vlan_id=vlan_id, domain=domain, dns_servers=_dns_servers(dns_servers),
                                                  created_by=user)
         except IntegrityError:

@@ -139,3 +139,43 @@ def test_server_groups_through_the_api_are_the_tenants_own(fleet, member, tenant
     assert api.get(f"/api/v1/server-groups/{other.pk}/").status_code == 404
     refused = api.delete(f"/api/v1/server-groups/{made.json()['id']}/")
     assert refused.status_code == 409 and "still has instances: a" in refused.json()["detail"]
+
+
+def test_bridged_networks_are_reached_by_the_hosts_with_their_tag_and_images_need_room_for_a_copy(fleet, member,
+                                                                                               tenant):
+    from images.models import ImageCopy
+    from networks import services as network_services
+    from networks.exceptions import InvalidNetwork
+    from tests.factories import make_library_image
+
+    kernel = _kernel(fleet)
+    dmz = network_services.create_network(user=None, tenant=None, name="dmz", kind="bridge", bridge="br-dmz",
+                                          cidr="192.0.2.0/24", host_tag="DMZ")
+    assert dmz.host_tag == "dmz"
+    with pytest.raises(InvalidNetwork, match="only bridged and VLAN networks"):
+        network_services.create_network(user=None, tenant=tenant, name="x", kind="nat", cidr="10.90.0.0/24",
+                                        host_tag="dmz")
+    # only the small host has the bridge: the instance goes there, though spread would pick the big one
+    Host.objects.filter(pk=fleet["small"].pk).update(tags="dmz")
+    placed = _create(member, tenant, kernel, name="edge", nics=[services.NicRequest(dmz)])
+    assert placed.host == fleet["small"]
+    verdicts = {v["host"]: v for v in placed.placement["hosts"]}
+    assert verdicts["big"]["reason"] == ("host 'big' does not reach network 'dmz' (the hosts that do carry the tag "
+                                         "dmz)")
+    # a NIC on it is not plugged into an instance on a host without the bridge
+    other = _create(member, tenant, kernel, name="inside", host=fleet["big"])
+    with pytest.raises(InvalidInstance, match="host 'big' does not reach network 'dmz'"):
+        services.attach_nic(instance=other, network=dmz, address=None, user=member)
+    # an image of 3 GiB: a host without a copy needs room for one beside the disk in its pool
+    image = make_library_image(hosts=(fleet["big"],), virtual_size=1 << 30)
+    image.size = 3 << 30
+    image.save(update_fields=["size"])
+    pool = [{"name": "default-pool", "capacity_bytes": 4 << 30, "available_bytes": 4 << 30}]
+    Host.objects.filter(pk__in=[fleet["small"].pk, fleet["big"].pk]).update(pools=pool, memory_mib=8192)
+    Host.objects.filter(pk=fleet["big"].pk).update(memory_mib=4096)  # (spread alone would pick the small one now)
+    ImageCopy.objects.filter(image=image).update(status="available")
+    booted = _create(member, tenant, None, name="imaged", boot_source="image", image=image, disk_gib=2)
+    assert booted.host == fleet["big"]  # it holds a copy already
+    verdicts = {v["host"]: v for v in booted.placement["hosts"]}
+    assert verdicts["small"]["reason"] == (f"host 'small' has no copy of the image {image.name} and no room for one "
+                                           "(3 GiB) beside the disk in its pool 'default-pool'")
