@@ -512,6 +512,8 @@ def _do_migrate(action: InstanceAction) -> str:
     moving = None
     if on_source:
         live = hypervisor.state(source.uri, uuid) in (Status.RUNNING, Status.PAUSED)
+        if live and (refused := hypervisor.cpu_refusal(source.uri, uuid, target_uri=target.uri)):
+            raise hypervisor.HypervisorError(refused)
         _drop_checkpoints(instance, source)
         moving = migration_jobs.plan(instance, source, target, beat)
         try:

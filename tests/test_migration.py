@@ -546,3 +546,26 @@ def test_a_dead_host_is_evacuated_its_guests_rebuilt_from_image_and_backup_and_c
     assert _files(dying, phoenix) == set() and _files(dying, saved) == set()
     assert Instance.objects.get(pk=phoenix.pk).host == survivor_host
     assert not dying.__class__.objects.get(pk=dying.pk).enabled  # (until an admin enables it again)
+
+
+def test_a_guest_cpu_the_target_cannot_give_is_refused_with_the_features_it_lacks(fleet):
+    import uuid as uuids
+    import xml.etree.ElementTree as ET
+
+    source, target = fleet
+
+    def defined(cpu_model):
+        root = ET.Element("domain", type="qemu")
+        ET.SubElement(root, "name").text = f"cp-cpu-{cpu_model or 'default'}"
+        ET.SubElement(root, "uuid").text = str(uuids.uuid4())
+        ET.SubElement(root, "memory", unit="MiB").text = "64"
+        ET.SubElement(ET.SubElement(root, "os"), "type", arch="x86_64", machine="pc").text = "hvm"
+        if cpu_model:
+            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
+            ET.SubElement(cpu, "model", fallback="forbid").text = cpu_model
+        return hypervisor.connection(source.uri).defineXML(ET.tostring(root, encoding="unicode")).UUIDString()
+
+    refused = hypervisor.cpu_refusal(source.uri, defined("Skylake-Server"), target_uri=target.uri)
+    assert refused.startswith("the guest's CPU is not one the target host can give it") and "avx512f" in refused
+    assert hypervisor.cpu_refusal(source.uri, defined("qemu64"), target_uri=target.uri) is None
+    assert hypervisor.cpu_refusal(source.uri, defined(""), target_uri=target.uri) is None

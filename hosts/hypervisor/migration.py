@@ -119,6 +119,35 @@ def _moved_snapshot(xml: str, paths: Mapping[str, str]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def cpu_refusal(uri: str, domain_uuid: str, *, target_uri: str) -> str | None:
+    """Why the running guest's CPU cannot go on running on the target host, or None: its CPU as its migratable
+    definition has it, compared by the target's libvirt with what its hypervisor (KVM or TCG) offers there; a
+    host-passthrough CPU with the target host's own."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+        source_caps = connections.connection(uri).getCapabilities()
+    cpu, os_type = root.find("cpu"), root.find("os/type")
+    if cpu is None or os_type is None:
+        return None  # the hypervisor's default CPU, which every host of the same hypervisor gives
+    conn = connections.connection(target_uri)
+    flags = libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE
+    try:
+        if cpu.get("mode") == "host-passthrough":
+            host_cpu = ET.fromstring(source_caps).find("host/cpu")
+            if host_cpu is not None:
+                conn.compareCPU(ET.tostring(host_cpu, encoding="unicode"), flags)
+        else:
+            conn.compareHypervisorCPU(None, os_type.get("arch"), os_type.get("machine"), root.get("type"),
+                                      ET.tostring(cpu, encoding="unicode"), flags)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE:
+            return f"the guest's CPU is not one the target host can give it: {exc.get_error_message()}"
+        with connections.errors(target_uri):
+            raise
+    return None
+
+
 def where(uri: str, target_uri: str, domain_uuid: str) -> tuple[bool, bool]:
     """Whether the domain is defined on the source host and on the target host now."""
     return _defined(uri, domain_uuid), _defined(target_uri, domain_uuid)
