@@ -165,3 +165,25 @@ def test_a_bad_number_of_web_processes_stops_the_panel_with_the_reason(value):
                             env={**os.environ, "CLOUDPANEL_WEB_WORKERS": value})
     assert result.returncode != 0
     assert "CLOUDPANEL_WEB_WORKERS is a number of processes from 1 to 64" in result.stderr
+
+
+def test_a_host_worker_unit_consumes_its_hosts_queue_and_systemd_accepts_it(tmp_path, settings):
+    import configparser
+
+    from cloudpanel.celery import route_to_host
+    from cloudpanel.tasking import HOST_HEADER
+
+    unit = configparser.RawConfigParser(strict=False)
+    unit.optionxform = str
+    template = ROOT / "deploy/systemd/cloudpanel-host-worker@.service"
+    unit.read(template)
+    # The unit for host 3 consumes the queue the router sends host 3's work to
+    settings.CLOUDPANEL_HOST_QUEUES = True
+    routed = route_to_host("instances.tasks.start_instance", (1,), {}, {"headers": {HOST_HEADER: 3}})
+    assert unit.get("Service", "ExecStart").split(" -Q ")[1].split()[0].replace("%i", "3") == routed["queue"]
+    assert unit.get("Service", "Restart") == "always"
+    # And systemd's own check accepts it, instantiated (pointed at this checkout instead of /opt/cloudpanel)
+    local = tmp_path / "cloudpanel-host-worker@3.service"
+    local.write_text(template.read_text().replace("/opt/cloudpanel", str(ROOT)))
+    verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+    assert verified.returncode == 0 and "cloudpanel" not in verified.stderr, verified.stderr
