@@ -75,21 +75,22 @@ DRY_RUN = OpenApiParameter("dry_run", bool, description="1: answer 200 with the 
 
 
 def dry_run(request) -> bool:
-    """Whether the request asks for its plan only (?dry_run=1); 400 for a value that is not a yes or a no."""
-    value = request.query_params.get("dry_run", "").lower()
+    """Whether the request asks for its plan only (?dry_run=1, or "dry_run": true in its body); 400 for a value
+    that is not a yes or a no."""
+    value = request.query_params.get("dry_run", "")
+    if not value and isinstance(request.data, dict):
+        value = request.data.get("dry_run", "")
+    value = str(value).lower()
     if value not in ("", "0", "1", "true", "false"):
         raise ValidationError({"dry_run": ["Give 1 (only the plan) or 0."]})
     if value in ("1", "true"):
-        audit.skip(request)  # a plan changes nothing
+        audit.skip(request)  # a plan changes nothing (one refused is kept, as every refusal)
         return True
     return False
 
 
 def plan_response(plan: plans.Plan, admin: bool) -> Response:
-    """A plan's answer: placement's verdicts on every host are platform admins' to see (as on the instance page)."""
-    if not admin:
-        plan.placement = None
-    return Response(PlanSerializer(plan).data)
+    return Response(PlanSerializer(plan.shown_to(admin)).data)
 
 
 class InstanceViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

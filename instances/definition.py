@@ -14,6 +14,7 @@ from django.conf import settings
 
 from hosts import hypervisor
 from hosts.models import Host
+from images import rootfs
 from images.choices import DiskFormat
 from images.models import Image, ImageCopy
 from instances import boot
@@ -38,8 +39,8 @@ def _disks(instance: Instance, host: Host) -> dict[str, object]:
     """The disks, as tasks._create lays them out."""
     disks: dict[str, object] = {"boot_disk": instance.boot_disk}
     image = instance.image
-    if instance.boot_source == BootSource.IMAGE and image is not None:
-        if image.disk_format == DiskFormat.ISO and instance.restored_from_id is None:
+    if instance.boot_source == BootSource.IMAGE:
+        if image is not None and image.disk_format == DiskFormat.ISO and instance.restored_from_id is None:
             disks = {"boot_disk": "", "disk_path": _in_pool(host, instance.volume_name), "boot_cdrom": True}
         else:
             disks["boot_disk"] = _in_pool(host, instance.volume_name)
@@ -52,7 +53,8 @@ def _disks(instance: Instance, host: Host) -> dict[str, object]:
             else:
                 disks["volumes"] += ((path, volume.device),)
     if instance.boot_source == BootSource.CONTAINER:
-        disks.update(boot_disk="", root_dir=str(Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name),
+        disks.update(boot_disk="", root_dir=str(Path(settings.CLOUDPANEL_CONTAINER_DIR) / instance.root_dir_name
+                                                / rootfs.ROOT),
                      idmap=hypervisor.IdMap(target=boot.container_owner(instance.tenant_id)),
                      init_env=tuple(sorted(instance.init_env.items())))
     elif instance.boot_kernel is not None:

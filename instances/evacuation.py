@@ -20,7 +20,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from cloudpanel.exceptions import DomainError
 from hosts import capabilities
+from hosts import placement as placing
 from hosts import services as host_services
 from hosts.choices import HostState
 from hosts.exceptions import NoCapacity
@@ -29,9 +31,10 @@ from images.choices import DiskFormat, ImageStatus
 from instances import boot, groups, tasks, wants
 from instances.choices import BackupStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
 from instances.events import publish_on_commit
-from instances.exceptions import InvalidOperation
+from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import Backup, Instance, InstanceAction, Leftover, Snapshot, Volume
 from instances.services import set_status
+from networks import provisioning
 
 FROM_BACKUP, FROM_IMAGE, BOOT_AGAIN, STAYS = "from backup", "from image", "boot again", "stays"
 
@@ -105,19 +108,36 @@ def _source(instance: Instance) -> Step:
     return step
 
 
+def _group(instance: Instance, host: Host) -> placing.Group | None:
+    """Its server group as placement sees it: members still on the host being evacuated are leaving it too (those
+    already rebuilt elsewhere count where they are now)."""
+    group = groups.for_placement(instance.server_group, excluding=instance.pk)
+    if group is None:
+        return None
+    return placing.Group(group.name, group.affinity, {h: n for h, n in group.members.items() if h != host.pk})
+
+
 def _place(step: Step, host: Host) -> None:
-    """Choose its new host (placement, with the hosts locked: inside the caller's transaction)."""
+    """Choose its new host (placement, with the hosts locked: inside the caller's transaction) among the others that
+    allow a platform admin's host paths it boots, and hold nothing it left there from an earlier evacuation."""
     instance = step.instance
-    technologies = set(boot.technologies_for(instance.boot_source, needs_cdrom=bool(instance.user_data)
-                                             or instance.cdrom_id is not None))
+    technologies = boot.technologies_for(instance.boot_source, needs_cdrom=bool(instance.user_data)
+                                         or instance.cdrom_id is not None)
     if step.backup is not None:  # a backup is put back on hosts that take backups
-        technologies &= {t for t in technologies if capabilities.of(t).backups}
-    others = list(Host.objects.exclude(pk=host.pk).values_list("pk", flat=True))
+        technologies = [t for t in technologies if capabilities.of(t).backups]
+    paths = boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
+                      boot_disk=instance.boot_disk)
+    others = []
+    for other in Host.objects.exclude(pk=host.pk).exclude(leftovers__instance=instance):
+        try:
+            boot.check_host_paths(paths, other)
+        except InvalidInstance:
+            continue
+        others.append(other.pk)
     try:
         decision = host_services.placement(
             vcpus=instance.vcpus, memory_mib=instance.memory_mib, disk_gib=instance.disk_gib,
-            technologies=technologies, among=others, tags=instance.host_tags.split(),
-            group=groups.for_placement(instance.server_group, excluding=instance.pk),
+            technologies=technologies, among=others, tags=instance.host_tags.split(), group=_group(instance, host),
             networks=wants.networks_of(instance), image=wants.image_of(instance) if step.action == FROM_IMAGE else None)
     except NoCapacity as exc:
         step.action, step.reason = STAYS, "no other host can take it: " + str(exc).removeprefix("no host can take it: ")
@@ -126,20 +146,52 @@ def _place(step: Step, host: Host) -> None:
 
 
 def _check_host(host: Host) -> None:
+    """Only a host that does not answer is evacuated (one in error answers: its guests may well run)."""
     if host.state == HostState.ONLINE:
         raise InvalidOperation(f"host '{host.name}' is online: migrate its instances, or put it in maintenance")
+    if host.state != HostState.OFFLINE:
+        raise InvalidOperation(f"host '{host.name}' is {host.get_state_display().lower()}, not offline: only a host "
+                               "that does not answer is evacuated")
+
+
+def _each(host: Host, user: AbstractBaseUser | None, *, queue: bool) -> list[Step]:
+    """Rebuild elsewhere each instance of the host that can be, one transaction each (a refusal keeps the others);
+    queue: send their creates to the workers (else, for a plan, only record them)."""
+    steps = []
+    for pk in Instance.objects.filter(host=host).live().order_by("name").values_list("pk", flat=True):
+        try:
+            with transaction.atomic():
+                locked = Host.objects.select_for_update().get(pk=host.pk)  # (one that answered meanwhile: stop)
+                _check_host(locked)
+                instance = (Instance.objects.select_for_update(of=("self",))
+                            .select_related("image", "boot_kernel", "server_group")
+                            .filter(pk=pk, host=host).exclude(status=Status.DELETED).first())
+                if instance is None:
+                    continue
+                step = _source(instance)
+                steps.append(step)
+                if step.action != STAYS:
+                    _place(step, host)
+                if step.action == STAYS:
+                    step.outcome = step.reason
+                else:
+                    _rebuild(step, host, user, queue=queue)
+        except DomainError as exc:
+            if not steps or steps[-1].instance.pk != pk:
+                raise
+            steps[-1].outcome = str(exc)
+    return steps
 
 
 def plan(host: Host) -> list[Step]:
-    """What evacuating the host would do to each of its instances (nothing is held or changed)."""
+    """What evacuating the host would do to each of its instances, worked out as evacuate would (each placed beside
+    those before it) and then undone: nothing is changed or held."""
+    _check_host(host)
     with transaction.atomic():
-        steps = [_source(instance) for instance in
-                 Instance.objects.filter(host=host).live().select_related("image", "boot_kernel", "server_group")
-                 .order_by("name")]
-        for step in steps:
-            if step.action != STAYS:
-                _place(step, host)
-        transaction.set_rollback(True)  # (placement's locks and nothing else)
+        steps = _each(host, None, queue=False)
+        transaction.set_rollback(True)
+    for step in steps:
+        step.outcome = ""
     return steps
 
 
@@ -150,28 +202,16 @@ def evacuate(*, host: Host, user: AbstractBaseUser | None, host_is_off: bool) ->
         raise InvalidOperation(f"make sure host '{host.name}' is off (powered down or fenced) and say so: a guest "
                                "rebuilt elsewhere while its old copy still runs would run twice")
     Host.objects.filter(pk=host.pk).update(enabled=False)  # nothing new lands on it when it comes back
-    steps = []
-    for instance in Instance.objects.filter(host=host).live().order_by("name").values_list("pk", flat=True):
-        with transaction.atomic():
-            locked = (Instance.objects.select_for_update(of=("self",)).select_related("image", "boot_kernel")
-                      .filter(pk=instance, host=host).exclude(status=Status.DELETED).first())
-            if locked is None:
-                continue
-            step = _source(locked)
-            if step.action != STAYS:
-                _place(step, host)
-            if step.action == STAYS:
-                step.outcome = step.reason
-            else:
-                _rebuild(step, host, user)
-            steps.append(step)
-    return steps
+    return _each(host, user, queue=True)
 
 
-def _rebuild(step: Step, host: Host, user: AbstractBaseUser | None) -> None:
-    """Inside the transaction with the instance locked: move its record to the new host and queue its create there."""
-    instance, now = step.instance, timezone.now()
-    Leftover.objects.get_or_create(instance=instance, host=host, defaults={"pool": host.storage_pool})
+def _rebuild(step: Step, host: Host, user: AbstractBaseUser | None, *, queue: bool) -> None:
+    """Inside the transaction with the instance locked: move its record to the new host and queue its create there
+    (the step's instance is left as it was, for the plan to show)."""
+    instance, now = Instance.objects.get(pk=step.instance.pk), timezone.now()
+    ports = list(instance.ports.select_related("network"))
+    Leftover.objects.update_or_create(instance=instance, host=host, defaults={
+        "pool": host.storage_pool, "nics": provisioning.nic_records(ports)})
     Snapshot.objects.filter(instance=instance).exclude(status=SnapshotStatus.DELETED).update(
         status=SnapshotStatus.DELETED, deleted_at=now)  # (they lived inside its disk on the host)
     detail = f"evacuated from host '{host.name}' to '{step.target.name}': {step.reason}"
@@ -182,5 +222,6 @@ def _rebuild(step: Step, host: Host, user: AbstractBaseUser | None) -> None:
     instance.placement = step.placement | {"for": "evacuation", "at": now.isoformat()}
     instance.save(update_fields=["host", "restored_from", "task_state", "task_started_at", "status",
                                  "status_changed_at", "status_reason", "placement"])
-    tasks.enqueue(action)
-    publish_on_commit(instance)
+    if queue:
+        tasks.enqueue(action)
+        publish_on_commit(instance)

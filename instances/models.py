@@ -522,12 +522,13 @@ class DisplayTicket(models.Model):
 
 
 class Leftover(models.Model):
-    """What an instance evacuated from a host that did not answer left there (its domain, disk, seed and tree, its
-    NICs' pins and filters), to remove once that host answers again (instances.tasks.remove_leftovers)."""
+    """What an instance evacuated from a host that did not answer left there (its domain, disk and seed, its NICs'
+    pins and filters), to remove once that host answers again (instances.tasks.remove_leftovers)."""
 
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="leftovers")
     host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="leftovers")
     pool = models.CharField(max_length=100)  # the host's storage pool its disk and seed are in
+    nics = models.JSONField(default=list, blank=True)  # its NICs there (networks.provisioning.nic_records)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

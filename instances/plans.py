@@ -9,13 +9,12 @@ what a real request needs. A refusal is the real request's refusal, with its rea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import NamedTuple
 
 from django.db import transaction
 
-from hosts.models import Host
 from instances import definition
 from instances.models import Instance, InstanceAction
 from tenants import quotas
@@ -83,6 +82,11 @@ class Plan:
     quota: list[QuotaEffect] = field(default_factory=list)
     price: Price | None = None
 
+    def shown_to(self, admin: bool) -> Plan:
+        """The plan as the asker may see it: other hosts' verdicts and the definition (the host's paths, pools and
+        uid ranges) are platform admins'."""
+        return self if admin else replace(self, placement=None, definition="", diff="")
+
 
 class _Undo(Exception):
     def __init__(self, plan: Plan) -> None:
@@ -140,10 +144,10 @@ def for_create(perform: Callable[[], InstanceAction], tenant_id: int) -> Plan:
 
 def for_resize(instance: Instance, perform: Callable[[], InstanceAction]) -> Plan:
     """The plan of a resize of the instance (perform: the resize)."""
-    host = instance.host
-    current = definition.text(instance, host)
-
     def describe(action: InstanceAction) -> Plan:
+        # (once the resize was accepted: the instance here still has the size it has now)
+        host = instance.host
+        current = definition.text(instance, host)
         resized = Instance.objects.select_related("host", "image", "boot_kernel", "cdrom").get(pk=instance.pk)
         after = definition.text(resized, host)
         was, becomes = action.resize["from"], action.resize["to"]
@@ -162,11 +166,9 @@ def for_resize(instance: Instance, perform: Callable[[], InstanceAction]) -> Pla
 
 def for_migration(instance: Instance, perform: Callable[[], InstanceAction]) -> Plan:
     """The plan of a migration of the instance (perform: the migration)."""
-    source = instance.host
-    current = definition.text(instance, source)
-
     def describe(action: InstanceAction) -> Plan:
-        target: Host = action.target_host
+        source, target = instance.host, action.target_host
+        current = definition.text(instance, source)
         after = definition.text(instance, target)
         live = action.instance.status in ("running", "paused")
         return Plan("migrate", instance.name, target.name, target.pk, _where(instance), after,

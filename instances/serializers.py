@@ -177,8 +177,9 @@ class MaintenanceStepSerializer(serializers.Serializer):
 class EvacuationRequestSerializer(serializers.Serializer):
     """Evacuate the host: its instances rebuilt elsewhere where they can be."""
 
-    host_is_off = serializers.BooleanField(help_text="True: the host is powered down or fenced (a guest rebuilt "
-                                           "elsewhere while its old copy runs would run twice).")
+    host_is_off = serializers.BooleanField(default=False, help_text="True: the host is powered down or fenced (a "
+                                           "guest rebuilt elsewhere while its old copy runs would run twice); a plan "
+                                           "(?dry_run=1) needs no word on it.")
 
 
 class EvacuationStepSerializer(serializers.Serializer):
@@ -206,8 +207,10 @@ class PlanSerializer(serializers.Serializer):
     host_id = serializers.IntegerField(allow_null=True)
     placement = serializers.JSONField(allow_null=True, help_text="Placement's decision: every host, kept (with its "
                                       "score) or dropped (with the reason), best first; platform admins only.")
-    definition = serializers.CharField(help_text="The domain definition the host would get.")
-    diff = serializers.CharField(help_text="For a change: a unified diff against the current definition.")
+    definition = serializers.CharField(help_text="The domain definition the host would get (platform admins; \"\" "
+                                       "for others).")
+    diff = serializers.CharField(help_text="For a change: a unified diff between the definitions the panel builds for "
+                                 "it now and after (platform admins).")
     changes = serializers.ListField(child=serializers.CharField())
     quota = serializers.SerializerMethodField()
     price = serializers.SerializerMethodField()

@@ -282,17 +282,19 @@ def remove_forgotten(host: Host) -> None:
 
 def remove_leftovers(host: Host) -> None:
     """What instances evacuated from the host left there, now that it answers: their domains (stopped first), disks
-    and seeds, their NICs' pins and filters and the networks nobody else there uses. What the host refuses is tried
-    again at its next reconcile."""
-    for leftover in Leftover.objects.filter(host=host).select_related("instance"):
-        instance = leftover.instance
-        if instance.host_id != host.pk:  # (one migrated back meanwhile owns what is there)
+    and seeds (unless its pool is the storage of the instance's new host: then they are its own), their NICs' pins
+    and filters and the networks nobody else there uses. What the host refuses is tried again at its next
+    reconcile."""
+    for leftover in Leftover.objects.filter(host=host).select_related("instance__host"):
+        instance, now_on = leftover.instance, leftover.instance.host
+        if instance.host_id != host.pk:  # (one placed back meanwhile owns what is there)
             try:
                 hypervisor.undefine(host.uri, str(instance.uuid))
-                for name in (instance.volume_name, instance.seed_volume_name):
-                    hypervisor.delete_volume(host.uri, leftover.pool, name)
-                provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=host,
-                                        instance_id=instance.pk)
+                if now_on is None or not hypervisor.shares_storage(host.uri, leftover.pool, now_on.uri,
+                                                                   now_on.storage_pool):
+                    for name in (instance.volume_name, instance.seed_volume_name):
+                        hypervisor.delete_volume(host.uri, leftover.pool, name)
+                provisioning.forget_nics(records=leftover.nics, host=host, instance_id=instance.pk)
             except hypervisor.HypervisorError as exc:
                 log.warning("instance %s, evacuated from %s, is still there: %s", instance.pk, host.name, exc)
                 continue

@@ -106,7 +106,8 @@ def instance_new(request):
             if dry_run:
                 plan = plans.for_create(lambda: services.create_instance(user=request.user, **data), data["tenant"].pk)
                 return render(request, "instances/new.html", {"form": form, "template_sizes": _sizes(templates),
-                                                              "plan": _shown(plan, scope.admin)})
+                                                              "plan": plan.shown_to(scope.admin),
+                                                              "retype_password": bool(data.get("password"))})
             action = services.create_instance(user=request.user, **data)
         except DomainError as exc:
             form.add_error(None, str(exc))
@@ -123,19 +124,12 @@ def _sizes(templates) -> dict[int, dict[str, int]]:
     return {t.pk: {"vcpus": t.vcpus, "memory_mib": t.memory_mib, "disk_gib": t.disk_gib} for t in templates}
 
 
-def _shown(plan: plans.Plan, admin: bool) -> plans.Plan:
-    """The plan as a page shows it: placement's verdicts on every host are platform admins' to see."""
-    if not admin:
-        plan.placement = None
-    return plan
-
-
 def _plan_page(request, instance: Instance, plan: plans.Plan, *, title: str, confirm: str, url: str,
                fields: list[tuple[str, object]]):
     """A plan, with a button that asks for it for real (the same fields, without the dry run)."""
     audit.skip(request)  # a plan changes nothing
     return render(request, "instances/plan.html", {
-        "instance": instance, "plan": _shown(plan, scope_of(request).admin), "title": title, "confirm": confirm,
+        "instance": instance, "plan": plan.shown_to(scope_of(request).admin), "title": title, "confirm": confirm,
         "action_url": url, "fields": fields})
 
 
@@ -570,5 +564,8 @@ def host_evacuation(request, pk: int):
             messages.success(request, f"{host.name} is disabled; {len(moved)} instance{'s' if len(moved) != 1 else ''}"
                                       " being rebuilt elsewhere.")
         return redirect("host-evacuation", pk=host.pk)
-    return render(request, "instances/evacuation.html", {"host": host, "steps": evacuation.plan(host),
-                                                         "online": host.state == "online"})
+    try:
+        steps, refusal = evacuation.plan(host), ""
+    except DomainError as exc:
+        steps, refusal = [], str(exc)
+    return render(request, "instances/evacuation.html", {"host": host, "steps": steps, "refusal": refusal})

@@ -145,6 +145,27 @@ def bring_ports(*, ports: list[Port], host: Host) -> None:
         firewall.prepare(port, host)
 
 
+def nic_records(ports: list[Port]) -> list[dict]:
+    """What the NICs hold on a host, written down (their network, MAC, IPv4 addresses and filter), so that a host
+    can be cleaned of them later whatever becomes of the NICs meanwhile (forget_nics)."""
+    return [{"network": port.network_id, "mac": port.mac, "filter": port.filter_name,
+             "addresses": [a.address for a in port.addresses.filter(subnet__version=4)]} for port in ports]
+
+
+def forget_nics(*, records: list[dict], host: Host, instance_id: int) -> None:
+    """The NICs written down by nic_records are gone from the host: their pins and filters, and the networks no
+    other instance there uses."""
+    networks = {network.pk: network for network in Network.objects.filter(pk__in={r["network"] for r in records})}
+    for record in records:
+        network = networks.get(record["network"])
+        for address in record["addresses"] if network is not None else ():
+            with suppress(hypervisor.HypervisorError):  # not on the host (any more): nothing to unpin
+                hypervisor.set_dhcp_host(host.uri, network.libvirt_name, DhcpHost(mac=record["mac"], address=address),
+                                         present=False)
+        hypervisor.remove_filter(host.uri, record["filter"])
+    _tear_down_unused(list(networks.values()), host, leaving=instance_id)
+
+
 def leave_host(*, ports: list[Port], host: Host, instance_id: int) -> None:
     """After the instance moved away from the host: its NICs unpinned and unfiltered there, and the networks no
     other instance there uses torn down."""

@@ -22,7 +22,7 @@ from instances.models import Backup, Instance, InstanceStateChange, Leftover
 from networks import services as network_services
 from networks.models import Allocation, Port
 from tests.conftest import token_client
-from tests.factories import make_boot_kernel, make_host, make_library_image, make_user
+from tests.factories import make_boot_kernel, make_host, make_instance, make_library_image, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -193,3 +193,23 @@ def test_evacuating_a_dead_host_rebuilds_what_it_can_elsewhere_and_cleans_up_whe
         for instance in (web, db, saved, kept):
             for uri in (source.uri, target.uri):
                 hypervisor.undefine(uri, str(instance.uuid))
+
+
+def test_an_evacuation_plan_places_each_beside_the_others_and_keeps_an_affinity_group_together(tenant, member):
+    from instances import groups
+
+    dead = make_host(uri="test:///dead", name="dead", state=HostState.OFFLINE)
+    big = make_host(name="big", memory_mib=8192)
+    small = make_host(uri="test+unix:///default", name="small", memory_mib=6144)
+    kernel = make_boot_kernel()
+    together = groups.create(tenant=tenant, name="pair", policy="affinity", user=member)
+    for name, memory, group in (("x", 5120, None), ("y", 5120, None), ("p1", 256, together), ("p2", 256, together)):
+        make_instance(tenant=tenant, host=dead, status=Status.UNKNOWN, name=name, memory_mib=memory,
+                      boot_source="kernel", boot_kernel=kernel, server_group=group)
+    admin = token_client(make_user(staff=True))
+    plan = {s["instance_name"]: s for s in admin.get(f"/api/v1/hosts/{dead.pk}/evacuate/").json()}
+    # each instance is placed beside those planned before it: the two large ones do not both fit on big
+    assert {plan["x"]["target_host_name"], plan["y"]["target_host_name"]} == {big.name, small.name}
+    # the group's members, all on the dead host, go together
+    assert plan["p1"]["target_host_name"] == plan["p2"]["target_host_name"] is not None
+    assert Instance.objects.filter(host=dead).count() == 4 and Host.objects.get(pk=dead.pk).enabled

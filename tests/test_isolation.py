@@ -255,7 +255,7 @@ MATRIX: dict[str, list[Case]] = {
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
     "host-maintenance": [Case("GET", "host", platform(P, 200)),
                          Case("POST", "host", platform(P, 302), body=lambda w, x: {"enter": "0"})],
-    "host-evacuation": [Case("GET", "host", platform(P, 200)),  # (an online host: refused, back to the page)
+    "host-evacuation": [Case("GET", "host", platform(P, 200)),  # (an online host: refused, with the reason)
                         Case("POST", "host", platform(P, 302), body=lambda w, x: {"host_is_off": "1"})],
     "instance-adopt": [Case("POST", "domain", platform(P, 302),
                             body=lambda w, x: {"tenant": w[x]["tenant"].pk, "name": "adopted"})],
@@ -430,7 +430,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-host-domains": [Case("GET", "host", platform(A, 200))],
     "api-host-maintenance": [Case("GET", "host", platform(A, 200)),
                              Case("POST", "host", platform(A, 202), body=lambda w, x: {"enter": False})],
-    "api-host-evacuation": [Case("GET", "host", platform(A, 200)),  # (an online host: 409 once allowed)
+    "api-host-evacuation": [Case("GET", "host", platform(A, 409)),  # (an online host: 409 once allowed)
                             Case("POST", "host", platform(A, 409), body=lambda w, x: {"host_is_off": True})],
     "api-instance-adopt": [Case("POST", None, platform(A, 201), body=lambda w, x: {
         "domain": w["domain"].pk, "tenant": w[x]["tenant"].pk, "name": "adopted"})],

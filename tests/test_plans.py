@@ -64,17 +64,19 @@ def test_a_create_plan_names_the_host_and_why_the_definition_quota_and_price_and
     assert _rows() == before and AuditEvent.objects.count() == audited
     plan = answer.json()
     assert (plan["operation"], plan["instance"], plan["host"]) == ("create", "web", "roomy")
-    assert plan["placement"] is None  # (other hosts are the platform's business)
+    # (other hosts, and the host's paths, pools and uid ranges, are the platform's business)
+    assert (plan["placement"], plan["definition"], plan["diff"]) == (None, "", "")
     admin = token_client(make_user(staff=True))
-    as_admin = admin.post("/api/v1/instances/?dry_run=1", {**body, "tenant": tenant.pk}, format="json").json()
-    verdicts = {v["host"]: v for v in as_admin["placement"]["hosts"]}
+    as_admin = admin.post("/api/v1/instances/", {**body, "tenant": tenant.pk, "dry_run": True}, format="json")
+    assert as_admin.status_code == 200 and _rows() == before  # (in the body too)
+    verdicts = {v["host"]: v for v in as_admin.json()["placement"]["hosts"]}
     assert verdicts["roomy"]["kept"]
     assert verdicts["tight"]["reason"] == "3072 MiB of RAM exceed host 'tight' (2048 MiB)"
-    definition = plan["definition"]
+    definition = as_admin.json()["definition"]
     assert "<vcpu>2</vcpu>" in definition and '<memory unit="MiB">3072</memory>' in definition
     # its disk: a volume of the host's pool (whose path this host's probe did not read: named by the pool)
     assert "[pool default-pool]/cp-" in definition
-    assert '<source network="' in definition and plan["diff"] == ""
+    assert '<source network="' in definition and as_admin.json()["diff"] == ""
     quota = {q["resource"]: q for q in plan["quota"]}
     assert (quota["instances"]["used"], quota["instances"]["after"], quota["instances"]["limit"]) == ("0", "1", 1)
     assert (quota["memory_mib"]["after"], quota["public_addresses"]["after"]) == ("3072", "1")
@@ -107,7 +109,11 @@ def test_a_resize_plan_shows_the_definition_diff_quota_and_both_prices_and_chang
                       format="json")
     assert answer.status_code == 200, answer.content
     plan = answer.json()
-    assert "-  <vcpu>1</vcpu>" in plan["diff"] and "+  <vcpu>2</vcpu>" in plan["diff"]
+    assert plan["diff"] == ""  # (a platform admin's to see)
+    admin = token_client(make_user(staff=True))
+    diff = admin.post(f"/api/v1/instances/{instance.pk}/resize/?dry_run=1", {"vcpus": 2, "memory_mib": 2048},
+                      format="json").json()["diff"]
+    assert "-  <vcpu>1</vcpu>" in diff and "+  <vcpu>2</vcpu>" in diff
     assert plan["changes"][:2] == ["vCPUs: 1 → 2", "RAM (MiB): 1024 → 2048"]
     assert {q["resource"]: (q["used"], q["after"]) for q in plan["quota"]} == {
         "vcpus": ("1", "2"), "memory_mib": ("1024", "2048")}
@@ -172,9 +178,9 @@ def test_the_pages_preview_a_create_and_a_resize_then_do_it_as_shown(hosts, tena
     shown = client.post("/instances/new/", {**form, "dry_run": "1"})
     assert shown.status_code == 200 and _rows() == before
     page = shown.content.decode()
-    assert 'id="plan"' in page and 'id="plan-host">roomy<' in page and "&lt;vcpu&gt;1&lt;/vcpu&gt;" in page
+    assert 'id="plan"' in page and 'id="plan-host">roomy<' in page
     assert 'value="paged"' in page  # the form keeps what was typed, to create it next
-    assert "Score (MiB of RAM left)" not in page  # (placement's verdicts are platform admins')
+    assert "Score (MiB of RAM left)" not in page and 'id="plan-definition"' not in page  # (platform admins')
     # a refused plan is the form's error, as the create's would be
     refused = client.post("/instances/new/", {**form, "memory_mib": 9000, "dry_run": "1"})
     assert refused.status_code == 200 and "no host can take it" in refused.content.decode() and _rows() == before
@@ -185,7 +191,7 @@ def test_the_pages_preview_a_create_and_a_resize_then_do_it_as_shown(hosts, tena
                                                                   "dry_run": "1"})
     assert previewed.status_code == 200
     page = previewed.content.decode()
-    assert "Resize now" in page and "+  &lt;vcpu&gt;2&lt;/vcpu&gt;" in page
+    assert "Resize now" in page and "Quota" in page
     assert '<input type="hidden" name="vcpus" value="2">' in page
     instance.refresh_from_db()
     assert (instance.vcpus, instance.memory_mib, instance.task_state) == (1, 256, None)
