@@ -11,8 +11,6 @@ from instances.choices import BootSource
 from instances.models import Instance
 from networks.models import Network
 
-GIB = 1 << 30
-
 
 def network_tags(networks: Iterable[Network]) -> list[tuple[str, str]]:
     """(name, host tag) of those networks that only hosts with that tag reach (bridged and VLAN ones)."""
@@ -28,7 +26,7 @@ def image_need(image: Image | None) -> placing.ImageNeed | None:
     if image is None:
         return None
     cached = ImageCopy.objects.filter(image=image, status=CopyStatus.AVAILABLE).values_list("host_id", flat=True)
-    return placing.ImageNeed(image.name, max(1, -(-image.size // GIB)), frozenset(cached))
+    return placing.ImageNeed(image.name, max(1, -(-image.size // placing.GIB)), frozenset(cached))
 
 
 def image_of(instance: Instance) -> placing.ImageNeed | None:
