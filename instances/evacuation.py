@@ -8,14 +8,16 @@ instance keeps its name, UUID, NICs and addresses; it is created on its new host
 if it ran. What it left on the dead host (its domain, disk and seed, its NICs' pins and filters) is recorded as a
 Leftover and removed once that host answers again; the host is disabled meanwhile, so that nothing new lands there.
 
-Only a platform admin evacuates, and only a host that is not online, saying that it is really off: a host that
-merely lost its network would otherwise run each guest twice.
+Only a platform admin evacuates, and only a host silent for CLOUDPANEL_HOST_DOWN_SECONDS, saying that it is really
+off: a host that merely lost its network would otherwise run each guest twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -146,12 +148,13 @@ def _place(step: Step, host: Host) -> None:
 
 
 def _check_host(host: Host) -> None:
-    """Only a host that does not answer is evacuated (one in error answers: its guests may well run)."""
+    """Only a host that has not answered for CLOUDPANEL_HOST_DOWN_SECONDS is evacuated (offline, or in error since)."""
     if host.state == HostState.ONLINE:
         raise InvalidOperation(f"host '{host.name}' is online: migrate its instances, or put it in maintenance")
-    if host.state != HostState.OFFLINE:
-        raise InvalidOperation(f"host '{host.name}' is {host.get_state_display().lower()}, not offline: only a host "
-                               "that does not answer is evacuated")
+    limit = settings.CLOUDPANEL_HOST_DOWN_SECONDS
+    if host.last_seen_at is not None and host.last_seen_at > timezone.now() - timedelta(seconds=limit):
+        raise InvalidOperation(f"host '{host.name}' answered at {host.last_seen_at:%Y-%m-%d %H:%M:%S} UTC: only a "
+                               f"host silent for {limit} s is evacuated")
 
 
 def _each(host: Host, user: AbstractBaseUser | None, *, queue: bool) -> list[Step]:

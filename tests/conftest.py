@@ -80,8 +80,11 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 
 def pytest_collection_modifyitems(config, items):
+    """Tests that share a libvirtd's guests run one after the other: the machine's, or the fleet hosts'."""
     for item in items:
-        if item.get_closest_marker("qemu") or item.module.__name__.rsplit(".", 1)[-1] in MACHINE_MODULES:
+        if item.get_closest_marker("qemu") and item.get_closest_marker("fleet_host"):
+            item.add_marker(pytest.mark.xdist_group("fleet"))
+        elif item.get_closest_marker("qemu") or item.module.__name__.rsplit(".", 1)[-1] in MACHINE_MODULES:
             item.add_marker(pytest.mark.xdist_group("machine"))
 
 
@@ -232,14 +235,84 @@ def server(guest, reap_qemu_guests, image_dirs, settings):
         process.wait()
 
 
+def run_fleet(*args: str) -> list[str]:
+    """scripts/fleet.sh with these arguments; its output's words (start: the hosts' URIs)."""
+    done = subprocess.run([str(ROOT / "scripts" / "fleet.sh"), *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def fleet_uris():
+    """Two extra libvirt hosts of this machine (started if they are not)."""
+    uris = run_fleet("start", "2")
+    assert len(uris) >= 2, uris
+    return uris[:2]
+
+
+def wipe_fleet_host(uri: str) -> None:
+    """Everything a test left on a fleet host: domains, the panel's volumes, networks and filters."""
+    from hosts import hypervisor
+
+    conn = hypervisor.connection(uri)
+    for dom in conn.listAllDomains(0):
+        hypervisor.undefine(uri, dom.UUIDString())
+    pool = conn.storagePoolLookupByName("default")
+    pool.refresh(0)
+    for volume in pool.listAllVolumes(0):
+        if volume.name().startswith(("cp-", "cloudpanel-image-")):
+            volume.delete(0)
+    for network in conn.listAllNetworks(0):
+        if network.name().startswith("cp-"):
+            persistent = network.isPersistent()
+            if network.isActive():
+                network.destroy()
+            if persistent:
+                network.undefine()
+    for nwfilter in conn.listAllNWFilters(0):
+        if nwfilter.name().startswith("cp-"):
+            nwfilter.undefine()
+
+
+def _wiped(uri: str) -> None:
+    from hosts import hypervisor
+
+    try:
+        wipe_fleet_host(uri)
+    except hypervisor.HypervisorError:  # a host a test killed and brought back
+        hypervisor.forget(uri)
+        wipe_fleet_host(uri)
+
+
 @pytest.fixture
-def qemu_host(reap_qemu_guests):
-    """The machine's libvirtd with QEMU (TCG), registered as a host."""
+def fleet(fleet_uris, reap_qemu_guests):
+    """The two hosts registered (TCG), each wiped clean after the test."""
     from hosts import services as host_services
     from hosts.choices import HostState
 
-    host = host_services.register_host(name="local-qemu", uri="qemu:///system", accelerator="tcg",
-                                       storage_pool="default")
+    hosts = []
+    for number, uri in enumerate(fleet_uris, start=1):
+        host = host_services.register_host(name=f"fleet-{number}", uri=uri, accelerator="tcg")
+        host.refresh_from_db()
+        assert host.state == HostState.ONLINE, host.last_error
+        hosts.append(host)
+    yield hosts
+    for uri in fleet_uris:
+        _wiped(uri)
+
+
+@pytest.fixture
+def qemu_host(request, reap_qemu_guests):
+    """A libvirtd with QEMU (TCG), registered as a host: the machine's own, or for a test marked fleet_host the first
+    host of scripts/fleet.sh (wiped clean after the test), so that it runs beside those of the machine's libvirtd."""
+    from hosts import services as host_services
+    from hosts.choices import HostState
+
+    uri = "qemu:///system"
+    if request.node.get_closest_marker("fleet_host"):
+        uri = request.getfixturevalue("fleet_uris")[0]
+        request.addfinalizer(lambda: _wiped(uri))
+    host = host_services.register_host(name="local-qemu", uri=uri, accelerator="tcg", storage_pool="default")
     host.refresh_from_db()
     assert host.state == HostState.ONLINE, host.last_error
     return host

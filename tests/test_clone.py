@@ -17,7 +17,7 @@ from tests.conftest import token_client
 from tests.factories import make_boot_kernel, make_library_image, make_tenant, make_user
 from tests.test_qemu import console_session
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fleet_host]
 
 
 def clone(api, instance, name="copy"):

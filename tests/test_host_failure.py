@@ -213,3 +213,17 @@ def test_an_evacuation_plan_places_each_beside_the_others_and_keeps_an_affinity_
     # the group's members, all on the dead host, go together
     assert plan["p1"]["target_host_name"] == plan["p2"]["target_host_name"] is not None
     assert Instance.objects.filter(host=dead).count() == 4 and Host.objects.get(pk=dead.pk).enabled
+
+
+def test_only_a_host_silent_past_the_limit_is_evacuated(settings, tenant):
+    settings.CLOUDPANEL_HOST_DOWN_SECONDS = 90
+    failing = make_host(uri="test:///failing", name="failing", state=HostState.ERROR)
+    admin = token_client(make_user(staff=True))
+    for seconds, code in ((30, 409), (120, 200)):  # (in error: it answered with an error, so it may well run)
+        _silent_since(failing, seconds)
+        answer = admin.get(f"/api/v1/hosts/{failing.pk}/evacuate/")
+        assert answer.status_code == code, answer.content
+    _silent_since(failing, 30)
+    assert "answered at" in admin.post(f"/api/v1/hosts/{failing.pk}/evacuate/", {"host_is_off": True},
+                                       format="json").json()["detail"]
+    assert Host.objects.get(pk=failing.pk).enabled

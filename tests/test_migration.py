@@ -24,68 +24,12 @@ from instances.choices import ActionStatus, Operation, Status
 from instances.models import Instance, InstanceAction, Snapshot, Volume
 from networks import security
 from networks import services as network_services
+from tests.conftest import run_fleet
 from tests.factories import make_host, make_user, wait_for
 from tests.test_browser import CHROMIUM_ARGS, SCREENSHOTS
 from tests.test_qemu import console_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("fleet")]
-FLEET = Path(__file__).resolve().parent.parent / "scripts" / "fleet.sh"
-
-
-def _fleet(*args: str) -> list[str]:
-    done = subprocess.run([str(FLEET), *args], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
-
-
-@pytest.fixture(scope="session")
-def fleet_uris():
-    """Two extra libvirt hosts of this machine (started if they are not)."""
-    uris = _fleet("start", "2")
-    assert len(uris) >= 2, uris
-    return uris[:2]
-
-
-def _wipe(uri: str) -> None:
-    """Everything a test left on a fleet host: domains, the panel's volumes, networks and filters."""
-    conn = hypervisor.connection(uri)
-    for dom in conn.listAllDomains(0):
-        hypervisor.undefine(uri, dom.UUIDString())
-    pool = conn.storagePoolLookupByName("default")
-    pool.refresh(0)
-    for volume in pool.listAllVolumes(0):
-        if volume.name().startswith(("cp-", "cloudpanel-image-")):
-            volume.delete(0)
-    for network in conn.listAllNetworks(0):
-        if network.name().startswith("cp-"):
-            persistent = network.isPersistent()
-            if network.isActive():
-                network.destroy()
-            if persistent:
-                network.undefine()
-    for nwfilter in conn.listAllNWFilters(0):
-        if nwfilter.name().startswith("cp-"):
-            nwfilter.undefine()
-
-
-@pytest.fixture
-def fleet(fleet_uris, reap_qemu_guests):
-    """The two hosts registered (TCG), each wiped clean after the test."""
-    hosts = []
-    for number, uri in enumerate(fleet_uris, start=1):
-        host = host_services.register_host(name=f"fleet-{number}", uri=uri, accelerator="tcg")
-        host.refresh_from_db()
-        assert host.state == HostState.ONLINE, host.last_error
-        hosts.append(host)
-    yield hosts
-    for uri in fleet_uris:
-        try:
-            _wipe(uri)
-        except hypervisor.HypervisorError:  # a host a test killed and brought back
-            hypervisor.forget(uri)
-            _wipe(uri)
-
-
 @pytest.fixture
 def admin(db):
     return make_user(staff=True)
@@ -302,7 +246,7 @@ def test_the_target_dying_halfway_leaves_the_guest_running_on_its_host_and_a_ret
     assert (instance.host, instance.status, instance.task_state) == (source, Status.RUNNING, None)
     assert "alive-6" in console_session(instance, member, "echo alive-$((2*3))", r"alive-6")
     # and once the target is back, the migration can be asked for again and goes through
-    _fleet("start", "2")
+    run_fleet("start", "2")
     hypervisor.forget(target.uri)
     settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB = 0
     answer = migrate(admin_api, instance, target)
@@ -329,7 +273,7 @@ def test_a_host_whose_libvirtd_dies_shows_its_guest_unknown_then_running_again(f
     # Then the guest is unknown, not "running"
     assert Instance.objects.get(pk=instance.pk).status == Status.UNKNOWN
     # When libvirtd is back, the next reconcile finds the guest running, and its console answers
-    _fleet("start", "2")
+    run_fleet("start", "2")
     host_tasks.reconcile_host(host.pk)
     assert host.__class__.objects.get(pk=host.pk).state == HostState.ONLINE
     assert Instance.objects.get(pk=instance.pk).status == Status.RUNNING
@@ -539,7 +483,7 @@ def test_a_dead_host_is_evacuated_its_guests_rebuilt_from_image_and_backup_and_c
     assert "10.84.0.20" in console_session(phoenix, member, "ip -4 addr; echo addr-$((5+5))", r"addr-10")
     assert Instance.objects.get(pk=anchor.pk).status == Status.UNKNOWN
     # When the dead host comes back, what the evacuated guests left there goes; the guest that stayed is its own
-    _fleet("start", "2")
+    run_fleet("start", "2")
     hypervisor.forget(dying.uri)
     host_tasks.reconcile_host(dying.pk)
     assert not _defined(dying, phoenix) and not _defined(dying, saved) and _defined(dying, anchor)

@@ -14,7 +14,7 @@ from tests.conftest import token_client
 from tests.factories import make_library_image, make_tenant, make_user
 from tests.test_qemu import console_session
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fleet_host]
 
 
 def test_a_rebuild_replaces_the_disk_and_keeps_the_nics(member, member_api, tenant, host):
