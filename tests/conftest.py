@@ -79,6 +79,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
                     cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", [table, start])
 
 
+@pytest.hookimpl(tryfirst=True)  # (before xdist's, which reads the groups into the tests' ids)
 def pytest_collection_modifyitems(config, items):
     """Tests that share a libvirtd's guests run one after the other: the machine's, or the fleet hosts'."""
     for item in items:
