@@ -625,8 +625,11 @@ def test_volume_and_snapshot_pages_make_attach_detach_and_snapshot(server):
             expect(page.locator('tr[data-volume="data"]')).to_contain_text("In use", timeout=15000)
             expect(page.locator('tr[data-volume="data"]').get_by_role("button", name="Detach")).to_be_visible()
             page.screenshot(path=SCREENSHOTS / "volumes.png", full_page=True)
-            # The instance page lists it, and detaches it
+            # The instance page lists it, and detaches it (once the refresh on its socket's opening has come and gone:
+            # a click on a section being replaced is lost)
             page.goto(f"{server}/instances/{instance.pk}/")
+            expect(page.locator("#live-indicator")).to_contain_text("live")
+            page.wait_for_timeout(500)
             card = page.locator("#volumes")
             expect(card.locator('tr[data-attached-volume="data"]')).to_contain_text("vdc")
             page.screenshot(path=SCREENSHOTS / "instance-volumes.png", full_page=True)
