@@ -75,8 +75,9 @@ def _disks(instance: Instance, host: Host) -> dict[str, object]:
 def spec(instance: Instance, host: Host) -> hypervisor.DomainSpec:
     """What the worker would define for the instance on the host (the size its row holds)."""
     nics = tuple(hypervisor.Nic(port.network.libvirt_name, port.mac,
-                                port.filter_name if port.security_groups.exists() else "")
-                 for port in instance.ports.select_related("network").order_by("position"))
+                                port.filter_name if port.security_groups.all() else "")
+                 for port in instance.ports.select_related("network").prefetch_related("security_groups")
+                 .order_by("position"))
     return hypervisor.DomainSpec(
         name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
         memory_mib=instance.memory_mib, init=instance.init, cdrom_drive=instance.cdrom_drive,

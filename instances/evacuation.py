@@ -162,17 +162,16 @@ def _each(host: Host, user: AbstractBaseUser | None, *, queue: bool) -> list[Ste
     queue: send their creates to the workers (else, for a plan, only record them)."""
     steps = []
     for pk in Instance.objects.filter(host=host).live().order_by("name").values_list("pk", flat=True):
+        step = None
         try:
             with transaction.atomic():
-                locked = Host.objects.select_for_update().get(pk=host.pk)  # (one that answered meanwhile: stop)
-                _check_host(locked)
+                _check_host(Host.objects.select_for_update().get(pk=host.pk))  # (one that answered meanwhile: stop)
                 instance = (Instance.objects.select_for_update(of=("self",))
                             .select_related("image", "boot_kernel", "server_group")
                             .filter(pk=pk, host=host).exclude(status=Status.DELETED).first())
                 if instance is None:
                     continue
                 step = _source(instance)
-                steps.append(step)
                 if step.action != STAYS:
                     _place(step, host)
                 if step.action == STAYS:
@@ -180,9 +179,10 @@ def _each(host: Host, user: AbstractBaseUser | None, *, queue: bool) -> list[Ste
                 else:
                     _rebuild(step, host, user, queue=queue)
         except DomainError as exc:
-            if not steps or steps[-1].instance.pk != pk:
+            if step is None:
                 raise
-            steps[-1].outcome = str(exc)
+            step.outcome = str(exc)
+        steps.append(step)
     return steps
 
 

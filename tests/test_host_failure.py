@@ -16,7 +16,7 @@ from hosts import hypervisor
 from hosts import tasks as host_tasks
 from hosts.choices import HostState
 from hosts.models import Host
-from instances import backup_store, services, tasks
+from instances import backup_store, migration, services, tasks
 from instances.choices import Cause, Status
 from instances.models import Backup, Instance, InstanceStateChange, Leftover
 from networks import services as network_services
@@ -181,6 +181,9 @@ def test_evacuating_a_dead_host_rebuilds_what_it_can_elsewhere_and_cleans_up_whe
         change = InstanceStateChange.objects.filter(instance=web, to_status=Status.PENDING).get()
         assert "evacuated from host 'dying'" in change.detail
         assert Leftover.objects.filter(host=source).count() == 2
+        # and moving one back there is refused until they are gone
+        assert "still holds what 'web' left there" in migration.refusal(Instance.objects.get(pk=web.pk), source,
+                                                                        live=False)
         # When the host answers again, what the evacuated ones left there is removed; the one that stayed is kept
         tasks.remove_leftovers(source)
         assert not Leftover.objects.exists()

@@ -88,8 +88,10 @@ def test_a_create_plan_names_the_host_and_why_the_definition_quota_and_price_and
     assert created.status_code == 202, created.content
     assert Instance.objects.get(pk=created.json()["instance"]).host == roomy
     # the next plan is refused as the real create would be: over quota, with the reason
+    audited = AuditEvent.objects.count()
     refused = api.post("/api/v1/instances/?dry_run=1", {**body, "name": "web-2"}, format="json")
     assert refused.status_code == 409 and "quota" in refused.json()["detail"].lower()
+    assert AuditEvent.objects.count() == audited + 1  # (a refusal is kept, plan or not)
 
 
 def test_a_dry_run_flag_that_is_not_yes_or_no_is_refused(hosts, tenant, member):

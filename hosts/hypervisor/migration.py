@@ -126,7 +126,6 @@ def cpu_refusal(uri: str, domain_uuid: str, *, target_uri: str) -> str | None:
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
-        source_caps = connections.connection(uri).getCapabilities()
     cpu, os_type = root.find("cpu"), root.find("os/type")
     if cpu is None or os_type is None:
         return None  # the hypervisor's default CPU, which every host of the same hypervisor gives
@@ -134,6 +133,8 @@ def cpu_refusal(uri: str, domain_uuid: str, *, target_uri: str) -> str | None:
     flags = libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE
     try:
         if cpu.get("mode") == "host-passthrough":
+            with connections.errors(uri):
+                source_caps = connections.connection(uri).getCapabilities()
             host_cpu = ET.fromstring(source_caps).find("host/cpu")
             if host_cpu is not None:
                 conn.compareCPU(ET.tostring(host_cpu, encoding="unicode"), flags)
