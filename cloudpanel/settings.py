@@ -178,6 +178,14 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CLOUDPANEL_TASK_QUEUE", "cloudpanel"
 # Per-host workers (the nova-compute shape): operations on host N go to queue host.N, and
 # a worker next to that host runs `celery -A cloudpanel worker -Q host.N`.
 CLOUDPANEL_HOST_QUEUES = _env_bool("CLOUDPANEL_HOST_QUEUES", False)
+# On a host's own machine, its worker and listener reach it through its local socket: "registered=>local" pairs,
+# e.g. "qemu+tls://node1/system=>qemu:///system" (libvirt passes display descriptors over a local socket only).
+CLOUDPANEL_LOCAL_URIS: dict[str, str] = {}
+for _pair in os.environ.get("CLOUDPANEL_LOCAL_URIS", "").split():
+    _registered, _arrow, _local_uri = _pair.partition("=>")
+    if not (_arrow and "://" in _registered and "://" in _local_uri):
+        raise ImproperlyConfigured(f"CLOUDPANEL_LOCAL_URIS: {_pair!r} is not a 'registered-uri=>local-uri' pair")
+    CLOUDPANEL_LOCAL_URIS[_registered] = _local_uri
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CLOUDPANEL_TASKS_EAGER", False)
 # Acknowledged once done; a task whose pool process died is queued again (prefork pools: the threads pool loses
 # the whole worker, and the lease sweep resumes or fails its operations).

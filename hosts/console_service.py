@@ -9,6 +9,10 @@ viewer not heard from for VIEWER_TIMEOUT is dropped (its web process died), and 
 closed. With Redis the service runs in the listener process (manage.py listen_events); embedded, as a task on the
 web server's loop. It keeps no state elsewhere: restarted, it opens a stream again at its viewers' next
 heartbeat. Messages come only from the panel's processes, with a host URI and domain UUID read from the database.
+
+With per-host workers (CLOUDPANEL_HOST_QUEUES), each host's own listener serves that host's consoles on a channel
+of its own (channel_for), and relays its graphical displays too (hosts.display_relay): libvirt hands a display's
+socket over a local connection only, which the host's own machine has.
 """
 
 from __future__ import annotations
@@ -23,14 +27,26 @@ from dataclasses import dataclass, field
 
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from hosts import hypervisor
+from hosts.display_relay import DisplayRelay
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "consoles"
 HEARTBEAT = 20.0  # seconds between a viewer's attaches
 VIEWER_TIMEOUT = 3 * HEARTBEAT
+
+
+def per_host() -> bool:
+    """Whether each host's own listener serves its consoles and displays (per-host workers, with Redis)."""
+    return settings.CLOUDPANEL_HOST_QUEUES and not settings.EMBEDDED
+
+
+def channel_for(host_id: int) -> str:
+    """The channel of the console service serving a host's consoles."""
+    return f"{CHANNEL}.host.{host_id}" if per_host() else CHANNEL
 
 
 def console_group(domain_uuid: str) -> str:
@@ -60,14 +76,16 @@ class _Stream:
 
 
 class ConsoleService:
-    """Receives attach, input and detach messages on CHANNEL; one stream per domain."""
+    """Receives attach, input and detach messages on its channels (CHANNEL, or hosts' own); one stream per domain.
+    Display messages go to its display relay."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: list[str] | None = None) -> None:
         self.layer = get_channel_layer()
-        self.channel = CHANNEL
+        self.channels = channels or [CHANNEL]
         self.streams: dict[tuple[str, str], _Stream] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tasks: set[asyncio.Future] = set()  # held until done: the loop keeps only weak references
+        self.displays = DisplayRelay(self.layer)
 
     def _spawn(self, work) -> None:
         task = asyncio.ensure_future(work)
@@ -79,26 +97,33 @@ class ConsoleService:
         self.loop = asyncio.get_running_loop()
         sweeper = asyncio.ensure_future(self._sweep())
         self.tasks.add(sweeper)
-        backoff = 0.5
         try:
-            while True:
-                try:
-                    message = await self.layer.receive(self.channel)
-                except Exception:  # noqa: BLE001 - the broker went away: wait for it, never stop serving
-                    log.warning("console service: cannot receive; again in %.1f s", backoff, exc_info=True)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                backoff = 0.5
-                try:
-                    self._handle(message)
-                except (KeyError, TypeError, ValueError):
-                    log.warning("console service: malformed %r message", message.get("type"))
+            await asyncio.gather(*(self._serve(channel) for channel in self.channels))
         finally:
             sweeper.cancel()
+            self.displays.close_all("the console service stopped")
             for stream in list(self.streams.values()):
                 if stream.console is not None:
                     stream.console.close("the console service stopped")
+
+    async def _serve(self, channel: str) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except Exception:  # noqa: BLE001 - the broker went away: wait for it, never stop serving
+                log.warning("console service: cannot receive; again in %.1f s", backoff, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            try:
+                if str(message.get("type", "")).startswith("display."):
+                    self.displays.handle(message)
+                else:
+                    self._handle(message)
+            except (KeyError, TypeError, ValueError):
+                log.warning("console service: malformed %r message", message.get("type"))
 
     def _handle(self, message: dict) -> None:
         kind, key, viewer = message["type"], (str(message["uri"]), str(message["uuid"])), str(message["viewer"])
@@ -215,6 +240,7 @@ class ConsoleService:
         while True:
             await asyncio.sleep(HEARTBEAT)
             cutoff = time.monotonic() - VIEWER_TIMEOUT
+            self.displays.sweep(cutoff)
             for stream in list(self.streams.values()):
                 for viewer in [v for v, seen in stream.viewers.items() if seen < cutoff]:
                     del stream.viewers[viewer]
@@ -237,9 +263,10 @@ def ensure_running_here() -> None:
         _local = (loop, loop.create_task(ConsoleService().run(), name="console-service"))
 
 
-def run_in_thread() -> threading.Thread:
-    """A thread serving consoles on a loop of its own (the listener process, with the Redis channel layer)."""
-    thread = threading.Thread(target=lambda: asyncio.run(ConsoleService().run()), name="console-service",
+def run_in_thread(channels: list[str] | None = None) -> threading.Thread:
+    """A thread serving consoles on a loop of its own (the listener process, with the Redis channel layer): on
+    CHANNEL, or on the given hosts' own channels."""
+    thread = threading.Thread(target=lambda: asyncio.run(ConsoleService(channels).run()), name="console-service",
                               daemon=True)
     thread.start()
     return thread

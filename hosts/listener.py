@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class Listener:
-    """Watches every host, and reconnects dropped ones."""
+    """Watches every host (or the given ones: a host's own listener), and reconnects dropped ones."""
 
-    def __init__(self, rescan_seconds: float = 2.0) -> None:
+    def __init__(self, rescan_seconds: float = 2.0, host_ids: list[int] | None = None) -> None:
         self.rescan_seconds = rescan_seconds
+        self.host_ids = host_ids
         self.events: queue.Queue[hypervisor.LifecycleEvent] = queue.Queue()
         self.unrecorded: collections.deque[hypervisor.LifecycleEvent] = collections.deque()  # taken, not yet kept
         self.watched: dict[str, int] = {}  # uri → handle
@@ -154,7 +155,8 @@ class Listener:
                 now = time.monotonic()
                 if now >= next_scan:
                     close_old_connections()
-                    self._watch_hosts(list(Host.objects.all()))  # disabled hosts still run instances
+                    hosts = Host.objects.all() if self.host_ids is None else Host.objects.filter(pk__in=self.host_ids)
+                    self._watch_hosts(list(hosts))  # disabled hosts still run instances
                     next_scan = now + self.rescan_seconds
                 self._drain(timeout=0.2)
                 if database_lost:  # back: what changed meanwhile without an event is read at once

@@ -112,7 +112,7 @@ class _InstanceSocket(AsyncWebsocketConsumer):
         scope = await scope_for(self, user)
         row = await database_sync_to_async(
             lambda: Instance.objects.in_scope(scope).filter(pk=instance_id).exclude(status=Status.DELETED)
-            .values("pk", "name", "uuid", "host__uri", "tenant_id", "tenant__name").first()
+            .values("pk", "name", "uuid", "host_id", "host__uri", "tenant_id", "tenant__name").first()
         )()
         if row is None:
             await self.refuse(user, instance_id, NOT_FOUND)
@@ -158,8 +158,12 @@ class ConsoleConsumer(_InstanceSocket):
         row = await self.operable_instance()
         if row is None:
             return
+        if row["host_id"] is None:
+            await self.refuse(self.scope["user"], row["pk"], CONSOLE_UNAVAILABLE, detail="the instance has no host")
+            return
         if settings.EMBEDDED:
             console_service.ensure_running_here()
+        self.service = console_service.channel_for(row["host_id"])
         self.hello = {"uri": row["host__uri"], "uuid": str(row["uuid"]), "viewer": self.channel_name}
         await self.audit_opened(row)
         await self.accept()
@@ -181,7 +185,7 @@ class ConsoleConsumer(_InstanceSocket):
 
     async def _tell(self, kind: str, **fields) -> bool:
         try:
-            await self.channel_layer.send(console_service.CHANNEL, {"type": kind, **self.hello, **fields})
+            await self.channel_layer.send(self.service, {"type": kind, **self.hello, **fields})
         except ChannelFull:
             await self._unavailable("the console service is not keeping up")
             return False
@@ -218,20 +222,24 @@ class ConsoleConsumer(_InstanceSocket):
             await self.channel_layer.group_discard(console_service.console_group(self.hello["uuid"]),
                                                    self.channel_name)
             with suppress(ChannelFull):
-                await self.channel_layer.send(console_service.CHANNEL, {"type": "console.detach", **self.hello})
+                await self.channel_layer.send(self.service, {"type": "console.detach", **self.hello})
         await self.audit_closed(code)
 
 
 class DisplayConsumer(_InstanceSocket):
-    """Bridges noVNC to the guest's VNC display: binary frames both ways, through a socket libvirt hands over.
+    """Bridges noVNC to the guest's VNC display: binary frames both ways.
 
     Each viewer gets a display connection of its own from QEMU (shared mode), so viewers in any web process see
-    the same screen without taking it from each other.
+    the same screen without taking it from each other. The socket is the one libvirt hands over a local
+    connection: opened here, or with per-host workers by the host's own console service, which relays it
+    (hosts.display_relay) and tells this socket display.opened, display.output and display.closed.
     """
 
     audit_action = "display.open"
     writer: asyncio.StreamWriter | None = None
     pump: asyncio.Task | None = None
+    service: str | None = None  # the host's console service relaying the display
+    row: dict | None = None
 
     async def connect(self) -> None:
         row = await self.operable_instance()
@@ -248,17 +256,67 @@ class DisplayConsumer(_InstanceSocket):
             await self.refuse(user, row["pk"], TICKET_REFUSED, tenant=(row["tenant_id"], row["tenant__name"]),
                               name=row["name"], detail=refusal)
             return
+        if console_service.per_host() and row["host_id"] is not None:
+            await self._relayed(row)
+            return
         try:
             sock = await sync_to_async(hypervisor.open_display, thread_sensitive=False)(
                 row["host__uri"], str(row["uuid"]))
         except hypervisor.HypervisorError as exc:
-            await self.refuse(user, row["pk"], CONSOLE_UNAVAILABLE, tenant=(row["tenant_id"], row["tenant__name"]),
-                              name=row["name"], detail=f"display unavailable: {exc}"[:2000])
+            await self._unavailable(row, str(exc))
             return
         reader, self.writer = await asyncio.open_connection(sock=sock)
         await self.audit_opened(row)
-        await self.accept("binary" if "binary" in self.scope.get("subprotocols", []) else None)
+        await self.accept(self._subprotocol())
         self.pump = asyncio.ensure_future(self._pump(reader))
+
+    def _subprotocol(self) -> str | None:
+        return "binary" if "binary" in self.scope.get("subprotocols", []) else None
+
+    async def _unavailable(self, row: dict, reason: str) -> None:
+        await self.refuse(self.scope["user"], row["pk"], CONSOLE_UNAVAILABLE,
+                          tenant=(row["tenant_id"], row["tenant__name"]), name=row["name"],
+                          detail=f"display unavailable: {reason}"[:2000])
+
+    async def _relayed(self, row: dict) -> None:
+        """Ask the host's console service to open the display; accepted now, closed with 4409 and the reason if it
+        cannot open it or does not answer."""
+        self.row, self.service = row, console_service.channel_for(row["host_id"])
+        await self.accept(self._subprotocol())
+        if await self._tell({"type": "display.open", "uri": row["host__uri"], "uuid": str(row["uuid"])}):
+            self.pump = asyncio.ensure_future(self._keep_alive())
+
+    async def _tell(self, message: dict) -> bool:
+        try:
+            await self.channel_layer.send(self.service, {**message, "viewer": self.channel_name})
+        except ChannelFull:
+            await self._unavailable(self.row, "the host's console service is not keeping up")
+            return False
+        return True
+
+    async def _keep_alive(self) -> None:
+        """Close if the display is not open in time; then tell the service this viewer stays, every HEARTBEAT."""
+        await asyncio.sleep(ANSWER_SECONDS)
+        if self.audit_id is None:
+            await self._unavailable(self.row, "the host's console service does not answer")
+            return
+        while await self._tell({"type": "display.alive"}):
+            await asyncio.sleep(console_service.HEARTBEAT)
+
+    async def display_opened(self, message: dict) -> None:
+        if self.audit_id is None and self.row is not None:
+            await self.audit_opened(self.row)
+
+    async def display_output(self, message: dict) -> None:
+        await self.send(bytes_data=message["data"])
+
+    async def display_closed(self, message: dict) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        if message.get("opened"):
+            await self.close(code=CONSOLE_ENDED)
+        else:
+            await self._unavailable(self.row, message["reason"])
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         """The display's bytes to the browser, until the guest's side closes."""
@@ -270,7 +328,12 @@ class DisplayConsumer(_InstanceSocket):
         await self.close(code=CONSOLE_ENDED)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.writer is None or bytes_data is None:
+        if bytes_data is None:
+            return
+        if self.service is not None:
+            await self._tell({"type": "display.input", "data": bytes_data})
+            return
+        if self.writer is None:
             return
         try:
             self.writer.write(bytes_data)
@@ -281,6 +344,9 @@ class DisplayConsumer(_InstanceSocket):
     async def disconnect(self, code: int) -> None:
         if self.pump is not None:
             self.pump.cancel()
+        if self.service is not None:
+            with suppress(ChannelFull):
+                await self.channel_layer.send(self.service, {"type": "display.close", "viewer": self.channel_name})
         if self.writer is not None:
             writer, self.writer = self.writer, None
             writer.close()

@@ -6,6 +6,8 @@
 #   scripts/fleet.sh stop        # stops every fleet host and removes the namespaces and links it made
 #   scripts/fleet.sh status      # exit 0 if every started host answers, 3 if not
 #   scripts/fleet.sh uris        # one qemu+tcp:// URI per started host
+#   scripts/fleet.sh local-uris  # per started host, "tcp-uri=>unix-socket-uri": how a process of that host's own
+#                                # (its worker, its listener) reaches it locally (CLOUDPANEL_LOCAL_URIS)
 #
 # Host i is a libvirtd (with its virtlogd) in a network namespace of its own, cp-host<i>, and
 # a mount namespace in which private directories under $FLEET_DIR/host<i> cover
@@ -191,6 +193,14 @@ uris() {
     return 0
 }
 
+local_uris() {
+    local i
+    for i in $(started); do
+        answers "$i" && echo "$(uri "$i")=>qemu:///system?socket=$FLEET_DIR/host$i/run/libvirt-sock"
+    done
+    return 0
+}
+
 status() {
     local i rc=0
     for i in $(started); do
@@ -204,6 +214,7 @@ case "${1:-}" in
     stop) stop ;;
     status) status ;;
     uris) uris ;;
+    local-uris) local_uris ;;
     __inner) inner "$2" ;;
-    *) echo "usage: $0 {start [N]|stop|status|uris}" >&2; exit 2 ;;
+    *) echo "usage: $0 {start [N]|stop|status|uris|local-uris}" >&2; exit 2 ;;
 esac

@@ -187,3 +187,22 @@ def test_a_host_worker_unit_consumes_its_hosts_queue_and_systemd_accepts_it(tmp_
     local.write_text(template.read_text().replace("/opt/cloudpanel", str(ROOT)))
     verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert verified.returncode == 0 and "cloudpanel" not in verified.stderr, verified.stderr
+
+
+def test_a_host_listener_unit_listens_to_its_host_only_and_systemd_accepts_it(tmp_path):
+    import configparser
+
+    from hosts.management.commands.listen_events import Command
+
+    template = ROOT / "deploy/systemd/cloudpanel-host-listener@.service"
+    unit = configparser.RawConfigParser(strict=False)
+    unit.optionxform = str
+    unit.read(template)
+    command = unit.get("Service", "ExecStart").replace("%i", "3").split()
+    assert command[:3] == ["/opt/cloudpanel/.venv/bin/python", "manage.py", "listen_events"]
+    assert Command().create_parser("manage.py", "listen_events").parse_args(command[3:]).hosts == [3]
+    assert unit.get("Service", "Restart") == "always"
+    local = tmp_path / "cloudpanel-host-listener@3.service"
+    local.write_text(template.read_text().replace("/opt/cloudpanel", str(ROOT)))
+    verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+    assert verified.returncode == 0 and "cloudpanel" not in verified.stderr, verified.stderr

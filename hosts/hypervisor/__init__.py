@@ -18,6 +18,7 @@ from hosts.hypervisor.connections import (
     ensure_event_loop,
     forget,
     is_connected,
+    reach_locally,
     technology_of,
 )
 from hosts.hypervisor.consoles import Console, open_display
@@ -99,7 +100,7 @@ __all__ = [
     "define", "define_filter", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface",
     "dhcp_hosts", "domain_files", "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk",
     "is_connected", "migrate_live", "migrating", "move_definition", "open_display", "power_off", "probe",
-    "readable_domain_xml", "reading_volume", "reboot", "remove_filter", "remove_network", "resume",
+    "reach_locally", "readable_domain_xml", "reading_volume", "reboot", "remove_filter", "remove_network", "resume",
     "revert_snapshot", "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shares_storage",
     "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch", "upload_volume",
     "volume_path", "volume_sha256", "watch_lifecycle", "where",

@@ -105,6 +105,16 @@ def technology_of(uri: str) -> Technology:
 _lock = threading.Lock()
 _connections: dict[str, libvirt.virConnect] = {}
 _event_loop_pid: int | None = None
+_local: dict[str, str] = {}  # a host's URI → how this process reaches it instead (its own libvirtd's socket)
+
+
+def reach_locally(uris: dict[str, str]) -> None:
+    """Open these hosts through the given URIs instead (a host's own worker and listener: its local socket, which
+    libvirt passes display descriptors over); everything else still names a host by its registered URI."""
+    with _lock:
+        _local.clear()
+        _local.update(uris)
+        _connections.clear()
 
 
 def _silence_default_error_handler() -> None:
@@ -135,11 +145,12 @@ def ensure_event_loop() -> None:
 
 
 def _open(uri: str) -> libvirt.virConnect:
+    reached = _local.get(uri, uri)
     try:
-        conn = libvirt.open(uri)
+        conn = libvirt.open(reached)
     except libvirt.libvirtError as exc:
-        raise HypervisorUnavailable(f"cannot connect to {uri}: {exc.get_error_message()}") from None
-    if "+" in urlsplit(uri).scheme:
+        raise HypervisorUnavailable(f"cannot connect to {reached}: {exc.get_error_message()}") from None
+    if "+" in urlsplit(reached).scheme:
         with suppress(libvirt.libvirtError):
             conn.setKeepAlive(5, 3)
 
