@@ -4,15 +4,24 @@ Each file the domain names is accounted for before anything moves: the library c
 boot kernel) are copied to the target as library copies; its own writable disks (its disk, its volumes) are made
 there to be filled by the migration; its cloud-init seed is copied; a platform admin's path on the host must be
 allowed on the target too. A file the panel cannot account for refuses the migration with its path.
+
+The source's worker runs the migration; what is done on the target (the steps marked host_steps.step) is done by
+the target's own worker with per-host workers (instances.host_steps): the source's worker then never reaches the
+target's libvirtd, and the source's libvirtd hands a running guest over to the target's itself. A stopped guest's
+disks then travel through a file in the backup store (shared by the workers), not from libvirtd to libvirtd.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import io
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -21,12 +30,14 @@ from hosts import hypervisor
 from hosts.models import Host
 from images import distribution
 from images.models import Image, ImageCopy
-from instances import events
+from instances import events, services
+from instances.host_steps import HostSide, step
 from instances.models import Instance, InstanceAction, Volume
 from networks import provisioning
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 1.0  # seconds between progress reports stored (and pushed to pages)
+SEED_LIMIT = 16 << 20  # bytes: a seed is sent along with the step that puts it on the target
 
 
 @dataclass
@@ -36,7 +47,7 @@ class Plan:
     paths: dict[str, str] = field(default_factory=dict)
     disks: list[hypervisor.DomainFile] = field(default_factory=list)  # its own, written to: copied
     small: list[hypervisor.DomainFile] = field(default_factory=list)  # its seed: copied before the move
-    formats: dict[str, str] = field(default_factory=dict)  # the library copies' formats, by their source path
+    library: dict[str, str] = field(default_factory=dict)  # a library copy's path on the source → its image's UUID
 
 
 def _own_volumes(instance: Instance) -> set[str]:
@@ -52,65 +63,107 @@ def _library_image(volume: str) -> Image | None:
         return None
 
 
-def plan(instance: Instance, source: Host, target: Host, beat: Callable[[], object]) -> Plan:
-    """Account for every file of the domain, copying the library's to the target (see the module's docstring)."""
-    files = hypervisor.domain_files(source.uri, str(instance.uuid))
-    if hypervisor.shares_storage(source.uri, source.storage_pool, target.uri, target.storage_pool):
-        raise hypervisor.HypervisorError(f"{source.name} and {target.name} share their storage pool: a migration "
-                                         "that keeps the disks where they are is not supported yet")
+def plan(instance: Instance, source: Host, target: Host) -> Plan:
+    """Account for every file of the domain on the source (see the module's docstring)."""
     result = Plan()
     own = _own_volumes(instance)
-    for item in files:
+    for item in hypervisor.domain_files(source.uri, str(instance.uuid)):
         if item.pool and item.volume in own:
             result.disks.append(item)
         elif item.pool and item.volume == instance.seed_volume_name:
             result.small.append(item)
         elif item.pool and (image := _library_image(item.volume)) is not None:
-            result.paths[item.path] = distribution.ensure_copy(image=image, host=target, heartbeat=beat).path
-            result.formats[item.path] = image.disk_format
+            result.library[item.path] = str(image.uuid)
         elif not item.pool and any(item.path.startswith(d + "/") for d in target.allowed_dirs):
             result.paths[item.path] = item.path  # a platform admin's file, which the target allows too
         else:
             raise hypervisor.HypervisorError(f"the domain's {item.role} {item.path} is not a file the panel can "
                                              f"bring to {target.name}")
     for disk in result.disks:
-        if disk.backing and disk.backing not in result.paths and (image := _library_image(disk.backing_volume)):
-            result.paths[disk.backing] = distribution.ensure_copy(image=image, host=target, heartbeat=beat).path
-            result.formats[disk.backing] = image.disk_format
-        if disk.backing and disk.backing not in result.paths:
+        if disk.backing and disk.backing not in result.library and (image := _library_image(disk.backing_volume)):
+            result.library[disk.backing] = str(image.uuid)
+        if disk.backing and disk.backing not in result.library:
             raise hypervisor.HypervisorError(f"the disk {disk.device} is an overlay of {disk.backing}, which is not "
                                              f"a library copy the panel can bring to {target.name}")
     return result
 
 
-def _target_path(target: Host, name: str) -> str:
-    path = hypervisor.volume_path(target.uri, target.storage_pool, name)
-    if path is None:
-        raise hypervisor.HypervisorError(f"the volume {name} did not appear in the pool of {target.name}")
-    return path
+def check(there: HostSide, instance: Instance, source: Host, *, live: bool) -> None:
+    """Before anything is made on the target (check_target, on the target): that it can run the guest's CPU (a live
+    move), and that its pool is not the source's own storage (a marker made in the source's pool is looked for
+    there: what a failed move made on the target is removed by name, which must never be the source's files)."""
+    marker = hypervisor.mark_pool(source.uri, source.storage_pool)
+    try:
+        cpu = hypervisor.guest_cpu(source.uri, str(instance.uuid)) if live else None
+        there("check_target", cpu=asdict(cpu) if cpu else None, marker=marker, source=source.name)
+    finally:
+        try:
+            hypervisor.delete_volume(source.uri, source.storage_pool, marker)
+        except hypervisor.HypervisorError as exc:
+            log.warning("the marker %s stays in the pool of %s: %s", marker, source.name, exc)
 
 
-def prepare(instance: Instance, source: Host, target: Host, moving: Plan, *, live: bool,
-            beat: Callable[[], object]) -> None:
-    """Make the target ready: the seed copied, the writable disks made empty there for a live move (over the
-    target's copy of their image), the NICs' networks, addresses and filters set up."""
+@step
+def check_target(action: InstanceAction, host: Host, *, cpu: dict | None, marker: str, source: str) -> dict:
+    """On the target: see check."""
+    if cpu and (refused := hypervisor.cpu_refusal(host.uri, hypervisor.GuestCpu(**cpu))):
+        raise hypervisor.HypervisorError(refused)
+    if hypervisor.holds_volume(host.uri, host.storage_pool, marker):
+        raise hypervisor.HypervisorError(f"{source} and {host.name} share their storage pool: a migration that "
+                                         "keeps the disks where they are is not supported yet")
+    return {}
+
+
+def prepare(there: HostSide, instance: Instance, source: Host, moving: Plan, *, live: bool) -> None:
+    """Make the target ready (ready_target, on the target): the library copies, the seed (read here, sent along),
+    the writable disks made empty there for a live move (over the target's copy of their image), the NICs'
+    networks, addresses and filters."""
+    seeds = []
     for item in moving.small:
-        moving.paths[item.path] = hypervisor.copy_volume(source.uri, item.pool, item.volume, target_uri=target.uri,
-                                                         target_pool=target.storage_pool, beat=beat)
-    if live:
-        for disk in moving.disks:
-            if disk.capacity % (1 << 30):
-                raise hypervisor.HypervisorError(f"the disk {disk.device} is not a whole number of GiB")
-            hypervisor.delete_volume(target.uri, target.storage_pool, disk.volume)  # (one an attempt left)
-            backing = None
-            if disk.backing:
-                backing = hypervisor.Backing(moving.paths[disk.backing], moving.formats[disk.backing])
-            moving.paths[disk.path] = hypervisor.create_volume(target.uri, target.storage_pool, disk.volume,
-                                                               disk.capacity >> 30, backing=backing)
-    provisioning.bring_ports(ports=list(instance.ports.select_related("network", "instance")), host=target)
+        if item.capacity > SEED_LIMIT:
+            raise hypervisor.HypervisorError(f"the seed {item.path} is larger than a seed can be")
+        with hypervisor.reading_volume(source.uri, item.pool, item.volume) as read:
+            seeds.append({"path": item.path, "volume": item.volume,
+                          "data": base64.b64encode(read(SEED_LIMIT)).decode()})
+    answer = there("ready_target", library=moving.library, seeds=seeds,
+                   disks=[asdict(disk) for disk in moving.disks] if live else [])
+    moving.paths.update(answer["paths"])
 
 
-def copy_disks(source: Host, target: Host, moving: Plan, *, beat: Callable[[], object], report: Reporter) -> None:
+@step
+def ready_target(action: InstanceAction, host: Host, *, library: dict[str, str], seeds: list[dict],
+                 disks: list[dict]) -> dict:
+    """On the target: see prepare. Returns each file's path there, by its path on the source."""
+    instance = action.instance
+    beat = functools.partial(services.keep_alive, instance_id=instance.pk)
+    paths, formats = {}, {}
+    for path, image_uuid in library.items():
+        image = Image.objects.filter(uuid=image_uuid).first()
+        if image is None:
+            raise hypervisor.HypervisorError(f"the library image of {path} was deleted")
+        paths[path] = distribution.ensure_copy(image=image, host=host, heartbeat=beat).path
+        formats[path] = image.disk_format
+    for seed in seeds:
+        data = base64.b64decode(seed["data"])
+        paths[seed["path"]] = hypervisor.upload_volume(host.uri, host.storage_pool, seed["volume"], size=len(data),
+                                                       read=io.BytesIO(data).read)
+    for disk in (hypervisor.DomainFile(**fields) for fields in disks):
+        if disk.capacity % (1 << 30):
+            raise hypervisor.HypervisorError(f"the disk {disk.device} is not a whole number of GiB")
+        hypervisor.delete_volume(host.uri, host.storage_pool, disk.volume)  # (one an attempt left)
+        backing = hypervisor.Backing(paths[disk.backing], formats[disk.backing]) if disk.backing else None
+        paths[disk.path] = hypervisor.create_volume(host.uri, host.storage_pool, disk.volume, disk.capacity >> 30,
+                                                    backing=backing)
+    provisioning.bring_ports(ports=list(instance.ports.select_related("network", "instance")), host=host)
+    return {"paths": paths}
+
+
+def _transfer_file(action_id: int, volume: str) -> Path:
+    """Where a cold migration's disk waits between the two hosts' workers (in the backup store they share)."""
+    return Path(settings.CLOUDPANEL_BACKUP_DIR) / "migrations" / f"{action_id}-{volume}"
+
+
+def copy_disks(there: HostSide, source: Host, target: Host, moving: Plan, *, beat, report: Reporter) -> None:
     """A cold move: each writable disk copied to the target as it is (snapshots and all). An overlay's file names
     its image's copy by path, so that copy must sit at the same path on the target."""
     for number, disk in enumerate(moving.disks, start=1):
@@ -121,32 +174,90 @@ def copy_disks(source: Host, target: Host, moving: Plan, *, beat: Callable[[], o
                 "so the two hosts' pools must be at the same path")
         if not report({"phase": "copying", "disk": disk.device, "disk_number": number, "disks": len(moving.disks)}):
             raise hypervisor.HypervisorError("the migration was cancelled: the instance stays on its host")
-        moving.paths[disk.path] = hypervisor.copy_volume(source.uri, disk.pool, disk.volume, target_uri=target.uri,
-                                                         target_pool=target.storage_pool, beat=beat)
+        if not there.delegated:
+            moving.paths[disk.path] = hypervisor.copy_volume(source.uri, disk.pool, disk.volume,
+                                                             target_uri=target.uri, target_pool=target.storage_pool,
+                                                             beat=beat)
+            continue
+        file = _transfer_file(there.action.pk, disk.volume)
+        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            with hypervisor.reading_volume(source.uri, disk.pool, disk.volume) as read, open(file, "wb") as out:
+                last = time.monotonic()
+                while chunk := read(1 << 20):
+                    out.write(chunk)
+                    if time.monotonic() - last > 10:
+                        beat()
+                        last = time.monotonic()
+            moving.paths[disk.path] = there("receive_disk", volume=disk.volume, size=file.stat().st_size)["path"]
+        finally:
+            file.unlink(missing_ok=True)
     if not report({"phase": "defining it on the target"}, now=True):
         raise hypervisor.HypervisorError("the migration was cancelled: the instance stays on its host")
 
 
-def abandon(instance: Instance, target: Host, moving: Plan) -> bool:
+@step
+def receive_disk(action: InstanceAction, host: Host, *, volume: str, size: int) -> dict:
+    """On the target: a cold move's disk, from the file the source's worker left in the backup store."""
+    with open(_transfer_file(action.pk, volume), "rb") as source:
+        return {"path": hypervisor.upload_volume(host.uri, host.storage_pool, volume, size=size, read=source.read)}
+
+
+def move_definition(there: HostSide, source: Host, instance: Instance, moving: Plan) -> None:
+    """A cold move's last step: the definition (and its snapshots' records) defined on the target, then gone from
+    the source."""
+    moved = hypervisor.moved_definition(source.uri, str(instance.uuid), paths=moving.paths)
+    there("define_on_target", xml=moved.xml, snapshots=moved.snapshots)
+    hypervisor.undefine(source.uri, str(instance.uuid))
+
+
+@step
+def define_on_target(action: InstanceAction, host: Host, *, xml: str, snapshots: list) -> dict:
+    hypervisor.define_moved(host.uri, hypervisor.MovedDefinition(xml, [(s, bool(c)) for s, c in snapshots]))
+    return {}
+
+
+@step
+def look(action: InstanceAction, host: Host) -> dict:
+    """Whether the instance's domain is defined on the host, and its state there."""
+    domain_uuid = str(action.instance.uuid)
+    if not hypervisor.defined(host.uri, domain_uuid):
+        return {"defined": False, "state": None}
+    return {"defined": True, "state": hypervisor.state(host.uri, domain_uuid)}
+
+
+def abandon(there: HostSide, instance: Instance, moving: Plan) -> bool:
     """A move failed (or was cancelled): True if the domain went to the target after all; else (the guest stayed on
     the source) what the move made on the target goes again, as far as the target answers (its library copies stay,
     as on any host), and False."""
     try:
-        where = hypervisor.where(instance.host.uri, target.uri, str(instance.uuid))
-        if where == (False, True):
-            return True
-        if hypervisor.migrating(instance.host.uri, str(instance.uuid)):
-            log.warning("instance %s: its migration still runs; what it made on %s stays", instance.pk, target.name)
+        on_source = hypervisor.defined(instance.host.uri, str(instance.uuid))
+        if on_source and hypervisor.migrating(instance.host.uri, str(instance.uuid)):
+            log.warning("instance %s: its migration still runs; what it made on %s stays", instance.pk,
+                        there.host.name)
             return False
-        if where == (True, True) and hypervisor.state(target.uri, str(instance.uuid)) == hypervisor.PowerState.STOPPED:
-            hypervisor.undefine(target.uri, str(instance.uuid))  # a cold move's definition, its source still there
-        for item in (*moving.disks, *moving.small):
-            hypervisor.delete_volume(target.uri, target.storage_pool, item.volume)
-        provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=target,
-                                instance_id=instance.pk)
+        volumes = [item.volume for item in (*moving.disks, *moving.small)]
+        return there("clear_target", on_source=on_source, volumes=volumes,
+                     patience=2 * settings.CLOUDPANEL_LEASE_SECONDS)["moved"]
     except hypervisor.HypervisorError as exc:
-        log.warning("instance %s: what its migration made on %s stays there: %s", instance.pk, target.name, exc)
+        log.warning("instance %s: what its migration made on %s stays there: %s", instance.pk, there.host.name, exc)
     return False
+
+
+@step
+def clear_target(action: InstanceAction, host: Host, *, on_source: bool, volumes: list[str]) -> dict:
+    """On the target, after a move that failed: see abandon."""
+    instance, domain_uuid = action.instance, str(action.instance.uuid)
+    there = hypervisor.defined(host.uri, domain_uuid)
+    if there and not on_source:
+        return {"moved": True}
+    if there and hypervisor.state(host.uri, domain_uuid) == hypervisor.PowerState.STOPPED:
+        hypervisor.undefine(host.uri, domain_uuid)  # a cold move's definition, its source still there
+    for volume in volumes:
+        hypervisor.delete_volume(host.uri, host.storage_pool, volume)
+    provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=host,
+                            instance_id=instance.pk)
+    return {"moved": False}
 
 
 def leave_source(instance: Instance, source: Host, moving: Plan | None) -> None:

@@ -536,3 +536,28 @@ class Leftover(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance} left on {self.host}"
+
+
+class HostStep(models.Model):
+    """A step of an operation run by another host's worker than the operation's own (a migration's target side,
+    instances.host_steps): its request, then its outcome, read by the operation's worker."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    action = models.ForeignKey(InstanceAction, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="host_steps")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=40)
+    args = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    beat_at = models.DateTimeField(null=True, blank=True)  # its worker's last renewal, while it runs
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host}"

@@ -25,6 +25,7 @@ from images import tasks as image_tasks
 from images.choices import DiskFormat
 from instances import backups, boot, disk_jobs, migration_jobs, services, volumes
 from instances.choices import ActionStatus, BootSource, Operation, Status
+from instances.host_steps import HostSide
 from instances.models import Instance, InstanceAction, Leftover, Snapshot, Volume
 from networks import firewall, provisioning
 from networks.choices import NetworkKind
@@ -280,6 +281,17 @@ def remove_forgotten(host: Host) -> None:
         services.forgotten_removed(instance)
 
 
+def _shares_storage(host: Host, pool: str, other: Host) -> bool:
+    """Whether the host's pool is the other host's storage: a marker made here, looked for there (by the other
+    host's worker, with per-host workers)."""
+    marker = hypervisor.mark_pool(host.uri, pool)
+    try:
+        return HostSide(None, other)("holds", pool=other.storage_pool, name=marker,
+                                     patience=2 * settings.CLOUDPANEL_LEASE_SECONDS)["held"]
+    finally:
+        hypervisor.delete_volume(host.uri, pool, marker)
+
+
 def remove_leftovers(host: Host) -> None:
     """What instances evacuated from the host left there, now that it answers: their domains (stopped first), disks
     and seeds (unless its pool is the storage of the instance's new host: then they are its own), their NICs' pins
@@ -290,8 +302,7 @@ def remove_leftovers(host: Host) -> None:
         if instance.host_id != host.pk:  # (one placed back meanwhile owns what is there)
             try:
                 hypervisor.undefine(host.uri, str(instance.uuid))
-                if now_on is None or not hypervisor.shares_storage(host.uri, leftover.pool, now_on.uri,
-                                                                   now_on.storage_pool):
+                if now_on is None or not _shares_storage(host, leftover.pool, now_on):
                     for name in (instance.volume_name, instance.seed_volume_name):
                         hypervisor.delete_volume(host.uri, leftover.pool, name)
                 provisioning.forget_nics(records=leftover.nics, host=host, instance_id=instance.pk)
@@ -308,8 +319,12 @@ def _state_after_failure(action: InstanceAction, host: Host) -> str | None:
     """
     if action.operation == Operation.CREATE:
         return None
-    # (where the instance is now: a migration may have moved it before it failed)
-    host = Host.objects.filter(instances__pk=action.instance_id).first() or host
+    # (where the instance is now: a migration may have moved it before it failed; with per-host workers that host is
+    # its own worker's to read, and its next reconcile tells)
+    now_on = Host.objects.filter(instances__pk=action.instance_id).first() or host
+    if now_on != host and settings.CLOUDPANEL_HOST_QUEUES:
+        return None
+    host = now_on
     try:
         return hypervisor.state(host.uri, str(action.instance.uuid))
     except hypervisor.DomainNotFound:
@@ -501,42 +516,42 @@ def run_scheduled_backups() -> None:
 def _do_migrate(action: InstanceAction) -> str:
     """Move the domain to the action's target host (live if it runs, else cold), then clean the source up. A run
     again after its worker died finds where the domain is and carries on from there; a failed one leaves the guest
-    on the source and takes back what it made on the target."""
+    on the source and takes back what it made on the target. What is done on the target is the target's own
+    worker's with per-host workers (instances.host_steps, instances.migration_jobs)."""
     instance, source, target = action.instance, action.instance.host, action.target_host
     if target is None:
         raise hypervisor.HypervisorError("the target host was removed")
     uuid, beat, report = str(instance.uuid), _heartbeat(instance), migration_jobs.Reporter(action)
+    there = HostSide(action, target)
     while hypervisor.migrating(source.uri, uuid):  # an earlier attempt's migration, still under way: let it end
         if not report({"phase": "waiting for an earlier attempt"}):
             hypervisor.abort_job(source.uri, uuid)
         time.sleep(1)
-    on_source, on_target = hypervisor.where(source.uri, target.uri, uuid)
     moving = None
-    if on_source:
+    if hypervisor.defined(source.uri, uuid):
         live = hypervisor.state(source.uri, uuid) in (Status.RUNNING, Status.PAUSED)
-        if live and (refused := hypervisor.cpu_refusal(source.uri, uuid, target_uri=target.uri)):
-            raise hypervisor.HypervisorError(refused)
+        migration_jobs.check(there, instance, source, live=live)
         _drop_checkpoints(instance, source)
-        moving = migration_jobs.plan(instance, source, target, beat)
+        moving = migration_jobs.plan(instance, source, target)
         try:
-            migration_jobs.prepare(instance, source, target, moving, live=live, beat=beat)
+            migration_jobs.prepare(there, instance, source, moving, live=live)
             if live:
                 hypervisor.migrate_live(source.uri, uuid, target_uri=target.uri, paths=moving.paths,
                                         copy=[disk.device for disk in moving.disks], watch=report.live,
                                         bandwidth_mib=settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB)
             else:
-                migration_jobs.copy_disks(source, target, moving, beat=beat, report=report)
-                hypervisor.move_definition(source.uri, uuid, target_uri=target.uri, paths=moving.paths)
+                migration_jobs.copy_disks(there, source, target, moving, beat=beat, report=report)
+                migration_jobs.move_definition(there, source, instance, moving)
         except Exception:
-            if not migration_jobs.abandon(instance, target, moving):
+            if not migration_jobs.abandon(there, instance, moving):
                 raise
-    elif not on_target:
+    elif not there("look")["defined"]:
         raise hypervisor.DomainNotFound("the domain is on neither host")
     # It runs there now: recorded before anything else may fail, so that it is never shown on the host it left.
     tasking.persist(services.move_to, instance.pk, target.pk)
     report({"phase": "cleaning up the source"}, now=True)
     migration_jobs.leave_source(instance, source, moving)
-    return hypervisor.state(target.uri, uuid)
+    return there("look")["state"]
 
 
 @tasking.task

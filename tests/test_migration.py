@@ -2,17 +2,21 @@
 reached over qemu+tcp://): live with its disks, seed, volume, NIC and filter; cold with its snapshots; refused with
 the reason; cancelled; the target dying halfway; a worker dying after the move; and a host's libvirtd dying."""
 
+import os
 import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
+from cloudpanel.celery import app as celery_app
 from hosts import hypervisor
 from hosts import services as host_services
 from hosts import tasks as host_tasks
@@ -21,10 +25,11 @@ from hosts.exceptions import NoCapacity
 from images.management.commands.add_image import add_file
 from instances import migration, migration_jobs, services, snapshots, tasks, volumes
 from instances.choices import ActionStatus, Operation, Status
-from instances.models import Instance, InstanceAction, Snapshot, Volume
+from instances.host_steps import HostSide
+from instances.models import HostStep, Instance, InstanceAction, Snapshot, Volume
 from networks import security
 from networks import services as network_services
-from tests.conftest import run_fleet
+from tests.conftest import ROOT, run_fleet
 from tests.factories import make_host, make_user, wait_for
 from tests.test_browser import CHROMIUM_ARGS, SCREENSHOTS
 from tests.test_qemu import console_session
@@ -292,8 +297,8 @@ def test_a_migration_whose_worker_died_after_the_guest_moved_is_finished_by_the_
         moving = migration.migrate(instance=instance, host=target, user=admin)
     InstanceAction.objects.filter(pk=moving.pk).update(status=ActionStatus.RUNNING, attempts=1,
                                                        heartbeat_at=timezone.now() - timedelta(minutes=5))
-    steps = migration_jobs.plan(instance, source, target, beat=lambda: True)
-    migration_jobs.prepare(instance, source, target, steps, live=True, beat=lambda: True)
+    steps = migration_jobs.plan(instance, source, target)
+    migration_jobs.prepare(HostSide(moving, target), instance, source, steps, live=True)
     hypervisor.migrate_live(source.uri, str(instance.uuid), target_uri=target.uri, paths=steps.paths, copy=[],
                             watch=lambda progress: True)
     # When the sweep finds its lease expired
@@ -509,7 +514,71 @@ def test_a_guest_cpu_the_target_cannot_give_is_refused_with_the_features_it_lack
             ET.SubElement(cpu, "model", fallback="forbid").text = cpu_model
         return hypervisor.connection(source.uri).defineXML(ET.tostring(root, encoding="unicode")).UUIDString()
 
-    refused = hypervisor.cpu_refusal(source.uri, defined("Skylake-Server"), target_uri=target.uri)
+    def refusal(cpu_model):  # (read on the source, compared on the target)
+        return hypervisor.cpu_refusal(target.uri, hypervisor.guest_cpu(source.uri, defined(cpu_model)))
+
+    refused = refusal("Skylake-Server")
     assert refused.startswith("the guest's CPU is not one the target host can give it") and "avx512f" in refused
-    assert hypervisor.cpu_refusal(source.uri, defined("qemu64"), target_uri=target.uri) is None
-    assert hypervisor.cpu_refusal(source.uri, defined(""), target_uri=target.uri) is None
+    assert refusal("qemu64") is None
+    assert refusal("") is None  # (libvirt gives a definition without one its hypervisor's default CPU)
+
+
+@pytest.fixture
+def host_workers(fleet, panel, settings):
+    """Each fleet host's own worker (queue host.<id>, CLOUDPANEL_HOST_QUEUES), reaching its host through its unix
+    socket and the other host not at all (its URI there leads to a socket that does not exist)."""
+    local = dict(pair.split("=>") for pair in run_fleet("local-uris"))
+    db = connections["default"].settings_dict
+    processes = []
+    for host in fleet:
+        reach = [f"{host.uri}=>{local[host.uri]}"] + [
+            f"{other.uri}=>qemu:///system?socket=/nonexistent/host{other.pk}" for other in fleet if other != host]
+        env = {**os.environ, "CLOUDPANEL_HOST_QUEUES": "1", "CLOUDPANEL_LOCAL_URIS": " ".join(reach),
+               "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+               "CLOUDPANEL_PANEL_URL": settings.CLOUDPANEL_PANEL_URL,
+               "CLOUDPANEL_BACKUP_DIR": str(settings.CLOUDPANEL_BACKUP_DIR),
+               "CLOUDPANEL_SCRATCH_DIR": settings.CLOUDPANEL_SCRATCH_DIR}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "threads", "-c", "2",
+             "-Q", f"host.{host.pk}", "-n", f"host{host.pk}@%h", "--loglevel", "WARNING", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=env))
+    settings.CLOUDPANEL_HOST_QUEUES = True
+    celery_app.conf.task_always_eager = False
+    yield fleet
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def _finished(action_id: int, timeout: float = 120) -> InstanceAction:
+    assert wait_for(lambda: InstanceAction.objects.get(pk=action_id).status in (ActionStatus.SUCCEEDED,
+                                                                                ActionStatus.FAILED), timeout=timeout)
+    return InstanceAction.objects.get(pk=action_id)
+
+
+def test_with_a_worker_per_host_each_side_of_a_migration_is_done_by_its_own_hosts_worker(
+        host_workers, admin, admin_api, member, tenant, guest_kernel):
+    first, second = host_workers
+    # Given a guest with a disk, made by the first host's worker
+    action = services.create_instance(user=member, tenant=tenant, name="far", vcpus=1, memory_mib=128, disk_gib=1,
+                                      boot_kernel=guest_kernel, host=first)
+    created = _finished(action.pk)
+    assert created.status == ActionStatus.SUCCEEDED, created.error
+    instance = Instance.objects.get(pk=action.instance_id)
+    # When it is migrated live, then stopped and migrated back cold: each worker reaching only its own host
+    live = _finished(migrate(admin_api, instance, second).json()["id"])
+    assert live.status == ActionStatus.SUCCEEDED, live.error
+    instance.refresh_from_db()
+    assert (instance.host, instance.status) == (second, Status.RUNNING)
+    assert not _defined(first, instance) and _defined(second, instance)
+    stop = services.request_operation(instance=instance, operation="poweroff", user=member)
+    assert _finished(stop.pk).status == ActionStatus.SUCCEEDED
+    cold = _finished(migrate(admin_api, Instance.objects.get(pk=instance.pk), first).json()["id"])
+    # Then both went through: the target's side by the target's worker, the disk through the backup store
+    assert cold.status == ActionStatus.SUCCEEDED, cold.error
+    instance.refresh_from_db()
+    assert (instance.host, instance.status) == (first, Status.STOPPED)
+    assert _defined(first, instance) and not _defined(second, instance)
+    assert _files(first, instance) == {instance.volume_name} and _files(second, instance) == set()
+    assert not HostStep.objects.exists() and not list((Path(settings.CLOUDPANEL_BACKUP_DIR) / "migrations").glob("*"))

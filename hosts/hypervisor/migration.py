@@ -12,9 +12,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from hosts.hypervisor import connections
-from hosts.hypervisor.connections import DomainNotFound, HypervisorError, PowerState, libvirt
+from hosts.hypervisor.connections import DomainNotFound, HypervisorError, libvirt
 from hosts.hypervisor.domain_xml import raw_volume_xml
-from hosts.hypervisor.domains import undefine
+from hosts.hypervisor.storage import delete_volume
 
 POLL_SECONDS = 0.5
 
@@ -119,42 +119,56 @@ def _moved_snapshot(xml: str, paths: Mapping[str, str]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def cpu_refusal(uri: str, domain_uuid: str, *, target_uri: str) -> str | None:
-    """Why the running guest's CPU cannot go on running on the target host, or None: its CPU as its migratable
-    definition has it, compared by the target's libvirt with what its hypervisor (KVM or TCG) offers there; a
-    host-passthrough CPU with the target host's own."""
+@dataclass(frozen=True)
+class GuestCpu:
+    """What a running guest's CPU asks of a host: its <cpu> as its migratable definition has it, with its
+    architecture, machine and domain type; for a host-passthrough CPU, its host's own <cpu> instead (host_cpu)."""
+
+    cpu: str  # ("" for a host-passthrough CPU)
+    arch: str
+    machine: str
+    virt_type: str
+    host_cpu: str = ""  # (a host-passthrough CPU: its host's, if libvirt tells it)
+
+
+def guest_cpu(uri: str, domain_uuid: str) -> GuestCpu | None:
+    """The running guest's CPU (None: the hypervisor's default CPU, which every host of the same hypervisor gives)."""
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
     cpu, os_type = root.find("cpu"), root.find("os/type")
     if cpu is None or os_type is None:
-        return None  # the hypervisor's default CPU, which every host of the same hypervisor gives
-    conn = connections.connection(target_uri)
+        return None
+    guest, host_cpu = ET.tostring(cpu, encoding="unicode"), ""
+    if cpu.get("mode") == "host-passthrough":
+        with connections.errors(uri):
+            found = ET.fromstring(connections.connection(uri).getCapabilities()).find("host/cpu")
+        guest, host_cpu = "", ET.tostring(found, encoding="unicode") if found is not None else ""
+    return GuestCpu(cpu=guest, arch=os_type.get("arch", ""), machine=os_type.get("machine", ""),
+                    virt_type=root.get("type", ""), host_cpu=host_cpu)
+
+
+def cpu_refusal(uri: str, need: GuestCpu) -> str | None:
+    """Why the host cannot go on running a guest with this CPU, or None: compared by its libvirt with what its
+    hypervisor (KVM or TCG) offers there; a host-passthrough CPU with the host's own."""
+    conn = connections.connection(uri)
     flags = libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE
     try:
-        if cpu.get("mode") == "host-passthrough":
-            with connections.errors(uri):
-                source_caps = connections.connection(uri).getCapabilities()
-            host_cpu = ET.fromstring(source_caps).find("host/cpu")
-            if host_cpu is not None:
-                conn.compareCPU(ET.tostring(host_cpu, encoding="unicode"), flags)
-        else:
-            conn.compareHypervisorCPU(None, os_type.get("arch"), os_type.get("machine"), root.get("type"),
-                                      ET.tostring(cpu, encoding="unicode"), flags)
+        if need.host_cpu:
+            conn.compareCPU(need.host_cpu, flags)
+        elif need.cpu:
+            conn.compareHypervisorCPU(None, need.arch or None, need.machine or None, need.virt_type or None,
+                                      need.cpu, flags)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE:
             return f"the guest's CPU is not one the target host can give it: {exc.get_error_message()}"
-        with connections.errors(target_uri):
+        with connections.errors(uri):
             raise
     return None
 
 
-def where(uri: str, target_uri: str, domain_uuid: str) -> tuple[bool, bool]:
-    """Whether the domain is defined on the source host and on the target host now."""
-    return _defined(uri, domain_uuid), _defined(target_uri, domain_uuid)
-
-
-def _defined(uri: str, domain_uuid: str) -> bool:
+def defined(uri: str, domain_uuid: str) -> bool:
+    """Whether the domain is defined (or runs) on the host now."""
     try:
         dom = connections.domain(uri, domain_uuid)
     except DomainNotFound:
@@ -187,22 +201,31 @@ def migrating(uri: str, domain_uuid: str) -> bool:
     return _job(dom, time.monotonic()) is not None
 
 
-def shares_storage(uri: str, pool: str, target_uri: str, target_pool: str) -> bool:
-    """Whether the two hosts' pools are one storage (an NFS export both mount, say): a marker volume made in the
-    source's pool shows up in the target's."""
+def mark_pool(uri: str, pool: str) -> str:
+    """An empty marker volume made in the pool, by its name: looked for in another host's pool (holds_volume), it
+    shows whether the two are one storage (an NFS export both mount, say). Deleted with delete_volume."""
     marker = f"cp-marker-{uuid.uuid4()}"
-    conn, target = connections.connection(uri), connections.connection(target_uri)
     with connections.errors(uri):
-        storage = conn.storagePoolLookupByName(pool)
-        volume = storage.createXML(raw_volume_xml(marker, 0), 0)
+        connections.connection(uri).storagePoolLookupByName(pool).createXML(raw_volume_xml(marker, 0), 0)
+    return marker
+
+
+def holds_volume(uri: str, pool: str, name: str) -> bool:
+    """Whether the pool (read again from its storage) holds a volume of that name."""
+    with connections.errors(uri):
+        storage = connections.connection(uri).storagePoolLookupByName(pool)
+        storage.refresh(0)
+        return name in storage.listVolumes()
+
+
+def shares_storage(uri: str, pool: str, target_uri: str, target_pool: str) -> bool:
+    """Whether the two hosts' pools are one storage: a marker made in the source's shows up in the target's."""
+    marker = mark_pool(uri, pool)
     try:
-        with connections.errors(target_uri):
-            other = target.storagePoolLookupByName(target_pool)
-            other.refresh(0)
-            return marker in other.listVolumes()
+        return holds_volume(target_uri, target_pool, marker)
     finally:
-        with connections.errors(uri), suppress(libvirt.libvirtError):
-            volume.delete(0)
+        with suppress(HypervisorError):
+            delete_volume(uri, pool, marker)
 
 
 def abort_job(uri: str, domain_uuid: str) -> None:
@@ -214,13 +237,12 @@ def abort_job(uri: str, domain_uuid: str) -> None:
 
 
 def migrate_live(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[str, str], copy: Sequence[str],
-                 watch: Callable[[MigrationProgress], bool], bandwidth_mib: int = 0) -> PowerState:
+                 watch: Callable[[MigrationProgress], bool], bandwidth_mib: int = 0) -> None:
     """Move the running (or paused) domain to the target host while it runs: its memory and the writable disks named
     in `copy` (by device; their volumes made on the target beforehand) go over; `paths` gives each file's path on the
     target. The source's libvirtd talks to the target's by target_uri, so that must be an address it can reach.
     watch(progress) is called every half second; it returning False cancels the migration (the guest stays on the
-    source). bandwidth_mib: at most so many MiB/s (0: as fast as it goes). Returns the domain's state on the
-    target."""
+    source). bandwidth_mib: at most so many MiB/s (0: as fast as it goes)."""
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         xml = _moved_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE), paths)
@@ -265,9 +287,6 @@ def migrate_live(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[
         if cancelled:
             raise HypervisorError("the migration was cancelled: the guest stays on its host") from None
         raise outcome[0]
-    target = connections.domain(target_uri, domain_uuid)
-    with connections.errors(target_uri):
-        return connections.power_state(target)
 
 
 def copy_volume(uri: str, pool: str, name: str, *, target_uri: str, target_pool: str,
@@ -317,33 +336,39 @@ def copy_volume(uri: str, pool: str, name: str, *, target_uri: str, target_pool:
     return volume.path()
 
 
-def move_definition(uri: str, domain_uuid: str, *, target_uri: str, paths: Mapping[str, str]) -> PowerState:
-    """A stopped domain's definition (and its snapshots' records, whose data its disks carry) defined on the target
-    host with its files' paths there, then removed from the source. Already moved counts as done."""
-    on_source, on_target = where(uri, target_uri, domain_uuid)
-    if on_source:
-        dom = connections.domain(uri, domain_uuid)
-        with connections.errors(uri):
-            if dom.isActive():
-                raise HypervisorError("the domain runs: a cold migration moves only a stopped one")
-            xml = _moved_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-                                         | libvirt.VIR_DOMAIN_XML_MIGRATABLE), paths)
-            snapshots = [(snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), snap.isCurrent())
-                         for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)]
-        target = connections.connection(target_uri)
-        with connections.errors(target_uri):
-            moved = target.defineXML(xml)
-            known = set(moved.snapshotListNames(0))
-            for snapshot, current in snapshots:
-                if ET.fromstring(snapshot).findtext("name") in known:
-                    continue
-                flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-                if current:
-                    flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-                moved.snapshotCreateXML(_moved_snapshot(snapshot, paths), flags)
-        undefine(uri, domain_uuid)
-    elif not on_target:
-        raise DomainNotFound("the domain is on neither host")
-    moved = connections.domain(target_uri, domain_uuid)
-    with connections.errors(target_uri):
-        return connections.power_state(moved)
+@dataclass(frozen=True)
+class MovedDefinition:
+    """A stopped domain's definition and its snapshots' records (with whether each is the current one), their files
+    at their paths on the target host."""
+
+    xml: str
+    snapshots: list[tuple[str, bool]]
+
+
+def moved_definition(uri: str, domain_uuid: str, *, paths: Mapping[str, str]) -> MovedDefinition:
+    """The stopped domain's definition as the target host is to have it (paths: each file's path there)."""
+    dom = connections.domain(uri, domain_uuid)
+    with connections.errors(uri):
+        if dom.isActive():
+            raise HypervisorError("the domain runs: a cold migration moves only a stopped one")
+        xml = _moved_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+                                     | libvirt.VIR_DOMAIN_XML_MIGRATABLE), paths)
+        snapshots = [(_moved_snapshot(snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), paths),
+                      bool(snap.isCurrent()))
+                     for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)]
+    return MovedDefinition(xml=xml, snapshots=snapshots)
+
+
+def define_moved(uri: str, moved: MovedDefinition) -> None:
+    """Define a moved domain on this host, with its snapshots' records (those it has already are kept)."""
+    conn = connections.connection(uri)
+    with connections.errors(uri):
+        domain = conn.defineXML(moved.xml)
+        known = set(domain.snapshotListNames(0))
+        for snapshot, current in moved.snapshots:
+            if ET.fromstring(snapshot).findtext("name") in known:
+                continue
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+            if current:
+                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+            domain.snapshotCreateXML(snapshot, flags)
