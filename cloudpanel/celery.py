@@ -13,15 +13,17 @@ app.autodiscover_tasks()
 
 def route_to_host(name: str, args: tuple, kwargs: dict, options: dict, task: object = None,
                   **_kw: object) -> dict | None:
-    """The one router: with per-host workers (CLOUDPANEL_HOST_QUEUES), a task marked with a host goes to its queue."""
+    """The one router: with per-host workers (CLOUDPANEL_HOST_QUEUES), a task marked with a host goes to its queue
+    (host.<id>, or host.<id>.<lane> for a lane of it)."""
     from django.conf import settings
 
-    from cloudpanel.tasking import host_of
+    from cloudpanel.tasking import host_of, lane_of
 
     host_id = host_of(options)
     if host_id is None or not settings.CLOUDPANEL_HOST_QUEUES:
         return None
-    return {"queue": f"host.{host_id}"}
+    lane = lane_of(options)
+    return {"queue": f"host.{host_id}.{lane}" if lane else f"host.{host_id}"}
 
 
 app.conf.task_routes = (route_to_host,)

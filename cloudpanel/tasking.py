@@ -1,7 +1,8 @@
 """The one way to queue a task: once the surrounding transaction commits, marked with the host it must run on.
 
 The queue itself is chosen by one router, in the composition root (cloudpanel/celery.py): with per-host
-workers a host's tasks go to its queue `host.<id>`, the rest to the default one.
+workers a host's tasks go to its queue `host.<id>` (or one of its lanes, `host.<id>.<lane>`), the rest to the
+default one.
 
 A request never leaves work behind that nothing will do. Before anything it stores is committed, the
 broker is asked whether it answers: when it does not, the request fails with QueueUnavailable (503,
@@ -30,6 +31,7 @@ from kombu.exceptions import OperationalError
 from cloudpanel.exceptions import Unavailable
 
 HOST_HEADER = "cloudpanel_host"
+LANE_HEADER = "cloudpanel_lane"
 RETRY_AFTER_SECONDS = 15
 # A dropped connection, a restarting server, "too many clients": gone for a while, back later.
 TRANSIENT = (DatabaseGone, InterfaceError)
@@ -86,12 +88,15 @@ def check_queue() -> None:
             from None
 
 
-def enqueue(task: Task, *args: object, host_id: int | None = None,
+def enqueue(task: Task, *args: object, host_id: int | None = None, lane: str = "",
             on_lost: Callable[[str], None] | None = None) -> None:
     """Send the task with these arguments once the transaction commits (at once outside one); host_id: the host
-    whose worker must run it; on_lost(reason): told if the broker could not take it after all."""
+    whose worker must run it (lane: which of its queues, host.<id>.<lane>, if not its main one); on_lost(reason):
+    told if the broker could not take it after all."""
     check_queue()
     headers = {HOST_HEADER: host_id} if host_id is not None else {}
+    if lane:
+        headers[LANE_HEADER] = lane
     transaction.on_commit(lambda: _publish(task, args, headers, on_lost))
 
 
@@ -139,3 +144,8 @@ def lease(renew: Callable[[], bool], every: float) -> Iterator[None]:
 def host_of(options: dict) -> int | None:
     """The host a queued task was marked with (see enqueue)."""
     return (options.get("headers") or {}).get(HOST_HEADER)
+
+
+def lane_of(options: dict) -> str:
+    """The host's queue a queued task was marked with ("": its main one; see enqueue)."""
+    return (options.get("headers") or {}).get(LANE_HEADER) or ""

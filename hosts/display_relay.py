@@ -64,6 +64,8 @@ class DisplayRelay:
     def _write(self, display: _Display, data: bytes) -> None:
         if display.writer is None:
             display.typed.append(data)
+            if sum(map(len, display.typed)) > INPUT_LIMIT:
+                self._close(display, "the display does not take the input")
             return
         display.writer.write(data)
         if display.writer.transport.get_write_buffer_size() > INPUT_LIMIT:

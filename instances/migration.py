@@ -55,8 +55,8 @@ def refusal(instance: Instance, target: Host, *, live: bool) -> str | None:
         return (f"host '{target.name}' is registered as {target.uri}, which another host's libvirtd cannot reach: "
                 "register it by its address (qemu+tcp://, qemu+tls:// or qemu+ssh://)")
     if Leftover.objects.filter(instance=instance, host=target).exists():
-        return (f"host '{target.name}' still holds what '{instance.name}' left there when it was evacuated; it is "
-                "removed once the host answers")
+        return (f"host '{target.name}' still holds what '{instance.name}' left there (evacuated from it, or a "
+                "migration to it that failed); it is removed once the host answers and is reconciled")
     if instance.ports.exists() and not target.can.networks:
         return f"host '{target.name}' cannot put NICs on CloudPanel networks"
     try:  # a platform admin's paths on the host: the target must allow them too

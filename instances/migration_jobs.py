@@ -17,6 +17,7 @@ import base64
 import functools
 import io
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from images import distribution
 from images.models import Image, ImageCopy
 from instances import events, services
 from instances.host_steps import HostSide, step
-from instances.models import Instance, InstanceAction, Volume
+from instances.models import Instance, InstanceAction, Leftover, Volume
 from networks import provisioning
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,10 @@ def ready_target(action: InstanceAction, host: Host, *, library: dict[str, str],
     return {"paths": paths}
 
 
-def _transfer_file(action_id: int, volume: str) -> Path:
-    """Where a cold migration's disk waits between the two hosts' workers (in the backup store they share)."""
-    return Path(settings.CLOUDPANEL_BACKUP_DIR) / "migrations" / f"{action_id}-{volume}"
+def _transfer_file(action: InstanceAction, volume: str) -> Path:
+    """Where a cold migration's disk waits between the two hosts' workers (in the backup store they share), for
+    this attempt of the migration."""
+    return Path(settings.CLOUDPANEL_BACKUP_DIR) / "migrations" / f"{action.pk}-{action.attempts}-{volume}"
 
 
 def copy_disks(there: HostSide, source: Host, target: Host, moving: Plan, *, beat, report: Reporter) -> None:
@@ -179,10 +181,11 @@ def copy_disks(there: HostSide, source: Host, target: Host, moving: Plan, *, bea
                                                              target_uri=target.uri, target_pool=target.storage_pool,
                                                              beat=beat)
             continue
-        file = _transfer_file(there.action.pk, disk.volume)
+        file = _transfer_file(there.action, disk.volume)
         file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            with hypervisor.reading_volume(source.uri, disk.pool, disk.volume) as read, open(file, "wb") as out:
+            with (hypervisor.reading_volume(source.uri, disk.pool, disk.volume) as read,
+                  open(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out):
                 last = time.monotonic()
                 while chunk := read(1 << 20):
                     out.write(chunk)
@@ -199,7 +202,7 @@ def copy_disks(there: HostSide, source: Host, target: Host, moving: Plan, *, bea
 @step
 def receive_disk(action: InstanceAction, host: Host, *, volume: str, size: int) -> dict:
     """On the target: a cold move's disk, from the file the source's worker left in the backup store."""
-    with open(_transfer_file(action.pk, volume), "rb") as source:
+    with open(_transfer_file(action, volume), "rb") as source:
         return {"path": hypervisor.upload_volume(host.uri, host.storage_pool, volume, size=size, read=source.read)}
 
 
@@ -227,37 +230,46 @@ def look(action: InstanceAction, host: Host) -> dict:
 
 
 def abandon(there: HostSide, instance: Instance, moving: Plan) -> bool:
-    """A move failed (or was cancelled): True if the domain went to the target after all; else (the guest stayed on
-    the source) what the move made on the target goes again, as far as the target answers (its library copies stay,
-    as on any host), and False."""
+    """A move failed (or was cancelled): True if the domain went to the target after all (it is gone from the
+    source, which a move is the only one to undefine it for); else (the guest stayed on the source) what the move
+    made on the target goes again (clear_target, on the target; its library copies stay, as on any host), and
+    False. When the target cannot do it now, it is recorded as the instance's leftover there, removed once the
+    target's worker reconciles it (instances.tasks.remove_leftovers)."""
+    source = instance.host
     try:
-        on_source = hypervisor.defined(instance.host.uri, str(instance.uuid))
-        if on_source and hypervisor.migrating(instance.host.uri, str(instance.uuid)):
+        if not hypervisor.defined(source.uri, str(instance.uuid)):
+            return True
+        if hypervisor.migrating(source.uri, str(instance.uuid)):
             log.warning("instance %s: its migration still runs; what it made on %s stays", instance.pk,
                         there.host.name)
             return False
-        volumes = [item.volume for item in (*moving.disks, *moving.small)]
-        return there("clear_target", on_source=on_source, volumes=volumes,
-                     patience=2 * settings.CLOUDPANEL_LEASE_SECONDS)["moved"]
     except hypervisor.HypervisorError as exc:
-        log.warning("instance %s: what its migration made on %s stays there: %s", instance.pk, there.host.name, exc)
+        log.warning("instance %s: its source does not say where it is (%s); the move counts as failed", instance.pk,
+                    exc)
+        return False
+    volumes = [item.volume for item in (*moving.disks, *moving.small)]
+    try:
+        there("clear_target", volumes=volumes, patience=2 * settings.CLOUDPANEL_LEASE_SECONDS)
+    except hypervisor.HypervisorError as exc:
+        log.warning("instance %s: what its migration made on %s stays there until it is reconciled: %s",
+                    instance.pk, there.host.name, exc)
+        Leftover.objects.get_or_create(instance=instance, host=there.host, defaults={
+            "pool": there.host.storage_pool, "nics": provisioning.nic_records(list(instance.ports.all()))})
     return False
 
 
 @step
-def clear_target(action: InstanceAction, host: Host, *, on_source: bool, volumes: list[str]) -> dict:
-    """On the target, after a move that failed: see abandon."""
+def clear_target(action: InstanceAction, host: Host, *, volumes: list[str]) -> dict:
+    """On the target, after a move that failed with the guest still on the source: see abandon."""
     instance, domain_uuid = action.instance, str(action.instance.uuid)
-    there = hypervisor.defined(host.uri, domain_uuid)
-    if there and not on_source:
-        return {"moved": True}
-    if there and hypervisor.state(host.uri, domain_uuid) == hypervisor.PowerState.STOPPED:
+    if hypervisor.defined(host.uri, domain_uuid) and hypervisor.state(host.uri, domain_uuid) == \
+            hypervisor.PowerState.STOPPED:
         hypervisor.undefine(host.uri, domain_uuid)  # a cold move's definition, its source still there
     for volume in volumes:
         hypervisor.delete_volume(host.uri, host.storage_pool, volume)
     provisioning.leave_host(ports=list(instance.ports.select_related("network")), host=host,
                             instance_id=instance.pk)
-    return {"moved": False}
+    return {}
 
 
 def leave_source(instance: Instance, source: Host, moving: Plan | None) -> None:

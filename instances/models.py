@@ -553,9 +553,11 @@ class HostStep(models.Model):
     host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=40)
     args = models.JSONField(default=dict, blank=True)
+    attempt = models.PositiveIntegerField(default=0)  # the action's attempt it belongs to
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    take_by = models.DateTimeField()  # not run if taken later (the database's clock)
     beat_at = models.DateTimeField(null=True, blank=True)  # its worker's last renewal, while it runs
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -287,7 +287,7 @@ def _shares_storage(host: Host, pool: str, other: Host) -> bool:
     marker = hypervisor.mark_pool(host.uri, pool)
     try:
         return HostSide(None, other)("holds", pool=other.storage_pool, name=marker,
-                                     patience=2 * settings.CLOUDPANEL_LEASE_SECONDS)["held"]
+                                     patience=settings.CLOUDPANEL_LEASE_SECONDS)["held"]
     finally:
         hypervisor.delete_volume(host.uri, pool, marker)
 
@@ -527,9 +527,10 @@ def _do_migrate(action: InstanceAction) -> str:
         if not report({"phase": "waiting for an earlier attempt"}):
             hypervisor.abort_job(source.uri, uuid)
         time.sleep(1)
-    moving = None
+    moving, state = None, None
     if hypervisor.defined(source.uri, uuid):
-        live = hypervisor.state(source.uri, uuid) in (Status.RUNNING, Status.PAUSED)
+        state = hypervisor.state(source.uri, uuid)
+        live = state in (Status.RUNNING, Status.PAUSED)
         migration_jobs.check(there, instance, source, live=live)
         _drop_checkpoints(instance, source)
         moving = migration_jobs.plan(instance, source, target)
@@ -545,13 +546,15 @@ def _do_migrate(action: InstanceAction) -> str:
         except Exception:
             if not migration_jobs.abandon(there, instance, moving):
                 raise
-    elif not there("look")["defined"]:
+    elif not (found := there("look"))["defined"]:
         raise hypervisor.DomainNotFound("the domain is on neither host")
+    else:
+        state = found["state"]
     # It runs there now: recorded before anything else may fail, so that it is never shown on the host it left.
     tasking.persist(services.move_to, instance.pk, target.pk)
     report({"phase": "cleaning up the source"}, now=True)
     migration_jobs.leave_source(instance, source, moving)
-    return there("look")["state"]
+    return state  # (a live move keeps it running or paused, a cold one stopped; the target's reconcile tells)
 
 
 @tasking.task

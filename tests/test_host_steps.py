@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from hosts import hypervisor
 from instances import host_steps
-from instances.choices import Operation
+from instances.choices import ActionStatus, Operation
 from instances.models import HostStep, InstanceAction
 from tests.factories import make_host, make_instance
 
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def action(tenant, host):
-    return InstanceAction.objects.create(instance=make_instance(tenant=tenant, host=host), operation=Operation.MIGRATE)
+    return InstanceAction.objects.create(instance=make_instance(tenant=tenant, host=host), operation=Operation.MIGRATE,
+                                         status=ActionStatus.RUNNING, attempts=1)
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ def test_a_step_goes_to_its_hosts_queue_and_its_answer_comes_back(settings, acti
                            side_effect=lambda task, *args, **kw: (queued.append(kw), enqueue(task, *args, **kw))):
         answer = host_steps.HostSide(action, target)("echo", size=3, names=["a"])
     assert answer == {"heard": {"size": 3, "names": ["a"]}}
-    assert queued == [{"host_id": target.pk}] and echo == [(action.pk, target.pk, {"size": 3, "names": ["a"]})]
+    assert queued == [{"host_id": target.pk, "lane": "steps"}]
+    assert echo == [(action.pk, target.pk, {"size": 3, "names": ["a"]})]
     assert not HostStep.objects.exists()
     # Without per-host workers it is run here, without a row
     settings.CLOUDPANEL_HOST_QUEUES = False
@@ -63,8 +65,8 @@ def test_a_step_no_worker_takes_fails_with_the_reason_and_is_not_run_later(setti
     settings.CLOUDPANEL_HOST_QUEUES = True
     target = make_host(name="silent", uri="test:///silent")
     taken = []
-    reason = (r"no worker of silent took the step 'echo' within 1 s: is its worker running "
-              rf"\(cloudpanel-host-worker@{target.pk}\)")
+    reason = (r"no worker of silent took the step 'echo' within 1 s: is its step worker running "
+              rf"\(cloudpanel-host-steps@{target.pk}\)")
     nobody = mock.patch.object(host_steps.tasking, "enqueue", side_effect=lambda task, step, **kw: taken.append(step))
     with (nobody,
           pytest.raises(hypervisor.HypervisorError, match=reason)):
@@ -84,3 +86,22 @@ def test_a_step_whose_worker_stops_answering_fails_with_the_reason(settings, act
     with (mock.patch.object(host_steps.tasking, "enqueue", side_effect=taken_then_lost),
           pytest.raises(hypervisor.HypervisorError, match=reason)):
         host_steps.HostSide(action, make_host(name="lost", uri="test:///lost"))("echo")
+
+
+@pytest.mark.parametrize("why", ["taken too late", "its attempt is over", "its operation ended"])
+def test_a_step_is_not_run_when_taken_too_late_or_after_its_attempt(action, echo, why):
+    row = HostStep.objects.create(action=action, host=action.instance.host, name="echo", attempt=1,
+                                  take_by=timezone.now() + timedelta(minutes=5))
+    if why == "taken too late":
+        HostStep.objects.filter(pk=row.pk).update(take_by=timezone.now() - timedelta(seconds=1))
+    elif why == "its attempt is over":
+        InstanceAction.objects.filter(pk=action.pk).update(attempts=2)
+    else:
+        InstanceAction.objects.filter(pk=action.pk).update(status=ActionStatus.FAILED)
+    host_steps.run_host_step(row.pk)
+    assert echo == [] and HostStep.objects.get(pk=row.pk).state == HostStep.State.QUEUED
+    # (one in time, of the attempt that runs, is)
+    InstanceAction.objects.filter(pk=action.pk).update(status=ActionStatus.RUNNING, attempts=1)
+    HostStep.objects.filter(pk=row.pk).update(take_by=timezone.now() + timedelta(minutes=5))
+    host_steps.run_host_step(row.pk)
+    assert len(echo) == 1 and HostStep.objects.get(pk=row.pk).state == HostStep.State.DONE

@@ -26,7 +26,7 @@ from images.management.commands.add_image import add_file
 from instances import migration, migration_jobs, services, snapshots, tasks, volumes
 from instances.choices import ActionStatus, Operation, Status
 from instances.host_steps import HostSide
-from instances.models import HostStep, Instance, InstanceAction, Snapshot, Volume
+from instances.models import HostStep, Instance, InstanceAction, Leftover, Snapshot, Volume
 from networks import security
 from networks import services as network_services
 from tests.conftest import ROOT, run_fleet
@@ -254,6 +254,10 @@ def test_the_target_dying_halfway_leaves_the_guest_running_on_its_host_and_a_ret
     run_fleet("start", "2")
     hypervisor.forget(target.uri)
     settings.CLOUDPANEL_MIGRATION_BANDWIDTH_MIB = 0
+    refused = migrate(admin_api, instance, target)  # (what the move made there is taken back once it answers)
+    assert refused.status_code == 409 and "a migration to it that failed" in refused.json()["detail"]
+    host_tasks.reconcile_host(target.pk)
+    assert not Leftover.objects.filter(instance=instance).exists()
     answer = migrate(admin_api, instance, target)
     assert answer.status_code == 202, answer.content
     done = InstanceAction.objects.get(pk=answer.json()["id"])
@@ -534,17 +538,18 @@ def host_workers(fleet, panel, settings):
         reach = [f"{host.uri}=>{local[host.uri]}"] + [
             f"{other.uri}=>qemu:///system?socket=/nonexistent/host{other.pk}" for other in fleet if other != host]
         env = {**os.environ, "CLOUDPANEL_HOST_QUEUES": "1", "CLOUDPANEL_LOCAL_URIS": " ".join(reach),
+               "CLOUDPANEL_TASK_TIMEOUT_SECONDS": "20",
                "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                "CLOUDPANEL_PANEL_URL": settings.CLOUDPANEL_PANEL_URL,
                "CLOUDPANEL_BACKUP_DIR": str(settings.CLOUDPANEL_BACKUP_DIR),
                "CLOUDPANEL_SCRATCH_DIR": settings.CLOUDPANEL_SCRATCH_DIR}
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "threads", "-c", "2",
-             "-Q", f"host.{host.pk}", "-n", f"host{host.pk}@%h", "--loglevel", "WARNING", "--without-gossip",
-             "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=env))
+             "-Q", f"host.{host.pk},host.{host.pk}.steps", "-n", f"host{host.pk}@%h", "--loglevel", "WARNING",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=env))
     settings.CLOUDPANEL_HOST_QUEUES = True
     celery_app.conf.task_always_eager = False
-    yield fleet
+    yield fleet, processes
     for process in processes:
         process.terminate()
     for process in processes:
@@ -559,7 +564,7 @@ def _finished(action_id: int, timeout: float = 120) -> InstanceAction:
 
 def test_with_a_worker_per_host_each_side_of_a_migration_is_done_by_its_own_hosts_worker(
         host_workers, admin, admin_api, member, tenant, guest_kernel):
-    first, second = host_workers
+    (first, second), workers = host_workers
     # Given a guest with a disk, made by the first host's worker
     action = services.create_instance(user=member, tenant=tenant, name="far", vcpus=1, memory_mib=128, disk_gib=1,
                                       boot_kernel=guest_kernel, host=first)
@@ -582,3 +587,12 @@ def test_with_a_worker_per_host_each_side_of_a_migration_is_done_by_its_own_host
     assert _defined(first, instance) and not _defined(second, instance)
     assert _files(first, instance) == {instance.volume_name} and _files(second, instance) == set()
     assert not HostStep.objects.exists() and not list((Path(settings.CLOUDPANEL_BACKUP_DIR) / "migrations").glob("*"))
+    # and with the second host's worker gone, a migration there fails saying so, the guest staying where it is
+    workers[1].terminate()
+    workers[1].wait(timeout=30)
+    refused = _finished(migrate(admin_api, Instance.objects.get(pk=instance.pk), second).json()["id"])
+    assert refused.status == ActionStatus.FAILED
+    assert refused.error.startswith(f"no worker of {second.name} took the step 'check target' within 20 s")
+    instance.refresh_from_db()
+    assert (instance.host, instance.status, instance.task_state) == (first, Status.STOPPED, None)
+    assert _defined(first, instance) and not _defined(second, instance) and not HostStep.objects.exists()

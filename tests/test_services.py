@@ -167,23 +167,25 @@ def test_a_bad_number_of_web_processes_stops_the_panel_with_the_reason(value):
     assert "CLOUDPANEL_WEB_WORKERS is a number of processes from 1 to 64" in result.stderr
 
 
-def test_a_host_worker_unit_consumes_its_hosts_queue_and_systemd_accepts_it(tmp_path, settings):
+@pytest.mark.parametrize(("unit_name", "headers"), [("host-worker", {}), ("host-steps", {"cloudpanel_lane": "steps"})])
+def test_a_host_worker_unit_consumes_its_hosts_queue_and_systemd_accepts_it(tmp_path, settings, unit_name, headers):
     import configparser
 
     from cloudpanel.celery import route_to_host
-    from cloudpanel.tasking import HOST_HEADER
+    from cloudpanel.tasking import HOST_HEADER, LANE_HEADER
 
     unit = configparser.RawConfigParser(strict=False)
     unit.optionxform = str
-    template = ROOT / "deploy/systemd/cloudpanel-host-worker@.service"
+    template = ROOT / f"deploy/systemd/cloudpanel-{unit_name}@.service"
     unit.read(template)
-    # The unit for host 3 consumes the queue the router sends host 3's work to
+    # The unit for host 3 consumes the queue the router sends host 3's work (or its steps) to
     settings.CLOUDPANEL_HOST_QUEUES = True
-    routed = route_to_host("instances.tasks.start_instance", (1,), {}, {"headers": {HOST_HEADER: 3}})
+    assert set(headers) <= {LANE_HEADER}
+    routed = route_to_host("instances.tasks.start_instance", (1,), {}, {"headers": {HOST_HEADER: 3, **headers}})
     assert unit.get("Service", "ExecStart").split(" -Q ")[1].split()[0].replace("%i", "3") == routed["queue"]
     assert unit.get("Service", "Restart") == "always"
     # And systemd's own check accepts it, instantiated (pointed at this checkout instead of /opt/cloudpanel)
-    local = tmp_path / "cloudpanel-host-worker@3.service"
+    local = tmp_path / f"cloudpanel-{unit_name}@3.service"
     local.write_text(template.read_text().replace("/opt/cloudpanel", str(ROOT)))
     verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert verified.returncode == 0 and "cloudpanel" not in verified.stderr, verified.stderr
