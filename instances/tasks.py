@@ -293,10 +293,10 @@ def _shares_storage(host: Host, pool: str, other: Host) -> bool:
 
 
 def remove_leftovers(host: Host) -> None:
-    """What instances evacuated from the host left there, now that it answers: their domains (stopped first), disks
-    and seeds (unless its pool is the storage of the instance's new host: then they are its own), their NICs' pins
-    and filters and the networks nobody else there uses. What the host refuses is tried again at its next
-    reconcile."""
+    """What instances evacuated from the host (or whose migration to it failed) left there, now that it answers and
+    is reconciled: their domains (stopped first), disks and seeds (unless its pool is the storage of the instance's
+    new host: then they are its own), their NICs' pins and filters and the networks nobody else there uses. What the
+    host refuses is tried again at its next reconcile."""
     for leftover in Leftover.objects.filter(host=host).select_related("instance__host"):
         instance, now_on = leftover.instance, leftover.instance.host
         if instance.host_id != host.pk:  # (one placed back meanwhile owns what is there)
