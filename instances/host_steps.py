@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 Step = Callable[..., dict]
 STEPS: dict[str, Step] = {}
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.25  # the first wait for a step's outcome, growing to MAX_POLL_SECONDS
+MAX_POLL_SECONDS = 2.0
 LANE = "steps"  # the host's queue for steps: host.<id>.steps
 
 
@@ -73,7 +74,7 @@ class HostSide:
                 log.warning("host step %s stays recorded: %s", row.pk, exc)
 
     def _outcome(self, step_id: int, name: str, patience: float) -> dict:
-        what = name.replace("_", " ")
+        what, pause = name.replace("_", " "), POLL_SECONDS
         steps = HostStep.objects.filter(pk=step_id)
         while True:
             row = tasking.persist(steps.values("state", "result", "error").first)
@@ -93,7 +94,8 @@ class HostSide:
                                     beat_at__lt=_ago(settings.CLOUDPANEL_LEASE_SECONDS))
             if tasking.persist(late.update, state=HostStep.State.FAILED, error=reason):
                 raise hypervisor.HypervisorError(reason)
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(pause * 1.5, MAX_POLL_SECONDS)  # (a long step, a disk's copy, is asked about less often)
 
 
 def _end(step_id: int, *, result: dict | None = None, error: str = "") -> bool:

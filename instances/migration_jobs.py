@@ -93,15 +93,9 @@ def check(there: HostSide, instance: Instance, source: Host, *, live: bool) -> N
     """Before anything is made on the target (check_target, on the target): that it can run the guest's CPU (a live
     move), and that its pool is not the source's own storage (a marker made in the source's pool is looked for
     there: what a failed move made on the target is removed by name, which must never be the source's files)."""
-    marker = hypervisor.mark_pool(source.uri, source.storage_pool)
-    try:
-        cpu = hypervisor.guest_cpu(source.uri, str(instance.uuid)) if live else None
+    cpu = hypervisor.guest_cpu(source.uri, str(instance.uuid)) if live else None
+    with hypervisor.pool_marker(source.uri, source.storage_pool) as marker:
         there("check_target", cpu=asdict(cpu) if cpu else None, marker=marker, source=source.name)
-    finally:
-        try:
-            hypervisor.delete_volume(source.uri, source.storage_pool, marker)
-        except hypervisor.HypervisorError as exc:
-            log.warning("the marker %s stays in the pool of %s: %s", marker, source.name, exc)
 
 
 @step

@@ -284,12 +284,9 @@ def remove_forgotten(host: Host) -> None:
 def _shares_storage(host: Host, pool: str, other: Host) -> bool:
     """Whether the host's pool is the other host's storage: a marker made here, looked for there (by the other
     host's worker, with per-host workers)."""
-    marker = hypervisor.mark_pool(host.uri, pool)
-    try:
+    with hypervisor.pool_marker(host.uri, pool) as marker:
         return HostSide(None, other)("holds", pool=other.storage_pool, name=marker,
                                      patience=settings.CLOUDPANEL_LEASE_SECONDS)["held"]
-    finally:
-        hypervisor.delete_volume(host.uri, pool, marker)
 
 
 def remove_leftovers(host: Host) -> None:

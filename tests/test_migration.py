@@ -438,7 +438,8 @@ def test_a_migration_between_hosts_that_share_their_storage_is_refused_and_keeps
     instance.refresh_from_db()
     assert (instance.host, instance.status) == (source, Status.RUNNING)
     assert _files(source, instance) == {instance.volume_name}
-    assert not hypervisor.shares_storage(fleet[0].uri, "default", fleet[1].uri, "default")
+    with hypervisor.pool_marker(fleet[0].uri, "default") as marker:  # (the two hosts of the fleet do not share)
+        assert not hypervisor.holds_volume(fleet[1].uri, "default", marker)
 
 
 def test_a_dead_host_is_evacuated_its_guests_rebuilt_from_image_and_backup_and_cleaned_when_it_returns(

@@ -58,11 +58,10 @@ from hosts.hypervisor.migration import (
     domain_files,
     guest_cpu,
     holds_volume,
-    mark_pool,
     migrate_live,
     migrating,
     moved_definition,
-    shares_storage,
+    pool_marker,
 )
 from hosts.hypervisor.networks import (
     define_filter,
@@ -106,9 +105,9 @@ __all__ = [
     "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter", "define_moved", "defined",
     "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface", "dhcp_hosts", "domain_files",
     "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "guest_cpu", "holds_volume",
-    "is_connected", "mark_pool", "migrate_live", "migrating", "moved_definition", "open_display", "power_off",
+    "is_connected", "migrate_live", "migrating", "moved_definition", "open_display", "pool_marker", "power_off",
     "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot", "remove_filter", "remove_network",
-    "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shares_storage",
-    "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch", "upload_volume",
+    "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shutdown",
+    "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch", "upload_volume",
     "volume_path", "volume_sha256", "watch_lifecycle",
 ]

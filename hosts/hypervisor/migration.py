@@ -7,8 +7,8 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from hosts.hypervisor import connections
@@ -201,13 +201,19 @@ def migrating(uri: str, domain_uuid: str) -> bool:
     return _job(dom, time.monotonic()) is not None
 
 
-def mark_pool(uri: str, pool: str) -> str:
-    """An empty marker volume made in the pool, by its name: looked for in another host's pool (holds_volume), it
-    shows whether the two are one storage (an NFS export both mount, say). Deleted with delete_volume."""
+@contextmanager
+def pool_marker(uri: str, pool: str) -> Iterator[str]:
+    """An empty marker volume in the pool while the block runs, by its name: looked for in another host's pool
+    (holds_volume), it shows whether the two are one storage (an NFS export both mount, say). Removed after, as far
+    as the host lets it go."""
     marker = f"cp-marker-{uuid.uuid4()}"
     with connections.errors(uri):
         connections.connection(uri).storagePoolLookupByName(pool).createXML(raw_volume_xml(marker, 0), 0)
-    return marker
+    try:
+        yield marker
+    finally:
+        with suppress(HypervisorError):
+            delete_volume(uri, pool, marker)
 
 
 def holds_volume(uri: str, pool: str, name: str) -> bool:
@@ -216,16 +222,6 @@ def holds_volume(uri: str, pool: str, name: str) -> bool:
         storage = connections.connection(uri).storagePoolLookupByName(pool)
         storage.refresh(0)
         return name in storage.listVolumes()
-
-
-def shares_storage(uri: str, pool: str, target_uri: str, target_pool: str) -> bool:
-    """Whether the two hosts' pools are one storage: a marker made in the source's shows up in the target's."""
-    marker = mark_pool(uri, pool)
-    try:
-        return holds_volume(target_uri, target_pool, marker)
-    finally:
-        with suppress(HypervisorError):
-            delete_volume(uri, pool, marker)
 
 
 def abort_job(uri: str, domain_uuid: str) -> None:
