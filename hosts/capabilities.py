@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from hosts import paths
 from hosts.choices import Technology
 
 
@@ -33,27 +34,59 @@ class Capabilities:
     backups: bool = False  # backups of its disk: incremental (dirty bitmaps) while it runs, a full copy when stopped
     live_migration: bool = False  # a running guest moves to another host of the technology, its disks copied along
     cold_migration: bool = False  # a stopped one moves: its volumes copied through libvirt's streams, then defined
+    serial_console: bool = True  # libvirt opens its console as a stream (virDomainOpenConsole), shown in the browser
+    library: bool = True  # library objects reach it as copies in its storage pool (libvirt's volume upload)
+    storage_pools: bool = True  # its driver has storage pools (a probe lists them; disks are made in them)
+    architectures: bool = False  # guests of other architectures (QEMU's emulators), CPU models and machine types
+    proven: str = "libvirt's schema"  # what the tests show of it: "live" (real guests here), or what they check
+    operator: str = ""  # what an operator provides that the panel does not (credentials, templates, disks)
+    path_style: str = paths.POSIX  # how its host names files (hosts.paths): admins' disk and kernel paths
 
 
 _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=True, host_template=False,
                    container_image=False, container_command=False, networks=True, stores_data=True,
                    signal_shutdown=False, console_flags=True, graphics=False,
                    snapshots=False)
+# Hypervisors reached through a remote management API: the panel defines, runs and watches their guests, which boot
+# disks already on the host (an admin names them); their networks and storage stay the host's own.
+_REMOTE = replace(_VM, disk_volume=False, kernel_boot=False, networks=False, library=False, serial_console=False,
+                  proven="libvirt's schema and driver tests with a connection that lacks optional calls")
 
 TABLE: dict[Technology, Capabilities] = {
     Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True,
-                               backups=True, live_migration=True, cold_migration=True),
-    Technology.XEN: _VM,
-    Technology.VBOX: replace(_VM, kernel_boot=False),
-    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True),
+                               backups=True, live_migration=True, cold_migration=True, architectures=True,
+                               proven="live"),
+    Technology.XEN: replace(_VM, operator="a Xen host with libvirt's libxl driver (xen:///system); its disks use "
+                                          "QEMU's qdisk back end (qcow2)"),
+    Technology.VBOX: replace(_VM, disk_volume=False, kernel_boot=False, library=False, storage_pools=False,
+                             networks=False, serial_console=False,
+                             operator="VirtualBox on the host (vbox:///session as the user owning the VMs), and its "
+                                      "disks (VDI, VMDK, VHD) under a directory the host allows"),
+    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True, proven="live"),
     Technology.LXC: Capabilities(
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=False,
         container_image=True, container_command=True, networks=True, stores_data=True, signal_shutdown=True,
-        console_flags=False, graphics=False, snapshots=False),
+        console_flags=False, graphics=False, snapshots=False, library=False, proven="live"),
     Technology.OPENVZ: Capabilities(
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=True,
         container_image=False, container_command=True, networks=False, stores_data=True, signal_shutdown=False,
-        console_flags=True, graphics=False, snapshots=False),
+        console_flags=True, graphics=False, snapshots=False, serial_console=False, library=False,
+        storage_pools=False,
+        operator="OS templates in the host's template cache (/vz/template/cache), named on the host's page"),
+    Technology.VMWARE: replace(_REMOTE, path_style=paths.DATASTORE,
+                               operator="the ESXi or vCenter address and credentials (libvirt's auth.conf), and "
+                                        "disks in its datastores ('[datastore1] vm/disk.vmdk')"),
+    Technology.HYPERV: replace(_REMOTE, storage_pools=False, path_style=paths.WINDOWS,
+                               operator="WinRM enabled on the Hyper-V host, its credentials (libvirt's auth.conf), a "
+                                        "libvirt built with the hyperv driver, and its disks (VHDX) on the host"),
+    Technology.BHYVE: replace(_REMOTE, serial_console=True,
+                              operator="a FreeBSD host running libvirtd, and raw disk images under a directory it "
+                                       "allows"),
+    Technology.VZ: replace(_REMOTE, operator="a Virtuozzo host running libvirtd, and its disks (ploop) under a "
+                                             "directory it allows"),
+    Technology.CH: replace(_REMOTE, kernel_boot=True, serial_console=True,
+                           operator="a host running libvirtd with Cloud Hypervisor, a kernel or firmware "
+                                    "(hypervisor-fw) and raw disks under a directory it allows"),
 }
 
 

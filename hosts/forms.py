@@ -1,6 +1,6 @@
 from django import forms
 
-from hosts.choices import Accelerator
+from hosts.choices import Accelerator, CpuMode
 
 
 class HostForm(forms.Form):
@@ -25,3 +25,12 @@ class HostEditForm(forms.Form):
                                               "None by default.")
     tags = forms.CharField(max_length=500, required=False, label="Tags",
                            help_text="Words instances may require of their host (ssd, gpu), space-separated.")
+    cpu_mode = forms.ChoiceField(choices=CpuMode.choices, required=False, label="Instances' CPU",
+                                 help_text="QEMU/KVM: what its instances' CPU is unless they choose; host-model or a "
+                                           "named model lets them migrate between hosts that differ.")
+    cpu_model = forms.CharField(max_length=64, required=False, label="CPU model",
+                                help_text="With a named model: one its capabilities list below.")
+    os_templates = forms.CharField(max_length=10000, required=False, label="OS templates",
+                                   widget=forms.Textarea(attrs={"rows": 3, "placeholder": "debian-12-x86_64"}),
+                                   help_text="OpenVZ: the templates of its cache (/vz/template/cache) instances may "
+                                             "be made from, one per line.")

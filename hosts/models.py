@@ -3,7 +3,7 @@
 from django.db import models
 
 from hosts import capabilities
-from hosts.choices import Accelerator, HostState, Technology
+from hosts.choices import Accelerator, CpuMode, HostState, Technology
 
 
 class Host(models.Model):
@@ -34,6 +34,15 @@ class Host(models.Model):
     memory_mib = models.PositiveBigIntegerField(default=0)
     kvm_available = models.BooleanField(default=False)
     pools = models.JSONField(default=list, blank=True)
+    arch = models.CharField(max_length=20, blank=True)  # its own CPU's architecture
+    guests = models.JSONField(default=list, blank=True)  # what its guests can be (hypervisor.HostInfo.guests)
+    domain_caps = models.JSONField(default=dict, blank=True)  # per "arch/domain type" (hypervisor.HostInfo)
+    missing = models.JSONField(default=list, blank=True)  # what its driver could not tell the last probe
+    # Its instances' CPU unless they ask for another (QEMU/KVM): see hosts.guests.
+    cpu_mode = models.CharField(max_length=16, choices=CpuMode.choices, blank=True, default=CpuMode.DEFAULT)
+    cpu_model = models.CharField(max_length=64, blank=True)
+    # OpenVZ: the OS templates of its cache that instances may be made from, one per line.
+    os_templates = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -46,6 +55,10 @@ class Host(models.Model):
     def allowed_dirs(self) -> list[str]:
         """The directories of allowed_paths, one per non-empty line."""
         return [line.strip() for line in self.allowed_paths.splitlines() if line.strip()]
+
+    @property
+    def template_list(self) -> list[str]:
+        return self.os_templates.split()
 
     @property
     def tag_list(self) -> list[str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from django.conf import settings
 
+from hosts import guests
+from hosts.guests import Guest
 from hosts.models import Host
 
 GIB = 1 << 30
@@ -107,6 +109,7 @@ class Request:
     group: Group | None = None  # the server group it belongs to, with where its other instances are
     networks: tuple[tuple[str, str], ...] = ()  # (name, host tag) of each network of its reached by tagged hosts
     image: ImageNeed | None = None  # the library image its disk is made from
+    guest: Guest | None = None  # the architecture, machine type and CPU it asks for
 
     @property
     def wanted(self) -> Held:
@@ -202,8 +205,13 @@ def gets_image(host: Host, request: Request, used: Held) -> str | None:
             f"beside the disk in its pool '{host.storage_pool}'")
 
 
-FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, has_tags, reaches_networks, keeps_group, has_room,
-                               gets_image)
+def runs_guest(host: Host, request: Request, used: Held) -> str | None:
+    """Its architecture, machine type, CPU and vCPUs, as the host's capabilities offer them."""
+    return None if request.guest is None else guests.refusal(host, replace(request.guest, vcpus=request.vcpus))
+
+
+FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, runs_guest, has_tags, reaches_networks, keeps_group,
+                               has_room, gets_image)
 
 
 def _ram_left(host: Host, request: Request, used: Held) -> float:

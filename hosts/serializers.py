@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from hosts.choices import Accelerator
+from hosts.choices import Accelerator, CpuMode
 from hosts.models import Host, HostDomain
 
 
@@ -11,7 +11,8 @@ class HostSerializer(serializers.ModelSerializer):
             "id", "name", "uri", "technology", "accelerator", "storage_pool", "allowed_paths", "tags", "enabled",
             "maintenance", "state",
             "last_error", "last_seen_at", "hostname", "hypervisor_type", "hypervisor_version", "libvirt_version",
-            "cpus", "memory_mib", "kvm_available", "pools", "created_at",
+            "cpus", "memory_mib", "kvm_available", "pools", "arch", "guests", "domain_caps", "missing", "cpu_mode",
+            "cpu_model", "os_templates", "created_at",
         ]
         read_only_fields = fields
 
@@ -32,6 +33,13 @@ class HostUpdateSerializer(serializers.Serializer):
                                                     "boot kernels, initrds and disks by path (none by default).")
     tags = serializers.CharField(max_length=500, allow_blank=True, required=False,
                                  help_text="Words instances may require of their host (\"ssd gpu\"), space-separated.")
+    cpu_mode = serializers.ChoiceField(choices=CpuMode.choices, allow_blank=True, required=False,
+                                       help_text="QEMU/KVM: its instances' CPU unless they choose one.")
+    cpu_model = serializers.CharField(max_length=64, allow_blank=True, required=False,
+                                      help_text="With cpu_mode custom: a model its domain capabilities list.")
+    os_templates = serializers.CharField(max_length=10000, allow_blank=True, required=False,
+                                         help_text="OpenVZ: OS templates of its cache instances may be made from, "
+                                                   "one per line.")
 
 
 class HostDomainSerializer(serializers.ModelSerializer):

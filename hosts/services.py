@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import posixpath
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -13,12 +13,12 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from cloudpanel.tasking import enqueue
-from cloudpanel.text import CONTROL
-from hosts import hypervisor
+from hosts import guests, hypervisor, paths
 from hosts import placement as placing
 from hosts.choices import HostState
 from hosts.events import publish_host
 from hosts.exceptions import HostFull, HostInUse, InvalidHost, NoCapacity
+from hosts.guests import Guest
 from hosts.models import Host, HostDomain
 from hosts.placement import Held, capacity_error
 
@@ -52,39 +52,73 @@ def register_host(*, name: str, uri: str, accelerator: str = "auto", storage_poo
     return host
 
 
-def clean_allowed_paths(text: str) -> str:
-    """Allowed host directories, one per line: each absolute and normalised, never the whole filesystem."""
+def clean_allowed_paths(text: str, style: str = paths.POSIX) -> str:
+    """Allowed host directories, one per line: each absolute and normalised (in the form the host names files),
+    never the whole filesystem."""
     dirs = []
     for line in text.splitlines():
         path = line.strip()
         if not path:
             continue
-        directory = path.rstrip("/")
-        if path.startswith("/") and not directory:
+        directory = paths.normal(style, path)
+        if directory is not None and paths.is_root(style, directory):
             raise InvalidHost("the host's whole filesystem cannot be allowed: name the directories")
-        if CONTROL.search(path) or not path.startswith("/") or posixpath.normpath(path) != directory \
-                or path.startswith("//"):
-            raise InvalidHost(f"{path[:200]!r} is not an absolute, normalised directory (no '..', '.' or '//')")
+        if directory is None:
+            raise InvalidHost(f"{path[:200]!r} is not an absolute, normalised directory (no '..', '.' or doubled "
+                              f"separators; e.g. {paths.EXAMPLES[style]})")
         if directory not in dirs:
             dirs.append(directory)
     return "\n".join(dirs)
 
 
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # an OpenVZ OS template (fullmatch)
+
+
+def clean_templates(text: str) -> str:
+    """OpenVZ OS templates of the host's cache, one per line (names, never paths)."""
+    names = []
+    for name in text.split():
+        if not TEMPLATE_NAME.fullmatch(name):
+            raise InvalidHost(f"{name[:100]!r} is not a template name (letters, digits, '.', '_', '-')")
+        if name not in names:
+            names.append(name)
+    return "\n".join(names)
+
+
+def _check_cpu(host: Host, cpu_mode: str, cpu_model: str) -> None:
+    """The CPU a host gives its instances by default: one its capabilities offer for its own architecture."""
+    default = Guest(cpu_mode=cpu_mode, cpu_model=cpu_model)
+    why = guests.check_request(default) or (guests.refusal(host, default) if cpu_mode else None)
+    if why:
+        raise InvalidHost(why)
+
+
 @transaction.atomic
 def update_host(*, host: Host, name: str, accelerator: str, storage_pool: str,
-                allowed_paths: str | None = None, tags: str | None = None) -> Host:
-    """Change a host's display name, accelerator, storage pool, the directories admins may boot from and its tags."""
+                allowed_paths: str | None = None, tags: str | None = None, cpu_mode: str | None = None,
+                cpu_model: str | None = None, os_templates: str | None = None) -> Host:
+    """Change a host's display name, accelerator, storage pool, the directories admins may boot from, its tags, its
+    instances' default CPU and (OpenVZ) the OS templates instances may be made from; None: unchanged."""
     if Host.objects.filter(name=name).exclude(pk=host.pk).exists():
         raise InvalidHost(f"a host named '{name}' already exists")
     host.name, host.accelerator, host.storage_pool = name, accelerator, storage_pool
     if allowed_paths is not None:
-        host.allowed_paths = clean_allowed_paths(allowed_paths)
+        host.allowed_paths = clean_allowed_paths(allowed_paths, host.can.path_style)
     if tags is not None:
         try:
             host.tags = " ".join(placing.parse_tags(tags))
         except ValueError as exc:
             raise InvalidHost(str(exc)) from None
-    host.save(update_fields=["name", "accelerator", "storage_pool", "allowed_paths", "tags"])
+    if cpu_mode is not None or cpu_model is not None:
+        host.cpu_mode = host.cpu_mode if cpu_mode is None else cpu_mode
+        host.cpu_model = cpu_model if cpu_model is not None else host.cpu_model if cpu_mode is None else ""
+        _check_cpu(host, host.cpu_mode, host.cpu_model)
+    if os_templates is not None:
+        if os_templates.strip() and not host.can.host_template:
+            raise InvalidHost(f"{host.get_technology_display()} hosts have no OS templates")
+        host.os_templates = clean_templates(os_templates)
+    host.save(update_fields=["name", "accelerator", "storage_pool", "allowed_paths", "tags", "cpu_mode", "cpu_model",
+                             "os_templates"])
     _on_commit_publish(host.pk)
     return host
 
@@ -136,7 +170,8 @@ def record_probe(*, host_id: int, info: hypervisor.HostInfo) -> None:
         state=HostState.ONLINE, last_error="", last_seen_at=timezone.now(), hostname=info.hostname,
         hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
         libvirt_version=info.libvirt_version, cpus=info.cpus, memory_mib=info.memory_mib,
-        kvm_available=info.kvm_available, pools=pools,
+        kvm_available=info.kvm_available, pools=pools, arch=info.arch, guests=list(info.guests),
+        domain_caps=info.domain_caps, missing=list(info.missing),
     )
     publish_host(host_id)
 
@@ -315,10 +350,12 @@ def check_pool(*, host_id: int, disk_gib: int) -> None:
 def placement(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
               technologies: Collection[str] | None = None, among: Collection[int] | None = None,
               tags: Collection[str] = (), group: placing.Group | None = None,
-              networks: Collection[tuple[str, str]] = (), image: placing.ImageNeed | None = None) -> placing.Decision:
+              networks: Collection[tuple[str, str]] = (), image: placing.ImageNeed | None = None,
+              guest: Guest | None = None) -> placing.Decision:
     """Lock the hosts and decide where a new instance goes (hosts.placement): the host given, or the best of those
     of the given technologies (any, if None) and ids (any, if None) that carry the tags, reach its networks (name,
-    host tag) and can get a copy of its image. NoCapacity, with each host's reason, when none can take it.
+    host tag), can get a copy of its image and run its guest (architecture, machine type, CPU). NoCapacity, with
+    each host's reason, when none can take it.
 
     Runs inside the caller's transaction; the row locks make concurrent placements on one host see each other's
     allocations.
@@ -333,7 +370,7 @@ def placement(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | No
                               technologies=None if host is not None or technologies is None
                               else frozenset(technologies),
                               tags=frozenset(tags), among=None if among is None else frozenset(among), group=group,
-                              networks=tuple(networks), image=image)
+                              networks=tuple(networks), image=image, guest=guest)
     decision = placing.decide(hosts, request, allocations([h.pk for h in hosts]))
     if decision.host is None:
         if host is not None:

@@ -56,6 +56,10 @@ class DomainSpec:
     idmap: IdMap | None = None  # where container root lands among the host's uids and gids
     init_env: tuple[tuple[str, str], ...] = ()  # a container's environment
     volumes: tuple[tuple[str, str], ...] = ()  # volumes attached: (path on the host, target such as vdc)
+    arch: str = ""  # the guest's architecture (QEMU: any it has an emulator for; "" = x86_64)
+    machine: str = ""  # its machine type ("" = the architecture's usual one)
+    cpu_mode: str = ""  # hosts.choices.CpuMode ("" = the hypervisor's default, or the model TCG needs for the arch)
+    cpu_model: str = ""  # the named model of a custom CPU
 
 
 @dataclass(frozen=True)

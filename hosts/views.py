@@ -35,7 +35,8 @@ def host_detail(request, pk: int):
     host = get_object_or_404(Host, pk=pk)
     form = HostEditForm(request.POST or None, initial={
         "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool,
-        "allowed_paths": host.allowed_paths, "tags": host.tags})
+        "allowed_paths": host.allowed_paths, "tags": host.tags, "cpu_mode": host.cpu_mode, "cpu_model": host.cpu_model,
+        "os_templates": host.os_templates})
     if request.method == "POST":
         audit.note(request, action="host.update", target=host, platform=True)
     if request.method == "POST" and form.is_valid():

@@ -9,6 +9,7 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce, Greatest
 
 from cloudpanel.scoping import Scope, TenantScopedQuerySet
+from hosts.architectures import ARCH_CHOICES, DEFAULT_ARCH
 from images.choices import CopyStatus, DiskFormat, ImageStatus, OsType, SourceFormat, Visibility
 
 
@@ -165,3 +166,5 @@ class BootKernel(LibraryObject):
     initrd = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="initrd_of", null=True, blank=True)
     cmdline = models.CharField(max_length=500, blank=True, default="console=ttyS0",
                                help_text="The kernel command line unless an instance gives its own.")
+    arch = models.CharField(max_length=20, choices=ARCH_CHOICES, default=DEFAULT_ARCH,
+                            help_text="The architecture it runs on: its instances are guests of it.")

@@ -243,6 +243,9 @@ def request_copy(*, image: Image, host: Host) -> None:
 
     if image.status != ImageStatus.AVAILABLE:
         raise ImageNotReady(f"the image is {image.get_status_display().lower()}; only available images are copied")
+    if not host.can.library:
+        raise ImageNotReady(f"{host.get_technology_display()} hosts take no library copies: their driver has no "
+                            "storage volumes to upload into")
     enqueue(tasks.copy_image, image.pk, host.pk, host_id=host.pk)
 
 

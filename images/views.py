@@ -98,7 +98,8 @@ def image_detail(request, pk: int):
         "image": image, "can_change": scope.can_change(image.tenant_id), "copies": copies,
         # Where a platform image came from and who made it are the platform's business.
         "details": scope.admin or image.tenant_id in (scope.tenant_ids or []),
-        "hosts": [h for h in Host.objects.filter(enabled=True) if h.pk not in copied] if scope.admin else [],
+        "hosts": [h for h in Host.objects.filter(enabled=True) if h.pk not in copied and h.can.library]
+        if scope.admin else [],
         "users": image.instances.live().in_scope(scope)[:50],
         "chunk_bytes": settings.CLOUDPANEL_UPLOAD_CHUNK_MIB << 20,
     })

@@ -9,7 +9,6 @@ directories an admin allows on that host: none by default.
 
 from __future__ import annotations
 
-import posixpath
 import re
 import shlex
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from django.conf import settings
 
 from cloudpanel.exceptions import NotFound
 from cloudpanel.text import CONTROL
-from hosts import capabilities
+from hosts import capabilities, paths
 from hosts.capabilities import Capabilities
 from hosts.choices import Technology
 from hosts.models import Host
@@ -30,7 +29,6 @@ from instances.choices import BootSource
 from instances.exceptions import InvalidInstance
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")  # whole names only (fullmatch)
-_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_ENV = 64
 MAX_ENV_VALUE = 4096
 HOST_PATHS = (("kernel", "kernel"), ("initrd", "initrd"), ("boot_disk", "boot disk"))
@@ -38,11 +36,12 @@ ADMIN_ONLY = "only platform admins boot from paths on a host; choose a boot kern
              "image from the library"
 
 
-def runs(source: str, can: Capabilities, *, needs_cdrom: bool = False) -> bool:
-    """Whether a technology that can this runs the boot source (an image boot may need a CD-ROM drive too)."""
+def runs(source: str, can: Capabilities, *, needs_cdrom: bool = False, library: bool = False) -> bool:
+    """Whether a technology that can this runs the boot source (an image boot may need a CD-ROM drive too; a boot
+    kernel from the library, copies of it)."""
     return {
         BootSource.IMAGE: can.disk_volume and (can.cdrom or not needs_cdrom),
-        BootSource.KERNEL: can.kernel_boot,
+        BootSource.KERNEL: can.kernel_boot and (can.library or not library),
         BootSource.CONTAINER: can.container_image,
         BootSource.VOLUME: can.volumes and (can.cdrom or not needs_cdrom),
         BootSource.DISK: can.host_disk or can.host_template,
@@ -138,21 +137,22 @@ def check_request(boot: Boot, *, tenant_id: int, admin: bool) -> None:
         _check_init(boot.init)
 
 
-def technologies_for(source: str, *, needs_cdrom: bool) -> list[str]:
-    """The technologies placement may pick for this boot source."""
-    return [t for t in Technology if runs(source, capabilities.of(t), needs_cdrom=needs_cdrom)]
+def technologies_for(source: str, *, needs_cdrom: bool, library: bool = False) -> list[str]:
+    """The technologies placement may pick for this boot source (library: it boots a library boot kernel)."""
+    return [t for t in Technology if runs(source, capabilities.of(t), needs_cdrom=needs_cdrom, library=library)]
 
 
 def check_host_paths(boot: Boot, host: Host) -> None:
-    """Each host path must lie under a directory the host allows (compared after normalising)."""
-    allowed = host.allowed_dirs
+    """Each host path must lie under a directory the host allows (compared in normal form, the host's own)."""
+    allowed, style = host.allowed_dirs, host.can.path_style
     for label, value in boot.host_paths:
         if label == "boot disk" and host.can.host_template:
             continue  # the name of a template in the host's cache, checked below
-        normal = posixpath.normpath(value)
-        if not value.startswith("/") or normal != value or value.startswith("//"):
-            raise InvalidInstance(f"the {label} must be an absolute, normalised path on the host (no '..')")
-        if not any(normal.startswith(directory + "/") for directory in allowed):
+        normal = paths.normal(style, value)
+        if normal != value:
+            raise InvalidInstance(f"the {label} must be an absolute, normalised path on the host (no '..'; e.g. "
+                                  f"{paths.EXAMPLES[style]}/…)")
+        if not any(paths.under(style, normal, directory) for directory in allowed):
             where = ", ".join(allowed) if allowed else "none: an admin sets them on the host's page"
             raise InvalidInstance(f"the {label} {value} is not under a directory {host.name} allows ({where})")
 
@@ -162,7 +162,7 @@ _CANNOT = {
     Technology.LXC: "LXC hosts run containers: choose a container image",
     Technology.OPENVZ: "OpenVZ hosts run a template from the host's cache, which a platform admin names as the "
                        "boot disk",
-    Technology.VBOX: "VirtualBox instances boot a disk image",
+    Technology.VBOX: "VirtualBox instances boot a disk on the host (VDI, VMDK, VHD), which a platform admin names",
 }
 
 
@@ -171,16 +171,20 @@ def check_on_host(boot: Boot, host: Host, *, needs_cdrom: bool = False) -> None:
     technology, source, can = Technology(host.technology), BootSource(boot.source), host.can
     if source == BootSource.IMAGE:
         if not can.disk_volume:
-            raise InvalidInstance("containers do not boot disk images: use a container image")
+            raise InvalidInstance(_CANNOT.get(technology, f"{technology.label} hosts do not boot library disk images: "
+                                                          "a platform admin names a disk on the host"))
         if needs_cdrom and not can.cdrom:
             raise InvalidInstance("ISO installs and cloud-init seeds need a QEMU/KVM host")
         if (boot.kernel or boot.boot_kernel) and not can.kernel_boot:
             raise InvalidInstance(f"{technology.label} instances boot their disk, not a kernel")
     elif not runs(source, can, needs_cdrom=needs_cdrom):
         raise InvalidInstance(_CANNOT.get(technology, f"{technology.label} hosts cannot boot a {source.label.lower()}"))
-    if can.host_template and not _TEMPLATE_NAME.fullmatch(boot.boot_disk):
-        raise InvalidInstance(f"on {technology.label} hosts the boot disk is the name of a template in the "
-                              "host's cache")
+    if can.host_template and boot.boot_disk not in host.template_list:
+        offered = ", ".join(host.template_list) or "none yet: an admin lists them on the host's page"
+        raise InvalidInstance(f"{boot.boot_disk[:100]!r} is not an OS template of {host.name} (it has: {offered})")
+    if boot.boot_kernel is not None and not can.library:
+        raise InvalidInstance(f"{technology.label} hosts take no library copies: a platform admin names a kernel on "
+                              "the host instead")
     if boot.init and not can.container_command:
         raise InvalidInstance("a container command only applies to containers (LXC and OpenVZ hosts)")
     check_host_paths(boot, host)

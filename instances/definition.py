@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from hosts import hypervisor
+from hosts import guests, hypervisor
 from hosts.models import Host
 from images import rootfs
 from images.choices import DiskFormat
@@ -72,6 +72,25 @@ def _disks(instance: Instance, host: Host) -> dict[str, object]:
     return disks
 
 
+def guest_of(instance: Instance) -> guests.Guest:
+    """What the instance asks of its host's hypervisor."""
+    return guests.Guest(arch=instance.arch, machine=instance.machine, cpu_mode=instance.cpu_mode,
+                        cpu_model=instance.cpu_model, vcpus=instance.vcpus)
+
+
+def guest_fields(instance: Instance, host: Host) -> dict[str, str]:
+    """The DomainSpec's fields of its guest on the host: its architecture, machine type and CPU."""
+    guest = guest_of(instance)
+    cpu_mode, cpu_model = guests.cpu_of(host, guest) if host.can.architectures else ("", "")
+    return {"arch": guests.arch_for(host, guest), "machine": instance.machine, "cpu_mode": cpu_mode,
+            "cpu_model": cpu_model}
+
+
+def kvm(instance: Instance, host: Host) -> bool:
+    """Whether the instance's guest runs under KVM on the host."""
+    return guests.uses_kvm(host, guests.arch_for(host, guest_of(instance)))
+
+
 def spec(instance: Instance, host: Host) -> hypervisor.DomainSpec:
     """What the worker would define for the instance on the host (the size its row holds)."""
     nics = tuple(hypervisor.Nic(port.network.libvirt_name, port.mac,
@@ -81,13 +100,14 @@ def spec(instance: Instance, host: Host) -> hypervisor.DomainSpec:
     return hypervisor.DomainSpec(
         name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
         memory_mib=instance.memory_mib, init=instance.init, cdrom_drive=instance.cdrom_drive,
-        accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **_disks(instance, host))
+        accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **guest_fields(instance, host),
+        **_disks(instance, host))
 
 
 def text(instance: Instance, host: Host) -> str:
     """The definition, as XML indented for reading."""
     return hypervisor.readable_domain_xml(hypervisor.Technology(host.technology), spec(instance, host),
-                                          kvm_available=host.kvm_available)
+                                          kvm_available=kvm(instance, host))
 
 
 def diff(before: str, after: str, *, was: str, becomes: str) -> str:

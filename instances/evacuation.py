@@ -30,7 +30,7 @@ from hosts.choices import HostState
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
 from images.choices import DiskFormat, ImageStatus
-from instances import boot, groups, tasks, wants
+from instances import boot, definition, groups, tasks, wants
 from instances.choices import BackupStatus, BootSource, Cause, Operation, SnapshotStatus, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InvalidInstance, InvalidOperation
@@ -124,7 +124,7 @@ def _place(step: Step, host: Host) -> None:
     allow a platform admin's host paths it boots, and hold nothing it left there from an earlier evacuation."""
     instance = step.instance
     technologies = boot.technologies_for(instance.boot_source, needs_cdrom=bool(instance.user_data)
-                                         or instance.cdrom_id is not None)
+                                         or instance.cdrom_id is not None, library=instance.boot_kernel_id is not None)
     if step.backup is not None:  # a backup is put back on hosts that take backups
         technologies = [t for t in technologies if capabilities.of(t).backups]
     paths = boot.Boot(source=instance.boot_source, kernel=instance.kernel, initrd=instance.initrd,
@@ -140,7 +140,8 @@ def _place(step: Step, host: Host) -> None:
         decision = host_services.placement(
             vcpus=instance.vcpus, memory_mib=instance.memory_mib, disk_gib=instance.disk_gib,
             technologies=technologies, among=others, tags=instance.host_tags.split(), group=_group(instance, host),
-            networks=wants.networks_of(instance), image=wants.image_of(instance) if step.action == FROM_IMAGE else None)
+            networks=wants.networks_of(instance), image=wants.image_of(instance) if step.action == FROM_IMAGE else None,
+            guest=definition.guest_of(instance))
     except NoCapacity as exc:
         step.action, step.reason = STAYS, "no other host can take it: " + str(exc).removeprefix("no host can take it: ")
         return

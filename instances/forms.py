@@ -2,6 +2,8 @@ import re
 
 from django import forms
 
+from hosts.choices import CpuMode
+from hosts.guests import Offers
 from hosts.models import Host
 from images.models import BootKernel, Image, Template
 from instances.choices import CREATABLE, BootSource
@@ -73,10 +75,22 @@ class InstanceForm(forms.Form):
                                      help_text="QEMU/KVM: to insert ISOs while it runs (an ISO boot has one anyway).")
     leave_stopped = forms.BooleanField(required=False, label="Leave it stopped",
                                        help_text="Define it on its host without starting it.")
+    arch = forms.ChoiceField(required=False, label="Architecture",
+                             help_text="QEMU/KVM: emulated where its host is another.")
+    machine = forms.CharField(max_length=64, required=False, label="Machine type",
+                              help_text="QEMU/KVM: empty for the architecture's usual one (pc, virt).")
+    cpu_mode = forms.ChoiceField(choices=CpuMode.choices, required=False, label="CPU",
+                                 help_text="QEMU/KVM; its host's setting unless chosen.")
+    cpu_model = forms.CharField(max_length=64, required=False, label="CPU model",
+                                help_text="With a named model: one its host offers.")
 
     def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, boot_kernels,
-                 container_images, admin: bool, server_groups=None, **kwargs):
+                 container_images, admin: bool, offers: Offers, server_groups=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["arch"].choices = [("", "Its boot kernel's, else its host's own"),
+                                       *((arch, arch) for arch in offers.arches)]
+        self.fields["machine"].suggestions = offers.machines
+        self.fields["cpu_model"].suggestions = offers.cpu_models
         if server_groups is not None:
             self.fields["server_group"].queryset = server_groups
         self.fields["boot_kernel"].queryset = self.fields["image_kernel"].queryset = boot_kernels

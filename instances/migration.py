@@ -16,22 +16,21 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from hosts import guests
 from hosts import services as host_services
 from hosts.exceptions import NoCapacity
 from hosts.models import Host
 from hosts.placement import Held, Verdict
-from instances import boot, groups, wants
+from instances import boot, definition, groups, wants
 from instances.choices import ActionStatus, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import Instance, InstanceAction, Leftover, Snapshot, Volume
 from instances.services import request_operation
 
 
-def _domain_type(host: Host) -> str:
-    """What the host runs its QEMU guests with: a guest moves only between hosts that agree."""
-    if host.accelerator == "kvm" or (host.accelerator == "auto" and host.kvm_available):
-        return "kvm"
-    return "tcg"
+def _domain_type(instance: Instance, host: Host) -> str:
+    """What the host runs the instance's guest with: a guest moves only between hosts that agree."""
+    return "kvm" if definition.kvm(instance, host) else "tcg"
 
 
 def needs(instance: Instance) -> Held:
@@ -48,9 +47,11 @@ def refusal(instance: Instance, target: Host, *, live: bool) -> str | None:
     if target.technology != source.technology:
         return (f"host '{target.name}' runs {target.get_technology_display()}, not "
                 f"{source.get_technology_display()}")
-    if _domain_type(target) != _domain_type(source):
-        return (f"host '{target.name}' runs guests with {_domain_type(target).upper()}, '{source.name}' with "
-                f"{_domain_type(source).upper()}: a guest moves only between hosts that run it alike")
+    if _domain_type(instance, target) != _domain_type(instance, source):
+        return (f"host '{target.name}' runs guests with {_domain_type(instance, target).upper()}, '{source.name}' "
+                f"with {_domain_type(instance, source).upper()}: a guest moves only between hosts that run it alike")
+    if why := guests.refusal(target, definition.guest_of(instance)):
+        return why
     if live and not urlsplit(target.uri).netloc:
         return (f"host '{target.name}' is registered as {target.uri}, which another host's libvirtd cannot reach: "
                 "register it by its address (qemu+tcp://, qemu+tls:// or qemu+ssh://)")

@@ -10,6 +10,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from cloudpanel.scoping import TenantScopedQuerySet
+from hosts.choices import CpuMode
 from instances.choices import (
     ActionStatus,
     BackupStatus,
@@ -117,6 +118,12 @@ class Instance(models.Model):
     # Whether it has a CD-ROM drive (QEMU/KVM): asked for, or given by an ISO boot or an ISO inserted while stopped.
     # A guest without one boots without probing it; an IDE drive cannot be plugged into a running guest.
     cdrom_drive = models.BooleanField(default=False)
+    # What its guest is (QEMU/KVM; see hosts.guests): its architecture (set at placement), machine type ("" = the
+    # architecture's usual one) and CPU ("" = its host's setting).
+    arch = models.CharField(max_length=20, blank=True)
+    machine = models.CharField(max_length=64, blank=True)
+    cpu_mode = models.CharField(max_length=16, choices=CpuMode.choices, blank=True, default=CpuMode.DEFAULT)
+    cpu_model = models.CharField(max_length=64, blank=True)
     # cloud-init user-data for the NoCloud seed attached at creation (empty: no seed).
     # Whether its image was licensed when it was made: what the licence meter bills, whatever becomes of the image.
     licensed = models.BooleanField(default=False)

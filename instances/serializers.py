@@ -2,6 +2,7 @@ from django.db.models import F, QuerySet
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hosts.choices import CpuMode
 from hosts.models import Host
 from instances.boot import ENV_NAME, MAX_ENV
 from instances.choices import CREATABLE, BootSource, GroupPolicy, MaintenancePolicy
@@ -21,7 +22,8 @@ from networks.serializers import NicRequestSerializer, NicSerializer, nic_rows
 # The model fields InstanceSerializer writes as they are stored, and the related names it adds.
 _PLAIN = ("id", "name", "tenant", "host", "vcpus", "memory_mib", "disk_gib", "boot_source", "boot_kernel", "kernel",
           "initrd", "cmdline", "boot_disk", "init", "init_env", "image", "template", "cdrom", "cdrom_drive", "status",
-          "task_state", "status_reason", "on_host_maintenance", "host_tags", "server_group")
+          "task_state", "status_reason", "on_host_maintenance", "host_tags", "server_group", "arch", "machine",
+          "cpu_mode", "cpu_model")
 _NAMES = {"host_name": F("host__name"), "tenant_name": F("tenant__name"), "image_name": F("image__name"),
           "boot_kernel_name": F("boot_kernel__name")}
 
@@ -59,8 +61,8 @@ class InstanceSerializer(serializers.ModelSerializer):
             "boot_source", "boot_kernel", "boot_kernel_name", "kernel", "initrd", "cmdline", "boot_disk", "init",
             "init_env", "image", "image_name", "template",
             "cdrom", "cdrom_drive", "nics", "status", "task_state",
-            "status_reason", "operations", "on_host_maintenance", "host_tags", "server_group", "created_at",
-            "deleted_at",
+            "status_reason", "operations", "on_host_maintenance", "host_tags", "server_group", "arch", "machine",
+            "cpu_mode", "cpu_model", "created_at", "deleted_at",
         ]
         read_only_fields = fields
 
@@ -331,6 +333,16 @@ class InstanceCreateSerializer(serializers.Serializer):
     host_tags = serializers.ListField(child=serializers.CharField(max_length=32), max_length=32, required=False,
                                       default=list, help_text="Tags its host must carry (\"ssd\"): placement "
                                                               "drops hosts that lack one.")
+    arch = serializers.CharField(max_length=20, required=False, allow_blank=True, default="",
+                                 help_text="QEMU/KVM: the guest's architecture (e.g. aarch64, emulated where the host "
+                                           "is not one); default: its boot kernel's, else its host's own.")
+    machine = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
+                                    help_text="QEMU/KVM: a machine type its host offers for the architecture "
+                                              "(default: pc on x86, virt on ARM).")
+    cpu_mode = serializers.ChoiceField(choices=CpuMode.choices, required=False, allow_blank=True, default="",
+                                       help_text="QEMU/KVM: its CPU (default: its host's setting).")
+    cpu_model = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
+                                      help_text="With cpu_mode custom: a CPU model its host offers.")
 
     def validate_env(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_ENV or not all(ENV_NAME.fullmatch(name) for name in value):

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import is_platform_admin
+from hosts import guests
 from hosts import placement as placing
 from hosts import services as host_services
 from hosts.hypervisor import NO_DRIVE
@@ -179,6 +180,10 @@ def create_instance(
     volume: Volume | None = None,
     host_tags: Sequence[str] = (),
     server_group: ServerGroup | None = None,
+    arch: str = "",
+    machine: str = "",
+    cpu_mode: str = "",
+    cpu_model: str = "",
 ) -> InstanceAction:
     """Accept a new instance: place it, record it as pending and queue its creation (start: and then start it;
     else it is defined and left stopped). cdrom_drive: a CD-ROM drive to insert ISOs into while it runs (an ISO
@@ -193,6 +198,8 @@ def create_instance(
     nics: a NIC on each network, with the address asked for or the next free one, and its security groups.
     From a volume (the tenant's, detached): on the volume's host, its disk the volume, held until it is deleted
     (SSH keys and a password come with a NoCloud seed).
+    arch, machine, cpu_mode, cpu_model: the guest it asks for (QEMU/KVM; hosts.guests): placed only where the
+    host's capabilities offer it; its architecture is its boot kernel's, else its host's own, unless it names one.
     """
     if template is not None:
         image, boot_source = template.image, BootSource.IMAGE
@@ -200,6 +207,12 @@ def create_instance(
         disk_gib = template.disk_gib if disk_gib is None else disk_gib
     if vcpus is None or memory_mib is None:
         raise InvalidInstance("give the vCPUs and memory (or a template that has them)")
+    if boot_kernel is not None and arch and arch != boot_kernel.arch:
+        raise InvalidInstance(f"the boot kernel {boot_kernel.name} runs {boot_kernel.arch} guests, not {arch}")
+    guest = guests.Guest(arch=arch or (boot_kernel.arch if boot_kernel is not None else ""), machine=machine,
+                         cpu_mode=cpu_mode, cpu_model=cpu_model, vcpus=vcpus)
+    if why := guests.check_request(guest):
+        raise InvalidInstance(why)
     wanted = boot.Boot(source=boot_source, kernel=kernel, initrd=initrd, boot_disk=boot_disk, cmdline=cmdline,
                        init=init, init_env=init_env or {}, image=image, boot_kernel=boot_kernel)
     boot.check_request(wanted, tenant_id=tenant.pk, admin=user is not None and is_platform_admin(user))
@@ -227,7 +240,7 @@ def create_instance(
         task_state=TaskState.CREATING, task_started_at=timezone.now(),
         image=image, template=template, cdrom=image if iso else None, cdrom_drive=cdrom_drive or iso,
         user_data=user_data,
-        licensed=image is not None and image.licensed,
+        licensed=image is not None and image.licensed, machine=machine, cpu_mode=cpu_mode, cpu_model=cpu_model,
     )
     if server_group is not None and server_group.tenant_id != tenant.pk:
         raise NotFound("no such server group")
@@ -247,13 +260,15 @@ def create_instance(
             needs_cdrom = iso or cdrom_drive or bool(user_data)
             decision = host_services.placement(
                 vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host, tags=instance.host_tags.split(),
-                technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom),
+                technologies=boot.technologies_for(boot_source, needs_cdrom=needs_cdrom,
+                                                   library=boot_kernel is not None),
                 group=groups.for_placement(server_group),
                 networks=wants.network_tags(NicRequest(*nic).network for nic in nics),
-                image=wants.image_need(image) if boot_source == BootSource.IMAGE else None)
+                image=wants.image_need(image) if boot_source == BootSource.IMAGE else None, guest=guest)
             placed = decision.host
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom
+            instance.arch = guests.arch_for(placed, guest)
             instance.placement = decision.as_dict() | {"for": "create", "at": timezone.now().isoformat()}
             instance.save()
             if volume is not None:

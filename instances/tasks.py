@@ -23,7 +23,7 @@ from hosts.tasks import reconcile_host
 from images import cloudinit, distribution, rootfs
 from images import tasks as image_tasks
 from images.choices import DiskFormat
-from instances import backups, boot, disk_jobs, migration_jobs, services, volumes
+from instances import backups, boot, definition, disk_jobs, migration_jobs, services, volumes
 from instances.choices import ActionStatus, BootSource, Operation, Status
 from instances.host_steps import HostSide
 from instances.models import Instance, InstanceAction, Leftover, Snapshot, Volume
@@ -188,10 +188,11 @@ def _create(instance: Instance, host: Host, *, start: bool) -> str:
             spec = hypervisor.DomainSpec(
                 name=instance.domain_name, title=instance.name, uuid=str(instance.uuid), vcpus=instance.vcpus,
                 memory_mib=instance.memory_mib, init=instance.init, cdrom_drive=instance.cdrom_drive,
-                accelerator=hypervisor.Accelerator(host.accelerator), nics=nics, **disks,
+                accelerator=hypervisor.Accelerator(host.accelerator), nics=nics,
+                **definition.guest_fields(instance, host), **disks,
             )
             state = hypervisor.define(host.uri, spec, technology=hypervisor.Technology(host.technology),
-                                      kvm_available=host.kvm_available, start=start)
+                                      kvm_available=definition.kvm(instance, host), start=start)
             failure = None
         except hypervisor.HypervisorError as exc:
             state, failure = "", exc

@@ -13,7 +13,9 @@ from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import Need
+from hosts import guests
 from hosts import services as host_services
+from hosts.choices import HostState
 from hosts.models import Host, HostDomain
 from images.choices import DISK_FORMATS, DiskFormat, ImageStatus
 from images.models import BootKernel, Image, Template
@@ -88,7 +90,8 @@ def instance_new(request):
                         security_groups=SecurityGroup.objects.in_scope(scope), initial=initial,
                         boot_kernels=BootKernel.objects.visible_to(scope).filter(kernel__status=ImageStatus.AVAILABLE),
                         container_images=available.filter(disk_format=DiskFormat.ROOTFS), admin=scope.admin,
-                        server_groups=ServerGroup.objects.in_scope(scope).select_related("tenant"))
+                        server_groups=ServerGroup.objects.in_scope(scope).select_related("tenant"),
+                        offers=guests.offers(list(Host.objects.filter(enabled=True, state=HostState.ONLINE))))
     if request.method == "POST":
         audit.note(request, action="instance.create")
     if request.method == "POST" and form.is_valid():

@@ -10,8 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN_PACKAGES=(python3-venv libvirt-dev pkg-config gcc libvirt-daemon libvirt-daemon-driver-qemu
               libvirt-daemon-driver-lxc libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables
               iproute2 busybox-static cpio nodejs npm fonts-dejavu-core)
-# systemd: systemd-analyze checks the shipped units; xorriso, isolinux, syslinux-common: the installer ISO's build
-TEST_PACKAGES=(chromium libxml2-utils systemd xorriso isolinux syslinux-common)
+# systemd: systemd-analyze checks the shipped units; xorriso, isolinux, syslinux-common: the installer ISO's build; qemu-system-arm: the aarch64 guest
+TEST_PACKAGES=(chromium libxml2-utils systemd xorriso isolinux syslinux-common qemu-system-arm)
 
 log() { echo "setup: $*" >&2; }
 

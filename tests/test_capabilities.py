@@ -19,15 +19,17 @@ def test_every_technology_has_a_row():
     assert Host(technology=T.LXC).can == capabilities.TABLE[T.LXC]
 
 
-@pytest.mark.parametrize(("source", "needs_cdrom", "expected"), [
-    (BootSource.IMAGE, False, [T.QEMU, T.XEN, T.VBOX, T.TEST]),
-    (BootSource.IMAGE, True, [T.QEMU, T.TEST]),
-    (BootSource.KERNEL, False, [T.QEMU, T.XEN, T.TEST]),
-    (BootSource.CONTAINER, False, [T.LXC]),
-    (BootSource.DISK, False, [T.QEMU, T.XEN, T.OPENVZ, T.VBOX, T.TEST]),
+@pytest.mark.parametrize(("source", "needs_cdrom", "library", "expected"), [
+    (BootSource.IMAGE, False, False, [T.QEMU, T.XEN, T.TEST]),
+    (BootSource.IMAGE, True, False, [T.QEMU, T.TEST]),
+    (BootSource.KERNEL, False, False, [T.QEMU, T.XEN, T.CH, T.TEST]),  # (an admin's kernel on the host)
+    (BootSource.KERNEL, False, True, [T.QEMU, T.XEN, T.TEST]),  # (a boot kernel of the library: copies of it)
+    (BootSource.CONTAINER, False, False, [T.LXC]),
+    (BootSource.DISK, False, False, [T.QEMU, T.XEN, T.OPENVZ, T.VBOX, T.VMWARE, T.HYPERV, T.BHYVE, T.VZ, T.CH,
+                                     T.TEST]),
 ])
-def test_placement_offers_the_technologies_the_table_says_run_a_boot_source(source, needs_cdrom, expected):
-    assert boot.technologies_for(source, needs_cdrom=needs_cdrom) == expected
+def test_placement_offers_the_technologies_the_table_says_run_a_boot_source(source, needs_cdrom, library, expected):
+    assert boot.technologies_for(source, needs_cdrom=needs_cdrom, library=library) == expected
 
 
 def test_a_change_to_the_table_is_a_change_in_what_is_placed_and_accepted(monkeypatch):
@@ -40,9 +42,9 @@ def test_a_change_to_the_table_is_a_change_in_what_is_placed_and_accepted(monkey
 
 
 @pytest.mark.parametrize(("technology", "fields", "reason"), [
-    (T.VBOX, {"boot_disk": "", "kernel": "/srv/k"}, "VirtualBox instances boot their disk, not a kernel"),
+    (T.VBOX, {"boot_disk": "", "kernel": "/srv/k"}, "VirtualBox instances boot a disk on the host"),
     (T.QEMU, {"init": "/bin/sh"}, "a container command only applies to containers"),
-    (T.OPENVZ, {"boot_disk": "../../etc"}, "the boot disk is the name of a template"),
+    (T.OPENVZ, {"boot_disk": "../../etc"}, "'../../etc' is not an OS template of"),
     (T.LXC, {"kernel": "/srv/k"}, "LXC hosts run containers"),
 ])
 def test_what_a_technology_cannot_do_is_refused_with_a_reason(technology, fields, reason):

@@ -34,7 +34,7 @@ def spec(**fields) -> DomainSpec:
         (Technology.XEN, {"boot_disk": "/var/base.img"}),
         (Technology.LXC, {"init": "/bin/sh", **LXC_ROOT}),
         (Technology.LXC, {"init": "/bin/sleep 'a b' 600", **LXC_ROOT}),
-        (Technology.OPENVZ, {"init": "/sbin/init"}),
+        (Technology.OPENVZ, {"init": "/sbin/init", "boot_disk": "debian-12-x86_64"}),
         (Technology.VBOX, {"boot_disk": "/var/base.vdi"}),
         (Technology.QEMU, {"disk_path": "/var/d.qcow2", "cdrom_path": "/var/install.iso", "boot_cdrom": True}),
         (Technology.QEMU, {"boot_disk": "/var/overlay.qcow2", "seed_path": "/var/seed.iso", "kernel": "/k"}),

@@ -83,7 +83,21 @@ _SCHEME_TECHNOLOGY = {
     "libxl": Technology.XEN,
     "openvz": Technology.OPENVZ,
     "vbox": Technology.VBOX,
+    "esx": Technology.VMWARE,
+    "gsx": Technology.VMWARE,
+    "vpx": Technology.VMWARE,
+    "hyperv": Technology.HYPERV,
+    "bhyve": Technology.BHYVE,
+    "vz": Technology.VZ,
+    "parallels": Technology.VZ,
+    "ch": Technology.CH,
     "test": Technology.TEST,
+}
+
+# Drivers libvirt once had and no longer has: a host of theirs is refused with the reason.
+REMOVED_DRIVERS = {
+    "uml": "User Mode Linux: upstream libvirt removed its driver in 5.0.0, so no libvirt can run UML guests; run "
+           "them as QEMU/KVM virtual machines or LXC containers instead",
 }
 
 
@@ -93,6 +107,8 @@ def technology_of(uri: str) -> Technology:
     if not parts.scheme or "://" not in uri:
         raise HypervisorError(f"'{uri}' is not a libvirt URI (expected e.g. qemu:///system)")
     driver = parts.scheme.split("+", 1)[0]
+    if driver in REMOVED_DRIVERS:
+        raise HypervisorError(REMOVED_DRIVERS[driver])
     try:
         return _SCHEME_TECHNOLOGY[driver]
     except KeyError:
@@ -144,12 +160,24 @@ def ensure_event_loop() -> None:
     threading.Thread(target=run, name="libvirt-events", daemon=True).start()
 
 
+def _no_prompt(_credentials: list, _opaque: object) -> int:
+    """Nobody is there to type a password: a driver that asks for one (ESX, vCenter, Hyper-V, SSH) gets it from
+    libvirt's own credentials file (auth.conf), or fails."""
+    return -1
+
+
+_CREDENTIALS = "give its credentials in libvirt's auth.conf ($LIBVIRT_AUTH_FILE, ~/.config/libvirt/auth.conf or " \
+               "/etc/libvirt/auth.conf) for the user the panel runs as"
+
+
 def _open(uri: str) -> libvirt.virConnect:
     reached = _local.get(uri, uri)
     try:
-        conn = libvirt.open(reached)
+        conn = libvirt.openAuth(reached, [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE,
+                                           libvirt.VIR_CRED_NOECHOPROMPT], _no_prompt, None], 0)
     except libvirt.libvirtError as exc:
-        raise HypervisorUnavailable(f"cannot connect to {reached}: {exc.get_error_message()}") from None
+        hint = f": {_CREDENTIALS}" if exc.get_error_code() == libvirt.VIR_ERR_AUTH_FAILED else ""
+        raise HypervisorUnavailable(f"cannot connect to {reached}: {exc.get_error_message()}{hint}") from None
     if "+" in urlsplit(reached).scheme:
         with suppress(libvirt.libvirtError):
             conn.setKeepAlive(5, 3)

@@ -12,7 +12,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 from cloudpanel.exceptions import DomainError
-from hosts.choices import Accelerator, Technology
+from hosts import architectures
+from hosts.choices import Accelerator, CpuMode, Technology
 from hosts.specs import Backing, DomainSpec, Nic
 
 
@@ -38,10 +39,10 @@ def _common(spec: DomainSpec, domain_type: str) -> ET.Element:
     return root
 
 
-def _disk(devices: ET.Element, path: str, target: str, bus: str, driver: str | None) -> None:
+def _disk(devices: ET.Element, path: str, target: str, bus: str, driver: str | None, fmt: str = "qcow2") -> None:
     disk = _sub(devices, "disk", type="file", device="disk")
     if driver:
-        _sub(disk, "driver", name=driver, type="qcow2")
+        _sub(disk, "driver", name=driver, type=fmt)
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev=target, bus=bus)
 
@@ -80,13 +81,19 @@ def _cdrom(devices: ET.Element, path: str, target: str, bus: str) -> None:
     _sub(cdrom, "readonly")
 
 
-CDROM_TARGET, SEED_TARGET = "hdc", "hdd"
+_DRIVES = {"ide": ("hdc", "hdd"), "scsi": ("sdc", "sdd")}  # a bus's (media drive, seed drive)
 
 
-def cdrom_xml(path: str) -> str:
+def media_drive(arch: str) -> tuple[str, str]:
+    """Where a guest of the architecture has its media drive: (target, bus)."""
+    bus = architectures.of(arch if arch in architectures.ARCHES else "").cdrom_bus
+    return _DRIVES[bus][0], bus
+
+
+def cdrom_xml(path: str, arch: str = "") -> str:
     """The media drive as a device update: with path, that ISO inserted; without, the drive emptied."""
     holder = ET.Element("devices")
-    _cdrom(holder, path, CDROM_TARGET, "ide")
+    _cdrom(holder, path, *media_drive(arch))
     return ET.tostring(holder[0], encoding="unicode")
 
 
@@ -98,35 +105,56 @@ def _serial_console(devices: ET.Element, target_type: str = "serial") -> None:
     _sub(console, "target", type=target_type, port="0")
 
 
-def _display(devices: ET.Element) -> None:
-    """A VNC display with no listener at all (reached only through libvirt) that every viewer shares, a VGA card and
-    a tablet for the pointer (absolute coordinates, so a browser's mouse lands where it points)."""
+def _display(devices: ET.Element, video: str = "vga") -> None:
+    """A VNC display with no listener at all (reached only through libvirt) that every viewer shares, a video card
+    and a tablet for the pointer (absolute coordinates, so a browser's mouse lands where it points)."""
     _sub(devices, "input", type="tablet", bus="usb")
     graphics = _sub(devices, "graphics", type="vnc", sharePolicy="force-shared")  # no viewer shuts the others out
     _sub(graphics, "listen", type="none")
-    video = _sub(devices, "video")
-    _sub(video, "model", type="vga")
+    card = _sub(devices, "video")
+    _sub(card, "model", type=video)
+
+
+def _cpu(root: ET.Element, spec: DomainSpec, tcg_cpu: str) -> None:
+    """The guest's CPU: the mode asked for, else (under TCG) the model the architecture needs, else QEMU's own."""
+    mode = CpuMode(spec.cpu_mode)
+    if mode in (CpuMode.PASSTHROUGH, CpuMode.HOST_MODEL):
+        _sub(root, "cpu", mode=mode.value)
+    elif mode == CpuMode.CUSTOM:
+        cpu = _sub(root, "cpu", mode="custom", match="exact")
+        _sub(cpu, "model", spec.cpu_model, fallback="forbid")
+    elif tcg_cpu:
+        cpu = _sub(root, "cpu", mode="custom", match="exact")
+        _sub(cpu, "model", tcg_cpu, fallback="allow")
 
 
 def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
-    """QEMU/KVM: KVM when asked (or on auto when the host offers it), else TCG."""
+    """QEMU/KVM: KVM when asked (or on auto when the host offers it), else TCG; laid out for its architecture."""
     use_kvm = spec.accelerator == Accelerator.KVM or (
         spec.accelerator == Accelerator.AUTO and kvm_available
     )
+    arch_name = spec.arch or architectures.DEFAULT_ARCH
+    if arch_name not in architectures.ARCHES:
+        raise DomainError(f"CloudPanel does not describe {arch_name} guests "
+                          f"(it does: {', '.join(architectures.ARCHES)})")
+    arch = architectures.of(arch_name)
     root = _common(spec, "kvm" if use_kvm else "qemu")
     os_el = _sub(root, "os")
-    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "type", "hvm", arch=arch_name, machine=spec.machine or arch.machine)
     if spec.kernel:
         _sub(os_el, "kernel", spec.kernel)
         if spec.initrd:
             _sub(os_el, "initrd", spec.initrd)
-        _sub(os_el, "cmdline", spec.cmdline or "console=tty0 console=ttyS0")
+        default = f"console=tty0 console={arch.console}" if arch.acpi else f"console={arch.console}"
+        _sub(os_el, "cmdline", spec.cmdline or default)
     else:
         if spec.boot_cdrom:
             _sub(os_el, "boot", dev="cdrom")
         _sub(os_el, "boot", dev="hd")
-    features = _sub(root, "features")
-    _sub(features, "acpi")
+    if arch.acpi:
+        features = _sub(root, "features")
+        _sub(features, "acpi")
+    _cpu(root, spec, "" if use_kvm else arch.tcg_cpu)
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")
@@ -137,13 +165,14 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _disk(devices, spec.disk_path, "vdb" if spec.boot_disk else "vda", "virtio", "qemu")
     for path, target in spec.volumes:
         _disk(devices, path, target, "virtio", "qemu")
+    drives = _DRIVES[arch.cdrom_bus]
     if spec.cdrom_path or spec.cdrom_drive:
-        _cdrom(devices, spec.cdrom_path, CDROM_TARGET, "ide")
+        _cdrom(devices, spec.cdrom_path, drives[0], arch.cdrom_bus)
     if spec.seed_path:
-        _cdrom(devices, spec.seed_path, SEED_TARGET, "ide")
+        _cdrom(devices, spec.seed_path, drives[1], arch.cdrom_bus)
     _nics(devices, spec)
     _serial_console(devices)
-    _display(devices)
+    _display(devices, arch.video)
     return root
 
 
@@ -164,7 +193,7 @@ def build_xen(spec: DomainSpec) -> ET.Element:
         devices_console = "serial"
     devices = _sub(root, "devices")
     for index, path in enumerate(p for p in (spec.boot_disk, spec.disk_path) if p):
-        _disk(devices, path, f"xvd{'ab'[index]}", "xen", None)
+        _disk(devices, path, f"xvd{'ab'[index]}", "xen", "qemu")  # (qcow2, like every disk the panel makes)
     _nics(devices, spec, None)
     _serial_console(devices, devices_console)
     return root
@@ -213,13 +242,15 @@ def build_lxc(spec: DomainSpec) -> ET.Element:
 
 def build_openvz(spec: DomainSpec) -> ET.Element:
     """OpenVZ container from the host's OS template named by the instance."""
+    if not spec.boot_disk:
+        raise DomainError("an OpenVZ container needs an OS template of its host")
     root = _common(spec, "openvz")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "exe")
     _init(os_el, spec.init)
     devices = _sub(root, "devices")
     fs = _sub(devices, "filesystem", type="template")
-    _sub(fs, "source", name=spec.boot_disk or "debian-12-x86_64")
+    _sub(fs, "source", name=spec.boot_disk)
     _sub(fs, "target", dir="/")
     return root
 
@@ -239,6 +270,75 @@ def build_vbox(spec: DomainSpec) -> ET.Element:
     return root
 
 
+def _host_disks(devices: ET.Element, spec: DomainSpec, targets: str, bus: str, driver: str | None = None,
+                fmt: str = "raw") -> None:
+    """The disks an admin named on the host (its boot disk, then its data disk) as targets[0], targets[1]."""
+    for target, path in zip(targets.split(), (p for p in (spec.boot_disk, spec.disk_path) if p), strict=False):
+        _disk(devices, path, target, bus, driver, fmt)
+
+
+def build_vmware(spec: DomainSpec) -> ET.Element:
+    """VMware ESXi or vCenter: a VM booting a VMDK of a datastore ('[datastore1] vm/disk.vmdk')."""
+    root = _common(spec, "vmware")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch=spec.arch or architectures.DEFAULT_ARCH)
+    devices = _sub(root, "devices")
+    _host_disks(devices, spec, "sda sdb", "scsi")
+    _sub(devices, "controller", type="scsi", index="0", model="lsilogic")
+    return root
+
+
+def build_hyperv(spec: DomainSpec) -> ET.Element:
+    """Microsoft Hyper-V: a VM booting a VHDX on the Hyper-V host."""
+    root = _common(spec, "hyperv")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm")
+    devices = _sub(root, "devices")
+    _host_disks(devices, spec, "hda hdb", "ide")
+    return root
+
+
+def build_bhyve(spec: DomainSpec) -> ET.Element:
+    """bhyve (FreeBSD): a VM booting a raw disk image through its UEFI firmware, its console a null-modem pair."""
+    root = _common(spec, "bhyve")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm")
+    _sub(os_el, "loader", "/usr/local/share/uefi-firmware/BHYVE_UEFI.fd", readonly="yes", type="pflash")
+    devices = _sub(root, "devices")
+    _host_disks(devices, spec, "hda hdb", "sata", "file")
+    console = _sub(devices, "console", type="nmdm")
+    _sub(console, "source", master=f"/dev/nmdm{spec.uuid}A", slave=f"/dev/nmdm{spec.uuid}B")
+    return root
+
+
+def build_vz(spec: DomainSpec) -> ET.Element:
+    """Virtuozzo: a VM booting a ploop disk."""
+    root = _common(spec, "vz")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm")
+    devices = _sub(root, "devices")
+    _host_disks(devices, spec, "sda sdb", "scsi", "vz", "ploop")
+    return root
+
+
+def build_ch(spec: DomainSpec) -> ET.Element:
+    """Cloud Hypervisor: a kernel (or its hypervisor-fw firmware) and raw virtio disks, a serial console."""
+    if not spec.kernel:
+        raise DomainError("a Cloud Hypervisor guest needs a kernel or firmware to boot")
+    root = _common(spec, "ch")
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm")
+    _sub(os_el, "kernel", spec.kernel)
+    if spec.initrd:
+        _sub(os_el, "initrd", spec.initrd)
+    _sub(os_el, "cmdline", spec.cmdline or "console=ttyS0")
+    devices = _sub(root, "devices")
+    _host_disks(devices, spec, "vda vdb", "virtio", "qemu")
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "target", port="0")
+    return root
+
+
 def build_test(spec: DomainSpec) -> ET.Element:
     """libvirt's test driver accepts a plain HVM description."""
     root = _common(spec, "test")
@@ -250,7 +350,7 @@ def build_test(spec: DomainSpec) -> ET.Element:
             _disk(devices, path, "vdb" if devices.find("disk") is not None else "vda", "virtio", None)
     for path, target in spec.volumes:
         _disk(devices, path, target, "virtio", None)
-    for path, target in ((spec.cdrom_path, CDROM_TARGET), (spec.seed_path, SEED_TARGET)):
+    for path, target in zip((spec.cdrom_path, spec.seed_path), _DRIVES["ide"], strict=True):
         if path:
             _cdrom(devices, path, target, "ide")
     _nics(devices, spec, None)
@@ -265,6 +365,11 @@ def domain_xml(technology: Technology, spec: DomainSpec, *, kvm_available: bool 
         Technology.LXC: build_lxc,
         Technology.OPENVZ: build_openvz,
         Technology.VBOX: build_vbox,
+        Technology.VMWARE: build_vmware,
+        Technology.HYPERV: build_hyperv,
+        Technology.BHYVE: build_bhyve,
+        Technology.VZ: build_vz,
+        Technology.CH: build_ch,
         Technology.TEST: build_test,
     }
     return ET.tostring(builders[Technology(technology)](spec), encoding="unicode")

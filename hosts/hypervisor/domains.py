@@ -17,7 +17,7 @@ from hosts.hypervisor.connections import (
     libvirt,
     technology_of,
 )
-from hosts.hypervisor.domain_xml import CDROM_TARGET, cdrom_xml, domain_xml, interface_xml
+from hosts.hypervisor.domain_xml import cdrom_xml, domain_xml, interface_xml, media_drive
 from hosts.specs import DomainSpec, Nic
 
 
@@ -214,16 +214,18 @@ def change_media(uri: str, domain_uuid: str, path: str) -> None:
     dom = connections.domain(uri, domain_uuid)
     with connections.errors(uri):
         defined = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        has_drive = defined.find(f"./devices/disk[@device='cdrom']/target[@dev='{CDROM_TARGET}']") is not None
+        arch = defined.find("os/type").get("arch", "") if defined.find("os/type") is not None else ""
+        target, _bus = media_drive(arch)
+        has_drive = defined.find(f"./devices/disk[@device='cdrom']/target[@dev='{target}']") is not None
         if not has_drive and dom.isActive():
             raise HypervisorError(NO_DRIVE)
         if not has_drive:
-            dom.attachDeviceFlags(cdrom_xml(path), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            dom.attachDeviceFlags(cdrom_xml(path, arch), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             return
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
         if dom.isActive():
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-        dom.updateDeviceFlags(cdrom_xml(path), flags)
+        dom.updateDeviceFlags(cdrom_xml(path, arch), flags)
 
 
 def _facts(dom: libvirt.virDomain) -> DomainFacts:
