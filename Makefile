@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 GUEST := $(CURDIR)/.cache/guest
+ARM_GUEST := $(CURDIR)/.cache/guest-arm64
 CONTAINER := $(CURDIR)/.cache/container
 INSTALLER := $(CURDIR)/.cache/installer
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cloudpanel
@@ -39,6 +40,7 @@ test:
 	scripts/libvirtd.sh start
 	scripts/fleet.sh start 2
 	scripts/build-test-guest.sh "$(GUEST)"
+	GUEST_ARCH=arm64 scripts/build-test-guest.sh "$(ARM_GUEST)"
 	scripts/build-container-image.sh "$(CONTAINER)"
 	scripts/build-installer-iso.sh "$(INSTALLER)"
 	$(PY) -m ruff check .

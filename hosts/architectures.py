@@ -20,6 +20,7 @@ class Arch:
     video: str  # the display's video card model
     acpi: bool  # ACPI (ARM and RISC-V machines have it only with UEFI firmware, which a kernel boot has not)
     tcg_cpu: str = ""  # the CPU model software emulation needs ("" = QEMU's default will do)
+    usb: str = ""  # the USB controller its pointer (a tablet) needs, where the machine has none of its own
     live: bool = False  # a guest of it booted to a shell through the panel in the tests here
 
 
@@ -27,13 +28,13 @@ ARCHES: dict[str, Arch] = {
     "x86_64": Arch("pc", "ttyS0", "ide", "vga", acpi=True, live=True),
     "i686": Arch("pc", "ttyS0", "ide", "vga", acpi=True),
     # (without a named CPU, libvirt gives a TCG guest a 32-bit core and a 64-bit kernel stays silent)
-    "aarch64": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a57", live=True),
-    "armv7l": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a15"),
+    "aarch64": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a57", live=True, usb="qemu-xhci"),
+    "armv7l": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a15", usb="qemu-xhci"),
     "ppc64": Arch("pseries", "hvc0", "scsi", "vga", acpi=False),
     "ppc64le": Arch("pseries", "hvc0", "scsi", "vga", acpi=False),
-    "riscv64": Arch("virt", "ttyS0", "scsi", "virtio", acpi=False),
-    "mips64el": Arch("malta", "ttyS0", "ide", "cirrus", acpi=False),
-    "sparc64": Arch("sun4u", "ttyS0", "ide", "vga", acpi=False),
+    "riscv64": Arch("virt", "ttyS0", "scsi", "virtio", acpi=False, usb="qemu-xhci"),
+    "mips64el": Arch("malta", "ttyS0", "ide", "cirrus", acpi=False, usb="qemu-xhci"),
+    "sparc64": Arch("sun4u", "ttyS0", "ide", "vga", acpi=False, usb="qemu-xhci"),
 }
 DEFAULT_ARCH = "x86_64"
 ARCH_CHOICES = [(name, name) for name in ARCHES]

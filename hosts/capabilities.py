@@ -38,7 +38,7 @@ class Capabilities:
     library: bool = True  # library objects reach it as copies in its storage pool (libvirt's volume upload)
     storage_pools: bool = True  # its driver has storage pools (a probe lists them; disks are made in them)
     architectures: bool = False  # guests of other architectures (QEMU's emulators), CPU models and machine types
-    proven: str = "libvirt's schema"  # what the tests show of it: "live" (real guests here), or what they check
+    proven: str = "definitions against libvirt's schema"  # what the tests show: "live" (real guests here), or else
     operator: str = ""  # what an operator provides that the panel does not (credentials, templates, disks)
     path_style: str = paths.POSIX  # how its host names files (hosts.paths): admins' disk and kernel paths
 
@@ -50,7 +50,8 @@ _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=Tr
 # Hypervisors reached through a remote management API: the panel defines, runs and watches their guests, which boot
 # disks already on the host (an admin names them); their networks and storage stay the host's own.
 _REMOTE = replace(_VM, disk_volume=False, kernel_boot=False, networks=False, library=False, serial_console=False,
-                  proven="libvirt's schema and driver tests with a connection that lacks optional calls")
+                  proven="definitions against libvirt's schema; registration and a probe that lacks its optional "
+                         "calls")
 
 TABLE: dict[Technology, Capabilities] = {
     Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True,
@@ -62,7 +63,9 @@ TABLE: dict[Technology, Capabilities] = {
                              networks=False, serial_console=False,
                              operator="VirtualBox on the host (vbox:///session as the user owning the VMs), and its "
                                       "disks (VDI, VMDK, VHD) under a directory the host allows"),
-    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True, proven="live"),
+    Technology.TEST: replace(_VM, cdrom=True, stores_data=False, snapshots=True, volumes=True,
+                             proven="stands in for a hypervisor in most of the suite; it runs nothing (its disks and "
+                                    "consoles are pretend)"),
     Technology.LXC: Capabilities(
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=False,
         container_image=True, container_command=True, networks=True, stores_data=True, signal_shutdown=True,
@@ -93,3 +96,30 @@ TABLE: dict[Technology, Capabilities] = {
 def of(technology: str) -> Capabilities:
     """The row of a technology (given as a Technology or its value)."""
     return TABLE[Technology(technology)]
+
+
+# What the technologies page and the README's table show of each row, in this order (lifecycle, reconcile and
+# events work for every technology libvirt drives).
+FEATURES: tuple[tuple[str, str], ...] = (
+    ("disk_volume", "Library disk images"),
+    ("kernel_boot", "Kernel boot"),
+    ("container_image", "Container images"),
+    ("host_disk", "Disks on the host"),
+    ("host_template", "OS templates"),
+    ("cdrom", "ISO installs and cloud-init"),
+    ("serial_console", "Serial console"),
+    ("graphics", "Graphical console"),
+    ("snapshots", "Snapshots"),
+    ("volumes", "Volumes"),
+    ("backups", "Backups"),
+    ("live_migration", "Live migration"),
+    ("cold_migration", "Cold migration"),
+    ("networks", "Networks and firewall"),
+    ("architectures", "Other architectures and CPU models"),
+)
+
+
+def features(technology: str) -> list[tuple[str, bool]]:
+    """The row's features as (label, whether it has it)."""
+    row = of(technology)
+    return [(label, bool(getattr(row, name))) for name, label in FEATURES]

@@ -7,7 +7,8 @@ class HostForm(forms.Form):
     name = forms.CharField(max_length=100)
     uri = forms.CharField(
         max_length=500, label="libvirt URI",
-        help_text="e.g. qemu:///system, qemu+ssh://root@node1/system, lxc:///, xen:///system, test:///default",
+        help_text="e.g. qemu:///system, qemu+ssh://root@node1/system, lxc:///, xen:///system, "
+                  "esx://esxi1/?no_verify=1, hyperv://hv1/, test:///default",
     )
     accelerator = forms.ChoiceField(choices=Accelerator.choices, initial=Accelerator.AUTO)
     storage_pool = forms.CharField(max_length=100, initial="default", required=False,

@@ -119,16 +119,17 @@ def refusal(host: Host, guest: Guest) -> str | None:
         return (f"host '{name}' runs its guests under KVM, which has no {arch} guests there (an admin sets its "
                 "accelerator to auto or TCG to emulate them)")
     virt_type = "kvm" if uses_kvm(host, arch) else "qemu"
+    under = "KVM" if virt_type == "kvm" else "TCG"
     caps = host.domain_caps.get(f"{arch}/{virt_type}")
     if caps is None:
         if mode:
-            return f"host '{name}' did not tell what CPUs its {virt_type.upper()} gives {arch} guests"
+            return f"host '{name}' did not tell what CPUs its {under} gives {arch} guests"
         return None
     if mode and mode not in caps.get("cpu_modes", []):
-        return (f"host '{name}' offers no {mode} CPU to {arch} guests under {virt_type.upper()} (it offers: "
+        return (f"host '{name}' offers no {mode} CPU to {arch} guests under {under} (it offers: "
                 f"{_listed(caps.get('cpu_modes', []))})")
     if mode == CpuMode.CUSTOM and model not in caps.get("cpu_models", []):
-        return (f"host '{name}' has no CPU model {model} for {arch} guests under {virt_type.upper()} (it has: "
+        return (f"host '{name}' has no CPU model {model} for {arch} guests under {under} (it has: "
                 f"{_listed(caps.get('cpu_models', []))})")
     if caps.get("max_vcpus") and guest.vcpus > caps["max_vcpus"]:
         return f"host '{name}' gives {arch} guests at most {caps['max_vcpus']} vCPUs"
@@ -156,3 +157,17 @@ def offers(hosts: list[Host]) -> Offers:
             for virt_type in ("kvm", "qemu"):
                 models.update(host.domain_caps.get(f"{arch}/{virt_type}", {}).get("cpu_models", []))
     return Offers(sorted(arches), sorted(machines), sorted(models))
+
+
+def table(host: Host) -> list[dict]:
+    """What the host's page shows of its guests: per architecture, its domain types (KVM, TCG…), machine types, and
+    per domain type what its domain capabilities offer; whether CloudPanel describes guests of it."""
+    rows = []
+    for guest in sorted(host.guests, key=lambda g: (g.get("arch") != host.arch, g.get("arch", ""))):
+        arch = guest.get("arch", "")
+        caps = [(virt_type, host.domain_caps[f"{arch}/{virt_type}"]) for virt_type in guest.get("domain_types", [])
+                if f"{arch}/{virt_type}" in host.domain_caps]
+        rows.append({"arch": arch, "os_type": guest.get("os_type", ""), "domain_types": guest.get("domain_types", []),
+                     "machines": guest.get("machines", []), "caps": caps,
+                     "described": arch in architectures.ARCHES and guest.get("os_type") in ("hvm", "exe", "xen")})
+    return rows

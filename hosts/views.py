@@ -6,7 +6,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from cloudpanel.exceptions import DomainError
-from hosts import services
+from hosts import architectures, capabilities, guests, hypervisor, services
+from hosts.choices import Technology
 from hosts.forms import HostEditForm, HostForm
 from hosts.models import Host
 from tenants import audit
@@ -37,6 +38,10 @@ def host_detail(request, pk: int):
         "name": host.name, "accelerator": host.accelerator, "storage_pool": host.storage_pool,
         "allowed_paths": host.allowed_paths, "tags": host.tags, "cpu_mode": host.cpu_mode, "cpu_model": host.cpu_model,
         "os_templates": host.os_templates})
+    if not host.can.architectures:
+        del form.fields["cpu_mode"], form.fields["cpu_model"]
+    if not host.can.host_template:
+        del form.fields["os_templates"]
     if request.method == "POST":
         audit.note(request, action="host.update", target=host, platform=True)
     if request.method == "POST" and form.is_valid():
@@ -51,7 +56,24 @@ def host_detail(request, pk: int):
     instances = host.instances.live().select_related("tenant")[:200]
     unmanaged = host.domains.exclude(uuid__in=host.instances.values("uuid"))  # deleted ones' leftovers included
     return render(request, "hosts/detail.html", {"host": host, "form": form, "instances": instances,
-                                                 "unmanaged": unmanaged, "tenants": Tenant.objects.order_by("name")})
+                                                 "unmanaged": unmanaged, "tenants": Tenant.objects.order_by("name"),
+                                                 "guests": guests.table(host)})
+
+
+@staff_member_required
+def technologies(request):
+    """Every technology: the hosts that provide it and what CloudPanel does with it, from the capability table the
+    code reads; the architectures QEMU hosts offer; the drivers libvirt no longer has."""
+    hosts = list(Host.objects.order_by("name"))
+    rows = [{"technology": technology, "schemes": hypervisor.schemes_of(technology), "row": capabilities.of(technology),
+             "features": capabilities.features(technology),
+             "hosts": [h for h in hosts if h.technology == technology]} for technology in Technology]
+    arches = [{"name": name, "arch": arch, "hosts": [h for h in hosts if name in guests.offered_arches(h)
+                                                     and h.can.architectures]}
+              for name, arch in architectures.ARCHES.items()]
+    return render(request, "hosts/technologies.html", {
+        "rows": rows, "labels": [label for _, label in capabilities.FEATURES], "arches": arches,
+        "removed": hypervisor.REMOVED_DRIVERS})
 
 
 @staff_member_required

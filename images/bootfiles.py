@@ -2,7 +2,8 @@
 
 QEMU and Xen load them with -kernel/-initrd, so nothing parses them on the host, but a
 file declared as a kernel must be one: a Linux x86 bzImage (boot sector signature and the
-"HdrS" setup header), and an initrd a cpio archive, compressed or not.
+"HdrS" setup header), an arm64 or RISC-V Image (its magic at 0x38) or a 32-bit ARM zImage
+(its magic at 0x24); and an initrd a cpio archive, compressed or not.
 """
 
 from __future__ import annotations
@@ -26,16 +27,35 @@ def _not_a_disk(path: Path) -> None:
         raise UnsafeImage(f"the file is also a {' and '.join(found)} image")
 
 
+def _x86(head: bytes) -> bool:
+    return len(head) >= 0x208 and head[0x1FE:0x200] == b"\x55\xaa" and head[0x202:0x206] == b"HdrS" \
+        and int.from_bytes(head[0x206:0x208], "little") >= 0x0200
+
+
+# The architectures a kernel runs, by the signature in its header.
+_SIGNATURES: tuple[tuple[tuple[str, ...], object], ...] = (
+    (("x86_64", "i686"), _x86),
+    (("aarch64",), lambda head: head[0x38:0x3C] == b"ARM\x64"),
+    (("riscv64",), lambda head: head[0x38:0x3C] == b"RSC\x05"),
+    (("armv7l",), lambda head: head[0x24:0x28] == b"\x18\x28\x6f\x01"),
+)
+
+
+def kernel_arches(path: Path) -> tuple[str, ...]:
+    """The architectures the kernel at path runs on (empty: it is not a kernel CloudPanel recognises)."""
+    with path.open("rb") as handle:
+        head = handle.read(0x210)
+    return next((arches for arches, matches in _SIGNATURES if matches(head)), ())
+
+
 def inspect_kernel(path: Path) -> int:
-    """Check a Linux x86 bzImage; returns its size."""
+    """Check a Linux kernel (x86 bzImage, arm64 or RISC-V Image, ARM zImage); returns its size."""
     size = path.stat().st_size
     if size > MAX_KERNEL_BYTES:
         raise UnsafeImage(f"a kernel larger than {MAX_KERNEL_BYTES >> 20} MiB is refused")
-    with path.open("rb") as handle:
-        head = handle.read(0x210)
-    if len(head) < 0x208 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS" \
-            or int.from_bytes(head[0x206:0x208], "little") < 0x0200:
-        raise UnsafeImage("the file is not a Linux x86 kernel (bzImage with a boot protocol 2 header)")
+    if not kernel_arches(path):
+        raise UnsafeImage("the file is not a Linux kernel (an x86 bzImage with a boot protocol 2 header, an arm64 or "
+                          "RISC-V Image, or an ARM zImage)")
     _not_a_disk(path)
     return size
 

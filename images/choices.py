@@ -33,7 +33,7 @@ class SourceFormat(models.TextChoices):
     VDI = "vdi", "VDI"
     VHDX = "vhdx", "VHDX"
     BOX = "box", "Vagrant box"
-    KERNEL = "kernel", "Linux kernel (bzImage)"
+    KERNEL = "kernel", "Linux kernel (bzImage, Image or zImage)"
     INITRD = "initrd", "initrd (cpio, compressed or not)"
     TAR = "tar", "Container root filesystem (tar, tar.gz, tar.xz)"
 

@@ -1,6 +1,7 @@
 from django import forms
 
 from cloudpanel.text import CONTROL
+from hosts.architectures import ARCH_CHOICES, DEFAULT_ARCH
 from images.choices import OsType, SourceFormat, Visibility
 
 _FORMATS = [("", "Detect"), *SourceFormat.choices]
@@ -72,7 +73,11 @@ class BootKernelForm(OwnedForm):
     name = forms.CharField(max_length=100)
     kernel = forms.ModelChoiceField(queryset=None, empty_label="Choose a kernel image")
     initrd = forms.ModelChoiceField(queryset=None, required=False, empty_label="No initrd")
-    cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0", label="Command line")
+    cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0", label="Command line",
+                              help_text="ARM guests' serial console is ttyAMA0.")
+    arch = forms.ChoiceField(choices=ARCH_CHOICES, initial=DEFAULT_ARCH, label="Architecture",
+                             help_text="What it runs on: its instances are guests of it, emulated where the host is "
+                                       "another.")
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
     tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— (public boot kernels only)")
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))

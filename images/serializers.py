@@ -3,6 +3,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
 
 from cloudpanel.text import CONTROL
+from hosts.architectures import ARCH_CHOICES, DEFAULT_ARCH
 from images.choices import OsType, SourceFormat, Visibility
 from images.models import BootKernel, Image, ImageCopy, Template
 
@@ -124,7 +125,7 @@ class BootKernelSerializer(serializers.ModelSerializer):
     class Meta:
         model = BootKernel
         fields = ["id", "name", "description", "tenant", "tenant_name", "visibility", "kernel", "kernel_name",
-                  "initrd", "initrd_name", "cmdline", "created_at"]
+                  "initrd", "initrd_name", "cmdline", "arch", "created_at"]
         read_only_fields = fields
 
 
@@ -138,6 +139,8 @@ class BootKernelCreateSerializer(serializers.Serializer):
                                       help_text="An image uploaded with the initrd format.")
     cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="console=ttyS0",
                                     trim_whitespace=False)
+    arch = serializers.ChoiceField(choices=ARCH_CHOICES, default=DEFAULT_ARCH,
+                                   help_text="The architecture it runs on: its instances are guests of it.")
 
     def validate_name(self, value: str) -> str:
         if CONTROL.search(value):

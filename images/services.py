@@ -21,8 +21,9 @@ from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import READ_ONLY, Scope
 from cloudpanel.tasking import enqueue
 from cloudpanel.text import CONTROL
+from hosts.architectures import ARCHES, DEFAULT_ARCH
 from hosts.models import Host
-from images import cloudinit, events, fetch, store
+from images import bootfiles, cloudinit, events, fetch, store
 from images.choices import IN_TRANSIT, DiskFormat, ImageStatus, Visibility
 from images.exceptions import ImageInUse, ImageNotReady, ReadOnly, UnsafeImage, UploadOutOfOrder
 from images.models import BootKernel, Image, Template, usable_by
@@ -320,14 +321,20 @@ def _boot_part(image: Image | None, *, tenant: Tenant | None, visibility: str, w
 
 def create_boot_kernel(*, user: AbstractBaseUser | None, tenant: Tenant | None, visibility: str, name: str,
                        kernel: Image, initrd: Image | None = None, cmdline: str = "console=ttyS0",
-                       description: str = "") -> BootKernel:
-    """A boot kernel from a kernel image, an optional initrd image, and a default command line."""
+                       description: str = "", arch: str = DEFAULT_ARCH) -> BootKernel:
+    """A boot kernel from a kernel image, an optional initrd image, a default command line, and the architecture it
+    runs on (its instances are guests of it)."""
+    if arch not in ARCHES:
+        raise UnsafeImage(f"unknown architecture {arch[:40]!r} (one of: {', '.join(ARCHES)})")
+    runs = bootfiles.kernel_arches(store.data_path(kernel.uuid)) if store.data_path(kernel.uuid).exists() else ()
+    if runs and arch not in runs:
+        raise UnsafeImage(f"the kernel {kernel.name} is for {' or '.join(runs)}, not {arch}")
     _boot_part(kernel, tenant=tenant, visibility=visibility, wanted=DiskFormat.KERNEL, label="a Linux kernel")
     _boot_part(initrd, tenant=tenant, visibility=visibility, wanted=DiskFormat.INITRD, label="an initrd")
     if CONTROL.search(cmdline):
         raise UnsafeImage("the command line cannot hold control characters")
     return BootKernel.objects.create(tenant=tenant, visibility=visibility, name=name, kernel=kernel, initrd=initrd,
-                                     cmdline=cmdline, description=description, created_by=user)
+                                     cmdline=cmdline, description=description, created_by=user, arch=arch)
 
 
 @transaction.atomic

@@ -23,7 +23,8 @@ from django.conf import settings
 
 from cloudpanel.events import instance_group, remember_server_loop, tenant_group
 from cloudpanel.scoping import SESSION_TENANT, Scope
-from hosts import console_service, hypervisor
+from hosts import capabilities, console_service, hypervisor
+from hosts.choices import Technology
 from images.events import PUBLIC_GROUP as PUBLIC_IMAGES
 from instances import tickets
 from instances.choices import Status
@@ -112,7 +113,8 @@ class _InstanceSocket(AsyncWebsocketConsumer):
         scope = await scope_for(self, user)
         row = await database_sync_to_async(
             lambda: Instance.objects.in_scope(scope).filter(pk=instance_id).exclude(status=Status.DELETED)
-            .values("pk", "name", "uuid", "host_id", "host__uri", "tenant_id", "tenant__name").first()
+            .values("pk", "name", "uuid", "host_id", "host__uri", "host__technology", "tenant_id", "tenant__name")
+            .first()
         )()
         if row is None:
             await self.refuse(user, instance_id, NOT_FOUND)
@@ -160,6 +162,11 @@ class ConsoleConsumer(_InstanceSocket):
             return
         if row["host_id"] is None:
             await self.refuse(self.scope["user"], row["pk"], CONSOLE_UNAVAILABLE, detail="the instance has no host")
+            return
+        if not capabilities.of(row["host__technology"]).serial_console:
+            await self.refuse(self.scope["user"], row["pk"], CONSOLE_UNAVAILABLE,
+                              detail=f"{Technology(row['host__technology']).label} guests have no serial console "
+                                     "through libvirt")
             return
         if settings.EMBEDDED:
             console_service.ensure_running_here()

@@ -155,6 +155,7 @@ def instance_detail(request, pk: int):
         "all_operations": [op for op in Operation if op not in SPECIAL],
         "can_operate": scope.can_operate(instance.tenant_id),
         "display": instance.host is not None and instance.host.can.graphics,
+        "serial_console": instance.host is None or instance.host.can.serial_console,
         "rebuild_images": Image.objects.visible_to(scope).filter(
             status=ImageStatus.AVAILABLE, disk_format__in=[f for f in DISK_FORMATS if f != DiskFormat.ISO])
         if instance.boot_source == BootSource.IMAGE and scope.can_operate(instance.tenant_id) else None,

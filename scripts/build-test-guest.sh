@@ -8,6 +8,10 @@
 #
 # Usage: scripts/build-test-guest.sh [OUTDIR]     (default: <project>/.cache/guest)
 #        FORCE=1 scripts/build-test-guest.sh      (rebuild even if up to date)
+#        GUEST_ARCH=arm64 scripts/build-test-guest.sh OUTDIR
+#                                                 (an aarch64 guest, console ttyAMA0: its kernel and busybox are
+#                                                 fetched for arm64 through a private apt state, leaving the
+#                                                 machine's own dpkg architectures and package lists alone)
 #
 # Boot it with direct kernel boot (<kernel>/<initrd>, cmdline "console=ttyS0")
 # in a <domain type='qemu'>. The guest console shows:
@@ -24,7 +28,8 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SCRIPT="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 PROJECT_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 OUTDIR="${1:-$PROJECT_ROOT/.cache/guest}"
-KERNEL_META=linux-image-cloud-amd64
+GUEST_ARCH="${GUEST_ARCH:-$(dpkg --print-architecture)}"
+KERNEL_META=linux-image-cloud-$GUEST_ARCH
 # Modules to load, in this order (dependencies resolved from modules.dep and
 # loaded first). Builtin or missing ones are skipped.
 MODULES=(virtio_pci virtio_net virtio_blk virtio_scsi virtio_console
@@ -37,7 +42,8 @@ die() { log "error: $*"; exit 1; }
 source "$SCRIPT_DIR/lib.sh"
 
 if [[ -z "${FORCE:-}" && -s "$OUTDIR/vmlinuz" && -s "$OUTDIR/initrd.img" \
-      && "$OUTDIR/vmlinuz" -nt "$SCRIPT" && "$OUTDIR/initrd.img" -nt "$SCRIPT" ]]; then
+      && "$OUTDIR/vmlinuz" -nt "$SCRIPT" && "$OUTDIR/initrd.img" -nt "$SCRIPT" \
+      && "$(cat "$OUTDIR/arch" 2>/dev/null || echo amd64)" == "$GUEST_ARCH" ]]; then
     log "up to date: $OUTDIR/vmlinuz $OUTDIR/initrd.img"
     exit 0
 fi
@@ -51,14 +57,28 @@ ROOT="$TMP/initramfs"
 mkdir -p "$KROOT" "$ROOT"
 
 # --- kernel + modules -------------------------------------------------------
-kpkg="$(apt-cache depends --important "$KERNEL_META" 2>/dev/null \
+APT=(-o Debug::NoLocking=1)
+busybox_pkg=""
+if [[ "$GUEST_ARCH" != "$(dpkg --print-architecture)" ]]; then
+    # Another architecture's packages: apt with a state of its own (lists, cache, an empty dpkg status).
+    state="$PROJECT_ROOT/.cache/apt-$GUEST_ARCH"
+    mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
+    : >"$state/status"
+    APT+=(-o "APT::Architecture=$GUEST_ARCH" -o "APT::Architectures=$GUEST_ARCH" -o "Dir::State=$state"
+          -o "Dir::State::lists=$state/lists" -o "Dir::State::status=$state/status" -o "Dir::Cache=$state/cache")
+    getent passwd _apt >/dev/null && chown -R _apt "$state/lists" 2>/dev/null || true
+    log "reading the $GUEST_ARCH package lists"
+    apt-get "${APT[@]}" update -qq || die "apt-get update for $GUEST_ARCH failed"
+    busybox_pkg=busybox-static
+fi
+kpkg="$(apt-cache "${APT[@]}" depends --important "$KERNEL_META" 2>/dev/null \
         | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ {print $2; exit}')"
 [[ -n "$kpkg" ]] || die "cannot resolve the kernel package behind $KERNEL_META (apt-get update?)"
-log "downloading $kpkg"
-mkdir -p "$TMP/deb"
+log "downloading $kpkg $busybox_pkg ($GUEST_ARCH)"
+mkdir -p "$TMP/deb" "$TMP/bb"
 chmod 755 "$TMP"
-getent passwd _apt >/dev/null && chown _apt "$TMP/deb" 2>/dev/null || true
-(cd "$TMP/deb" && apt-get download -q "$kpkg" >/dev/null) \
+getent passwd _apt >/dev/null && chown _apt "$TMP/deb" "$TMP/bb" 2>/dev/null || true
+(cd "$TMP/deb" && apt-get "${APT[@]}" download -q "$kpkg" >/dev/null) \
     || die "apt-get download $kpkg failed"
 dpkg-deb -x "$TMP"/deb/*.deb "$KROOT"
 vmlinuz="$(ls "$KROOT"/boot/vmlinuz-* | head -n1)"
@@ -106,9 +126,17 @@ log "kernel $kver, modules: $(tr '\n' ' ' <"$ROOT/etc/modules")"
 # --- initramfs --------------------------------------------------------------
 busybox="$(dpkg -L busybox-static | grep -E '/bin/busybox$' | head -n1)"
 [[ -x "$busybox" ]] || die "busybox-static binary not found"
+guest_busybox="$busybox"
+if [[ -n "$busybox_pkg" ]]; then  # the guest's own; the applets are listed by the machine's (same Debian release)
+    (cd "$TMP/bb" && apt-get "${APT[@]}" download -q "$busybox_pkg" >/dev/null) \
+        || die "apt-get download $busybox_pkg ($GUEST_ARCH) failed"
+    dpkg-deb -x "$TMP"/bb/*.deb "$TMP/bb/root"
+    guest_busybox="$TMP/bb/root/bin/busybox"
+    [[ -s "$guest_busybox" ]] || die "no busybox in the $GUEST_ARCH busybox-static package"
+fi
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc/acpi/PWRF,proc,sys,dev,mnt/seed,tmp,root,run,var/log}
 ln -s /run "$ROOT/var/run"
-cp "$busybox" "$ROOT/bin/busybox"
+cp "$guest_busybox" "$ROOT/bin/busybox"
 for a in $("$busybox" --list-full); do
     [[ -e "$ROOT/$a" || "$a" == bin/busybox ]] || ln -s /bin/busybox "$ROOT/$a"
 done
@@ -197,4 +225,5 @@ cp "$vmlinuz" "$OUTDIR/vmlinuz.tmp"
 mv -f "$OUTDIR/vmlinuz.tmp" "$OUTDIR/vmlinuz"
 mv -f "$OUTDIR/initrd.img.tmp" "$OUTDIR/initrd.img"
 echo "$kpkg $kver" >"$OUTDIR/kernel-version"
+echo "$GUEST_ARCH" >"$OUTDIR/arch"
 log "built $OUTDIR/vmlinuz ($(du -h "$OUTDIR/vmlinuz" | cut -f1)) and $OUTDIR/initrd.img ($(du -h "$OUTDIR/initrd.img" | cut -f1))"

@@ -21,6 +21,7 @@ from tests.factories import free_port, make_host, make_tenant, make_user
 ROOT = Path(__file__).resolve().parent.parent
 GUEST_DIR = Path(os.environ.get("CLOUDPANEL_GUEST_DIR", Path(__file__).resolve().parent.parent / ".cache/guest"))
 # The busybox system container built by scripts/build-container-image.sh.
+ARM_GUEST_DIR = Path(os.environ.get("CLOUDPANEL_ARM_GUEST_DIR", GUEST_DIR.parent / "guest-arm64"))
 CONTAINER_IMAGE = Path(os.environ.get("CLOUDPANEL_CONTAINER_IMAGE", GUEST_DIR.parent / "container/rootfs.tar.gz"))
 # Debian's installer as a bootable ISO, built by scripts/build-installer-iso.sh.
 INSTALLER_ISO = Path(os.environ.get("CLOUDPANEL_INSTALLER_ISO", GUEST_DIR.parent / "installer/debian-installer.iso"))

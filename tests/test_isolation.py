@@ -251,6 +251,7 @@ MATRIX: dict[str, list[Case]] = {
     "login": [Case("GET", None, anyone(200))],
     "logout": [Case("POST", None, anyone((302, "/login/")))],
     "host-list": [Case("GET", None, platform(P, 200))],
+    "technologies": [Case("GET", None, platform(P, 200))],
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
     "host-maintenance": [Case("GET", "host", platform(P, 200)),

@@ -10,6 +10,7 @@ pure builder per technology for domains, one for networks, one for network filte
 from hosts.choices import Accelerator, Technology
 from hosts.hypervisor.backups import back_up, checkpoints, drop_checkpoints
 from hosts.hypervisor.connections import (
+    REMOVED_DRIVERS,
     DomainNotFound,
     HypervisorError,
     HypervisorUnavailable,
@@ -19,6 +20,7 @@ from hosts.hypervisor.connections import (
     forget,
     is_connected,
     reach_locally,
+    schemes_of,
     technology_of,
 )
 from hosts.hypervisor.consoles import Console, open_display
@@ -100,14 +102,14 @@ __all__ = [
     "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainFile", "DomainNotFound", "DomainSpec",
     "FilterRule", "GuestCpu", "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap",
     "LifecycleEvent", "MigrationProgress", "MovedDefinition", "NO_DRIVE", "NetworkSpec", "Nic", "PoolInfo",
-    "PortFilter", "PowerState", "Technology", "UnsafeDefinition", "abort_job", "all_domains", "attach_disk",
-    "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume", "connection", "copy_volume",
-    "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter", "define_moved", "defined",
-    "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface", "dhcp_hosts", "domain_files",
-    "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "guest_cpu", "holds_volume",
-    "is_connected", "migrate_live", "migrating", "moved_definition", "open_display", "pool_marker", "power_off",
-    "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot", "remove_filter", "remove_network",
-    "resume", "revert_snapshot", "set_dhcp_host", "set_interface_filter", "set_size", "set_title", "shutdown",
-    "start", "state", "stores_data", "suspend", "technology_of", "undefine", "unwatch", "upload_volume",
-    "volume_path", "volume_sha256", "watch_lifecycle",
+    "PortFilter", "PowerState", "REMOVED_DRIVERS", "Technology", "UnsafeDefinition", "abort_job", "all_domains",
+    "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume", "connection",
+    "copy_volume", "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter", "define_moved",
+    "defined", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface", "dhcp_hosts",
+    "domain_files", "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "guest_cpu",
+    "holds_volume", "is_connected", "migrate_live", "migrating", "moved_definition", "open_display", "pool_marker",
+    "power_off", "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot", "remove_filter",
+    "remove_network", "resume", "revert_snapshot", "schemes_of", "set_dhcp_host", "set_interface_filter",
+    "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
+    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

@@ -101,6 +101,11 @@ REMOVED_DRIVERS = {
 }
 
 
+def schemes_of(technology: Technology) -> list[str]:
+    """The URI schemes (drivers) of a technology, e.g. esx, gsx and vpx for VMware."""
+    return [scheme for scheme, tech in _SCHEME_TECHNOLOGY.items() if tech == technology]
+
+
 def technology_of(uri: str) -> Technology:
     """The technology a libvirt URI drives; raises HypervisorError for unknown schemes."""
     parts = urlsplit(uri)

@@ -172,6 +172,8 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
         _cdrom(devices, spec.seed_path, drives[1], arch.cdrom_bus)
     _nics(devices, spec)
     _serial_console(devices)
+    if arch.usb:
+        _sub(devices, "controller", type="usb", model=arch.usb)
     _display(devices, arch.video)
     return root
 
@@ -325,7 +327,7 @@ def build_ch(spec: DomainSpec) -> ET.Element:
     """Cloud Hypervisor: a kernel (or its hypervisor-fw firmware) and raw virtio disks, a serial console."""
     if not spec.kernel:
         raise DomainError("a Cloud Hypervisor guest needs a kernel or firmware to boot")
-    root = _common(spec, "ch")
+    root = _common(spec, "kvm")  # (libvirt's Cloud Hypervisor driver runs KVM domains)
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm")
     _sub(os_el, "kernel", spec.kernel)
