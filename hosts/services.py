@@ -380,7 +380,8 @@ def placement(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | No
 
 
 def place(*, vcpus: int, memory_mib: int, disk_gib: int = 0, host: Host | None = None,
-          technologies: Collection[str] | None = None, among: Collection[int] | None = None) -> Host:
+          technologies: Collection[str] | None = None, among: Collection[int] | None = None,
+          guest: Guest | None = None) -> Host:
     """The host placement chooses (see placement), locked."""
     return placement(vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, host=host, technologies=technologies,
-                     among=among).host
+                     among=among, guest=guest).host

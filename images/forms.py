@@ -75,12 +75,15 @@ class BootKernelForm(OwnedForm):
     initrd = forms.ModelChoiceField(queryset=None, required=False, empty_label="No initrd")
     cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0", label="Command line",
                               help_text="ARM guests' serial console is ttyAMA0.")
-    arch = forms.ChoiceField(choices=ARCH_CHOICES, initial=DEFAULT_ARCH, label="Architecture",
+    arch = forms.ChoiceField(choices=ARCH_CHOICES, initial=DEFAULT_ARCH, label="Architecture", required=False,
                              help_text="What it runs on: its instances are guests of it, emulated where the host is "
                                        "another.")
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
     tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— (public boot kernels only)")
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def clean_arch(self) -> str:
+        return self.cleaned_data["arch"] or DEFAULT_ARCH
 
     def __init__(self, *args, kernels, initrds, **kwargs):
         super().__init__(*args, **kwargs)

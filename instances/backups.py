@@ -11,9 +11,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hosts import capabilities
+from hosts import capabilities, guests
 from hosts import services as host_services
 from hosts.exceptions import NoCapacity
+from hosts.guests import Guest
 from instances import backup_store, services, tasks
 from instances.choices import BackupStatus, BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
@@ -78,7 +79,7 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
     new = Instance(name=name.strip(), tenant_id=backup.tenant_id, vcpus=backup.vcpus, memory_mib=backup.memory_mib,
                    disk_gib=backup.disk_gib, boot_source=backup.boot_source, boot_kernel=backup.boot_kernel,
                    image=backup.image, cmdline=backup.cmdline, restored_from=backup, created_by=user,
-                   licensed=backup.licensed,
+                   licensed=backup.licensed, arch=backup.boot_kernel.arch if backup.boot_kernel else "",
                    task_state=TaskState.CREATING, task_started_at=timezone.now())
     if backup.boot_source == BootSource.KERNEL and backup.boot_kernel is None:
         raise InvalidOperation("the backup's boot kernel was deleted from the library: nothing would boot its disk")
@@ -91,12 +92,13 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
             try:
                 new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
                                                host=source.host if source is not None else None,
-                                               technologies=TECHNOLOGIES)
+                                               technologies=TECHNOLOGIES, guest=Guest(arch=new.arch))
             except NoCapacity:
                 if source is None:
                     raise
                 new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
-                                               technologies=TECHNOLOGIES)
+                                               technologies=TECHNOLOGIES, guest=Guest(arch=new.arch))
+            new.arch = new.arch or guests.default_arch(new.host)
             new.save()
             services.attach_nics(new, services.nics_like(source) if source is not None else [])
             action = InstanceAction.objects.create(instance=new, operation=Operation.CREATE, user=user, start=False)

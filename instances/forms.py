@@ -79,8 +79,8 @@ class InstanceForm(forms.Form):
                              help_text="QEMU/KVM: emulated where its host is another.")
     machine = forms.CharField(max_length=64, required=False, label="Machine type",
                               help_text="QEMU/KVM: empty for the architecture's usual one (pc, virt).")
-    cpu_mode = forms.ChoiceField(choices=CpuMode.choices, required=False, label="CPU",
-                                 help_text="QEMU/KVM; its host's setting unless chosen.")
+    cpu_mode = forms.ChoiceField(choices=[("", "Its host's setting"), *CpuMode.choices[1:]], required=False,
+                                 label="CPU", help_text="QEMU/KVM.")
     cpu_model = forms.CharField(max_length=64, required=False, label="CPU model",
                                 help_text="With a named model: one its host offers.")
 

@@ -106,7 +106,8 @@ def clone(*, instance: Instance, name: str, user: AbstractBaseUser | None) -> In
                    disk_gib=instance.disk_gib, boot_source=instance.boot_source, boot_kernel=instance.boot_kernel,
                    kernel=instance.kernel, initrd=instance.initrd, cmdline=instance.cmdline, image=instance.image,
                    template=instance.template, cdrom=instance.cdrom, cdrom_drive=instance.cdrom_drive,
-                   licensed=instance.licensed, cloned_from=instance, created_by=user,
+                   licensed=instance.licensed, cloned_from=instance, created_by=user, arch=instance.arch,
+                   machine=instance.machine, cpu_mode=instance.cpu_mode, cpu_model=instance.cpu_model,
                    user_data=cloudinit.with_hostname(instance.user_data, name.strip()) if instance.user_data else "",
                    task_state=TaskState.CREATING, task_started_at=timezone.now())
     check_fields(new, exclude=["host", "tenant", "created_by", "cloned_from"])
