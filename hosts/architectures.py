@@ -20,6 +20,7 @@ class Arch:
     video: str  # the display's video card model
     acpi: bool  # ACPI (ARM and RISC-V machines have it only with UEFI firmware, which a kernel boot has not)
     tcg_cpu: str = ""  # the CPU model software emulation needs ("" = QEMU's default will do)
+    kvm_cpu: str = ""  # the CPU mode KVM needs ("" = QEMU's default will do; ARM's virt machine has no default for it)
     usb: str = ""  # the USB controller its pointer (a tablet) needs, where the machine has none of its own
     live: bool = False  # a guest of it booted to a shell through the panel in the tests here
 
@@ -28,7 +29,8 @@ ARCHES: dict[str, Arch] = {
     "x86_64": Arch("pc", "ttyS0", "ide", "vga", acpi=True, live=True),
     "i686": Arch("pc", "ttyS0", "ide", "vga", acpi=True),
     # (without a named CPU, libvirt gives a TCG guest a 32-bit core and a 64-bit kernel stays silent)
-    "aarch64": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a57", live=True, usb="qemu-xhci"),
+    "aarch64": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a57", kvm_cpu="host-passthrough",
+                    live=True, usb="qemu-xhci"),
     "armv7l": Arch("virt", "ttyAMA0", "scsi", "virtio", acpi=False, tcg_cpu="cortex-a15", usb="qemu-xhci"),
     "ppc64": Arch("pseries", "hvc0", "scsi", "vga", acpi=False),
     "ppc64le": Arch("pseries", "hvc0", "scsi", "vga", acpi=False),

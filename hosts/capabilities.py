@@ -35,6 +35,7 @@ class Capabilities:
     live_migration: bool = False  # a running guest moves to another host of the technology, its disks copied along
     cold_migration: bool = False  # a stopped one moves: its volumes copied through libvirt's streams, then defined
     serial_console: bool = True  # libvirt opens its console as a stream (virDomainOpenConsole), shown in the browser
+    events: bool = True  # its driver pushes domain lifecycle events (else the periodic reconcile alone sees changes)
     library: bool = True  # library objects reach it as copies in its storage pool (libvirt's volume upload)
     storage_pools: bool = True  # its driver has storage pools (a probe lists them; disks are made in them)
     architectures: bool = False  # guests of other architectures (QEMU's emulators), CPU models and machine types
@@ -50,8 +51,8 @@ _VM = Capabilities(disk_volume=True, cdrom=False, kernel_boot=True, host_disk=Tr
 # Hypervisors reached through a remote management API: the panel defines, runs and watches their guests, which boot
 # disks already on the host (an admin names them); their networks and storage stay the host's own.
 _REMOTE = replace(_VM, disk_volume=False, kernel_boot=False, networks=False, library=False, serial_console=False,
-                  proven="definitions against libvirt's schema; registration and a probe that lacks its optional "
-                         "calls")
+                  events=False,
+                  proven="definitions against libvirt's schema; registration, and a failed probe's reason")
 
 TABLE: dict[Technology, Capabilities] = {
     Technology.QEMU: replace(_VM, cdrom=True, graphics=True, snapshots=True, volumes=True, disk_hotplug=True,
@@ -74,7 +75,7 @@ TABLE: dict[Technology, Capabilities] = {
         disk_volume=False, cdrom=False, kernel_boot=False, host_disk=False, host_template=True,
         container_image=False, container_command=True, networks=False, stores_data=True, signal_shutdown=False,
         console_flags=True, graphics=False, snapshots=False, serial_console=False, library=False,
-        storage_pools=False,
+        storage_pools=False, events=False,
         operator="OS templates in the host's template cache (/vz/template/cache), named on the host's page"),
     Technology.VMWARE: replace(_REMOTE, path_style=paths.DATASTORE,
                                operator="the ESXi or vCenter address and credentials (libvirt's auth.conf), and "
@@ -82,11 +83,12 @@ TABLE: dict[Technology, Capabilities] = {
     Technology.HYPERV: replace(_REMOTE, storage_pools=False, path_style=paths.WINDOWS,
                                operator="WinRM enabled on the Hyper-V host, its credentials (libvirt's auth.conf), a "
                                         "libvirt built with the hyperv driver, and its disks (VHDX) on the host"),
-    Technology.BHYVE: replace(_REMOTE, serial_console=True,
+    Technology.BHYVE: replace(_REMOTE, serial_console=True, events=True,
                               operator="a FreeBSD host running libvirtd, and raw disk images under a directory it "
                                        "allows"),
-    Technology.VZ: replace(_REMOTE, operator="a Virtuozzo host running libvirtd, and its disks (ploop) under a "
-                                             "directory it allows"),
+    Technology.VZ: replace(_REMOTE, events=True,
+                           operator="a Virtuozzo host running libvirtd, and its disks (ploop) under a directory it "
+                                    "allows"),
     Technology.CH: replace(_REMOTE, kernel_boot=True, serial_console=True,
                            operator="a host running libvirtd with Cloud Hypervisor, a kernel or firmware "
                                     "(hypervisor-fw) and raw disks under a directory it allows"),
@@ -98,9 +100,10 @@ def of(technology: str) -> Capabilities:
     return TABLE[Technology(technology)]
 
 
-# What the technologies page and the README's table show of each row, in this order (lifecycle, reconcile and
-# events work for every technology libvirt drives).
+# What the technologies page and the README's table show of each row, in this order (lifecycle and the periodic
+# reconcile work for every technology libvirt drives).
 FEATURES: tuple[tuple[str, str], ...] = (
+    ("events", "State events"),
     ("disk_volume", "Library disk images"),
     ("kernel_boot", "Kernel boot"),
     ("container_image", "Container images"),

@@ -51,15 +51,20 @@ def _listed(values: list[str]) -> str:
     return f"{shown} and {len(values) - SHOWN} more" if len(values) > SHOWN else shown or "none"
 
 
+def _guests(host: Host) -> list[dict]:
+    """The host's guest entries (as its probe wrote them: a list of objects)."""
+    return [g for g in host.guests if isinstance(g, dict)] if isinstance(host.guests, list) else []
+
+
 def _entry(host: Host, arch: str) -> dict | None:
-    return next((g for g in host.guests if g.get("arch") == arch and g.get("os_type") == "hvm"), None)
+    return next((g for g in _guests(host) if g.get("arch") == arch and g.get("os_type") == "hvm"), None)
 
 
 def offered_arches(host: Host) -> list[str]:
     """The architectures the host runs guests of that CloudPanel describes."""
     if not host.can.architectures:
         return [host.arch] if host.arch else []
-    return sorted({g["arch"] for g in host.guests if g.get("os_type") == "hvm" and g.get("arch") in
+    return sorted({g["arch"] for g in _guests(host) if g.get("os_type") == "hvm" and g.get("arch") in
                    architectures.ARCHES})
 
 
@@ -73,7 +78,7 @@ def arch_for(host: Host, guest: Guest) -> str:
 
 
 def _kvm_offered(host: Host, arch: str) -> bool:
-    if not host.guests:
+    if not _guests(host):
         return host.kvm_available
     entry = _entry(host, arch)
     return entry is not None and "kvm" in entry.get("domain_types", [])
@@ -88,8 +93,13 @@ def uses_kvm(host: Host, arch: str) -> bool:
 
 
 def cpu_of(host: Host, guest: Guest) -> tuple[str, str]:
-    """The CPU (mode, model) the guest gets: its own if it asks for one, else its host's."""
-    return (guest.cpu_mode, guest.cpu_model) if guest.cpu_mode else (host.cpu_mode, host.cpu_model)
+    """The CPU (mode, model) a new guest gets: its own if it asks for one, else its host's default for guests of the
+    host's own architecture (none for the others: the architecture's own, see hosts.architectures)."""
+    if guest.cpu_mode:
+        return guest.cpu_mode, guest.cpu_model
+    if arch_for(host, guest) == default_arch(host):
+        return host.cpu_mode, host.cpu_model
+    return "", ""
 
 
 def refusal(host: Host, guest: Guest) -> str | None:
@@ -104,16 +114,18 @@ def refusal(host: Host, guest: Guest) -> str | None:
         return None
     arch = arch_for(host, guest)
     mode, model = cpu_of(host, guest)
-    if not host.guests:
-        if guest.arch or guest.machine or mode:
+    if not _guests(host):
+        if arch != default_arch(host) or guest.machine or mode:
             return (f"host '{name}' did not tell its capabilities ({'; '.join(host.missing) or 'not probed yet'}): "
-                    "only default guests of its own architecture go there")
+                    f"only guests of its own architecture ({default_arch(host)}) with no machine type or CPU named "
+                    "go there")
         return None
     entry = _entry(host, arch)
-    if entry is None or arch not in architectures.ARCHES:
+    if entry is None:
         return f"host '{name}' has no emulator for {arch} guests (it offers: {_listed(offered_arches(host))})"
-    if guest.machine and guest.machine not in entry.get("machines", []):
-        return (f"host '{name}' has no machine type {guest.machine} for {arch} guests (it has: "
+    machine = guest.machine or architectures.of(arch).machine
+    if machine not in entry.get("machines", []):
+        return (f"host '{name}' has no machine type {machine} for {arch} guests (it has: "
                 f"{_listed(entry.get('machines', []))})")
     if host.accelerator == Accelerator.KVM and not _kvm_offered(host, arch):
         return (f"host '{name}' runs its guests under KVM, which has no {arch} guests there (an admin sets its "
@@ -163,7 +175,7 @@ def table(host: Host) -> list[dict]:
     """What the host's page shows of its guests: per architecture, its domain types (KVM, TCG…), machine types, and
     per domain type what its domain capabilities offer; whether CloudPanel describes guests of it."""
     rows = []
-    for guest in sorted(host.guests, key=lambda g: (g.get("arch") != host.arch, g.get("arch", ""))):
+    for guest in sorted(_guests(host), key=lambda g: (g.get("arch") != host.arch, str(g.get("arch", "")))):
         arch = guest.get("arch", "")
         caps = [(virt_type, host.domain_caps[f"{arch}/{virt_type}"]) for virt_type in guest.get("domain_types", [])
                 if f"{arch}/{virt_type}" in host.domain_caps]

@@ -52,8 +52,14 @@ class Listener:
             next_attempt, backoff = self.retry.get(host.uri, (0.0, self.rescan_seconds))
             if time.monotonic() < next_attempt:
                 continue  # an unreachable host is retried less and less often, up to once a minute
+            if not host.can.events:
+                continue  # (the periodic reconcile alone sees its changes)
             try:
                 handle = hypervisor.watch_lifecycle(host.uri, self.events.put)
+            except hypervisor.EventsUnsupported as exc:  # (its technology should have them): not a host failure
+                log.warning("%s; the periodic reconcile alone sees its changes", exc)
+                self.retry[host.uri] = (time.monotonic() + 3600, 3600.0)
+                continue
             except hypervisor.HypervisorError as exc:
                 services.record_failure(host_id=host.pk, error=exc)
                 self.retry[host.uri] = (time.monotonic() + backoff, min(backoff * 2, 60.0))

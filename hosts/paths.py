@@ -7,7 +7,6 @@ an allowed directory as text is comparing where it is.
 
 from __future__ import annotations
 
-import ntpath
 import posixpath
 import re
 
@@ -15,8 +14,16 @@ from cloudpanel.text import CONTROL
 
 POSIX, DATASTORE, WINDOWS = "posix", "datastore", "windows"
 EXAMPLES = {POSIX: "/srv/disks", DATASTORE: "[datastore1] images", WINDOWS: r"C:\VMs"}
-_DATASTORE = re.compile(r"\[([A-Za-z0-9 ._()-]{1,80})\] (\S.*)")
-_DRIVE = re.compile(r"[A-Za-z]:\\")
+# Names in datastore and Windows paths: plain ASCII only (no case folding or Unicode look-alikes to compare), never
+# ending in a dot or space (Windows trims those), never "." or "..".
+_NAME = re.compile(r"[A-Za-z0-9_()+-](?:[A-Za-z0-9 ._()+-]*[A-Za-z0-9_()+-])?")
+_DATASTORE = re.compile(r"\[([A-Za-z0-9_()+-][A-Za-z0-9 ._()+-]{0,78}[A-Za-z0-9_()+-]?)\] (.+)")
+_DRIVE = re.compile(r"[A-Za-z]:")
+_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)  # Windows' reserved names
+
+
+def _names(parts: list[str]) -> bool:
+    return bool(parts) and all(_NAME.fullmatch(part) and not _DEVICES.fullmatch(part) for part in parts)
 
 
 def normal(style: str, path: str) -> str | None:
@@ -25,17 +32,14 @@ def normal(style: str, path: str) -> str | None:
         return None
     if style == DATASTORE:
         found = _DATASTORE.fullmatch(path)
-        if not found:
+        if not found or not _names(found.group(2).split("/")):
             return None
-        rest = found.group(2).rstrip("/")
-        if rest.startswith("/") or "\\" in rest or posixpath.normpath(rest) != rest or rest.startswith(".."):
-            return None
-        return path.rstrip("/")
+        return path
     if style == WINDOWS:
-        if not _DRIVE.match(path) or "/" in path:
+        drive, _, rest = path.partition("\\")
+        if not _DRIVE.fullmatch(drive) or not _names(rest.split("\\")):
             return None
-        stripped = path.rstrip("\\") if len(path) > 3 else path
-        return stripped if ntpath.normpath(stripped) == stripped else None
+        return path
     stripped = path.rstrip("/")
     if not path.startswith("/") or path.startswith("//") or posixpath.normpath(path) != (stripped or "/"):
         return None
@@ -43,16 +47,12 @@ def normal(style: str, path: str) -> str | None:
 
 
 def is_root(style: str, directory: str) -> bool:
-    """Whether the directory is the whole filesystem (a drive, a datastore)."""
-    if style == WINDOWS:
-        return len(directory) <= 3
-    if style == DATASTORE:
-        return False
-    return directory == "/"
+    """Whether the directory is the whole filesystem (a datastore's or a drive's root is no normal directory)."""
+    return style == POSIX and directory == "/"
 
 
 def under(style: str, path: str, directory: str) -> bool:
     """Whether the (normal) path lies inside the (normal) directory."""
-    if style == WINDOWS:
+    if style == WINDOWS:  # (ASCII names only: Windows compares them without case)
         return path.lower().startswith(directory.lower() + "\\")
     return path.startswith(directory + "/")

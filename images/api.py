@@ -77,7 +77,7 @@ class ImageViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMod
         owner = _owner(request, self.scope, values)
         common = {"user": request.user, "tenant": owner, "name": values["name"], "visibility": values["visibility"],
                   "declared_format": values["declared_format"], "expected_checksum": values["checksum"],
-                  "os_type": values["os_type"], "min_disk_gib": values["min_disk_gib"],
+                  "os_type": values["os_type"], "arch": values["arch"], "min_disk_gib": values["min_disk_gib"],
                   "min_memory_mib": values["min_memory_mib"]}
         if "url" in values:
             image = services.create_import(url=values["url"], **common)

@@ -29,6 +29,8 @@ class ImageForm(OwnedForm):
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PRIVATE)
     tenant = forms.ModelChoiceField(queryset=None, required=False, empty_label="— (public images only)")
     os_type = forms.ChoiceField(choices=OsType.choices, label="OS type")
+    arch = forms.ChoiceField(choices=ARCH_CHOICES, initial=DEFAULT_ARCH, label="Architecture", required=False,
+                             help_text="What its guests are: they are placed on hosts that run them.")
     min_disk_gib = forms.IntegerField(min_value=0, max_value=65536, initial=0, label="Minimum disk (GiB)")
     min_memory_mib = forms.IntegerField(min_value=0, max_value=4 * 1024 * 1024, initial=0,
                                         label="Minimum RAM (MiB)")
@@ -36,6 +38,9 @@ class ImageForm(OwnedForm):
                                         help_text="Refused if the file turns out to be another format.")
     checksum = forms.CharField(max_length=140, required=False, label="Expected checksum",
                                help_text="sha256:<hex> or sha512:<hex>; verified before the image is published.")
+
+    def clean_arch(self) -> str:
+        return self.cleaned_data["arch"] or DEFAULT_ARCH
 
 
 class TemplateForm(OwnedForm):
@@ -73,8 +78,8 @@ class BootKernelForm(OwnedForm):
     name = forms.CharField(max_length=100)
     kernel = forms.ModelChoiceField(queryset=None, empty_label="Choose a kernel image")
     initrd = forms.ModelChoiceField(queryset=None, required=False, empty_label="No initrd")
-    cmdline = forms.CharField(max_length=500, required=False, initial="console=ttyS0", label="Command line",
-                              help_text="ARM guests' serial console is ttyAMA0.")
+    cmdline = forms.CharField(max_length=500, required=False, label="Command line",
+                              help_text="Empty: the architecture's serial console (console=ttyS0; ARM: ttyAMA0).")
     arch = forms.ChoiceField(choices=ARCH_CHOICES, initial=DEFAULT_ARCH, label="Architecture", required=False,
                              help_text="What it runs on: its instances are guests of it, emulated where the host is "
                                        "another.")

@@ -48,6 +48,8 @@ class Image(models.Model):
     status = models.CharField(max_length=12, choices=ImageStatus.choices, default=ImageStatus.UPLOADING)
     status_reason = models.TextField(blank=True)
     os_type = models.CharField(max_length=10, choices=OsType.choices, default=OsType.LINUX)
+    # What its guests are (a disk image's instances, a container image's; ISOs and initrds: what they are for).
+    arch = models.CharField(max_length=20, choices=ARCH_CHOICES, default=DEFAULT_ARCH)
     licensed = models.BooleanField(default=False, help_text="Instances from it pay their rate plan's licence "
                                                             "price for every hour they run.")
     min_disk_gib = models.PositiveIntegerField(default=0)

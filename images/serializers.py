@@ -31,7 +31,7 @@ class ImageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = [
-            "id", "uuid", "name", "tenant", "tenant_name", "visibility", "status", "status_reason", "os_type",
+            "id", "uuid", "name", "tenant", "tenant_name", "visibility", "status", "status_reason", "os_type", "arch",
             "min_disk_gib", "min_memory_mib", "filename", "source_url", "declared_format", "expected_checksum",
             "source_format", "disk_format", "received_bytes", "expected_bytes", "progress", "size", "virtual_size",
             "sha256", "copies", "created_by", "created_at", "updated_at",
@@ -58,6 +58,8 @@ class ImageCreateSerializer(serializers.Serializer):
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE,
                                          help_text="Public images are a platform admin's.")
     os_type = serializers.ChoiceField(choices=OsType.choices, default=OsType.LINUX)
+    arch = serializers.ChoiceField(choices=ARCH_CHOICES, default=DEFAULT_ARCH,
+                                   help_text="What its guests are: its instances go to hosts that run them.")
     min_disk_gib = serializers.IntegerField(min_value=0, max_value=65536, default=0)
     min_memory_mib = serializers.IntegerField(min_value=0, max_value=4 * 1024 * 1024, default=0)
     declared_format = serializers.ChoiceField(choices=SourceFormat.choices, required=False, allow_blank=True,
@@ -137,8 +139,9 @@ class BootKernelCreateSerializer(serializers.Serializer):
     kernel = serializers.IntegerField(help_text="An image uploaded with the kernel format.")
     initrd = serializers.IntegerField(required=False, allow_null=True, default=None,
                                       help_text="An image uploaded with the initrd format.")
-    cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="console=ttyS0",
-                                    trim_whitespace=False)
+    cmdline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                    trim_whitespace=False,
+                                    help_text="Default: the architecture's serial console (console=ttyS0, ttyAMA0…).")
     arch = serializers.ChoiceField(choices=ARCH_CHOICES, default=DEFAULT_ARCH,
                                    help_text="The architecture it runs on: its instances are guests of it.")
 

@@ -21,6 +21,7 @@ from cloudpanel.exceptions import NotFound
 from cloudpanel.scoping import READ_ONLY, Scope
 from cloudpanel.tasking import enqueue
 from cloudpanel.text import CONTROL
+from hosts import architectures
 from hosts.architectures import ARCHES, DEFAULT_ARCH
 from hosts.models import Host
 from images import bootfiles, cloudinit, events, fetch, store
@@ -55,11 +56,17 @@ def _new_image(*, user: AbstractBaseUser | None, tenant: Tenant | None, visibili
     return Image(tenant=tenant, visibility=visibility, created_by=user, **fields)
 
 
+def _arch(arch: str) -> str:
+    if arch not in ARCHES:
+        raise UnsafeImage(f"unknown architecture {arch[:40]!r} (one of: {', '.join(ARCHES)})")
+    return arch
+
+
 @transaction.atomic
 def create_upload(*, user: AbstractBaseUser | None, tenant: Tenant | None, name: str, size: int,
                   visibility: str = Visibility.PRIVATE, filename: str = "", declared_format: str = "",
                   expected_checksum: str = "", os_type: str = "linux", min_disk_gib: int = 0,
-                  min_memory_mib: int = 0) -> Image:
+                  min_memory_mib: int = 0, arch: str = DEFAULT_ARCH) -> Image:
     """Accept an upload of size bytes: the image waits for its chunks (images/store.py)."""
     if size <= 0:
         raise UnsafeImage("the upload must announce its size in bytes")
@@ -68,7 +75,8 @@ def create_upload(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
     image = _new_image(user=user, tenant=tenant, visibility=visibility, name=name, status=ImageStatus.UPLOADING,
                        filename=clean_filename(filename), declared_format=declared_format,
                        expected_checksum=clean_checksum(expected_checksum), os_type=os_type,
-                       min_disk_gib=min_disk_gib, min_memory_mib=min_memory_mib, expected_bytes=size)
+                       min_disk_gib=min_disk_gib, min_memory_mib=min_memory_mib, expected_bytes=size,
+                       arch=_arch(arch))
     if tenant is not None:
         quotas.check(tenant=tenant, request={"image_gib": size})
     image.save()
@@ -79,7 +87,8 @@ def create_upload(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
 @transaction.atomic
 def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name: str, url: str,
                   visibility: str = Visibility.PRIVATE, declared_format: str = "", expected_checksum: str = "",
-                  os_type: str = "linux", min_disk_gib: int = 0, min_memory_mib: int = 0) -> Image:
+                  os_type: str = "linux", min_disk_gib: int = 0, min_memory_mib: int = 0,
+                  arch: str = DEFAULT_ARCH) -> Image:
     """Accept an import by URL: checked now (scheme, addresses), downloaded by a worker."""
     from images import tasks
 
@@ -87,7 +96,7 @@ def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
     image = _new_image(user=user, tenant=tenant, visibility=visibility, name=name, status=ImageStatus.IMPORTING,
                        source_url=url, declared_format=declared_format,
                        expected_checksum=clean_checksum(expected_checksum), os_type=os_type,
-                       min_disk_gib=min_disk_gib, min_memory_mib=min_memory_mib)
+                       min_disk_gib=min_disk_gib, min_memory_mib=min_memory_mib, arch=_arch(arch))
     if tenant is not None:
         quotas.check(tenant=tenant, request={"image_gib": 1})  # the size is checked again once known
     image.save()
@@ -98,12 +107,12 @@ def create_import(*, user: AbstractBaseUser | None, tenant: Tenant | None, name:
 
 @transaction.atomic
 def create_capture(*, user: AbstractBaseUser | None, tenant: Tenant, name: str, host: Host, size_gib: int,
-                   os_type: str = "linux", min_memory_mib: int = 0) -> Image:
+                   os_type: str = "linux", min_memory_mib: int = 0, arch: str = DEFAULT_ARCH) -> Image:
     """Accept an instance's disk as a new private image of its tenant: the worker copies it to the image's
     capture_volume on the host, then has it read, inspected like any upload, and stored
     (images.tasks.capture_image)."""
     image = _new_image(user=user, tenant=tenant, visibility=Visibility.PRIVATE, name=name,
-                       status=ImageStatus.IMPORTING, capture_host=host, os_type=os_type,
+                       status=ImageStatus.IMPORTING, capture_host=host, os_type=os_type, arch=_arch(arch),
                        min_disk_gib=size_gib, min_memory_mib=min_memory_mib, expected_bytes=size_gib << 30)
     image.capture_volume = f"cp-capture-{image.uuid}.qcow2"
     try:
@@ -320,17 +329,18 @@ def _boot_part(image: Image | None, *, tenant: Tenant | None, visibility: str, w
 
 
 def create_boot_kernel(*, user: AbstractBaseUser | None, tenant: Tenant | None, visibility: str, name: str,
-                       kernel: Image, initrd: Image | None = None, cmdline: str = "console=ttyS0",
+                       kernel: Image, initrd: Image | None = None, cmdline: str = "",
                        description: str = "", arch: str = DEFAULT_ARCH) -> BootKernel:
     """A boot kernel from a kernel image, an optional initrd image, a default command line, and the architecture it
-    runs on (its instances are guests of it)."""
-    if arch not in ARCHES:
-        raise UnsafeImage(f"unknown architecture {arch[:40]!r} (one of: {', '.join(ARCHES)})")
-    runs = bootfiles.kernel_arches(store.data_path(kernel.uuid)) if store.data_path(kernel.uuid).exists() else ()
-    if runs and arch not in runs:
-        raise UnsafeImage(f"the kernel {kernel.name} is for {' or '.join(runs)}, not {arch}")
+    runs on (its instances are guests of it; an empty command line: the architecture's serial console)."""
+    _arch(arch)
     _boot_part(kernel, tenant=tenant, visibility=visibility, wanted=DiskFormat.KERNEL, label="a Linux kernel")
     _boot_part(initrd, tenant=tenant, visibility=visibility, wanted=DiskFormat.INITRD, label="an initrd")
+    stored = store.data_path(kernel.uuid)
+    runs = bootfiles.kernel_arches(stored) if stored.exists() else ()
+    if runs and arch not in runs:
+        raise UnsafeImage(f"the kernel {kernel.name} is for {' or '.join(runs)}, not {arch}")
+    cmdline = cmdline or f"console={architectures.of(arch).console}"
     if CONTROL.search(cmdline):
         raise UnsafeImage("the command line cannot hold control characters")
     return BootKernel.objects.create(tenant=tenant, visibility=visibility, name=name, kernel=kernel, initrd=initrd,

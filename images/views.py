@@ -75,7 +75,8 @@ def image_import(request):
             image = services.create_import(
                 user=request.user, tenant=owner, name=data["name"], url=data["url"],
                 visibility=data.get("visibility", Visibility.PRIVATE), declared_format=data["declared_format"],
-                expected_checksum=data["checksum"], os_type=data["os_type"], min_disk_gib=data["min_disk_gib"],
+                expected_checksum=data["checksum"], os_type=data["os_type"], arch=data["arch"],
+                min_disk_gib=data["min_disk_gib"],
                 min_memory_mib=data["min_memory_mib"],
             )
         except DomainError as exc:

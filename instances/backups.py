@@ -70,6 +70,12 @@ def restore_over(*, backup: Backup, user: AbstractBaseUser | None) -> InstanceAc
     return services.request_operation(instance=instance, operation=Operation.RESTORE, user=user, backup=backup)
 
 
+def _arch_of(backup: Backup, source: Instance | None) -> str:
+    """What the backed-up guest was: its instance's architecture while it lives, else what it booted."""
+    booted = backup.boot_kernel or backup.image
+    return (source.arch if source is not None else "") or (booted.arch if booted is not None else "")
+
+
 def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> InstanceAction:
     """Make a new instance of the backup's tenant from it: the size and boot its instance had, its disk the backup's,
     a NIC on each network of its instance if that still exists; placed on a host that takes backups, and left
@@ -79,7 +85,10 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
     new = Instance(name=name.strip(), tenant_id=backup.tenant_id, vcpus=backup.vcpus, memory_mib=backup.memory_mib,
                    disk_gib=backup.disk_gib, boot_source=backup.boot_source, boot_kernel=backup.boot_kernel,
                    image=backup.image, cmdline=backup.cmdline, restored_from=backup, created_by=user,
-                   licensed=backup.licensed, arch=backup.boot_kernel.arch if backup.boot_kernel else "",
+                   licensed=backup.licensed, arch=_arch_of(backup, source),
+                   machine=source.machine if source is not None else "",
+                   cpu_mode=source.cpu_mode if source is not None else "",
+                   cpu_model=source.cpu_model if source is not None else "",
                    task_state=TaskState.CREATING, task_started_at=timezone.now())
     if backup.boot_source == BootSource.KERNEL and backup.boot_kernel is None:
         raise InvalidOperation("the backup's boot kernel was deleted from the library: nothing would boot its disk")

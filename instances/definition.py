@@ -79,11 +79,10 @@ def guest_of(instance: Instance) -> guests.Guest:
 
 
 def guest_fields(instance: Instance, host: Host) -> dict[str, str]:
-    """The DomainSpec's fields of its guest on the host: its architecture, machine type and CPU."""
-    guest = guest_of(instance)
-    cpu_mode, cpu_model = guests.cpu_of(host, guest) if host.can.architectures else ("", "")
-    return {"arch": guests.arch_for(host, guest), "machine": instance.machine, "cpu_mode": cpu_mode,
-            "cpu_model": cpu_model}
+    """The DomainSpec's fields of its guest on the host: its architecture, machine type and CPU (its own, fixed when
+    it was made: a host's default CPU is for instances made later)."""
+    return {"arch": guests.arch_for(host, guest_of(instance)), "machine": instance.machine,
+            "cpu_mode": instance.cpu_mode, "cpu_model": instance.cpu_model}
 
 
 def kvm(instance: Instance, host: Host) -> bool:

@@ -27,7 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from hosts import hypervisor
+from hosts import hypervisor, paths
 from hosts.models import Host
 from images import distribution
 from images.models import Image, ImageCopy
@@ -75,7 +75,8 @@ def plan(instance: Instance, source: Host, target: Host) -> Plan:
             result.small.append(item)
         elif item.pool and (image := _library_image(item.volume)) is not None:
             result.library[item.path] = str(image.uuid)
-        elif not item.pool and any(item.path.startswith(d + "/") for d in target.allowed_dirs):
+        elif not item.pool and paths.normal(target.can.path_style, item.path) == item.path and any(
+                paths.under(target.can.path_style, item.path, d) for d in target.allowed_dirs):
             result.paths[item.path] = item.path  # a platform admin's file, which the target allows too
         else:
             raise hypervisor.HypervisorError(f"the domain's {item.role} {item.path} is not a file the panel can "

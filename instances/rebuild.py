@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts import services as host_services
+from hosts.architectures import DEFAULT_ARCH
 from images import cloudinit
 from images import services as image_services
 from images.choices import DiskFormat
@@ -88,7 +89,8 @@ def save_as_image(*, instance: Instance, name: str, user: AbstractBaseUser | Non
         image = image_services.create_capture(
             user=user, tenant=instance.tenant, name=name.strip(), host=instance.host,
             size_gib=instance.disk_gib, os_type=instance.image.os_type if instance.image else "linux",
-            min_memory_mib=instance.image.min_memory_mib if instance.image else 0)
+            min_memory_mib=instance.image.min_memory_mib if instance.image else 0,
+            arch=instance.arch or DEFAULT_ARCH)
         return request_operation(instance=instance, operation=Operation.CAPTURE, user=user, image=image)
 
 

@@ -8,11 +8,15 @@ applied the change.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from hosts import guests
 from hosts import services as host_services
+from instances import definition
 from instances.choices import BootSource, Operation, Status
 from instances.exceptions import InvalidInstance, InvalidOperation
 from instances.models import Instance, InstanceAction, InstanceSize
@@ -50,6 +54,9 @@ def resize(*, instance: Instance, user: AbstractBaseUser | None, vcpus: int | No
                                "change while it is stopped (its definition leaves no room to add them live); a "
                                "disk grows either way")
     check_memory(after["memory_mib"], image=instance.image, boot_kernel=instance.boot_kernel)
+    if instance.host is not None and (why := guests.refusal(
+            instance.host, replace(definition.guest_of(instance), vcpus=after["vcpus"]))):
+        raise InvalidInstance(why)
     for size in SIZES:  # the model's bounds (the API's serializer has the same; a page's form may not)
         try:
             Instance._meta.get_field(size).clean(after[size], instance)

@@ -23,6 +23,7 @@ from cloudpanel.scoping import is_platform_admin
 from hosts import guests
 from hosts import placement as placing
 from hosts import services as host_services
+from hosts.choices import CpuMode
 from hosts.hypervisor import NO_DRIVE
 from hosts.models import Host, HostDomain
 from images import cloudinit
@@ -207,12 +208,17 @@ def create_instance(
         disk_gib = template.disk_gib if disk_gib is None else disk_gib
     if vcpus is None or memory_mib is None:
         raise InvalidInstance("give the vCPUs and memory (or a template that has them)")
-    if boot_kernel is not None and arch and arch != boot_kernel.arch:
-        raise InvalidInstance(f"the boot kernel {boot_kernel.name} runs {boot_kernel.arch} guests, not {arch}")
-    guest = guests.Guest(arch=arch or (boot_kernel.arch if boot_kernel is not None else ""), machine=machine,
-                         cpu_mode=cpu_mode, cpu_model=cpu_model, vcpus=vcpus)
+    # Its architecture is what it boots: its boot kernel's, its image's (as their owners declared them).
+    for what, obj in (("boot kernel", boot_kernel), ("image", image)):
+        if obj is not None and arch and arch != obj.arch:
+            raise InvalidInstance(f"the {what} {obj.name} runs {obj.arch} guests, not {arch}")
+        arch = arch or (obj.arch if obj is not None else "")
+    guest = guests.Guest(arch=arch, machine=machine, cpu_mode=cpu_mode, cpu_model=cpu_model, vcpus=vcpus)
     if why := guests.check_request(guest):
         raise InvalidInstance(why)
+    if cpu_mode == CpuMode.PASSTHROUGH and not (user is not None and is_platform_admin(user)):
+        raise InvalidInstance("a host-passthrough CPU ties an instance to hosts with the very same CPU (maintenance "
+                              "could not move it): platform admins choose it; choose host-model or a named model")
     wanted = boot.Boot(source=boot_source, kernel=kernel, initrd=initrd, boot_disk=boot_disk, cmdline=cmdline,
                        init=init, init_env=init_env or {}, image=image, boot_kernel=boot_kernel)
     boot.check_request(wanted, tenant_id=tenant.pk, admin=user is not None and is_platform_admin(user))
@@ -269,6 +275,8 @@ def create_instance(
             boot.check_on_host(wanted, placed, needs_cdrom=needs_cdrom)
             instance.host, instance.cdrom_drive = placed, instance.cdrom_drive and placed.can.cdrom
             instance.arch = guests.arch_for(placed, guest)
+            if placed.can.architectures:  # (its CPU is its own from now on, whatever the host's default becomes)
+                instance.cpu_mode, instance.cpu_model = guests.cpu_of(placed, guest)
             instance.placement = decision.as_dict() | {"for": "create", "at": timezone.now().isoformat()}
             instance.save()
             if volume is not None:

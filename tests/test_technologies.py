@@ -134,9 +134,9 @@ def test_an_emulated_arm_guest_gets_the_cpu_console_and_buses_it_needs():
     assert (root.findtext("cpu/model"), root.findtext("os/cmdline")) == ("cortex-a57", "console=ttyAMA0")
     assert root.find("features/acpi") is None  # (ARM's ACPI needs UEFI firmware)
     assert root.find("devices/disk[@device='cdrom']/target").attrib == {"dev": "sdd", "bus": "scsi"}
-    # Under KVM the host's own CPU model is left to the hypervisor
+    # Under KVM (an ARM host's own) it gets the host's CPU: the virt machine has no default CPU for KVM
     kvm = ET.fromstring(domain_xml(T.QEMU, spec(arch="aarch64", kernel="/k"), kvm_available=True))
-    assert kvm.get("type") == "kvm" and kvm.find("cpu") is None
+    assert kvm.get("type") == "kvm" and kvm.find("cpu").attrib == {"mode": "host-passthrough"}
 
 
 @pytest.mark.parametrize(("technology", "fields", "reason"), [
@@ -162,12 +162,24 @@ def test_a_definition_a_driver_would_refuse_is_never_built(technology, fields, r
     (paths.WINDOWS, r"C:\VMs", r"C:\VMs\..\Windows\System32\config\SAM", False),
     (paths.WINDOWS, r"C:\VMs", r"C:\VMsOther\web.vhdx", False),
     (paths.WINDOWS, r"C:\VMs", "C:/VMs/web.vhdx", False),
+    (paths.WINDOWS, r"C:\VMs\Disks", "C:\\VMs\\Dis\u212As\\x.vhdx", False),  # (a Kelvin sign lowercases to k)
+    (paths.WINDOWS, r"C:\VMs", r"C:\VMs\NUL", False),  # (Windows' devices, wherever they are named)
+    (paths.WINDOWS, r"C:\VMs", r"C:\VMs\com1.vhdx", False),
+    (paths.WINDOWS, r"C:\VMs", r"C:\VMs\web.vhdx:hidden", False),  # (a stream)
+    (paths.WINDOWS, r"C:\VMs", "C:\\VMs\\web. \\x.vhdx", False),  # (trailing dots and spaces are trimmed)
+    (paths.DATASTORE, "[datastore1] images", "[datastore1] images/./web.vmdk", False),
     (paths.POSIX, "/srv/disks", "/srv/disks/web.img", True),
     (paths.POSIX, "/srv/disks", "/srv/disks/../../etc/shadow", False),
 ])
 def test_a_host_path_is_inside_an_allowed_directory_only_in_normal_form(style, directory, path, inside):
     normal = paths.normal(style, path)
     assert (normal == path and paths.under(style, normal, paths.normal(style, directory))) is inside
+
+
+@pytest.mark.parametrize(("style", "directory"), [(paths.WINDOWS, "C:\\"), (paths.WINDOWS, r"C:\VMs\AUX"),
+                                                 (paths.DATASTORE, "[datastore1] ."), (paths.DATASTORE, "[..] vms")])
+def test_no_whole_drive_device_or_dot_directory_is_allowed(style, directory):
+    assert paths.normal(style, directory) is None
 
 
 def test_vmware_and_hyperv_hosts_take_their_own_allowed_directories(admin_api):
@@ -228,6 +240,36 @@ def test_a_guest_without_a_serial_console_is_told_so_not_connected(member, tenan
             return await viewer.connect(), console.called
 
     assert scenario() == ((False, 4409), False)
+
+
+def test_a_host_whose_driver_sends_no_events_is_followed_by_the_reconcile_not_failed(monkeypatch):
+    from hosts.listener import Listener
+
+    # Given a VMware host (its driver has no domain events) and a test-driver host whose events fail as unsupported
+    esx = make_host(uri="esx://esxi1/", technology=T.VMWARE)
+    quiet = make_host(uri="test:///quiet")
+    asked = []
+
+    def unsupported(uri, _callback):
+        asked.append(uri)
+        raise hypervisor.EventsUnsupported(f"{uri}: its driver sends no domain events")
+
+    monkeypatch.setattr(hypervisor, "watch_lifecycle", unsupported)
+    # When the listener looks at them
+    Listener(rescan_seconds=0.2)._watch_hosts([esx, quiet])
+    # Then neither is marked failed: the VMware one is not even asked, the other is not asked again for a while
+    assert asked == ["test:///quiet"]
+    assert {h.state for h in Host.objects.all()} == {HostState.ONLINE}
+
+
+def test_guests_of_a_probe_written_oddly_are_ignored_not_a_crash(tenant):
+    host = make_host(uri="qemu+tcp://192.0.2.8/system", technology=T.QEMU, arch="x86_64",
+                     guests=["junk", {"arch": 5}, {"os_type": "hvm", "arch": "x86_64", "domain_types": ["qemu"],
+                                                    "machines": ["pc"]}])
+    assert guests.offered_arches(host) == ["x86_64"]
+    assert guests.refusal(host, guests.Guest()) is None
+    assert "no emulator for aarch64" in guests.refusal(host, guests.Guest(arch="aarch64"))
+    assert [row["arch"] for row in guests.table(host)] == ["x86_64", 5]
 
 
 # --- the probe: what a driver lacks, and what a QEMU host offers --------------------------------------------------
@@ -303,6 +345,57 @@ def test_a_guest_the_host_cannot_run_is_refused_naming_its_options(qemu_host, ad
     assert not Instance.objects.exists()
 
 
+def test_a_hosts_default_cpu_is_for_guests_of_its_own_architecture_and_fixed_when_they_are_made(
+        qemu_host, tenant, admin_api, admin_user):
+    # Given a host whose own guests get a named model by default
+    response = admin_api.patch(f"/api/v1/hosts/{qemu_host.pk}/", {"cpu_mode": "custom", "cpu_model": "qemu64"},
+                               format="json")
+    assert response.status_code == 200, response.content
+    qemu_host.refresh_from_db()
+    # Then an aarch64 guest is not held to it (its architecture's own CPU), an x86_64 one is
+    assert guests.refusal(qemu_host, guests.Guest(arch="aarch64")) is None
+    assert guests.cpu_of(qemu_host, guests.Guest(arch="aarch64")) == ("", "")
+    assert guests.cpu_of(qemu_host, guests.Guest()) == ("custom", "qemu64")
+    # And an instance made now keeps that CPU when the host's default changes later
+    qemu_host.allowed_paths = "/srv/boot"
+    qemu_host.save(update_fields=["allowed_paths"])
+    action = services.create_instance(user=admin_user, tenant=tenant, name="cpu", vcpus=1, memory_mib=64,
+                                      host=qemu_host, kernel="/srv/boot/vmlinuz", start=False)
+    made = Instance.objects.get(pk=action.instance_id)
+    assert (made.status, made.arch, made.cpu_mode, made.cpu_model) == (Status.STOPPED, "x86_64", "custom", "qemu64")
+    assert admin_api.patch(f"/api/v1/hosts/{qemu_host.pk}/", {"cpu_mode": ""}, format="json").status_code == 200
+    qemu_host.refresh_from_db()
+    assert definition.guest_fields(made, qemu_host)["cpu_model"] == "qemu64"
+    arm = Instance(tenant=tenant, name="a", vcpus=1, memory_mib=64, arch="aarch64")
+    built = ET.fromstring(domain_xml(T.QEMU, spec(kernel="/k", **definition.guest_fields(arm, qemu_host))))
+    assert built.findtext("cpu/model") == "cortex-a57"
+
+
+def test_tenants_choose_migratable_cpus_only(qemu_host, member, tenant):
+    with pytest.raises(InvalidInstance, match="platform admins choose it"):
+        services.create_instance(user=member, tenant=tenant, name="pinned", vcpus=1, memory_mib=64,
+                                 boot_kernel=make_boot_kernel(), cpu_mode="host-passthrough")
+
+
+def test_an_images_architecture_is_its_instances(qemu_host, tenant):
+    image = make_library_image()
+    image.arch = "aarch64"
+    image.save(update_fields=["arch"])
+    with pytest.raises(InvalidInstance, match="runs aarch64 guests, not x86_64"):
+        services.create_instance(user=None, tenant=tenant, name="img", vcpus=1, memory_mib=64, host=qemu_host,
+                                 boot_source=BootSource.IMAGE, image=image, arch="x86_64")
+
+
+def test_a_boot_kernel_is_for_the_architecture_its_header_says(panel, guest):
+    kernel = add_file(Path(guest["kernel"]), name="x86 kernel", declared_format="kernel")
+    with pytest.raises(DomainError, match="is for x86_64 or i686, not aarch64"):
+        image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="wrong", kernel=kernel,
+                                          arch="aarch64")
+    made = image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="right",
+                                             kernel=kernel, arch="i686")
+    assert (made.arch, made.cmdline) == ("i686", "console=ttyS0")
+
+
 def test_a_boot_kernels_architecture_is_its_instances(qemu_host, tenant):
     arm = make_boot_kernel()
     arm.arch = "aarch64"
@@ -327,20 +420,15 @@ def test_placement_takes_the_host_that_offers_the_guest_and_says_why_not_the_oth
     assert default.host == x86  # (a default guest: the roomier host)
 
 
-def test_a_cpu_is_the_instances_own_else_its_hosts(qemu_host, admin_api, tenant):
-    # Given a host whose instances get a host-model CPU
-    response = admin_api.patch(f"/api/v1/hosts/{qemu_host.pk}/", {"cpu_mode": "host-model"}, format="json")
-    assert response.status_code == 200, response.content
-    qemu_host.refresh_from_db()
-    plain = Instance(tenant=tenant, name="a", vcpus=1, memory_mib=64, kernel="/k")
+def test_a_named_cpu_is_defined_exactly_and_a_host_default_its_tcg_lacks_is_refused(qemu_host, admin_api, tenant):
     named = Instance(tenant=tenant, name="b", vcpus=1, memory_mib=64, kernel="/k", cpu_mode="custom",
                      cpu_model="qemu64")
-    built = [ET.fromstring(domain_xml(T.QEMU, spec(kernel="/k", **definition.guest_fields(i, qemu_host))))
-             for i in (plain, named)]
-    assert built[0].find("cpu").attrib == {"mode": "host-model"}
-    assert (built[1].find("cpu").get("mode"), built[1].findtext("cpu/model")) == ("custom", "qemu64")
-    assert built[1].find("cpu/model").get("fallback") == "forbid"  # (a named model migrates as it is, or not)
-    # And a mode its TCG does not give is refused, naming those it does; the host keeps its setting
+    built = ET.fromstring(domain_xml(T.QEMU, spec(kernel="/k", **definition.guest_fields(named, qemu_host))))
+    assert (built.find("cpu").get("mode"), built.findtext("cpu/model")) == ("custom", "qemu64")
+    assert built.find("cpu/model").get("fallback") == "forbid"  # (a named model migrates as it is, or not)
+    # A host default its TCG gives is taken; one it does not is refused, naming those it does; the host keeps its own
+    assert admin_api.patch(f"/api/v1/hosts/{qemu_host.pk}/", {"cpu_mode": "host-model"},
+                           format="json").status_code == 200
     response = admin_api.patch(f"/api/v1/hosts/{qemu_host.pk}/", {"cpu_mode": "host-passthrough"}, format="json")
     assert response.status_code == 400 and "it offers: " in response.json()["detail"], response.content
     qemu_host.refresh_from_db()

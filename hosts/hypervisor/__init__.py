@@ -45,7 +45,7 @@ from hosts.hypervisor.domains import (
     suspend,
     undefine,
 )
-from hosts.hypervisor.events import LifecycleEvent, unwatch, watch_lifecycle
+from hosts.hypervisor.events import EventsUnsupported, LifecycleEvent, unwatch, watch_lifecycle
 from hosts.hypervisor.facts import HostInfo, PoolInfo, probe
 from hosts.hypervisor.migration import (
     DomainFile,
@@ -100,16 +100,16 @@ from hosts.specs import (
 
 __all__ = [
     "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainFile", "DomainNotFound", "DomainSpec",
-    "FilterRule", "GuestCpu", "HostInfo", "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap",
-    "LifecycleEvent", "MigrationProgress", "MovedDefinition", "NO_DRIVE", "NetworkSpec", "Nic", "PoolInfo",
-    "PortFilter", "PowerState", "REMOVED_DRIVERS", "Technology", "UnsafeDefinition", "abort_job", "all_domains",
-    "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume", "connection",
-    "copy_volume", "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter", "define_moved",
-    "defined", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface", "dhcp_hosts",
-    "domain_files", "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "guest_cpu",
-    "holds_volume", "is_connected", "migrate_live", "migrating", "moved_definition", "open_display", "pool_marker",
-    "power_off", "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot", "remove_filter",
-    "remove_network", "resume", "revert_snapshot", "schemes_of", "set_dhcp_host", "set_interface_filter",
-    "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
-    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "EventsUnsupported", "FilterRule", "GuestCpu", "HostInfo", "HypervisorError", "HypervisorUnavailable",
+    "IPRange", "IdMap", "LifecycleEvent", "MigrationProgress", "MovedDefinition", "NO_DRIVE", "NetworkSpec", "Nic",
+    "PoolInfo", "PortFilter", "PowerState", "REMOVED_DRIVERS", "Technology", "UnsafeDefinition", "abort_job",
+    "all_domains", "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume",
+    "connection", "copy_volume", "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter",
+    "define_moved", "defined", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface",
+    "dhcp_hosts", "domain_files", "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk",
+    "guest_cpu", "holds_volume", "is_connected", "migrate_live", "migrating", "moved_definition", "open_display",
+    "pool_marker", "power_off", "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot",
+    "remove_filter", "remove_network", "resume", "revert_snapshot", "schemes_of", "set_dhcp_host",
+    "set_interface_filter", "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend",
+    "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

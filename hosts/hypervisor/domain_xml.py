@@ -115,21 +115,25 @@ def _display(devices: ET.Element, video: str = "vga") -> None:
     _sub(card, "model", type=video)
 
 
-def _cpu(root: ET.Element, spec: DomainSpec, tcg_cpu: str) -> None:
-    """The guest's CPU: the mode asked for, else (under TCG) the model the architecture needs, else QEMU's own."""
+def _cpu(root: ET.Element, spec: DomainSpec, fallback: str) -> None:
+    """The guest's CPU: the mode asked for, else the architecture's need under its accelerator (a mode, or a model
+    name), else QEMU's own."""
     mode = CpuMode(spec.cpu_mode)
     if mode in (CpuMode.PASSTHROUGH, CpuMode.HOST_MODEL):
         _sub(root, "cpu", mode=mode.value)
     elif mode == CpuMode.CUSTOM:
         cpu = _sub(root, "cpu", mode="custom", match="exact")
         _sub(cpu, "model", spec.cpu_model, fallback="forbid")
-    elif tcg_cpu:
+    elif fallback in (CpuMode.PASSTHROUGH, CpuMode.HOST_MODEL):
+        _sub(root, "cpu", mode=fallback)
+    elif fallback:
         cpu = _sub(root, "cpu", mode="custom", match="exact")
-        _sub(cpu, "model", tcg_cpu, fallback="allow")
+        _sub(cpu, "model", fallback, fallback="allow")
 
 
 def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
-    """QEMU/KVM: KVM when asked (or on auto when the host offers it), else TCG; laid out for its architecture."""
+    """QEMU/KVM: KVM when asked (or on auto when the host offers it for the guest's architecture: kvm_available),
+    else TCG; laid out for its architecture."""
     use_kvm = spec.accelerator == Accelerator.KVM or (
         spec.accelerator == Accelerator.AUTO and kvm_available
     )
@@ -154,7 +158,7 @@ def build_qemu(spec: DomainSpec, kvm_available: bool) -> ET.Element:
     if arch.acpi:
         features = _sub(root, "features")
         _sub(features, "acpi")
-    _cpu(root, spec, "" if use_kvm else arch.tcg_cpu)
+    _cpu(root, spec, arch.kvm_cpu if use_kvm else arch.tcg_cpu)
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")

@@ -37,8 +37,8 @@ class DomainFacts(NamedTuple):
 def define(uri: str, spec: DomainSpec, *, technology: Technology, kvm_available: bool = False,
            start: bool = True) -> PowerState:
     """Define the spec's domain on a host of the technology and, unless start is false, start it, through the
-    handle defineXML returns (no lookups). kvm_available: whether the host offers KVM (an accelerator on auto
-    takes it then)."""
+    handle defineXML returns (no lookups). kvm_available: whether the host offers KVM for the guest's architecture (an
+    accelerator on auto takes it then)."""
     xml = domain_xml(technology, spec, kvm_available=kvm_available)
     conn = connections.connection(uri)
     with connections.errors(uri):

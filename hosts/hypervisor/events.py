@@ -11,11 +11,16 @@ from datetime import UTC, datetime
 
 from hosts.hypervisor import connections
 from hosts.hypervisor.connections import (
+    HypervisorError,
     PowerState,
     libvirt,
 )
 
 log = logging.getLogger(__name__)
+
+
+class EventsUnsupported(HypervisorError):
+    """The host's driver has no domain events: the periodic reconcile alone sees its changes."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,13 @@ def watch_lifecycle(uri: str, callback: Callable[[LifecycleEvent], None]) -> int
         except Exception:
             log.exception("lifecycle callback failed for %s", uri)
 
-    with connections.errors(uri):
+    try:
         return conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            raise EventsUnsupported(f"{uri}: its driver sends no domain events") from None
+        with connections.errors(uri):
+            raise
 
 
 def unwatch(uri: str, handle: int) -> None:

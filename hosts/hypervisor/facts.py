@@ -73,6 +73,9 @@ class _Optional:
                     raise
             self.missing.append(f"{what}: {exc.get_error_message()}")
             return default
+        except (ET.ParseError, ValueError) as exc:
+            self.missing.append(f"{what}: unreadable ({exc})")
+            return default
 
 
 def _pools(conn: libvirt.virConnect) -> list[PoolInfo]:
@@ -124,10 +127,10 @@ def _domain_caps(conn: libvirt.virConnect, guests: list[dict], optional: _Option
             continue
         machine = architectures.of(arch).machine if architectures.of(arch).machine in guest["machines"] else None
         for virt_type in guest["domain_types"]:
-            text = optional(f"domain capabilities of {arch} ({virt_type})", lambda a=arch, m=machine, t=virt_type: (
-                conn.getDomainCapabilities(None, a, m, t)), "")
-            if text:
-                found[f"{arch}/{virt_type}"] = parse_domain_caps(text)
+            caps = optional(f"domain capabilities of {arch} ({virt_type})", lambda a=arch, m=machine, t=virt_type: (
+                parse_domain_caps(conn.getDomainCapabilities(None, a, m, t))), None)
+            if caps is not None:
+                found[f"{arch}/{virt_type}"] = caps
     return found
 
 
@@ -141,8 +144,7 @@ def probe(uri: str) -> HostInfo:
         hv_version = optional("hypervisor version", lambda: _version(conn.getVersion()), "")
         pools = optional("storage pools", lambda: _pools(conn), []) if capabilities.of(technology).storage_pools \
             else []
-        caps_text = optional("capabilities", conn.getCapabilities, "")
-        caps = ET.fromstring(caps_text) if caps_text else ET.Element("capabilities")
+        caps = optional("capabilities", lambda: ET.fromstring(conn.getCapabilities()), ET.Element("capabilities"))
         guests = _guests(caps)
         domain_caps = _domain_caps(conn, guests, optional) if capabilities.of(technology).architectures else {}
         return HostInfo(
@@ -155,7 +157,7 @@ def probe(uri: str) -> HostInfo:
             memory_mib=int(info[1]),
             kvm_available=any(d.get("type") == "kvm" for d in caps.iter("domain")),
             pools=tuple(pools),
-            arch=caps.findtext("host/cpu/arch", ""),
+            arch=caps.findtext("host/cpu/arch", "")[:20],
             guests=tuple(guests),
             domain_caps=domain_caps,
             missing=tuple(optional.missing),

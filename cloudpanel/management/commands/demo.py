@@ -12,6 +12,7 @@ from billing import services as billing_services
 from billing.models import RatePlan, TenantBilling
 from hosts import services as host_services
 from hosts.models import Host
+from images import bootfiles
 from images import services as image_services
 from images.choices import SourceFormat, Visibility
 from images.management.commands.add_image import add_file
@@ -77,9 +78,10 @@ class Command(BaseCommand):
                               min_memory_mib=96)
             initrd = add_file(guest_dir / "initrd.img", name="tiny guest initrd", declared_format=SourceFormat.INITRD)
             if not BootKernel.objects.filter(kernel=kernel, initrd=initrd).exists():
+                arch = bootfiles.kernel_arches(guest_dir / "vmlinuz")[0]  # (the machine's own: see the guest's build)
                 image_services.create_boot_kernel(user=admin, tenant=None, visibility=Visibility.PUBLIC,
-                                                  name="Tiny guest (busybox shell on ttyS0)", kernel=kernel,
-                                                  initrd=initrd, cmdline="console=tty0 console=ttyS0")
+                                                  name=f"Tiny guest (busybox shell, {arch})", kernel=kernel,
+                                                  initrd=initrd, arch=arch)
         if container_image is not None:
             add_file(container_image, name="busybox system container", declared_format=SourceFormat.TAR)
         shown = password if created else "(unchanged password)"

@@ -17,7 +17,7 @@ def markdown() -> str:
         row = capabilities.of(technology)
         schemes = ", ".join(f"`{scheme}://`" for scheme in hypervisor.schemes_of(technology))
         does = ", ".join(label for label, has in capabilities.features(technology) if has)
-        lines.append(f"| {technology.label} | {schemes} | lifecycle, events, {does} | "
+        lines.append(f"| {technology.label} | {schemes} | lifecycle, reconcile, {does} | "
                      f"{PROVEN.get(row.proven, row.proven)} | {row.operator or '—'} |")
     for scheme, reason in hypervisor.REMOVED_DRIVERS.items():
         lines.append(f"| {reason.split(':')[0]} | `{scheme}://` | refused: {reason.split(': ', 1)[1]} | — | — |")
