@@ -28,6 +28,7 @@ class Guest:
     cpu_mode: str = ""
     cpu_model: str = ""
     vcpus: int = 1
+    made: bool = False  # an existing instance's: its CPU is the one it was made with (none: the hypervisor's own)
 
 
 def check_request(guest: Guest) -> str | None:
@@ -69,7 +70,10 @@ def offered_arches(host: Host) -> list[str]:
 
 
 def default_arch(host: Host) -> str:
-    """An instance's architecture when it asks for none: its host's own (x86_64 if unknown or not described)."""
+    """An instance's architecture when it asks for none: its host's own (QEMU: x86_64 if unknown or not one
+    CloudPanel describes)."""
+    if not host.can.architectures:
+        return host.arch[:20]
     return host.arch if host.arch in architectures.ARCHES else architectures.DEFAULT_ARCH
 
 
@@ -92,10 +96,16 @@ def uses_kvm(host: Host, arch: str) -> bool:
     return host.accelerator == Accelerator.KVM or _kvm_offered(host, arch)
 
 
+def differ(host: Host, arch: str, other: str) -> bool:
+    """Whether two architectures are different guests on the host (libvirt's test driver runs nothing: never)."""
+    return host.can.stores_data and arch != other and arch in architectures.ARCHES and other in architectures.ARCHES
+
+
 def cpu_of(host: Host, guest: Guest) -> tuple[str, str]:
-    """The CPU (mode, model) a new guest gets: its own if it asks for one, else its host's default for guests of the
-    host's own architecture (none for the others: the architecture's own, see hosts.architectures)."""
-    if guest.cpu_mode:
+    """The CPU (mode, model) a guest gets: an existing one's own, a new one's if it asks for one, else its host's
+    default for guests of the host's own architecture (none for the others: the architecture's own, see
+    hosts.architectures)."""
+    if guest.cpu_mode or guest.made:
         return guest.cpu_mode, guest.cpu_model
     if arch_for(host, guest) == default_arch(host):
         return host.cpu_mode, host.cpu_model
@@ -108,14 +118,13 @@ def refusal(host: Host, guest: Guest) -> str | None:
     if not host.can.architectures:
         if guest.machine or guest.cpu_mode or guest.cpu_model:
             return f"host '{name}' runs {label}, whose guests take no machine type or CPU mode (QEMU/KVM's do)"
-        # (libvirt's test driver runs nothing, whatever architecture it claims: any guest passes)
-        if guest.arch and host.arch and guest.arch != host.arch and host.can.stores_data:
+        if guest.arch and differ(host, guest.arch, host.arch):
             return f"host '{name}' runs {label} guests of its own architecture only ({host.arch})"
         return None
     arch = arch_for(host, guest)
     mode, model = cpu_of(host, guest)
     if not _guests(host):
-        if arch != default_arch(host) or guest.machine or mode:
+        if (arch != default_arch(host) or guest.machine or mode) and not guest.made:
             return (f"host '{name}' did not tell its capabilities ({'; '.join(host.missing) or 'not probed yet'}): "
                     f"only guests of its own architecture ({default_arch(host)}) with no machine type or CPU named "
                     "go there")
@@ -143,8 +152,15 @@ def refusal(host: Host, guest: Guest) -> str | None:
     if mode == CpuMode.CUSTOM and model not in caps.get("cpu_models", []):
         return (f"host '{name}' has no CPU model {model} for {arch} guests under {under} (it has: "
                 f"{_listed(caps.get('cpu_models', []))})")
-    if caps.get("max_vcpus") and guest.vcpus > caps["max_vcpus"]:
-        return f"host '{name}' gives {arch} guests at most {caps['max_vcpus']} vCPUs"
+    return vcpu_refusal(host, arch, guest.vcpus)
+
+
+def vcpu_refusal(host: Host, arch: str, vcpus: int) -> str | None:
+    """Why the host cannot give a guest of the architecture that many vCPUs (None: it can, or it did not tell)."""
+    virt_type = "kvm" if uses_kvm(host, arch) else "qemu"
+    most = host.domain_caps.get(f"{arch}/{virt_type}", {}).get("max_vcpus") if host.can.architectures else None
+    if isinstance(most, int) and most and vcpus > most:
+        return f"host '{host.name}' gives {arch} guests at most {most} vCPUs"
     return None
 
 

@@ -17,13 +17,15 @@ EXAMPLES = {POSIX: "/srv/disks", DATASTORE: "[datastore1] images", WINDOWS: r"C:
 # Names in datastore and Windows paths: plain ASCII only (no case folding or Unicode look-alikes to compare), never
 # ending in a dot or space (Windows trims those), never "." or "..".
 _NAME = re.compile(r"[A-Za-z0-9_()+-](?:[A-Za-z0-9 ._()+-]*[A-Za-z0-9_()+-])?")
-_DATASTORE = re.compile(r"\[([A-Za-z0-9_()+-][A-Za-z0-9 ._()+-]{0,78}[A-Za-z0-9_()+-]?)\] (.+)")
+_DATASTORE = re.compile(r"\[([A-Za-z0-9_()+-](?:[A-Za-z0-9 ._()+-]{0,78}[A-Za-z0-9_()+-])?)\] (.+)")
 _DRIVE = re.compile(r"[A-Za-z]:")
-_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)  # Windows' reserved names
+_DEVICES = re.compile(r"con|prn|aux|nul|com[0-9]|lpt[0-9]", re.IGNORECASE)  # Windows' reserved names
 
 
 def _names(parts: list[str]) -> bool:
-    return bool(parts) and all(_NAME.fullmatch(part) and not _DEVICES.fullmatch(part) for part in parts)
+    """Plain names, none of them a Windows device, however it is spelled ("nul .txt" is NUL to Windows)."""
+    return bool(parts) and all(_NAME.fullmatch(part) and not _DEVICES.fullmatch(part.split(".")[0].rstrip(" "))
+                               for part in parts)
 
 
 def normal(style: str, path: str) -> str | None:

@@ -207,7 +207,9 @@ def gets_image(host: Host, request: Request, used: Held) -> str | None:
 
 def runs_guest(host: Host, request: Request, used: Held) -> str | None:
     """Its architecture, machine type, CPU and vCPUs, as the host's capabilities offer them."""
-    return None if request.guest is None else guests.refusal(host, replace(request.guest, vcpus=request.vcpus))
+    if request.guest is None:
+        return None
+    return guests.refusal(host, replace(request.guest, vcpus=max(request.vcpus, request.guest.vcpus)))
 
 
 FILTERS: tuple[Filter, ...] = (is_schedulable, runs_technology, runs_guest, has_tags, reaches_networks, keeps_group,

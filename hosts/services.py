@@ -110,9 +110,11 @@ def update_host(*, host: Host, name: str, accelerator: str, storage_pool: str,
         except ValueError as exc:
             raise InvalidHost(str(exc)) from None
     if cpu_mode is not None or cpu_model is not None:
+        before = (host.cpu_mode, host.cpu_model)
         host.cpu_mode = host.cpu_mode if cpu_mode is None else cpu_mode
         host.cpu_model = cpu_model if cpu_model is not None else host.cpu_model if cpu_mode is None else ""
-        _check_cpu(host, host.cpu_mode, host.cpu_model)
+        if (host.cpu_mode, host.cpu_model) != before:  # (a setting kept is not asked again of a host that changed)
+            _check_cpu(host, host.cpu_mode, host.cpu_model)
     if os_templates is not None:
         if os_templates.strip() and not host.can.host_template:
             raise InvalidHost(f"{host.get_technology_display()} hosts have no OS templates")

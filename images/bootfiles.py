@@ -27,25 +27,31 @@ def _not_a_disk(path: Path) -> None:
         raise UnsafeImage(f"the file is also a {' and '.join(found)} image")
 
 
-def _x86(head: bytes) -> bool:
-    return len(head) >= 0x208 and head[0x1FE:0x200] == b"\x55\xaa" and head[0x202:0x206] == b"HdrS" \
-        and int.from_bytes(head[0x206:0x208], "little") >= 0x0200
-
-
-# The architectures a kernel runs, by the signature in its header.
-_SIGNATURES: tuple[tuple[tuple[str, ...], object], ...] = (
-    (("x86_64", "i686"), _x86),
-    (("aarch64",), lambda head: head[0x38:0x3C] == b"ARM\x64"),
-    (("riscv64",), lambda head: head[0x38:0x3C] == b"RSC\x05"),
-    (("armv7l",), lambda head: head[0x24:0x28] == b"\x18\x28\x6f\x01"),
-)
+def _x86(head: bytes) -> tuple[str, ...]:
+    """A bzImage (boot protocol 2): 64-bit if its xloadflags say so (protocol 2.12 on), else 32-bit, which runs on
+    both."""
+    if len(head) < 0x208 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS":
+        return ()
+    version = int.from_bytes(head[0x206:0x208], "little")
+    if version < 0x0200:
+        return ()
+    return ("x86_64",) if version >= 0x020C and len(head) > 0x236 and head[0x236] & 1 else ("i686", "x86_64")
 
 
 def kernel_arches(path: Path) -> tuple[str, ...]:
-    """The architectures the kernel at path runs on (empty: it is not a kernel CloudPanel recognises)."""
+    """The architectures the kernel at path runs on (empty: it is not a kernel CloudPanel recognises), by the
+    signature in its header."""
     with path.open("rb") as handle:
-        head = handle.read(0x210)
-    return next((arches for arches, matches in _SIGNATURES if matches(head)), ())
+        head = handle.read(0x240)
+    if arches := _x86(head):
+        return arches
+    if head[0x38:0x3C] == b"ARM\x64":
+        return ("aarch64",)
+    if head[0x38:0x3C] == b"RSC\x05":
+        return ("riscv64",)
+    if head[0x24:0x28] == b"\x18\x28\x6f\x01":
+        return ("armv7l",)
+    return ()
 
 
 def inspect_kernel(path: Path) -> int:

@@ -98,16 +98,19 @@ def restore_new(*, backup: Backup, name: str, user: AbstractBaseUser | None) -> 
             quotas.check(tenant=backup.tenant, request={"instances": 1, "vcpus": new.vcpus,
                                                         "memory_mib": new.memory_mib, "disk_gib": new.disk_gib})
             # (placed as a stopped one: its disk; its vCPUs and RAM when it starts) beside its instance where it can
+            guest = Guest(arch=new.arch, machine=new.machine, cpu_mode=new.cpu_mode, cpu_model=new.cpu_model,
+                          vcpus=new.vcpus, made=source is not None)  # (its instance's CPU, while it lives)
             try:
                 new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
                                                host=source.host if source is not None else None,
-                                               technologies=TECHNOLOGIES, guest=Guest(arch=new.arch))
+                                               technologies=TECHNOLOGIES, guest=guest)
             except NoCapacity:
                 if source is None:
                     raise
                 new.host = host_services.place(vcpus=0, memory_mib=0, disk_gib=new.disk_gib,
-                                               technologies=TECHNOLOGIES, guest=Guest(arch=new.arch))
-            new.arch = new.arch or guests.default_arch(new.host)
+                                               technologies=TECHNOLOGIES, guest=guest)
+            new.arch = guests.arch_for(new.host, guest)
+            new.cpu_mode, new.cpu_model = guests.cpu_of(new.host, guest)
             new.save()
             services.attach_nics(new, services.nics_like(source) if source is not None else [])
             action = InstanceAction.objects.create(instance=new, operation=Operation.CREATE, user=user, start=False)

@@ -73,9 +73,10 @@ def _disks(instance: Instance, host: Host) -> dict[str, object]:
 
 
 def guest_of(instance: Instance) -> guests.Guest:
-    """What the instance asks of its host's hypervisor."""
-    return guests.Guest(arch=instance.arch, machine=instance.machine, cpu_mode=instance.cpu_mode,
-                        cpu_model=instance.cpu_model, vcpus=instance.vcpus)
+    """What the instance's guest is (one from before architectures were recorded: its host's)."""
+    arch = instance.arch or (guests.default_arch(instance.host) if instance.host is not None else "")
+    return guests.Guest(arch=arch, machine=instance.machine, cpu_mode=instance.cpu_mode,
+                        cpu_model=instance.cpu_model, vcpus=instance.vcpus, made=True)
 
 
 def guest_fields(instance: Instance, host: Host) -> dict[str, str]:

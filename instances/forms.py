@@ -87,7 +87,9 @@ class InstanceForm(forms.Form):
     def __init__(self, *args, tenants, hosts, images, templates, networks, security_groups, boot_kernels,
                  container_images, admin: bool, offers: Offers, server_groups=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["arch"].choices = [("", "Its boot kernel's, else its host's own"),
+        if not admin:  # (a host-passthrough CPU ties an instance to identical hosts: platform admins choose it)
+            self.fields["cpu_mode"].choices = [c for c in self.fields["cpu_mode"].choices if c[0] != "host-passthrough"]
+        self.fields["arch"].choices = [("", "Its boot kernel's or image's, else its host's own"),
                                        *((arch, arch) for arch in offers.arches)]
         self.fields["machine"].suggestions = offers.machines
         self.fields["cpu_model"].suggestions = offers.cpu_models

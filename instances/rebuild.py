@@ -7,12 +7,14 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from hosts import guests
 from hosts import services as host_services
 from hosts.architectures import DEFAULT_ARCH
 from images import cloudinit
 from images import services as image_services
 from images.choices import DiskFormat
 from images.models import Image, Template, usable_by
+from instances import definition
 from instances.choices import BootSource, Operation, Status, TaskState
 from instances.events import publish_on_commit
 from instances.exceptions import InvalidInstance, InvalidOperation
@@ -40,6 +42,9 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
     if image.licensed != instance.licensed:
         raise InvalidOperation("an instance's licence is fixed when it is made: this image's differs, so create a "
                                "new instance from it")
+    if guests.differ(instance.host, image.arch, definition.guest_of(instance).arch):
+        raise InvalidOperation(f"'{instance.name}' is an {definition.guest_of(instance).arch} guest; {image.name} is "
+                               f"for {image.arch} guests: create a new instance from it")
     if instance.snapshots.live().exists():
         raise InvalidOperation(f"'{instance.name}' has snapshots of the disk a rebuild replaces: delete them first")
     check_memory(instance.memory_mib, image=image, boot_kernel=instance.boot_kernel)
@@ -90,7 +95,7 @@ def save_as_image(*, instance: Instance, name: str, user: AbstractBaseUser | Non
             user=user, tenant=instance.tenant, name=name.strip(), host=instance.host,
             size_gib=instance.disk_gib, os_type=instance.image.os_type if instance.image else "linux",
             min_memory_mib=instance.image.min_memory_mib if instance.image else 0,
-            arch=instance.arch or DEFAULT_ARCH)
+            arch=definition.guest_of(instance).arch or DEFAULT_ARCH)
         return request_operation(instance=instance, operation=Operation.CAPTURE, user=user, image=image)
 
 

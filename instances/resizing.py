@@ -8,8 +8,6 @@ applied the change.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -54,8 +52,8 @@ def resize(*, instance: Instance, user: AbstractBaseUser | None, vcpus: int | No
                                "change while it is stopped (its definition leaves no room to add them live); a "
                                "disk grows either way")
     check_memory(after["memory_mib"], image=instance.image, boot_kernel=instance.boot_kernel)
-    if instance.host is not None and (why := guests.refusal(
-            instance.host, replace(definition.guest_of(instance), vcpus=after["vcpus"]))):
+    if instance.host is not None and (why := guests.vcpu_refusal(
+            instance.host, definition.guest_of(instance).arch, after["vcpus"])):
         raise InvalidInstance(why)
     for size in SIZES:  # the model's bounds (the API's serializer has the same; a page's form may not)
         try:

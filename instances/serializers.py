@@ -335,12 +335,13 @@ class InstanceCreateSerializer(serializers.Serializer):
                                                               "drops hosts that lack one.")
     arch = serializers.CharField(max_length=20, required=False, allow_blank=True, default="",
                                  help_text="QEMU/KVM: the guest's architecture (e.g. aarch64, emulated where the host "
-                                           "is not one); default: its boot kernel's, else its host's own.")
+                                           "is not one); default: its boot kernel's or image's, else its host's own.")
     machine = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                     help_text="QEMU/KVM: a machine type its host offers for the architecture "
                                               "(default: pc on x86, virt on ARM).")
     cpu_mode = serializers.ChoiceField(choices=CpuMode.choices, required=False, allow_blank=True, default="",
-                                       help_text="QEMU/KVM: its CPU (default: its host's setting).")
+                                       help_text="QEMU/KVM: its CPU (default: its host's setting); host-passthrough is "
+                                                 "platform admins'.")
     cpu_model = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                       help_text="With cpu_mode custom: a CPU model its host offers.")
 

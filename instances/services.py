@@ -209,7 +209,8 @@ def create_instance(
     if vcpus is None or memory_mib is None:
         raise InvalidInstance("give the vCPUs and memory (or a template that has them)")
     # Its architecture is what it boots: its boot kernel's, its image's (as their owners declared them).
-    for what, obj in (("boot kernel", boot_kernel), ("image", image)):
+    for what, obj in (("boot kernel", boot_kernel), ("image", image),
+                      ("volume's image", volume.image if volume is not None else None)):
         if obj is not None and arch and arch != obj.arch:
             raise InvalidInstance(f"the {what} {obj.name} runs {obj.arch} guests, not {arch}")
         arch = arch or (obj.arch if obj is not None else "")
@@ -297,7 +298,8 @@ def adopt_domain(*, domain: HostDomain, tenant: Tenant, name: str, user: Abstrac
     are not the panel's (a later delete undefines the domain and leaves them)."""
     status = domain.state if domain.state in Status.values else Status.STOPPED
     instance = Instance(uuid=domain.uuid, name=name, tenant=tenant, host_id=domain.host_id, vcpus=domain.vcpus,
-                        memory_mib=domain.memory_mib, boot_source=BootSource.ADOPTED, created_by=user)
+                        memory_mib=domain.memory_mib, boot_source=BootSource.ADOPTED, created_by=user,
+                        arch=guests.default_arch(domain.host))  # (as its host's other guests; its definition says)
     check_fields(instance, exclude=["host", "tenant", "created_by", "uuid"])
     try:
         with transaction.atomic():

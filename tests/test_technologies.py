@@ -168,6 +168,8 @@ def test_a_definition_a_driver_would_refuse_is_never_built(technology, fields, r
     (paths.WINDOWS, r"C:\VMs", r"C:\VMs\web.vhdx:hidden", False),  # (a stream)
     (paths.WINDOWS, r"C:\VMs", "C:\\VMs\\web. \\x.vhdx", False),  # (trailing dots and spaces are trimmed)
     (paths.DATASTORE, "[datastore1] images", "[datastore1] images/./web.vmdk", False),
+    (paths.WINDOWS, r"C:\VMs", r"C:\VMs\nul .vhdx", False),  # (still NUL to Windows)
+    (paths.DATASTORE, "[datastore1] images", "[datastore1 ] images/web.vmdk", False),
     (paths.POSIX, "/srv/disks", "/srv/disks/web.img", True),
     (paths.POSIX, "/srv/disks", "/srv/disks/../../etc/shadow", False),
 ])
@@ -388,12 +390,55 @@ def test_an_images_architecture_is_its_instances(qemu_host, tenant):
 
 def test_a_boot_kernel_is_for_the_architecture_its_header_says(panel, guest):
     kernel = add_file(Path(guest["kernel"]), name="x86 kernel", declared_format="kernel")
-    with pytest.raises(DomainError, match="is for x86_64 or i686, not aarch64"):
-        image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="wrong", kernel=kernel,
-                                          arch="aarch64")
+    for wrong in ("aarch64", "i686"):  # (a 64-bit bzImage: its xloadflags say so)
+        with pytest.raises(DomainError, match=f"is for x86_64, not {wrong}"):
+            image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="wrong",
+                                              kernel=kernel, arch=wrong)
     made = image_services.create_boot_kernel(user=None, tenant=None, visibility="public", name="right",
-                                             kernel=kernel, arch="i686")
-    assert (made.arch, made.cmdline) == ("i686", "console=ttyS0")
+                                             kernel=kernel)
+    assert (made.arch, made.cmdline) == ("x86_64", "console=ttyS0")
+
+
+def test_a_guest_gets_no_more_vcpus_than_the_host_gives_its_architecture(qemu_host):
+    most = qemu_host.domain_caps["x86_64/qemu"]["max_vcpus"]
+    qemu_host.cpus = 1024  # (room enough: only the guest's limit refuses)
+    qemu_host.save(update_fields=["cpus"])
+    with pytest.raises(DomainError, match=f"gives x86_64 guests at most {most} vCPUs"), transaction.atomic():
+        host_services.placement(vcpus=most + 1, memory_mib=64, host=qemu_host, guest=guests.Guest())
+    with transaction.atomic():
+        assert host_services.placement(vcpus=most, memory_mib=64, host=qemu_host, guest=guests.Guest()).host
+    assert guests.vcpu_refusal(qemu_host, "x86_64", most) is None
+
+
+def test_unreadable_domain_capabilities_are_noted_not_a_failed_probe():
+    with mock.patch.object(hypervisor.connections.libvirt.virConnect, "getDomainCapabilities",
+                           lambda *_args: "<domainCapabilities><vcpu max='many'/>"):
+        info = hypervisor.probe("qemu:///system")
+    assert info.guests and not info.domain_caps
+    assert any("domain capabilities of x86_64" in line and "unreadable" in line for line in info.missing)
+
+
+def test_an_instance_from_before_architectures_is_its_hosts_and_moves_only_to_hosts_like_it(tenant):
+    arm_lxc = make_host(uri="lxc+tcp://192.0.2.21/", technology=T.LXC, arch="aarch64")
+    x86_lxc = make_host(uri="lxc+tcp://192.0.2.22/", technology=T.LXC, arch="x86_64")
+    legacy = make_instance(tenant=tenant, host=arm_lxc, boot_source=BootSource.CONTAINER)
+    assert legacy.arch == "" and definition.guest_of(legacy).arch == "aarch64"
+    assert "of its own architecture only (x86_64)" in guests.refusal(x86_lxc, definition.guest_of(legacy))
+    assert guests.refusal(arm_lxc, definition.guest_of(legacy)) is None
+
+
+def test_a_rebuild_keeps_the_guests_architecture(tenant):
+    from instances import rebuild
+
+    host = make_host(uri="qemu+tcp://192.0.2.23/system", technology=T.QEMU, arch="x86_64")
+    x86 = make_library_image()
+    instance = make_instance(tenant=tenant, host=host, boot_source=BootSource.IMAGE, image=x86, arch="x86_64",
+                             disk_gib=1)
+    arm = make_library_image()
+    arm.arch = "aarch64"
+    arm.save(update_fields=["arch"])
+    with pytest.raises(DomainError, match="is an x86_64 guest; .* is for aarch64 guests"):
+        rebuild.rebuild(instance=instance, user=None, image=arm)
 
 
 def test_a_boot_kernels_architecture_is_its_instances(qemu_host, tenant):
