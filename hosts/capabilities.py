@@ -84,8 +84,9 @@ TABLE: dict[Technology, Capabilities] = {
                                operator="WinRM enabled on the Hyper-V host, its credentials (libvirt's auth.conf), a "
                                         "libvirt built with the hyperv driver, and its disks (VHDX) on the host"),
     Technology.BHYVE: replace(_REMOTE, serial_console=True, events=True,
-                              operator="a FreeBSD host running libvirtd, and raw disk images under a directory it "
-                                       "allows"),
+                              operator="a FreeBSD host running libvirtd with bhyve's UEFI firmware (bhyve-firmware, "
+                                       "/usr/local/share/uefi-firmware/BHYVE_UEFI.fd), and raw disk images under a "
+                                       "directory it allows"),
     Technology.VZ: replace(_REMOTE, events=True,
                            operator="a Virtuozzo host running libvirtd, and its disks (ploop) under a directory it "
                                     "allows"),

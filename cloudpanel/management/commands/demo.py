@@ -11,8 +11,8 @@ from django.utils import timezone
 from billing import services as billing_services
 from billing.models import RatePlan, TenantBilling
 from hosts import services as host_services
+from hosts.architectures import ARCHES, DEFAULT_ARCH
 from hosts.models import Host
-from images import bootfiles
 from images import services as image_services
 from images.choices import SourceFormat, Visibility
 from images.management.commands.add_image import add_file
@@ -72,18 +72,21 @@ class Command(BaseCommand):
                 host_services.register_host(name=name, uri=uri, accelerator=accelerator, storage_pool=pool)
             else:
                 host_services.request_probe(host=host)
+        # The tiny guest and the container image are built for this machine's own architecture.
+        native = os.uname().machine if os.uname().machine in ARCHES else DEFAULT_ARCH
         if guest_dir is not None:
             # (it boots to its shell in 96 MiB of RAM, not in 64)
             kernel = add_file(guest_dir / "vmlinuz", name="tiny guest kernel", declared_format=SourceFormat.KERNEL,
-                              min_memory_mib=96)
-            initrd = add_file(guest_dir / "initrd.img", name="tiny guest initrd", declared_format=SourceFormat.INITRD)
+                              min_memory_mib=96, arch=native)
+            initrd = add_file(guest_dir / "initrd.img", name="tiny guest initrd", declared_format=SourceFormat.INITRD,
+                              arch=native)
             if not BootKernel.objects.filter(kernel=kernel, initrd=initrd).exists():
-                arch = bootfiles.kernel_arches(guest_dir / "vmlinuz")[0]  # (the machine's own: see the guest's build)
                 image_services.create_boot_kernel(user=admin, tenant=None, visibility=Visibility.PUBLIC,
-                                                  name=f"Tiny guest (busybox shell, {arch})", kernel=kernel,
-                                                  initrd=initrd, arch=arch)
+                                                  name=f"Tiny guest (busybox shell, {native})", kernel=kernel,
+                                                  initrd=initrd, arch=native)
         if container_image is not None:
-            add_file(container_image, name="busybox system container", declared_format=SourceFormat.TAR)
+            add_file(container_image, name="busybox system container", declared_format=SourceFormat.TAR,
+                     arch=native)
         shown = password if created else "(unchanged password)"
         self.stdout.write(self.style.SUCCESS(
             f"Sign in as {username} / {shown} (platform admin), or as alice, bob or carol with the same password "

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from cloudpanel.exceptions import DomainError
+from hosts.architectures import ARCHES, DEFAULT_ARCH
 from images import processing, services, store
 from images.choices import ImageStatus, SourceFormat, Visibility
 from images.models import Image
@@ -16,14 +17,14 @@ from tenants.models import Tenant
 
 
 def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant | None = None,
-             min_memory_mib: int = 0) -> Image:
+             min_memory_mib: int = 0, arch: str = DEFAULT_ARCH) -> Image:
     """The library's image of that file: the one already there with the same name, owner and bytes, or a new one
     (public without a tenant), stored and inspected as an upload would be. Raises DomainError if refused."""
     digest = hashlib.sha256()
     with path.open("rb") as source:
         while block := source.read(1 << 20):
             digest.update(block)
-    same = Image.objects.filter(Q(tenant=tenant) if tenant else Q(tenant__isnull=True), name=name,
+    same = Image.objects.filter(Q(tenant=tenant) if tenant else Q(tenant__isnull=True), name=name, arch=arch,
                                 declared_format=declared_format, sha256=digest.hexdigest(),
                                 status=ImageStatus.AVAILABLE).first()
     if same is not None:
@@ -34,7 +35,7 @@ def add_file(path: Path, *, name: str, declared_format: str = "", tenant: Tenant
     size = path.stat().st_size
     image = services.create_upload(user=None, tenant=tenant, name=name, size=size, filename=path.name,
                                    visibility=Visibility.PRIVATE if tenant else Visibility.PUBLIC,
-                                   declared_format=declared_format, min_memory_mib=min_memory_mib)
+                                   declared_format=declared_format, min_memory_mib=min_memory_mib, arch=arch)
     try:
         with path.open("rb") as source:
             store.replace(image.uuid, length=size, stream=source)
@@ -65,8 +66,11 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="the owning tenant's name (default: a public image)")
         parser.add_argument("--min-memory-mib", type=int, default=0,
                             help="the least RAM a guest of it boots in (creates asking less are refused)")
+        parser.add_argument("--arch", default=DEFAULT_ARCH, choices=list(ARCHES),
+                            help="what its guests are (default: %(default)s)")
 
-    def handle(self, *args, path: Path, name: str, format: str, tenant: str | None, min_memory_mib: int, **options):
+    def handle(self, *args, path: Path, name: str, format: str, tenant: str | None, min_memory_mib: int, arch: str,
+               **options):
         owner = None
         if tenant:
             owner = Tenant.objects.filter(name=tenant).first()
@@ -77,7 +81,8 @@ class Command(BaseCommand):
         try:
             if min_memory_mib < 0:
                 raise CommandError("--min-memory-mib is 0 or more")
-            image = add_file(path, name=name, declared_format=format, tenant=owner, min_memory_mib=min_memory_mib)
+            image = add_file(path, name=name, declared_format=format, tenant=owner, min_memory_mib=min_memory_mib,
+                             arch=arch)
         except DomainError as exc:
             raise CommandError(f"refused: {exc}") from None
         self.stdout.write(f"{image.pk} {image.name}: {image.get_disk_format_display()}, {image.size} bytes")
