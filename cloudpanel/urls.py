@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing.api import InvoiceViewSet, RatePlanViewSet, RevenueViewSet, TenantBillingViewSet, UsageViewSet
 from cloudpanel.api import router
-from hosts.api import HostViewSet
+from hosts.api import GuestOffersView, HostViewSet
 from images.api import BootKernelViewSet, ImageViewSet, TemplateViewSet
 from instances.api import (
     ActionViewSet,
@@ -57,6 +57,7 @@ urlpatterns = [
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),
     path("", include("tenants.urls")),
+    path("api/v1/guests/", GuestOffersView.as_view(), name="api-guests"),
     path("api/v1/tenants/<int:pk>/billing/", TenantBillingViewSet.as_view({"get": "billing", "put": "billing"}),
          name="api-tenant-billing"),
     path("api/v1/hosts/<int:pk>/maintenance/", HostMaintenanceView.as_view(), name="api-host-maintenance"),

@@ -1,13 +1,16 @@
-"""Host endpoints: platform admins only."""
+"""Host endpoints: platform admins only; what hosts offer guests: anyone signed in."""
 
 from django.db.models import Exists, OuterRef
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from hosts import services
+from cloudpanel.scoping import is_platform_admin
+from hosts import guests, services
+from hosts.choices import CpuMode, HostState
 from hosts.filtersets import HostFilterSet
 from hosts.models import Host
 from hosts.serializers import HostDomainSerializer, HostInputSerializer, HostSerializer, HostUpdateSerializer
@@ -75,3 +78,22 @@ class HostViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveMode
         instances = host.instances.filter(uuid=OuterRef("uuid"))
         found = host.domains.annotate(managed=Exists(instances))
         return Response(HostDomainSerializer(found, many=True).data)
+
+
+class GuestOffersSerializer(serializers.Serializer):
+    architectures = serializers.ListField(child=serializers.CharField())
+    machines = serializers.ListField(child=serializers.CharField())
+    cpu_models = serializers.ListField(child=serializers.CharField())
+    cpu_modes = serializers.ListField(child=serializers.CharField())
+
+
+class GuestOffersView(APIView):
+    """What an instance may ask of its guest: the architectures, machine types and CPU models the online hosts offer
+    (any of them; a create names one and is placed where it is offered), and the CPU modes the caller may choose."""
+
+    @extend_schema(responses={200: GuestOffersSerializer})
+    def get(self, request):
+        offered = guests.offers(list(Host.objects.filter(enabled=True, state=HostState.ONLINE)))
+        modes = [m for m in CpuMode.values if m and (m != CpuMode.PASSTHROUGH or is_platform_admin(request.user))]
+        return Response({"architectures": offered.arches, "machines": offered.machines,
+                         "cpu_models": offered.cpu_models, "cpu_modes": modes})

@@ -419,6 +419,7 @@ MATRIX: dict[str, list[Case]] = {
     "api-docs": [Case("GET", None, anyone(200))],
     "schema": [Case("GET", None, anyone(200))],
     "api-root": [Case("GET", None, signed_in(A, 200))],
+    "api-guests": [Case("GET", None, signed_in(A, 200))],
     "api-host-list": [Case("GET", None, platform(A, 200)),
                       Case("POST", None, platform(A, 201), body=lambda w, x: {
                           "name": "matrix-host", "uri": "test:///default?matrix"})],

@@ -441,6 +441,16 @@ def test_a_rebuild_keeps_the_guests_architecture(tenant):
         rebuild.rebuild(instance=instance, user=None, image=arm)
 
 
+def test_the_api_says_what_the_online_hosts_offer_guests(qemu_host, member_api, admin_api):
+    make_host(uri="qemu+tcp://192.0.2.24/system", technology=T.QEMU, state=HostState.OFFLINE, guests=[
+        {"os_type": "hvm", "arch": "ppc64", "domain_types": ["qemu"], "machines": ["pseries"]}])
+    offered = member_api.get("/api/v1/guests/").json()
+    assert offered["architectures"] == guests.offered_arches(qemu_host)  # (not the offline host's ppc64)
+    assert "virt" in offered["machines"] and "cortex-a57" in offered["cpu_models"]
+    assert offered["cpu_modes"] == ["host-model", "custom"]  # (host-passthrough is platform admins')
+    assert admin_api.get("/api/v1/guests/").json()["cpu_modes"] == ["host-passthrough", "host-model", "custom"]
+
+
 def test_a_boot_kernels_architecture_is_its_instances(qemu_host, tenant):
     arm = make_boot_kernel()
     arm.arch = "aarch64"
