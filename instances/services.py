@@ -200,7 +200,8 @@ def create_instance(
     From a volume (the tenant's, detached): on the volume's host, its disk the volume, held until it is deleted
     (SSH keys and a password come with a NoCloud seed).
     arch, machine, cpu_mode, cpu_model: the guest it asks for (QEMU/KVM; hosts.guests): placed only where the
-    host's capabilities offer it; its architecture is its boot kernel's, else its host's own, unless it names one.
+    host's capabilities offer it; its architecture is what it boots (its boot kernel's, image's or volume's image's),
+    else its host's own; its CPU, unless it names one, is its host's default for the host's own architecture.
     """
     if template is not None:
         image, boot_source = template.image, BootSource.IMAGE

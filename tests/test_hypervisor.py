@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
+from unittest import mock
 
 import libvirt
 import pytest
@@ -269,3 +270,30 @@ def test_networks_are_provisioned_idempotently_and_dhcp_hosts_pinned_live(uri):
         hypervisor.remove_network(uri, name)
         hypervisor.remove_network(uri, name)  # gone already: done
     assert name not in conn.listNetworks() + conn.listDefinedNetworks()
+
+
+@pytest.mark.parametrize(("code", "falls_back"), [(libvirt.VIR_ERR_OPERATION_INVALID, True),
+                                                  (libvirt.VIR_ERR_INTERNAL_ERROR, False)])
+def test_a_container_whose_init_libvirt_has_not_learnt_is_stopped_with_sigterm_all_the_same(monkeypatch, code,
+                                                                                            falls_back):
+    # Given an LXC container whose shutdown libvirt refuses ("Init process ID is not yet known")
+    dom = mock.Mock()
+    dom.isActive.return_value = True
+    error = libvirt.libvirtError("refused")
+    error.err = (code, 0, "Requested operation is not valid: Init process ID is not yet known", 2, "", None, None,
+                 0, 0)
+    dom.shutdownFlags.side_effect = error
+    monkeypatch.setattr(hypervisor.connections, "domain", lambda uri, uuid: dom)
+    # When it is shut down: its processes get SIGTERM through a graceful destroy (never a kill); another error stays
+    if falls_back:
+        hypervisor.shutdown("lxc:///", "u")
+        dom.destroyFlags.assert_called_once_with(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+    else:
+        with pytest.raises(hypervisor.HypervisorError):
+            hypervisor.shutdown("lxc:///", "u")
+        dom.destroyFlags.assert_not_called()
+    # (a virtual machine's refused ACPI shutdown is not turned into a destroy)
+    dom.destroyFlags.reset_mock()
+    with pytest.raises(hypervisor.HypervisorError):
+        hypervisor.shutdown("qemu:///system", "u")
+    dom.destroyFlags.assert_not_called()

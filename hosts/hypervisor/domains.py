@@ -71,7 +71,14 @@ def shutdown(uri: str, domain_uuid: str) -> None:
         if dom.isActive():
             # LXC's default asks init through /run/initctl, which most images lack, and then does nothing.
             signal = capabilities.of(technology_of(uri)).signal_shutdown
-            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL if signal else 0)
+            try:
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL if signal else 0)
+            except libvirt.libvirtError as exc:
+                # ("Init process ID is not yet known": the LXC controller has not told libvirtd its init, at times
+                # late or never.) A graceful destroy gives the container's processes the same SIGTERM, and no KILL.
+                if not signal or exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+                dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
 
 
 def power_off(uri: str, domain_uuid: str) -> PowerState:
