@@ -42,9 +42,10 @@ def rebuild(*, instance: Instance, user: AbstractBaseUser | None, image: Image |
     if image.licensed != instance.licensed:
         raise InvalidOperation("an instance's licence is fixed when it is made: this image's differs, so create a "
                                "new instance from it")
-    if guests.differ(instance.host, image.arch, definition.guest_of(instance).arch):
-        raise InvalidOperation(f"'{instance.name}' is an {definition.guest_of(instance).arch} guest; {image.name} is "
-                               f"for {image.arch} guests: create a new instance from it")
+    arch = definition.guest_of(instance).arch
+    if guests.differ(instance.host, image.arch, arch):
+        raise InvalidOperation(f"'{instance.name}' is an {arch} guest; {image.name} is for {image.arch} guests: "
+                               "create a new instance from it")
     if instance.snapshots.live().exists():
         raise InvalidOperation(f"'{instance.name}' has snapshots of the disk a rebuild replaces: delete them first")
     check_memory(instance.memory_mib, image=image, boot_kernel=instance.boot_kernel)

@@ -283,12 +283,17 @@ def _host_disks(devices: ET.Element, spec: DomainSpec, targets: str, bus: str, d
         _disk(devices, path, target, bus, driver, fmt)
 
 
+def _vm(spec: DomainSpec, domain_type: str, **os_type: str) -> tuple[ET.Element, ET.Element, ET.Element]:
+    """A fully virtualised guest of a remote hypervisor's: the domain, its <os> and its <devices>."""
+    root = _common(spec, domain_type)
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", **os_type)
+    return root, os_el, _sub(root, "devices")
+
+
 def build_vmware(spec: DomainSpec) -> ET.Element:
     """VMware ESXi or vCenter: a VM booting a VMDK of a datastore ('[datastore1] vm/disk.vmdk')."""
-    root = _common(spec, "vmware")
-    os_el = _sub(root, "os")
-    _sub(os_el, "type", "hvm", arch=spec.arch or architectures.DEFAULT_ARCH)
-    devices = _sub(root, "devices")
+    root, _os, devices = _vm(spec, "vmware", arch=spec.arch or architectures.DEFAULT_ARCH)
     _host_disks(devices, spec, "sda sdb", "scsi")
     _sub(devices, "controller", type="scsi", index="0", model="lsilogic")
     return root
@@ -296,21 +301,15 @@ def build_vmware(spec: DomainSpec) -> ET.Element:
 
 def build_hyperv(spec: DomainSpec) -> ET.Element:
     """Microsoft Hyper-V: a VM booting a VHDX on the Hyper-V host."""
-    root = _common(spec, "hyperv")
-    os_el = _sub(root, "os")
-    _sub(os_el, "type", "hvm")
-    devices = _sub(root, "devices")
+    root, _os, devices = _vm(spec, "hyperv")
     _host_disks(devices, spec, "hda hdb", "ide")
     return root
 
 
 def build_bhyve(spec: DomainSpec) -> ET.Element:
     """bhyve (FreeBSD): a VM booting a raw disk image through its UEFI firmware, its console a null-modem pair."""
-    root = _common(spec, "bhyve")
-    os_el = _sub(root, "os")
-    _sub(os_el, "type", "hvm")
+    root, os_el, devices = _vm(spec, "bhyve")
     _sub(os_el, "loader", "/usr/local/share/uefi-firmware/BHYVE_UEFI.fd", readonly="yes", type="pflash")
-    devices = _sub(root, "devices")
     _host_disks(devices, spec, "hda hdb", "sata", "file")
     console = _sub(devices, "console", type="nmdm")
     _sub(console, "source", master=f"/dev/nmdm{spec.uuid}A", slave=f"/dev/nmdm{spec.uuid}B")
@@ -319,10 +318,7 @@ def build_bhyve(spec: DomainSpec) -> ET.Element:
 
 def build_vz(spec: DomainSpec) -> ET.Element:
     """Virtuozzo: a VM booting a ploop disk."""
-    root = _common(spec, "vz")
-    os_el = _sub(root, "os")
-    _sub(os_el, "type", "hvm")
-    devices = _sub(root, "devices")
+    root, _os, devices = _vm(spec, "vz")
     _host_disks(devices, spec, "sda sdb", "scsi", "vz", "ploop")
     return root
 
