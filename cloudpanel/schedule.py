@@ -11,7 +11,7 @@ from django.conf import settings
 
 def beat_schedule() -> dict[str, dict]:
     """Every periodic task: lost operations, reconcile sweeps (the safety net under libvirt's events), stale images,
-    scheduled backups, billing."""
+    scheduled backups, metrics, billing."""
     sweep = timedelta(seconds=settings.CLOUDPANEL_RECONCILE_SECONDS)
     return {
         # operations whose worker died: run again or failed, within the lease and a third of it
@@ -23,6 +23,10 @@ def beat_schedule() -> dict[str, dict]:
         "expire-stale-images": {"task": "images.tasks.expire_stale_images", "schedule": sweep},
         # instances' backup schedules: those due are backed up (a busy one at the next tick)
         "scheduled-backups": {"task": "instances.tasks.run_scheduled_backups", "schedule": timedelta(minutes=1)},
+        # resource use of every online host and its instances, read by the host's worker; averaged and expired
+        "sample-metrics": {"task": "metrics.tasks.sample_hosts",
+                           "schedule": timedelta(seconds=settings.CLOUDPANEL_METRICS_SECONDS)},
+        "roll-up-metrics": {"task": "metrics.tasks.roll_up", "schedule": timedelta(minutes=1)},
         # meter usage up to the last full hour, invoice closed months
         "close-books": {"task": "billing.tasks.close_books",
                         "schedule": timedelta(seconds=settings.CLOUDPANEL_BILLING_SECONDS)},

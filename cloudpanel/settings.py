@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "images",
     "networks",
     "billing",
+    "metrics",
 ]
 
 MIDDLEWARE = [
@@ -205,6 +206,8 @@ CLOUDPANEL_TASK_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_TASK_TIMEOUT_SE
 # operation is run again (a delete) or failed with the reason "worker lost", checked every third of it too.
 CLOUDPANEL_LEASE_SECONDS = float(os.environ.get("CLOUDPANEL_LEASE_SECONDS", "15"))
 CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS", "120"))
+# How often every online host's and instance's resource use is sampled (the raw resolution of charts).
+CLOUDPANEL_METRICS_SECONDS = float(os.environ.get("CLOUDPANEL_METRICS_SECONDS", "10"))
 CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECONDS", "30"))
 # A host not heard from for this long (its libvirt or its worker silent) is offline, its instances unknown.
 CLOUDPANEL_HOST_DOWN_SECONDS = float(os.environ.get("CLOUDPANEL_HOST_DOWN_SECONDS", "90"))

@@ -89,20 +89,21 @@ def check_queue() -> None:
 
 
 def enqueue(task: Task, *args: object, host_id: int | None = None, lane: str = "",
-            on_lost: Callable[[str], None] | None = None) -> None:
+            on_lost: Callable[[str], None] | None = None, expires: float | None = None) -> None:
     """Send the task with these arguments once the transaction commits (at once outside one); host_id: the host
     whose worker must run it (lane: which of its queues, host.<id>.<lane>, if not its main one); on_lost(reason):
-    told if the broker could not take it after all."""
+    told if the broker could not take it after all; expires: seconds after which a worker drops it untouched."""
     check_queue()
     headers = {HOST_HEADER: host_id} if host_id is not None else {}
     if lane:
         headers[LANE_HEADER] = lane
-    transaction.on_commit(lambda: _publish(task, args, headers, on_lost))
+    transaction.on_commit(lambda: _publish(task, args, headers, on_lost, expires))
 
 
-def _publish(task: Task, args: tuple, headers: dict, on_lost: Callable[[str], None] | None) -> None:
+def _publish(task: Task, args: tuple, headers: dict, on_lost: Callable[[str], None] | None,
+             expires: float | None) -> None:
     try:
-        task.apply_async(args, headers=headers)
+        task.apply_async(args, headers=headers, expires=expires)
     except OperationalError as exc:
         reason = f"the task queue could not take the work ({exc}); try again"
         log.error("%s%r: %s", task.name, args, reason)

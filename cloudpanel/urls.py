@@ -17,6 +17,7 @@ from instances.api import (
     VolumeViewSet,
 )
 from instances.views import host_evacuation, host_maintenance, overview, volume_change, volume_list
+from metrics.api import HostMetricsView, InstanceMetricsView
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
@@ -60,6 +61,8 @@ urlpatterns = [
     path("api/v1/guests/", GuestOffersView.as_view(), name="api-guests"),
     path("api/v1/tenants/<int:pk>/billing/", TenantBillingViewSet.as_view({"get": "billing", "put": "billing"}),
          name="api-tenant-billing"),
+    path("api/v1/instances/<int:pk>/metrics/", InstanceMetricsView.as_view(), name="api-instance-metrics"),
+    path("api/v1/hosts/<int:pk>/metrics/", HostMetricsView.as_view(), name="api-host-metrics"),
     path("api/v1/hosts/<int:pk>/maintenance/", HostMaintenanceView.as_view(), name="api-host-maintenance"),
     path("api/v1/hosts/<int:pk>/evacuate/", HostEvacuationView.as_view(), name="api-host-evacuation"),
     path("api/v1/", include(router.urls)),

@@ -1,7 +1,7 @@
 """The driver layer: the only package that imports libvirt.
 
 Plain functions over a host URI and a domain UUID, in small modules: connections, facts,
-storage, domains, networks (and network filters), events, consoles. They return frozen
+storage, domains, networks (and network filters), events, consoles, stats. They return frozen
 dataclasses and enums, never libvirt objects, and raise HypervisorError and its subclasses.
 Callers hand it typed specs (hosts/specs.py); it renders libvirt's XML from them inside (one
 pure builder per technology for domains, one for networks, one for network filters).
@@ -75,6 +75,7 @@ from hosts.hypervisor.networks import (
 )
 from hosts.hypervisor.resize import set_size, set_title
 from hosts.hypervisor.snapshots import create_snapshot, delete_snapshot, revert_snapshot
+from hosts.hypervisor.stats import DomainCounters, HostCounters, NodeCounters, counters
 from hosts.hypervisor.storage import (
     clone_volume,
     create_volume,
@@ -99,17 +100,18 @@ from hosts.specs import (
 )
 
 __all__ = [
-    "Accelerator", "Backing", "Console", "DhcpHost", "DomainFacts", "DomainFile", "DomainNotFound", "DomainSpec",
-    "EventsUnsupported", "FilterRule", "GuestCpu", "HostInfo", "HypervisorError", "HypervisorUnavailable",
-    "IPRange", "IdMap", "LifecycleEvent", "MigrationProgress", "MovedDefinition", "NO_DRIVE", "NetworkSpec", "Nic",
-    "PoolInfo", "PortFilter", "PowerState", "REMOVED_DRIVERS", "Technology", "UnsafeDefinition", "abort_job",
-    "all_domains", "attach_disk", "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume",
-    "connection", "copy_volume", "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter",
-    "define_moved", "defined", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface",
-    "dhcp_hosts", "domain_files", "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk",
-    "guest_cpu", "holds_volume", "is_connected", "migrate_live", "migrating", "moved_definition", "open_display",
-    "pool_marker", "power_off", "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot",
-    "remove_filter", "remove_network", "resume", "revert_snapshot", "schemes_of", "set_dhcp_host",
-    "set_interface_filter", "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend",
-    "technology_of", "undefine", "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
+    "Accelerator", "Backing", "Console", "DhcpHost", "DomainCounters", "DomainFacts", "DomainFile",
+    "DomainNotFound", "DomainSpec", "EventsUnsupported", "FilterRule", "GuestCpu", "HostCounters", "HostInfo",
+    "HypervisorError", "HypervisorUnavailable", "IPRange", "IdMap", "LifecycleEvent", "MigrationProgress",
+    "MovedDefinition", "NO_DRIVE", "NetworkSpec", "Nic", "NodeCounters", "PoolInfo", "PortFilter", "PowerState",
+    "REMOVED_DRIVERS", "Technology", "UnsafeDefinition", "abort_job", "all_domains", "attach_disk",
+    "attach_interface", "back_up", "change_media", "checkpoints", "clone_volume", "connection", "copy_volume",
+    "counters", "cpu_refusal", "create_snapshot", "create_volume", "define", "define_filter", "define_moved",
+    "defined", "delete_snapshot", "delete_volume", "describe", "detach_disk", "detach_interface", "dhcp_hosts",
+    "domain_files", "drop_checkpoints", "ensure_event_loop", "ensure_network", "forget", "grow_disk", "guest_cpu",
+    "holds_volume", "is_connected", "migrate_live", "migrating", "moved_definition", "open_display", "pool_marker",
+    "power_off", "probe", "reach_locally", "readable_domain_xml", "reading_volume", "reboot", "remove_filter",
+    "remove_network", "resume", "revert_snapshot", "schemes_of", "set_dhcp_host", "set_interface_filter",
+    "set_size", "set_title", "shutdown", "start", "state", "stores_data", "suspend", "technology_of", "undefine",
+    "unwatch", "upload_volume", "volume_path", "volume_sha256", "watch_lifecycle",
 ]

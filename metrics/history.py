@@ -1,0 +1,144 @@
+"""Kept samples: the periodic roll-up into coarser resolutions, retention, and the series a chart shows.
+
+Raw samples are kept 6 hours, minute averages 7 days and hour averages a year (KEEP): per instance at most
+2,160 + 10,080 + 8,784 rows, whatever its age. A chart reads the resolution that covers its range and averages
+it into at most a few hundred points; the newest stretch, not yet rolled up, comes from the finer resolutions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Avg, Max, Model
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from metrics.choices import Range, Resolution
+from metrics.models import HostSample, InstanceSample, RollUp
+
+KEEP = {Resolution.RAW: timedelta(hours=6), Resolution.MINUTE: timedelta(days=7),
+        Resolution.HOUR: timedelta(days=366)}
+INSTANCE_FIELDS = ("cpu", "memory_used", "memory_total", "disk_read", "disk_write", "disk_read_iops",
+                   "disk_write_iops", "net_rx", "net_tx")
+HOST_FIELDS = ("cpu", "memory_used", "memory_total", "running", "vcpus", "guest_cpu", "pool_used", "pool_capacity")
+KINDS: dict[str, tuple[type[Model], str, tuple[str, ...]]] = {
+    "instance": (InstanceSample, "instance_id", INSTANCE_FIELDS),
+    "host": (HostSample, "host_id", HOST_FIELDS),
+}
+
+
+@dataclass(frozen=True)
+class Span:
+    """How a range is charted: over which time, from which resolution, averaged into buckets of how long."""
+
+    length: timedelta
+    resolution: Resolution
+    bucket: int  # seconds; 0: each stored sample is a point
+
+
+SPANS = {
+    Range.HOUR: Span(timedelta(hours=1), Resolution.RAW, 0),
+    Range.DAY: Span(timedelta(days=1), Resolution.MINUTE, 300),
+    Range.WEEK: Span(timedelta(days=7), Resolution.MINUTE, 1800),
+    Range.MONTH: Span(timedelta(days=30), Resolution.HOUR, 7200),
+    Range.YEAR: Span(timedelta(days=365), Resolution.HOUR, 86400),
+}
+FINER = {Resolution.HOUR: (Resolution.MINUTE, Resolution.RAW), Resolution.MINUTE: (Resolution.RAW,),
+         Resolution.RAW: ()}
+
+
+def roll_up(*, now: datetime | None = None) -> dict[str, int]:
+    """Average raw samples into minutes and minutes into hours, for every whole step that ended at least a minute
+    ago and is not averaged yet, then drop what is past its retention. Safe to run again or concurrently: an
+    average already stored is kept. Returns the rows written per kind and resolution."""
+    now = now or timezone.now()
+    written = {}
+    for kind, (model, key, fields) in KINDS.items():
+        for source, target in ((Resolution.RAW, Resolution.MINUTE), (Resolution.MINUTE, Resolution.HOUR)):
+            written[f"{kind}/{target.label}"] = _roll(kind, model, key, fields, source, target, now)
+        for resolution, keep in KEEP.items():
+            model.objects.filter(resolution=resolution, time__lt=now - keep).delete()
+    return written
+
+
+def _roll(kind: str, model: type[Model], key: str, fields: tuple[str, ...], source: Resolution,
+          target: Resolution, now: datetime) -> int:
+    until = _floor(now - timedelta(minutes=1), target)
+    with transaction.atomic():
+        mark = RollUp.objects.select_for_update().filter(kind=kind, resolution=target).first()
+        since = mark.done_until if mark is not None else now - KEEP[source]
+        if since >= until:
+            return 0
+        unit = "minute" if target == Resolution.MINUTE else "hour"
+        rows = (model.objects.filter(resolution=source, time__gte=since, time__lt=until)
+                .annotate(bucket=Trunc("time", unit, tzinfo=UTC)).values(key, "bucket")
+                .annotate(**{f"avg_{field}": Avg(field) for field in fields}).order_by())
+        if kind == "instance":  # an instance's tenant does not change
+            rows = rows.annotate(owner=Max("tenant_id"))
+        made = []
+        for row in rows:
+            extra = {"tenant_id": row["owner"]} if kind == "instance" else {}
+            made.append(model(**{key: row[key]}, resolution=target, time=row["bucket"], **extra,
+                              **{field: row[f"avg_{field}"] for field in fields}))
+        model.objects.bulk_create(made, ignore_conflicts=True, batch_size=2000)
+        RollUp.objects.update_or_create(kind=kind, resolution=target, defaults={"done_until": until})
+    return len(made)
+
+
+def _floor(moment: datetime, resolution: Resolution) -> datetime:
+    seconds = int(resolution)
+    stamp = int(moment.timestamp()) // seconds * seconds
+    return datetime.fromtimestamp(stamp, UTC)
+
+
+def series(kind: str, object_id: int, chart: Range, *, now: datetime | None = None) -> dict:
+    """A chart's points of one host or instance: {"range", "bucket" (s), "t": [Unix ms], field: [value, ...]},
+    oldest first, None where nothing was sampled."""
+    model, key, fields = KINDS[kind]
+    span = SPANS[chart]
+    now = now or timezone.now()
+    since = now - span.length
+    rows = list(_rows(model, key, object_id, span.resolution, since, fields))
+    covered = rows[-1][0] + timedelta(seconds=int(span.resolution)) if rows else since
+    for finer in FINER[span.resolution]:  # the stretch the roll-up has not reached yet
+        tail = list(_rows(model, key, object_id, finer, covered, fields))
+        rows += tail
+        if tail:
+            covered = tail[-1][0] + timedelta(seconds=int(finer) or 1)
+    points = _bucketed(rows, span.bucket, len(fields)) if span.bucket else rows
+    out = {"range": chart.value, "bucket": span.bucket, "t": [int(t.timestamp() * 1000) for t, *_ in points]}
+    for i, field in enumerate(fields, start=1):
+        out[field] = [row[i] for row in points]
+    return out
+
+
+def _rows(model: type[Model], key: str, object_id: int, resolution: Resolution, since: datetime,
+          fields: tuple[str, ...]) -> Iterable[tuple]:
+    return (model.objects.filter(**{key: object_id}, resolution=resolution, time__gte=since)
+            .order_by("time").values_list("time", *fields))
+
+
+def _bucketed(rows: list[tuple], bucket: int, width: int) -> list[tuple]:
+    """Average rows into buckets of `bucket` seconds (a field's None values are left out of its average)."""
+    out: list[tuple] = []
+    current, sums, counts = None, [0.0] * width, [0] * width
+    for time, *values in rows:
+        start = int(time.timestamp()) // bucket * bucket
+        if start != current:
+            if current is not None:
+                out.append(_averaged(current, sums, counts))
+            current, sums, counts = start, [0.0] * width, [0] * width
+        for i, value in enumerate(values):
+            if value is not None:
+                sums[i] += value
+                counts[i] += 1
+    if current is not None:
+        out.append(_averaged(current, sums, counts))
+    return out
+
+
+def _averaged(start: int, sums: list[float], counts: list[int]) -> tuple:
+    return (datetime.fromtimestamp(start, UTC), *(s / c if c else None for s, c in zip(sums, counts, strict=True)))

@@ -1,0 +1,292 @@
+"""Metrics: bulk sampling into rates, roll-up and retention, chart series, the API and live points."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from cloudpanel.asgi import application
+from hosts import hypervisor
+from hosts.hypervisor import DomainCounters, HostCounters, NodeCounters, PowerState
+from instances.choices import Status
+from metrics import history, sampling
+from metrics.choices import Range, Resolution
+from metrics.models import Cursor, HostSample, InstanceSample, RollUp
+from metrics.tasks import sample_host
+from tests.conftest import token_client
+from tests.factories import make_host, make_instance, make_tenant, make_user
+
+pytestmark = pytest.mark.django_db
+TEST_DOMAIN = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the test driver's own running domain
+GIB = 1024**3
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
+
+
+def node(busy=0, total=0, pool_used=10 * GIB):
+    return NodeCounters(cpu_busy_ns=busy, cpu_total_ns=total, memory_bytes=8 * GIB, memory_used_bytes=2 * GIB,
+                        pool_capacity_bytes=100 * GIB, pool_used_bytes=pool_used)
+
+
+def domain(uuid, cpu_ns, *, disk=0, net=0, vcpus=2, state=PowerState.RUNNING):
+    return DomainCounters(uuid=str(uuid), state=state, vcpus=vcpus, cpu_time_ns=cpu_ns, memory_bytes=GIB,
+                          memory_used_bytes=GIB // 2, disk_read_bytes=disk, disk_write_bytes=2 * disk,
+                          disk_read_reqs=disk // 4096, disk_write_reqs=disk // 2048, net_rx_bytes=net,
+                          net_tx_bytes=net // 2)
+
+
+def at(seconds: float) -> float:
+    return datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp() + seconds
+
+
+@pytest.fixture
+def placed(host, tenant):
+    return make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+
+
+def test_rates_come_from_two_rounds_of_counters(host, placed):
+    # Given a first round: counters only, nothing to rate yet
+    first = sampling.record(host_id=host.pk, read=HostCounters(at(0), node(0, 0), (
+        domain(placed.uuid, 0),)))
+    assert first.instances == 0 and not first.host and not InstanceSample.objects.exists()
+    # When a second round ten seconds later read 10 s of one vCPU's time (of 2), 40 MB read and 1 MB received
+    second = sampling.record(host_id=host.pk, read=HostCounters(at(10), node(5 * 10**9, 20 * 10**9), (
+        domain(placed.uuid, 10 * 10**9, disk=40_960_000, net=1_000_000),)))
+    # Then the instance's sample holds the rates over those ten seconds
+    assert second.instances == 1 and second.host
+    sample = InstanceSample.objects.get(instance_id=placed.pk)
+    assert sample.resolution == Resolution.RAW and sample.tenant_id == placed.tenant_id
+    assert sample.cpu == pytest.approx(50.0)
+    assert (sample.disk_read, sample.disk_write) == (pytest.approx(4_096_000), pytest.approx(8_192_000))
+    assert (sample.disk_read_iops, sample.disk_write_iops) == (pytest.approx(1000), pytest.approx(2000))
+    assert (sample.net_rx, sample.net_tx) == (pytest.approx(100_000), pytest.approx(50_000))
+    assert (sample.memory_used, sample.memory_total) == (GIB // 2, GIB)
+    # And the host's: its own CPU busy a quarter of the time, one guest with 2 vCPUs using one CPU's worth
+    row = HostSample.objects.get(host_id=host.pk)
+    assert row.cpu == pytest.approx(25.0) and (row.running, row.vcpus) == (1, 2)
+    assert row.guest_cpu == pytest.approx(1.0) and (row.pool_used, row.pool_capacity) == (10 * GIB, 100 * GIB)
+
+
+def test_a_counter_reset_by_a_reboot_gives_no_negative_rate(host, placed):
+    sampling.record(host_id=host.pk, read=HostCounters(at(0), node(), (domain(placed.uuid, 900 * 10**9,
+                                                                                disk=10**9, net=10**9),)))
+    # When the guest's process restarted between rounds: its counters start again from small values
+    sampling.record(host_id=host.pk, read=HostCounters(at(10), node(), (domain(placed.uuid, 2 * 10**9,
+                                                                                 disk=4096, net=100),)))
+    # Then the rates are what was counted since the restart, never below zero
+    sample = InstanceSample.objects.get(instance_id=placed.pk)
+    assert sample.cpu == pytest.approx(10.0) and sample.disk_read == pytest.approx(409.6)
+    assert sample.net_rx == pytest.approx(10.0)
+    assert all(getattr(sample, f) >= 0 for f in history.INSTANCE_FIELDS)
+
+
+def test_a_round_long_after_the_last_gives_no_rates_only_a_new_base(host, placed, settings):
+    sampling.record(host_id=host.pk, read=HostCounters(at(0), node(), (domain(placed.uuid, 0),)))
+    # When the next round comes after the worker was away for ten minutes
+    late = sampling.record(host_id=host.pk, read=HostCounters(at(600), node(), (domain(placed.uuid, 10**12),)))
+    # Then nothing is averaged over the gap, and the round after it is rated against it
+    assert late.instances == 0 and not InstanceSample.objects.exists()
+    sampling.record(host_id=host.pk, read=HostCounters(at(610), node(), (domain(placed.uuid, 10**12 + 10**9),)))
+    assert InstanceSample.objects.get(instance_id=placed.pk).cpu == pytest.approx(5.0)
+
+
+def test_domains_the_panel_does_not_own_count_for_the_host_but_get_no_samples(host, placed):
+    stranger = "0f0f0f0f-0000-4000-8000-000000000001"
+    for t, cpu in ((0, 0), (10, 10**10)):
+        sampling.record(host_id=host.pk, read=HostCounters(at(t), node(), (
+            domain(placed.uuid, cpu), domain(stranger, cpu), domain("0f0f0f0f-0000-4000-8000-000000000002", 0,
+                                                                    state=PowerState.STOPPED))))
+    assert list(InstanceSample.objects.values_list("instance_id", flat=True)) == [placed.pk]
+    row = HostSample.objects.get(host_id=host.pk)
+    assert (row.running, row.vcpus) == (2, 4) and row.guest_cpu == pytest.approx(2.0)
+    assert set(Cursor.objects.get(host_id=host.pk).counters["domains"]) == {str(placed.uuid), stranger}
+
+
+def test_a_test_driver_host_is_sampled_in_bulk_by_its_task(tenant):
+    # Given a host on libvirt's test driver, whose running domain is a panel instance
+    host = make_host(uri="test:///default")
+    placed = make_instance(tenant=tenant, host=host, status=Status.RUNNING, uuid=TEST_DOMAIN)
+    read = hypervisor.counters(host.uri)
+    assert [d.uuid for d in read.domains] == [TEST_DOMAIN] and read.domains[0].cpu_time_ns
+    assert read.node.cpu_total_ns and read.node.pool_capacity_bytes
+    # When its task runs twice
+    sample_host(host.pk)
+    sample_host(host.pk)
+    # Then the instance and the host have a sample each, with a rate
+    sample = InstanceSample.objects.get(instance_id=placed.pk)
+    assert sample.cpu is not None and 0 <= sample.cpu <= 100 and sample.memory_total > 0
+    assert HostSample.objects.get(host_id=host.pk).running == 1
+
+
+def test_an_unreachable_host_gives_no_samples_and_no_error(tenant):
+    host = make_host(uri="test:///nonexistent/node.xml")
+    sample_host(host.pk)
+    sample_host(0)  # a host deleted meanwhile
+    assert not HostSample.objects.exists()
+
+
+def raw(instance, seconds, cpu, tenant_id=None):
+    return InstanceSample(instance_id=instance, resolution=Resolution.RAW,
+                          time=datetime.fromtimestamp(at(seconds), UTC), tenant_id=tenant_id or 1, cpu=cpu,
+                          memory_used=cpu * 10, memory_total=1000)
+
+
+def test_roll_up_averages_whole_minutes_once_and_expires_by_resolution():
+    # Given raw samples every 10 s over three minutes for one instance, CPU 10 in the first, 40 in the second...
+    InstanceSample.objects.bulk_create([raw(7, s, 10.0 if s < 60 else 40.0 if s < 120 else 70.0)
+                                        for s in range(0, 180, 10)])
+    RollUp.objects.create(kind="instance", resolution=Resolution.MINUTE, done_until=datetime.fromtimestamp(at(0), UTC))
+    # When the roll-up runs at 12:03:30 (12:02 ended more than a minute before: it is rolled up; 12:03 is not yet)
+    now = datetime.fromtimestamp(at(210), UTC)
+    written = history.roll_up(now=now)
+    minutes = list(InstanceSample.objects.filter(resolution=Resolution.MINUTE).order_by("time")
+                   .values_list("time", "cpu", "memory_used", "tenant_id"))
+    assert written["instance/1 minute"] == 2
+    assert [(t.minute, cpu, mem, tenant) for t, cpu, mem, tenant in minutes] == [(0, 10.0, 100.0, 1),
+                                                                               (1, 40.0, 400.0, 1)]
+    # When it runs again a minute later, the last minute is added and the others are not written twice
+    assert history.roll_up(now=now + timedelta(minutes=1))["instance/1 minute"] == 1
+    assert InstanceSample.objects.filter(resolution=Resolution.MINUTE).count() == 3
+    # When seven hours have passed, the raw samples are gone and the minute averages stay
+    history.roll_up(now=now + timedelta(hours=7))
+    assert not InstanceSample.objects.filter(resolution=Resolution.RAW).exists()
+    assert InstanceSample.objects.filter(resolution=Resolution.MINUTE).count() == 3
+    # and after 8 days only the hour average of 12:00 stays, until a year has passed
+    history.roll_up(now=now + timedelta(days=8))
+    assert list(InstanceSample.objects.values_list("resolution", "cpu")) == [(Resolution.HOUR, 40.0)]
+    history.roll_up(now=now + timedelta(days=367))
+    assert not InstanceSample.objects.exists()
+
+
+def test_a_deleted_instances_samples_are_kept_until_their_retention(host, placed):
+    InstanceSample.objects.bulk_create([raw(placed.pk, s, 5.0) for s in range(0, 60, 10)])
+    placed.status = Status.DELETED
+    placed.save(update_fields=["status"])
+    history.roll_up(now=datetime.fromtimestamp(at(3600), UTC))
+    assert InstanceSample.objects.filter(instance_id=placed.pk).count() == 6 + 1
+    history.roll_up(now=datetime.fromtimestamp(at(400 * 86400), UTC))
+    assert not InstanceSample.objects.filter(instance_id=placed.pk).exists()
+
+
+def test_a_chart_averages_its_range_into_buckets_and_adds_what_is_not_rolled_up_yet():
+    now = datetime.fromtimestamp(at(86400), UTC)
+    # Given minute averages for the last day but 5 minutes, CPU = the minute of the hour, and raw samples since
+    start = now - timedelta(days=1)
+    InstanceSample.objects.bulk_create(
+        [InstanceSample(instance_id=3, resolution=Resolution.MINUTE, time=start + timedelta(minutes=m), tenant_id=1,
+                        cpu=float(m % 60)) for m in range(0, 1440 - 5)]
+        + [InstanceSample(instance_id=3, resolution=Resolution.RAW, time=now - timedelta(seconds=s), tenant_id=1,
+                          cpu=99.0) for s in range(10, 300, 10)])
+    # When the day chart is asked for
+    chart = history.series("instance", 3, Range.DAY, now=now)
+    # Then it has 5-minute points (the average of minutes 0..4 is 2.0), the newest from the raw samples
+    assert chart["bucket"] == 300 and len(chart["t"]) == 288
+    assert chart["cpu"][0] == pytest.approx(2.0) and chart["cpu"][-1] == pytest.approx(99.0)
+    assert chart["t"] == sorted(chart["t"]) and chart["disk_read"][0] is None
+    # The hour chart is the raw samples themselves
+    hour = history.series("instance", 3, Range.HOUR, now=now)
+    assert hour["bucket"] == 0 and len(hour["t"]) == 29 and set(hour["cpu"]) == {99.0}
+    # Another instance's chart is empty
+    assert history.series("instance", 4, Range.DAY, now=now)["t"] == []
+
+
+def test_a_week_chart_of_a_year_of_data_reads_in_a_bounded_number_of_queries():
+    now = datetime.fromtimestamp(at(0), UTC)
+    InstanceSample.objects.bulk_create(
+        [InstanceSample(instance_id=5, resolution=Resolution.MINUTE, time=now - timedelta(minutes=m), tenant_id=1,
+                        cpu=1.0) for m in range(1, 7 * 1440)], batch_size=5000)
+    with CaptureQueriesContext(connection) as queries:
+        chart = history.series("instance", 5, Range.WEEK, now=now)
+    assert len(queries) == 2 and len(chart["t"]) == 336
+
+
+@pytest.fixture
+def other_tenant_member(db):
+    tenant = make_tenant()
+    return make_user(tenant=tenant), tenant
+
+
+def test_the_api_serves_an_instances_chart_to_its_tenant_only(host, placed, member_api, admin_api, client,
+                                                               other_tenant_member):
+    InstanceSample.objects.bulk_create([InstanceSample(instance_id=placed.pk, resolution=Resolution.RAW,
+                                                       time=datetime.now(UTC) - timedelta(seconds=s),
+                                                       tenant_id=placed.tenant_id, cpu=12.5) for s in (5, 15)])
+    url = f"/api/v1/instances/{placed.pk}/metrics/"
+    answer = member_api.get(url, {"range": "hour"})
+    assert answer.status_code == 200 and answer.json()["cpu"] == [12.5, 12.5]
+    assert admin_api.get(url).json()["range"] == "hour"
+    # Another tenant's member: no such instance
+    user, tenant = other_tenant_member
+    assert token_client(user, tenant).get(url).status_code == 404
+    # A range that is not one of the five
+    bad = member_api.get(url, {"range": "decade"})
+    assert bad.status_code == 400 and "range" in bad.json()
+    # A deleted instance's kept samples are still its tenant's to read
+    placed.status = Status.DELETED
+    placed.save(update_fields=["status"])
+    assert member_api.get(url).json()["cpu"] == [12.5, 12.5]
+
+
+def test_host_charts_are_for_platform_admins(host, member_api, admin_api):
+    HostSample.objects.create(host_id=host.pk, resolution=Resolution.RAW, time=datetime.now(UTC), cpu=3.0,
+                              running=1, vcpus=2)
+    assert admin_api.get(f"/api/v1/hosts/{host.pk}/metrics/").json()["cpu"] == [3.0]
+    assert member_api.get(f"/api/v1/hosts/{host.pk}/metrics/").status_code == 403
+    assert admin_api.get("/api/v1/hosts/999999/metrics/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_points_reach_the_instance_page_and_admin_pages_live(host, placed, member, admin_user):
+    @async_to_sync
+    async def scenario():
+        sockets = []
+        for path, user in ((f"/ws/instances/{placed.pk}/status/", member), ("/ws/status/", admin_user)):
+            socket = WebsocketCommunicator(application, path, headers=[ORIGIN, HOST])
+            socket.scope["user"] = user
+            assert (await socket.connect())[0]
+            sockets.append(socket)
+        for t in (0, 10):
+            await database_sync_to_async(sampling.record)(host_id=host.pk, read=HostCounters(
+                at(t), node(0, t * 10**9), (domain(placed.uuid, t * 10**9),)))
+        got = [await socket.receive_json_from(timeout=5) for socket in sockets]
+        for socket in sockets:
+            assert await socket.receive_nothing(timeout=0.3)
+            await socket.disconnect()
+        return got
+
+    page, admin = scenario()
+    # The instance's page gets its new point (one per round with a rate), admin pages the host's
+    assert page["type"] == "metrics" and page["of"] == "instance" and page["id"] == placed.pk
+    assert page["point"]["cpu"] == pytest.approx(50.0) and page["point"]["t"] == at(10) * 1000
+    assert admin["of"] == "host" and admin["id"] == host.pk and admin["point"]["running"] == 1
+
+
+@pytest.mark.qemu
+@pytest.mark.django_db(transaction=True)
+def test_a_real_guest_is_sampled_with_cpu_memory_and_the_disk_reads_it_does(qemu_host, member, tenant, guest_kernel):
+    from instances import services
+    from tests.test_qemu import console_session
+
+    # Given a real QEMU guest with a 1 GiB disk, running its shell
+    action = services.create_instance(user=member, tenant=tenant, name="sampled", vcpus=1, memory_mib=256,
+                                      disk_gib=1, boot_kernel=guest_kernel, host=qemu_host)
+    instance = action.instance
+    console_session(instance, member, "echo up-$((40+2))", r"up-42")
+    # When it is sampled, then reads 48 MiB of its disk, and is sampled again
+    sample_host(qemu_host.pk)
+    first = Cursor.objects.get(host_id=qemu_host.pk).taken
+    console_session(instance, member, "dd if=/dev/vda of=/dev/null bs=1M count=48 && echo read-$((5*5))",
+                    r"read-25")
+    sample_host(qemu_host.pk)
+    # Then its sample holds what it did: CPU used, its 256 MiB, the megabytes read per second of the round
+    sample = InstanceSample.objects.get(instance_id=instance.pk)
+    seconds = sample.time.timestamp() - first
+    assert 0 < sample.cpu <= 100 and sample.memory_total == 256 * 1024**2
+    assert 0 < sample.memory_used <= sample.memory_total
+    assert sample.disk_read * seconds >= 48 * 1024**2 and sample.disk_read_iops > 0 and sample.net_rx is not None
+    rounds = list(HostSample.objects.filter(host_id=qemu_host.pk).values_list("running", "memory_total", "cpu"))
+    assert len(rounds) == 1 and rounds[0][0] >= 1 and rounds[0][1] > 0 and rounds[0][2] is not None
