@@ -17,7 +17,7 @@ from instances.api import (
     VolumeViewSet,
 )
 from instances.views import host_evacuation, host_maintenance, overview, volume_change, volume_list
-from metrics.api import HostMetricsView, InstanceMetricsView
+from metrics.api import HostMetricsView, HotSpotsView, InstanceMetricsView
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
@@ -57,12 +57,14 @@ urlpatterns = [
     path("images/", include("images.urls")),
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),
+    path("metrics/", include("metrics.urls")),
     path("", include("tenants.urls")),
     path("api/v1/guests/", GuestOffersView.as_view(), name="api-guests"),
     path("api/v1/tenants/<int:pk>/billing/", TenantBillingViewSet.as_view({"get": "billing", "put": "billing"}),
          name="api-tenant-billing"),
     path("api/v1/instances/<int:pk>/metrics/", InstanceMetricsView.as_view(), name="api-instance-metrics"),
     path("api/v1/hosts/<int:pk>/metrics/", HostMetricsView.as_view(), name="api-host-metrics"),
+    path("api/v1/hot-spots/", HotSpotsView.as_view(), name="api-hot-spots"),
     path("api/v1/hosts/<int:pk>/maintenance/", HostMaintenanceView.as_view(), name="api-host-maintenance"),
     path("api/v1/hosts/<int:pk>/evacuate/", HostEvacuationView.as_view(), name="api-host-evacuation"),
     path("api/v1/", include(router.urls)),

@@ -10,7 +10,8 @@ from hosts.models import Host
 from instances.models import Instance
 from metrics import history
 from metrics.choices import Range
-from metrics.serializers import ChartQuerySerializer, ChartSerializer
+from metrics.hot import Sort, hottest
+from metrics.serializers import ChartQuerySerializer, ChartSerializer, HotQuerySerializer, HotSpotsSerializer
 from tenants.scoping import scope_of
 
 RANGE = OpenApiParameter("range", enum=Range.values, default=Range.HOUR, description="How far back the chart goes")
@@ -45,3 +46,18 @@ class HostMetricsView(APIView):
         chart = _range(request)
         host = get_object_or_404(Host, pk=pk)
         return Response(history.series("host", host.pk, chart))
+
+
+class HotSpotsView(APIView):
+    """The busiest instances the caller sees and, for platform admins, hosts, by their newest samples."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[HotQuerySerializer], responses={200: HotSpotsSerializer},
+                   summary="The hottest hosts and instances now")
+    def get(self, request):
+        query = HotQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        found = hottest(scope=scope_of(request), sort=Sort(query.validated_data["by"]),
+                        limit=query.validated_data["limit"])
+        return Response(HotSpotsSerializer({"hosts": found.hosts, "instances": found.instances}).data)

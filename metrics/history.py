@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Avg, Max, Model
 from django.db.models.functions import Trunc
@@ -142,3 +143,27 @@ def _bucketed(rows: list[tuple], bucket: int, width: int) -> list[tuple]:
 
 def _averaged(start: int, sums: list[float], counts: list[int]) -> tuple:
     return (datetime.fromtimestamp(start, UTC), *(s / c if c else None for s, c in zip(sums, counts, strict=True)))
+
+
+@dataclass(frozen=True)
+class Hot:
+    """The latest sample of one host or instance, for the hottest lists."""
+
+    object_id: int
+    time: datetime
+    values: dict
+
+
+def latest(kind: str, *, tenant_ids: list[int] | None = None, now: datetime | None = None) -> list[Hot]:
+    """Each host's or instance's newest raw sample of the last three sampling rounds (only the tenants' instances
+    when tenant_ids is given; hosts and instances sampled no more are left out)."""
+    model, key, fields = KINDS[kind]
+    now = now or timezone.now()
+    rows = model.objects.filter(resolution=Resolution.RAW,
+                                time__gte=now - timedelta(seconds=3 * settings.CLOUDPANEL_METRICS_SECONDS))
+    if tenant_ids is not None:
+        rows = rows.filter(tenant_id__in=tenant_ids)
+    newest: dict[int, Hot] = {}
+    for object_id, time, *values in rows.order_by("time").values_list(key, "time", *fields):
+        newest[object_id] = Hot(object_id, time, dict(zip(fields, values, strict=True)))
+    return list(newest.values())

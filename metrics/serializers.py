@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from metrics.choices import Range
+from metrics.hot import Sort
 
 
 class ChartQuerySerializer(serializers.Serializer):
@@ -13,3 +14,51 @@ class ChartSerializer(serializers.Serializer):
     range = serializers.ChoiceField(choices=Range.choices)
     bucket = serializers.IntegerField(help_text="Seconds each point averages (0: each sample)")
     t = serializers.ListField(child=serializers.IntegerField())
+
+
+class HotQuerySerializer(serializers.Serializer):
+    by = serializers.ChoiceField(choices=Sort.choices, default=Sort.CPU)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+
+class HotInstanceSerializer(serializers.Serializer):
+    """An instance's newest sample: CPU in % of its vCPUs, memory in bytes and %, I/O per second."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    tenant = serializers.CharField()
+    host = serializers.CharField(allow_null=True)
+    time = serializers.DateTimeField()
+    cpu = serializers.FloatField(allow_null=True)
+    memory_used = serializers.FloatField(allow_null=True)
+    memory_total = serializers.FloatField(allow_null=True)
+    memory_percent = serializers.FloatField(allow_null=True)
+    disk_read = serializers.FloatField(allow_null=True)
+    disk_write = serializers.FloatField(allow_null=True)
+    disk_read_iops = serializers.FloatField(allow_null=True)
+    disk_write_iops = serializers.FloatField(allow_null=True)
+    net_rx = serializers.FloatField(allow_null=True)
+    net_tx = serializers.FloatField(allow_null=True)
+
+
+class HotHostSerializer(serializers.Serializer):
+    """A host's newest sample: its CPU %, memory and pools in bytes and %, the load of its instances."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    time = serializers.DateTimeField()
+    cpu = serializers.FloatField(allow_null=True)
+    memory_used = serializers.FloatField(allow_null=True)
+    memory_total = serializers.FloatField(allow_null=True)
+    memory_percent = serializers.FloatField(allow_null=True)
+    running = serializers.FloatField()
+    vcpus = serializers.FloatField()
+    guest_cpu = serializers.FloatField(allow_null=True)
+    pool_used = serializers.FloatField(allow_null=True)
+    pool_capacity = serializers.FloatField(allow_null=True)
+    pool_percent = serializers.FloatField(allow_null=True)
+
+
+class HotSpotsSerializer(serializers.Serializer):
+    hosts = HotHostSerializer(many=True)
+    instances = HotInstanceSerializer(many=True)

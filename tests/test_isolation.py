@@ -252,6 +252,7 @@ MATRIX: dict[str, list[Case]] = {
     "logout": [Case("POST", None, anyone((302, "/login/")))],
     "host-list": [Case("GET", None, platform(P, 200))],
     "technologies": [Case("GET", None, platform(P, 200))],
+    "hot-spots": [Case("GET", None, signed_in(P, 200))],
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
     "host-maintenance": [Case("GET", "host", platform(P, 200)),
@@ -420,6 +421,9 @@ MATRIX: dict[str, list[Case]] = {
     "schema": [Case("GET", None, anyone(200))],
     "api-root": [Case("GET", None, signed_in(A, 200))],
     "api-guests": [Case("GET", None, signed_in(A, 200))],
+    "api-instance-metrics": [Case("GET", "instance", read(A))],
+    "api-host-metrics": [Case("GET", "host", platform(A, 200))],
+    "api-hot-spots": [Case("GET", None, signed_in(A, 200))],
     "api-host-list": [Case("GET", None, platform(A, 200)),
                       Case("POST", None, platform(A, 201), body=lambda w, x: {
                           "name": "matrix-host", "uri": "test:///default?matrix"})],

@@ -290,3 +290,43 @@ def test_a_real_guest_is_sampled_with_cpu_memory_and_the_disk_reads_it_does(qemu
     assert sample.disk_read * seconds >= 48 * 1024**2 and sample.disk_read_iops > 0 and sample.net_rx is not None
     rounds = list(HostSample.objects.filter(host_id=qemu_host.pk).values_list("running", "memory_total", "cpu"))
     assert len(rounds) == 1 and rounds[0][0] >= 1 and rounds[0][1] > 0 and rounds[0][2] is not None
+
+
+def test_hot_spots_sort_the_newest_samples_and_show_a_tenant_its_own_only(host, tenant, member_api, admin_api,
+                                                                         other_tenant_member, client, member):
+    # Given instances of two tenants, sampled just now: a busy one, one short of memory, and another tenant's
+    _user, other = other_tenant_member
+    busy = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name="busy")
+    full = make_instance(tenant=tenant, host=host, status=Status.RUNNING, name="full")
+    theirs = make_instance(tenant=other, host=host, status=Status.RUNNING, name="theirs")
+    now = datetime.now(UTC)
+    for instance, cpu, used in ((busy, 95.0, 100), (full, 5.0, 990), (theirs, 99.0, 10)):
+        InstanceSample.objects.create(instance_id=instance.pk, resolution=Resolution.RAW, time=now - timedelta(
+            seconds=2), tenant_id=instance.tenant_id, cpu=cpu, memory_used=used, memory_total=1000)
+    # (an older sample of the same instance does not count; nor does one from minutes ago)
+    InstanceSample.objects.create(instance_id=busy.pk, resolution=Resolution.RAW, time=now - timedelta(seconds=12),
+                                  tenant_id=tenant.pk, cpu=1.0)
+    HostSample.objects.create(host_id=host.pk, resolution=Resolution.RAW, time=now, cpu=40.0, running=3, vcpus=3)
+    # Then the tenant's member sees its own, busiest first, and no hosts
+    mine = member_api.get("/api/v1/hot-spots/").json()
+    assert [i["name"] for i in mine["instances"]] == ["busy", "full"] and mine["hosts"] == []
+    assert [i["name"] for i in member_api.get("/api/v1/hot-spots/?by=memory").json()["instances"]] == ["full", "busy"]
+    # and a platform admin everyone's, and the hosts
+    everyone = admin_api.get("/api/v1/hot-spots/", {"limit": 2}).json()
+    assert [i["name"] for i in everyone["instances"]] == ["theirs", "busy"]
+    assert [(h["name"], h["cpu"]) for h in everyone["hosts"]] == [(host.name, 40.0)]
+    assert admin_api.get("/api/v1/hot-spots/", {"limit": 0}).status_code == 400
+    assert admin_api.get("/api/v1/hot-spots/", {"by": "temperature"}).status_code == 400
+    # The page shows the same to the member
+    client.force_login(member)
+    page = client.get("/metrics/?by=memory").content.decode()
+    assert page.index(">full<") < page.index(">busy<") and "theirs" not in page and 'id="hot-hosts"' not in page
+
+
+def test_instance_and_host_pages_carry_their_charts(host, placed, member, admin_user, client):
+    client.force_login(member)
+    page = client.get(f"/instances/{placed.pk}/").content.decode()
+    assert f'data-metrics-url="/api/v1/instances/{placed.pk}/metrics/"' in page and "cloudpanel/metrics.js" in page
+    client.force_login(admin_user)
+    page = client.get(f"/hosts/{host.pk}/").content.decode()
+    assert f'data-metrics-url="/api/v1/hosts/{host.pk}/metrics/"' in page and 'data-metric-chart="pool"' in page

@@ -60,3 +60,14 @@ def chosen(value: object, field) -> bool:
         return str(value) in {str(v) for v in current}
     return str(value) == str(current)
 
+
+
+@register.filter
+def bytes_rate(value: float | None) -> str:
+    """Bytes per second in binary units: 1536 → '1.5 KiB/s'; '—' when not known."""
+    if value is None:
+        return "—"
+    units, i = ("B", "KiB", "MiB", "GiB", "TiB"), 0
+    while abs(value) >= 1024 and i < len(units) - 1:
+        value, i = value / 1024, i + 1
+    return f"{value:.0f} B/s" if i == 0 else f"{value:.1f} {units[i]}/s"

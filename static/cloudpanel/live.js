@@ -103,7 +103,7 @@
       const event = JSON.parse(message.data);
       if (event.type === "instance") applyInstance(event);
       if (event.type === "host") applyHost(event);
-      refreshSections();
+      if (event.type !== "metrics") refreshSections();  // a new chart point changes nothing else on the page
       document.dispatchEvent(new CustomEvent("panel:event", { detail: event }));
     };
     socket.onclose = function (close) {
