@@ -16,11 +16,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from cloudpanel.bodylimit import BodyLimit  # noqa: E402
 from cloudpanel.origin import SameOriginValidator  # noqa: E402
+from cloudpanel.telemetry import CountWebsockets  # noqa: E402
 from instances.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": BodyLimit(django_asgi),
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": CountWebsockets(SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -6,6 +6,7 @@ web process. Set DATABASE_URL and REDIS_URL for PostgreSQL and Redis with separa
 worker and listener processes.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "cloudpanel.telemetry.RequestMetrics",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -151,6 +153,10 @@ STATICFILES_DIRS = [
 ]
 WHITENOISE_USE_FINDERS = True
 
+# /metrics sums the request and websocket figures of every web process one `manage.py serve` starts: they write
+# them to files in one directory (cloudpanel/telemetry.py), which the processes it starts inherit.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus" / str(os.getpid())))
+
 REDIS_URL = os.environ.get("REDIS_URL", "")
 EMBEDDED = not REDIS_URL
 # Web processes `manage.py serve` runs with REDIS_URL set (embedded: one, which runs everything); by default one per
@@ -206,6 +212,15 @@ CLOUDPANEL_TASK_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_TASK_TIMEOUT_SE
 # operation is run again (a delete) or failed with the reason "worker lost", checked every third of it too.
 CLOUDPANEL_LEASE_SECONDS = float(os.environ.get("CLOUDPANEL_LEASE_SECONDS", "15"))
 CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS = int(os.environ.get("CLOUDPANEL_SHUTDOWN_TIMEOUT_SECONDS", "120"))
+# Who may scrape /metrics: whoever sends this bearer token, or comes from one of these networks (CIDRs, space- or
+# comma-separated); nobody while neither is set. Per-instance use, labelled by tenant, only when asked for.
+CLOUDPANEL_METRICS_TOKEN = os.environ.get("CLOUDPANEL_METRICS_TOKEN", "")
+try:
+    CLOUDPANEL_METRICS_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in
+                                   os.environ.get("CLOUDPANEL_METRICS_NETWORKS", "").replace(",", " ").split()]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"CLOUDPANEL_METRICS_NETWORKS: {_exc}") from None
+CLOUDPANEL_METRICS_INSTANCES = _env_bool("CLOUDPANEL_METRICS_INSTANCES", False)
 # How often every online host's and instance's resource use is sampled (the raw resolution of charts).
 CLOUDPANEL_METRICS_SECONDS = float(os.environ.get("CLOUDPANEL_METRICS_SECONDS", "10"))
 CLOUDPANEL_RECONCILE_SECONDS = float(os.environ.get("CLOUDPANEL_RECONCILE_SECONDS", "30"))

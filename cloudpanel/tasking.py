@@ -76,6 +76,11 @@ def _broker(url: str) -> redis.Redis | None:
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
 
 
+def broker_client() -> redis.Redis | None:
+    """A client of the broker (short timeouts), or None when the broker lives in this process."""
+    return _broker(settings.CELERY_BROKER_URL)
+
+
 def check_queue() -> None:
     """Raise QueueUnavailable unless the broker answers."""
     client = _broker(settings.CELERY_BROKER_URL)

@@ -18,6 +18,8 @@ from instances.api import (
 )
 from instances.views import host_evacuation, host_maintenance, overview, volume_change, volume_list
 from metrics.api import HostMetricsView, HotSpotsView, InstanceMetricsView
+from metrics.prometheus import scrape
+from metrics.views import hot_spots
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
@@ -57,7 +59,8 @@ urlpatterns = [
     path("images/", include("images.urls")),
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),
-    path("metrics/", include("metrics.urls")),
+    path("hot-spots/", hot_spots, name="hot-spots"),
+    path("metrics", scrape, name="prometheus"),
     path("", include("tenants.urls")),
     path("api/v1/guests/", GuestOffersView.as_view(), name="api-guests"),
     path("api/v1/tenants/<int:pk>/billing/", TenantBillingViewSet.as_view({"get": "billing", "put": "billing"}),

@@ -18,7 +18,9 @@ import threading
 import time
 
 from django.db import close_old_connections, connections
+from django.utils import timezone
 
+from cloudpanel import health
 from cloudpanel.tasking import TRANSIENT
 from hosts import hypervisor, services, signals
 from hosts.models import Host
@@ -41,6 +43,9 @@ class Listener:
         self.lock = threading.Lock()
         self.retry: dict[str, tuple[float, float]] = {}  # uri → (next attempt, current back-off)
         self.stop = threading.Event()
+        self.lag = 0.0  # seconds from libvirt's callback to the last event's recording
+        self.recorded = 0
+        self.name = "listener:" + (",".join(map(str, sorted(host_ids))) if host_ids else "all")
 
     def _watch_hosts(self, hosts: list[Host]) -> None:
         for uri in [u for u in self.watched if u not in {h.uri for h in hosts}]:
@@ -151,14 +156,20 @@ class Listener:
         if not services.record_domain_event(host_id=host.pk, domain_uuid=event.domain_uuid, state=status,
                                             observed_at=event.observed_at):
             self._learn(host, event)
+        self.lag = max(0.0, (timezone.now() - event.observed_at).total_seconds())
+        self.recorded += 1
 
     def run(self) -> None:
         """Loop until stop is set."""
-        next_scan = 0.0
+        next_scan = next_beat = 0.0
         database_lost = False
         while not self.stop.is_set():
             try:
                 now = time.monotonic()
+                if now >= next_beat:  # for /metrics: alive, and how far behind libvirt's events
+                    health.beat(self.name, {"at": time.time(), "lag": self.lag, "events": self.recorded,
+                                            "hosts": len(self.watched), "waiting": len(self.unrecorded)})
+                    next_beat = now + 1.0
                 if now >= next_scan:
                     close_old_connections()
                     hosts = Host.objects.all() if self.host_ids is None else Host.objects.filter(pk__in=self.host_ids)

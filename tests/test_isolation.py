@@ -253,6 +253,7 @@ MATRIX: dict[str, list[Case]] = {
     "host-list": [Case("GET", None, platform(P, 200))],
     "technologies": [Case("GET", None, platform(P, 200))],
     "hot-spots": [Case("GET", None, signed_in(P, 200))],
+    "prometheus": [Case("GET", None, anyone(403))],  # (a token or network setting lets a scraper in)
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
     "host-maintenance": [Case("GET", "host", platform(P, 200)),

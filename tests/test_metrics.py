@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connection
@@ -319,7 +319,7 @@ def test_hot_spots_sort_the_newest_samples_and_show_a_tenant_its_own_only(host, 
     assert admin_api.get("/api/v1/hot-spots/", {"by": "temperature"}).status_code == 400
     # The page shows the same to the member
     client.force_login(member)
-    page = client.get("/metrics/?by=memory").content.decode()
+    page = client.get("/hot-spots/?by=memory").content.decode()
     assert page.index(">full<") < page.index(">busy<") and "theirs" not in page and 'id="hot-hosts"' not in page
 
 
@@ -330,3 +330,113 @@ def test_instance_and_host_pages_carry_their_charts(host, placed, member, admin_
     client.force_login(admin_user)
     page = client.get(f"/hosts/{host.pk}/").content.decode()
     assert f'data-metrics-url="/api/v1/hosts/{host.pk}/metrics/"' in page and 'data-metric-chart="pool"' in page
+
+
+def scraped(client, **headers) -> dict:
+    """The /metrics exposition parsed: (name, sorted labels) → value, with what generate_latest checks."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = client.get("/metrics", **headers)
+    assert answer.status_code == 200, answer.content
+    assert answer["Content-Type"].startswith("text/plain; version=")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(answer.content.decode()) for s in family.samples}
+
+
+def test_metrics_are_for_the_token_or_the_networks_set_and_nobody_else(client, settings):
+    settings.CLOUDPANEL_METRICS_TOKEN, settings.CLOUDPANEL_METRICS_NETWORKS = "", []
+    refused = client.get("/metrics")
+    assert refused.status_code == 403 and b"CLOUDPANEL_METRICS_TOKEN" in refused.content
+    settings.CLOUDPANEL_METRICS_TOKEN = "s3cret-scrape"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="s3cret-scrape").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape").status_code == 200
+    import ipaddress
+
+    settings.CLOUDPANEL_METRICS_NETWORKS = [ipaddress.ip_network("10.0.0.0/8")]
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::ffff:10.1.2.3").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="not an address").status_code == 403
+
+
+def test_metrics_say_the_panels_health(client, settings, host, tenant, member, member_api):
+    from instances.choices import ActionStatus, Operation
+    from instances.models import InstanceAction
+
+    settings.CLOUDPANEL_METRICS_TOKEN = "t"
+    auth = {"HTTP_AUTHORIZATION": "Bearer t"}
+    # Given instances in two states, and operations that took 2 s and 40 s, one failed
+    running = make_instance(tenant=tenant, host=host, status=Status.RUNNING)
+    make_instance(tenant=tenant, host=host, status=Status.STOPPED)
+    make_instance(tenant=tenant, host=host, status=Status.DELETED)
+    now = datetime.now(UTC)
+    for took, outcome in ((2, ActionStatus.SUCCEEDED), (40, ActionStatus.FAILED)):
+        InstanceAction.objects.create(instance=running, operation=Operation.REBOOT, status=outcome,
+                                      started_at=now - timedelta(seconds=took), finished_at=now)
+    InstanceAction.objects.create(instance=running, operation=Operation.START, status=ActionStatus.PENDING)
+    before = scraped(client, **auth)
+    member_api.get("/api/v1/instances/")
+    got = scraped(client, **auth)
+    # Then hosts and instances are counted by state and technology (deleted ones are not)
+    assert got[("cloudpanel_hosts", (("state", "online"), ("technology", "test")))] == 1
+    assert got[("cloudpanel_instances", (("status", "running"), ("technology", "test")))] == 1
+    assert got[("cloudpanel_instances", (("status", "stopped"), ("technology", "test")))] == 1
+    assert not any(k[0] == "cloudpanel_instances" and ("status", "deleted") in k[1] for k in got)
+    # operations by outcome, and their durations as a histogram
+    assert got[("cloudpanel_actions_total", (("operation", "reboot"), ("status", "failed")))] == 1
+    assert got[("cloudpanel_actions_total", (("operation", "start"), ("status", "pending")))] == 1
+    reboot = (("operation", "reboot"),)
+    assert got[("cloudpanel_action_duration_seconds_bucket", (("le", "2.5"), *reboot))] == 1
+    assert got[("cloudpanel_action_duration_seconds_bucket", (("le", "60.0"), *reboot))] == 2
+    assert got[("cloudpanel_action_duration_seconds_count", reboot)] == 2
+    assert got[("cloudpanel_action_duration_seconds_sum", reboot)] == pytest.approx(42)
+    # the API request is counted under its view, with its latency
+    listed = ("cloudpanel_http_requests_total", (("method", "GET"), ("status", "200"), ("view", "api-instance-list")))
+    assert got[listed] == before.get(listed, 0) + 1
+    assert got[("cloudpanel_http_request_duration_seconds_count",
+                (("method", "GET"), ("view", "api-instance-list")))] >= 1
+    # and the broker's queue is there, with what waits in it
+    assert got[("cloudpanel_queue_depth", (("queue", settings.CELERY_TASK_DEFAULT_QUEUE),))] >= 0
+
+
+def test_metrics_give_each_instances_use_labelled_by_tenant_when_asked(client, settings, host, placed):
+    settings.CLOUDPANEL_METRICS_TOKEN = "t"
+    InstanceSample.objects.create(instance_id=placed.pk, resolution=Resolution.RAW, time=datetime.now(UTC),
+                                  tenant_id=placed.tenant_id, cpu=33.0, memory_used=GIB, memory_total=2 * GIB)
+    assert not any(k[0].startswith("cloudpanel_instance_") for k in scraped(client, HTTP_AUTHORIZATION="Bearer t"))
+    settings.CLOUDPANEL_METRICS_INSTANCES = True
+    got = scraped(client, HTTP_AUTHORIZATION="Bearer t")
+    labels = (("host", host.name), ("instance", str(placed.uuid)), ("name", placed.name),
+              ("tenant", placed.tenant.name))
+    assert got[("cloudpanel_instance_cpu_percent", labels)] == 33.0
+    assert got[("cloudpanel_instance_memory_bytes", labels)] == 2 * GIB
+    assert ("cloudpanel_instance_disk_read_bytes_per_second", labels) not in got  # not sampled: not made up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_count_open_websockets_and_the_listeners_heartbeat(client, settings, member, listener):
+    settings.CLOUDPANEL_METRICS_TOKEN = "t"
+    status = ("cloudpanel_websocket_connections", (("kind", "status"),))
+    before = scraped(client, HTTP_AUTHORIZATION="Bearer t").get(status, 0)
+
+    @async_to_sync
+    async def open_one():
+        socket = WebsocketCommunicator(application, "/ws/status/", headers=[ORIGIN, HOST])
+        socket.scope["user"] = member
+        assert (await socket.connect())[0]
+        during = await sync_to_async(scraped)(client, HTTP_AUTHORIZATION="Bearer t")
+        await socket.disconnect()
+        return during
+
+    during = open_one()
+    assert during[status] == before + 1
+    assert scraped(client, HTTP_AUTHORIZATION="Bearer t")[status] == before
+    # The listener running beside says it is alive, and how far behind libvirt's events it is
+    from tests.factories import wait_for
+
+    assert wait_for(lambda: ("cloudpanel_listener_heartbeat_age_seconds", (("listener", "listener:all"),))
+                    in scraped(client, HTTP_AUTHORIZATION="Bearer t"), timeout=5)
+    got = scraped(client, HTTP_AUTHORIZATION="Bearer t")
+    assert got[("cloudpanel_listener_heartbeat_age_seconds", (("listener", "listener:all"),))] < 5
+    assert got[("cloudpanel_listener_lag_seconds", (("listener", "listener:all"),))] >= 0
