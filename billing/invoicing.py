@@ -29,6 +29,8 @@ from django.utils import timezone
 from billing.choices import InvoiceKind, InvoiceStatus, Meter
 from billing.exceptions import InvalidBilling, InvoiceState, PeriodOpen
 from billing.models import Invoice, InvoiceLine, InvoiceSequence, RateVersion, TenantBilling, UsageMonth
+from notifications.choices import Kind
+from notifications.services import notify
 
 LEDGER_LOCK = 0x6C656467  # an advisory lock key of our own ("ledg")
 CENT = Decimal("0.01")
@@ -309,6 +311,10 @@ def issue(*, invoice: Invoice) -> Invoice:
         raise InvoiceState(f"{invoice.display_number} is {invoice.get_status_display().lower()}, not a draft")
     invoice.number, invoice.status, invoice.issued_at = _next_number(), InvoiceStatus.ISSUED, timezone.now()
     invoice.save(update_fields=["number", "status", "issued_at"])
+    notify(kind=Kind.INVOICE_ISSUED, tenant_id=invoice.tenant_id,
+           title=f"{invoice.get_kind_display()} {invoice.display_number} issued: {invoice.total} {invoice.currency}",
+           link=f"/billing/invoices/{invoice.pk}/", data={"invoice": invoice.pk, "number": invoice.display_number,
+                                                           "total": str(invoice.total), "currency": invoice.currency})
     return invoice
 
 

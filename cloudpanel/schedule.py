@@ -11,7 +11,7 @@ from django.conf import settings
 
 def beat_schedule() -> dict[str, dict]:
     """Every periodic task: lost operations, reconcile sweeps (the safety net under libvirt's events), stale images,
-    scheduled backups, metrics, billing."""
+    scheduled backups, metrics, notifications, billing."""
     sweep = timedelta(seconds=settings.CLOUDPANEL_RECONCILE_SECONDS)
     return {
         # operations whose worker died: run again or failed, within the lease and a third of it
@@ -27,6 +27,9 @@ def beat_schedule() -> dict[str, dict]:
         "sample-metrics": {"task": "metrics.tasks.sample_hosts",
                            "schedule": timedelta(seconds=settings.CLOUDPANEL_METRICS_SECONDS)},
         "roll-up-metrics": {"task": "metrics.tasks.roll_up", "schedule": timedelta(minutes=1)},
+        # notifications: retries whose time came (and first attempts the broker could not take), quota levels
+        "send-notifications": {"task": "notifications.tasks.send_due", "schedule": timedelta(seconds=10)},
+        "check-quotas": {"task": "notifications.tasks.check_quotas", "schedule": timedelta(minutes=1)},
         # meter usage up to the last full hour, invoice closed months
         "close-books": {"task": "billing.tasks.close_books",
                         "schedule": timedelta(seconds=settings.CLOUDPANEL_BILLING_SECONDS)},

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "axes",
     "cloudpanel",
     "tenants",
+    "notifications",
     "hosts",
     "instances",
     "images",
@@ -346,6 +347,23 @@ CLOUDPANEL_IMAGE_MAX_VIRTUAL_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_VIRT
 CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB = int(os.environ.get("CLOUDPANEL_IMAGE_MAX_DOWNLOAD_GIB", "64"))
 # URL imports reach only public addresses, plus these (CIDRs or host:port, comma-separated): internal mirrors.
 CLOUDPANEL_IMPORT_ALLOW = _env_list("CLOUDPANEL_IMPORT_ALLOW", "")
+
+# Notifications. Webhooks reach public addresses only, like URL imports, unless an admin allows internal receivers
+# here (the same forms); each attempt is bounded, then retried after these delays (seconds), then given up.
+CLOUDPANEL_WEBHOOK_ALLOW = _env_list("CLOUDPANEL_WEBHOOK_ALLOW", "")
+CLOUDPANEL_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("CLOUDPANEL_WEBHOOK_TIMEOUT_SECONDS", "5"))
+CLOUDPANEL_NOTIFY_RETRY_SECONDS = [float(s) for s in _env_list("CLOUDPANEL_NOTIFY_RETRY_SECONDS",
+                                                               "30,120,600,1800,7200")]
+# E-mail goes through Django's mail backend: printed to the console when embedded, else SMTP (EMAIL_HOST, ...).
+EMAIL_BACKEND = os.environ.get("CLOUDPANEL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+                               if EMBEDDED else "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.environ.get("CLOUDPANEL_MAIL_FROM", "CloudPanel <cloudpanel@localhost>")
 # An upload with no chunk for this long is abandoned (its partial bytes freed); an import or an
 # inspection that has not moved for this long is failed (its worker went away).
 CLOUDPANEL_UPLOAD_IDLE_HOURS = int(os.environ.get("CLOUDPANEL_UPLOAD_IDLE_HOURS", "24"))

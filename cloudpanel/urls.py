@@ -21,6 +21,7 @@ from metrics.api import HostMetricsView, HotSpotsView, InstanceMetricsView
 from metrics.prometheus import scrape
 from metrics.views import hot_spots
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
+from notifications.api import NotificationViewSet, SubscriptionViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
 
 router.register("hosts", HostViewSet, basename="api-host")
@@ -45,6 +46,8 @@ router.register("plans", RatePlanViewSet, basename="api-plan")
 router.register("invoices", InvoiceViewSet, basename="api-invoice")
 router.register("usage", UsageViewSet, basename="api-usage")
 router.register("revenue", RevenueViewSet, basename="api-revenue")
+router.register("notifications", NotificationViewSet, basename="api-notification")
+router.register("subscriptions", SubscriptionViewSet, basename="api-subscription")
 
 urlpatterns = [
     path("", overview, name="overview"),
@@ -60,6 +63,7 @@ urlpatterns = [
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),
     path("hot-spots/", hot_spots, name="hot-spots"),
+    path("notifications/", include("notifications.urls")),
     path("metrics", scrape, name="prometheus"),
     path("", include("tenants.urls")),
     path("api/v1/guests/", GuestOffersView.as_view(), name="api-guests"),

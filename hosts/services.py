@@ -21,6 +21,8 @@ from hosts.exceptions import HostFull, HostInUse, InvalidHost, NoCapacity
 from hosts.guests import Guest
 from hosts.models import Host, HostDomain
 from hosts.placement import Held, capacity_error
+from notifications.choices import Kind
+from notifications.services import notify
 
 
 def _on_commit_publish(host_id: int) -> None:
@@ -179,13 +181,22 @@ def record_probe(*, host_id: int, info: hypervisor.HostInfo) -> None:
 
 
 def record_seen(*, host_id: int) -> None:
-    """The host answered: it is online."""
-    changed = Host.objects.filter(pk=host_id).exclude(state=HostState.ONLINE).update(
-        state=HostState.ONLINE, last_error=""
-    )
-    Host.objects.filter(pk=host_id).update(last_seen_at=timezone.now())
+    """The host answered: it is online (back online, if it was offline or failing: that is told)."""
+    with transaction.atomic():
+        back = Host.objects.filter(pk=host_id, state__in=[HostState.OFFLINE, HostState.ERROR]).update(
+            state=HostState.ONLINE, last_error="")
+        changed = back or Host.objects.filter(pk=host_id).exclude(state=HostState.ONLINE).update(
+            state=HostState.ONLINE, last_error="")
+        Host.objects.filter(pk=host_id).update(last_seen_at=timezone.now())
+        if back:
+            _tell(host_id, Kind.HOST_ONLINE, "is back online", "")
     if changed:
         publish_host(host_id)
+
+
+def _tell(host_id: int, kind: Kind, what: str, reason: str) -> None:
+    name = Host.objects.filter(pk=host_id).values_list("name", flat=True).first() or f"#{host_id}"
+    notify(kind=kind, title=f"Host {name} {what}", body=reason, link=f"/hosts/{host_id}/", data={"host": host_id})
 
 
 def lost_hosts() -> list[Host]:
@@ -197,8 +208,12 @@ def lost_hosts() -> list[Host]:
         reason = (f"not heard from since {host.last_seen_at:%Y-%m-%d %H:%M:%S} UTC: its libvirt or its worker does "
                   "not answer")
         # (one that answered since it was read is left alone)
-        if Host.objects.filter(pk=host.pk, state=HostState.ONLINE, last_seen_at__lt=silent).update(
-                state=HostState.OFFLINE, last_error=reason):
+        with transaction.atomic():
+            lost_now = Host.objects.filter(pk=host.pk, state=HostState.ONLINE, last_seen_at__lt=silent).update(
+                state=HostState.OFFLINE, last_error=reason)
+            if lost_now:
+                _tell(host.pk, Kind.HOST_OFFLINE, "is offline", reason)
+        if lost_now:
             host.state, host.last_error = HostState.OFFLINE, reason
             publish_host(host.pk)
     return lost
@@ -246,7 +261,12 @@ def record_domain_event(*, host_id: int, domain_uuid: str, state: str | None, ob
 def record_failure(*, host_id: int, error: hypervisor.HypervisorError) -> None:
     """The host could not be reached (offline) or refused us (error), with the reason."""
     state = HostState.OFFLINE if isinstance(error, hypervisor.HypervisorUnavailable) else HostState.ERROR
-    Host.objects.filter(pk=host_id).update(state=state, last_error=str(error)[:2000])
+    with transaction.atomic():
+        was_online = Host.objects.filter(pk=host_id, state=HostState.ONLINE).update(state=state)
+        Host.objects.filter(pk=host_id).update(state=state, last_error=str(error)[:2000])
+        if was_online:
+            _tell(host_id, Kind.HOST_OFFLINE, "is offline" if state == HostState.OFFLINE else "fails",
+                  str(error)[:2000])
     publish_host(host_id)
 
 

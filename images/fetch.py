@@ -1,115 +1,26 @@
-"""Fetching a URL for an image import without letting it reach inside the platform.
-
-A URL import runs in a worker that can reach the panel's own services, the hosts'
-management networks and cloud metadata endpoints. So every hop of the fetch (the
-first URL and each redirect) is resolved here, every address it resolves to must be
-public (or in the admins' explicit allowlist of internal mirrors), and the connection
-is made to the very address that was checked: a second DNS answer cannot swap it.
-"""
+"""Fetching a URL for an image import, every hop checked by cloudpanel.outbound (public addresses only, or an
+internal mirror the admins allowed)."""
 
 from __future__ import annotations
 
 import http.client
-import ipaddress
-import socket
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
+from cloudpanel.outbound import REDIRECTS, Allowed, Target, UnsafeURL, connect
+from cloudpanel.outbound import check as check_url
 from images.exceptions import UnsafeImage
 
-REDIRECTS = (301, 302, 303, 307, 308)
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class Target:
-    """One hop, checked: where to connect and what to ask for."""
-
-    scheme: str
-    host: str
-    port: int
-    address: str
-    path: str
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """An internal mirror an admin allowed: a network, with an optional port."""
-
-    network: Network
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, entry: str) -> Allowed:
-        """'10.1.2.3', '10.0.0.0/8', '10.1.2.3:8080' or '[fd00::1]:8080'."""
-        text, port = entry.strip(), None
-        if text.startswith("["):
-            text, _, rest = text[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else None
-        elif text.count(":") == 1:
-            text, _, port_text = text.partition(":")
-            port = int(port_text)
-        return cls(ipaddress.ip_network(text, strict=False), port)
-
-    def admits(self, address: Address, port: int) -> bool:
-        return address in self.network and (self.port is None or self.port == port)
-
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def _public(address: Address) -> bool:
-    """Global unicast, looking through the IPv6 forms that carry an IPv4 address (mapped, NAT64, 6to4)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        elif address.sixtofour is not None:
-            address = address.sixtofour
-        elif address in _NAT64:
-            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address.is_global and not address.is_multicast
+__all__ = ["Allowed", "check", "open_url"]
 
 
 def check(url: str, *, allow: Sequence[Allowed] = ()) -> Target:
-    """The hop to make for url, or UnsafeImage saying why it is refused."""
+    """The first hop of an import, or UnsafeImage saying why it is refused."""
     try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise UnsafeImage(f"not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise UnsafeImage(f"only http and https URLs can be imported, not {parts.scheme or 'this'}")
-    host = parts.hostname
-    if not host:
-        raise UnsafeImage("the URL has no host")
-    try:
-        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeImage(f"cannot resolve {host}: {exc}") from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in answers]
-    for address in addresses:
-        if not _public(address) and not any(entry.admits(address, port) for entry in allow):
-            # Which internal address a name has is not said: the message must not map the inside.
-            raise UnsafeImage(f"{host} resolves to an internal address: refused "
-                              "(an admin can allow an internal mirror explicitly)")
-    path = parts.path or "/"
-    return Target(parts.scheme, host, port, str(addresses[0]), path + (f"?{parts.query}" if parts.query else ""))
-
-
-def _connect(target: Target, timeout: float) -> http.client.HTTPConnection:
-    raw = socket.create_connection((target.address, target.port), timeout=timeout)
-    if target.scheme == "https":
-        context = ssl.create_default_context()
-        connection: http.client.HTTPConnection = http.client.HTTPSConnection(target.host, target.port,
-                                                                              timeout=timeout, context=context)
-        connection.sock = context.wrap_socket(raw, server_hostname=target.host)
-    else:
-        connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
-        connection.sock = raw
-    return connection
+        return check_url(url, allow=allow)
+    except UnsafeURL as exc:
+        raise UnsafeImage(str(exc)) from None
 
 
 def open_url(url: str, *, allow: Sequence[Allowed] = (), max_redirects: int = 5,
@@ -118,7 +29,7 @@ def open_url(url: str, *, allow: Sequence[Allowed] = (), max_redirects: int = 5,
     for _ in range(max_redirects + 1):
         target = check(url, allow=allow)
         try:
-            connection = _connect(target, timeout)
+            connection = connect(target, timeout)
         except (OSError, ssl.SSLError) as exc:
             raise UnsafeImage(f"could not connect to {target.host}: {exc}") from None
         try:

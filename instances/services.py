@@ -58,6 +58,8 @@ from instances.models import (
 from networks import security
 from networks import services as network_services
 from networks.models import Network, Port, SecurityGroup
+from notifications.choices import Kind
+from notifications.services import notify
 from tenants import audit, quotas
 from tenants.models import Tenant
 
@@ -631,6 +633,11 @@ def fail_action(action_id: int, *, error: str, observed: str | None = None) -> N
         action.status, action.error, action.finished_at = ActionStatus.FAILED, error[:4000], timezone.now()
         action.save(update_fields=["status", "error", "finished_at"])
         audit.operation_finished(action=action, instance=instance, error=error)
+        backup = action.operation == Operation.BACKUP
+        notify(kind=Kind.BACKUP_FAILED if backup else Kind.ACTION_FAILED, tenant_id=instance.tenant_id,
+               title=f"{action.get_operation_display()} of {instance.name} failed", body=error[:4000],
+               link=f"/instances/{instance.pk}/",
+               data={"instance": instance.pk, "action": action.pk, "operation": action.operation})
         publish_on_commit(instance)
 
 
@@ -657,8 +664,11 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
             return False  # the operation undefines, replaces or moves the domain on purpose: its end says how it is
         if instance.status_changed_at and instance.status_changed_at > observed_at:
             return False
+        before = instance.status
         if not set_status(instance, status, cause, detail=detail, at=observed_at):
             return False
+        if Status.UNKNOWN not in (before, status):  # (a host gone silent and back is told as such, not per instance)
+            _tell_changed(instance, before, status, cause, detail)
         fields = ["status", "status_changed_at"]
         if status not in (Status.ERROR, Status.MISSING) and instance.status_reason and not instance.task_state:
             instance.status_reason = ""
@@ -669,6 +679,16 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
         instance.save(update_fields=fields)
         publish_on_commit(instance)
     return True
+
+
+def _tell_changed(instance: Instance, before: str, status: str, cause: str, detail: str) -> None:
+    """A change the panel did not make (seen through an event or a reconcile): told to the tenant."""
+    crashed = status == Status.CRASHED
+    notify(kind=Kind.INSTANCE_CRASHED if crashed else Kind.INSTANCE_CHANGED, tenant_id=instance.tenant_id,
+           title=f"{instance.name} crashed" if crashed else
+           f"{instance.name} is {Status(status).label.lower()} (was {Status(before).label.lower()})",
+           body=detail or f"Seen by {Cause(cause).label.lower()}, not asked for through CloudPanel.",
+           link=f"/instances/{instance.pk}/", data={"instance": instance.pk, "from": before, "to": status})
 
 
 def record_domain_event(*, host: Host, domain_uuid: str, status: str | None, event: str,

@@ -40,6 +40,7 @@ from instances.models import Backup, Instance, InstanceAction, ServerGroup, Snap
 from instances.routing import websocket_urlpatterns
 from networks.security import add_rule, create_group
 from networks.services import create_network, create_port, reserve
+from notifications.models import Notification, Subscription
 from tenants.choices import Role
 from tenants.models import AuditEvent, Membership
 from tenants.services import create_api_token
@@ -168,6 +169,16 @@ def admins_only_page(role, which):
     return anon(False) if role == ANON else Cell(302 if role == ADMIN else 403)
 
 
+def managed(api: bool, ok: int):
+    """What only the tenant's admins (and platform admins) see at all, such as subscriptions with their secrets:
+    no such object for anyone else."""
+    def expect(role, which):
+        if role == ANON:
+            return anon(api)
+        return Cell(ok if role == ADMIN or (role == TADMIN and which == OWN) else 404)
+    return expect
+
+
 def signed_in(api: bool, ok: int | tuple[int, str]):
     def expect(role, which):
         return anon(api) if role == ANON else Cell(ok)
@@ -254,6 +265,19 @@ MATRIX: dict[str, list[Case]] = {
     "technologies": [Case("GET", None, platform(P, 200))],
     "hot-spots": [Case("GET", None, signed_in(P, 200))],
     "prometheus": [Case("GET", None, anyone(403))],  # (a token or network setting lets a scraper in)
+    "notification-list": [Case("GET", None, listing(P), marker="notification"),
+                          Case("POST", None, signed_in(P, 302))],
+    "subscription-list": [
+        Case("GET", None, listing(P, visible_own=(TADMIN, ADMIN)), marker="subscription"),
+        # (a tenant admin naming another tenant, no choice of the form, gets the form again: 200)
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(302) if role == ADMIN or (role == TADMIN and which == OWN)
+            else Cell(200) if role == TADMIN else Cell(403)),
+             body=lambda w, x: {"name": "matrix", "channel": "email", "email": "m@example.org",
+                                "tenant": w[x]["tenant"].pk}),
+    ],
+    "subscription-detail": [Case("GET", "subscription", managed(P, 200))],
+    "subscription-change": [Case("POST", "subscription", managed(P, 302), url_kwargs={"change": "disable"})],
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
     "host-maintenance": [Case("GET", "host", platform(P, 200)),
@@ -425,6 +449,22 @@ MATRIX: dict[str, list[Case]] = {
     "api-instance-metrics": [Case("GET", "instance", read(A))],
     "api-host-metrics": [Case("GET", "host", platform(A, 200))],
     "api-hot-spots": [Case("GET", None, signed_in(A, 200))],
+    "api-notification-list": [Case("GET", None, listing(A), marker="notification")],
+    "api-notification-detail": [Case("GET", "notification", read(A))],
+    "api-notification-unread": [Case("GET", None, signed_in(A, 200))],
+    "api-notification-read": [Case("POST", None, signed_in(A, 200))],
+    "api-subscription-list": [
+        Case("GET", None, listing(A, visible_own=(TADMIN, ADMIN)), marker="subscription"),
+        Case("POST", None, lambda role, which: (
+            anon(A) if role == ANON else Cell(201) if role == ADMIN or (role == TADMIN and which == OWN)
+            else Cell(404) if which == OTHER else Cell(403)),
+            body=lambda w, x: {"name": "matrix", "channel": "email", "email": "m@example.org",
+                               "tenant": w[x]["tenant"].pk}),
+    ],
+    "api-subscription-detail": [Case("GET", "subscription", managed(A, 200)),
+                                Case("PATCH", "subscription", managed(A, 200), body=lambda w, x: {"name": "x"}),
+                                Case("DELETE", "subscription", managed(A, 204))],
+    "api-subscription-deliveries": [Case("GET", "subscription", managed(A, 200))],
     "api-host-list": [Case("GET", None, platform(A, 200)),
                       Case("POST", None, platform(A, 201), body=lambda w, x: {
                           "name": "matrix-host", "uri": "test:///default?matrix"})],
@@ -753,6 +793,9 @@ def build_world() -> dict:
                                    unit="vCPU-hours", unit_price=Decimal("0.01"), amount=Decimal("1.00"))
         invoice = issue(invoice=invoice)
         TenantBilling.objects.filter(tenant=tenant).update(counted_end=invoice.period_end)
+        notification = Notification.objects.get(tenant=tenant, kind="invoice.issued")  # (issuing told the tenant)
+        subscription = Subscription.objects.create(tenant=tenant, name=f"sub-{side}-{tag}", channel="email",
+                                                   email="ops@example.org")
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
@@ -760,13 +803,15 @@ def build_world() -> dict:
             "network": network, "port": port, "snapshot": snapshot, "volume": volume, "attached": attached,
             "backup": backup, "server_group": server_group,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
+            "notification": notification, "subscription": subscription,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,
                         "network": network.name, "volume": volume.name, "backup": backup.name,
                         "server_group": server_group.name,
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "plan": plan.name, "invoice": invoice.display_number,
-                        "membership": users[MEMBER].username, "token": token.name, "audit": event.action},
+                        "membership": users[MEMBER].username, "token": token.name, "audit": event.action,
+                        "notification": notification.title, "subscription": subscription.name},
         }
     own = world[OWN]
     world["actors"] = {ANON: None, VIEWER: own["users"][VIEWER], MEMBER: own["users"][MEMBER],

@@ -91,6 +91,21 @@
     });
   }
 
+  const bell = document.getElementById("notification-bell");
+  function showUnread(count) {
+    if (!bell) return;
+    const badge = bell.querySelector('[data-field="unread"]');
+    badge.textContent = count > 99 ? "99+" : String(count);
+    badge.hidden = count === 0;
+    bell.setAttribute("aria-label", count ? "Notifications, " + count + " unread" : "Notifications");
+  }
+  let unread = 0;
+  async function loadUnread() {
+    if (!bell) return;
+    const response = await fetch(bell.dataset.unreadUrl, { headers: { Accept: "application/json" } });
+    if (response.ok) { unread = (await response.json()).count; showUnread(unread); }
+  }
+
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + window.location.host + path);
@@ -103,6 +118,7 @@
       const event = JSON.parse(message.data);
       if (event.type === "instance") applyInstance(event);
       if (event.type === "host") applyHost(event);
+      if (event.type === "notification") showUnread(++unread);
       if (event.type !== "metrics") refreshSections();  // a new chart point changes nothing else on the page
       document.dispatchEvent(new CustomEvent("panel:event", { detail: event }));
     };
@@ -114,5 +130,6 @@
     };
   }
 
+  loadUnread();
   connect();
 })();
