@@ -27,6 +27,7 @@ def beat_schedule() -> dict[str, dict]:
         "sample-metrics": {"task": "metrics.tasks.sample_hosts",
                            "schedule": timedelta(seconds=settings.CLOUDPANEL_METRICS_SECONDS)},
         "roll-up-metrics": {"task": "metrics.tasks.roll_up", "schedule": timedelta(minutes=1)},
+        "evaluate-alerts": {"task": "metrics.tasks.evaluate_alerts", "schedule": timedelta(seconds=30)},
         # notifications: retries whose time came (and first attempts the broker could not take), quota levels
         "send-notifications": {"task": "notifications.tasks.send_due", "schedule": timedelta(seconds=10)},
         "check-quotas": {"task": "notifications.tasks.check_quotas", "schedule": timedelta(minutes=1)},

@@ -17,9 +17,9 @@ from instances.api import (
     VolumeViewSet,
 )
 from instances.views import host_evacuation, host_maintenance, overview, volume_change, volume_list
-from metrics.api import HostMetricsView, HotSpotsView, InstanceMetricsView
+from metrics.api import AlertRuleViewSet, HostMetricsView, HotSpotsView, InstanceMetricsView
 from metrics.prometheus import scrape
-from metrics.views import hot_spots
+from metrics.views import alert_change, alert_list, hot_spots
 from networks.api import NetworkViewSet, PortViewSet, SecurityGroupViewSet, SecurityRuleViewSet, SubnetViewSet
 from notifications.api import NotificationViewSet, SubscriptionViewSet
 from tenants.api import APITokenViewSet, AuditViewSet, MembershipViewSet, TenantViewSet
@@ -48,6 +48,7 @@ router.register("usage", UsageViewSet, basename="api-usage")
 router.register("revenue", RevenueViewSet, basename="api-revenue")
 router.register("notifications", NotificationViewSet, basename="api-notification")
 router.register("subscriptions", SubscriptionViewSet, basename="api-subscription")
+router.register("alert-rules", AlertRuleViewSet, basename="api-alert-rule")
 
 urlpatterns = [
     path("", overview, name="overview"),
@@ -63,6 +64,8 @@ urlpatterns = [
     path("networks/", include("networks.urls")),
     path("billing/", include("billing.urls")),
     path("hot-spots/", hot_spots, name="hot-spots"),
+    path("alerts/", alert_list, name="alert-list"),
+    path("alerts/<int:pk>/<str:change>/", alert_change, name="alert-change"),
     path("notifications/", include("notifications.urls")),
     path("metrics", scrape, name="prometheus"),
     path("", include("tenants.urls")),

@@ -18,3 +18,27 @@ class Range(models.TextChoices):
     WEEK = "week", "Week"
     MONTH = "month", "Month"
     YEAR = "year", "Year"
+
+
+class Target(models.TextChoices):
+    INSTANCE = "instance", "Instances"
+    HOST = "host", "Hosts"
+
+
+class Measure(models.TextChoices):
+    """What an alert rule watches, computed from a sample."""
+
+    CPU = "cpu", "CPU %"
+    MEMORY = "memory", "Memory %"
+    DISK = "disk", "Disk I/O (bytes/s)"
+    NET = "net", "Network (bytes/s)"
+    POOL = "pool", "Storage pools % (hosts)"
+
+
+class Comparison(models.TextChoices):
+    ABOVE = "above", "above"
+    BELOW = "below", "below"
+
+
+MEASURED = {Measure.CPU: ("CPU", "%"), Measure.MEMORY: ("memory", "%"), Measure.DISK: ("disk I/O", "bytes/s"),
+            Measure.NET: ("network", "bytes/s"), Measure.POOL: ("storage pools", "%")}

@@ -4,9 +4,11 @@ Samples name their host or instance by id without a foreign key: a deleted insta
 retention ends, like every other sample's. Each row is keyed by (object, resolution, time), with no surrogate id.
 """
 
+from django.conf import settings
 from django.db import models
 
-from metrics.choices import Resolution
+from cloudpanel.scoping import TenantScopedQuerySet
+from metrics.choices import MEASURED, Comparison, Measure, Resolution, Target
 
 
 class InstanceSample(models.Model):
@@ -82,3 +84,53 @@ class RollUp(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} samples averaged to {self.resolution} s until {self.done_until:%Y-%m-%d %H:%M}"
+
+
+class AlertRule(models.Model):
+    """A measure above (or below) a threshold for a while, on a tenant's instances (one or all) or, for platform
+    rules, on hosts or on every tenant's instances: told through notifications when it starts and when it ends."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="alert_rules")
+    name = models.CharField(max_length=100)
+    target = models.CharField(max_length=10, choices=Target.choices, default=Target.INSTANCE)
+    instance = models.ForeignKey("instances.Instance", on_delete=models.CASCADE, null=True, blank=True,
+                                 related_name="+")  # one instance, else every one of the tenant's
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    measure = models.CharField(max_length=10, choices=Measure.choices)
+    comparison = models.CharField(max_length=5, choices=Comparison.choices, default=Comparison.ABOVE)
+    threshold = models.FloatField()
+    seconds = models.PositiveIntegerField()  # how long every sample must meet it
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def condition(self) -> str:
+        """E.g. "CPU above 90 % for 10 min"."""
+        name, unit = MEASURED[self.measure]
+        return f"{name} {self.comparison} {self.threshold:g} {unit} for {self.seconds / 60:g} min"
+
+
+class AlertState(models.Model):
+    """A rule firing for one host or instance, since when."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="states")
+    object_id = models.IntegerField()
+    since = models.DateTimeField()
+    value = models.FloatField(null=True)  # the newest sample's, when it last held
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rule", "object_id"], name="one_alert_state_each")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} firing for {self.object_id} since {self.since:%Y-%m-%d %H:%M}"

@@ -1,7 +1,8 @@
 from rest_framework import serializers
 
-from metrics.choices import Range
+from metrics.choices import Comparison, Measure, Range, Target
 from metrics.hot import Sort
+from metrics.models import AlertRule
 
 
 class ChartQuerySerializer(serializers.Serializer):
@@ -62,3 +63,35 @@ class HotHostSerializer(serializers.Serializer):
 class HotSpotsSerializer(serializers.Serializer):
     hosts = HotHostSerializer(many=True)
     instances = HotInstanceSerializer(many=True)
+
+
+class AlertRuleSerializer(serializers.ModelSerializer):
+    condition = serializers.CharField(read_only=True)
+    firing = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AlertRule
+        fields = ["id", "tenant", "name", "target", "instance", "host", "measure", "comparison", "threshold",
+                  "seconds", "enabled", "condition", "firing", "created_at"]
+
+    def get_firing(self, rule: AlertRule) -> list[dict]:
+        """The hosts or instances it holds for now, and since when."""
+        return [{"id": state.object_id, "since": state.since, "value": state.value} for state in rule.states.all()]
+
+
+class AlertRuleWriteSerializer(serializers.Serializer):
+    tenant = serializers.IntegerField(required=False, allow_null=True,
+                                      help_text="The tenant whose instances it watches; none (platform admins): "
+                                                "hosts, or every tenant's instances")
+    name = serializers.CharField(max_length=100)
+    target = serializers.ChoiceField(choices=Target.choices, default=Target.INSTANCE)
+    instance = serializers.IntegerField(required=False, allow_null=True, help_text="One instance; none: all")
+    host = serializers.IntegerField(required=False, allow_null=True, help_text="One host; none: all")
+    measure = serializers.ChoiceField(choices=Measure.choices)
+    comparison = serializers.ChoiceField(choices=Comparison.choices, default=Comparison.ABOVE)
+    threshold = serializers.FloatField(min_value=0, max_value=1e15)
+    seconds = serializers.IntegerField(min_value=60, max_value=6 * 3600, help_text="How long it must hold")
+
+
+class AlertRuleEnableSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()

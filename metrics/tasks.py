@@ -9,7 +9,7 @@ from cloudpanel.tasking import enqueue, task
 from hosts import hypervisor
 from hosts.choices import HostState
 from hosts.models import Host
-from metrics import history, sampling
+from metrics import alerts, history, sampling
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +41,9 @@ def sample_host(host_id: int) -> None:
 def roll_up() -> None:
     """Average raw samples into minutes and hours, and drop those past their retention."""
     history.roll_up()
+
+
+@shared_task
+def evaluate_alerts() -> None:
+    """Check the alert rules against the newest samples; tell what starts and stops holding."""
+    alerts.evaluate()

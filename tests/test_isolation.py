@@ -38,6 +38,7 @@ from instances.choices import ActionStatus, Operation, SnapshotStatus, Status
 from instances.lifecycle import ALLOWED_FROM, SPECIAL
 from instances.models import Backup, Instance, InstanceAction, ServerGroup, Snapshot, Volume
 from instances.routing import websocket_urlpatterns
+from metrics.models import AlertRule
 from networks.security import add_rule, create_group
 from networks.services import create_network, create_port, reserve
 from notifications.models import Notification, Subscription
@@ -277,6 +278,15 @@ MATRIX: dict[str, list[Case]] = {
                                 "tenant": w[x]["tenant"].pk}),
     ],
     "subscription-detail": [Case("GET", "subscription", managed(P, 200))],
+    "alert-list": [
+        Case("GET", None, listing(P), marker="alert_rule"),
+        Case("POST", None, lambda role, which: (
+            anon(P) if role == ANON else Cell(302) if role == ADMIN or (role == TADMIN and which == OWN)
+            else Cell(200) if role == TADMIN else Cell(403)),
+            body=lambda w, x: {"name": "matrix", "tenant": w[x]["tenant"].pk, "target": "instance",
+                               "measure": "cpu", "comparison": "above", "threshold": "90", "minutes": "10"}),
+    ],
+    "alert-change": [Case("POST", "alert_rule", manage(P, 302), url_kwargs={"change": "disable"})],
     "subscription-change": [Case("POST", "subscription", managed(P, 302), url_kwargs={"change": "disable"})],
     "host-detail": [Case("GET", "host", platform(P, 200))],
     "host-command": [Case("POST", "host", platform(P, 302), url_kwargs={"command": "probe"})],
@@ -465,6 +475,15 @@ MATRIX: dict[str, list[Case]] = {
                                 Case("PATCH", "subscription", managed(A, 200), body=lambda w, x: {"name": "x"}),
                                 Case("DELETE", "subscription", managed(A, 204))],
     "api-subscription-deliveries": [Case("GET", "subscription", managed(A, 200))],
+    "api-alert-rule-list": [
+        Case("GET", None, listing(A), marker="alert_rule"),
+        Case("POST", None, create_in(A, 201, roles=(TADMIN,), refused_own=403, refused_other=404),
+             body=lambda w, x: {"name": "matrix", "tenant": w[x]["tenant"].pk, "measure": "cpu",
+                                "threshold": 90, "seconds": 600}),
+    ],
+    "api-alert-rule-detail": [Case("GET", "alert_rule", read(A)),
+                              Case("PATCH", "alert_rule", manage(A, 200), body=lambda w, x: {"enabled": False}),
+                              Case("DELETE", "alert_rule", manage(A, 204))],
     "api-host-list": [Case("GET", None, platform(A, 200)),
                       Case("POST", None, platform(A, 201), body=lambda w, x: {
                           "name": "matrix-host", "uri": "test:///default?matrix"})],
@@ -796,6 +815,8 @@ def build_world() -> dict:
         notification = Notification.objects.get(tenant=tenant, kind="invoice.issued")  # (issuing told the tenant)
         subscription = Subscription.objects.create(tenant=tenant, name=f"sub-{side}-{tag}", channel="email",
                                                    email="ops@example.org")
+        alert_rule = AlertRule.objects.create(tenant=tenant, name=f"alert-{side}-{tag}", measure="cpu", threshold=90,
+                                              seconds=600)
         world[side] = {
             "tenant": tenant, "users": users, "instance": instance, "action": action, "token": token,
             "membership": Membership.objects.get(user=users[MEMBER], tenant=tenant), "audit": event,
@@ -803,7 +824,7 @@ def build_world() -> dict:
             "network": network, "port": port, "snapshot": snapshot, "volume": volume, "attached": attached,
             "backup": backup, "server_group": server_group,
             "subnet": subnet, "reserved": reserved, "group": group, "rule": rule, "plan": plan, "invoice": invoice,
-            "notification": notification, "subscription": subscription,
+            "notification": notification, "subscription": subscription, "alert_rule": alert_rule,
             "markers": {"instance": instance.name, "action": instance.name, "tenant": tenant.name,
                         "image": image.name, "template": template.name, "boot_kernel": boot_kernel.name,
                         "network": network.name, "volume": volume.name, "backup": backup.name,
@@ -811,7 +832,8 @@ def build_world() -> dict:
                         "subnet": reserved.reason, "port": port.mac, "group": group.name, "rule": rule.description,
                         "plan": plan.name, "invoice": invoice.display_number,
                         "membership": users[MEMBER].username, "token": token.name, "audit": event.action,
-                        "notification": notification.title, "subscription": subscription.name},
+                        "notification": notification.title, "subscription": subscription.name,
+                        "alert_rule": alert_rule.name},
         }
     own = world[OWN]
     world["actors"] = {ANON: None, VIEWER: own["users"][VIEWER], MEMBER: own["users"][MEMBER],
