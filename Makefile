@@ -69,6 +69,6 @@ bench: setup
 		REDIS_URL="$(TEST_REDIS_URL)" CLOUDPANEL_GUEST_DIR="$(GUEST)"; \
 	$(PY) bench/report.py speed; \
 	for bench in control_plane instance_list tenant_list image_upload image_overlay ipam reconcile real_guest vnc_proxy \
-		snapshots backups fleet invoice_run load; do \
+		snapshots backups fleet invoice_run load metrics; do \
 		echo "bench/$$bench.py" >&2; $(PY) bench/$$bench.py || exit 1; done; \
 	$(PY) bench/report.py

@@ -52,14 +52,20 @@ def _send_loop() -> asyncio.AbstractEventLoop:
 
 def publish(groups: list[str], payload: dict) -> None:
     """Send a payload to every group; never raises (a lost update is repaired by the next one)."""
+    publish_many([(groups, payload)])
+
+
+def publish_many(messages: list[tuple[list[str], dict]]) -> None:
+    """Send each payload to its groups, in order, in one pass over the send loop (a sampling round's points);
+    never raises."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not messages:
         return
-    message = {"type": "panel.event", "payload": payload}
 
     async def send() -> None:
-        for group in groups:
-            await layer.group_send(group, message)
+        for groups, payload in messages:
+            for group in groups:
+                await layer.group_send(group, {"type": "panel.event", "payload": payload})
 
     loop = _send_loop()
     try:
@@ -70,6 +76,6 @@ def publish(groups: list[str], payload: dict) -> None:
         if in_loop:
             loop.create_task(send())
         else:
-            asyncio.run_coroutine_threadsafe(send(), loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(send(), loop).result(timeout=5 + len(messages) / 100)
     except Exception:
-        log.exception("could not publish to %s", groups)
+        log.exception("could not publish %d message(s)", len(messages))

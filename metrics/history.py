@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Avg, Max, Model
-from django.db.models.functions import Trunc
+from django.db import connection, transaction
+from django.db.models import Avg, Count, Max, Model, Sum, Value
+from django.db.models.functions import Extract, Floor, Trunc
 from django.utils import timezone
 
 from metrics.choices import Range, Resolution
@@ -102,15 +102,19 @@ def series(kind: str, object_id: int, chart: Range, *, now: datetime | None = No
     span = SPANS[chart]
     now = now or timezone.now()
     since = now - span.length
-    rows = list(_rows(model, key, object_id, span.resolution, since, fields))
-    covered = rows[-1][0] + timedelta(seconds=int(span.resolution)) if rows else since
-    for finer in FINER[span.resolution]:  # the stretch the roll-up has not reached yet
-        tail = list(_rows(model, key, object_id, finer, covered, fields))
-        rows += tail
-        if tail:
-            covered = tail[-1][0] + timedelta(seconds=int(finer) or 1)
-    points = _bucketed(rows, span.bucket, len(fields)) if span.bucket else rows
-    out = {"range": chart.value, "bucket": span.bucket, "t": [int(t.timestamp() * 1000) for t, *_ in points]}
+    if not span.bucket:
+        rows = list(_rows(model, key, object_id, span.resolution, since, fields))
+        points = [(int(t.timestamp()), *values) for t, *values in rows]
+    else:
+        buckets: dict[int, tuple[list[float], list[int]]] = {}
+        covered = since
+        for resolution in (span.resolution, *FINER[span.resolution]):  # then what the roll-up has not reached
+            last = _add_buckets(buckets, model, key, object_id, resolution, covered, span.bucket, fields)
+            if last is not None:
+                covered = last + timedelta(seconds=int(resolution) or 1)
+        points = [(start, *(total / count if count else None for total, count in zip(*buckets[start], strict=True)))
+                  for start in sorted(buckets)]
+    out = {"range": chart.value, "bucket": span.bucket, "t": [start * 1000 for start, *_ in points]}
     for i, field in enumerate(fields, start=1):
         out[field] = [row[i] for row in points]
     return out
@@ -122,27 +126,34 @@ def _rows(model: type[Model], key: str, object_id: int, resolution: Resolution, 
             .order_by("time").values_list("time", *fields))
 
 
-def _bucketed(rows: list[tuple], bucket: int, width: int) -> list[tuple]:
-    """Average rows into buckets of `bucket` seconds (a field's None values are left out of its average)."""
-    out: list[tuple] = []
-    current, sums, counts = None, [0.0] * width, [0] * width
-    for time, *values in rows:
-        start = int(time.timestamp()) // bucket * bucket
-        if start != current:
-            if current is not None:
-                out.append(_averaged(current, sums, counts))
-            current, sums, counts = start, [0.0] * width, [0] * width
-        for i, value in enumerate(values):
-            if value is not None:
-                sums[i] += value
-                counts[i] += 1
-    if current is not None:
-        out.append(_averaged(current, sums, counts))
-    return out
-
-
-def _averaged(start: int, sums: list[float], counts: list[int]) -> tuple:
-    return (datetime.fromtimestamp(start, UTC), *(s / c if c else None for s, c in zip(sums, counts, strict=True)))
+def _add_buckets(buckets: dict[int, tuple[list[float], list[int]]], model: type[Model], key: str, object_id: int,
+                 resolution: Resolution, since: datetime, bucket: int, fields: tuple[str, ...]) -> datetime | None:
+    """Add the rows of one resolution since `since` into buckets of `bucket` seconds (start → sums, counts; a
+    field's None values left out); the newest row's time, None without rows. PostgreSQL sums in the database."""
+    if connection.vendor != "postgresql":
+        found = list(_rows(model, key, object_id, resolution, since, fields))
+        for time, *values in found:
+            sums, counts = buckets.setdefault(int(time.timestamp()) // bucket * bucket,
+                                              ([0.0] * len(fields), [0] * len(fields)))
+            for i, value in enumerate(values):
+                if value is not None:
+                    sums[i] += value
+                    counts[i] += 1
+        return found[-1][0] if found else None
+    start = Floor(Extract("time", "epoch") / Value(bucket)) * Value(bucket)
+    rows = (model.objects.filter(**{key: object_id}, resolution=resolution, time__gte=since)
+            .annotate(start=start).values("start")
+            .annotate(last=Max("time"), **{f"sum_{f}": Sum(f) for f in fields}, **{f"n_{f}": Count(f) for f in fields})
+            .order_by())
+    newest = None
+    for row in rows:
+        sums, counts = buckets.setdefault(int(row["start"]), ([0.0] * len(fields), [0] * len(fields)))
+        for i, field in enumerate(fields):
+            if row[f"n_{field}"]:
+                sums[i] += row[f"sum_{field}"]
+                counts[i] += row[f"n_{field}"]
+        newest = row["last"] if newest is None or row["last"] > newest else newest
+    return newest
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 
-from cloudpanel.events import instance_group, publish
+from cloudpanel.events import instance_group, publish_many
 from hosts.hypervisor import DomainCounters, HostCounters, PowerState
 from instances.models import Instance
 from metrics.choices import Resolution
@@ -112,8 +112,8 @@ def _host_row(read: HostCounters, before: list | None, running: list[DomainCount
 def _publish(host_id: int, time: datetime, host_row: dict | None, points: dict[int, dict]) -> None:
     """New points for open charts: the host's to admin pages, each instance's to its own page."""
     at = time.timestamp() * 1000
+    messages = [([instance_group(instance_id)], {"type": "metrics", "of": "instance", "id": instance_id,
+                                                 "point": {"t": at, **row}}) for instance_id, row in points.items()]
     if host_row is not None:
-        publish(["admin"], {"type": "metrics", "of": "host", "id": host_id, "point": {"t": at, **host_row}})
-    for instance_id, row in points.items():
-        publish([instance_group(instance_id)], {"type": "metrics", "of": "instance", "id": instance_id,
-                                                "point": {"t": at, **row}})
+        messages.append((["admin"], {"type": "metrics", "of": "host", "id": host_id, "point": {"t": at, **host_row}}))
+    publish_many(messages)
