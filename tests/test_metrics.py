@@ -440,3 +440,23 @@ def test_metrics_count_open_websockets_and_the_listeners_heartbeat(client, setti
     got = scraped(client, HTTP_AUTHORIZATION="Bearer t")
     assert got[("cloudpanel_listener_heartbeat_age_seconds", (("listener", "listener:all"),))] < 5
     assert got[("cloudpanel_listener_lag_seconds", (("listener", "listener:all"),))] >= 0
+
+
+def test_each_online_hosts_round_goes_to_its_own_queue_and_expires_within_the_interval(
+        settings, tenant, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    from cloudpanel.celery import route_to_host
+    from hosts.choices import HostState
+    from metrics.tasks import sample_hosts
+
+    settings.CLOUDPANEL_HOST_QUEUES = True
+    online, offline = make_host(uri="test:///one"), make_host(uri="test:///two", state=HostState.OFFLINE)
+    make_host(uri="test:///three", enabled=False)
+    with mock.patch.object(sample_host, "apply_async") as queued, django_capture_on_commit_callbacks(execute=True):
+        sample_hosts()
+    (call,) = queued.call_args_list
+    assert call.args == ((online.pk,),) and call.kwargs["expires"] == settings.CLOUDPANEL_METRICS_SECONDS
+    assert route_to_host(sample_host.name, (online.pk,), {}, {"headers": call.kwargs["headers"]}) == {
+        "queue": f"host.{online.pk}"}
+    assert offline.pk not in [c.args[0][0] for c in queued.call_args_list]
