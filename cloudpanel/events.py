@@ -30,6 +30,11 @@ def tenant_group(tenant_id: int) -> str:
     return f"tenant.{tenant_id}"
 
 
+def notification_group(tenant_id: int | None) -> str:
+    """The group of every page of a tenant's members (None: of platform admins) told of new notifications."""
+    return f"notifications.{tenant_id if tenant_id is not None else 'platform'}"
+
+
 def remember_server_loop() -> None:
     """Called from a consumer: the running loop is the one websockets live on."""
     global _server_loop

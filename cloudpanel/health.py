@@ -10,14 +10,17 @@ import functools
 import json
 import logging
 import threading
+import time
 
 import redis
 from django.conf import settings
 
 LIFETIME_SECONDS = 300
+QUIET_SECONDS = 10.0  # after a write Redis refused: no beat is tried for this long (the process has work to do)
 log = logging.getLogger(__name__)
 _local: dict[str, dict[str, float]] = {}
 _lock = threading.Lock()
+_quiet_until = 0.0
 
 
 @functools.cache
@@ -32,14 +35,18 @@ def _key(name: str) -> str:
 
 def beat(name: str, values: dict[str, float]) -> None:
     """Record a process's latest figures (numbers) under its name."""
+    global _quiet_until
     if not settings.REDIS_URL:
         with _lock:
             _local[name] = dict(values)
+        return
+    if time.monotonic() < _quiet_until:
         return
     try:
         _client(settings.REDIS_URL).set(_key(name), json.dumps(values), ex=LIFETIME_SECONDS)
     except redis.RedisError as exc:
         log.debug("heartbeat %s not written: %s", name, exc)
+        _quiet_until = time.monotonic() + QUIET_SECONDS
 
 
 def read(kind: str) -> dict[str, dict[str, float]]:

@@ -27,6 +27,10 @@ class UnsafeURL(DomainError):
     """The URL is refused before anything connects to it; the message says why, without mapping the inside."""
 
 
+class Unresolved(UnsafeURL):
+    """Its host name did not resolve (now: DNS may answer later)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """One hop, checked: where to connect and what to ask for."""
@@ -62,10 +66,13 @@ class Allowed:
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 
 
 def _public(address: Address) -> bool:
-    """Global unicast, looking through the IPv6 forms that carry an IPv4 address (mapped, NAT64, 6to4)."""
+    """Global unicast, looking through the IPv6 forms that carry an IPv4 address (mapped, NAT64, 6to4); any other
+    IPv6 address outside global unicast (2000::/3: IPv4-compatible, IPv4-translated, local NAT64 prefixes...) is
+    not."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             address = address.ipv4_mapped
@@ -73,6 +80,8 @@ def _public(address: Address) -> bool:
             address = address.sixtofour
         elif address in _NAT64:
             address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        elif address not in _GLOBAL_UNICAST:
+            return False
     return address.is_global and not address.is_multicast
 
 
@@ -91,7 +100,7 @@ def check(url: str, *, allow: Sequence[Allowed] = ()) -> Target:
     try:
         answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeURL(f"cannot resolve {host}: {exc}") from None
+        raise Unresolved(f"cannot resolve {host}: {exc}") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in answers]
     for address in addresses:
         if not _public(address) and not any(entry.admits(address, port) for entry in allow):

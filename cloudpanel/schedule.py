@@ -31,6 +31,7 @@ def beat_schedule() -> dict[str, dict]:
         # notifications: retries whose time came (and first attempts the broker could not take), quota levels
         "send-notifications": {"task": "notifications.tasks.send_due", "schedule": timedelta(seconds=10)},
         "check-quotas": {"task": "notifications.tasks.check_quotas", "schedule": timedelta(minutes=1)},
+        "prune-notifications": {"task": "notifications.tasks.prune", "schedule": timedelta(hours=1)},
         # meter usage up to the last full hour, invoice closed months
         "close-books": {"task": "billing.tasks.close_books",
                         "schedule": timedelta(seconds=settings.CLOUDPANEL_BILLING_SECONDS)},

@@ -8,6 +8,7 @@ worker and listener processes.
 
 import ipaddress
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -155,8 +156,11 @@ STATICFILES_DIRS = [
 WHITENOISE_USE_FINDERS = True
 
 # /metrics sums the request and websocket figures of every web process one `manage.py serve` starts: they write
-# them to files in one directory (cloudpanel/telemetry.py), which the processes it starts inherit.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus" / str(os.getpid())))
+# them to files in a directory of its own (cloudpanel/telemetry.py), which the processes it starts inherit.
+CLOUDPANEL_PROMETHEUS_ROOT = VAR_DIR / "prometheus"
+CLOUDPANEL_PROMETHEUS_OWN = "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # (made here, not inherited or given)
+if CLOUDPANEL_PROMETHEUS_OWN:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(CLOUDPANEL_PROMETHEUS_ROOT / f"{socket.gethostname()}-{os.getpid()}")
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 EMBEDDED = not REDIS_URL
@@ -354,6 +358,8 @@ CLOUDPANEL_WEBHOOK_ALLOW = _env_list("CLOUDPANEL_WEBHOOK_ALLOW", "")
 CLOUDPANEL_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("CLOUDPANEL_WEBHOOK_TIMEOUT_SECONDS", "5"))
 CLOUDPANEL_NOTIFY_RETRY_SECONDS = [float(s) for s in _env_list("CLOUDPANEL_NOTIFY_RETRY_SECONDS",
                                                                "30,120,600,1800,7200")]
+# Notifications (with their delivery logs) are kept this many days.
+CLOUDPANEL_NOTIFY_KEEP_DAYS = int(os.environ.get("CLOUDPANEL_NOTIFY_KEEP_DAYS", "90"))
 # E-mail goes through Django's mail backend: printed to the console when embedded, else SMTP (EMAIL_HOST, ...).
 EMAIL_BACKEND = os.environ.get("CLOUDPANEL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
                                if EMBEDDED else "django.core.mail.backends.smtp.EmailBackend")

@@ -108,7 +108,7 @@ def enqueue(task: Task, *args: object, host_id: int | None = None, lane: str = "
 def _publish(task: Task, args: tuple, headers: dict, on_lost: Callable[[str], None] | None,
              expires: float | None) -> None:
     try:
-        task.apply_async(args, headers=headers, expires=expires)
+        task.apply_async(args, headers=headers, **({"expires": expires} if expires is not None else {}))
     except OperationalError as exc:
         reason = f"the task queue could not take the work ({exc}); try again"
         log.error("%s%r: %s", task.name, args, reason)

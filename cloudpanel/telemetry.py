@@ -1,20 +1,23 @@
 """The web processes' own figures for /metrics: requests by view and status, their latency, open websockets.
 
 prometheus_client runs in its multiprocess mode: each process writes its figures to files in
-PROMETHEUS_MULTIPROC_DIR (settings: one directory per `manage.py serve`, shared by the web processes it starts),
-and a scrape sums them, whichever process answers it.
+PROMETHEUS_MULTIPROC_DIR (settings: one directory per `manage.py serve`, shared by the web processes it starts,
+emptied as it starts), and a scrape sums them, whichever process answers it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
+from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+HERE = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+HERE.mkdir(parents=True, exist_ok=True)
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 SOCKETS = {"status", "console", "display"}
@@ -78,14 +81,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def start_afresh() -> None:
+    """At `manage.py serve`'s start, in a directory it made itself: nothing of an earlier process with its pid
+    (a restarted container) is counted, and the directories earlier runs on this machine left are removed."""
+    if not settings.CLOUDPANEL_PROMETHEUS_OWN:
+        return
+    for path in HERE.glob("*.db"):
+        path.unlink(missing_ok=True)
+    machine = socket.gethostname()
+    for other in settings.CLOUDPANEL_PROMETHEUS_ROOT.iterdir():
+        name, _, pid = other.name.rpartition("-")
+        if other != HERE and name == machine and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(other, ignore_errors=True)
+
+
 def forget_dead() -> None:
-    """Drop what web processes that ended left behind: their open-websocket counts here, and the directories of
-    earlier `manage.py serve` runs (their totals ended with them)."""
-    here = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    for path in here.glob("gauge_live*_*.db"):
+    """Drop the open-websocket counts of web processes that ended (the server replaced them)."""
+    for path in HERE.glob("gauge_live*_*.db"):
         pid = path.stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
-            multiprocess.mark_process_dead(int(pid), str(here))
-    for other in here.parent.iterdir():
-        if other != here and other.name.isdigit() and not _alive(int(other.name)):
-            shutil.rmtree(other, ignore_errors=True)
+            multiprocess.mark_process_dead(int(pid), str(HERE))

@@ -21,7 +21,7 @@ from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from cloudpanel.events import instance_group, remember_server_loop, tenant_group
+from cloudpanel.events import instance_group, notification_group, remember_server_loop, tenant_group
 from cloudpanel.scoping import SESSION_TENANT, Scope
 from hosts import capabilities, console_service, hypervisor
 from hosts.choices import Technology
@@ -84,6 +84,9 @@ class StatusConsumer(AsyncWebsocketConsumer):
             self.groups_joined = ["admin"]
         else:
             self.groups_joined = [tenant_group(i) for i in scope.tenant_ids] + [PUBLIC_IMAGES]
+        # every page's bell: new notifications the user may read
+        self.groups_joined += [notification_group(None)] if scope.tenant_ids is None else [
+            notification_group(i) for i in scope.tenant_ids]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()

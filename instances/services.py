@@ -667,7 +667,9 @@ def record_status(*, instance_id: int, status: str, cause: str, observed_at: dat
         before = instance.status
         if not set_status(instance, status, cause, detail=detail, at=observed_at):
             return False
-        if Status.UNKNOWN not in (before, status):  # (a host gone silent and back is told as such, not per instance)
+        # Told: what no operation of the panel explains (one in flight is told by its own end), and not a host gone
+        # silent and back (told as such, not once per instance).
+        if not instance.task_state and Status.UNKNOWN not in (before, status):
             _tell_changed(instance, before, status, cause, detail)
         fields = ["status", "status_changed_at"]
         if status not in (Status.ERROR, Status.MISSING) and instance.status_reason and not instance.task_state:

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Count, ExpressionWrapper, F, FloatField, Min, Q, Value, When
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from cloudpanel.exceptions import DomainError, NotFound
@@ -27,22 +29,23 @@ from tenants.models import Tenant
 
 PERCENT = (Measure.CPU, Measure.MEMORY, Measure.POOL)
 LONGEST = timedelta(hours=6)  # the raw samples' retention: a rule can't look further back
+MAX_RULES = 100
 
 
 class InvalidRule(DomainError):
     """The rule can't be kept as asked; the message says why."""
 
 
-def _value(measure: str, row: dict) -> float | None:
-    if measure == Measure.CPU:
-        return row["cpu"]
+def _value(measure: str):
+    """The measure of a sample, as a database expression (NULL where it was not sampled)."""
     if measure in (Measure.MEMORY, Measure.POOL):
-        used, total = (row["memory_used"], row["memory_total"]) if measure == Measure.MEMORY else (
-            row.get("pool_used"), row.get("pool_capacity"))
-        return used / total * 100 if used is not None and total else None
-    pair = ("disk_read", "disk_write") if measure == Measure.DISK else ("net_rx", "net_tx")
-    values = [row.get(field) for field in pair]
-    return None if all(v is None for v in values) else sum(v or 0.0 for v in values)
+        used, total = ("memory_used", "memory_total") if measure == Measure.MEMORY else ("pool_used", "pool_capacity")
+        return ExpressionWrapper(F(used) * Value(100.0) / NullIf(F(total), Value(0.0)), output_field=FloatField())
+    if measure in (Measure.DISK, Measure.NET):
+        first, second = ("disk_read", "disk_write") if measure == Measure.DISK else ("net_rx", "net_tx")
+        return Case(When(**{f"{first}__isnull": True, f"{second}__isnull": True}, then=Value(None)),
+                    default=Coalesce(first, Value(0.0)) + Coalesce(second, Value(0.0)), output_field=FloatField())
+    return F("cpu")
 
 
 def _meets(rule: AlertRule, value: float | None) -> bool:
@@ -70,6 +73,10 @@ def _checked(*, scope: Scope, tenant: Tenant | None, target: str, measure: str, 
         raise InvalidRule("a tenant's rules watch its instances; hosts are watched by platform rules")
     if measure == Measure.POOL and target != Target.HOST:
         raise InvalidRule("storage pool use is a host's measure")
+    if measure in (Measure.DISK, Measure.NET) and target == Target.HOST:
+        raise InvalidRule("disk and network I/O are an instance's measures: a host rule watches CPU, memory or pools")
+    if AlertRule.objects.filter(tenant=tenant).count() >= MAX_RULES:
+        raise InvalidRule(f"at most {MAX_RULES} alert rules each (the tenant's, or the platform's)")
     if threshold < 0 or measure in PERCENT and threshold > 100:
         raise InvalidRule(f"the threshold of a percentage is from 0 to 100, not {threshold:g}")
     if not 60 <= seconds <= LONGEST.total_seconds():
@@ -96,23 +103,29 @@ def _checked(*, scope: Scope, tenant: Tenant | None, target: str, measure: str, 
 
 def evaluate(*, now: datetime | None = None) -> tuple[int, int]:
     """Check every enabled rule against the raw samples; tell what starts and stops holding. Returns how many
-    started and stopped."""
+    started and stopped. A rule another run is checking meanwhile is left to it."""
     now = now or timezone.now()
     started = stopped = 0
-    for rule in AlertRule.objects.filter(enabled=True).select_related("tenant"):
-        holding, newest = _holding(rule, now)
+    for rule_id in AlertRule.objects.filter(enabled=True).values_list("pk", flat=True):
         with transaction.atomic():
-            firing = {state.object_id: state for state in AlertState.objects.select_for_update().filter(rule=rule)}
+            rule = (AlertRule.objects.select_for_update(skip_locked=True)
+                    .filter(pk=rule_id, enabled=True).first())
+            if rule is None:
+                continue
+            holding = _holding(rule, now)
+            firing = {state.object_id: state for state in AlertState.objects.filter(rule=rule)}
+            newest = _newest(rule, set(holding) | set(firing), now)
             names = _names(rule, set(holding) | set(firing))
-            for object_id, value in holding.items():
-                if object_id not in firing:
-                    AlertState.objects.create(rule=rule, object_id=object_id, since=now, value=value)
-                    _tell(rule, Kind.ALERT_FIRING, object_id, names, value)
-                    started += 1
-            for object_id, state in firing.items():
-                if object_id in holding:
+            for object_id in holding:
+                value = newest.get(object_id)
+                if object_id in firing:
+                    AlertState.objects.filter(pk=firing[object_id].pk).update(value=value)
                     continue
-                if _meets(rule, newest.get(object_id)):  # (still meets it, the window not full: not over yet)
+                AlertState.objects.create(rule=rule, object_id=object_id, since=now, value=value)
+                _tell(rule, Kind.ALERT_FIRING, object_id, names, value)
+                started += 1
+            for object_id, state in firing.items():
+                if object_id in holding or _meets(rule, newest.get(object_id)):  # (meets it, window not full)
                     continue
                 state.delete()
                 _tell(rule, Kind.ALERT_RESOLVED, object_id, names, newest.get(object_id))
@@ -120,31 +133,37 @@ def evaluate(*, now: datetime | None = None) -> tuple[int, int]:
     return started, stopped
 
 
-def _holding(rule: AlertRule, now: datetime) -> tuple[dict[int, float], dict[int, float | None]]:
-    """The objects the rule holds for (→ their newest value), and every watched object's newest value."""
-    model, key = (HostSample, "host_id") if rule.target == Target.HOST else (InstanceSample, "instance_id")
-    since = now - timedelta(seconds=rule.seconds)
+def _samples(rule: AlertRule, since: datetime, now: datetime):
+    model = HostSample if rule.target == Target.HOST else InstanceSample
     rows = model.objects.filter(resolution=Resolution.RAW, time__gte=since, time__lte=now)
     if rule.target == Target.HOST:
-        if rule.host_id:
-            rows = rows.filter(host_id=rule.host_id)
-    elif rule.instance_id:
-        rows = rows.filter(instance_id=rule.instance_id)
-    elif rule.tenant_id:
-        rows = rows.filter(tenant_id=rule.tenant_id)
-    fields = ["cpu", "memory_used", "memory_total"] + (
-        ["pool_used", "pool_capacity"] if rule.target == Target.HOST else
-        ["disk_read", "disk_write", "net_rx", "net_tx"])
-    by_object: dict[int, list[tuple[datetime, float | None]]] = defaultdict(list)
-    for row in rows.order_by("time").values(key, "time", *fields):
-        by_object[row[key]].append((row["time"], _value(rule.measure, row)))
+        return rows.filter(host_id=rule.host_id) if rule.host_id else rows
+    if rule.instance_id:
+        return rows.filter(instance_id=rule.instance_id)
+    return rows.filter(tenant_id=rule.tenant_id) if rule.tenant_id else rows
+
+
+def _holding(rule: AlertRule, now: datetime) -> set[int]:
+    """The hosts or instances sampled over the rule's whole duration (its first sample no later than two rounds
+    after the start) with every sample meeting it: counted in the database, one row per object."""
+    key = "host_id" if rule.target == Target.HOST else "instance_id"
+    since = now - timedelta(seconds=rule.seconds)
+    meets = Q(value__gt=rule.threshold) if rule.comparison == Comparison.ABOVE else Q(value__lt=rule.threshold)
+    rows = (_samples(rule, since, now).annotate(value=_value(rule.measure)).values(key)
+            .annotate(first=Min("time"), samples=Count("time"), met=Count("time", filter=meets)).order_by())
     covered = since + timedelta(seconds=2 * settings.CLOUDPANEL_METRICS_SECONDS)
-    holding, newest = {}, {}
-    for object_id, samples in by_object.items():
-        newest[object_id] = samples[-1][1]
-        if samples[0][0] <= covered and all(_meets(rule, value) for _time, value in samples):
-            holding[object_id] = samples[-1][1]
-    return holding, newest
+    return {row[key] for row in rows if row["first"] <= covered and row["met"] == row["samples"]}
+
+
+def _newest(rule: AlertRule, ids: set[int], now: datetime) -> dict[int, float | None]:
+    """The newest sample's value of each of these objects, among the last three rounds (absent: not sampled)."""
+    if not ids:
+        return {}
+    key = "host_id" if rule.target == Target.HOST else "instance_id"
+    since = now - timedelta(seconds=3 * settings.CLOUDPANEL_METRICS_SECONDS)
+    rows = (_samples(rule, since, now).filter(**{f"{key}__in": ids}).annotate(value=_value(rule.measure))
+            .order_by("time").values_list(key, "value"))
+    return dict(rows)
 
 
 def _names(rule: AlertRule, ids: set[int]) -> dict[int, str]:

@@ -7,6 +7,7 @@ it into at most a few hundred points; the newest stretch, not yet rolled up, com
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,7 +71,7 @@ def _roll(kind: str, model: type[Model], key: str, fields: tuple[str, ...], sour
     until = _floor(now - timedelta(minutes=1), target)
     with transaction.atomic():
         mark = RollUp.objects.select_for_update().filter(kind=kind, resolution=target).first()
-        since = mark.done_until if mark is not None else now - KEEP[source]
+        since = mark.done_until if mark is not None else _floor(now - KEEP[source], target)
         if since >= until:
             return 0
         unit = "minute" if target == Resolution.MINUTE else "hour"
@@ -103,8 +104,12 @@ def series(kind: str, object_id: int, chart: Range, *, now: datetime | None = No
     now = now or timezone.now()
     since = now - span.length
     if not span.bucket:
-        rows = list(_rows(model, key, object_id, span.resolution, since, fields))
-        points = [(int(t.timestamp()), *values) for t, *values in rows]
+        points, gap = [], 3 * settings.CLOUDPANEL_METRICS_SECONDS
+        for t, *values in _rows(model, key, object_id, span.resolution, since, fields):
+            start = int(t.timestamp())
+            if points and start - points[-1][0] > gap:  # not sampled meanwhile: a gap, not a line across it
+                points.append((points[-1][0] + 1, *[None] * len(fields)))
+            points.append((start, *values))
     else:
         buckets: dict[int, tuple[list[float], list[int]]] = {}
         covered = since
@@ -112,8 +117,12 @@ def series(kind: str, object_id: int, chart: Range, *, now: datetime | None = No
             last = _add_buckets(buckets, model, key, object_id, resolution, covered, span.bucket, fields)
             if last is not None:
                 covered = last + timedelta(seconds=int(resolution) or 1)
-        points = [(start, *(total / count if count else None for total, count in zip(*buckets[start], strict=True)))
-                  for start in sorted(buckets)]
+        points = []
+        if buckets:  # from the first sampled bucket on, every one: an empty one is a gap in the line
+            empty = ([0.0] * len(fields), [0] * len(fields))
+            for start in range(min(buckets), max(math.ceil(now.timestamp()), max(buckets) + 1), span.bucket):
+                sums, counts = buckets.get(start, empty)
+                points.append((start, *(total / n if n else None for total, n in zip(sums, counts, strict=True))))
     out = {"range": chart.value, "bucket": span.bucket, "t": [start * 1000 for start, *_ in points]}
     for i, field in enumerate(fields, start=1):
         out[field] = [row[i] for row in points]

@@ -46,8 +46,9 @@ def hottest(*, scope: Scope, sort: Sort = Sort.CPU, limit: int = 10) -> Hottest:
     names = {row["pk"]: row for row in Instance.objects.in_scope(scope).filter(
         pk__in=[hot.object_id for hot in instances]).values("pk", "name", "tenant__name", "host__name", "vcpus")}
     hosts = []
-    if scope.tenant_ids is None:
-        found = sorted(history.latest("host"), key=lambda hot: _key(sort, hot.values), reverse=True)[:limit]
+    if scope.tenant_ids is None:  # (hosts have no disk or network figures: those sort them by CPU)
+        by = sort if sort in (Sort.CPU, Sort.MEMORY) else Sort.CPU
+        found = sorted(history.latest("host"), key=lambda hot: _key(by, hot.values), reverse=True)[:limit]
         host_names = dict(Host.objects.filter(pk__in=[hot.object_id for hot in found]).values_list("pk", "name"))
         hosts = [{"id": hot.object_id, "name": host_names[hot.object_id], "time": hot.time, **hot.values,
                   "memory_percent": _share(hot.values["memory_used"], hot.values["memory_total"]),

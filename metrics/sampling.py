@@ -69,8 +69,9 @@ def record(*, host_id: int, read: HostCounters) -> Round:
         seconds = read.taken - cursor.taken if cursor is not None else 0.0
         fresh = 0 < seconds <= STALE_ROUNDS * settings.CLOUDPANEL_METRICS_SECONDS
         before = cursor.counters if fresh else {}
+        # (an instance's domain on another host, the target of its live migration, is not it yet)
         owners = {str(uuid): (pk, tenant_id) for uuid, pk, tenant_id in Instance.objects.filter(
-            uuid__in=[d.uuid for d in running]).values_list("uuid", "pk", "tenant_id")}
+            host_id=host_id, uuid__in=[d.uuid for d in running]).values_list("uuid", "pk", "tenant_id")}
         samples, points, guest_cpu = [], {}, None
         for domain in running:
             row = _instance_row(domain, before.get("domains", {}).get(domain.uuid), seconds)

@@ -68,7 +68,6 @@ class SubscriptionViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         tenant = self._tenant(values.pop("tenant", None))
-        values.pop("enabled")
         subscription = services.create_subscription(user=request.user, tenant=tenant, **values)
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 

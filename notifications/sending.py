@@ -1,9 +1,10 @@
 """Sending one delivery: an e-mail through Django's mail backend, or a webhook POST signed with HMAC-SHA256.
 
 A webhook's URL is checked like an image import's (public addresses only, or one the admins allow in
-CLOUDPANEL_WEBHOOK_ALLOW), at every attempt, and the request goes to the very address checked. The whole attempt,
-from connecting to the status line, takes at most CLOUDPANEL_WEBHOOK_TIMEOUT_SECONDS: a receiver that hangs
-costs one worker slot that long, never more. Redirects are not followed. Only the status line is read.
+CLOUDPANEL_WEBHOOK_ALLOW), at every attempt, and the request goes to the very address checked. The attempt, from
+connecting to the status line (resolving the name aside), takes at most CLOUDPANEL_WEBHOOK_TIMEOUT_SECONDS: a
+receiver that hangs holds one worker thread that long, never more. Redirects are not followed. Only the status
+line is read.
 
 The signature: header `X-CloudPanel-Signature: t=<unix time>,v1=<hex>`, where hex is HMAC-SHA256 with the
 subscription's secret of `<unix time>.<body>`; receivers recompute it and reject old times (replays).
@@ -14,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import ssl
 import time
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -24,6 +27,8 @@ from cloudpanel import outbound
 from cloudpanel.exceptions import DomainError
 from notifications.choices import Channel
 from notifications.models import Delivery, Notification, Subscription
+
+STATUS = re.compile(rb"[1-5][0-9][0-9]")  # an HTTP status code
 
 
 class SendFailed(DomainError):
@@ -71,22 +76,24 @@ def _post(subscription: Subscription, delivery: Delivery, body: bytes) -> int:
     deadline = time.monotonic() + timeout
     target = outbound.check(subscription.url, allow=allowlist())  # (UnsafeURL: refused, said as such)
     default_port = 443 if target.scheme == "https" else 80
-    host = f"[{target.host}]" if ":" in target.host else target.host
+    name = target.host.encode("idna").decode("ascii") if not target.host.isascii() else target.host
+    host = f"[{name}]" if ":" in name else name
+    path = quote(target.path, safe="/?&=%:@!$'()*+,;~-._")  # (as sent on the wire: ASCII)
     timestamp = int(time.time())
-    head = (f"POST {target.path} HTTP/1.1\r\nHost: {host}{'' if target.port == default_port else f':{target.port}'}"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}{'' if target.port == default_port else f':{target.port}'}"
             f"\r\nUser-Agent: CloudPanel webhook\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n"
             f"X-CloudPanel-Event: {delivery.notification.kind}\r\nX-CloudPanel-Delivery: {delivery.pk}\r\n"
             f"X-CloudPanel-Signature: {signature(subscription.secret, timestamp, body)}\r\n\r\n")
     try:
-        sock = outbound.open_socket(target, timeout)
+        sock = outbound.open_socket(target, max(0.01, deadline - time.monotonic()))
     except TimeoutError:
         raise SendFailed(f"{target.host} did not accept a connection within {timeout:g} s") from None
     except (OSError, ssl.SSLError) as exc:
         raise SendFailed(f"could not connect to {target.host}: {exc}") from None
     try:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
-        sock.sendall(head.encode("latin-1") + body)
+        sock.sendall(head.encode("ascii") + body)
         answer = b""
         while b"\r\n" not in answer and len(answer) < 8192:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -101,7 +108,7 @@ def _post(subscription: Subscription, delivery: Delivery, body: bytes) -> int:
     finally:
         sock.close()
     parts = answer.split(b"\r\n", 1)[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not STATUS.fullmatch(parts[1]):
         raise SendFailed(f"{target.host} did not answer in HTTP")
     code = int(parts[1])
     if 300 <= code < 400:

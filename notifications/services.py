@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from cloudpanel import outbound
-from cloudpanel.events import publish, tenant_group
+from cloudpanel.events import notification_group, publish
 from cloudpanel.exceptions import DomainError
 from cloudpanel.scoping import Scope
 from notifications import tasks
@@ -33,27 +33,33 @@ class InvalidSubscription(DomainError):
 
 
 def notify(*, kind: Kind, tenant_id: int | None = None, title: str, body: str = "", link: str = "",
-           data: dict | None = None) -> Notification:
+           data: dict | None = None) -> Notification | None:
     """Record an event (a tenant's, or the platform's with no tenant) and queue it to every subscription that
-    hears of it; its pages hear of it once the caller's transaction commits."""
-    notification = Notification.objects.create(kind=kind, tenant_id=tenant_id, title=title[:300], body=body,
-                                               link=link[:300], data=data or {})
-    listeners = Subscription.objects.filter(enabled=True).filter(
-        Q(tenant__isnull=True) | Q(tenant_id=tenant_id) if tenant_id else Q(tenant__isnull=True))
-    now = timezone.now()
-    deliveries = Delivery.objects.bulk_create([
-        Delivery(subscription=subscription, notification=notification, next_attempt_at=now)
-        for subscription in listeners if subscription.hears(kind)])
+    hears of it; its pages hear of it once the caller's transaction commits. Never fails the caller: what could
+    not be recorded is logged (and None returned)."""
+    try:
+        with transaction.atomic():  # (a savepoint: the caller's own writes stay whatever happens here)
+            notification = Notification.objects.create(kind=kind, tenant_id=tenant_id, title=title[:300],
+                                                       body=body, link=link[:300], data=data or {})
+            listeners = Subscription.objects.filter(enabled=True).filter(
+                Q(tenant__isnull=True) | Q(tenant_id=tenant_id) if tenant_id else Q(tenant__isnull=True))
+            now = timezone.now()
+            deliveries = Delivery.objects.bulk_create([
+                Delivery(subscription=subscription, notification=notification, next_attempt_at=now)
+                for subscription in listeners if subscription.hears(kind)])
+    except DatabaseError:
+        log.exception("the notification %r could not be recorded", title)
+        return None
     ids = [delivery.pk for delivery in deliveries]
-    groups = [tenant_group(tenant_id), "admin"] if tenant_id else ["admin"]
     event = {"type": "notification", "id": notification.pk, "kind": kind, "title": notification.title}
+    groups = [notification_group(tenant_id), notification_group(None)] if tenant_id else [notification_group(None)]
 
     def committed() -> None:
         publish(groups, event)
         for delivery_id in ids:
-            try:
-                tasks.deliver.apply_async((delivery_id,))
-            except Exception as exc:  # the broker is away: the sweep sends it
+            try:  # (not retried here: the sweep sends what could not be queued)
+                tasks.deliver.apply_async((delivery_id,), retry=False)
+            except Exception as exc:
                 log.warning("delivery %s not queued (%s): the next sweep sends it", delivery_id, exc)
                 return
 
@@ -80,16 +86,23 @@ def _checked(*, tenant: Tenant | None, channel: str, kinds: list[str], email: st
         outbound.check(url, allow=allowlist())
     except outbound.UnsafeURL as exc:
         raise InvalidSubscription(f"the webhook URL is refused: {exc}") from None
+    except ValueError as exc:
+        raise InvalidSubscription(f"CLOUDPANEL_WEBHOOK_ALLOW is not valid ({exc}): ask a platform admin") from None
     return {"email": "", "url": url}
 
 
 def create_subscription(*, user, tenant: Tenant | None, name: str, channel: str, kinds: list[str], email: str = "",
-                        url: str = "") -> Subscription:
+                        url: str = "", enabled: bool = True) -> Subscription:
     """A new subscription (a webhook gets a signing secret of its own)."""
     fields = _checked(tenant=tenant, channel=channel, kinds=kinds, email=email, url=url)
     return Subscription.objects.create(tenant=tenant, name=name, channel=channel, kinds=sorted(set(kinds)),
                                        secret=Subscription.new_secret() if channel == Channel.WEBHOOK else "",
-                                       created_by=user, **fields)
+                                       enabled=enabled, created_by=user, **fields)
+
+
+def set_enabled(*, subscription: Subscription, enabled: bool) -> None:
+    """Turn a subscription on or off (off: what waits to be sent to it is not sent)."""
+    Subscription.objects.filter(pk=subscription.pk).update(enabled=enabled)
 
 
 def update_subscription(*, subscription: Subscription, name: str, kinds: list[str], enabled: bool,
@@ -130,7 +143,7 @@ def check_quotas() -> int:
     told = 0
     for tenant in tenants:
         for line in quotas.lines(limits[tenant.pk], used[tenant.pk]):
-            if line.limit is None:
+            if not line.limit:  # (unlimited, or none allowed at all: nothing fills up)
                 continue
             level = 100 if line.percent >= 100 else 90 if line.percent >= 90 else 0
             row = known.get((tenant.pk, line.resource.key))

@@ -23,3 +23,9 @@ def send_due() -> None:
 def check_quotas() -> None:
     """Tell tenants whose quota use crossed 90 % or 100 %."""
     services.check_quotas()
+
+
+@shared_task
+def prune() -> None:
+    """Drop notifications past their keeping time, with their delivery logs."""
+    delivery.prune()

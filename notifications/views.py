@@ -84,7 +84,6 @@ def subscription_change(request, pk: int, change: str):
         return redirect("subscription-list")
     if change not in ("enable", "disable"):
         refuse(request, f"{change}: not a change of a subscription")
-    services.update_subscription(subscription=subscription, name=subscription.name, kinds=subscription.kinds,
-                                 enabled=change == "enable", email=subscription.email, url=subscription.url)
+    services.set_enabled(subscription=subscription, enabled=change == "enable")
     messages.success(request, f"Subscription {subscription.name} {change}d.")
     return redirect("subscription-detail", subscription.pk)

@@ -55,7 +55,9 @@ def test_cpu_above_90_for_10_minutes_fires_once_and_resolves(host, tenant):
     samples(busy, [95.0] * 10, end=NOW + timedelta(seconds=100))
     later = NOW + timedelta(seconds=100)
     assert alerts.evaluate(now=later) == (1, 0)
-    assert alerts.evaluate(now=later) == (0, 0)
+    samples(busy, [97.0], end=later + timedelta(seconds=5))
+    assert alerts.evaluate(now=later + timedelta(seconds=5)) == (0, 0)
+    assert AlertState.objects.get(rule=rule).value == 97.0  # (what it is now, while it fires)
     (firing,) = told(Kind.ALERT_FIRING)
     assert firing.tenant == tenant and firing.title == "busy: instance busy-1: CPU above 90 % for 10 min"
     assert firing.link == f"/instances/{busy.pk}/" and "now 95.0" in firing.body
@@ -98,10 +100,11 @@ def test_a_tenants_rule_watches_its_own_instances_and_a_platform_rule_hosts(host
     ({"threshold": 150}, "from 0 to 100"),
     ({"seconds": 30}, "a minute to 6 hours"),
     ({"seconds": 7 * 3600}, "a minute to 6 hours"),
+    ({"target": "host", "measure": "disk", "tenant": None}, "an instance's measures"),
 ])
 def test_rules_are_checked(tenant, fields, error):
     with pytest.raises(alerts.InvalidRule, match=error):
-        rule_for(tenant, **fields)
+        rule_for(fields.pop("tenant", tenant), **fields)
 
 
 def test_a_rule_names_only_an_instance_of_its_tenant(host, tenant):

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -120,7 +121,7 @@ def test_a_tenants_event_reaches_its_subscriptions_and_the_platforms_signed(tena
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1/hook", "http://localhost:8000/", "http://[::1]/", "http://169.254.169.254/latest/meta-data",
     "http://10.0.0.5/", "http://192.168.1.1/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/", "ftp://example.org/",
-    "http://[fe80::1]/"])
+    "http://[fe80::1]/", "http://[::127.0.0.1]/", "http://[64:ff9b:1::a00:1]/", "http://[::ffff:0:7f00:1]/"])
 def test_a_webhook_to_an_internal_address_is_refused_like_an_import(tenant, url):
     with pytest.raises(services.InvalidSubscription, match="refused"):
         webhook(tenant, url)
@@ -186,6 +187,36 @@ def test_an_address_that_turned_internal_is_refused_at_delivery_and_not_retried(
         services.notify(kind=Kind.ACTION_FAILED, tenant_id=tenant.pk, title="x")
     row = Delivery.objects.get(subscription=subscription)
     assert row.status == DeliveryStatus.FAILED and row.error.startswith("refused:") and row.attempts == 1
+
+
+@SENDING
+def test_an_answer_that_is_not_http_a_name_that_does_not_resolve_and_a_disabled_subscription(tenant, receivers):
+    # A receiver answering a status line that is no HTTP status: a failed attempt, retried, not a delivery stuck
+    garbage = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: _answer(garbage.accept()[0], b"HTTP/1.1 99999 what\r\n\r\n"),
+                     daemon=True).start()
+    odd = webhook(tenant, f"http://127.0.0.1:{garbage.getsockname()[1]}/")
+    unresolved = webhook(tenant, receivers().url, name="renamed")
+    Subscription.objects.filter(pk=unresolved.pk).update(url="http://no-such-host.invalid/hook")
+    off = webhook(tenant, receivers().url, name="off")
+    services.set_enabled(subscription=off, enabled=False)
+    note = Notification.objects.create(kind=Kind.ACTION_FAILED, tenant=tenant, title="x")
+    rows = {s: Delivery.objects.create(subscription=s, notification=note, next_attempt_at=timezone.now())
+            for s in (odd, unresolved, off)}
+    for row in rows.values():
+        delivery.attempt(row.pk)
+    for row in rows.values():
+        row.refresh_from_db()
+    garbage.close()
+    assert (rows[odd].status, rows[odd].error) == (DeliveryStatus.PENDING, "127.0.0.1 did not answer in HTTP")
+    assert rows[unresolved].status == DeliveryStatus.PENDING and "cannot resolve" in rows[unresolved].error
+    assert (rows[off].status, rows[off].error) == (DeliveryStatus.FAILED, "not sent: the subscription is disabled")
+
+
+def _answer(connection, reply: bytes) -> None:
+    connection.recv(65536)
+    connection.sendall(reply)
+    connection.close()
 
 
 @SENDING
@@ -265,6 +296,10 @@ def test_failed_operations_crashes_and_changes_outside_the_panel_are_told_to_the
                                     observed_at=now + timedelta(seconds=2))
     instance_services.record_status(instance_id=instance.pk, status=Status.UNKNOWN, cause=Cause.RECONCILE,
                                     observed_at=now + timedelta(seconds=3))
+    # An operation in flight explains what its host says meanwhile: nothing is told of it
+    type(instance).objects.filter(pk=instance.pk).update(task_state="starting")
+    instance_services.record_status(instance_id=instance.pk, status=Status.RUNNING, cause=Cause.EVENT,
+                                    observed_at=now + timedelta(seconds=4))
     assert kinds_of(tenant) == [Kind.ACTION_FAILED, Kind.BACKUP_FAILED, Kind.INSTANCE_CRASHED,
                                 Kind.INSTANCE_CHANGED]
     changed = Notification.objects.get(kind=Kind.INSTANCE_CHANGED)
@@ -362,3 +397,35 @@ def test_the_pages_list_notifications_and_make_subscriptions(tenant, member, adm
     assert not Subscription.objects.get(pk=subscription.pk).enabled
     client.post(f"/notifications/subscriptions/{subscription.pk}/delete/")
     assert not Subscription.objects.exists()
+
+
+@SENDING
+def test_every_page_of_those_who_may_read_it_hears_of_a_new_notification(host, tenant, member, admin_user):
+    from asgiref.sync import async_to_sync
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from cloudpanel.asgi import application
+
+    instance = make_instance(tenant=tenant, host=host)
+    stranger = make_user(tenant=make_tenant())
+    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+
+    @async_to_sync
+    async def scenario():
+        sockets = []
+        for path, user in ((f"/ws/instances/{instance.pk}/status/", member), ("/ws/status/", admin_user),
+                           ("/ws/status/", stranger)):
+            socket_ = WebsocketCommunicator(application, path, headers=headers)
+            socket_.scope["user"] = user
+            assert (await socket_.connect())[0]
+            sockets.append(socket_)
+        await database_sync_to_async(sent)(tenant=tenant, title="web-1: Reboot failed")
+        heard = [await s.receive_json_from(timeout=5) for s in sockets[:2]]
+        assert await sockets[2].receive_nothing(timeout=0.5)
+        for s in sockets:
+            await s.disconnect()
+        return heard
+
+    for event in scenario():
+        assert event["type"] == "notification" and event["title"] == "web-1: Reboot failed"

@@ -67,10 +67,13 @@ def _flags() -> int:
 
 
 def _summed(stats: dict, prefix: str, field: str) -> int | None:
+    """The counter summed over the domain's disks or interfaces; None unless every one of them reports it (a busy
+    domain's monitor-read counters are left out under NOWAIT: a partial sum would look like a reset)."""
     count = stats.get(f"{prefix}.count")
     if count is None:
         return None
-    return sum(stats.get(f"{prefix}.{i}.{field}", 0) for i in range(count))
+    values = [stats.get(f"{prefix}.{i}.{field}") for i in range(count)]
+    return None if None in values else sum(values)
 
 
 def _from_bulk(dom: libvirt.virDomain, stats: dict) -> DomainCounters:
@@ -94,7 +97,7 @@ def _from_bulk(dom: libvirt.virDomain, stats: dict) -> DomainCounters:
 
 def _from_info(dom: libvirt.virDomain) -> DomainCounters | None:
     try:
-        state_code, _max_kib, memory_kib, vcpus, cpu_time = dom.info()
+        state_code, max_kib, memory_kib, vcpus, cpu_time = dom.info()
         domain_uuid = dom.UUIDString()
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # else undefined meanwhile
@@ -102,8 +105,9 @@ def _from_info(dom: libvirt.virDomain) -> DomainCounters | None:
         return None
     state = connections.state_of(state_code)
     running = state in (PowerState.RUNNING, PowerState.PAUSED)
+    # (its current memory: what an LXC container's cgroup uses, a VM's balloon; out of its maximum)
     return DomainCounters(uuid=domain_uuid, state=state, vcpus=vcpus, cpu_time_ns=cpu_time if running else None,
-                          memory_bytes=memory_kib * 1024, memory_used_bytes=memory_kib * 1024 if running else None)
+                          memory_bytes=max_kib * 1024, memory_used_bytes=memory_kib * 1024 if running else None)
 
 
 def _domains(conn: libvirt.virConnect) -> list[DomainCounters]:

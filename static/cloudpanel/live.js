@@ -119,7 +119,8 @@
       if (event.type === "instance") applyInstance(event);
       if (event.type === "host") applyHost(event);
       if (event.type === "notification") showUnread(++unread);
-      if (event.type !== "metrics") refreshSections();  // a new chart point changes nothing else on the page
+      // a new chart point or notification changes nothing else on the page
+      if (event.type !== "metrics" && event.type !== "notification") refreshSections();
       document.dispatchEvent(new CustomEvent("panel:event", { detail: event }));
     };
     socket.onclose = function (close) {

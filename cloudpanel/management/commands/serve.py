@@ -17,6 +17,8 @@ from channels.routing import get_default_application
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from cloudpanel import telemetry
+
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +55,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options):
         workers = 1 if settings.EMBEDDED else settings.CLOUDPANEL_WEB_WORKERS
+        telemetry.start_afresh()
         if settings.EMBEDDED:
             if "CLOUDPANEL_PANEL_URL" not in os.environ:  # the in-process worker fetches image bytes from here
                 local = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
