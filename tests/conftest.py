@@ -216,7 +216,7 @@ def server(guest, reap_qemu_guests, image_dirs, settings):
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-               CLOUDPANEL_RECONCILE_SECONDS="5", CLOUDPANEL_IMAGE_DIR=str(image_dirs),
+               CLOUDPANEL_RECONCILE_SECONDS="5", CLOUDPANEL_METRICS_SECONDS="3", CLOUDPANEL_IMAGE_DIR=str(image_dirs),
                CLOUDPANEL_SCRATCH_DIR=settings.CLOUDPANEL_SCRATCH_DIR, CLOUDPANEL_UPLOAD_CHUNK_MIB="1")
     process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 30

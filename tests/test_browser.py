@@ -51,6 +51,12 @@ LIT_PIXELS = """() => {
 }"""
 
 
+CHART_POINTS = """([name, least]) => {
+  const chart = Chart.getChart(document.querySelector(`canvas[data-metric-chart="${name}"]`));
+  return chart !== undefined && chart.data.datasets[0].data.filter((point) => point.y !== null).length >= least;
+}"""
+
+
 def screen_until(page, settled, typed: str, timeout: float = 60.0) -> int:
     """Type into the display (again every few seconds) until the count of lit pixels on its canvas settles."""
     deadline = time.monotonic() + timeout
@@ -119,6 +125,9 @@ def test_sign_in_create_watch_running_and_use_the_console(server, tenant, guest)
         expect(page.locator("#terminal .xterm-rows")).to_contain_text("cloudpanel-guest:/#", timeout=60000)
         page.keyboard.type("echo cp-$((6*7))\n")
         expect(page.locator("#terminal .xterm-rows")).to_contain_text("cp-42", timeout=60000)
+        # and its resource charts, empty when the page opened, grow live (sampled every 3 s here)
+        page.wait_for_function(CHART_POINTS, arg=["cpu", 3], timeout=30000)
+        page.wait_for_function(CHART_POINTS, arg=["memory", 3], timeout=5000)
         page.screenshot(path=SCREENSHOTS / "instance-detail.png", full_page=True)
 
         # And its graphical console (noVNC through a single-use ticket) shows the guest's screen and takes keys
