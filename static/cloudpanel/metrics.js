@@ -21,6 +21,9 @@
     },
   };
   const UNITS = { cpu: "%", memory: "bytes", disk: "bytes/s", net: "bytes/s", pool: "bytes", iops: "", load: "" };
+  const MINUTE = 60000, DAY = 86400000;
+  const SPANS = { hour: [60 * MINUTE, 10 * MINUTE], day: [DAY, 4 * 60 * MINUTE], week: [7 * DAY, DAY],
+                  month: [30 * DAY, 5 * DAY], year: [365 * DAY, 30 * DAY] };  // how far back, and a tick every
   const of = root.dataset.metricsOf;
   const id = Number(root.dataset.metricsId);
   const note = root.querySelector("[data-metrics-note]");
@@ -60,7 +63,7 @@
         animation: false, maintainAspectRatio: false, parsing: false, normalized: true,
         interaction: { mode: "index", intersect: false },
         scales: {
-          x: { type: "linear", ticks: { maxTicksLimit: 6, callback: function (v) { return when(v); } } },
+          x: { type: "linear", ticks: { maxTicksLimit: 8, callback: function (v) { return when(v); } } },
           y: { beginAtZero: true, suggestedMax: unit === "%" ? 100 : unit.startsWith("bytes") ? 1024 : 1,
                ticks: { maxTicksLimit: 5, callback: function (v) { return human(v, unit); } } },
         },
@@ -75,11 +78,19 @@
     });
   });
 
+  function span(chart) {  // the whole range on the axis, up to now, whatever was sampled
+    const x = chart.options.scales.x;
+    x.max = Date.now();
+    x.min = x.max - SPANS[range][0];
+    x.ticks.stepSize = SPANS[range][1];
+  }
+
   function draw(data) {
     Object.values(charts).forEach(function (chart) {
       chart.data.datasets.forEach(function (set) {
         set.data = data.t.map(function (t, i) { return { x: t, y: data[set.field][i] }; });
       });
+      span(chart);
       chart.update();
     });
     note.textContent = data.t.length ? (data.bucket ? "Averages over " + data.bucket / 60 + " minutes." :
@@ -114,6 +125,7 @@
         set.data.push({ x: event.point.t, y: event.point[set.field] });
         while (set.data.length && set.data[0].x < since) set.data.shift();
       });
+      span(chart);
       chart.update("none");
     });
     note.textContent = "Each sample, live.";
