@@ -36,6 +36,7 @@ from instances.lifecycle import allowed_operations
 from instances.models import Instance, InstanceAction
 from networks import services as network_services
 from networks.models import Allocation, NetworkHost, Port
+from notifications.models import Notification
 from tenants.models import AuditEvent
 from tests.conftest import CONTAINER_IMAGE
 from tests.factories import wait_for
@@ -123,6 +124,9 @@ def test_real_guest_end_to_end(qemu_host, member, tenant, guest_kernel, listener
     assert wait_for(lambda: Instance.objects.get(pk=instance.pk).status == Status.MISSING, timeout=15)
     missing = Instance.objects.get(pk=instance.pk)
     assert "outside CloudPanel" in missing.status_reason and allowed_operations(missing.status, None) == ["delete"]
+    # and the tenant is told, once, of that change it did not make (its own shutdown told nothing)
+    told = Notification.objects.filter(tenant=tenant).values_list("kind", "title")
+    assert list(told) == [("instance.changed", "tiny is missing on its host (was stopped)")]
     services.request_operation(instance=instance, operation="delete", user=member)
     assert Instance.objects.get(pk=instance.pk).status == Status.DELETED
     with pytest.raises(hypervisor.DomainNotFound):
