@@ -65,6 +65,17 @@ class Scope:
         """Platform admins, and the admins of the tenant acted in: they see its tokens and audit log."""
         return self.admin or (self.tenant is not None and self.roles.get(self.tenant.pk) == "admin")
 
+    @property
+    def managed_tenant_ids(self) -> list[int] | None:
+        """The tenants whose members and settings (subscriptions, alert rules) the user manages here; None: every
+        one and the platform's (a platform admin acting across tenants)."""
+        ids = self.tenant_ids
+        return None if ids is None else [t for t in ids if self.can_manage(t)]
+
+    def manages(self, tenant_id: int | None) -> bool:
+        """Manage what a tenant owns (None: the platform, platform admins only)."""
+        return self.admin if tenant_id is None else self.can_manage(tenant_id)
+
     def role_in(self, tenant_id: int) -> str | None:
         return self.roles.get(tenant_id)
 

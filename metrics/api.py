@@ -92,7 +92,7 @@ class AlertRuleViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retriev
         return AlertRule.objects.in_scope(self.scope).prefetch_related("states")
 
     def _require_manager(self, tenant_id: int | None) -> None:
-        if not (self.scope.admin if tenant_id is None else self.scope.can_manage(tenant_id)):
+        if not self.scope.manages(tenant_id):
             raise PermissionDenied(MANAGERS)
 
     @extend_schema(request=AlertRuleWriteSerializer, responses={201: AlertRuleSerializer})

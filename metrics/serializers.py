@@ -85,8 +85,10 @@ class AlertRuleWriteSerializer(serializers.Serializer):
                                                 "hosts, or every tenant's instances")
     name = serializers.CharField(max_length=100)
     target = serializers.ChoiceField(choices=Target.choices, default=Target.INSTANCE)
-    instance = serializers.IntegerField(required=False, allow_null=True, help_text="One instance; none: all")
-    host = serializers.IntegerField(required=False, allow_null=True, help_text="One host; none: all")
+    instance = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1,
+                                        help_text="One instance; none: all")
+    host = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1,
+                                    help_text="One host; none: all")
     measure = serializers.ChoiceField(choices=Measure.choices)
     comparison = serializers.ChoiceField(choices=Comparison.choices, default=Comparison.ABOVE)
     threshold = serializers.FloatField(min_value=0, max_value=1e15)

@@ -28,23 +28,17 @@ def hot_spots(request):
                                                 "sorts": Sort.choices})
 
 
-def _managed_tenants(scope):
-    if scope.admin and scope.tenant is None:
-        return Tenant.objects.all()
-    return Tenant.objects.filter(pk__in=[t for t in scope.tenant_ids or [] if scope.can_manage(t)])
-
-
 @login_required
 def alert_list(request):
     scope = scope_of(request)
-    tenants = _managed_tenants(scope)
-    platform_wide = scope.admin and scope.tenant is None
+    tenants, managed = Tenant.objects.managed_in(scope), scope.managed_tenant_ids
+    platform_wide = managed is None
     form = AlertRuleForm(request.POST or None, tenants=tenants, platform_wide=platform_wide,
                          instances=Instance.objects.in_scope(scope).live().filter(tenant__in=tenants),
                          initial={"tenant": scope.tenant.pk if scope.tenant else None})
     if request.method == "POST":
         audit.note(request, action="alert_rule.create")
-        if not platform_wide and not tenants.exists():
+        if not platform_wide and not managed:
             refuse(request, MANAGERS)
         if form.is_valid():
             values = form.cleaned_data
@@ -64,9 +58,8 @@ def alert_list(request):
     rules = list(AlertRule.objects.in_scope(scope).select_related("tenant", "instance", "host"))
     firing = alerts.firing(rules)
     return render(request, "metrics/alerts.html", {
-        "rules": [(rule, firing.get(rule.pk, []), rule.tenant_id in {t.pk for t in tenants} or
-                   (rule.tenant_id is None and platform_wide)) for rule in rules],
-        "form": form, "may_make": platform_wide or tenants.exists()})
+        "rules": [(rule, firing.get(rule.pk, []), platform_wide or rule.tenant_id in managed) for rule in rules],
+        "form": form, "may_make": platform_wide or bool(managed)})
 
 
 @login_required
@@ -75,7 +68,7 @@ def alert_change(request, pk: int, change: str):
     scope = scope_of(request)
     rule = get_object_or_404(AlertRule.objects.in_scope(scope), pk=pk)
     audit.note(request, action=f"alert_rule.{change}", target=rule, tenant=rule.tenant)
-    if not (scope.admin if rule.tenant_id is None else scope.can_manage(rule.tenant_id)):
+    if not scope.manages(rule.tenant_id):
         refuse(request, MANAGERS)
     if change == "delete":
         rule.delete()

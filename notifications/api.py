@@ -58,7 +58,7 @@ class SubscriptionViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Retr
 
     def _tenant(self, tenant_id: int | None):
         tenant = tenant_asked(self.scope, tenant_id)
-        if tenant is None and not self.scope.admin or tenant is not None and not self.scope.can_manage(tenant.pk):
+        if not self.scope.manages(tenant.pk if tenant else None):
             raise PermissionDenied(MANAGERS)
         return tenant
 

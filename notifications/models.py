@@ -35,9 +35,8 @@ class SubscriptionQuerySet(TenantScopedQuerySet):
     def managed_by(self, scope: Scope) -> "SubscriptionQuerySet":
         """What the scope may see and change: a platform admin's every subscription, a tenant admin's their
         tenant's (a subscription's webhook secret is in it)."""
-        if scope.admin and scope.tenant is None:
-            return self
-        return self.filter(tenant_id__in=[t for t in scope.tenant_ids or [] if scope.can_manage(t)])
+        ids = scope.managed_tenant_ids
+        return self if ids is None else self.filter(tenant_id__in=ids)
 
 
 class Subscription(models.Model):

@@ -31,22 +31,16 @@ def notification_list(request):
     return render(request, "notifications/list.html", {"page": page, "read_until": read_until})
 
 
-def _managed_tenants(scope):
-    if scope.admin and scope.tenant is None:
-        return Tenant.objects.all()
-    return Tenant.objects.filter(pk__in=[t for t in scope.tenant_ids or [] if scope.can_manage(t)])
-
-
 @login_required
 def subscription_list(request):
     scope = scope_of(request)
-    tenants = _managed_tenants(scope)
-    platform_wide = scope.admin and scope.tenant is None
+    tenants, managed = Tenant.objects.managed_in(scope), scope.managed_tenant_ids
+    platform_wide = managed is None
     form = SubscriptionForm(request.POST or None, tenants=tenants, platform_wide=platform_wide,
                             initial={"tenant": scope.tenant.pk if scope.tenant else None})
     if request.method == "POST":
         audit.note(request, action="subscription.create")
-        if not platform_wide and not tenants.exists():
+        if not platform_wide and not managed:
             refuse(request, MANAGERS)
         if form.is_valid():
             values = form.cleaned_data
@@ -62,7 +56,7 @@ def subscription_list(request):
                 return redirect("subscription-detail", subscription.pk)
     subscriptions = Subscription.objects.managed_by(scope).select_related("tenant")
     return render(request, "notifications/subscriptions.html", {"subscriptions": subscriptions, "form": form,
-                                                                "may_subscribe": platform_wide or tenants.exists()})
+                                                                "may_subscribe": platform_wide or bool(managed)})
 
 
 @login_required

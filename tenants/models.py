@@ -6,12 +6,17 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from cloudpanel.scoping import TenantScopedQuerySet
+from cloudpanel.scoping import Scope, TenantScopedQuerySet
 from tenants.choices import AuditResult, Channel, Role
 
 
 class TenantQuerySet(TenantScopedQuerySet):
     tenant_field = "pk"
+
+    def managed_in(self, scope: Scope) -> "TenantQuerySet":
+        """The tenants the scope manages (Scope.managed_tenant_ids)."""
+        ids = scope.managed_tenant_ids
+        return self if ids is None else self.filter(pk__in=ids)
 
 
 class Tenant(models.Model):

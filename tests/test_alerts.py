@@ -158,3 +158,11 @@ def test_the_page_makes_and_lists_rules(host, tenant, member, client):
     assert not AlertRule.objects.get(pk=rule.pk).enabled
     client.post(f"/alerts/{rule.pk}/delete/")
     assert not AlertRule.objects.exists()
+
+
+def test_a_tenant_has_at_most_100_rules(tenant):
+    AlertRule.objects.bulk_create([AlertRule(tenant=tenant, name=f"r{n}", measure="cpu", threshold=90, seconds=60)
+                                   for n in range(alerts.MAX_RULES)])
+    with pytest.raises(alerts.InvalidRule, match="at most 100 alert rules"):
+        rule_for(tenant)
+    assert rule_for(make_tenant()).name == "busy"  # (another tenant's own hundred)

@@ -490,3 +490,17 @@ def test_a_busy_domains_missing_disk_counters_are_no_reset_and_no_rate(host, pla
                                                                                  disk=10**9 + 4096),)))
     rates = list(InstanceSample.objects.order_by("time").values_list("disk_read", flat=True))
     assert rates == [None, None]  # not the whole total since boot in one round
+
+
+def test_metrics_sum_what_every_web_process_counted(client, settings):
+    import os
+    import subprocess
+    import sys
+
+    settings.CLOUDPANEL_METRICS_TOKEN = "t"
+    # Another web process of the same server (it shares the directory it inherits) answered two requests
+    subprocess.run([sys.executable, "-c", "from cloudpanel import telemetry; "
+                    "telemetry.REQUESTS.labels('GET', 'elsewhere', '200').inc(2)"],
+                   cwd=settings.BASE_DIR, env=dict(os.environ), check=True)
+    got = scraped(client, HTTP_AUTHORIZATION="Bearer t")
+    assert got[("cloudpanel_http_requests_total", (("method", "GET"), ("status", "200"), ("view", "elsewhere")))] == 2

@@ -429,3 +429,16 @@ def test_every_page_of_those_who_may_read_it_hears_of_a_new_notification(host, t
 
     for event in scenario():
         assert event["type"] == "notification" and event["title"] == "web-1: Reboot failed"
+
+
+def test_notifications_are_kept_90_days_with_their_deliveries(tenant):
+    subscription = services.create_subscription(user=None, tenant=tenant, name="ops", channel="email",
+                                                email="ops@example.org", kinds=[])
+    old = Notification.objects.create(kind=Kind.ACTION_FAILED, tenant=tenant, title="old",
+                                      created_at=timezone.now() - timedelta(days=91))
+    Delivery.objects.create(subscription=subscription, notification=old, status=DeliveryStatus.DELIVERED)
+    Notification.objects.create(kind=Kind.ACTION_FAILED, tenant=tenant, title="recent",
+                                created_at=timezone.now() - timedelta(days=89))
+    assert delivery.prune() == 1
+    assert list(Notification.objects.values_list("title", flat=True)) == ["recent"]
+    assert not Delivery.objects.exists()
